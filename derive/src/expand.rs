@@ -1,0 +1,111 @@
+//! Code generation for `#[derive(Schema)]`.
+//!
+//! Rules that need another type's impl are written as code the compiler checks at the user's
+//! tokens (`quote_spanned!`): the version and collection of `from` in `const` assertions outside
+//! the impl, the signature of `step` in a coercion to a function pointer.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{DeriveInput, Expr, Path, Type};
+
+use crate::attr::{Attrs, Ctxt};
+use crate::valid::{self, Model, Upgrade};
+
+/// Expands one `#[derive(Schema)]`, or every mistake found in it.
+pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let mut cx = Ctxt::new();
+    let attrs = Attrs::from_ast(&mut cx, input);
+    let model = valid::check(&mut cx, input, attrs);
+    let model = cx.finish(model)?;
+    Ok(expand(&model))
+}
+
+fn expand(model: &Model<'_>) -> TokenStream {
+    let Model {
+        ident,
+        krate,
+        collection,
+        version,
+        upgrade,
+    } = model;
+    let mut version_literal = Literal::u32_unsuffixed(version.value);
+    version_literal.set_span(version.literal.span());
+    let (previous, body, checks) = match upgrade {
+        Upgrade::First => (
+            quote!(Self),
+            // Never called for version 1, and `Previous` is `Self`: returning the value unchanged
+            // is correct and cannot panic.
+            quote!(::core::result::Result::Ok(previous)),
+            TokenStream::new(),
+        ),
+        Upgrade::Step { from, step } => (
+            quote!(#from),
+            step_body(krate, from, step),
+            checks(krate, from, collection.value().as_str(), version.value),
+        ),
+        Upgrade::Convert { from } => (
+            quote!(#from),
+            quote_spanned! {from.span()=>
+                #krate::__private::try_from_step::<#from, Self>(previous)
+            },
+            checks(krate, from, collection.value().as_str(), version.value),
+        ),
+    };
+    quote! {
+        #checks
+
+        #[automatically_derived]
+        impl #krate::Schema for #ident {
+            const COLLECTION: &'static ::core::primitive::str = #collection;
+            const VERSION: ::core::primitive::u32 = #version_literal;
+            type Previous = #previous;
+
+            fn upgrade(
+                previous: Self::Previous,
+            ) -> ::core::result::Result<Self, #krate::StepError> {
+                #body
+            }
+        }
+    }
+}
+
+/// Calls `step` through a function pointer of the exact signature, so that a step with the wrong
+/// argument or return type fails at the user's `step = ...` tokens.
+fn step_body(krate: &Path, from: &Type, step: &Expr) -> TokenStream {
+    let binding = quote_spanned! {step.span()=>
+        let step: fn(#from) -> ::core::result::Result<Self, #krate::StepError> = #step;
+    };
+    quote! {
+        #binding
+        step(previous)
+    }
+}
+
+/// Compile-time checks, at the user's `from = ...` tokens, that `from` is version N-1 of the same
+/// collection.
+fn checks(krate: &Path, from: &Type, collection: &str, version: u32) -> TokenStream {
+    let previous = version - 1;
+    let previous_literal = Literal::u32_unsuffixed(previous);
+    // The messages are format strings of `panic!`; braces in a collection name must not be read
+    // as arguments.
+    let escaped = collection.replace('{', "{{").replace('}', "}}");
+    let version_message = format!(
+        "`from` must name the version {previous} type of `{escaped}`: point `from` at the type \
+         with `#[schema(version = {previous})]`"
+    );
+    let collection_message = format!(
+        "`from` must name a type of collection `{escaped}`: point `from` at the version \
+         {previous} type with `#[schema(collection = \"{escaped}\")]`"
+    );
+    quote_spanned! {from.span()=>
+        const _: () = ::core::assert!(
+            <#from as #krate::Schema>::VERSION == #previous_literal,
+            #version_message,
+        );
+        const _: () = ::core::assert!(
+            #krate::__private::str_eq(<#from as #krate::Schema>::COLLECTION, #collection),
+            #collection_message,
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! The top-level error, for applications that want one type for everything revolve returns.
+
+use crate::record::RecordError;
+use crate::schema::SchemaError;
+use crate::store::StoreError;
+
+/// Any error revolve returns. Each function returns its layer's narrower type, which converts into
+/// this one with `?`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A store or collection operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A schema chain is invalid or a document could not be upgraded.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// Stored bytes are not a valid record.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}

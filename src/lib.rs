@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod error;
+mod id;
+mod record;
+mod schema;
+mod store;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use crate::error::Error;
+pub use crate::id::{DocId, InvalidId, Revision, MAX_ID_LEN};
+pub use crate::record::{Origin, RecordError};
+pub use crate::schema::{Schema, SchemaError, StepError};
+pub use crate::store::{
+    BackendError, Collection, Document, Durability, Iter, RawCollection, RawRevision,
+    RevisionInfo, Store, StoreBuilder, StoreError, DEFAULT_CACHE_CAPACITY,
+};
+pub use revolve_derive::Schema;

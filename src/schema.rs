@@ -1,0 +1,384 @@
+//! The `Schema` trait, the upgrade chain and step errors.
+//!
+//! This module knows nothing of storage: it turns a payload stored at some version into the latest
+//! type by decoding it at its own version and running every step above it.
+
+use std::any::TypeId;
+use std::error::Error as StdError;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::record::{self, RecordError};
+
+/// One version of a stored document type.
+///
+/// Derive it with `#[derive(revolve::Schema)]` and `#[schema(...)]` rather than by hand:
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, schemars::JsonSchema, revolve::Schema)]
+/// #[schema(collection = "notes", version = 1)]
+/// struct NoteV1 {
+///     text: String,
+/// }
+///
+/// #[derive(Serialize, Deserialize, schemars::JsonSchema, revolve::Schema)]
+/// #[schema(collection = "notes", version = 2, from = NoteV1, step = note_v1_to_v2)]
+/// struct NoteV2 {
+///     text: String,
+///     pinned: bool,
+/// }
+///
+/// fn note_v1_to_v2(old: NoteV1) -> Result<NoteV2, revolve::StepError> {
+///     Ok(NoteV2 { text: old.text, pinned: false })
+/// }
+///
+/// assert_eq!(<NoteV2 as revolve::Schema>::VERSION, 2);
+/// ```
+///
+/// A hand-written implementation must keep the same rules the derive checks at compile time:
+/// versions count up from 1 without gaps, every version of a chain names the same collection, and
+/// version 1 names itself as [`Previous`](Schema::Previous). [`Store::collection`] checks them
+/// again at run time.
+///
+/// [`Store::collection`]: crate::Store::collection
+pub trait Schema: Serialize + DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static {
+    /// The name of the collection every version of this chain is stored in.
+    const COLLECTION: &'static str;
+
+    /// This type's version: 1 for the first, one more than [`Previous`](Schema::Previous) after.
+    const VERSION: u32;
+
+    /// The version this one is upgraded from; `Self` for version 1.
+    type Previous: Schema;
+
+    /// Upgrades a document of the previous version to this one.
+    ///
+    /// Never called for version 1.
+    ///
+    /// # Errors
+    ///
+    /// A [`StepError`] when the document cannot be upgraded; only that document fails.
+    fn upgrade(previous: Self::Previous) -> Result<Self, StepError>;
+}
+
+/// The error a step function returns when it cannot upgrade a document.
+///
+/// It carries a message and, where the step failed because of another error, that error as its
+/// source:
+///
+/// ```
+/// use revolve::StepError;
+///
+/// let by_message = StepError::new("priority `urgent!` is not known");
+/// let by_error = StepError::new("12x".parse::<u32>().unwrap_err());
+/// assert_eq!(by_message.to_string(), "priority `urgent!` is not known");
+/// assert_eq!(by_error.to_string(), "invalid digit found in string");
+/// ```
+pub struct StepError {
+    inner: Box<dyn StdError + Send + Sync + 'static>,
+}
+
+impl StepError {
+    /// Wraps a message (`&str`, `String`) or any error.
+    pub fn new(error: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
+        Self {
+            inner: error.into(),
+        }
+    }
+
+    /// The wrapped error.
+    #[must_use]
+    pub fn inner(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.inner
+    }
+}
+
+impl fmt::Debug for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl StdError for StepError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner.source()
+    }
+}
+
+/// A schema chain that breaks the rules, or a document that cannot be brought to the latest version.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// The bytes of a stored document could not be decoded.
+    #[error("cannot decode `{collection}` document at version {version}")]
+    Decode {
+        /// The collection.
+        collection: &'static str,
+        /// The version the bytes are stored at.
+        version: u32,
+        /// What went wrong.
+        #[source]
+        source: RecordError,
+    },
+    /// A step function returned an error or panicked.
+    #[error("step from version {from} to {to} of `{collection}` failed: {source}")]
+    Step {
+        /// The collection.
+        collection: &'static str,
+        /// The version the step upgrades from.
+        from: u32,
+        /// The version the step upgrades to.
+        to: u32,
+        /// The step's error; a panic's message for a step that panicked.
+        #[source]
+        source: StepError,
+    },
+    /// A document is stored at a version this program does not define yet.
+    #[error(
+        "`{collection}` document is stored at version {stored}, but this program knows versions up to {known}; run a newer build"
+    )]
+    VersionTooNew {
+        /// The collection.
+        collection: &'static str,
+        /// The version the document is stored at.
+        stored: u32,
+        /// The latest version this program defines.
+        known: u32,
+    },
+    /// A document is stored at a version no type of the chain defines (version 0).
+    #[error("`{collection}` document is stored at version {version}, which no type of the chain defines")]
+    UnknownVersion {
+        /// The collection.
+        collection: &'static str,
+        /// The stored version.
+        version: u32,
+    },
+    /// A hand-written `Schema` implementation breaks the chain rules.
+    #[error("invalid schema chain for `{collection}` at `{type_name}`: {reason}")]
+    InvalidChain {
+        /// The collection.
+        collection: &'static str,
+        /// The offending type.
+        type_name: &'static str,
+        /// Which rule it breaks.
+        reason: String,
+    },
+}
+
+/// Walks the chain from `T` down to version 1, checking the rules the derive checks at compile time,
+/// and returns its versions, newest first.
+pub(crate) fn chain<T: Schema>() -> Result<Vec<u32>, SchemaError> {
+    let mut versions = Vec::new();
+    push_versions::<T>(T::COLLECTION, T::VERSION, &mut versions)?;
+    Ok(versions)
+}
+
+fn push_versions<T: Schema>(
+    collection: &'static str,
+    expected_version: u32,
+    versions: &mut Vec<u32>,
+) -> Result<(), SchemaError> {
+    let invalid = |reason: String| SchemaError::InvalidChain {
+        collection,
+        type_name: std::any::type_name::<T>(),
+        reason,
+    };
+    if T::COLLECTION != collection {
+        return Err(invalid(format!(
+            "it belongs to collection `{}`",
+            T::COLLECTION
+        )));
+    }
+    if T::VERSION != expected_version {
+        return Err(invalid(format!(
+            "its version is {}, expected {expected_version}",
+            T::VERSION
+        )));
+    }
+    if T::VERSION == 0 {
+        return Err(invalid("versions start at 1".to_owned()));
+    }
+    versions.push(T::VERSION);
+    let is_first = TypeId::of::<T::Previous>() == TypeId::of::<T>();
+    match (T::VERSION, is_first) {
+        (1, true) => Ok(()),
+        (1, false) => Err(invalid(
+            "version 1 must name itself as `Previous`".to_owned(),
+        )),
+        (_, true) => Err(invalid(format!(
+            "version {} names itself as `Previous`",
+            T::VERSION
+        ))),
+        (version, false) => push_versions::<T::Previous>(collection, version - 1, versions),
+    }
+}
+
+/// Decodes a payload stored at `version` and upgrades it to `T` through every step above it.
+///
+/// The caller has checked the chain with [`chain`], so the recursion ends at version 1.
+pub(crate) fn upgrade<T: Schema>(
+    version: u32,
+    payload: &[u8],
+    max_depth: usize,
+) -> Result<T, SchemaError> {
+    if version == T::VERSION {
+        return record::decode_payload(payload, max_depth).map_err(|source| SchemaError::Decode {
+            collection: T::COLLECTION,
+            version,
+            source,
+        });
+    }
+    if version > T::VERSION {
+        return Err(SchemaError::VersionTooNew {
+            collection: T::COLLECTION,
+            stored: version,
+            known: T::VERSION,
+        });
+    }
+    if T::VERSION <= 1 {
+        return Err(SchemaError::UnknownVersion {
+            collection: T::COLLECTION,
+            version,
+        });
+    }
+    let previous = upgrade::<T::Previous>(version, payload, max_depth)?;
+    run_step::<T>(previous)
+}
+
+/// Runs one step, turning a panic into a [`StepError`] so that only this document fails.
+pub(crate) fn run_step<T: Schema>(previous: T::Previous) -> Result<T, SchemaError> {
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| T::upgrade(previous)));
+    let result = match outcome {
+        Ok(result) => result,
+        Err(payload) => Err(StepError::new(format!(
+            "step panicked: {}",
+            panic_message(payload.as_ref())
+        ))),
+    };
+    result.map_err(|source| SchemaError::Step {
+        collection: T::COLLECTION,
+        from: T::VERSION - 1,
+        to: T::VERSION,
+        source,
+    })
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(message) = payload.downcast_ref::<&'static str>() {
+        message
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message
+    } else {
+        "a non-string payload"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    struct A {
+        n: u32,
+    }
+    #[derive(Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    struct B {
+        n: u64,
+    }
+    #[derive(Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    struct Gap {
+        n: u64,
+    }
+
+    impl Schema for A {
+        const COLLECTION: &'static str = "t";
+        const VERSION: u32 = 1;
+        type Previous = Self;
+        fn upgrade(previous: Self) -> Result<Self, StepError> {
+            Ok(previous)
+        }
+    }
+    impl Schema for B {
+        const COLLECTION: &'static str = "t";
+        const VERSION: u32 = 2;
+        type Previous = A;
+        fn upgrade(previous: A) -> Result<Self, StepError> {
+            if previous.n == 13 {
+                panic!("unlucky");
+            }
+            if previous.n == 7 {
+                return Err(StepError::new("seven"));
+            }
+            Ok(B {
+                n: u64::from(previous.n) * 10,
+            })
+        }
+    }
+    impl Schema for Gap {
+        const COLLECTION: &'static str = "t";
+        const VERSION: u32 = 3;
+        type Previous = A;
+        fn upgrade(previous: A) -> Result<Self, StepError> {
+            Ok(Gap {
+                n: previous.n.into(),
+            })
+        }
+    }
+
+    #[test]
+    fn chain_lists_every_version() {
+        assert_eq!(chain::<B>().unwrap(), [2, 1]);
+    }
+
+    #[test]
+    fn chain_with_a_gap_is_refused() {
+        let err = chain::<Gap>().unwrap_err();
+        assert!(
+            err.to_string().contains("its version is 1, expected 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn upgrade_runs_steps_and_isolates_failures() {
+        let bytes = record::encode_payload(&A { n: 4 }).unwrap();
+        assert_eq!(upgrade::<B>(1, &bytes, 64).unwrap(), B { n: 40 });
+
+        let bytes = record::encode_payload(&A { n: 7 }).unwrap();
+        let err = upgrade::<B>(1, &bytes, 64).unwrap_err();
+        assert!(matches!(err, SchemaError::Step { from: 1, to: 2, .. }), "{err}");
+
+        let bytes = record::encode_payload(&A { n: 13 }).unwrap();
+        let err = upgrade::<B>(1, &bytes, 64).unwrap_err();
+        assert!(err.to_string().contains("step panicked: unlucky"), "{err}");
+    }
+
+    #[test]
+    fn newer_and_unknown_versions_are_typed_errors() {
+        let bytes = record::encode_payload(&A { n: 1 }).unwrap();
+        assert!(matches!(
+            upgrade::<A>(2, &bytes, 64),
+            Err(SchemaError::VersionTooNew {
+                stored: 2,
+                known: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            upgrade::<B>(0, &bytes, 64),
+            Err(SchemaError::UnknownVersion { version: 0, .. })
+        ));
+    }
+}

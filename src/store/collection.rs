@@ -1,0 +1,792 @@
+//! Collections: typed handles over one tree, and the write protocol.
+
+use std::any::TypeId;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use super::error::backend;
+use super::keys::{self, Head, REMOVED_COUNTER};
+use super::{Store, StoreError};
+use crate::id::{self, DocId, Revision};
+use crate::record::{self, Envelope, Kind, Origin};
+use crate::schema::{self, Schema};
+
+/// The state every handle of one collection name shares.
+pub(crate) struct Core {
+    name: String,
+    tree: sled::Tree,
+    /// Live heads per version, and removed heads under [`REMOVED_COUNTER`]. Its mutex is the
+    /// collection's write lock: every write holds it from reading the heads it replaces until its
+    /// batch is applied, so counters and heads never disagree and no update is lost.
+    counts: Mutex<BTreeMap<u32, u64>>,
+    binding: Mutex<Option<Binding>>,
+}
+
+/// The type a collection name is registered with in this process.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Binding {
+    type_id: TypeId,
+    type_name: &'static str,
+    /// The newest version of the collection any program has registered; when above the bound
+    /// type's version, this program may read but not write.
+    newest: u32,
+}
+
+impl Core {
+    pub(super) fn open(name: String, tree: sled::Tree) -> Result<Self, StoreError> {
+        let mut counts = BTreeMap::new();
+        for entry in tree.scan_prefix([keys::COUNTER]) {
+            let (key, value) = entry.map_err(backend)?;
+            let version = keys::version_of_counter(&key);
+            let count = <[u8; 8]>::try_from(&value[..]).ok().map(u64::from_be_bytes);
+            match (version, count) {
+                (Some(version), Some(count)) => {
+                    counts.insert(version, count);
+                }
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        collection: name,
+                        id: "counters".to_owned(),
+                        revision: None,
+                        source: record::RecordError::InvalidHeader("malformed counter"),
+                    })
+                }
+            }
+        }
+        Ok(Self {
+            name,
+            tree,
+            counts: Mutex::new(counts),
+            binding: Mutex::new(None),
+        })
+    }
+
+    /// Binds the collection to a type on first use, and checks every later use names the same.
+    pub(super) fn bind(
+        &self,
+        type_id: TypeId,
+        type_name: &'static str,
+        version: u32,
+        register: impl FnOnce() -> Result<u32, StoreError>,
+    ) -> Result<Binding, StoreError> {
+        let mut binding = self.binding.lock();
+        if let Some(bound) = *binding {
+            return if bound.type_id == type_id {
+                Ok(bound)
+            } else {
+                Err(StoreError::CollectionTypeMismatch {
+                    collection: self.name.clone(),
+                    registered: bound.type_name,
+                    requested: type_name,
+                })
+            };
+        }
+        let registered = register()?;
+        let stored = self.counts.lock().keys().next_back().copied().unwrap_or(0);
+        let bound = Binding {
+            type_id,
+            type_name,
+            newest: registered.max(stored).max(version),
+        };
+        *binding = Some(bound);
+        Ok(bound)
+    }
+
+    fn head(&self, id: &str) -> Result<Option<Head>, StoreError> {
+        match self.tree.get(keys::head(id)).map_err(backend)? {
+            None => Ok(None),
+            Some(bytes) => Head::decode(&bytes).map(Some).ok_or_else(|| StoreError::Corrupt {
+                collection: self.name.clone(),
+                id: id.to_owned(),
+                revision: None,
+                source: record::RecordError::InvalidHeader("malformed head"),
+            }),
+        }
+    }
+
+    /// The stored bytes of one revision.
+    fn revision_bytes(&self, id: &str, revision: Revision) -> Result<Option<sled::IVec>, StoreError> {
+        self.tree
+            .get(keys::revision(id, revision))
+            .map_err(backend)
+    }
+
+    fn corrupt(&self, id: &str, revision: Option<Revision>, source: record::RecordError) -> StoreError {
+        StoreError::Corrupt {
+            collection: self.name.clone(),
+            id: id.to_owned(),
+            revision,
+            source,
+        }
+    }
+
+    fn not_found(&self, id: &str) -> StoreError {
+        StoreError::NotFound {
+            collection: self.name.clone(),
+            id: id.to_owned(),
+        }
+    }
+
+    fn history(&self, id: &str) -> Result<Vec<RevisionInfo>, StoreError> {
+        validate_id(id)?;
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(keys::revisions_of(id)) {
+            let (_, bytes) = entry.map_err(backend)?;
+            let envelope = record::decode(&bytes).map_err(|e| self.corrupt(id, None, e))?;
+            out.push(RevisionInfo::from(&envelope));
+        }
+        Ok(out)
+    }
+
+    fn raw_revision(
+        &self,
+        id: &str,
+        revision: Revision,
+        max_depth: usize,
+    ) -> Result<Option<RawRevision>, StoreError> {
+        validate_id(id)?;
+        let Some(bytes) = self.revision_bytes(id, revision)? else {
+            return Ok(None);
+        };
+        let envelope = record::decode(&bytes).map_err(|e| self.corrupt(id, Some(revision), e))?;
+        let payload = match envelope.kind {
+            Kind::Tombstone => None,
+            Kind::Document => Some(
+                record::decode_payload(envelope.payload, max_depth)
+                    .map_err(|e| self.corrupt(id, Some(revision), e))?,
+            ),
+        };
+        Ok(Some(RawRevision {
+            info: RevisionInfo::from(&envelope),
+            payload,
+            bytes: envelope.payload.to_vec(),
+        }))
+    }
+
+    fn count_by_version(&self) -> BTreeMap<u32, u64> {
+        let mut counts = self.counts.lock().clone();
+        counts.remove(&REMOVED_COUNTER);
+        counts.retain(|_, count| *count > 0);
+        counts
+    }
+
+    fn removed_count(&self) -> u64 {
+        self.counts
+            .lock()
+            .get(&REMOVED_COUNTER)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Applies one batch of new revisions under the write lock already held as `counts`.
+    ///
+    /// Every revision key is new (revisions only append); heads and counters change in the same
+    /// batch, so a crash leaves either all of it or none.
+    fn apply(
+        &self,
+        counts: &mut MutexGuard<'_, BTreeMap<u32, u64>>,
+        writes: &[Staged<'_>],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut changed: BTreeMap<u32, u64> = BTreeMap::new();
+        for write in writes {
+            batch.insert(keys::revision(write.id, write.head.revision), &write.record[..]);
+            batch.insert(keys::head(write.id), &write.head.encode()[..]);
+            if let Some(old) = write.replaces {
+                let slot = changed
+                    .entry(old.counter_version())
+                    .or_insert_with(|| counts.get(&old.counter_version()).copied().unwrap_or(0));
+                *slot = slot.saturating_sub(1);
+            }
+            let slot = changed
+                .entry(write.head.counter_version())
+                .or_insert_with(|| counts.get(&write.head.counter_version()).copied().unwrap_or(0));
+            *slot += 1;
+        }
+        for (&version, &count) in &changed {
+            batch.insert(&keys::counter(version)[..], &count.to_be_bytes()[..]);
+        }
+        self.tree.apply_batch(batch).map_err(backend)?;
+        counts.extend(changed);
+        Ok(())
+    }
+
+    /// Whether every revision after `expected` up to the head is a migration or a revert, which
+    /// `update_if` looks through.
+    fn only_transparent_since(&self, id: &str, expected: Revision, head: Revision) -> Result<bool, StoreError> {
+        let mut revision = expected.next();
+        while revision <= head {
+            let Some(bytes) = self.revision_bytes(id, revision)? else {
+                return Ok(false);
+            };
+            let envelope = record::decode(&bytes).map_err(|e| self.corrupt(id, Some(revision), e))?;
+            if !envelope.origin.is_transparent() {
+                return Ok(false);
+            }
+            revision = revision.next();
+        }
+        Ok(true)
+    }
+}
+
+/// One new revision, ready to be applied.
+struct Staged<'a> {
+    id: &'a str,
+    /// The head it replaces; `None` for a new document.
+    replaces: Option<Head>,
+    head: Head,
+    record: Vec<u8>,
+}
+
+/// What a single-document write requires of the current head.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// No live document (a removed one is brought back with a new revision).
+    Absent,
+    /// A live document.
+    Live,
+    /// A live document at this revision, or one changed since only by migrations and reverts.
+    Revision(Revision),
+}
+
+fn validate_id(id: &str) -> Result<(), StoreError> {
+    id::validate(id).map_err(|source| StoreError::invalid_id(id, source))
+}
+
+/// A collection of documents whose latest version is `T`.
+///
+/// Cheap to clone, `Send` and `Sync`; every handle of a collection shares one write lock.
+pub struct Collection<T> {
+    store: Store,
+    core: Arc<Core>,
+    binding: Binding,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Collection<T> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            core: Arc::clone(&self.core),
+            binding: self.binding,
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Collection<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Collection")
+            .field("name", &self.core.name)
+            .field("type", &self.binding.type_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A document read from a collection, upgraded to the latest version.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Document<T> {
+    /// The document's id.
+    pub id: DocId,
+    /// The revision read.
+    pub revision: Revision,
+    /// The schema version the revision's bytes are stored at; below `T::VERSION` when the document
+    /// was upgraded on read.
+    pub stored_version: u32,
+    /// The document, at the latest version.
+    pub data: T,
+}
+
+/// What the history of a document records of one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RevisionInfo {
+    /// The revision's number.
+    pub revision: Revision,
+    /// The revision it follows; `None` for the first.
+    pub parent: Option<Revision>,
+    /// The schema version its bytes are stored at; `None` for a removal.
+    pub version: Option<u32>,
+    /// Whether this revision removed the document.
+    pub removed: bool,
+    /// What wrote it.
+    pub origin: Origin,
+    /// When it was written.
+    pub timestamp: SystemTime,
+}
+
+impl From<&Envelope<'_>> for RevisionInfo {
+    fn from(envelope: &Envelope<'_>) -> Self {
+        let removed = envelope.kind == Kind::Tombstone;
+        Self {
+            revision: envelope.revision,
+            parent: envelope.revision.parent(),
+            version: (!removed).then_some(envelope.version),
+            removed,
+            origin: envelope.origin,
+            timestamp: UNIX_EPOCH + Duration::from_micros(envelope.timestamp_micros),
+        }
+    }
+}
+
+/// One stored revision as it is on disk, not upgraded.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RawRevision {
+    /// The revision's metadata.
+    pub info: RevisionInfo,
+    /// The payload as JSON; `None` for a removal.
+    pub payload: Option<serde_json::Value>,
+    /// The payload's MessagePack bytes exactly as stored; empty for a removal.
+    pub bytes: Vec<u8>,
+}
+
+impl<T: Schema> Collection<T> {
+    pub(super) fn new(store: Store, core: Arc<Core>, binding: Binding) -> Self {
+        Self {
+            store,
+            core,
+            binding,
+            _type: PhantomData,
+        }
+    }
+
+    /// The collection's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    fn max_depth(&self) -> usize {
+        self.store.inner().max_depth
+    }
+
+    /// Refuses writes from a program older than the newest one that registered the collection.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.binding.newest > T::VERSION {
+            return Err(StoreError::VersionTooNew {
+                collection: self.core.name.clone(),
+                stored: self.binding.newest,
+                known: T::VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    fn encode(&self, value: &T) -> Result<Vec<u8>, StoreError> {
+        record::encode_payload(value).map_err(|source| StoreError::Encode {
+            collection: self.core.name.clone(),
+            source,
+        })
+    }
+
+    /// Decodes a stored revision and upgrades it to `T`; `None` for a removal.
+    fn decode(&self, id: &str, bytes: &[u8]) -> Result<Option<Document<T>>, StoreError> {
+        let envelope = record::decode(bytes).map_err(|e| self.core.corrupt(id, None, e))?;
+        if envelope.kind == Kind::Tombstone {
+            return Ok(None);
+        }
+        // Checked on the envelope, before decoding: field-named MessagePack of a newer layout can
+        // decode as an older one without complaint.
+        if envelope.version > T::VERSION {
+            return Err(StoreError::VersionTooNew {
+                collection: self.core.name.clone(),
+                stored: envelope.version,
+                known: T::VERSION,
+            });
+        }
+        let data = schema::upgrade::<T>(envelope.version, envelope.payload, self.max_depth())
+            .map_err(|source| StoreError::Upgrade {
+                collection: self.core.name.clone(),
+                id: id.to_owned(),
+                revision: envelope.revision,
+                source,
+            })?;
+        Ok(Some(Document {
+            id: DocId::from_validated(id.to_owned()),
+            revision: envelope.revision,
+            stored_version: envelope.version,
+            data,
+        }))
+    }
+
+    /// Inserts a new document under a generated id; its first revision.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::VersionTooNew`] when a newer program has taken the collection over,
+    /// [`StoreError::Encode`], and [`StoreError::Backend`].
+    pub fn insert(&self, value: &T) -> Result<DocId, StoreError> {
+        let mut ids = self.insert_many(std::slice::from_ref(value))?;
+        ids.pop().ok_or_else(|| self.core.not_found("(generated)"))
+    }
+
+    /// Inserts many documents under generated ids in one atomic batch: all are written, or none.
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](Self::insert).
+    pub fn insert_many<'a>(
+        &self,
+        values: impl IntoIterator<Item = &'a T>,
+    ) -> Result<Vec<DocId>, StoreError> {
+        self.check_writable()?;
+        let mut ids = Vec::new();
+        let mut records = Vec::new();
+        for value in values {
+            let payload = self.encode(value)?;
+            ids.push(DocId::generate());
+            records.push(record::encode(
+                Kind::Document,
+                T::VERSION,
+                Revision::FIRST,
+                Origin::Write,
+                &payload,
+            ));
+        }
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let head = Head {
+            revision: Revision::FIRST,
+            version: T::VERSION,
+            removed: false,
+        };
+        let staged: Vec<Staged<'_>> = ids
+            .iter()
+            .zip(records)
+            .map(|(id, record)| Staged {
+                id: id.as_str(),
+                replaces: None,
+                head,
+                record,
+            })
+            .collect();
+        let ticket = {
+            let mut counts = self.core.counts.lock();
+            self.core.apply(&mut counts, &staged)?;
+            self.store.inner().commit.ticket()
+        };
+        self.store.inner().durable(ticket)?;
+        Ok(ids)
+    }
+
+    /// Inserts a document under an id the application chooses.
+    ///
+    /// An id whose document was removed is taken again: the new document continues the removed
+    /// one's history with the next revision, and the old revisions stay readable.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::AlreadyExists`] when a live document has the id, [`StoreError::InvalidId`],
+    /// and as [`insert`](Self::insert).
+    pub fn insert_with_id(&self, id: &str, value: &T) -> Result<Revision, StoreError> {
+        self.write(id, Expect::Absent, Some(value))
+    }
+
+    /// Writes a new revision of a document.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when no live document has the id, [`StoreError::InvalidId`], and as
+    /// [`insert`](Self::insert).
+    pub fn update(&self, id: &str, value: &T) -> Result<Revision, StoreError> {
+        self.write(id, Expect::Live, Some(value))
+    }
+
+    /// Writes a new revision of a document only if it is still at `expected`, or was changed since
+    /// only by migrations or reverts (which keep its meaning).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] with the current revision when another write came in between, and
+    /// as [`update`](Self::update).
+    pub fn update_if(&self, id: &str, expected: Revision, value: &T) -> Result<Revision, StoreError> {
+        self.write(id, Expect::Revision(expected), Some(value))
+    }
+
+    /// Removes a document by appending a removal revision; its history stays readable.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when no live document has the id, and as
+    /// [`update`](Self::update).
+    pub fn remove(&self, id: &str) -> Result<Revision, StoreError> {
+        self.write(id, Expect::Live, None)
+    }
+
+    fn write(&self, id: &str, expect: Expect, value: Option<&T>) -> Result<Revision, StoreError> {
+        validate_id(id)?;
+        self.check_writable()?;
+        let payload = value.map(|value| self.encode(value)).transpose()?;
+        let ticket = {
+            let mut counts = self.core.counts.lock();
+            let current = self.core.head(id)?;
+            let live = current.filter(|head| !head.removed);
+            match (expect, live) {
+                (Expect::Absent, Some(_)) => {
+                    return Err(StoreError::AlreadyExists {
+                        collection: self.core.name.clone(),
+                        id: id.to_owned(),
+                    })
+                }
+                (Expect::Live | Expect::Revision(_), None) => return Err(self.core.not_found(id)),
+                (Expect::Revision(expected), Some(head)) if head.revision != expected => {
+                    let transparent = expected < head.revision
+                        && self.core.only_transparent_since(id, expected, head.revision)?;
+                    if !transparent {
+                        return Err(StoreError::Conflict {
+                            collection: self.core.name.clone(),
+                            id: id.to_owned(),
+                            expected,
+                            current: head.revision,
+                        });
+                    }
+                }
+                _ => {}
+            }
+            let revision = current.map_or(Revision::FIRST, |head| head.revision.next());
+            let (kind, version, payload) = match &payload {
+                Some(payload) => (Kind::Document, T::VERSION, &payload[..]),
+                None => (Kind::Tombstone, 0, &[][..]),
+            };
+            let head = Head {
+                revision,
+                version,
+                removed: kind == Kind::Tombstone,
+            };
+            let staged = Staged {
+                id,
+                replaces: current,
+                head,
+                record: record::encode(kind, version, revision, Origin::Write, payload),
+            };
+            self.core.apply(&mut counts, std::slice::from_ref(&staged))?;
+            (self.store.inner().commit.ticket(), revision)
+        };
+        self.store.inner().durable(ticket.0)?;
+        Ok(ticket.1)
+    }
+
+    /// The current revision of a document, upgraded to `T`; `None` if there is none or it was
+    /// removed. Reading never writes.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::VersionTooNew`] for a document stored by a newer program,
+    /// [`StoreError::Corrupt`] for damaged bytes, [`StoreError::Upgrade`] when the payload does not
+    /// decode or a step fails, [`StoreError::InvalidId`], and [`StoreError::Backend`].
+    pub fn get(&self, id: &str) -> Result<Option<Document<T>>, StoreError> {
+        validate_id(id)?;
+        let Some(head) = self.core.head(id)? else {
+            return Ok(None);
+        };
+        if head.removed {
+            return Ok(None);
+        }
+        let bytes = self
+            .core
+            .revision_bytes(id, head.revision)?
+            .ok_or_else(|| self.core.corrupt(id, Some(head.revision), record::RecordError::Truncated { len: 0 }))?;
+        self.decode(id, &bytes)
+    }
+
+    /// Any revision of a document, upgraded to `T`; `None` if it does not exist or is a removal.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub fn revision(&self, id: &str, revision: Revision) -> Result<Option<Document<T>>, StoreError> {
+        validate_id(id)?;
+        match self.core.revision_bytes(id, revision)? {
+            Some(bytes) => self.decode(id, &bytes),
+            None => Ok(None),
+        }
+    }
+
+    /// One revision exactly as stored: its version and payload, not upgraded.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] for damaged bytes, [`StoreError::InvalidId`], and
+    /// [`StoreError::Backend`].
+    pub fn raw_revision(&self, id: &str, revision: Revision) -> Result<Option<RawRevision>, StoreError> {
+        self.core.raw_revision(id, revision, self.max_depth())
+    }
+
+    /// Every revision of a document, oldest first; empty for an id never written.
+    ///
+    /// # Errors
+    ///
+    /// As [`raw_revision`](Self::raw_revision).
+    pub fn history(&self, id: &str) -> Result<Vec<RevisionInfo>, StoreError> {
+        self.core.history(id)
+    }
+
+    /// How many live documents are at each schema version. Kept up to date by every write, so
+    /// this costs nothing like a scan.
+    #[must_use]
+    pub fn count_by_version(&self) -> BTreeMap<u32, u64> {
+        self.core.count_by_version()
+    }
+
+    /// How many documents are removed (their last revision is a removal).
+    #[must_use]
+    pub fn removed_count(&self) -> u64 {
+        self.core.removed_count()
+    }
+
+    /// How many live documents the collection holds.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.count_by_version().values().sum()
+    }
+
+    /// Whether the collection holds no live document.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The current documents in id order, upgraded to `T`; removed ones are left out.
+    #[must_use]
+    pub fn iter(&self) -> Iter<T> {
+        Iter {
+            collection: self.clone(),
+            heads: self.core.tree.scan_prefix([keys::HEAD]),
+        }
+    }
+
+    /// The current documents whose id comes after `id`, in id order: for paging.
+    #[must_use]
+    pub fn iter_after(&self, id: &str) -> Iter<T> {
+        let mut start = keys::head(id);
+        start.push(0);
+        let end = [keys::HEAD + 1];
+        Iter {
+            collection: self.clone(),
+            heads: self.core.tree.range(start..end.to_vec()),
+        }
+    }
+}
+
+/// An iterator over a collection's current documents; see [`Collection::iter`].
+pub struct Iter<T> {
+    collection: Collection<T>,
+    heads: sled::Iter,
+}
+
+impl<T> fmt::Debug for Iter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter")
+            .field("collection", &self.collection.core.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Schema> Iterator for Iter<T> {
+    type Item = Result<Document<T>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (key, value) = match self.heads.next()? {
+                Ok(entry) => entry,
+                Err(error) => return Some(Err(backend(error))),
+            };
+            let core = &self.collection.core;
+            let Some(id) = keys::id_of_head(&key) else {
+                return Some(Err(core.corrupt(
+                    &String::from_utf8_lossy(&key),
+                    None,
+                    record::RecordError::InvalidHeader("head key is not UTF-8"),
+                )));
+            };
+            let Some(head) = Head::decode(&value) else {
+                return Some(Err(core.corrupt(
+                    id,
+                    None,
+                    record::RecordError::InvalidHeader("malformed head"),
+                )));
+            };
+            if head.removed {
+                continue;
+            }
+            // The revision a head names is written in the same batch as the head and never
+            // removed, so it is there even if the document changed since the head was read.
+            let result = match core.revision_bytes(id, head.revision) {
+                Ok(Some(bytes)) => self.collection.decode(id, &bytes).transpose()?,
+                Ok(None) => Err(core.corrupt(
+                    id,
+                    Some(head.revision),
+                    record::RecordError::Truncated { len: 0 },
+                )),
+                Err(error) => Err(error),
+            };
+            return Some(result);
+        }
+    }
+}
+
+/// A collection opened by name, without its types: history, raw payloads and counts, read only.
+#[derive(Clone)]
+pub struct RawCollection {
+    store: Store,
+    core: Arc<Core>,
+}
+
+impl fmt::Debug for RawCollection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawCollection")
+            .field("name", &self.core.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawCollection {
+    pub(super) fn new(store: Store, core: Arc<Core>) -> Self {
+        Self { store, core }
+    }
+
+    /// The collection's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// As [`Collection::raw_revision`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Collection::raw_revision`].
+    pub fn raw_revision(&self, id: &str, revision: Revision) -> Result<Option<RawRevision>, StoreError> {
+        self.core
+            .raw_revision(id, revision, self.store.inner().max_depth)
+    }
+
+    /// As [`Collection::history`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Collection::history`].
+    pub fn history(&self, id: &str) -> Result<Vec<RevisionInfo>, StoreError> {
+        self.core.history(id)
+    }
+
+    /// As [`Collection::count_by_version`].
+    #[must_use]
+    pub fn count_by_version(&self) -> BTreeMap<u32, u64> {
+        self.core.count_by_version()
+    }
+
+    /// As [`Collection::removed_count`].
+    #[must_use]
+    pub fn removed_count(&self) -> u64 {
+        self.core.removed_count()
+    }
+}

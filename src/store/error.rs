@@ -1,0 +1,177 @@
+//! The store layer's error.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::id::{InvalidId, Revision};
+use crate::record::RecordError;
+use crate::schema::SchemaError;
+
+/// An error of the storage engine, kept opaque so that its type is not part of revolve's API.
+pub struct BackendError(pub(super) sled::Error);
+
+impl fmt::Debug for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
+    }
+}
+
+/// An error of a [`Store`](crate::Store) or [`Collection`](crate::Collection) operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The storage engine failed (I/O, or corruption it detected itself).
+    #[error("storage engine error")]
+    Backend(#[source] BackendError),
+    /// Another process (or another `Store` in this one) has the database open.
+    #[error("database at {path} is locked by another process; close it there first")]
+    Locked {
+        /// The database's path.
+        path: PathBuf,
+    },
+    /// An id breaks the id rules.
+    #[error("invalid id {id:?}")]
+    InvalidId {
+        /// The id, cut to its first 64 characters.
+        id: String,
+        /// Which rule it breaks.
+        #[source]
+        source: InvalidId,
+    },
+    /// A collection name breaks the naming rules.
+    #[error("invalid collection name {name:?}: {reason}")]
+    InvalidCollectionName {
+        /// The name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// No document has this id, or it was removed.
+    #[error("no document `{id}` in `{collection}`")]
+    NotFound {
+        /// The collection.
+        collection: String,
+        /// The id.
+        id: String,
+    },
+    /// A document with this id already exists.
+    #[error("document `{id}` already exists in `{collection}`")]
+    AlreadyExists {
+        /// The collection.
+        collection: String,
+        /// The id.
+        id: String,
+    },
+    /// `update_if` found the document changed since the revision the caller expected.
+    #[error(
+        "document `{id}` in `{collection}` is at revision {current}, not {expected}; read it again"
+    )]
+    Conflict {
+        /// The collection.
+        collection: String,
+        /// The id.
+        id: String,
+        /// The revision the caller expected.
+        expected: Revision,
+        /// The document's current revision.
+        current: Revision,
+    },
+    /// A document, or the collection, is at a schema version this program does not define.
+    ///
+    /// Returned when reading a document stored at a newer version, and for every write once a
+    /// newer program has registered a newer version of the collection.
+    #[error(
+        "`{collection}` holds version {stored}, but this program knows versions up to {known}; run a newer build"
+    )]
+    VersionTooNew {
+        /// The collection.
+        collection: String,
+        /// The version found in the store.
+        stored: u32,
+        /// The latest version this program defines.
+        known: u32,
+    },
+    /// Two different types claim the same collection name in one store.
+    #[error(
+        "collection `{collection}` is registered with `{registered}`; `{requested}` cannot claim it too"
+    )]
+    CollectionTypeMismatch {
+        /// The collection.
+        collection: String,
+        /// The type it was first opened with.
+        registered: &'static str,
+        /// The type that asked for it now.
+        requested: &'static str,
+    },
+    /// No collection of this name was ever written in the store.
+    #[error("no collection `{collection}` in this store")]
+    UnknownCollection {
+        /// The name asked for.
+        collection: String,
+    },
+    /// Stored bytes are not a valid record.
+    #[error("corrupt record for `{id}` in `{collection}`{}", revision.map(|r| format!(" at revision {r}")).unwrap_or_default())]
+    Corrupt {
+        /// The collection.
+        collection: String,
+        /// The document's id.
+        id: String,
+        /// The revision, when the corrupt record is one.
+        revision: Option<Revision>,
+        /// What is wrong with it.
+        #[source]
+        source: RecordError,
+    },
+    /// A stored revision could not be brought to the latest version: its payload does not decode,
+    /// or a step failed.
+    #[error("cannot read `{id}` revision {revision} in `{collection}`")]
+    Upgrade {
+        /// The collection.
+        collection: String,
+        /// The document's id.
+        id: String,
+        /// The revision read.
+        revision: Revision,
+        /// Why it failed.
+        #[source]
+        source: SchemaError,
+    },
+    /// A document could not be encoded for writing.
+    #[error("cannot encode a `{collection}` document")]
+    Encode {
+        /// The collection.
+        collection: String,
+        /// What went wrong.
+        #[source]
+        source: RecordError,
+    },
+    /// The type's schema chain is invalid.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}
+
+impl StoreError {
+    pub(super) fn invalid_id(id: &str, source: InvalidId) -> Self {
+        Self::InvalidId {
+            id: id.chars().take(64).collect(),
+            source,
+        }
+    }
+}
+
+/// Wraps a sled error; a function rather than `From` so that sled stays out of the public API.
+pub(super) fn backend(error: sled::Error) -> StoreError {
+    StoreError::Backend(BackendError(error))
+}

@@ -1,0 +1,160 @@
+//! Key layout of a collection's tree, and the head record.
+//!
+//! One sled tree per collection, so that one `apply_batch` covers every key a write changes.
+//! Key spaces are told apart by their first byte:
+//!
+//! ```text
+//! h ‖ id                          → head: flags u8, schema version u32 BE, revision u64 BE
+//! r ‖ id ‖ 0x00 ‖ revision u64 BE → revision envelope (see `record`)
+//! c ‖ version u32 BE              → number of live heads at that version, u64 BE
+//! c ‖ 0u32                        → number of removed heads (tombstones), u64 BE
+//! ```
+//!
+//! Ids never contain NUL, so the 0x00 after an id ends it: the revisions of `ab` (`r ab 00 …`) and of
+//! `abc` (`r abc 00 …`) are disjoint ranges, and a prefix scan of one never meets the other.
+
+use crate::id::Revision;
+
+pub(super) const HEAD: u8 = b'h';
+pub(super) const REVISION: u8 = b'r';
+pub(super) const COUNTER: u8 = b'c';
+
+/// The counter key version that counts removed documents; no document is stored at version 0.
+pub(super) const REMOVED_COUNTER: u32 = 0;
+
+pub(super) fn head(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(HEAD);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// The id a head key names; `None` for a key outside the head space or not UTF-8.
+pub(super) fn id_of_head(key: &[u8]) -> Option<&str> {
+    match key.split_first() {
+        Some((&HEAD, id)) => std::str::from_utf8(id).ok(),
+        _ => None,
+    }
+}
+
+/// The prefix every revision key of `id` starts with.
+pub(super) fn revisions_of(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + id.len() + 8);
+    key.push(REVISION);
+    key.extend_from_slice(id.as_bytes());
+    key.push(0);
+    key
+}
+
+pub(super) fn revision(id: &str, revision: Revision) -> Vec<u8> {
+    let mut key = revisions_of(id);
+    key.extend_from_slice(&revision.get().to_be_bytes());
+    key
+}
+
+pub(super) fn counter(version: u32) -> [u8; 5] {
+    let v = version.to_be_bytes();
+    [COUNTER, v[0], v[1], v[2], v[3]]
+}
+
+pub(super) fn version_of_counter(key: &[u8]) -> Option<u32> {
+    match key {
+        [COUNTER, a, b, c, d] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
+/// A document's current state: its latest revision and, unless removed, the version it is at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub(crate) revision: Revision,
+    /// The schema version of the head revision; 0 when `removed`.
+    pub(crate) version: u32,
+    pub(crate) removed: bool,
+}
+
+impl Head {
+    pub(super) fn encode(self) -> [u8; 13] {
+        let mut out = [0u8; 13];
+        out[0] = u8::from(self.removed);
+        out[1..5].copy_from_slice(&self.version.to_be_bytes());
+        out[5..].copy_from_slice(&self.revision.get().to_be_bytes());
+        out
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; 13] = bytes.try_into().ok()?;
+        let removed = match bytes[0] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let version = u32::from_be_bytes(bytes[1..5].try_into().ok()?);
+        let revision = Revision::new(u64::from_be_bytes(bytes[5..].try_into().ok()?))?;
+        if removed != (version == 0) {
+            return None;
+        }
+        Some(Self {
+            revision,
+            version,
+            removed,
+        })
+    }
+
+    /// The counter this head is counted in.
+    pub(super) fn counter_version(self) -> u32 {
+        if self.removed {
+            REMOVED_COUNTER
+        } else {
+            self.version
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_ids_revisions_never_contain_anothers() {
+        let ab = revisions_of("ab");
+        let abc = revision("abc", Revision::FIRST);
+        assert!(!abc.starts_with(&ab));
+        let a_rev = revision("a", Revision::new(0x6200_0000_0000_0000).unwrap());
+        assert!(!a_rev.starts_with(&revisions_of("ab")));
+    }
+
+    #[test]
+    fn revision_keys_sort_by_number() {
+        let low = revision("x", Revision::new(2).unwrap());
+        let high = revision("x", Revision::new(256).unwrap());
+        assert!(low < high);
+    }
+
+    #[test]
+    fn head_round_trips_and_refuses_garbage() {
+        let head = Head {
+            revision: Revision::new(42).unwrap(),
+            version: 3,
+            removed: false,
+        };
+        assert_eq!(Head::decode(&head.encode()), Some(head));
+        let removed = Head {
+            revision: Revision::FIRST,
+            version: 0,
+            removed: true,
+        };
+        assert_eq!(Head::decode(&removed.encode()), Some(removed));
+        assert_eq!(Head::decode(&[0; 12]), None);
+        assert_eq!(Head::decode(&[2; 13]), None);
+        assert_eq!(Head::decode(&[0; 13]), None);
+    }
+
+    #[test]
+    fn key_spaces_are_told_apart() {
+        assert_eq!(id_of_head(&head("doc")), Some("doc"));
+        assert_eq!(id_of_head(&revision("doc", Revision::FIRST)), None);
+        assert_eq!(version_of_counter(&counter(7)), Some(7));
+        assert_eq!(version_of_counter(&head("doc")), None);
+    }
+}

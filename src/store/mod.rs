@@ -1,0 +1,409 @@
+//! The store: the only module that names sled.
+//!
+//! A [`Store`] is one sled database. Each collection is one sled tree (see `keys` for its layout),
+//! so that one `apply_batch` atomically writes a document's new revision, its head and the
+//! per-version counters. `_meta` holds one record per collection.
+
+mod collection;
+mod commit;
+mod error;
+mod keys;
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+pub use self::collection::{Collection, Document, Iter, RawCollection, RawRevision, RevisionInfo};
+pub use self::error::{BackendError, StoreError};
+
+use self::collection::Core;
+use self::commit::GroupCommit;
+use self::error::backend;
+use crate::record::{self, DEFAULT_MAX_DEPTH};
+use crate::schema::{self, Schema};
+
+/// The sled page cache size unless the builder sets another: 256 MiB.
+pub const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
+
+/// How long `open` waits for a locked database unless the builder sets another time.
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+const META_TREE: &str = "_meta";
+const COLLECTION_TREE_PREFIX: &str = "c/";
+const MAX_COLLECTION_NAME: usize = 64;
+
+/// When a write is durable.
+///
+/// sled 0.34 makes a flushed write survive a crash of the process. Its flush writes with
+/// `sync_file_range`, not `fsync`, so surviving a power loss or a kernel crash is best effort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every write returns after it is flushed; concurrent writers share one flush (group commit).
+    #[default]
+    Immediate,
+    /// Writes return once applied and sled flushes in the background (every 500 ms): for bulk
+    /// loads. Call [`Store::flush`] to make everything written so far durable.
+    Eventual,
+}
+
+/// Opens a [`Store`] with settings other than the defaults.
+///
+/// ```
+/// use revolve::{Durability, Store};
+///
+/// let store = Store::builder()
+///     .temporary(true)
+///     .cache_capacity(64 * 1024 * 1024)
+///     .durability(Durability::Eventual)
+///     .open()?;
+/// # Ok::<(), revolve::StoreError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct StoreBuilder {
+    path: Option<PathBuf>,
+    temporary: bool,
+    cache_capacity: u64,
+    durability: Durability,
+    max_depth: usize,
+    lock_timeout: Duration,
+}
+
+impl Default for StoreBuilder {
+    fn default() -> Self {
+        Self {
+            path: None,
+            temporary: false,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            durability: Durability::Immediate,
+            max_depth: DEFAULT_MAX_DEPTH,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+}
+
+impl StoreBuilder {
+    /// The directory the database lives in; created if missing.
+    pub fn path(mut self, path: impl AsRef<Path>) -> Self {
+        self.path = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// A database removed when the store is dropped. Without a path, one in a fresh directory.
+    pub fn temporary(mut self, temporary: bool) -> Self {
+        self.temporary = temporary;
+        self
+    }
+
+    /// The page cache size in bytes; [`DEFAULT_CACHE_CAPACITY`] by default.
+    pub fn cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+
+    /// When writes are durable; [`Durability::Immediate`] by default.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The deepest MessagePack nesting a stored payload may have (128 by default). Deeper payloads
+    /// are refused with an error instead of exhausting the stack.
+    pub fn max_depth(mut self, depth: usize) -> Self {
+        self.max_depth = depth;
+        self
+    }
+
+    /// How long `open` keeps trying while the database is locked; 2 s by default.
+    ///
+    /// sled releases a closed database's file lock from its background threads, shortly after the
+    /// last handle is dropped, so a program that closes and reopens a store needs a short wait.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Opens the store.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Locked`] when another process has the database open, and
+    /// [`StoreError::Backend`] for I/O errors or a database sled cannot read.
+    pub fn open(self) -> Result<Store, StoreError> {
+        let mut config = sled::Config::new()
+            .cache_capacity(self.cache_capacity)
+            .temporary(self.temporary)
+            // Durability is ours to manage: Immediate flushes per write (grouped), Eventual relies
+            // on sled's default background flush.
+            .flush_every_ms(Some(500));
+        if let Some(path) = &self.path {
+            config = config.path(path);
+        }
+        let deadline = Instant::now() + self.lock_timeout;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                    if Instant::now() >= deadline {
+                        return Err(StoreError::Locked {
+                            path: self.path.unwrap_or_default(),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(other) => return Err(backend(other)),
+            }
+        };
+        let meta = db.open_tree(META_TREE).map_err(backend)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                meta,
+                durability: self.durability,
+                max_depth: self.max_depth,
+                commit: GroupCommit::default(),
+                collections: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+/// A document store: collections of versioned documents in one embedded database.
+///
+/// Cheap to clone; every clone is the same store. One process at a time may open a database.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    db: sled::Db,
+    meta: sled::Tree,
+    durability: Durability,
+    max_depth: usize,
+    commit: GroupCommit,
+    /// One core per collection name, shared by every handle of that name: the write lock and the
+    /// registered type live here.
+    collections: Mutex<HashMap<String, Arc<Core>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the store records of a collection in `_meta`.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct CollectionMeta {
+    /// The newest version any program has registered for the collection.
+    newest_version: u32,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` with the default settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`StoreBuilder::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::builder().path(path).open()
+    }
+
+    /// A store in a fresh temporary directory, removed when the store is dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`StoreBuilder::open`].
+    pub fn temporary() -> Result<Self, StoreError> {
+        Self::builder().temporary(true).open()
+    }
+
+    /// A builder for a store with settings other than the defaults.
+    pub fn builder() -> StoreBuilder {
+        StoreBuilder::default()
+    }
+
+    /// Makes every write so far durable.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the flush fails.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner.db.flush().map(drop).map_err(backend)
+    }
+
+    /// The collection of documents of type `T`, the latest version of its chain; documents stored
+    /// at older versions of the chain are upgraded when read.
+    ///
+    /// The first call for a collection records `T`'s version in the store. Every handle of a
+    /// collection name shares one write lock; one type per name per store.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Schema`] for a chain that breaks the rules (only possible with a hand-written
+    /// `Schema`), [`StoreError::CollectionTypeMismatch`] when another type has claimed the name,
+    /// [`StoreError::InvalidCollectionName`], and [`StoreError::Backend`].
+    pub fn collection<T: Schema>(&self) -> Result<Collection<T>, StoreError> {
+        schema::chain::<T>()?;
+        let core = self.core(T::COLLECTION)?;
+        let binding = core.bind(
+            TypeId::of::<T>(),
+            std::any::type_name::<T>(),
+            T::VERSION,
+            || self.register_version(T::COLLECTION, T::VERSION),
+        )?;
+        Ok(Collection::new(self.clone(), core, binding))
+    }
+
+    /// A collection by name, without its types: history and raw payloads, read only.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UnknownCollection`] if no program ever registered it, and
+    /// [`StoreError::Backend`].
+    pub fn raw_collection(&self, name: &str) -> Result<RawCollection, StoreError> {
+        if self.inner.meta.get(name).map_err(backend)?.is_none() {
+            return Err(StoreError::UnknownCollection {
+                collection: name.to_owned(),
+            });
+        }
+        Ok(RawCollection::new(self.clone(), self.core(name)?))
+    }
+
+    /// The names of every collection ever registered in this store, sorted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`].
+    pub fn collection_names(&self) -> Result<Vec<String>, StoreError> {
+        self.inner
+            .meta
+            .iter()
+            .keys()
+            .map(|key| {
+                key.map(|key| String::from_utf8_lossy(&key).into_owned())
+                    .map_err(backend)
+            })
+            .collect()
+    }
+
+    /// The core of a collection, opening its tree and loading its counters on first use.
+    fn core(&self, name: &str) -> Result<Arc<Core>, StoreError> {
+        validate_collection_name(name)?;
+        let mut collections = self.inner.collections.lock();
+        if let Some(core) = collections.get(name) {
+            return Ok(Arc::clone(core));
+        }
+        let tree = self
+            .inner
+            .db
+            .open_tree(format!("{COLLECTION_TREE_PREFIX}{name}"))
+            .map_err(backend)?;
+        let core = Arc::new(Core::open(name.to_owned(), tree)?);
+        collections.insert(name.to_owned(), Arc::clone(&core));
+        Ok(core)
+    }
+
+    /// Records that a program knows `version` of `collection`; returns the newest version any
+    /// program has registered, this one included.
+    fn register_version(&self, collection: &str, version: u32) -> Result<u32, StoreError> {
+        let mut meta: CollectionMeta = match self.inner.meta.get(collection).map_err(backend)? {
+            Some(bytes) => record::decode_payload(&bytes, self.inner.max_depth).map_err(|source| {
+                StoreError::Corrupt {
+                    collection: collection.to_owned(),
+                    id: "_meta".to_owned(),
+                    revision: None,
+                    source,
+                }
+            })?,
+            None => CollectionMeta::default(),
+        };
+        if meta.newest_version >= version {
+            return Ok(meta.newest_version);
+        }
+        meta.newest_version = version;
+        let bytes = record::encode_payload(&meta).map_err(|source| StoreError::Encode {
+            collection: collection.to_owned(),
+            source,
+        })?;
+        self.inner.meta.insert(collection, bytes).map_err(backend)?;
+        self.flush()?;
+        Ok(version)
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Inner {
+    /// Waits until the write holding `ticket` is durable, as the store's durability asks.
+    fn durable(&self, ticket: u64) -> Result<(), StoreError> {
+        match self.durability {
+            Durability::Immediate => self
+                .commit
+                .wait(ticket, || self.db.flush().map(drop))
+                .map_err(backend),
+            Durability::Eventual => Ok(()),
+        }
+    }
+}
+
+fn validate_collection_name(name: &str) -> Result<(), StoreError> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_COLLECTION_NAME {
+        Some("it is longer than 64 bytes")
+    } else if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        Some("it must start with an ASCII letter")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Some("only ASCII letters, digits, `_` and `-` are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(StoreError::InvalidCollectionName {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_names_are_checked() {
+        for good in ["issues", "a", "Issue_2-b"] {
+            validate_collection_name(good).unwrap();
+        }
+        for bad in ["", "_meta", "2issues", "is sues", "a/b", &"x".repeat(65)] {
+            assert!(validate_collection_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_second_open_of_one_path_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let second = Store::builder()
+            .path(dir.path())
+            .lock_timeout(Duration::from_millis(50))
+            .open()
+            .unwrap_err();
+        assert!(matches!(second, StoreError::Locked { .. }), "{second:?}");
+    }
+}

@@ -1,0 +1,13 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use revolve::Schema;
+
+#[derive(Serialize, Deserialize, JsonSchema, Schema)]
+#[schema(collection = "issues", version = 1)]
+#[schema(version = 2)]
+struct IssueV1 {
+    title: String,
+}
+
+fn main() {}

@@ -1,0 +1,19 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use revolve::Schema;
+
+#[derive(Serialize, Deserialize, JsonSchema, Schema)]
+#[schema(collection = "issues", version = 1)]
+struct IssueV1 {
+    title: String,
+}
+
+// Neither `step` nor `From<IssueV1>`/`TryFrom<IssueV1>`.
+#[derive(Serialize, Deserialize, JsonSchema, Schema)]
+#[schema(collection = "issues", version = 2, from = IssueV1)]
+struct IssueV2 {
+    title: String,
+}
+
+fn main() {}
