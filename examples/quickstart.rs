@@ -118,7 +118,10 @@ fn run() -> Result<(), Box<dyn Error>> {
     // Today's program knows version 2 and reads the old data without a migration.
     let store = Store::open(&path)?;
     let issues = store.collection::<Issue>()?;
-    println!("documents per stored version: {:?}", issues.count_by_version());
+    println!(
+        "documents per stored version: {:?}",
+        issues.count_by_version()
+    );
     for doc in issues.iter() {
         let doc = doc?;
         println!(
@@ -153,7 +156,10 @@ fn run() -> Result<(), Box<dyn Error>> {
         first.info.version.unwrap_or(0),
         first.payload.unwrap_or_default()
     );
-    println!("documents per stored version: {:?}", issues.count_by_version());
+    println!(
+        "documents per stored version: {:?}",
+        issues.count_by_version()
+    );
     drop(scratch);
     Ok(())
 }

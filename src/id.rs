@@ -15,7 +15,9 @@ pub const MAX_ID_LEN: usize = 512;
 ///
 /// Generated ids are 26 characters of Crockford base 32 (a ULID): a millisecond timestamp then
 /// random bits, increasing within a process, so they sort by creation time.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct DocId(String);
 

@@ -20,7 +20,7 @@ pub use crate::id::{DocId, InvalidId, Revision, MAX_ID_LEN};
 pub use crate::record::{Origin, RecordError};
 pub use crate::schema::{Schema, SchemaError, StepError};
 pub use crate::store::{
-    BackendError, Collection, Document, Durability, Iter, RawCollection, RawRevision,
-    RevisionInfo, Store, StoreBuilder, StoreError, DEFAULT_CACHE_CAPACITY,
+    BackendError, Collection, Document, Durability, Iter, RawCollection, RawRevision, RevisionInfo,
+    Store, StoreBuilder, StoreError, DEFAULT_CACHE_CAPACITY,
 };
 pub use revolve_derive::Schema;

@@ -127,7 +127,9 @@ pub(crate) fn decode_payload<T: DeserializeOwned>(
     if reader.is_empty() {
         Ok(value)
     } else {
-        Err(RecordError::InvalidHeader("trailing bytes after the payload"))
+        Err(RecordError::InvalidHeader(
+            "trailing bytes after the payload",
+        ))
     }
 }
 
@@ -275,7 +277,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     };
     let mut crc = !0u32;
     for &byte in bytes {
-        crc = TABLE[usize::from((crc as u8) ^ byte)] ^ (crc >> 8);
+        crc = TABLE[usize::from(crc.to_le_bytes()[0] ^ byte)] ^ (crc >> 8);
     }
     !crc
 }
@@ -318,7 +320,13 @@ mod tests {
     #[test]
     fn every_truncation_and_flipped_bit_is_detected() {
         let payload = encode_payload(&"hello").unwrap();
-        let bytes = encode(Kind::Document, 1, rev(1), Origin::Migration { run: 3 }, &payload);
+        let bytes = encode(
+            Kind::Document,
+            1,
+            rev(1),
+            Origin::Migration { run: 3 },
+            &payload,
+        );
         for len in 0..bytes.len() {
             assert!(decode(&bytes[..len]).is_err(), "truncated to {len}");
         }

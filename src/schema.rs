@@ -46,7 +46,9 @@ use crate::record::{self, RecordError};
 /// again at run time.
 ///
 /// [`Store::collection`]: crate::Store::collection
-pub trait Schema: Serialize + DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static {
+pub trait Schema:
+    Serialize + DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static
+{
     /// The name of the collection every version of this chain is stored in.
     const COLLECTION: &'static str;
 
@@ -315,9 +317,7 @@ mod tests {
         const VERSION: u32 = 2;
         type Previous = A;
         fn upgrade(previous: A) -> Result<Self, StepError> {
-            if previous.n == 13 {
-                panic!("unlucky");
-            }
+            assert!(previous.n != 13, "unlucky");
             if previous.n == 7 {
                 return Err(StepError::new("seven"));
             }
@@ -358,7 +358,10 @@ mod tests {
 
         let bytes = record::encode_payload(&A { n: 7 }).unwrap();
         let err = upgrade::<B>(1, &bytes, 64).unwrap_err();
-        assert!(matches!(err, SchemaError::Step { from: 1, to: 2, .. }), "{err}");
+        assert!(
+            matches!(err, SchemaError::Step { from: 1, to: 2, .. }),
+            "{err}"
+        );
 
         let bytes = record::encode_payload(&A { n: 13 }).unwrap();
         let err = upgrade::<B>(1, &bytes, 64).unwrap_err();

@@ -100,23 +100,32 @@ impl Core {
     fn head(&self, id: &str) -> Result<Option<Head>, StoreError> {
         match self.tree.get(keys::head(id)).map_err(backend)? {
             None => Ok(None),
-            Some(bytes) => Head::decode(&bytes).map(Some).ok_or_else(|| StoreError::Corrupt {
-                collection: self.name.clone(),
-                id: id.to_owned(),
-                revision: None,
-                source: record::RecordError::InvalidHeader("malformed head"),
-            }),
+            Some(bytes) => Head::decode(&bytes)
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt {
+                    collection: self.name.clone(),
+                    id: id.to_owned(),
+                    revision: None,
+                    source: record::RecordError::InvalidHeader("malformed head"),
+                }),
         }
     }
 
     /// The stored bytes of one revision.
-    fn revision_bytes(&self, id: &str, revision: Revision) -> Result<Option<sled::IVec>, StoreError> {
-        self.tree
-            .get(keys::revision(id, revision))
-            .map_err(backend)
+    fn revision_bytes(
+        &self,
+        id: &str,
+        revision: Revision,
+    ) -> Result<Option<sled::IVec>, StoreError> {
+        self.tree.get(keys::revision(id, revision)).map_err(backend)
     }
 
-    fn corrupt(&self, id: &str, revision: Option<Revision>, source: record::RecordError) -> StoreError {
+    fn corrupt(
+        &self,
+        id: &str,
+        revision: Option<Revision>,
+        source: record::RecordError,
+    ) -> StoreError {
         StoreError::Corrupt {
             collection: self.name.clone(),
             id: id.to_owned(),
@@ -195,7 +204,10 @@ impl Core {
         let mut batch = sled::Batch::default();
         let mut changed: BTreeMap<u32, u64> = BTreeMap::new();
         for write in writes {
-            batch.insert(keys::revision(write.id, write.head.revision), &write.record[..]);
+            batch.insert(
+                keys::revision(write.id, write.head.revision),
+                &write.record[..],
+            );
             batch.insert(keys::head(write.id), &write.head.encode()[..]);
             if let Some(old) = write.replaces {
                 let slot = changed
@@ -205,7 +217,12 @@ impl Core {
             }
             let slot = changed
                 .entry(write.head.counter_version())
-                .or_insert_with(|| counts.get(&write.head.counter_version()).copied().unwrap_or(0));
+                .or_insert_with(|| {
+                    counts
+                        .get(&write.head.counter_version())
+                        .copied()
+                        .unwrap_or(0)
+                });
             *slot += 1;
         }
         for (&version, &count) in &changed {
@@ -218,13 +235,19 @@ impl Core {
 
     /// Whether every revision after `expected` up to the head is a migration or a revert, which
     /// `update_if` looks through.
-    fn only_transparent_since(&self, id: &str, expected: Revision, head: Revision) -> Result<bool, StoreError> {
+    fn only_transparent_since(
+        &self,
+        id: &str,
+        expected: Revision,
+        head: Revision,
+    ) -> Result<bool, StoreError> {
         let mut revision = expected.next();
         while revision <= head {
             let Some(bytes) = self.revision_bytes(id, revision)? else {
                 return Ok(false);
             };
-            let envelope = record::decode(&bytes).map_err(|e| self.corrupt(id, Some(revision), e))?;
+            let envelope =
+                record::decode(&bytes).map_err(|e| self.corrupt(id, Some(revision), e))?;
             if !envelope.origin.is_transparent() {
                 return Ok(false);
             }
@@ -507,7 +530,12 @@ impl<T: Schema> Collection<T> {
     ///
     /// [`StoreError::Conflict`] with the current revision when another write came in between, and
     /// as [`update`](Self::update).
-    pub fn update_if(&self, id: &str, expected: Revision, value: &T) -> Result<Revision, StoreError> {
+    pub fn update_if(
+        &self,
+        id: &str,
+        expected: Revision,
+        value: &T,
+    ) -> Result<Revision, StoreError> {
         self.write(id, Expect::Revision(expected), Some(value))
     }
 
@@ -539,7 +567,9 @@ impl<T: Schema> Collection<T> {
                 (Expect::Live | Expect::Revision(_), None) => return Err(self.core.not_found(id)),
                 (Expect::Revision(expected), Some(head)) if head.revision != expected => {
                     let transparent = expected < head.revision
-                        && self.core.only_transparent_since(id, expected, head.revision)?;
+                        && self
+                            .core
+                            .only_transparent_since(id, expected, head.revision)?;
                     if !transparent {
                         return Err(StoreError::Conflict {
                             collection: self.core.name.clone(),
@@ -567,7 +597,8 @@ impl<T: Schema> Collection<T> {
                 head,
                 record: record::encode(kind, version, revision, Origin::Write, payload),
             };
-            self.core.apply(&mut counts, std::slice::from_ref(&staged))?;
+            self.core
+                .apply(&mut counts, std::slice::from_ref(&staged))?;
             (self.store.inner().commit.ticket(), revision)
         };
         self.store.inner().durable(ticket.0)?;
@@ -593,7 +624,13 @@ impl<T: Schema> Collection<T> {
         let bytes = self
             .core
             .revision_bytes(id, head.revision)?
-            .ok_or_else(|| self.core.corrupt(id, Some(head.revision), record::RecordError::Truncated { len: 0 }))?;
+            .ok_or_else(|| {
+                self.core.corrupt(
+                    id,
+                    Some(head.revision),
+                    record::RecordError::Truncated { len: 0 },
+                )
+            })?;
         self.decode(id, &bytes)
     }
 
@@ -602,7 +639,11 @@ impl<T: Schema> Collection<T> {
     /// # Errors
     ///
     /// As [`get`](Self::get).
-    pub fn revision(&self, id: &str, revision: Revision) -> Result<Option<Document<T>>, StoreError> {
+    pub fn revision(
+        &self,
+        id: &str,
+        revision: Revision,
+    ) -> Result<Option<Document<T>>, StoreError> {
         validate_id(id)?;
         match self.core.revision_bytes(id, revision)? {
             Some(bytes) => self.decode(id, &bytes),
@@ -616,7 +657,11 @@ impl<T: Schema> Collection<T> {
     ///
     /// [`StoreError::Corrupt`] for damaged bytes, [`StoreError::InvalidId`], and
     /// [`StoreError::Backend`].
-    pub fn raw_revision(&self, id: &str, revision: Revision) -> Result<Option<RawRevision>, StoreError> {
+    pub fn raw_revision(
+        &self,
+        id: &str,
+        revision: Revision,
+    ) -> Result<Option<RawRevision>, StoreError> {
         self.core.raw_revision(id, revision, self.max_depth())
     }
 
@@ -673,6 +718,15 @@ impl<T: Schema> Collection<T> {
             collection: self.clone(),
             heads: self.core.tree.range(start..end.to_vec()),
         }
+    }
+}
+
+impl<T: Schema> IntoIterator for &Collection<T> {
+    type Item = Result<Document<T>, StoreError>;
+    type IntoIter = Iter<T>;
+
+    fn into_iter(self) -> Iter<T> {
+        self.iter()
     }
 }
 
@@ -764,7 +818,11 @@ impl RawCollection {
     /// # Errors
     ///
     /// As [`Collection::raw_revision`].
-    pub fn raw_revision(&self, id: &str, revision: Revision) -> Result<Option<RawRevision>, StoreError> {
+    pub fn raw_revision(
+        &self,
+        id: &str,
+        revision: Revision,
+    ) -> Result<Option<RawRevision>, StoreError> {
         self.core
             .raw_revision(id, revision, self.store.inner().max_depth)
     }
@@ -788,5 +846,126 @@ impl RawCollection {
     #[must_use]
     pub fn removed_count(&self) -> u64 {
         self.core.removed_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Store, StoreError};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    struct Note {
+        text: String,
+    }
+
+    impl Schema for Note {
+        const COLLECTION: &'static str = "notes";
+        const VERSION: u32 = 1;
+        type Previous = Self;
+        fn upgrade(previous: Self) -> Result<Self, crate::StepError> {
+            Ok(previous)
+        }
+    }
+
+    fn note(text: &str) -> Note {
+        Note { text: text.into() }
+    }
+
+    fn store_with_note() -> (Store, Collection<Note>, DocId) {
+        let store = Store::temporary().unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let id = notes.insert(&note("hello")).unwrap();
+        (store, notes, id)
+    }
+
+    #[test]
+    fn truncated_and_corrupt_records_are_typed_errors() {
+        let (_store, notes, id) = store_with_note();
+        let key = keys::revision(&id, Revision::FIRST);
+        let good = notes.core.tree.get(&key).unwrap().unwrap().to_vec();
+
+        for len in [0, 1, 10, good.len() - 1] {
+            notes.core.tree.insert(&key, &good[..len]).unwrap();
+            let err = notes.get(&id).unwrap_err();
+            assert!(
+                matches!(err, StoreError::Corrupt { .. }),
+                "len {len}: {err:?}"
+            );
+            assert!(notes.history(&id).is_err());
+            assert!(notes.raw_revision(&id, Revision::FIRST).is_err());
+        }
+        for i in 0..good.len() {
+            let mut corrupt = good.clone();
+            corrupt[i] ^= 0x55;
+            notes.core.tree.insert(&key, corrupt).unwrap();
+            let err = notes.get(&id).unwrap_err();
+            assert!(
+                matches!(err, StoreError::Corrupt { .. }),
+                "byte {i}: {err:?}"
+            );
+        }
+        notes.core.tree.insert(&key, good).unwrap();
+        assert_eq!(notes.get(&id).unwrap().unwrap().data, note("hello"));
+    }
+
+    #[test]
+    fn a_payload_of_the_wrong_shape_is_an_upgrade_error() {
+        let (_store, notes, id) = store_with_note();
+        let payload = record::encode_payload(&vec![1, 2, 3]).unwrap();
+        let bytes = record::encode(Kind::Document, 1, Revision::FIRST, Origin::Write, &payload);
+        notes
+            .core
+            .tree
+            .insert(keys::revision(&id, Revision::FIRST), bytes)
+            .unwrap();
+        let err = notes.get(&id).unwrap_err();
+        assert!(matches!(err, StoreError::Upgrade { .. }), "{err:?}");
+        // The raw payload is still readable as JSON.
+        let raw = notes.raw_revision(&id, Revision::FIRST).unwrap().unwrap();
+        assert_eq!(raw.payload, Some(serde_json::json!([1, 2, 3])));
+    }
+
+    #[test]
+    fn a_malformed_head_or_a_head_without_its_revision_is_corrupt() {
+        let (_store, notes, id) = store_with_note();
+        notes
+            .core
+            .tree
+            .insert(keys::head(&id), &[9u8; 3][..])
+            .unwrap();
+        assert!(matches!(notes.get(&id), Err(StoreError::Corrupt { .. })));
+        assert!(notes.update(&id, &note("x")).is_err());
+        assert!(notes.iter().next().unwrap().is_err());
+
+        let dangling = Head {
+            revision: Revision::new(5).unwrap(),
+            version: 1,
+            removed: false,
+        };
+        notes
+            .core
+            .tree
+            .insert(keys::head(&id), &dangling.encode()[..])
+            .unwrap();
+        assert!(matches!(notes.get(&id), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn counters_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let notes = store.collection::<Note>().unwrap();
+            let ids = notes
+                .insert_many(&[note("a"), note("b"), note("c")])
+                .unwrap();
+            notes.remove(&ids[0]).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        assert_eq!(notes.count_by_version(), BTreeMap::from([(1, 2)]));
+        assert_eq!(notes.removed_count(), 1);
     }
 }

@@ -29,7 +29,11 @@ impl GroupCommit {
     }
 
     /// Returns once `ticket` is durable, calling `flush` at most once on this thread.
-    pub(super) fn wait<E>(&self, ticket: u64, flush: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+    pub(super) fn wait<E>(
+        &self,
+        ticket: u64,
+        flush: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut state = self.state.lock();
         loop {
             if state.durable >= ticket {

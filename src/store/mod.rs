@@ -316,14 +316,16 @@ impl Store {
     /// program has registered, this one included.
     fn register_version(&self, collection: &str, version: u32) -> Result<u32, StoreError> {
         let mut meta: CollectionMeta = match self.inner.meta.get(collection).map_err(backend)? {
-            Some(bytes) => record::decode_payload(&bytes, self.inner.max_depth).map_err(|source| {
-                StoreError::Corrupt {
-                    collection: collection.to_owned(),
-                    id: "_meta".to_owned(),
-                    revision: None,
-                    source,
-                }
-            })?,
+            Some(bytes) => {
+                record::decode_payload(&bytes, self.inner.max_depth).map_err(|source| {
+                    StoreError::Corrupt {
+                        collection: collection.to_owned(),
+                        id: "_meta".to_owned(),
+                        revision: None,
+                        source,
+                    }
+                })?
+            }
             None => CollectionMeta::default(),
         };
         if meta.newest_version >= version {
