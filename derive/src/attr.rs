@@ -77,6 +77,29 @@ impl Name {
             .find(|name| path.is_ident(name.as_str()))
     }
 
+    /// The key a mistyped or guessed key most likely stands for.
+    fn meant_by(key: &str) -> Option<Self> {
+        let key = key.to_ascii_lowercase();
+        let alias = match key.as_str() {
+            "name" | "table" | "tree" | "collection_name" => Some(Self::Collection),
+            "v" | "ver" | "schema_version" => Some(Self::Version),
+            "previous" | "prev" | "upgrade_from" | "from_version" | "migrate_from" => {
+                Some(Self::From)
+            }
+            "upgrade" | "migrate" | "migration" | "with" | "function" | "fn" => Some(Self::Step),
+            "krate" | "revolve" | "path" => Some(Self::Crate),
+            _ => None,
+        };
+        alias.or_else(|| {
+            Self::ALL
+                .into_iter()
+                .map(|name| (edit_distance(&key, name.as_str()), name))
+                .filter(|&(distance, _)| distance <= 2)
+                .min_by_key(|&(distance, _)| distance)
+                .map(|(_, name)| name)
+        })
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Collection => "collection",
@@ -136,6 +159,8 @@ pub(crate) struct Attrs<'a> {
     pub(crate) krate: Option<Key<Path>>,
     /// Keys written, even with a value that was refused: a refused value is not also "missing".
     seen: Vec<Name>,
+    /// Keys an unknown key most likely stands for.
+    guessed: Vec<Name>,
     /// An attribute stopped parsing part-way, so keys after the mistake were never read.
     aborted: bool,
 }
@@ -157,7 +182,7 @@ impl<'a> Attrs<'a> {
     /// Whether a `missing <key>` error would be sound: the key was neither written nor possibly
     /// hidden behind a mistake that stopped parsing.
     pub(crate) fn is_missing(&self, name: Name) -> bool {
-        !self.aborted && !self.seen.contains(&name)
+        !self.aborted && !self.seen.contains(&name) && !self.guessed.contains(&name)
     }
 
     /// Parses one `key = value`. Mistakes that leave the input readable are recorded and parsing
@@ -165,13 +190,21 @@ impl<'a> Attrs<'a> {
     fn parse_key(&mut self, cx: &mut Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
         let Some(name) = Name::of(&meta.path) else {
             let key = meta.path.to_token_stream().to_string().replace(' ', "");
-            cx.error_spanned_by(
-                &meta.path,
-                format_args!(
-                    "unknown key `{key}` in `#[schema(...)]`: expected `collection`, `version`, \
-                     `from`, `step` or `crate`"
-                ),
-            );
+            let known =
+                "`#[schema(...)]` takes `collection`, `version`, `from`, `step` and `crate`";
+            if let Some(meant) = Name::meant_by(&key) {
+                cx.error_spanned_by(
+                    &meta.path,
+                    format_args!(
+                        "unknown key `{key}`: did you mean `{}`? {known}",
+                        meant.as_str()
+                    ),
+                );
+                // The key is there under another name: not also "missing".
+                self.guessed.push(meant);
+            } else {
+                cx.error_spanned_by(&meta.path, format_args!("unknown key `{key}`: {known}"));
+            }
             return skip_value(meta);
         };
         let duplicate = self.seen.contains(&name);
@@ -241,6 +274,21 @@ impl<'a> Attrs<'a> {
         }
         Ok(())
     }
+}
+
+/// Levenshtein distance, for suggestions on mistyped keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let mut previous: Vec<usize> = (0..=b.chars().count()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for ((cb, &diagonal), &above) in b.chars().zip(&previous).zip(previous.iter().skip(1)) {
+            let left = current.last().copied().unwrap_or(usize::MAX);
+            let substitute = diagonal + usize::from(ca != cb);
+            current.push(substitute.min(above + 1).min(left + 1));
+        }
+        previous = current;
+    }
+    previous.last().copied().unwrap_or(0)
 }
 
 /// Keeps the first of duplicated keys; the duplicate is already reported.
@@ -431,8 +479,8 @@ mod tests {
         assert_eq!(
             errors(&input),
             [
-                "unknown key `colection` in `#[schema(...)]`: expected `collection`, `version`, \
-                 `from`, `step` or `crate`",
+                "unknown key `colection`: did you mean `collection`? `#[schema(...)]` takes \
+                 `collection`, `version`, `from`, `step` and `crate`",
                 "`version` takes an integer, not a string: write `version = 2` without quotes",
                 "duplicate `version`: give each key once across the `#[schema(...)]` attributes",
                 "`step` takes the path of a function, not a literal: write `step = f` without \
@@ -443,6 +491,17 @@ mod tests {
                 "`crate` takes a string literal: write `crate = \"revolve\"`",
             ]
         );
+    }
+
+    #[test]
+    fn unknown_keys_get_a_suggestion() {
+        assert_eq!(Name::meant_by("versoin"), Some(Name::Version));
+        assert_eq!(Name::meant_by("Collection"), Some(Name::Collection));
+        assert_eq!(Name::meant_by("previous"), Some(Name::From));
+        assert_eq!(Name::meant_by("stpe"), Some(Name::Step));
+        assert_eq!(Name::meant_by("rename_all"), None);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! tokens (`quote_spanned!`): the version and collection of `from` in `const` assertions outside
 //! the impl, the signature of `step` in a coercion to a function pointer.
 
-use proc_macro2::{Literal, TokenStream};
-use quote::{quote, quote_spanned};
+use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
+use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, Expr, Path, Type};
 
@@ -46,9 +46,7 @@ fn expand(model: &Model<'_>) -> TokenStream {
         ),
         Upgrade::Convert { from } => (
             quote!(#from),
-            quote_spanned! {from.span()=>
-                #krate::__private::try_from_step::<#from, Self>(previous)
-            },
+            convert_body(krate, from),
             checks(krate, from, collection.value().as_str(), version.value),
         ),
     };
@@ -80,6 +78,33 @@ fn step_body(krate: &Path, from: &Type, step: &Expr) -> TokenStream {
         #binding
         step(previous)
     }
+}
+
+/// Converts with `TryFrom` (so also `From`), the whole call at the user's `from = ...` tokens so
+/// that a missing impl is reported there rather than at the derive.
+fn convert_body(krate: &Path, from: &Type) -> TokenStream {
+    let span = from.span();
+    let krate = respan(krate.to_token_stream(), span);
+    quote_spanned! {span=>
+        #krate::__private::try_from_step::<#from, Self>(previous)
+    }
+}
+
+/// `tokens` with every span set to `span`, for an expression the compiler reports as one span.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut inner = Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                token = TokenTree::Group(inner);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
 }
 
 /// Compile-time checks, at the user's `from = ...` tokens, that `from` is version N-1 of the same
