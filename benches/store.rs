@@ -132,7 +132,7 @@ fn sentence(rng: &mut XorShift, words: usize) -> String {
     out
 }
 
-/// One version 1 issue of about 350 bytes of MessagePack.
+/// One version 1 issue of about 350 bytes once encoded.
 fn issue(rng: &mut XorShift) -> IssueV1 {
     let created_at = 1_700_000_000 + rng.next() % 10_000_000;
     IssueV1 {

@@ -80,13 +80,11 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    let (path, scratch) = match std::env::args_os().nth(1) {
-        Some(path) => (std::path::PathBuf::from(path), None),
-        None => {
-            let dir = tempfile::tempdir()?;
-            (dir.path().join("quickstart.revolve"), Some(dir))
-        }
-    };
+    let scratch = tempfile::tempdir()?;
+    let path = std::env::args_os().nth(1).map_or_else(
+        || scratch.path().join("quickstart.revolve"),
+        std::path::PathBuf::from,
+    );
     println!("store: {}", path.display());
 
     // Last year's program knew only version 1.
@@ -122,7 +120,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         "documents per stored version: {:?}",
         issues.count_by_version()
     );
-    for doc in issues.iter() {
+    for doc in &issues {
         let doc = doc?;
         println!(
             "{} (rev {}, stored at v{}): {:?}",
@@ -143,7 +141,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         println!(
             "  revision {} (parent {:?}) at v{} by {:?}",
             revision.revision,
-            revision.parent.map(|parent| parent.get()),
+            revision.parent.map(revolve::Revision::get),
             revision.version.unwrap_or(0),
             revision.origin
         );
