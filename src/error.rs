@@ -1,5 +1,6 @@
 //! The top-level error, for applications that want one type for everything revolve returns.
 
+use crate::migrate::MigrationError;
 use crate::record::RecordError;
 use crate::schema::SchemaError;
 use crate::store::StoreError;
@@ -15,6 +16,9 @@ pub enum Error {
     /// A schema chain is invalid or a document could not be upgraded.
     #[error(transparent)]
     Schema(#[from] SchemaError),
+    /// A migration, revert or ledger read failed.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
     /// Stored bytes are not a valid record.
     #[error(transparent)]
     Record(#[from] RecordError),

@@ -7,6 +7,7 @@
 
 mod error;
 mod id;
+mod migrate;
 mod record;
 mod schema;
 mod store;
@@ -17,6 +18,10 @@ pub mod __private;
 
 pub use crate::error::Error;
 pub use crate::id::{DocId, InvalidId, Revision, MAX_ID_LEN};
+pub use crate::migrate::{
+    CancelToken, Failure, FailureClass, Migration, MigrationError, MigrationReport, Pending,
+    PendingCount, Progress, RevertReport, RunKind, RunRecord, RunState, MAX_REPORTED_FAILURES,
+};
 pub use crate::record::{Origin, RecordError};
 pub use crate::schema::{Schema, SchemaError, StepError};
 pub use crate::store::{

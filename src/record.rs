@@ -102,6 +102,15 @@ pub enum RecordError {
     /// A header field holds a value no writer produces.
     #[error("invalid record header: {0}")]
     InvalidHeader(&'static str),
+    /// The payload is not one well-formed MessagePack value.
+    #[error("invalid payload: {0}")]
+    InvalidPayload(&'static str),
+    /// The payload nests arrays and maps deeper than the store allows.
+    #[error("payload nests deeper than {max_depth} levels")]
+    TooDeep {
+        /// The store's limit (`StoreBuilder::max_depth`).
+        max_depth: usize,
+    },
     /// The MessagePack payload does not decode as the expected type.
     #[error("cannot decode payload")]
     Payload(#[source] rmp_serde::decode::Error),
@@ -116,18 +125,88 @@ pub(crate) fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>
 }
 
 /// Decodes field-named MessagePack, refusing nesting deeper than `max_depth` and trailing bytes.
+///
+/// The structure is checked first by [`check_structure`], without recursion, so that no payload,
+/// however deep, can exhaust the stack of the typed decode that follows (rmp-serde's own depth
+/// limit does not count enum variants).
 pub(crate) fn decode_payload<T: DeserializeOwned>(
     payload: &[u8],
     max_depth: usize,
 ) -> Result<T, RecordError> {
-    let mut reader = payload;
-    let mut deserializer = rmp_serde::Deserializer::new(&mut reader);
-    deserializer.set_max_depth(max_depth);
-    let value = T::deserialize(&mut deserializer).map_err(RecordError::Payload)?;
-    if reader.is_empty() {
-        Ok(value)
+    check_structure(payload, max_depth)?;
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(payload);
+    // Already bounded above; rmp-serde's limit only has to stay out of the way.
+    deserializer.set_max_depth(max_depth.saturating_add(1));
+    T::deserialize(&mut deserializer).map_err(RecordError::Payload)
+}
+
+/// Walks one MessagePack value iteratively: it must fill `bytes` exactly and nest at most
+/// `max_depth` arrays and maps (a top-level map is depth 1).
+pub(crate) fn check_structure(bytes: &[u8], max_depth: usize) -> Result<(), RecordError> {
+    // Elements still to read in each open container, innermost last; the outermost "container"
+    // is the single top-level value.
+    let mut open: Vec<u64> = vec![1];
+    let mut at = 0usize;
+    let truncated = || RecordError::InvalidPayload("truncated MessagePack value");
+    while let Some(remaining) = open.last_mut() {
+        if *remaining == 0 {
+            open.pop();
+            continue;
+        }
+        *remaining -= 1;
+        let marker = *bytes.get(at).ok_or_else(truncated)?;
+        at += 1;
+        let mut be = |len: usize| -> Result<u64, RecordError> {
+            let field = bytes.get(at..at + len).ok_or_else(truncated)?;
+            at += len;
+            Ok(field.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+        };
+        let (skip, children) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (be(1)?, 0),
+            0xc5 | 0xda => (be(2)?, 0),
+            0xc6 | 0xdb => (be(4)?, 0),
+            0xc7 => (be(1)? + 1, 0),
+            0xc8 => (be(2)? + 1, 0),
+            0xc9 => (be(4)? + 1, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 | 0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, be(2)?),
+            0xdd => (0, be(4)?),
+            0xde => (0, 2 * be(2)?),
+            0xdf => (0, 2 * be(4)?),
+            0xc1 => {
+                return Err(RecordError::InvalidPayload(
+                    "reserved MessagePack marker 0xc1",
+                ))
+            }
+        };
+        let skip = usize::try_from(skip).map_err(|_| truncated())?;
+        at = at
+            .checked_add(skip)
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(truncated)?;
+        if matches!(marker, 0x80..=0x9f | 0xdc..=0xdf) {
+            // `open` holds the top-level slot plus one entry per container entered.
+            if open.len() > max_depth {
+                return Err(RecordError::TooDeep { max_depth });
+            }
+            open.push(children);
+        }
+    }
+    if at == bytes.len() {
+        Ok(())
     } else {
-        Err(RecordError::InvalidHeader(
+        Err(RecordError::InvalidPayload(
             "trailing bytes after the payload",
         ))
     }
@@ -342,7 +421,45 @@ mod tests {
         let mut bomb = vec![0x91u8; 10_000]; // fixarray of one element, 10 000 deep
         bomb.push(0xc0);
         let err = decode_payload::<serde_json::Value>(&bomb, 64).unwrap_err();
-        assert!(matches!(err, RecordError::Payload(_)), "{err}");
+        assert!(
+            matches!(err, RecordError::TooDeep { max_depth: 64 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn depth_counts_every_array_and_map() {
+        // [[[nil]]]: three arrays.
+        let three = [0x91, 0x91, 0x91, 0xc0];
+        check_structure(&three, 3).unwrap();
+        assert!(matches!(
+            check_structure(&three, 2),
+            Err(RecordError::TooDeep { max_depth: 2 })
+        ));
+        // {"a": {"b": 1}} as an enum variant would be written: two maps.
+        let maps = encode_payload(&serde_json::json!({"a": {"b": 1}})).unwrap();
+        check_structure(&maps, 2).unwrap();
+        assert!(check_structure(&maps, 1).is_err());
+        check_structure(&[0x01], 0).unwrap();
+    }
+
+    #[test]
+    fn every_marker_is_walked_to_its_end() {
+        let value = serde_json::json!({
+            "s": "x".repeat(40), "long": "y".repeat(300), "n": -3, "big": u64::MAX,
+            "f": 1.5, "neg": i64::MIN, "list": [1, 2, [3, {"k": null}]], "t": true,
+        });
+        let bytes = encode_payload(&value).unwrap();
+        check_structure(&bytes, 8).unwrap();
+        for len in 0..bytes.len() {
+            assert!(
+                check_structure(&bytes[..len], 8).is_err(),
+                "truncated to {len}"
+            );
+        }
+        // A string over 65 535 bytes takes the 32-bit length.
+        let long = encode_payload(&"z".repeat(70_000)).unwrap();
+        check_structure(&long, 0).unwrap();
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub enum SchemaError {
         #[source]
         source: RecordError,
     },
-    /// A step function returned an error or panicked.
+    /// A step function returned an error.
     #[error("step from version {from} to {to} of `{collection}` failed: {source}")]
     Step {
         /// The collection.
@@ -142,9 +142,21 @@ pub enum SchemaError {
         from: u32,
         /// The version the step upgrades to.
         to: u32,
-        /// The step's error; a panic's message for a step that panicked.
+        /// The step's error.
         #[source]
         source: StepError,
+    },
+    /// A step function panicked; the panic was caught and only this document failed.
+    #[error("step from version {from} to {to} of `{collection}` panicked: {message}")]
+    StepPanicked {
+        /// The collection.
+        collection: &'static str,
+        /// The version the step upgrades from.
+        from: u32,
+        /// The version the step upgrades to.
+        to: u32,
+        /// The panic's message.
+        message: String,
     },
     /// A document is stored at a version this program does not define yet.
     #[error(
@@ -258,22 +270,22 @@ pub(crate) fn upgrade<T: Schema>(
     run_step::<T>(previous)
 }
 
-/// Runs one step, turning a panic into a [`StepError`] so that only this document fails.
+/// Runs one step, turning a panic into an error so that only this document fails.
 pub(crate) fn run_step<T: Schema>(previous: T::Previous) -> Result<T, SchemaError> {
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| T::upgrade(previous)));
-    let result = match outcome {
-        Ok(result) => result,
-        Err(payload) => Err(StepError::new(format!(
-            "step panicked: {}",
-            panic_message(payload.as_ref())
-        ))),
-    };
-    result.map_err(|source| SchemaError::Step {
-        collection: T::COLLECTION,
-        from: T::VERSION - 1,
-        to: T::VERSION,
-        source,
-    })
+    match panic::catch_unwind(AssertUnwindSafe(|| T::upgrade(previous))) {
+        Ok(result) => result.map_err(|source| SchemaError::Step {
+            collection: T::COLLECTION,
+            from: T::VERSION - 1,
+            to: T::VERSION,
+            source,
+        }),
+        Err(payload) => Err(SchemaError::StepPanicked {
+            collection: T::COLLECTION,
+            from: T::VERSION - 1,
+            to: T::VERSION,
+            message: panic_message(payload.as_ref()).to_owned(),
+        }),
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
@@ -365,7 +377,10 @@ mod tests {
 
         let bytes = record::encode_payload(&A { n: 13 }).unwrap();
         let err = upgrade::<B>(1, &bytes, 64).unwrap_err();
-        assert!(err.to_string().contains("step panicked: unlucky"), "{err}");
+        assert!(
+            matches!(&err, SchemaError::StepPanicked { message, .. } if message == "unlucky"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,13 +4,16 @@ use std::any::TypeId;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
+use super::counters::{Counter, Counters};
 use super::error::backend;
-use super::keys::{self, Head, REMOVED_COUNTER};
+use super::keys::{self, Head};
+use super::write::{Staged, WriteSet};
 use super::{Store, StoreError};
 use crate::id::{self, DocId, Revision};
 use crate::record::{self, Envelope, Kind, Origin};
@@ -18,13 +21,17 @@ use crate::schema::{self, Schema};
 
 /// The state every handle of one collection name shares.
 pub(crate) struct Core {
-    name: String,
-    tree: sled::Tree,
-    /// Live heads per version, and removed heads under [`REMOVED_COUNTER`]. Its mutex is the
-    /// collection's write lock: every write holds it from reading the heads it replaces until its
-    /// batch is applied, so counters and heads never disagree and no update is lost.
-    counts: Mutex<BTreeMap<u32, u64>>,
+    pub(super) name: String,
+    pub(super) tree: sled::Tree,
+    /// The collection's counters. Its mutex is the collection's write lock: every write holds it
+    /// from reading the heads it replaces until its batch is applied, so counters and heads never
+    /// disagree and no update is lost.
+    pub(super) counters: Mutex<Counters>,
     binding: Mutex<Option<Binding>>,
+    /// Held by the migration run (or revert) under way, so that there is at most one at a time.
+    pub(super) run: Mutex<()>,
+    /// The id of the run under way; 0 for none.
+    pub(super) running: AtomicU64,
 }
 
 /// The type a collection name is registered with in this process.
@@ -39,15 +46,13 @@ pub(crate) struct Binding {
 
 impl Core {
     pub(super) fn open(name: String, tree: sled::Tree) -> Result<Self, StoreError> {
-        let mut counts = BTreeMap::new();
+        let mut counters = Counters::default();
         for entry in tree.scan_prefix([keys::COUNTER]) {
             let (key, value) = entry.map_err(backend)?;
-            let version = keys::version_of_counter(&key);
+            let counter = Counter::from_key(&key);
             let count = <[u8; 8]>::try_from(&value[..]).ok().map(u64::from_be_bytes);
-            match (version, count) {
-                (Some(version), Some(count)) => {
-                    counts.insert(version, count);
-                }
+            match (counter, count) {
+                (Some(counter), Some(count)) => counters.insert(counter, count),
                 _ => {
                     return Err(StoreError::Corrupt {
                         collection: name,
@@ -61,8 +66,10 @@ impl Core {
         Ok(Self {
             name,
             tree,
-            counts: Mutex::new(counts),
+            counters: Mutex::new(counters),
             binding: Mutex::new(None),
+            run: Mutex::new(()),
+            running: AtomicU64::new(0),
         })
     }
 
@@ -87,7 +94,7 @@ impl Core {
             };
         }
         let registered = register()?;
-        let stored = self.counts.lock().keys().next_back().copied().unwrap_or(0);
+        let stored = self.counters.lock().newest_version().unwrap_or(0);
         let bound = Binding {
             type_id,
             type_name,
@@ -97,7 +104,7 @@ impl Core {
         Ok(bound)
     }
 
-    fn head(&self, id: &str) -> Result<Option<Head>, StoreError> {
+    pub(super) fn head(&self, id: &str) -> Result<Option<Head>, StoreError> {
         match self.tree.get(keys::head(id)).map_err(backend)? {
             None => Ok(None),
             Some(bytes) => Head::decode(&bytes)
@@ -112,7 +119,7 @@ impl Core {
     }
 
     /// The stored bytes of one revision.
-    fn revision_bytes(
+    pub(super) fn revision_bytes(
         &self,
         id: &str,
         revision: Revision,
@@ -120,7 +127,7 @@ impl Core {
         self.tree.get(keys::revision(id, revision)).map_err(backend)
     }
 
-    fn corrupt(
+    pub(super) fn corrupt(
         &self,
         id: &str,
         revision: Option<Revision>,
@@ -178,59 +185,11 @@ impl Core {
     }
 
     fn count_by_version(&self) -> BTreeMap<u32, u64> {
-        let mut counts = self.counts.lock().clone();
-        counts.remove(&REMOVED_COUNTER);
-        counts.retain(|_, count| *count > 0);
-        counts
+        self.counters.lock().live()
     }
 
     fn removed_count(&self) -> u64 {
-        self.counts
-            .lock()
-            .get(&REMOVED_COUNTER)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Applies one batch of new revisions under the write lock already held as `counts`.
-    ///
-    /// Every revision key is new (revisions only append); heads and counters change in the same
-    /// batch, so a crash leaves either all of it or none.
-    fn apply(
-        &self,
-        counts: &mut MutexGuard<'_, BTreeMap<u32, u64>>,
-        writes: &[Staged<'_>],
-    ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut changed: BTreeMap<u32, u64> = BTreeMap::new();
-        for write in writes {
-            batch.insert(
-                keys::revision(write.id, write.head.revision),
-                &write.record[..],
-            );
-            batch.insert(keys::head(write.id), &write.head.encode()[..]);
-            if let Some(old) = write.replaces {
-                let slot = changed
-                    .entry(old.counter_version())
-                    .or_insert_with(|| counts.get(&old.counter_version()).copied().unwrap_or(0));
-                *slot = slot.saturating_sub(1);
-            }
-            let slot = changed
-                .entry(write.head.counter_version())
-                .or_insert_with(|| {
-                    counts
-                        .get(&write.head.counter_version())
-                        .copied()
-                        .unwrap_or(0)
-                });
-            *slot += 1;
-        }
-        for (&version, &count) in &changed {
-            batch.insert(&keys::counter(version)[..], &count.to_be_bytes()[..]);
-        }
-        self.tree.apply_batch(batch).map_err(backend)?;
-        counts.extend(changed);
-        Ok(())
+        self.counters.lock().removed()
     }
 
     /// Whether every revision after `expected` up to the head is a migration or a revert, which
@@ -257,15 +216,6 @@ impl Core {
     }
 }
 
-/// One new revision, ready to be applied.
-struct Staged<'a> {
-    id: &'a str,
-    /// The head it replaces; `None` for a new document.
-    replaces: Option<Head>,
-    head: Head,
-    record: Vec<u8>,
-}
-
 /// What a single-document write requires of the current head.
 #[derive(Clone, Copy)]
 enum Expect {
@@ -285,8 +235,8 @@ fn validate_id(id: &str) -> Result<(), StoreError> {
 ///
 /// Cheap to clone, `Send` and `Sync`; every handle of a collection shares one write lock.
 pub struct Collection<T> {
-    store: Store,
-    core: Arc<Core>,
+    pub(super) store: Store,
+    pub(super) core: Arc<Core>,
     binding: Binding,
     _type: PhantomData<fn() -> T>,
 }
@@ -386,12 +336,12 @@ impl<T: Schema> Collection<T> {
         &self.core.name
     }
 
-    fn max_depth(&self) -> usize {
+    pub(crate) fn max_depth(&self) -> usize {
         self.store.inner().max_depth
     }
 
     /// Refuses writes from a program older than the newest one that registered the collection.
-    fn check_writable(&self) -> Result<(), StoreError> {
+    pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
         if self.binding.newest > T::VERSION {
             return Err(StoreError::VersionTooNew {
                 collection: self.core.name.clone(),
@@ -492,8 +442,12 @@ impl<T: Schema> Collection<T> {
             })
             .collect();
         let ticket = {
-            let mut counts = self.core.counts.lock();
-            self.core.apply(&mut counts, &staged)?;
+            let mut counters = self.core.counters.lock();
+            let mut writes = WriteSet::default();
+            for staged in &staged {
+                writes.revision(staged);
+            }
+            writes.apply(&self.core, &mut counters)?;
             self.store.inner().commit.ticket()
         };
         self.store.inner().durable(ticket)?;
@@ -554,7 +508,7 @@ impl<T: Schema> Collection<T> {
         self.check_writable()?;
         let payload = value.map(|value| self.encode(value)).transpose()?;
         let ticket = {
-            let mut counts = self.core.counts.lock();
+            let mut counters = self.core.counters.lock();
             let current = self.core.head(id)?;
             let live = current.filter(|head| !head.removed);
             match (expect, live) {
@@ -597,8 +551,13 @@ impl<T: Schema> Collection<T> {
                 head,
                 record: record::encode(kind, version, revision, Origin::Write, payload),
             };
-            self.core
-                .apply(&mut counts, std::slice::from_ref(&staged))?;
+            let mut writes = WriteSet::default();
+            writes.revision(&staged);
+            if let Some(live) = live {
+                // A write changes the document, so a recorded migration failure no longer holds.
+                writes.clear_failure(&self.core, &counters, id, live.version)?;
+            }
+            writes.apply(&self.core, &mut counters)?;
             (self.store.inner().commit.ticket(), revision)
         };
         self.store.inner().durable(ticket.0)?;

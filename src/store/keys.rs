@@ -6,8 +6,9 @@
 //! ```text
 //! h ‖ id                          → head: flags u8, schema version u32 BE, revision u64 BE
 //! r ‖ id ‖ 0x00 ‖ revision u64 BE → revision envelope (see `record`)
-//! c ‖ version u32 BE              → number of live heads at that version, u64 BE
-//! c ‖ 0u32                        → number of removed heads (tombstones), u64 BE
+//! c ‖ class ‖ version u32 BE     → counters, u64 BE (see `counters`)
+//! f ‖ id                          → the migration failure recorded for the document's head
+//! m ‖ target version u32 BE       → the migration cursor: the last id a run to that version took
 //! ```
 //!
 //! Ids never contain NUL, so the 0x00 after an id ends it: the revisions of `ab` (`r ab 00 …`) and of
@@ -18,9 +19,8 @@ use crate::id::Revision;
 pub(super) const HEAD: u8 = b'h';
 pub(super) const REVISION: u8 = b'r';
 pub(super) const COUNTER: u8 = b'c';
-
-/// The counter key version that counts removed documents; no document is stored at version 0.
-pub(super) const REMOVED_COUNTER: u32 = 0;
+pub(super) const FAILURE: u8 = b'f';
+pub(super) const CURSOR: u8 = b'm';
 
 pub(super) fn head(id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.len());
@@ -52,16 +52,16 @@ pub(super) fn revision(id: &str, revision: Revision) -> Vec<u8> {
     key
 }
 
-pub(super) fn counter(version: u32) -> [u8; 5] {
-    let v = version.to_be_bytes();
-    [COUNTER, v[0], v[1], v[2], v[3]]
+pub(super) fn failure(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(FAILURE);
+    key.extend_from_slice(id.as_bytes());
+    key
 }
 
-pub(super) fn version_of_counter(key: &[u8]) -> Option<u32> {
-    match key {
-        [COUNTER, a, b, c, d] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
-        _ => None,
-    }
+pub(super) fn cursor(target: u32) -> [u8; 5] {
+    let v = target.to_be_bytes();
+    [CURSOR, v[0], v[1], v[2], v[3]]
 }
 
 /// A document's current state: its latest revision and, unless removed, the version it is at.
@@ -99,15 +99,6 @@ impl Head {
             version,
             removed,
         })
-    }
-
-    /// The counter this head is counted in.
-    pub(super) fn counter_version(self) -> u32 {
-        if self.removed {
-            REMOVED_COUNTER
-        } else {
-            self.version
-        }
     }
 }
 
@@ -154,7 +145,7 @@ mod tests {
     fn key_spaces_are_told_apart() {
         assert_eq!(id_of_head(&head("doc")), Some("doc"));
         assert_eq!(id_of_head(&revision("doc", Revision::FIRST)), None);
-        assert_eq!(version_of_counter(&counter(7)), Some(7));
-        assert_eq!(version_of_counter(&head("doc")), None);
+        assert_ne!(failure("doc")[0], head("doc")[0]);
+        assert_ne!(cursor(1)[0], HEAD);
     }
 }

@@ -6,8 +6,11 @@
 
 mod collection;
 mod commit;
+mod counters;
 mod error;
 mod keys;
+mod migration;
+mod write;
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -19,6 +22,8 @@ use parking_lot::Mutex;
 
 pub use self::collection::{Collection, Document, Iter, RawCollection, RawRevision, RevisionInfo};
 pub use self::error::{BackendError, StoreError};
+pub(crate) use self::keys::Head;
+pub(crate) use self::migration::{Action, ChunkItem, FailureRecord, Outcome};
 
 use self::collection::Core;
 use self::commit::GroupCommit;

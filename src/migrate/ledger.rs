@@ -1,0 +1,191 @@
+//! The ledger: one record per migration run, dry run and revert, kept in the store.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use super::{Failure, FailureClass, MigrationError};
+use crate::record;
+use crate::schema::Schema;
+use crate::store::Collection;
+
+/// The state of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunState {
+    /// Under way in this process.
+    Running,
+    /// Finished with every candidate migrated or skipped.
+    Done,
+    /// Finished, with some documents failed.
+    DoneWithFailures,
+    /// Stopped by a [`CancelToken`](super::CancelToken); the next run continues where it stopped.
+    Cancelled,
+    /// Found running when the store was opened: the process stopped during the run. Every chunk it
+    /// committed stays; the next run continues from the cursor.
+    Interrupted,
+    /// Undone by a revert, named in [`RunRecord::reverted_by`].
+    Reverted,
+}
+
+/// What a ledger record is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunKind {
+    /// A migration (or its dry run).
+    Migration,
+    /// The revert of the migration run `of`.
+    Revert {
+        /// The run reverted.
+        of: u64,
+    },
+}
+
+/// One run, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct RunRecord {
+    /// The run's id, unique in the store.
+    pub id: u64,
+    /// The collection.
+    pub collection: String,
+    /// A migration or a revert.
+    pub kind: RunKind,
+    /// The stored versions of the documents the run took.
+    pub from_versions: Vec<u32>,
+    /// The version documents were migrated to.
+    pub to_version: u32,
+    /// The run's limit, if it had one.
+    pub limit: Option<u64>,
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+    /// Whether it retried documents that had failed before.
+    pub retry_failed: bool,
+    /// When it started.
+    pub started: SystemTime,
+    /// When it finished; `None` while running or if interrupted.
+    pub finished: Option<SystemTime>,
+    /// Its state.
+    pub state: RunState,
+    /// Candidates taken.
+    pub scanned: u64,
+    /// Documents migrated (for a revert: restored).
+    pub migrated: u64,
+    /// Documents failed.
+    pub failed: u64,
+    /// Candidates skipped (for a revert: documents changed since the run, left alone).
+    pub skipped: u64,
+    /// The first failures.
+    pub failures: Vec<Failure>,
+    /// Failures per class.
+    pub failures_by_class: BTreeMap<FailureClass, u64>,
+    /// The fingerprint of the target version's schema, once schemas are fingerprinted.
+    pub schema_fingerprint: Option<String>,
+    /// The revert that undid this run.
+    pub reverted_by: Option<u64>,
+}
+
+impl RunRecord {
+    pub(crate) fn new(id: u64, collection: &str, kind: RunKind, to_version: u32) -> Self {
+        Self {
+            id,
+            collection: collection.to_owned(),
+            kind,
+            from_versions: Vec::new(),
+            to_version,
+            limit: None,
+            dry_run: false,
+            retry_failed: false,
+            started: SystemTime::now(),
+            finished: None,
+            state: RunState::Running,
+            scanned: 0,
+            migrated: 0,
+            failed: 0,
+            skipped: 0,
+            failures: Vec::new(),
+            failures_by_class: BTreeMap::new(),
+            schema_fingerprint: None,
+            reverted_by: None,
+        }
+    }
+}
+
+/// Writes a record; `durable` flushes it (at the start and the end of a run, not per chunk).
+pub(crate) fn save<T: Schema>(
+    collection: &Collection<T>,
+    record: &RunRecord,
+    durable: bool,
+) -> Result<(), MigrationError> {
+    let bytes = record::encode_payload(record).map_err(|source| MigrationError::Ledger {
+        collection: record.collection.clone(),
+        run: record.id,
+        source,
+    })?;
+    collection
+        .store()
+        .ledger_put(collection.name(), record.id, &bytes, durable)?;
+    Ok(())
+}
+
+/// Decodes a record, and marks it interrupted if it says running but no run of this process
+/// holds it (a store is open in one process only, so the process that ran it has stopped).
+fn load<T: Schema>(
+    collection: &Collection<T>,
+    run: u64,
+    bytes: &[u8],
+) -> Result<RunRecord, MigrationError> {
+    let mut record: RunRecord =
+        record::decode_payload(bytes, 64).map_err(|source| MigrationError::Ledger {
+            collection: collection.name().to_owned(),
+            run,
+            source,
+        })?;
+    if record.state == RunState::Running && collection.current_run() != Some(record.id) {
+        record.state = RunState::Interrupted;
+        save(collection, &record, true)?;
+    }
+    Ok(record)
+}
+
+impl<T: Schema> Collection<T> {
+    /// The ledger of this collection's runs, newest first: up to 100. Use
+    /// [`runs_page`](Self::runs_page) for more.
+    ///
+    /// # Errors
+    ///
+    /// [`MigrationError::Ledger`] for a corrupt record, and [`MigrationError::Store`].
+    pub fn runs(&self) -> Result<Vec<RunRecord>, MigrationError> {
+        self.runs_page(None, 100)
+    }
+
+    /// Up to `limit` runs, newest first, older than the run `before` if given.
+    ///
+    /// # Errors
+    ///
+    /// As [`runs`](Self::runs).
+    pub fn runs_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, MigrationError> {
+        self.store()
+            .ledger_page(self.name(), before, limit)?
+            .into_iter()
+            .map(|(run, bytes)| load(self, run, &bytes))
+            .collect()
+    }
+
+    /// One run of the ledger.
+    ///
+    /// # Errors
+    ///
+    /// As [`runs`](Self::runs).
+    pub fn run(&self, id: u64) -> Result<Option<RunRecord>, MigrationError> {
+        match self.store().ledger_get(self.name(), id)? {
+            Some(bytes) => load(self, id, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+}

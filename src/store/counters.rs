@@ -1,0 +1,200 @@
+//! Per-collection counters, kept in the collection's tree and changed in the same batch as the
+//! heads they count.
+//!
+//! ```text
+//! c ‖ 'l' ‖ version u32 BE → live documents whose head is at that version
+//! c ‖ 'r' ‖ 0u32           → removed documents (head is a tombstone)
+//! c ‖ 'f' ‖ version u32 BE → live documents at that version whose migration failed (recorded
+//!                            under `f ‖ id`); a subset of the live count
+//! ```
+
+use std::collections::BTreeMap;
+
+use super::keys::{Head, COUNTER};
+
+/// One counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Counter {
+    Live(u32),
+    Removed,
+    Failed(u32),
+}
+
+impl Counter {
+    /// The counter a head is counted in.
+    pub(super) fn of(head: Head) -> Self {
+        if head.removed {
+            Counter::Removed
+        } else {
+            Counter::Live(head.version)
+        }
+    }
+
+    pub(super) fn key(self) -> [u8; 6] {
+        let (class, version) = match self {
+            Counter::Live(version) => (b'l', version),
+            Counter::Removed => (b'r', 0),
+            Counter::Failed(version) => (b'f', version),
+        };
+        let v = version.to_be_bytes();
+        [COUNTER, class, v[0], v[1], v[2], v[3]]
+    }
+
+    pub(super) fn from_key(key: &[u8]) -> Option<Self> {
+        let [COUNTER, class, a, b, c, d] = *key else {
+            return None;
+        };
+        let version = u32::from_be_bytes([a, b, c, d]);
+        match class {
+            b'l' => Some(Counter::Live(version)),
+            b'r' if version == 0 => Some(Counter::Removed),
+            b'f' => Some(Counter::Failed(version)),
+            _ => None,
+        }
+    }
+}
+
+/// The in-memory copy of a collection's counters; guarded by the collection's write lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Counters(BTreeMap<Counter, u64>);
+
+impl Counters {
+    pub(super) fn insert(&mut self, counter: Counter, value: u64) {
+        self.0.insert(counter, value);
+    }
+
+    pub(crate) fn get(&self, counter: Counter) -> u64 {
+        self.0.get(&counter).copied().unwrap_or(0)
+    }
+
+    /// Live documents per version, versions with none left out.
+    pub(crate) fn live(&self) -> BTreeMap<u32, u64> {
+        self.by_class(|counter| match counter {
+            Counter::Live(version) => Some(version),
+            _ => None,
+        })
+    }
+
+    /// Documents whose migration failed, per version, versions with none left out.
+    pub(crate) fn failed(&self) -> BTreeMap<u32, u64> {
+        self.by_class(|counter| match counter {
+            Counter::Failed(version) => Some(version),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn removed(&self) -> u64 {
+        self.get(Counter::Removed)
+    }
+
+    /// Live documents below `latest` whose migration has not failed: what a migration would take.
+    pub(crate) fn migratable(&self, latest: u32) -> u64 {
+        self.live()
+            .into_iter()
+            .filter(|&(version, _)| version < latest)
+            .map(|(version, live)| live.saturating_sub(self.get(Counter::Failed(version))))
+            .sum()
+    }
+
+    /// The newest version any live document is at.
+    pub(crate) fn newest_version(&self) -> Option<u32> {
+        self.live().keys().next_back().copied()
+    }
+
+    fn by_class(&self, class: impl Fn(Counter) -> Option<u32>) -> BTreeMap<u32, u64> {
+        self.0
+            .iter()
+            .filter(|&(_, &count)| count > 0)
+            .filter_map(|(&counter, &count)| Some((class(counter)?, count)))
+            .collect()
+    }
+}
+
+/// Counter changes staged for one batch.
+#[derive(Debug, Default)]
+pub(super) struct Delta(BTreeMap<Counter, i64>);
+
+impl Delta {
+    pub(super) fn add(&mut self, counter: Counter, change: i64) {
+        *self.0.entry(counter).or_insert(0) += change;
+    }
+
+    /// A head replaced by another.
+    pub(super) fn replace(&mut self, old: Option<Head>, new: Head) {
+        if let Some(old) = old {
+            self.add(Counter::of(old), -1);
+        }
+        self.add(Counter::of(new), 1);
+    }
+
+    /// The new value of every changed counter.
+    pub(super) fn values(&self, counters: &Counters) -> Vec<(Counter, u64)> {
+        self.0
+            .iter()
+            .filter(|&(_, &change)| change != 0)
+            .map(|(&counter, &change)| {
+                let current = counters.get(counter);
+                let value = if change < 0 {
+                    current.saturating_sub(change.unsigned_abs())
+                } else {
+                    current.saturating_add(change.unsigned_abs())
+                };
+                (counter, value)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Revision;
+
+    #[test]
+    fn keys_round_trip() {
+        for counter in [
+            Counter::Live(3),
+            Counter::Removed,
+            Counter::Failed(u32::MAX),
+        ] {
+            assert_eq!(Counter::from_key(&counter.key()), Some(counter));
+        }
+        assert_eq!(Counter::from_key(b"c"), None);
+        assert_eq!(Counter::from_key(&[COUNTER, b'x', 0, 0, 0, 1]), None);
+    }
+
+    #[test]
+    fn migratable_leaves_out_failed_and_latest() {
+        let mut counters = Counters::default();
+        counters.insert(Counter::Live(1), 10);
+        counters.insert(Counter::Failed(1), 3);
+        counters.insert(Counter::Live(2), 5);
+        counters.insert(Counter::Live(3), 7);
+        counters.insert(Counter::Removed, 4);
+        assert_eq!(counters.migratable(3), 7 + 5);
+        assert_eq!(counters.migratable(1), 0);
+        assert_eq!(counters.newest_version(), Some(3));
+    }
+
+    #[test]
+    fn delta_replaces_heads() {
+        let mut counters = Counters::default();
+        counters.insert(Counter::Live(1), 2);
+        let old = Head {
+            revision: Revision::FIRST,
+            version: 1,
+            removed: false,
+        };
+        let new = Head {
+            revision: Revision::FIRST,
+            version: 2,
+            removed: false,
+        };
+        let mut delta = Delta::default();
+        delta.replace(Some(old), new);
+        assert_eq!(
+            delta.values(&counters),
+            [(Counter::Live(1), 1), (Counter::Live(2), 1)]
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! Batches: everything one atomic write changes in a collection's tree.
+
+use super::collection::Core;
+use super::counters::{Counter, Counters, Delta};
+use super::error::backend;
+use super::keys::{self, Head};
+use super::StoreError;
+
+/// One new revision, ready to be applied.
+pub(super) struct Staged<'a> {
+    pub(super) id: &'a str,
+    /// The head it replaces; `None` for a new document.
+    pub(super) replaces: Option<Head>,
+    pub(super) head: Head,
+    /// The revision's envelope.
+    pub(super) record: Vec<u8>,
+}
+
+/// The keys and counter changes of one `apply_batch`.
+pub(super) struct WriteSet {
+    batch: sled::Batch,
+    delta: Delta,
+    empty: bool,
+}
+
+impl Default for WriteSet {
+    fn default() -> Self {
+        Self {
+            batch: sled::Batch::default(),
+            delta: Delta::default(),
+            empty: true,
+        }
+    }
+}
+
+impl WriteSet {
+    /// Adds a new revision and moves the document's head to it. Revision keys are never written
+    /// twice: revisions only append.
+    pub(super) fn revision(&mut self, staged: &Staged<'_>) {
+        self.batch.insert(
+            keys::revision(staged.id, staged.head.revision),
+            &staged.record[..],
+        );
+        self.batch
+            .insert(keys::head(staged.id), &staged.head.encode()[..]);
+        self.delta.replace(staged.replaces, staged.head);
+        self.empty = false;
+    }
+
+    /// Records that the migration of `id`, live at `version`, failed; `known` if a failure record
+    /// exists already (it is replaced, and counted once).
+    pub(super) fn put_failure(&mut self, id: &str, version: u32, record: &[u8], known: bool) {
+        self.batch.insert(keys::failure(id), record);
+        if !known {
+            self.delta.add(Counter::Failed(version), 1);
+        }
+        self.empty = false;
+    }
+
+    /// Removes the failure record of `id`, live at `version`.
+    pub(super) fn delete_failure(&mut self, id: &str, version: u32) {
+        self.batch.remove(keys::failure(id));
+        self.delta.add(Counter::Failed(version), -1);
+        self.empty = false;
+    }
+
+    /// Removes the failure record of `id` if there is one. Reads only when some document of
+    /// `version` has failed.
+    pub(super) fn clear_failure(
+        &mut self,
+        core: &Core,
+        counters: &Counters,
+        id: &str,
+        version: u32,
+    ) -> Result<(), StoreError> {
+        if counters.get(Counter::Failed(version)) > 0
+            && core.tree.contains_key(keys::failure(id)).map_err(backend)?
+        {
+            self.delete_failure(id, version);
+        }
+        Ok(())
+    }
+
+    /// Moves the migration cursor of `target` to `id`.
+    pub(super) fn cursor(&mut self, target: u32, id: &str) {
+        self.batch.insert(&keys::cursor(target)[..], id.as_bytes());
+        self.empty = false;
+    }
+
+    /// Applies everything in one atomic batch, with the new counter values, and updates the
+    /// in-memory counters once it is applied. The caller holds the write lock as `counters`.
+    pub(super) fn apply(self, core: &Core, counters: &mut Counters) -> Result<(), StoreError> {
+        if self.empty {
+            return Ok(());
+        }
+        let Self {
+            mut batch, delta, ..
+        } = self;
+        let values = delta.values(counters);
+        for &(counter, value) in &values {
+            batch.insert(&counter.key()[..], &value.to_be_bytes()[..]);
+        }
+        core.tree.apply_batch(batch).map_err(backend)?;
+        for (counter, value) in values {
+            counters.insert(counter, value);
+        }
+        Ok(())
+    }
+}
