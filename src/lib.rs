@@ -6,6 +6,7 @@
 )]
 
 mod error;
+mod fault;
 mod id;
 mod migrate;
 mod record;

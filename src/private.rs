@@ -4,6 +4,11 @@ use std::error::Error as StdError;
 
 use crate::StepError;
 
+/// Fault injection for crash tests.
+pub mod fault {
+    pub use crate::fault::{abort_at_point, points_passed, set_broken_write_order};
+}
+
 /// Compares two strings in a constant context, for the derive's compile-time chain checks.
 #[must_use]
 pub const fn str_eq(a: &str, b: &str) -> bool {

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use super::counters::{Counter, Counters};
 use super::error::backend;
 use super::keys::{self, Head};
+use super::migration::{Action, ChunkItem, Outcome};
 use super::write::{Staged, WriteSet};
 use super::{Store, StoreError};
 use crate::id::{self, DocId, Revision};
@@ -565,7 +566,8 @@ impl<T: Schema> Collection<T> {
     }
 
     /// The current revision of a document, upgraded to `T`; `None` if there is none or it was
-    /// removed. Reading never writes.
+    /// removed. Reading never writes, unless the store was opened with
+    /// [`write_back_on_read`](crate::StoreBuilder::write_back_on_read).
     ///
     /// # Errors
     ///
@@ -590,7 +592,29 @@ impl<T: Schema> Collection<T> {
                     record::RecordError::Truncated { len: 0 },
                 )
             })?;
-        self.decode(id, &bytes)
+        let Some(mut document) = self.decode(id, &bytes)? else {
+            return Ok(None);
+        };
+        if self.store.inner().write_back_on_read
+            && document.stored_version < T::VERSION
+            && self.check_writable().is_ok()
+        {
+            let item = ChunkItem {
+                id: id.to_owned(),
+                seen: head,
+                action: Action::Write {
+                    version: T::VERSION,
+                    payload: self.encode(&document.data)?,
+                },
+            };
+            // Skipped when another write replaced the head meanwhile: the read stays correct.
+            let outcome = self.commit_chunk(&[item], Origin::UpgradeOnRead, None, false)?;
+            if outcome == [Outcome::Written] {
+                document.revision = head.revision.next();
+                document.stored_version = T::VERSION;
+            }
+        }
+        Ok(Some(document))
     }
 
     /// Any revision of a document, upgraded to `T`; `None` if it does not exist or is a removal.
@@ -926,5 +950,92 @@ mod tests {
         let notes = store.collection::<Note>().unwrap();
         assert_eq!(notes.count_by_version(), BTreeMap::from([(1, 2)]));
         assert_eq!(notes.removed_count(), 1);
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    struct TaskV1 {
+        title: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    struct TaskV2 {
+        title: String,
+        done: bool,
+    }
+
+    impl Schema for TaskV1 {
+        const COLLECTION: &'static str = "tasks";
+        const VERSION: u32 = 1;
+        type Previous = Self;
+        fn upgrade(previous: Self) -> Result<Self, crate::StepError> {
+            Ok(previous)
+        }
+    }
+
+    impl Schema for TaskV2 {
+        const COLLECTION: &'static str = "tasks";
+        const VERSION: u32 = 2;
+        type Previous = TaskV1;
+        fn upgrade(previous: TaskV1) -> Result<Self, crate::StepError> {
+            Ok(TaskV2 {
+                title: previous.title,
+                done: false,
+            })
+        }
+    }
+
+    #[test]
+    fn write_back_on_read_appends_one_upgrade_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let store = Store::open(dir.path()).unwrap();
+            let tasks = store.collection::<TaskV1>().unwrap();
+            tasks.insert(&TaskV1 { title: "a".into() }).unwrap()
+        };
+        let store = Store::builder()
+            .path(dir.path())
+            .write_back_on_read(true)
+            .open()
+            .unwrap();
+        let tasks = store.collection::<TaskV2>().unwrap();
+        let first = tasks.get(&id).unwrap().unwrap();
+        assert_eq!((first.revision.get(), first.stored_version), (2, 2));
+        assert_eq!(tasks.count_by_version(), BTreeMap::from([(2, 1)]));
+        let history = tasks.history(&id).unwrap();
+        assert_eq!(history[1].origin, Origin::UpgradeOnRead);
+        assert_eq!(history[1].version, Some(2));
+        // Read again: already current, nothing more is written.
+        let again = tasks.get(&id).unwrap().unwrap();
+        assert_eq!(again, first);
+        assert_eq!(tasks.history(&id).unwrap().len(), 2);
+        // A client holding revision 1 may still update: the upgrade changed no meaning.
+        let updated = TaskV2 {
+            title: "b".into(),
+            done: true,
+        };
+        assert_eq!(
+            tasks
+                .update_if(&id, Revision::FIRST, &updated)
+                .unwrap()
+                .get(),
+            3
+        );
+        // The original bytes are kept.
+        let raw = tasks.raw_revision(&id, Revision::FIRST).unwrap().unwrap();
+        assert_eq!(raw.info.version, Some(1));
+    }
+
+    #[test]
+    fn reads_never_write_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let store = Store::open(dir.path()).unwrap();
+            let tasks = store.collection::<TaskV1>().unwrap();
+            tasks.insert(&TaskV1 { title: "a".into() }).unwrap()
+        };
+        let store = Store::open(dir.path()).unwrap();
+        let tasks = store.collection::<TaskV2>().unwrap();
+        assert_eq!(tasks.get(&id).unwrap().unwrap().stored_version, 1);
+        assert_eq!(tasks.history(&id).unwrap().len(), 1);
     }
 }

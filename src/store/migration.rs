@@ -289,6 +289,7 @@ impl<T: Schema> Collection<T> {
             self.store.inner().commit.ticket()
         };
         self.store.inner().durable(ticket)?;
+        crate::fault::point();
         Ok(outcomes)
     }
 }

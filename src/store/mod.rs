@@ -77,6 +77,7 @@ pub struct StoreBuilder {
     durability: Durability,
     max_depth: usize,
     lock_timeout: Duration,
+    write_back_on_read: bool,
 }
 
 impl Default for StoreBuilder {
@@ -88,6 +89,7 @@ impl Default for StoreBuilder {
             durability: Durability::Immediate,
             max_depth: DEFAULT_MAX_DEPTH,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            write_back_on_read: false,
         }
     }
 }
@@ -133,6 +135,15 @@ impl StoreBuilder {
         self
     }
 
+    /// Whether [`Collection::get`] writes an upgraded document back: a read of a document stored
+    /// at an older version appends a revision at the latest version (origin
+    /// [`Origin::UpgradeOnRead`](crate::Origin::UpgradeOnRead)), through the same checked path as
+    /// the migrator. Off by default: reads never write.
+    pub fn write_back_on_read(mut self, enabled: bool) -> Self {
+        self.write_back_on_read = enabled;
+        self
+    }
+
     /// Opens the store.
     ///
     /// # Errors
@@ -171,6 +182,7 @@ impl StoreBuilder {
                 meta,
                 durability: self.durability,
                 max_depth: self.max_depth,
+                write_back_on_read: self.write_back_on_read,
                 commit: GroupCommit::default(),
                 collections: Mutex::new(HashMap::new()),
             }),
@@ -191,6 +203,7 @@ pub(crate) struct Inner {
     meta: sled::Tree,
     durability: Durability,
     max_depth: usize,
+    write_back_on_read: bool,
     commit: GroupCommit,
     /// One core per collection name, shared by every handle of that name: the write lock and the
     /// registered type live here.

@@ -5,6 +5,7 @@ use super::counters::{Counter, Counters, Delta};
 use super::error::backend;
 use super::keys::{self, Head};
 use super::StoreError;
+use crate::fault;
 
 /// One new revision, ready to be applied.
 pub(super) struct Staged<'a> {
@@ -19,6 +20,8 @@ pub(super) struct Staged<'a> {
 /// The keys and counter changes of one `apply_batch`.
 pub(super) struct WriteSet {
     batch: sled::Batch,
+    /// Revisions held back for a second batch: only with the test-only broken write order.
+    late: Option<sled::Batch>,
     delta: Delta,
     empty: bool,
 }
@@ -27,6 +30,7 @@ impl Default for WriteSet {
     fn default() -> Self {
         Self {
             batch: sled::Batch::default(),
+            late: fault::broken_write_order().then(sled::Batch::default),
             delta: Delta::default(),
             empty: true,
         }
@@ -37,7 +41,7 @@ impl WriteSet {
     /// Adds a new revision and moves the document's head to it. Revision keys are never written
     /// twice: revisions only append.
     pub(super) fn revision(&mut self, staged: &Staged<'_>) {
-        self.batch.insert(
+        self.late.as_mut().unwrap_or(&mut self.batch).insert(
             keys::revision(staged.id, staged.head.revision),
             &staged.record[..],
         );
@@ -94,13 +98,22 @@ impl WriteSet {
             return Ok(());
         }
         let Self {
-            mut batch, delta, ..
+            mut batch,
+            late,
+            delta,
+            ..
         } = self;
         let values = delta.values(counters);
         for &(counter, value) in &values {
             batch.insert(&counter.key()[..], &value.to_be_bytes()[..]);
         }
+        fault::point();
         core.tree.apply_batch(batch).map_err(backend)?;
+        if let Some(late) = late {
+            fault::point();
+            core.tree.apply_batch(late).map_err(backend)?;
+        }
+        fault::point();
         for (counter, value) in values {
             counters.insert(counter, value);
         }

@@ -1,0 +1,43 @@
+//! Deterministic fault injection for crash tests: abort the process at the n-th write boundary,
+//! or commit in a deliberately broken order to prove the crash tests can see it.
+//!
+//! Off unless a test turns it on through `revolve::__private::fault`; when off, each point costs
+//! one relaxed atomic load.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+static ABORT_AT: AtomicU64 = AtomicU64::new(0);
+static PASSED: AtomicU64 = AtomicU64::new(0);
+static BROKEN_WRITE_ORDER: AtomicBool = AtomicBool::new(false);
+
+/// Aborts the process (as a `kill -9` would end it: no unwinding, no destructors, no flush) when
+/// the `n`-th fault point is reached; 0 turns it off.
+pub fn abort_at_point(n: u64) {
+    PASSED.store(0, Ordering::SeqCst);
+    ABORT_AT.store(n, Ordering::SeqCst);
+}
+
+/// Commits heads, counters and cursors in one batch and the revisions they name in a second,
+/// with a fault point between: the write order the store must never use.
+pub fn set_broken_write_order(broken: bool) {
+    BROKEN_WRITE_ORDER.store(broken, Ordering::SeqCst);
+}
+
+/// How many fault points have been passed since `abort_at_point` was last called.
+#[must_use]
+pub fn points_passed() -> u64 {
+    PASSED.load(Ordering::SeqCst)
+}
+
+pub(crate) fn broken_write_order() -> bool {
+    BROKEN_WRITE_ORDER.load(Ordering::Relaxed)
+}
+
+/// A boundary between two steps of a write.
+pub(crate) fn point() {
+    let abort_at = ABORT_AT.load(Ordering::Relaxed);
+    let passed = PASSED.fetch_add(1, Ordering::SeqCst) + 1;
+    if abort_at != 0 && passed == abort_at {
+        std::process::abort();
+    }
+}
