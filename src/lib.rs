@@ -13,6 +13,12 @@ mod record;
 mod schema;
 mod store;
 
+#[cfg(feature = "http")]
+pub mod http;
+
+#[cfg(feature = "cli")]
+pub mod cli;
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
@@ -24,9 +30,12 @@ pub use crate::migrate::{
     PendingCount, Progress, RevertReport, RunKind, RunRecord, RunState, MAX_REPORTED_FAILURES,
 };
 pub use crate::record::{Origin, RecordError};
-pub use crate::schema::{Schema, SchemaError, StepError};
+pub use crate::schema::{
+    canonical_schema, compare_schemas, compare_schemas_with_aliases, is_breaking,
+    schema_fingerprint, ChangeKind, Compatibility, Schema, SchemaChange, SchemaError, StepError,
+};
 pub use crate::store::{
     BackendError, Collection, Document, Durability, Iter, RawCollection, RawRevision, RevisionInfo,
-    Store, StoreBuilder, StoreError, DEFAULT_CACHE_CAPACITY,
+    SchemaEvent, SchemaRecord, Store, StoreBuilder, StoreError, DEFAULT_CACHE_CAPACITY,
 };
 pub use revolve_derive::Schema;

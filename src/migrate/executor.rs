@@ -212,6 +212,8 @@ fn pipeline<T: Schema>(
 
     std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
+            // Owned here, so that the channel closes when the reader is done, whatever the end.
+            let sender = sender;
             let scan = Scan {
                 collection,
                 cursor: cursor.as_deref(),

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use super::{Failure, FailureClass, MigrationError};
 use crate::record;
 use crate::schema::Schema;
-use crate::store::Collection;
+use crate::store::{Collection, RawCollection, Store};
 
 /// The state of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -112,9 +112,41 @@ impl RunRecord {
     }
 }
 
+/// What the ledger needs of a collection handle, typed or raw.
+pub(crate) trait Ledgered {
+    fn store(&self) -> &Store;
+    fn name(&self) -> &str;
+    /// The run under way on the collection in this process, if any.
+    fn current_run(&self) -> Option<u64>;
+}
+
+impl<T: Schema> Ledgered for Collection<T> {
+    fn store(&self) -> &Store {
+        Collection::store(self)
+    }
+    fn name(&self) -> &str {
+        Collection::name(self)
+    }
+    fn current_run(&self) -> Option<u64> {
+        Collection::current_run(self)
+    }
+}
+
+impl Ledgered for RawCollection {
+    fn store(&self) -> &Store {
+        RawCollection::store(self)
+    }
+    fn name(&self) -> &str {
+        RawCollection::name(self)
+    }
+    fn current_run(&self) -> Option<u64> {
+        RawCollection::current_run(self)
+    }
+}
+
 /// Writes a record; `durable` flushes it (at the start and the end of a run, not per chunk).
-pub(crate) fn save<T: Schema>(
-    collection: &Collection<T>,
+pub(crate) fn save(
+    collection: &impl Ledgered,
     record: &RunRecord,
     durable: bool,
 ) -> Result<(), MigrationError> {
@@ -131,8 +163,8 @@ pub(crate) fn save<T: Schema>(
 
 /// Decodes a record, and marks it interrupted if it says running but no run of this process
 /// holds it (a store is open in one process only, so the process that ran it has stopped).
-fn load<T: Schema>(
-    collection: &Collection<T>,
+fn load(
+    collection: &impl Ledgered,
     run: u64,
     bytes: &[u8],
 ) -> Result<RunRecord, MigrationError> {
@@ -149,6 +181,26 @@ fn load<T: Schema>(
     Ok(record)
 }
 
+fn page(
+    collection: &impl Ledgered,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Vec<RunRecord>, MigrationError> {
+    collection
+        .store()
+        .ledger_page(collection.name(), before, limit)?
+        .into_iter()
+        .map(|(run, bytes)| load(collection, run, &bytes))
+        .collect()
+}
+
+fn one(collection: &impl Ledgered, id: u64) -> Result<Option<RunRecord>, MigrationError> {
+    match collection.store().ledger_get(collection.name(), id)? {
+        Some(bytes) => load(collection, id, &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
 impl<T: Schema> Collection<T> {
     /// The ledger of this collection's runs, newest first: up to 100. Use
     /// [`runs_page`](Self::runs_page) for more.
@@ -157,7 +209,7 @@ impl<T: Schema> Collection<T> {
     ///
     /// [`MigrationError::Ledger`] for a corrupt record, and [`MigrationError::Store`].
     pub fn runs(&self) -> Result<Vec<RunRecord>, MigrationError> {
-        self.runs_page(None, 100)
+        page(self, None, 100)
     }
 
     /// Up to `limit` runs, newest first, older than the run `before` if given.
@@ -170,11 +222,7 @@ impl<T: Schema> Collection<T> {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<RunRecord>, MigrationError> {
-        self.store()
-            .ledger_page(self.name(), before, limit)?
-            .into_iter()
-            .map(|(run, bytes)| load(self, run, &bytes))
-            .collect()
+        page(self, before, limit)
     }
 
     /// One run of the ledger.
@@ -183,9 +231,39 @@ impl<T: Schema> Collection<T> {
     ///
     /// As [`runs`](Self::runs).
     pub fn run(&self, id: u64) -> Result<Option<RunRecord>, MigrationError> {
-        match self.store().ledger_get(self.name(), id)? {
-            Some(bytes) => load(self, id, &bytes).map(Some),
-            None => Ok(None),
-        }
+        one(self, id)
+    }
+}
+
+impl RawCollection {
+    /// As [`Collection::runs`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Collection::runs`].
+    pub fn runs(&self) -> Result<Vec<RunRecord>, MigrationError> {
+        page(self, None, 100)
+    }
+
+    /// As [`Collection::runs_page`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Collection::runs`].
+    pub fn runs_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, MigrationError> {
+        page(self, before, limit)
+    }
+
+    /// As [`Collection::run`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Collection::runs`].
+    pub fn run(&self, id: u64) -> Result<Option<RunRecord>, MigrationError> {
+        one(self, id)
     }
 }

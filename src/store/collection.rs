@@ -796,6 +796,18 @@ impl RawCollection {
         &self.core.name
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The run under way on this collection in this process, if any.
+    pub(crate) fn current_run(&self) -> Option<u64> {
+        match self.core.running.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            run => Some(run),
+        }
+    }
+
     /// As [`Collection::raw_revision`].
     ///
     /// # Errors

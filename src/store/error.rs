@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::id::{InvalidId, Revision};
 use crate::record::RecordError;
-use crate::schema::SchemaError;
+use crate::schema::{Compatibility, SchemaChange, SchemaError};
 
 /// An error of the storage engine, kept opaque so that its type is not part of revolve's API.
 pub struct BackendError(pub(super) sled::Error);
@@ -157,6 +157,46 @@ pub enum StoreError {
         #[source]
         source: RecordError,
     },
+    /// A version's schema changed incompatibly without a new version.
+    #[error("{}", schema_changed_message(collection, *version, changes))]
+    SchemaChanged {
+        /// The collection.
+        collection: String,
+        /// The version whose schema changed.
+        version: u32,
+        /// Every change, classified; at least one is breaking.
+        changes: Vec<SchemaChange>,
+    },
+    /// A version's schema changed in a way classified compatible, but a stored document of that
+    /// version does not decode with the new definition.
+    #[error(
+        "schema of `{collection}` version {version} changed, and stored document `{id}` no longer decodes with it; bump the version and add a step"
+    )]
+    SampleRejected {
+        /// The collection.
+        collection: String,
+        /// The version.
+        version: u32,
+        /// The document that does not decode.
+        id: String,
+        /// The changes found.
+        changes: Vec<SchemaChange>,
+        /// Why it does not decode.
+        #[source]
+        source: Box<SchemaError>,
+    },
+    /// Documents are stored at a version older than the oldest this program defines.
+    #[error(
+        "{documents} documents of `{collection}` are stored at version {version}, which this program no longer defines; migrate them with a build that still defines it"
+    )]
+    VersionNotDefined {
+        /// The collection.
+        collection: String,
+        /// The version.
+        version: u32,
+        /// How many live documents are at it.
+        documents: u64,
+    },
     /// The type's schema chain is invalid.
     #[error(transparent)]
     Schema(#[from] SchemaError),
@@ -174,4 +214,30 @@ impl StoreError {
 /// Wraps a sled error; a function rather than `From` so that sled stays out of the public API.
 pub(super) fn backend(error: sled::Error) -> StoreError {
     StoreError::Backend(BackendError(error))
+}
+
+fn schema_changed_message(collection: &str, version: u32, changes: &[SchemaChange]) -> String {
+    use std::fmt::Write as _;
+    let mut message = format!(
+        "schema of `{collection}` version {version} changed incompatibly; stored documents may no longer read:"
+    );
+    for change in changes
+        .iter()
+        .filter(|change| change.compatibility == Compatibility::Breaking)
+    {
+        let path = if change.path.is_empty() { "/" } else { &change.path };
+        let _ = write!(
+            message,
+            "\n  {path}: {} -> {} ({})",
+            change.old.as_deref().unwrap_or("(none)"),
+            change.new.as_deref().unwrap_or("(none)"),
+            change.reason
+        );
+    }
+    let _ = write!(
+        message,
+        "\nkeep version {version} as it was, and declare the new layout as version {} with `from` and a `step`",
+        version + 1
+    );
+    message
 }

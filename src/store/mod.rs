@@ -9,11 +9,13 @@ mod commit;
 mod counters;
 mod error;
 mod keys;
+mod maintenance;
 mod migration;
+mod registry;
 mod write;
 
 use std::any::TypeId;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,14 +24,15 @@ use parking_lot::Mutex;
 
 pub use self::collection::{Collection, Document, Iter, RawCollection, RawRevision, RevisionInfo};
 pub use self::error::{BackendError, StoreError};
+pub use self::registry::{SchemaEvent, SchemaRecord};
 pub(crate) use self::keys::Head;
 pub(crate) use self::migration::{Action, ChunkItem, FailureRecord, Outcome};
 
 use self::collection::Core;
 use self::commit::GroupCommit;
 use self::error::backend;
-use crate::record::{self, DEFAULT_MAX_DEPTH};
-use crate::schema::{self, Schema};
+use crate::record::DEFAULT_MAX_DEPTH;
+use crate::schema::Schema;
 
 /// The sled page cache size unless the builder sets another: 256 MiB.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
@@ -78,6 +81,7 @@ pub struct StoreBuilder {
     max_depth: usize,
     lock_timeout: Duration,
     write_back_on_read: bool,
+    accepted_changes: BTreeSet<(String, u32)>,
 }
 
 impl Default for StoreBuilder {
@@ -90,6 +94,7 @@ impl Default for StoreBuilder {
             max_depth: DEFAULT_MAX_DEPTH,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             write_back_on_read: false,
+            accepted_changes: BTreeSet::new(),
         }
     }
 }
@@ -144,6 +149,15 @@ impl StoreBuilder {
         self
     }
 
+    /// Accepts an incompatible change of `collection`'s `version` schema that
+    /// [`Store::collection`] would otherwise refuse with [`StoreError::SchemaChanged`]: the escape
+    /// hatch for an operator who knows the stored documents still fit. The acceptance is recorded
+    /// in the schema history.
+    pub fn accept_schema_change(mut self, collection: &str, version: u32) -> Self {
+        self.accepted_changes.insert((collection.to_owned(), version));
+        self
+    }
+
     /// Opens the store.
     ///
     /// # Errors
@@ -183,6 +197,7 @@ impl StoreBuilder {
                 durability: self.durability,
                 max_depth: self.max_depth,
                 write_back_on_read: self.write_back_on_read,
+                accepted_changes: self.accepted_changes,
                 commit: GroupCommit::default(),
                 collections: Mutex::new(HashMap::new()),
             }),
@@ -204,6 +219,7 @@ pub(crate) struct Inner {
     durability: Durability,
     max_depth: usize,
     write_back_on_read: bool,
+    accepted_changes: BTreeSet<(String, u32)>,
     commit: GroupCommit,
     /// One core per collection name, shared by every handle of that name: the write lock and the
     /// registered type live here.
@@ -216,13 +232,6 @@ impl std::fmt::Debug for Store {
             .field("durability", &self.inner.durability)
             .finish_non_exhaustive()
     }
-}
-
-/// What the store records of a collection in `_meta`.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct CollectionMeta {
-    /// The newest version any program has registered for the collection.
-    newest_version: u32,
 }
 
 impl Store {
@@ -261,22 +270,28 @@ impl Store {
     /// The collection of documents of type `T`, the latest version of its chain; documents stored
     /// at older versions of the chain are upgraded when read.
     ///
-    /// The first call for a collection records `T`'s version in the store. Every handle of a
-    /// collection name shares one write lock; one type per name per store.
+    /// The first call for a collection in this store checks the chain against what the store
+    /// recorded (see `docs/design.md`, "Schema drift"): each version's canonical JSON Schema
+    /// fingerprint is compared with the recorded one; a new version is recorded, an unchanged one
+    /// costs nothing, a compatible change is tried on stored documents and recorded, and an
+    /// incompatible one is refused before anything is read or written. Every handle of a collection
+    /// name shares one write lock; one type per name per store.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Schema`] for a chain that breaks the rules (only possible with a hand-written
-    /// `Schema`), [`StoreError::CollectionTypeMismatch`] when another type has claimed the name,
-    /// [`StoreError::InvalidCollectionName`], and [`StoreError::Backend`].
+    /// [`StoreError::SchemaChanged`] for an incompatible change without a version bump,
+    /// [`StoreError::SampleRejected`] for a compatible-looking change stored documents do not
+    /// decode with, [`StoreError::VersionNotDefined`] when documents are at a version the chain no
+    /// longer defines, [`StoreError::Schema`] for a chain that breaks the rules (only possible with
+    /// a hand-written `Schema`), [`StoreError::CollectionTypeMismatch`] when another type has
+    /// claimed the name, [`StoreError::InvalidCollectionName`], and [`StoreError::Backend`].
     pub fn collection<T: Schema>(&self) -> Result<Collection<T>, StoreError> {
-        schema::chain::<T>()?;
         let core = self.core(T::COLLECTION)?;
         let binding = core.bind(
             TypeId::of::<T>(),
             std::any::type_name::<T>(),
             T::VERSION,
-            || self.register_version(T::COLLECTION, T::VERSION),
+            || self.register::<T>(&core),
         )?;
         Ok(Collection::new(self.clone(), core, binding))
     }
@@ -288,7 +303,7 @@ impl Store {
     /// [`StoreError::UnknownCollection`] if no program ever registered it, and
     /// [`StoreError::Backend`].
     pub fn raw_collection(&self, name: &str) -> Result<RawCollection, StoreError> {
-        if self.inner.meta.get(name).map_err(backend)?.is_none() {
+        if self.read_meta(name)?.is_none() {
             return Err(StoreError::UnknownCollection {
                 collection: name.to_owned(),
             });
@@ -330,41 +345,19 @@ impl Store {
         Ok(core)
     }
 
-    /// Records that a program knows `version` of `collection`; returns the newest version any
-    /// program has registered, this one included.
-    fn register_version(&self, collection: &str, version: u32) -> Result<u32, StoreError> {
-        let mut meta: CollectionMeta = match self.inner.meta.get(collection).map_err(backend)? {
-            Some(bytes) => {
-                record::decode_payload(&bytes, self.inner.max_depth).map_err(|source| {
-                    StoreError::Corrupt {
-                        collection: collection.to_owned(),
-                        id: "_meta".to_owned(),
-                        revision: None,
-                        source,
-                    }
-                })?
-            }
-            None => CollectionMeta::default(),
-        };
-        if meta.newest_version >= version {
-            return Ok(meta.newest_version);
-        }
-        meta.newest_version = version;
-        let bytes = record::encode_payload(&meta).map_err(|source| StoreError::Encode {
-            collection: collection.to_owned(),
-            source,
-        })?;
-        self.inner.meta.insert(collection, bytes).map_err(backend)?;
-        self.flush()?;
-        Ok(version)
-    }
-
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
 }
 
 impl Inner {
+    /// Whether the builder accepted an incompatible change of this version.
+    fn accepts(&self, collection: &str, version: u32) -> bool {
+        self.accepted_changes
+            .iter()
+            .any(|(name, accepted)| name == collection && *accepted == version)
+    }
+
     /// Waits until the write holding `ticket` is durable, as the store's durability asks.
     fn durable(&self, ticket: u64) -> Result<(), StoreError> {
         match self.durability {

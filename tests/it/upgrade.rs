@@ -613,15 +613,15 @@ fn raw_collections_exist_only_once_registered() {
     ));
 }
 
-/// A hand-written version 2 that names itself as its previous version.
+/// A hand-written version 1 of the `gaps` collection.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
-struct SelfLoop {
+struct GapBase {
     n: u32,
 }
 
-impl Schema for SelfLoop {
-    const COLLECTION: &'static str = "loops";
-    const VERSION: u32 = 2;
+impl Schema for GapBase {
+    const COLLECTION: &'static str = "gaps";
+    const VERSION: u32 = 1;
     type Previous = Self;
 
     fn upgrade(previous: Self) -> Result<Self, StepError> {
@@ -629,12 +629,28 @@ impl Schema for SelfLoop {
     }
 }
 
+/// A hand-written version 3 that skips version 2.
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+struct GapTop {
+    n: u32,
+}
+
+impl Schema for GapTop {
+    const COLLECTION: &'static str = "gaps";
+    const VERSION: u32 = 3;
+    type Previous = GapBase;
+
+    fn upgrade(previous: GapBase) -> Result<Self, StepError> {
+        Ok(GapTop { n: previous.n })
+    }
+}
+
 #[test]
 fn a_broken_hand_written_chain_is_refused() {
     let store = Store::temporary().unwrap();
-    match store.collection::<SelfLoop>() {
+    match store.collection::<GapTop>() {
         Err(StoreError::Schema(SchemaError::InvalidChain { collection, .. })) => {
-            assert_eq!(collection, "loops");
+            assert_eq!(collection, "gaps");
         }
         other => panic!("expected InvalidChain, got {other:?}"),
     }

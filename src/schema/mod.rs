@@ -13,6 +13,16 @@ use serde::Serialize;
 
 use crate::record::{self, RecordError};
 
+mod canonical;
+mod compat;
+
+pub use self::canonical::{canonical_schema, schema_fingerprint};
+pub(crate) use self::canonical::fingerprint_canonical;
+pub use self::compat::{
+    compare_schemas, compare_schemas_with_aliases, is_breaking, ChangeKind, Compatibility,
+    SchemaChange,
+};
+
 /// One version of a stored document type.
 ///
 /// Derive it with `#[derive(revolve::Schema)]` and `#[schema(...)]` rather than by hand:
@@ -55,8 +65,14 @@ pub trait Schema:
     /// This type's version: 1 for the first, one more than [`Previous`](Schema::Previous) after.
     const VERSION: u32;
 
-    /// The version this one is upgraded from; `Self` for version 1.
+    /// The version this one is upgraded from; `Self` for the oldest version the program defines
+    /// (version 1, or a later one once every document has been migrated past the older ones).
     type Previous: Schema;
+
+    /// Fields read under an old name too (`#[serde(alias = "old")]`), as `(field path, old name)`
+    /// pairs such as `("/email", "mail")`: JSON Schema cannot say it, so the derive records it for
+    /// the compatibility check.
+    const ALIASES: &'static [(&'static str, &'static str)] = &[];
 
     /// Upgrades a document of the previous version to this one.
     ///
@@ -170,7 +186,8 @@ pub enum SchemaError {
         /// The latest version this program defines.
         known: u32,
     },
-    /// A document is stored at a version no type of the chain defines (version 0).
+    /// A document is stored at a version no type of the chain defines: version 0, or one older
+    /// than the oldest the program defines.
     #[error("`{collection}` document is stored at version {version}, which no type of the chain defines")]
     UnknownVersion {
         /// The collection.
@@ -190,18 +207,28 @@ pub enum SchemaError {
     },
 }
 
-/// Walks the chain from `T` down to version 1, checking the rules the derive checks at compile time,
-/// and returns its versions, newest first.
-pub(crate) fn chain<T: Schema>() -> Result<Vec<u32>, SchemaError> {
-    let mut versions = Vec::new();
-    push_versions::<T>(T::COLLECTION, T::VERSION, &mut versions)?;
-    Ok(versions)
+/// One version of a chain, as registration sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    pub(crate) version: u32,
+    /// The JSON Schema of the version's type, as schemars generates it.
+    pub(crate) schema: serde_json::Value,
+    /// `(field path, old name)` pairs the type reads under `#[serde(alias)]`.
+    pub(crate) aliases: &'static [(&'static str, &'static str)],
 }
 
-fn push_versions<T: Schema>(
+/// Walks the chain from `T` down to its oldest version, checking the rules the derive checks at
+/// compile time, and returns its versions, newest first.
+pub(crate) fn chain<T: Schema>() -> Result<Vec<Link>, SchemaError> {
+    let mut links = Vec::new();
+    push_links::<T>(T::COLLECTION, T::VERSION, &mut links)?;
+    Ok(links)
+}
+
+fn push_links<T: Schema>(
     collection: &'static str,
     expected_version: u32,
-    versions: &mut Vec<u32>,
+    links: &mut Vec<Link>,
 ) -> Result<(), SchemaError> {
     let invalid = |reason: String| SchemaError::InvalidChain {
         collection,
@@ -223,24 +250,50 @@ fn push_versions<T: Schema>(
     if T::VERSION == 0 {
         return Err(invalid("versions start at 1".to_owned()));
     }
-    versions.push(T::VERSION);
-    let is_first = TypeId::of::<T::Previous>() == TypeId::of::<T>();
-    match (T::VERSION, is_first) {
-        (1, true) => Ok(()),
+    let schema = serde_json::to_value(schemars::SchemaGenerator::default().into_root_schema_for::<T>())
+        .unwrap_or(serde_json::Value::Bool(true));
+    links.push(Link {
+        version: T::VERSION,
+        schema,
+        aliases: T::ALIASES,
+    });
+    let is_oldest = TypeId::of::<T::Previous>() == TypeId::of::<T>();
+    match (T::VERSION, is_oldest) {
+        (_, true) => Ok(()),
         (1, false) => Err(invalid(
             "version 1 must name itself as `Previous`".to_owned(),
         )),
-        (_, true) => Err(invalid(format!(
-            "version {} names itself as `Previous`",
-            T::VERSION
-        ))),
-        (version, false) => push_versions::<T::Previous>(collection, version - 1, versions),
+        (version, false) => push_links::<T::Previous>(collection, version - 1, links),
     }
+}
+
+/// Decodes a payload stored at `version` as the chain's type of that version, without stepping.
+pub(crate) fn decode_exact<T: Schema>(
+    version: u32,
+    payload: &[u8],
+    max_depth: usize,
+) -> Result<(), SchemaError> {
+    if version == T::VERSION {
+        return record::decode_payload::<T>(payload, max_depth)
+            .map(drop)
+            .map_err(|source| SchemaError::Decode {
+                collection: T::COLLECTION,
+                version,
+                source,
+            });
+    }
+    if version > T::VERSION || TypeId::of::<T::Previous>() == TypeId::of::<T>() {
+        return Err(SchemaError::UnknownVersion {
+            collection: T::COLLECTION,
+            version,
+        });
+    }
+    decode_exact::<T::Previous>(version, payload, max_depth)
 }
 
 /// Decodes a payload stored at `version` and upgrades it to `T` through every step above it.
 ///
-/// The caller has checked the chain with [`chain`], so the recursion ends at version 1.
+/// The caller has checked the chain with [`chain`], so the recursion ends at the oldest version.
 pub(crate) fn upgrade<T: Schema>(
     version: u32,
     payload: &[u8],
@@ -260,7 +313,7 @@ pub(crate) fn upgrade<T: Schema>(
             known: T::VERSION,
         });
     }
-    if T::VERSION <= 1 {
+    if TypeId::of::<T::Previous>() == TypeId::of::<T>() {
         return Err(SchemaError::UnknownVersion {
             collection: T::COLLECTION,
             version,
@@ -351,7 +404,9 @@ mod tests {
 
     #[test]
     fn chain_lists_every_version() {
-        assert_eq!(chain::<B>().unwrap(), [2, 1]);
+        let versions: Vec<u32> = chain::<B>().unwrap().iter().map(|l| l.version).collect();
+        assert_eq!(versions, [2, 1]);
+        assert_eq!(chain::<B>().unwrap()[0].schema["properties"]["n"]["format"], "uint64");
     }
 
     #[test]

@@ -1,0 +1,2 @@
+//! The `revolve` command line (being written).
+fn main() {}

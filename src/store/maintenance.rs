@@ -1,0 +1,1 @@
+//! Store maintenance: verify, repair, export, import (being written).
