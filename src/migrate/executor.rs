@@ -115,6 +115,7 @@ pub(super) fn run<T: Schema>(
         })?;
     let mut record = RunRecord::new(run_id, collection.name(), RunKind::Migration, T::VERSION);
     record.limit = migration.limit;
+    record.schema_fingerprint = Some(collection.schema_fingerprint());
     record.dry_run = dry_run;
     record.retry_failed = migration.retry_failed;
     ledger::save(&collection, &record, true)?;
@@ -208,6 +209,9 @@ fn pipeline<T: Schema>(
     let retry = migration.retry_failed;
     let cancel = migration.cancel.clone();
     let failed_versions: BTreeSet<u32> = known_failed.keys().copied().collect();
+    let target_schema = migration
+        .validate_output
+        .then(|| schema::canonical_schema(&collection.schema()));
     let (sender, receiver) = sync_channel(1);
 
     std::thread::scope(|scope| {
@@ -222,6 +226,7 @@ fn pipeline<T: Schema>(
                 failed_versions: &failed_versions,
                 cancel: &cancel,
                 run_id,
+                target_schema: target_schema.as_ref(),
             };
             scan.run(&pool, &sender)
         });
@@ -245,6 +250,8 @@ struct Scan<'a, T> {
     failed_versions: &'a BTreeSet<u32>,
     cancel: &'a CancelToken,
     run_id: u64,
+    /// The latest version's canonical JSON Schema, when outputs are validated.
+    target_schema: Option<&'a serde_json::Value>,
 }
 
 type Message = Result<Chunk, StoreError>;
@@ -320,10 +327,11 @@ impl<T: Schema> Scan<'_, T> {
         }
         let run_id = self.run_id;
         let collection = self.collection;
+        let target_schema = self.target_schema;
         let processed: Result<Vec<(ChunkItem, bool)>, StoreError> = pool.install(|| {
             chunk
                 .par_drain(..)
-                .map(|candidate| process(collection, candidate, run_id))
+                .map(|candidate| process(collection, candidate, run_id, target_schema))
                 .collect()
         });
         let message = processed.map(|processed| {
@@ -342,6 +350,7 @@ fn process<T: Schema>(
     collection: &Collection<T>,
     candidate: Candidate,
     run_id: u64,
+    target_schema: Option<&serde_json::Value>,
 ) -> Result<(ChunkItem, bool), StoreError> {
     let Candidate {
         id,
@@ -349,7 +358,7 @@ fn process<T: Schema>(
         known_failed,
     } = candidate;
     let converted = match collection.read_revision(&id, head.revision)? {
-        Some(bytes) => convert::<T>(bytes.as_ref(), collection.max_depth()),
+        Some(bytes) => convert::<T>(bytes.as_ref(), collection.max_depth(), target_schema),
         None => Err((
             FailureClass::Decode,
             format!("revision {} named by the head is missing", head.revision),
@@ -381,7 +390,11 @@ fn process<T: Schema>(
 /// The latest version's payload for a stored revision, or why there is none. The output is
 /// validated by decoding it back: a type whose `Serialize` and `Deserialize` disagree fails here,
 /// not on the next read.
-fn convert<T: Schema>(bytes: &[u8], max_depth: usize) -> Result<Vec<u8>, (FailureClass, String)> {
+fn convert<T: Schema>(
+    bytes: &[u8],
+    max_depth: usize,
+    target_schema: Option<&serde_json::Value>,
+) -> Result<Vec<u8>, (FailureClass, String)> {
     let envelope = record::decode(bytes).map_err(|error| (FailureClass::Decode, chain(&error)))?;
     if envelope.kind == Kind::Tombstone {
         return Err((
@@ -406,6 +419,23 @@ fn convert<T: Schema>(bytes: &[u8], max_depth: usize) -> Result<Vec<u8>, (Failur
             format!("the output does not decode back: {}", chain(&error)),
         )
     })?;
+    if let Some(target_schema) = target_schema {
+        let json = serde_json::to_value(&data).map_err(|error| {
+            (
+                FailureClass::InvalidOutput,
+                format!("the output is not representable as JSON: {error}"),
+            )
+        })?;
+        schema::validate(&json, target_schema).map_err(|error| {
+            (
+                FailureClass::InvalidOutput,
+                format!(
+                    "the output does not match the schema of version {}: {error}",
+                    T::VERSION
+                ),
+            )
+        })?;
+    }
     Ok(payload)
 }
 

@@ -163,11 +163,7 @@ pub(crate) fn save(
 
 /// Decodes a record, and marks it interrupted if it says running but no run of this process
 /// holds it (a store is open in one process only, so the process that ran it has stopped).
-fn load(
-    collection: &impl Ledgered,
-    run: u64,
-    bytes: &[u8],
-) -> Result<RunRecord, MigrationError> {
+fn load(collection: &impl Ledgered, run: u64, bytes: &[u8]) -> Result<RunRecord, MigrationError> {
     let mut record: RunRecord =
         record::decode_payload(bytes, 64).map_err(|source| MigrationError::Ledger {
             collection: collection.name().to_owned(),

@@ -98,7 +98,8 @@ pub enum FailureClass {
     Panic,
     /// The stored revision does not decode at its version.
     Decode,
-    /// The step's output does not encode, or does not decode back as the latest version.
+    /// The step's output does not encode, does not decode back as the latest version, or does not
+    /// match the latest version's JSON Schema.
     InvalidOutput,
 }
 
@@ -266,6 +267,7 @@ pub struct Migration<T> {
     on_progress: Option<ProgressFn>,
     max_rate: Option<u64>,
     retry_failed: bool,
+    validate_output: bool,
     cancel: CancelToken,
 }
 
@@ -277,6 +279,7 @@ impl<T> fmt::Debug for Migration<T> {
             .field("threads", &self.threads)
             .field("max_rate", &self.max_rate)
             .field("retry_failed", &self.retry_failed)
+            .field("validate_output", &self.validate_output)
             .finish_non_exhaustive()
     }
 }
@@ -311,6 +314,15 @@ impl<T: Schema> Migration<T> {
     /// Also takes documents whose migration failed before.
     pub fn retry_failed(mut self) -> Self {
         self.retry_failed = true;
+        self
+    }
+
+    /// Whether each step's output is checked against the latest version's JSON Schema (on by
+    /// default, in dry runs and real runs alike, so that a dry run reports exactly what a run
+    /// would). An output that does not match fails its document with
+    /// [`FailureClass::InvalidOutput`]. Turning it off saves a JSON conversion per document.
+    pub fn validate_output(mut self, validate: bool) -> Self {
+        self.validate_output = validate;
         self
     }
 
@@ -371,6 +383,7 @@ impl<T: Schema> Collection<T> {
             on_progress: None,
             max_rate: None,
             retry_failed: false,
+            validate_output: true,
             cancel: CancelToken::new(),
         }
     }

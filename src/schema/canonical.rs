@@ -54,11 +54,13 @@ pub(crate) fn fingerprint_canonical(canonical: &Value) -> String {
     let mut text = String::new();
     write_sorted(canonical, &mut text);
     let digest = Sha256::digest(text.as_bytes());
-    digest.iter().fold(String::with_capacity(64), |mut hex, byte| {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        hex
-    })
+    digest
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            hex.push(char::from(HEX[usize::from(byte >> 4)]));
+            hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+            hex
+        })
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -299,6 +301,8 @@ mod tests {
         let schema = serde_json::to_value(schemars::schema_for!(Doc)).unwrap();
         let canonical = canonical_schema(&schema);
         assert!(canonical.get("title").is_none());
-        assert!(canonical["properties"]["title"].get("description").is_none());
+        assert!(canonical["properties"]["title"]
+            .get("description")
+            .is_none());
     }
 }

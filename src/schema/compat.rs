@@ -188,8 +188,16 @@ impl Comparison<'_> {
             let widened = new == &Value::Bool(true);
             self.push(
                 path,
-                if widened { ChangeKind::TypeWidened } else { ChangeKind::TypeChanged },
-                if widened { Compatibility::Compatible } else { Compatibility::Breaking },
+                if widened {
+                    ChangeKind::TypeWidened
+                } else {
+                    ChangeKind::TypeChanged
+                },
+                if widened {
+                    Compatibility::Compatible
+                } else {
+                    Compatibility::Breaking
+                },
                 Some(describe(old)),
                 Some(describe(new)),
                 "the schema changed as a whole",
@@ -230,7 +238,12 @@ impl Comparison<'_> {
     }
 
     /// Compares `type` (and integer ranges); returns whether the rest is worth comparing.
-    fn compare_types(&mut self, path: &str, old: &Map<String, Value>, new: &Map<String, Value>) -> bool {
+    fn compare_types(
+        &mut self,
+        path: &str,
+        old: &Map<String, Value>,
+        new: &Map<String, Value>,
+    ) -> bool {
         if let (Some(Value::String(a)), Some(Value::String(b))) =
             (old.get("$recursive"), new.get("$recursive"))
         {
@@ -250,8 +263,16 @@ impl Comparison<'_> {
             };
             self.push(
                 path,
-                if widened { ChangeKind::TypeWidened } else { ChangeKind::TypeChanged },
-                if widened { Compatibility::Compatible } else { Compatibility::Breaking },
+                if widened {
+                    ChangeKind::TypeWidened
+                } else {
+                    ChangeKind::TypeChanged
+                },
+                if widened {
+                    Compatibility::Compatible
+                } else {
+                    Compatibility::Breaking
+                },
                 Some(describe(&Value::Object(old.clone()))),
                 Some(describe(&Value::Object(new.clone()))),
                 if widened {
@@ -270,8 +291,16 @@ impl Comparison<'_> {
                 let widened = new_range.0 <= old_range.0 && new_range.1 >= old_range.1;
                 self.push(
                     path,
-                    if widened { ChangeKind::TypeWidened } else { ChangeKind::TypeChanged },
-                    if widened { Compatibility::Compatible } else { Compatibility::Breaking },
+                    if widened {
+                        ChangeKind::TypeWidened
+                    } else {
+                        ChangeKind::TypeChanged
+                    },
+                    if widened {
+                        Compatibility::Compatible
+                    } else {
+                        Compatibility::Breaking
+                    },
                     Some(describe(&Value::Object(old.clone()))),
                     Some(describe(&Value::Object(new.clone()))),
                     if widened {
@@ -346,8 +375,14 @@ impl Comparison<'_> {
 
     fn compare_objects(&mut self, path: &str, old: &Map<String, Value>, new: &Map<String, Value>) {
         let empty = Map::new();
-        let old_properties = old.get("properties").and_then(Value::as_object).unwrap_or(&empty);
-        let new_properties = new.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+        let old_properties = old
+            .get("properties")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        let new_properties = new
+            .get("properties")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
         let old_required = names(old.get("required"));
         let new_required = names(new.get("required"));
         // New field name → old name it reads under an alias.
@@ -483,7 +518,12 @@ impl Comparison<'_> {
         }
     }
 
-    fn compare_constraints(&mut self, path: &str, old: &Map<String, Value>, new: &Map<String, Value>) {
+    fn compare_constraints(
+        &mut self,
+        path: &str,
+        old: &Map<String, Value>,
+        new: &Map<String, Value>,
+    ) {
         let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
         for key in keys {
             if STRUCTURAL.contains(&key.as_str()) {
@@ -493,16 +533,32 @@ impl Comparison<'_> {
             if before == after {
                 continue;
             }
-            let loosened = match (key.as_str(), before.and_then(Value::as_f64), after.and_then(Value::as_f64)) {
+            let loosened = match (
+                key.as_str(),
+                before.and_then(Value::as_f64),
+                after.and_then(Value::as_f64),
+            ) {
                 (_, Some(_), None) if after.is_none() => true,
-                ("minLength" | "minItems" | "minProperties" | "exclusiveMinimum", Some(a), Some(b)) => b <= a,
-                ("maxLength" | "maxItems" | "maxProperties" | "exclusiveMaximum", Some(a), Some(b)) => b >= a,
+                (
+                    "minLength" | "minItems" | "minProperties" | "exclusiveMinimum",
+                    Some(a),
+                    Some(b),
+                ) => b <= a,
+                (
+                    "maxLength" | "maxItems" | "maxProperties" | "exclusiveMaximum",
+                    Some(a),
+                    Some(b),
+                ) => b >= a,
                 _ => before.is_some() && after.is_none(),
             };
             self.push(
                 path,
                 ChangeKind::ConstraintChanged,
-                if loosened { Compatibility::Compatible } else { Compatibility::Breaking },
+                if loosened {
+                    Compatibility::Compatible
+                } else {
+                    Compatibility::Breaking
+                },
                 before.map(|value| format!("{key}: {}", text(value))),
                 after.map(|value| format!("{key}: {}", text(value))),
                 if loosened {
@@ -568,9 +624,15 @@ fn keyed(alternatives: &[Value]) -> BTreeMap<String, Value> {
             Some(properties)
                 if properties.len() == 1 && required.len() == 1 && additional_refused(object) =>
             {
-                format!("variant {}", required.iter().next().copied().unwrap_or_default())
+                format!(
+                    "variant {}",
+                    required.iter().next().copied().unwrap_or_default()
+                )
             }
-            _ => types(object).map_or_else(|| text(alternative), |types| join(&types.iter().collect::<Vec<_>>())),
+            _ => types(object).map_or_else(
+                || text(alternative),
+                |types| join(&types.iter().collect::<Vec<_>>()),
+            ),
         };
         out.insert(key, alternative.clone());
     }
@@ -585,7 +647,12 @@ fn keyed(alternatives: &[Value]) -> BTreeMap<String, Value> {
 fn types(schema: &Map<String, Value>) -> Option<BTreeSet<String>> {
     match schema.get("type") {
         Some(Value::String(t)) => Some(BTreeSet::from([t.clone()])),
-        Some(Value::Array(ts)) => Some(ts.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
+        Some(Value::Array(ts)) => Some(
+            ts.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+        ),
         _ => None,
     }
 }
@@ -595,7 +662,9 @@ fn allowed_values(schema: &Map<String, Value>) -> Option<BTreeSet<String>> {
     if let Some(Value::Array(values)) = schema.get("enum") {
         return Some(values.iter().map(text).collect());
     }
-    schema.get("const").map(|value| BTreeSet::from([text(value)]))
+    schema
+        .get("const")
+        .map(|value| BTreeSet::from([text(value)]))
 }
 
 /// The range an integer or number schema allows, from its format and bounds.
@@ -617,8 +686,14 @@ fn numeric_range(schema: &Map<String, Value>) -> Option<(f64, f64)> {
         Some("float") => (f64::from(f32::MIN), f64::from(f32::MAX)),
         _ => (f64::NEG_INFINITY, f64::INFINITY),
     };
-    let low = schema.get("minimum").and_then(Value::as_f64).map_or(by_format.0, |m| m.max(by_format.0));
-    let high = schema.get("maximum").and_then(Value::as_f64).map_or(by_format.1, |m| m.min(by_format.1));
+    let low = schema
+        .get("minimum")
+        .and_then(Value::as_f64)
+        .map_or(by_format.0, |m| m.max(by_format.0));
+    let high = schema
+        .get("maximum")
+        .and_then(Value::as_f64)
+        .map_or(by_format.1, |m| m.min(by_format.1));
     Some((low, high))
 }
 
@@ -640,7 +715,11 @@ fn text(value: &Value) -> String {
 }
 
 fn join<S: AsRef<str>>(items: &[S]) -> String {
-    items.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A short description of a schema's type, for messages: `string`, `integer (uint32)`,
@@ -682,9 +761,18 @@ mod tests {
 
     #[test]
     fn describe_is_short() {
-        assert_eq!(describe(&json!({"type": "integer", "format": "uint32"})), "integer (uint32)");
-        assert_eq!(describe(&json!({"type": "array", "items": {"type": "string"}})), "array of string");
-        assert_eq!(describe(&json!({"type": "string", "enum": ["b", "a"]})), "enum [\"a\", \"b\"]");
+        assert_eq!(
+            describe(&json!({"type": "integer", "format": "uint32"})),
+            "integer (uint32)"
+        );
+        assert_eq!(
+            describe(&json!({"type": "array", "items": {"type": "string"}})),
+            "array of string"
+        );
+        assert_eq!(
+            describe(&json!({"type": "string", "enum": ["b", "a"]})),
+            "enum [\"a\", \"b\"]"
+        );
     }
 
     #[test]

@@ -15,13 +15,15 @@ use crate::record::{self, RecordError};
 
 mod canonical;
 mod compat;
+mod validate;
 
-pub use self::canonical::{canonical_schema, schema_fingerprint};
 pub(crate) use self::canonical::fingerprint_canonical;
+pub use self::canonical::{canonical_schema, schema_fingerprint};
 pub use self::compat::{
     compare_schemas, compare_schemas_with_aliases, is_breaking, ChangeKind, Compatibility,
     SchemaChange,
 };
+pub(crate) use self::validate::validate;
 
 /// One version of a stored document type.
 ///
@@ -250,8 +252,9 @@ fn push_links<T: Schema>(
     if T::VERSION == 0 {
         return Err(invalid("versions start at 1".to_owned()));
     }
-    let schema = serde_json::to_value(schemars::SchemaGenerator::default().into_root_schema_for::<T>())
-        .unwrap_or(serde_json::Value::Bool(true));
+    let schema =
+        serde_json::to_value(schemars::SchemaGenerator::default().into_root_schema_for::<T>())
+            .unwrap_or(serde_json::Value::Bool(true));
     links.push(Link {
         version: T::VERSION,
         schema,
@@ -406,7 +409,10 @@ mod tests {
     fn chain_lists_every_version() {
         let versions: Vec<u32> = chain::<B>().unwrap().iter().map(|l| l.version).collect();
         assert_eq!(versions, [2, 1]);
-        assert_eq!(chain::<B>().unwrap()[0].schema["properties"]["n"]["format"], "uint64");
+        assert_eq!(
+            chain::<B>().unwrap()[0].schema["properties"]["n"]["format"],
+            "uint64"
+        );
     }
 
     #[test]

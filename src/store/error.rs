@@ -225,7 +225,11 @@ fn schema_changed_message(collection: &str, version: u32, changes: &[SchemaChang
         .iter()
         .filter(|change| change.compatibility == Compatibility::Breaking)
     {
-        let path = if change.path.is_empty() { "/" } else { &change.path };
+        let path = if change.path.is_empty() {
+            "/"
+        } else {
+            &change.path
+        };
         let _ = write!(
             message,
             "\n  {path}: {} -> {} ({})",

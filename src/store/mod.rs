@@ -24,9 +24,9 @@ use parking_lot::Mutex;
 
 pub use self::collection::{Collection, Document, Iter, RawCollection, RawRevision, RevisionInfo};
 pub use self::error::{BackendError, StoreError};
-pub use self::registry::{SchemaEvent, SchemaRecord};
 pub(crate) use self::keys::Head;
 pub(crate) use self::migration::{Action, ChunkItem, FailureRecord, Outcome};
+pub use self::registry::{SchemaEvent, SchemaRecord};
 
 use self::collection::Core;
 use self::commit::GroupCommit;
@@ -154,7 +154,8 @@ impl StoreBuilder {
     /// hatch for an operator who knows the stored documents still fit. The acceptance is recorded
     /// in the schema history.
     pub fn accept_schema_change(mut self, collection: &str, version: u32) -> Self {
-        self.accepted_changes.insert((collection.to_owned(), version));
+        self.accepted_changes
+            .insert((collection.to_owned(), version));
         self
     }
 

@@ -90,7 +90,10 @@ impl Store {
             collection: collection.to_owned(),
             source,
         })?;
-        self.inner().meta.insert(collection, bytes).map_err(backend)?;
+        self.inner()
+            .meta
+            .insert(collection, bytes)
+            .map_err(backend)?;
         self.flush()
     }
 
@@ -188,11 +191,14 @@ impl Store {
             let Some(bytes) = core.revision_bytes(id, head.revision)? else {
                 continue;
             };
-            let envelope = record::decode(&bytes).map_err(|e| core.corrupt(id, Some(head.revision), e))?;
+            let envelope =
+                record::decode(&bytes).map_err(|e| core.corrupt(id, Some(head.revision), e))?;
             if envelope.kind != Kind::Document {
                 continue;
             }
-            if let Err(error) = schema::decode_exact::<T>(version, envelope.payload, self.inner().max_depth) {
+            if let Err(error) =
+                schema::decode_exact::<T>(version, envelope.payload, self.inner().max_depth)
+            {
                 return Err(StoreError::SampleRejected {
                     collection: T::COLLECTION.to_owned(),
                     version,
