@@ -237,6 +237,39 @@ impl Comparison<'_> {
         self.compare_constraints(path, old_object, new_object);
     }
 
+    /// Records a type that was widened (compatible) or changed (breaking).
+    fn push_type_change(
+        &mut self,
+        path: &str,
+        old: &Map<String, Value>,
+        new: &Map<String, Value>,
+        widened: bool,
+        widened_reason: &str,
+        changed_reason: &str,
+    ) {
+        let (kind, compatibility, reason) = if widened {
+            (
+                ChangeKind::TypeWidened,
+                Compatibility::Compatible,
+                widened_reason,
+            )
+        } else {
+            (
+                ChangeKind::TypeChanged,
+                Compatibility::Breaking,
+                changed_reason,
+            )
+        };
+        self.push(
+            path,
+            kind,
+            compatibility,
+            Some(describe(&Value::Object(old.clone()))),
+            Some(describe(&Value::Object(new.clone()))),
+            reason,
+        );
+    }
+
     /// Compares `type` (and integer ranges); returns whether the rest is worth comparing.
     fn compare_types(
         &mut self,
@@ -261,53 +294,28 @@ impl Comparison<'_> {
                 (_, None) => true,
                 (None, Some(_)) => false,
             };
-            self.push(
+            self.push_type_change(
                 path,
-                if widened {
-                    ChangeKind::TypeWidened
-                } else {
-                    ChangeKind::TypeChanged
-                },
-                if widened {
-                    Compatibility::Compatible
-                } else {
-                    Compatibility::Breaking
-                },
-                Some(describe(&Value::Object(old.clone()))),
-                Some(describe(&Value::Object(new.clone()))),
-                if widened {
-                    "the new type accepts every value of the old one"
-                } else {
-                    "stored values of the old type do not fit the new one"
-                },
+                old,
+                new,
+                widened,
+                "the new type accepts every value of the old one",
+                "stored values of the old type do not fit the new one",
             );
             if !widened {
                 return false;
             }
         }
-        let (old_range, new_range) = (numeric_range(old), numeric_range(new));
-        if old_range != new_range {
-            if let (Some(old_range), Some(new_range)) = (old_range, new_range) {
+        if let (Some(old_range), Some(new_range)) = (numeric_range(old), numeric_range(new)) {
+            if old_range != new_range {
                 let widened = new_range.0 <= old_range.0 && new_range.1 >= old_range.1;
-                self.push(
+                self.push_type_change(
                     path,
-                    if widened {
-                        ChangeKind::TypeWidened
-                    } else {
-                        ChangeKind::TypeChanged
-                    },
-                    if widened {
-                        Compatibility::Compatible
-                    } else {
-                        Compatibility::Breaking
-                    },
-                    Some(describe(&Value::Object(old.clone()))),
-                    Some(describe(&Value::Object(new.clone()))),
-                    if widened {
-                        "the new range holds every value of the old one"
-                    } else {
-                        "the new range is narrower: stored values may not fit"
-                    },
+                    old,
+                    new,
+                    widened,
+                    "the new range holds every value of the old one",
+                    "the new range is narrower: stored values may not fit",
                 );
             }
         }
@@ -673,19 +681,7 @@ fn numeric_range(schema: &Map<String, Value>) -> Option<(f64, f64)> {
     if !types.contains("integer") && !types.contains("number") {
         return None;
     }
-    #[allow(clippy::cast_precision_loss)] // bounds compared, never computed with
-    let by_format = match schema.get("format").and_then(Value::as_str) {
-        Some("int8") => (f64::from(i8::MIN), f64::from(i8::MAX)),
-        Some("int16") => (f64::from(i16::MIN), f64::from(i16::MAX)),
-        Some("int32") => (f64::from(i32::MIN), f64::from(i32::MAX)),
-        Some("int64") => (i64::MIN as f64, i64::MAX as f64),
-        Some("uint8") => (0.0, f64::from(u8::MAX)),
-        Some("uint16") => (0.0, f64::from(u16::MAX)),
-        Some("uint32") => (0.0, f64::from(u32::MAX)),
-        Some("uint64") => (0.0, u64::MAX as f64),
-        Some("float") => (f64::from(f32::MIN), f64::from(f32::MAX)),
-        _ => (f64::NEG_INFINITY, f64::INFINITY),
-    };
+    let by_format = format_range(schema).unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
     let low = schema
         .get("minimum")
         .and_then(Value::as_f64)
@@ -695,6 +691,24 @@ fn numeric_range(schema: &Map<String, Value>) -> Option<(f64, f64)> {
         .and_then(Value::as_f64)
         .map_or(by_format.1, |m| m.min(by_format.1));
     Some((low, high))
+}
+
+/// The range a numeric `format` (as schemars writes Rust's number types) allows.
+pub(crate) fn format_range(schema: &Map<String, Value>) -> Option<(f64, f64)> {
+    #[allow(clippy::cast_precision_loss)] // bounds compared, never computed with
+    let range = match schema.get("format").and_then(Value::as_str)? {
+        "int8" => (f64::from(i8::MIN), f64::from(i8::MAX)),
+        "int16" => (f64::from(i16::MIN), f64::from(i16::MAX)),
+        "int32" => (f64::from(i32::MIN), f64::from(i32::MAX)),
+        "int64" | "int" => (i64::MIN as f64, i64::MAX as f64),
+        "uint8" => (0.0, f64::from(u8::MAX)),
+        "uint16" => (0.0, f64::from(u16::MAX)),
+        "uint32" => (0.0, f64::from(u32::MAX)),
+        "uint64" | "uint" => (0.0, u64::MAX as f64),
+        "float" => (f64::from(f32::MIN), f64::from(f32::MAX)),
+        _ => return None,
+    };
+    Some(range)
 }
 
 fn additional_refused(schema: &Map<String, Value>) -> bool {

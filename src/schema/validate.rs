@@ -8,6 +8,8 @@
 
 use serde_json::{Map, Value};
 
+use super::compat::format_range;
+
 /// Checks `value` against `schema` (in canonical form); the error names the path and the rule.
 pub(crate) fn validate(value: &Value, schema: &Value) -> Result<(), String> {
     check(value, schema, &mut String::new())
@@ -152,17 +154,7 @@ fn check_numbers(value: &Value, schema: &Map<String, Value>, path: &str) -> Resu
         return Ok(());
     };
     let bound = |key: &str| schema.get(key).and_then(Value::as_f64);
-    #[allow(clippy::cast_precision_loss)] // bounds compared, never computed with
-    let format_range = match schema.get("format").and_then(Value::as_str) {
-        Some("int8") => Some((f64::from(i8::MIN), f64::from(i8::MAX))),
-        Some("int16") => Some((f64::from(i16::MIN), f64::from(i16::MAX))),
-        Some("int32") => Some((f64::from(i32::MIN), f64::from(i32::MAX))),
-        Some("uint8") => Some((0.0, f64::from(u8::MAX))),
-        Some("uint16") => Some((0.0, f64::from(u16::MAX))),
-        Some("uint32") => Some((0.0, f64::from(u32::MAX))),
-        Some("uint64" | "uint") => Some((0.0, u64::MAX as f64)),
-        _ => None,
-    };
+    let format_range = format_range(schema);
     let outside = bound("minimum").is_some_and(|min| number < min)
         || bound("maximum").is_some_and(|max| number > max)
         || bound("exclusiveMinimum").is_some_and(|min| number <= min)
