@@ -26,17 +26,35 @@ pub const fn str_eq(a: &str, b: &str) -> bool {
     true
 }
 
-/// The step of a `#[schema(from = P)]` without `step`: `TryFrom<P>` (so also `From<P>`).
+/// The step of a `#[schema(from = P)]` without `step`: `TryFrom<P>` (so also `From<P>`) with an
+/// error a [`StepError`] can hold.
 ///
-/// # Errors
-///
-/// The conversion's error, wrapped in a [`StepError`].
-pub fn try_from_step<P, T>(previous: P) -> Result<T, StepError>
+/// A trait of its own, called directly by the generated code, so that a missing conversion is
+/// reported as such rather than as an unsatisfied `From<P>` bound.
+#[diagnostic::on_unimplemented(
+    message = "`from = {P}` without `step` needs a conversion: `{Self}` implements neither \
+               `From<{P}>` nor `TryFrom<{P}>`",
+    label = "no conversion from `{P}` into `{Self}`",
+    note = "add `step = your_fn` with `fn({P}) -> Result<{Self}, revolve::StepError>`, or \
+            implement `From<{P}>` or `TryFrom<{P}>` for `{Self}`"
+)]
+pub trait FromPrevious<P>: Sized {
+    /// Converts with `TryFrom`.
+    ///
+    /// # Errors
+    ///
+    /// The conversion's error, wrapped in a [`StepError`].
+    fn from_previous(previous: P) -> Result<Self, StepError>;
+}
+
+impl<P, T> FromPrevious<P> for T
 where
     T: TryFrom<P>,
     T::Error: Into<Box<dyn StdError + Send + Sync + 'static>>,
 {
-    T::try_from(previous).map_err(StepError::new)
+    fn from_previous(previous: P) -> Result<Self, StepError> {
+        T::try_from(previous).map_err(StepError::new)
+    }
 }
 
 #[cfg(test)]

@@ -59,15 +59,17 @@ pub(crate) enum Name {
     Version,
     From,
     Step,
+    Oldest,
     Crate,
 }
 
 impl Name {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Collection,
         Self::Version,
         Self::From,
         Self::Step,
+        Self::Oldest,
         Self::Crate,
     ];
 
@@ -87,6 +89,9 @@ impl Name {
                 Some(Self::From)
             }
             "upgrade" | "migrate" | "migration" | "with" | "function" | "fn" => Some(Self::Step),
+            "first" | "earliest" | "base" | "root" | "initial" | "oldest_version" => {
+                Some(Self::Oldest)
+            }
             "krate" | "revolve" | "path" => Some(Self::Crate),
             _ => None,
         };
@@ -106,6 +111,7 @@ impl Name {
             Self::Version => "version",
             Self::From => "from",
             Self::Step => "step",
+            Self::Oldest => "oldest",
             Self::Crate => "crate",
         }
     }
@@ -117,6 +123,7 @@ impl Name {
             Self::Version => "version = 1",
             Self::From => "from = IssueV1",
             Self::Step => "step = issue_v1_to_v2",
+            Self::Oldest => "oldest",
             Self::Crate => "crate = \"revolve\"",
         }
     }
@@ -156,6 +163,8 @@ pub(crate) struct Attrs<'a> {
     pub(crate) version: Option<Key<Version>>,
     pub(crate) from: Option<Key<Type>>,
     pub(crate) step: Option<Key<Expr>>,
+    /// The `oldest` flag, by its key.
+    pub(crate) oldest: Option<Path>,
     pub(crate) krate: Option<Key<Path>>,
     /// Keys written, even with a value that was refused: a refused value is not also "missing".
     seen: Vec<Name>,
@@ -190,8 +199,8 @@ impl<'a> Attrs<'a> {
     fn parse_key(&mut self, cx: &mut Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
         let Some(name) = Name::of(&meta.path) else {
             let key = meta.path.to_token_stream().to_string().replace(' ', "");
-            let known =
-                "`#[schema(...)]` takes `collection`, `version`, `from`, `step` and `crate`";
+            let known = "`#[schema(...)]` takes `collection`, `version`, `from`, `step`, \
+                         `oldest` and `crate`";
             if let Some(meant) = Name::meant_by(&key) {
                 cx.error_spanned_by(
                     &meta.path,
@@ -218,6 +227,18 @@ impl<'a> Attrs<'a> {
             );
         } else {
             self.seen.push(name);
+        }
+        if name == Name::Oldest {
+            // Kept even with a value: the intent is plain, and other rules still apply to it.
+            store(&mut self.oldest, duplicate, meta.path.clone());
+            if !meta.input.is_empty() && !meta.input.peek(Token![,]) {
+                cx.error_spanned_by(
+                    &meta.path,
+                    "`oldest` is a flag and takes no value: write `oldest`",
+                );
+                return skip_value(meta);
+            }
+            return Ok(());
         }
         if !meta.input.peek(Token![=]) {
             cx.error_spanned_by(
@@ -266,6 +287,8 @@ impl<'a> Attrs<'a> {
                     store(&mut self.step, duplicate, Key { key, value });
                 }
             }
+            // Handled above: a flag has no value.
+            Name::Oldest => {}
             Name::Crate => {
                 if let Some(value) = krate(cx, input.parse()?) {
                     store(&mut self.krate, duplicate, Key { key, value });
@@ -480,7 +503,7 @@ mod tests {
             errors(&input),
             [
                 "unknown key `colection`: did you mean `collection`? `#[schema(...)]` takes \
-                 `collection`, `version`, `from`, `step` and `crate`",
+                 `collection`, `version`, `from`, `step`, `oldest` and `crate`",
                 "`version` takes an integer, not a string: write `version = 2` without quotes",
                 "duplicate `version`: give each key once across the `#[schema(...)]` attributes",
                 "`step` takes the path of a function, not a literal: write `step = f` without \
@@ -499,6 +522,8 @@ mod tests {
         assert_eq!(Name::meant_by("Collection"), Some(Name::Collection));
         assert_eq!(Name::meant_by("previous"), Some(Name::From));
         assert_eq!(Name::meant_by("stpe"), Some(Name::Step));
+        assert_eq!(Name::meant_by("olderst"), Some(Name::Oldest));
+        assert_eq!(Name::meant_by("first"), Some(Name::Oldest));
         assert_eq!(Name::meant_by("rename_all"), None);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
@@ -529,6 +554,34 @@ mod tests {
             assert_eq!(errors.len(), 1, "{errors:?}");
             assert!(errors[0].contains(expected), "{errors:?}");
         }
+    }
+
+    #[test]
+    fn oldest_is_a_flag() {
+        let input: DeriveInput = parse_quote! {
+            #[schema(collection = "issues", oldest, version = 3)]
+            struct IssueV3;
+        };
+        let mut cx = Ctxt::new();
+        let attrs = Attrs::from_ast(&mut cx, &input);
+        assert!(cx.errors.is_empty());
+        assert!(attrs.oldest.unwrap().is_ident("oldest"));
+        assert_eq!(attrs.version.unwrap().value.value, 3);
+
+        let input: DeriveInput = parse_quote! {
+            #[schema(oldest = true, version = 3, oldest(yes))]
+            #[schema(oldest)]
+            struct IssueV3;
+        };
+        assert_eq!(
+            errors(&input),
+            [
+                "`oldest` is a flag and takes no value: write `oldest`",
+                "duplicate `oldest`: give each key once across the `#[schema(...)]` attributes",
+                "`oldest` is a flag and takes no value: write `oldest`",
+                "duplicate `oldest`: give each key once across the `#[schema(...)]` attributes",
+            ]
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, Expr, Path, Type};
 
+use crate::aliases;
 use crate::attr::{Attrs, Ctxt};
 use crate::valid::{self, Model, Upgrade};
 
@@ -18,10 +19,10 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     let attrs = Attrs::from_ast(&mut cx, input);
     let model = valid::check(&mut cx, input, attrs);
     let model = cx.finish(model)?;
-    Ok(expand(&model))
+    Ok(expand(&model, &aliases::from_ast(input)))
 }
 
-fn expand(model: &Model<'_>) -> TokenStream {
+fn expand(model: &Model<'_>, aliases: &[(String, String)]) -> TokenStream {
     let Model {
         ident,
         krate,
@@ -32,10 +33,10 @@ fn expand(model: &Model<'_>) -> TokenStream {
     let mut version_literal = Literal::u32_unsuffixed(version.value);
     version_literal.set_span(version.literal.span());
     let (previous, body, checks) = match upgrade {
-        Upgrade::First => (
+        Upgrade::Oldest => (
             quote!(Self),
-            // Never called for version 1, and `Previous` is `Self`: returning the value unchanged
-            // is correct and cannot panic.
+            // Never called for the oldest version, and `Previous` is `Self`: returning the value
+            // unchanged is correct and cannot panic.
             quote!(::core::result::Result::Ok(previous)),
             TokenStream::new(),
         ),
@@ -50,6 +51,16 @@ fn expand(model: &Model<'_>) -> TokenStream {
             checks(krate, from, collection.value().as_str(), version.value),
         ),
     };
+    // Left to the trait's default (none) when no field has an alias.
+    let aliases = (!aliases.is_empty()).then(|| {
+        let (paths, names): (Vec<_>, Vec<_>) = aliases.iter().cloned().unzip();
+        quote! {
+            const ALIASES: &'static [(
+                &'static ::core::primitive::str,
+                &'static ::core::primitive::str,
+            )] = &[#((#paths, #names)),*];
+        }
+    });
     quote! {
         #checks
 
@@ -58,6 +69,7 @@ fn expand(model: &Model<'_>) -> TokenStream {
             const COLLECTION: &'static ::core::primitive::str = #collection;
             const VERSION: ::core::primitive::u32 = #version_literal;
             type Previous = #previous;
+            #aliases
 
             fn upgrade(
                 previous: Self::Previous,
@@ -80,13 +92,14 @@ fn step_body(krate: &Path, from: &Type, step: &Expr) -> TokenStream {
     }
 }
 
-/// Converts with `TryFrom` (so also `From`), the whole call at the user's `from = ...` tokens so
-/// that a missing impl is reported there rather than at the derive.
+/// Converts with `TryFrom` (so also `From`) through `__private::FromPrevious`, whose
+/// `on_unimplemented` says what to do; the whole call at the user's `from = ...` tokens so that a
+/// missing impl is reported there rather than at the derive.
 fn convert_body(krate: &Path, from: &Type) -> TokenStream {
     let span = from.span();
     let krate = respan(krate.to_token_stream(), span);
     quote_spanned! {span=>
-        #krate::__private::try_from_step::<#from, Self>(previous)
+        <Self as #krate::__private::FromPrevious<#from>>::from_previous(previous)
     }
 }
 

@@ -19,8 +19,8 @@ pub(crate) struct Model<'a> {
 
 /// How `upgrade` reaches this version.
 pub(crate) enum Upgrade {
-    /// Version 1: never upgraded.
-    First,
+    /// Version 1, or a later version marked `oldest`: never upgraded, `Previous = Self`.
+    Oldest,
     /// `from = T, step = f`.
     Step { from: Type, step: Expr },
     /// `from = T` alone: `TryFrom<T>`, so also `From<T>`.
@@ -66,9 +66,10 @@ pub(crate) fn check<'a>(
     })
 }
 
-/// The rules between `version`, `from` and `step`.
+/// The rules between `version`, `from`, `step` and `oldest`.
 fn upgrade(cx: &mut Ctxt, attrs: &Attrs<'_>) -> Option<Upgrade> {
-    match attrs.version.as_ref().map(|v| &v.value) {
+    let version = attrs.version.as_ref().map(|v| &v.value);
+    match version {
         Some(version) if version.value == 0 => {
             cx.error_spanned_by(
                 version,
@@ -77,6 +78,13 @@ fn upgrade(cx: &mut Ctxt, attrs: &Attrs<'_>) -> Option<Upgrade> {
             None
         }
         Some(version) if version.value == 1 => {
+            if let Some(oldest) = &attrs.oldest {
+                cx.error_spanned_by(
+                    oldest,
+                    "`oldest` is not needed on `version = 1`: version 1 is always the oldest; \
+                       remove `oldest`",
+                );
+            }
             if let Some(from) = &attrs.from {
                 cx.error_spanned_by(
                     from,
@@ -91,8 +99,9 @@ fn upgrade(cx: &mut Ctxt, attrs: &Attrs<'_>) -> Option<Upgrade> {
                      remove `step`",
                 );
             }
-            Some(Upgrade::First)
+            Some(Upgrade::Oldest)
         }
+        _ if attrs.oldest.is_some() => oldest_upgrade(cx, attrs, version),
         Some(version) => {
             let previous = version.value - 1;
             match (&attrs.from, &attrs.step) {
@@ -116,13 +125,14 @@ fn upgrade(cx: &mut Ctxt, attrs: &Attrs<'_>) -> Option<Upgrade> {
                     None
                 }
                 (None, None) => {
-                    if attrs.is_missing(Name::From) {
+                    if attrs.is_missing(Name::From) && attrs.is_missing(Name::Oldest) {
                         cx.error_spanned_by(
                             version,
                             format_args!(
                                 "missing `from`: version {} upgrades from version {previous}; add \
-                                 `from = <version {previous} type>`, or write `version = 1` if \
-                                 this is the first version",
+                                 `from = <version {previous} type>`, or `oldest` if the older \
+                                 versions were dropped, or write `version = 1` if this is the \
+                                 first version",
                                 version.value
                             ),
                         );
@@ -144,6 +154,36 @@ fn upgrade(cx: &mut Ctxt, attrs: &Attrs<'_>) -> Option<Upgrade> {
             None
         }
     }
+}
+
+/// A version after 1 marked `oldest`: no `from`, no `step`.
+fn oldest_upgrade(cx: &mut Ctxt, attrs: &Attrs<'_>, version: Option<&Version>) -> Option<Upgrade> {
+    let previous = version.map_or_else(
+        || "the previous version's type".to_owned(),
+        |version| format!("the version {} type", version.value.saturating_sub(1)),
+    );
+    let mut valid = true;
+    if let Some(from) = &attrs.from {
+        cx.error_spanned_by(
+            from,
+            format_args!(
+                "`from` is not allowed with `oldest`: the oldest version the program defines \
+                 upgrades from nothing; remove `from`, or remove `oldest` if {previous} still \
+                 exists"
+            ),
+        );
+        valid = false;
+    }
+    if let Some(step) = &attrs.step {
+        cx.error_spanned_by(
+            step,
+            "`step` is not allowed with `oldest`: the oldest version is never upgraded; remove \
+             `step`",
+        );
+        valid = false;
+    }
+    // Without a version, `missing `version`` is already reported.
+    (valid && version.is_some()).then_some(Upgrade::Oldest)
 }
 
 /// Only one concrete, non-union type can be a stored schema version.
@@ -266,6 +306,70 @@ mod tests {
             let errors = messages(&input);
             assert_eq!(errors.len(), 1, "{errors:?}");
             assert!(errors[0].starts_with(expected), "{errors:?}");
+        }
+    }
+
+    #[test]
+    fn oldest_rules() {
+        let input: DeriveInput = parse_quote! {
+            #[schema(collection = "issues", version = 3, oldest)]
+            struct IssueV3 { title: String }
+        };
+        let mut cx = Ctxt::new();
+        let attrs = Attrs::from_ast(&mut cx, &input);
+        let model = check(&mut cx, &input, attrs);
+        let model = cx.finish(model).unwrap();
+        assert!(matches!(model.upgrade, Upgrade::Oldest));
+        assert_eq!(model.version.value, 3);
+
+        let cases: [(DeriveInput, &[&str]); 5] = [
+            (
+                parse_quote! {
+                    #[schema(collection = "c", version = 3, oldest, from = Z)]
+                    struct A;
+                },
+                &[
+                    "`from` is not allowed with `oldest`: the oldest version the program defines \
+                     upgrades from nothing; remove `from`, or remove `oldest` if the version 2 \
+                     type still exists",
+                ],
+            ),
+            (
+                parse_quote! {
+                    #[schema(collection = "c", version = 3, oldest, from = Z, step = f)] struct A;
+                },
+                &[
+                    "`from` is not allowed with `oldest`",
+                    "`step` is not allowed with `oldest`",
+                ],
+            ),
+            (
+                parse_quote! {
+                    #[schema(collection = "c", version = 2, step = f, oldest)]
+                    struct A;
+                },
+                &["`step` is not allowed with `oldest`"],
+            ),
+            (
+                parse_quote! { #[schema(collection = "c", version = 1, oldest)] struct A; },
+                &[
+                    "`oldest` is not needed on `version = 1`: version 1 is always the oldest; \
+                     remove `oldest`",
+                ],
+            ),
+            (
+                parse_quote! { #[schema(collection = "c", version = 4)] struct A; },
+                &["missing `from`: version 4 upgrades from version 3; add \
+                   `from = <version 3 type>`, or `oldest` if the older versions were dropped, or \
+                   write `version = 1` if this is the first version"],
+            ),
+        ];
+        for (input, expected) in cases {
+            let errors = messages(&input);
+            assert_eq!(errors.len(), expected.len(), "{errors:?}");
+            for (error, expected) in errors.iter().zip(expected) {
+                assert!(error.starts_with(expected), "{errors:?}");
+            }
         }
     }
 
