@@ -52,9 +52,16 @@ pub(crate) use self::validate::validate;
 /// assert_eq!(<NoteV2 as revolve::Schema>::VERSION, 2);
 /// ```
 ///
+/// `#[schema(...)]` keys: `collection` and `version` (required); `from = PreviousType` for every
+/// version above the oldest, with `step = function` (or, without `step`, a `From`/`TryFrom`
+/// conversion); `oldest` for a version above 1 whose predecessors were dropped from the code once
+/// every document was migrated past them; `crate = "path"` when revolve is re-exported under
+/// another name. The derive also reads serde's `#[serde(alias = "...")]` on fields into
+/// [`ALIASES`](Schema::ALIASES), so a rename with an alias counts as compatible.
+///
 /// A hand-written implementation must keep the same rules the derive checks at compile time:
-/// versions count up from 1 without gaps, every version of a chain names the same collection, and
-/// version 1 names itself as [`Previous`](Schema::Previous). [`Store::collection`] checks them
+/// versions count up by one without gaps, every version of a chain names the same collection, and
+/// the oldest version names itself as [`Previous`](Schema::Previous). [`Store::collection`] checks them
 /// again at run time.
 ///
 /// [`Store::collection`]: crate::Store::collection
