@@ -19,6 +19,10 @@ pub fn abort_at_point(n: u64) {
 
 /// Commits heads, counters and cursors in one batch and the revisions they name in a second,
 /// with a fault point between: the write order the store must never use.
+///
+/// To see the damage, abort at the point after the second batch rather than between the two:
+/// sled writes a batch's last log buffer only when the next batch starts or at a flush, so an
+/// abort right after the first batch loses that batch too and leaves a consistent store.
 pub fn set_broken_write_order(broken: bool) {
     BROKEN_WRITE_ORDER.store(broken, Ordering::SeqCst);
 }
