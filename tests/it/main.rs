@@ -3,6 +3,8 @@
 mod concurrency;
 mod crud;
 mod history;
+mod migrate;
 mod nesting;
+mod schema;
 mod two_builds;
 mod upgrade;
