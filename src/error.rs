@@ -3,7 +3,7 @@
 use crate::migrate::MigrationError;
 use crate::record::RecordError;
 use crate::schema::SchemaError;
-use crate::store::StoreError;
+use crate::store::{BackupError, StoreError};
 
 /// Any error revolve returns. Each function returns its layer's narrower type, which converts into
 /// this one with `?`.
@@ -19,6 +19,9 @@ pub enum Error {
     /// A migration, revert or ledger read failed.
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    /// An export or import failed.
+    #[error(transparent)]
+    Backup(#[from] BackupError),
     /// Stored bytes are not a valid record.
     #[error(transparent)]
     Record(#[from] RecordError),

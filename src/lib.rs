@@ -38,4 +38,8 @@ pub use crate::store::{
     BackendError, Collection, Document, Durability, Iter, RawCollection, RawRevision, RevisionInfo,
     SchemaEvent, SchemaRecord, Store, StoreBuilder, StoreError, DEFAULT_CACHE_CAPACITY,
 };
+pub use crate::store::{
+    BackupError, BackupSummary, CollectionStats, CounterChange, CounterKind, Problem, RepairReport,
+    StoreStats, VerifyReport, MAX_REPORTED_PROBLEMS,
+};
 pub use revolve_derive::Schema;

@@ -159,7 +159,7 @@ pub enum SchemaError {
         source: RecordError,
     },
     /// A step function returned an error.
-    #[error("step from version {from} to {to} of `{collection}` failed: {source}")]
+    #[error("step from version {from} to {to} of `{collection}` failed")]
     Step {
         /// The collection.
         collection: &'static str,

@@ -504,6 +504,16 @@ impl<T: Schema> Collection<T> {
         self.write(id, Expect::Live, None)
     }
 
+    /// Removes a document only if it is still at `expected`, or was changed since only by
+    /// migrations or reverts: the removal's form of [`update_if`](Self::update_if).
+    ///
+    /// # Errors
+    ///
+    /// As [`update_if`](Self::update_if).
+    pub fn remove_if(&self, id: &str, expected: Revision) -> Result<Revision, StoreError> {
+        self.write(id, Expect::Revision(expected), None)
+    }
+
     fn write(&self, id: &str, expect: Expect, value: Option<&T>) -> Result<Revision, StoreError> {
         validate_id(id)?;
         self.check_writable()?;

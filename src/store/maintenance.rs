@@ -1,1 +1,2335 @@
-//! Store maintenance: verify, repair, export, import (being written).
+//! Store maintenance: statistics, the consistency check, counter repair, and backups.
+//!
+//! Everything here walks sled trees key by key, so it lives in the store module. It reports
+//! progress through callbacks and never prints; the `revolve` binary draws the progress bars.
+//!
+//! A collection is walked under its write lock (writes to it wait; other collections go on), so
+//! what one walk sees of a collection is consistent in itself.
+//!
+//! # The backup format
+//!
+//! ```text
+//! "REVOLVE\0"  8 bytes   signature
+//! format       u32 BE    1
+//! frames, each a tag byte:
+//!   0x01 tree   name length u32 BE, name              a tree's entries follow, keys ascending
+//!   0x02 entry  key length u32 BE, key, value length u32 BE, value
+//!   0xff end    trees u64 BE, entries u64 BE, then the SHA-256 of every byte before the digest
+//! ```
+//!
+//! Every non-empty tree of the database is written, sorted by name: each collection tree (every
+//! head, revision, counter, failure record and cursor), `_meta`, `_ledger` and sled's default tree.
+//! Nothing may follow the end frame.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::de::IgnoredAny;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::counters::{Counter, Counters};
+use super::error::backend;
+use super::keys::{self, Head};
+use super::{
+    validate_collection_name, Durability, FailureRecord, Store, StoreError, COLLECTION_TREE_PREFIX,
+    META_TREE,
+};
+use crate::id;
+use crate::record::{self, Kind, Origin};
+
+/// The migration ledger's tree; the name `migration.rs` gives it.
+const LEDGER_TREE: &str = "_ledger";
+/// The name sled gives its default tree.
+const DEFAULT_TREE: &[u8] = b"__sled__default";
+/// A key in the default tree while an import is under way; a store that holds it after the import
+/// returned is incomplete.
+const IMPORT_MARKER: &[u8] = b"revolve/import-incomplete";
+
+const MAGIC: [u8; 8] = *b"REVOLVE\0";
+const FORMAT: u32 = 1;
+const FRAME_TREE: u8 = 0x01;
+const FRAME_ENTRY: u8 = 0x02;
+const FRAME_END: u8 = 0xff;
+/// Entries restored per `apply_batch`.
+const IMPORT_BATCH: usize = 1000;
+/// How often a walk reports progress, in items.
+const PROGRESS_EVERY: u64 = 1024;
+/// Run ids sled hands out stay far below this; a larger one in a backup is not taken as a run id
+/// to stay clear of (see [`advance_run_ids`]).
+const MAX_PLAUSIBLE_RUN_ID: u64 = 1 << 60;
+/// sled's default `idgen_persist_interval`, which [`Store`] opens databases with.
+const SLED_ID_STEP: u64 = 1_000_000;
+
+/// How many problems a [`VerifyReport`] lists; [`VerifyReport::problem_count`] counts them all.
+pub const MAX_REPORTED_PROBLEMS: usize = 1000;
+
+// ---------------------------------------------------------------------------------------------
+// Public types
+
+/// One of a collection's counters, as [`Problem::CounterMismatch`] and [`CounterChange`] name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "class", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CounterKind {
+    /// Live documents whose head is at this version.
+    Live {
+        /// The schema version.
+        version: u32,
+    },
+    /// Removed documents.
+    Removed,
+    /// Live documents at this version whose migration failed.
+    Failed {
+        /// The schema version.
+        version: u32,
+    },
+}
+
+impl From<Counter> for CounterKind {
+    fn from(counter: Counter) -> Self {
+        match counter {
+            Counter::Live(version) => CounterKind::Live { version },
+            Counter::Removed => CounterKind::Removed,
+            Counter::Failed(version) => CounterKind::Failed { version },
+        }
+    }
+}
+
+impl fmt::Display for CounterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CounterKind::Live { version } => write!(f, "live documents at version {version}"),
+            CounterKind::Removed => f.write_str("removed documents"),
+            CounterKind::Failed { version } => {
+                write!(f, "failed documents at version {version}")
+            }
+        }
+    }
+}
+
+/// One inconsistency [`Store::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Problem {
+    /// A key that fits none of its tree's key spaces, or does not parse in its own.
+    MalformedKey {
+        /// The tree: `c/<collection>`, `_meta` or `_ledger`.
+        tree: String,
+        /// The key, non-printable bytes escaped.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A head whose value does not decode.
+    MalformedHead {
+        /// The collection.
+        collection: String,
+        /// The document.
+        id: String,
+    },
+    /// A revision whose envelope or MessagePack payload does not decode, or whose envelope names
+    /// another revision number than its key.
+    CorruptRevision {
+        /// The collection.
+        collection: String,
+        /// The document.
+        id: String,
+        /// The revision, from its key.
+        revision: u64,
+        /// What is wrong with it.
+        error: String,
+    },
+    /// Revisions missing from a document's chain, which counts 1, 2, 3, … without gaps.
+    MissingRevisions {
+        /// The collection.
+        collection: String,
+        /// The document.
+        id: String,
+        /// The first missing revision.
+        from: u64,
+        /// The last missing revision.
+        to: u64,
+    },
+    /// Revisions of a document that has no head.
+    RevisionsWithoutHead {
+        /// The collection.
+        collection: String,
+        /// The document.
+        id: String,
+        /// How many revisions it has.
+        revisions: u64,
+    },
+    /// A head that does not name the document's last revision.
+    HeadNotLast {
+        /// The collection.
+        collection: String,
+        /// The document.
+        id: String,
+        /// The revision the head names.
+        head: u64,
+        /// The last revision stored; `None` when there is none.
+        last: Option<u64>,
+    },
+    /// A head whose version or removed flag disagrees with the revision it names.
+    HeadStateMismatch {
+        /// The collection.
+        collection: String,
+        /// The document.
+        id: String,
+        /// The revision.
+        revision: u64,
+        /// The version the head says; `None` for removed.
+        head: Option<u32>,
+        /// The version the revision is stored at; `None` for a removal.
+        stored: Option<u32>,
+    },
+    /// A counter that disagrees with the heads and failure records it counts.
+    CounterMismatch {
+        /// The collection.
+        collection: String,
+        /// The counter.
+        counter: CounterKind,
+        /// Its stored value.
+        stored: u64,
+        /// What the heads and failure records say.
+        actual: u64,
+    },
+    /// A counter whose key or value does not decode.
+    MalformedCounter {
+        /// The collection.
+        collection: String,
+        /// The key, non-printable bytes escaped.
+        key: String,
+    },
+    /// A failure record that does not decode or does not name the document's current live head.
+    StaleFailure {
+        /// The collection.
+        collection: String,
+        /// The document.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A migration cursor whose value is not a valid document id.
+    InvalidCursor {
+        /// The collection.
+        collection: String,
+        /// The version the cursor is for.
+        target: u32,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A collection's `_meta` record that does not decode.
+    CorruptMeta {
+        /// The collection.
+        collection: String,
+        /// What is wrong with it.
+        error: String,
+    },
+    /// A `_ledger` record whose key or value does not decode.
+    CorruptLedger {
+        /// The key, non-printable bytes escaped.
+        key: String,
+        /// What is wrong with it.
+        error: String,
+    },
+    /// A collection tree without a `_meta` record: no program registered it, and
+    /// [`Store::collection_names`] does not list it.
+    UnregisteredCollection {
+        /// The collection.
+        collection: String,
+    },
+    /// The store holds an import that did not finish.
+    IncompleteImport,
+}
+
+impl Problem {
+    /// Whether [`Store::repair_counters`] repairs it: a counter that disagrees with the heads, a
+    /// malformed counter, or a failure record that no longer names its document's head.
+    #[must_use]
+    pub fn is_repairable(&self) -> bool {
+        matches!(
+            self,
+            Problem::CounterMismatch { .. }
+                | Problem::MalformedCounter { .. }
+                | Problem::StaleFailure { .. }
+        )
+    }
+}
+
+impl fmt::Display for Problem {
+    // One arm per variant; splitting it would only scatter the messages.
+    #[allow(clippy::too_many_lines)]
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::MalformedKey { tree, key, reason } => {
+                write!(f, "`{tree}`: malformed key {key}: {reason}")
+            }
+            Problem::MalformedHead { collection, id } => {
+                write!(f, "`{collection}` `{id}`: the head does not decode")
+            }
+            Problem::CorruptRevision {
+                collection,
+                id,
+                revision,
+                error,
+            } => write!(f, "`{collection}` `{id}` revision {revision}: {error}"),
+            Problem::MissingRevisions {
+                collection,
+                id,
+                from,
+                to,
+            } => {
+                if from == to {
+                    write!(f, "`{collection}` `{id}`: revision {from} is missing")
+                } else {
+                    write!(f, "`{collection}` `{id}`: revisions {from} to {to} are missing")
+                }
+            }
+            Problem::RevisionsWithoutHead {
+                collection,
+                id,
+                revisions,
+            } => write!(f, "`{collection}` `{id}`: {revisions} revisions but no head"),
+            Problem::HeadNotLast {
+                collection,
+                id,
+                head,
+                last,
+            } => match last {
+                Some(last) => write!(
+                    f,
+                    "`{collection}` `{id}`: the head names revision {head}, but the last revision is {last}"
+                ),
+                None => write!(
+                    f,
+                    "`{collection}` `{id}`: the head names revision {head}, but no revision is stored"
+                ),
+            },
+            Problem::HeadStateMismatch {
+                collection,
+                id,
+                revision,
+                head,
+                stored,
+            } => {
+                let state = |version: &Option<u32>| {
+                    version.map_or_else(|| "removed".to_owned(), |v| format!("at version {v}"))
+                };
+                write!(
+                    f,
+                    "`{collection}` `{id}`: the head says {}, but revision {revision} is {}",
+                    state(head),
+                    state(stored)
+                )
+            }
+            Problem::CounterMismatch {
+                collection,
+                counter,
+                stored,
+                actual,
+            } => write!(
+                f,
+                "`{collection}`: the counter of {counter} is {stored}, but the heads say {actual}"
+            ),
+            Problem::MalformedCounter { collection, key } => {
+                write!(f, "`{collection}`: malformed counter {key}")
+            }
+            Problem::StaleFailure {
+                collection,
+                id,
+                reason,
+            } => write!(f, "`{collection}` `{id}`: failure record {reason}"),
+            Problem::InvalidCursor {
+                collection,
+                target,
+                reason,
+            } => write!(
+                f,
+                "`{collection}`: the migration cursor to version {target} {reason}"
+            ),
+            Problem::CorruptMeta { collection, error } => {
+                write!(f, "`{collection}`: the `_meta` record does not decode: {error}")
+            }
+            Problem::CorruptLedger { key, error } => {
+                write!(f, "`_ledger`: record {key}: {error}")
+            }
+            Problem::UnregisteredCollection { collection } => write!(
+                f,
+                "`{collection}`: a collection tree without a `_meta` record"
+            ),
+            Problem::IncompleteImport => f.write_str(
+                "the store holds an import that did not finish; delete it and import again",
+            ),
+        }
+    }
+}
+
+/// What [`Store::verify`] checked and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+#[must_use]
+pub struct VerifyReport {
+    /// Collections checked.
+    pub collections: u64,
+    /// Documents (heads) checked.
+    pub documents: u64,
+    /// Revisions decoded.
+    pub revisions: u64,
+    /// The first [`MAX_REPORTED_PROBLEMS`] problems, in the order found.
+    pub problems: Vec<Problem>,
+    /// How many problems were found in all.
+    pub problem_count: u64,
+}
+
+impl VerifyReport {
+    /// Whether no problem was found.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.problem_count == 0
+    }
+
+    fn problem(&mut self, problem: Problem) {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_REPORTED_PROBLEMS {
+            self.problems.push(problem);
+        }
+    }
+}
+
+/// One counter [`Store::repair_counters`] rewrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CounterChange {
+    /// The collection.
+    pub collection: String,
+    /// The counter.
+    pub counter: CounterKind,
+    /// Its value before.
+    pub before: u64,
+    /// Its value now.
+    pub after: u64,
+}
+
+/// What [`Store::repair_counters`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+#[must_use]
+pub struct RepairReport {
+    /// Collections walked.
+    pub collections: u64,
+    /// Counters rewritten.
+    pub counters: Vec<CounterChange>,
+    /// Malformed counter keys removed.
+    pub malformed_counters_removed: u64,
+    /// Failure records removed because they no longer named their document's head.
+    pub stale_failures_removed: u64,
+}
+
+impl RepairReport {
+    /// Whether anything was changed.
+    #[must_use]
+    pub fn changed_anything(&self) -> bool {
+        !self.counters.is_empty()
+            || self.malformed_counters_removed > 0
+            || self.stale_failures_removed > 0
+    }
+}
+
+/// One collection's counts, from its counters: no scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CollectionStats {
+    /// The collection's name.
+    pub name: String,
+    /// The newest version any program has registered.
+    pub newest_version: u32,
+    /// Live documents per version.
+    pub live: BTreeMap<u32, u64>,
+    /// Removed documents.
+    pub removed: u64,
+    /// Live documents whose migration failed, per version.
+    pub failed: BTreeMap<u32, u64>,
+}
+
+impl CollectionStats {
+    /// Live documents over every version.
+    #[must_use]
+    pub fn documents(&self) -> u64 {
+        self.live.values().sum()
+    }
+}
+
+/// What [`Store::stats`] reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+#[must_use]
+pub struct StoreStats {
+    /// Every registered collection, by name.
+    pub collections: Vec<CollectionStats>,
+    /// The size of the database's files, in bytes.
+    pub size_on_disk: u64,
+}
+
+/// What an export wrote or an import restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+#[must_use]
+pub struct BackupSummary {
+    /// Trees.
+    pub trees: u64,
+    /// Keys, over every tree.
+    pub entries: u64,
+    /// Bytes of the backup.
+    pub bytes: u64,
+    /// The backup's SHA-256, hex.
+    pub checksum: String,
+}
+
+/// An error of [`Store::export`] or [`Store::import`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// Reading or writing the backup failed.
+    #[error("cannot read or write the backup")]
+    Io(#[from] io::Error),
+    /// The input does not start with the backup signature.
+    #[error("not a revolve backup")]
+    NotABackup,
+    /// The backup was written in a format this build does not know.
+    #[error("backup format {format} is not known to this build; use a newer revolve")]
+    UnsupportedFormat {
+        /// The format number in the backup.
+        format: u32,
+    },
+    /// The backup ends before its end frame.
+    #[error("backup is truncated after {offset} bytes")]
+    Truncated {
+        /// Bytes read before it ended.
+        offset: u64,
+    },
+    /// A frame does not parse.
+    #[error("backup is corrupt at byte {offset}: {reason}")]
+    Corrupt {
+        /// Where, in bytes from the start.
+        offset: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The backup's checksum does not match its bytes.
+    #[error("backup checksum mismatch: recorded {recorded}, computed {computed}")]
+    Checksum {
+        /// The checksum at its end, hex.
+        recorded: String,
+        /// The checksum of the bytes read, hex.
+        computed: String,
+    },
+    /// The store to import into already holds data.
+    #[error("store at {path} is not empty; import only into a new store")]
+    NotEmpty {
+        /// The store's path.
+        path: PathBuf,
+    },
+    /// The store failed.
+    #[error("the store failed")]
+    Store(#[from] StoreError),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store methods
+
+impl Store {
+    /// The size of the database's files, in bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`].
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner().db.size_on_disk().map_err(backend)
+    }
+
+    /// Every collection's counts per version, removed and failed documents, and the size on
+    /// disk. Reads counters only: no scan.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] for an unreadable `_meta` record or counter (run
+    /// [`verify`](Self::verify)), and [`StoreError::Backend`].
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut collections = Vec::new();
+        for name in self.collection_names()? {
+            let newest_version = self.read_meta(&name)?.map_or(0, |meta| meta.newest_version);
+            let counters = self.core(&name)?.counters.lock().clone();
+            collections.push(CollectionStats {
+                live: counters.live(),
+                removed: counters.removed(),
+                failed: counters.failed(),
+                newest_version,
+                name,
+            });
+        }
+        Ok(StoreStats {
+            collections,
+            size_on_disk: self.size_on_disk()?,
+        })
+    }
+
+    /// Checks every collection: every revision of every document decodes (envelope and
+    /// MessagePack payload), each document's revisions count 1, 2, 3, … without gaps, every head
+    /// names its last revision with the same version and removed flag, the counters equal what the
+    /// heads and failure records say, every failure record names its document's current head, and
+    /// every migration cursor is a valid id. Also checks `_meta` and `_ledger` records decode.
+    ///
+    /// Reads everything, so it takes as long as reading the whole database; each collection is
+    /// walked under its write lock, so writes to it wait meanwhile. Problems are reported, never
+    /// raised: no bytes on disk make it fail or panic.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the storage engine fails.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.verify_with_progress(|_| {})
+    }
+
+    /// As [`verify`](Self::verify), calling `progress` with the number of documents checked so
+    /// far, every thousand or so documents and at the end of each collection.
+    ///
+    /// `progress` runs while a collection's write lock is held: it must not write to the store.
+    ///
+    /// # Errors
+    ///
+    /// As [`verify`](Self::verify).
+    pub fn verify_with_progress(
+        &self,
+        mut progress: impl FnMut(u64),
+    ) -> Result<VerifyReport, StoreError> {
+        let mut check = Check {
+            report: VerifyReport::default(),
+            max_depth: self.inner().max_depth,
+            progress: &mut progress,
+        };
+        let mut registered = BTreeSet::new();
+        for entry in &self.inner().meta {
+            let (key, _) = entry.map_err(backend)?;
+            match std::str::from_utf8(&key) {
+                Ok(name) if validate_collection_name(name).is_ok() => {
+                    if let Err(error) = self.read_meta(name) {
+                        check.report.problem(Problem::CorruptMeta {
+                            collection: name.to_owned(),
+                            error: error_chain(&error),
+                        });
+                    }
+                    registered.insert(name.to_owned());
+                }
+                _ => check.report.problem(Problem::MalformedKey {
+                    tree: META_TREE.to_owned(),
+                    key: escape(&key),
+                    reason: "not a collection name",
+                }),
+            }
+        }
+        let trees = self.collection_trees();
+        let mut names: BTreeSet<&String> = registered.iter().collect();
+        names.extend(trees.keys());
+        check.report.collections = u64::try_from(names.len()).unwrap_or(u64::MAX);
+        for (name, tree_name) in &trees {
+            if !registered.contains(name) {
+                check.report.problem(Problem::UnregisteredCollection {
+                    collection: name.clone(),
+                });
+            }
+            self.with_collection(name, tree_name, |tree, _| check.collection(name, tree))?;
+        }
+        if self.has_tree(LEDGER_TREE.as_bytes()) {
+            let ledger = self.inner().db.open_tree(LEDGER_TREE).map_err(backend)?;
+            check.ledger(&ledger)?;
+        }
+        if self
+            .inner()
+            .db
+            .contains_key(IMPORT_MARKER)
+            .map_err(backend)?
+        {
+            check.report.problem(Problem::IncompleteImport);
+        }
+        let documents = check.report.documents;
+        (check.progress)(documents);
+        Ok(check.report)
+    }
+
+    /// Recomputes every collection's counters from its heads and failure records, and persists
+    /// those that differ, in one atomic batch per collection under its write lock. Failure
+    /// records that no longer name their document's live head, and malformed counter keys, are
+    /// removed in the same batch. Heads and revisions are never changed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the storage engine fails.
+    pub fn repair_counters(&self) -> Result<RepairReport, StoreError> {
+        let mut report = RepairReport::default();
+        for (name, tree_name) in &self.collection_trees() {
+            report.collections += 1;
+            self.with_collection(name, tree_name, |tree, memory| {
+                repair_collection(name, tree, memory, &mut report)
+            })?;
+        }
+        self.flush()?;
+        Ok(report)
+    }
+
+    /// Writes a backup of the whole database to `writer`: every key of every tree, in the
+    /// framed, checksummed format described in this module, restorable byte for byte with
+    /// [`import`](Self::import). `progress` is called with the number of keys written so far,
+    /// possibly while a collection's write lock is held: it must not write to the store.
+    ///
+    /// Each collection is copied under its write lock, so it is consistent in itself; stop the
+    /// application's writers for a backup consistent across collections.
+    ///
+    /// # Errors
+    ///
+    /// [`BackupError::Io`] when writing fails, and [`BackupError::Store`].
+    pub fn export(
+        &self,
+        writer: impl Write,
+        mut progress: impl FnMut(u64),
+    ) -> Result<BackupSummary, BackupError> {
+        let mut out = HashingWriter {
+            inner: BufWriter::new(writer),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        out.write(&MAGIC)?;
+        out.write(&FORMAT.to_be_bytes())?;
+        let mut names = self.inner().db.tree_names();
+        names.sort();
+        let (mut trees, mut entries) = (0u64, 0u64);
+        for name in names {
+            let mut copy = |tree: &sled::Tree| -> Result<(), BackupError> {
+                let mut started = false;
+                for entry in tree {
+                    let (key, value) = entry.map_err(backend)?;
+                    if !started {
+                        out.write(&[FRAME_TREE])?;
+                        out.chunk(&name)?;
+                        trees += 1;
+                        started = true;
+                    }
+                    out.write(&[FRAME_ENTRY])?;
+                    out.chunk(&key)?;
+                    out.chunk(&value)?;
+                    entries += 1;
+                    if entries % PROGRESS_EVERY == 0 {
+                        progress(entries);
+                    }
+                }
+                Ok(())
+            };
+            if &name[..] == DEFAULT_TREE {
+                copy(&self.inner().db)?;
+            } else if let Some(collection) = collection_of_tree(&name) {
+                self.with_collection(&collection, &name, |tree, _| copy(tree))?;
+            } else {
+                copy(&self.inner().db.open_tree(&name).map_err(backend)?)?;
+            }
+        }
+        out.write(&[FRAME_END])?;
+        out.write(&trees.to_be_bytes())?;
+        out.write(&entries.to_be_bytes())?;
+        let digest = out.hasher.clone().finalize();
+        out.inner.write_all(&digest)?;
+        out.inner.flush()?;
+        progress(entries);
+        Ok(BackupSummary {
+            trees,
+            entries,
+            bytes: out.bytes + 32,
+            checksum: hex(&digest),
+        })
+    }
+
+    /// Restores a backup written by [`export`](Self::export) into a new store at `path`, byte for
+    /// byte, and closes it; open it with [`Store::open`] afterwards. `progress` is called with the
+    /// number of keys restored so far.
+    ///
+    /// The store must be new or empty. While the import runs the store is marked incomplete
+    /// ([`Problem::IncompleteImport`]); if the backup turns out damaged, everything restored is
+    /// removed again and the store is left empty. Migration run ids handed out later stay above
+    /// every run id the backup holds.
+    ///
+    /// # Errors
+    ///
+    /// [`BackupError::NotEmpty`] for a store that holds data; [`BackupError::NotABackup`],
+    /// [`BackupError::UnsupportedFormat`], [`BackupError::Truncated`], [`BackupError::Corrupt`]
+    /// and [`BackupError::Checksum`] for a damaged backup; [`BackupError::Io`] when reading
+    /// fails; [`BackupError::Store`] when the store cannot be opened (for example
+    /// [`StoreError::Locked`]) or written.
+    pub fn import(
+        path: impl AsRef<Path>,
+        reader: impl Read,
+        mut progress: impl FnMut(u64),
+    ) -> Result<BackupSummary, BackupError> {
+        let path = path.as_ref();
+        let store = Store::builder()
+            .path(path)
+            .durability(Durability::Eventual)
+            .open()?;
+        let db = &store.inner().db;
+        for name in db.tree_names() {
+            let tree = if &name[..] == DEFAULT_TREE {
+                (**db).clone()
+            } else {
+                db.open_tree(&name).map_err(backend)?
+            };
+            if !tree.is_empty() {
+                return Err(BackupError::NotEmpty {
+                    path: path.to_owned(),
+                });
+            }
+        }
+        db.insert(IMPORT_MARKER, &[][..]).map_err(backend)?;
+        store.flush()?;
+
+        let mut restore = Restore {
+            db,
+            tree: None,
+            batch: sled::Batch::default(),
+            pending: 0,
+            max_run: 0,
+        };
+        let mut result = read_backup(reader, &mut |frame| restore.frame(frame), &mut progress);
+        if result.is_ok() {
+            if let Err(error) = restore.apply() {
+                result = Err(error);
+            }
+        }
+        let summary = match result {
+            Ok(summary) => summary,
+            Err(error) => {
+                // Leave the store as empty as it was found; the marker goes with the default tree.
+                for name in db.tree_names() {
+                    let tree = if &name[..] == DEFAULT_TREE {
+                        (**db).clone()
+                    } else {
+                        db.open_tree(&name).map_err(backend)?
+                    };
+                    tree.clear().map_err(backend)?;
+                }
+                store.flush()?;
+                return Err(error);
+            }
+        };
+        db.remove(IMPORT_MARKER).map_err(backend)?;
+        store.flush()?;
+        let max_run = restore.max_run;
+        // Every tree handle keeps the database, and its file lock, alive.
+        drop(restore);
+        if max_run == 0 {
+            return Ok(summary);
+        }
+        if db.was_recovered() {
+            // An empty database opened before: its id counter is unknown, so take ids until
+            // past the backup's (see `advance_run_ids` for the quick way a new database allows).
+            while db.generate_id().map_err(backend)? < max_run {}
+            store.flush()?;
+        } else {
+            drop(store);
+            advance_run_ids(path, max_run)?;
+        }
+        Ok(summary)
+    }
+
+    /// The collection trees of the database, by collection name.
+    fn collection_trees(&self) -> BTreeMap<String, sled::IVec> {
+        self.inner()
+            .db
+            .tree_names()
+            .into_iter()
+            .filter_map(|name| Some((collection_of_tree(&name)?, name)))
+            .collect()
+    }
+
+    fn has_tree(&self, name: &[u8]) -> bool {
+        self.inner()
+            .db
+            .tree_names()
+            .iter()
+            .any(|tree| &tree[..] == name)
+    }
+
+    /// Runs `work` on a collection's tree under its write lock, with its in-memory counters.
+    ///
+    /// A collection that cannot be opened the usual way (a malformed counter, a tree name no
+    /// program could register) is worked on without counters, holding the lock every opening of a
+    /// collection takes, so that no handle to it appears meanwhile.
+    fn with_collection<R, E: From<StoreError>>(
+        &self,
+        name: &str,
+        tree_name: &[u8],
+        work: impl FnOnce(&sled::Tree, Option<&mut Counters>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        match self.core(name) {
+            Ok(core) => {
+                let mut counters = core.counters.lock();
+                work(&core.tree, Some(&mut counters))
+            }
+            Err(error @ StoreError::Backend(_)) => Err(error.into()),
+            Err(_) => {
+                let _opening = self.inner().collections.lock();
+                let tree = self
+                    .inner()
+                    .db
+                    .open_tree(tree_name)
+                    .map_err(|error| E::from(backend(error)))?;
+                work(&tree, None)
+            }
+        }
+    }
+}
+
+/// The collection a tree holds, for a `c/<name>` tree.
+fn collection_of_tree(tree: &[u8]) -> Option<String> {
+    tree.strip_prefix(COLLECTION_TREE_PREFIX.as_bytes())
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verify
+
+struct Check<'p> {
+    report: VerifyReport,
+    max_depth: usize,
+    progress: &'p mut dyn FnMut(u64),
+}
+
+/// What a revision's envelope says of the document.
+#[derive(Clone, Copy)]
+enum Stored {
+    /// The envelope does not decode.
+    Unreadable,
+    /// At this version; `None` for a removal.
+    State(Option<u32>),
+}
+
+/// A head as found: `None` when its value does not decode.
+type FoundHead = (String, Option<Head>);
+/// One document's revisions as found, in key order.
+type FoundRevisions = (String, Vec<(u64, sled::IVec)>);
+
+impl Check<'_> {
+    fn collection(&mut self, name: &str, tree: &sled::Tree) -> Result<(), StoreError> {
+        let tree_name = format!("{COLLECTION_TREE_PREFIX}{name}");
+        let mut actual: BTreeMap<Counter, u64> = BTreeMap::new();
+        self.documents(name, &tree_name, tree, &mut actual)?;
+        self.failures(name, &tree_name, tree, &mut actual)?;
+        self.counters(name, tree, &actual)?;
+        self.cursors(name, &tree_name, tree)?;
+        self.stray_keys(&tree_name, tree)?;
+        let documents = self.report.documents;
+        (self.progress)(documents);
+        Ok(())
+    }
+
+    /// Walks heads and revisions together (they sort by id alike, see `keys`), checking each
+    /// document and counting its head.
+    fn documents(
+        &mut self,
+        name: &str,
+        tree_name: &str,
+        tree: &sled::Tree,
+        actual: &mut BTreeMap<Counter, u64>,
+    ) -> Result<(), StoreError> {
+        let mut heads = tree.scan_prefix([keys::HEAD]);
+        let mut groups = Groups {
+            iter: tree.scan_prefix([keys::REVISION]),
+            peeked: None,
+        };
+        let mut head = self.next_head(tree_name, &mut heads)?;
+        let mut group = groups.next(self, tree_name)?;
+        loop {
+            let order = match (&head, &group) {
+                (None, None) => return Ok(()),
+                (Some((head_id, _)), Some((group_id, _))) => head_id.cmp(group_id),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+            };
+            match order {
+                Ordering::Equal => {
+                    if let (Some(found), Some((_, revisions))) = (head.take(), group.take()) {
+                        self.document(name, found, Some(&revisions), actual);
+                    }
+                    head = self.next_head(tree_name, &mut heads)?;
+                    group = groups.next(self, tree_name)?;
+                }
+                Ordering::Less => {
+                    if let Some(found) = head.take() {
+                        self.document(name, found, None, actual);
+                    }
+                    head = self.next_head(tree_name, &mut heads)?;
+                }
+                Ordering::Greater => {
+                    if let Some((id, revisions)) = group.take() {
+                        self.chain(name, &id, &revisions);
+                        self.report.problem(Problem::RevisionsWithoutHead {
+                            collection: name.to_owned(),
+                            id,
+                            revisions: u64::try_from(revisions.len()).unwrap_or(u64::MAX),
+                        });
+                    }
+                    group = groups.next(self, tree_name)?;
+                }
+            }
+        }
+    }
+
+    /// Checks every failure record names its document's live head, and counts those that do.
+    fn failures(
+        &mut self,
+        name: &str,
+        tree_name: &str,
+        tree: &sled::Tree,
+        actual: &mut BTreeMap<Counter, u64>,
+    ) -> Result<(), StoreError> {
+        for entry in tree.scan_prefix([keys::FAILURE]) {
+            let (key, value) = entry.map_err(backend)?;
+            let Some(id) = key.get(1..).and_then(valid_id) else {
+                self.report.problem(Problem::MalformedKey {
+                    tree: tree_name.to_owned(),
+                    key: escape(&key),
+                    reason: "a failure record key without a valid id",
+                });
+                continue;
+            };
+            match current_failure(tree, id, &value)? {
+                Ok(version) => *actual.entry(Counter::Failed(version)).or_insert(0) += 1,
+                Err(reason) => self.report.problem(Problem::StaleFailure {
+                    collection: name.to_owned(),
+                    id: id.to_owned(),
+                    reason,
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares the stored counters with what the heads and failure records say.
+    fn counters(
+        &mut self,
+        name: &str,
+        tree: &sled::Tree,
+        actual: &BTreeMap<Counter, u64>,
+    ) -> Result<(), StoreError> {
+        let mut stored = BTreeMap::new();
+        for entry in tree.scan_prefix([keys::COUNTER]) {
+            let (key, value) = entry.map_err(backend)?;
+            match decode_counter(&key, &value) {
+                Some((counter, count)) => {
+                    stored.insert(counter, count);
+                }
+                None => self.report.problem(Problem::MalformedCounter {
+                    collection: name.to_owned(),
+                    key: escape(&key),
+                }),
+            }
+        }
+        let counters: BTreeSet<Counter> = stored.keys().chain(actual.keys()).copied().collect();
+        for counter in counters {
+            let stored = stored.get(&counter).copied().unwrap_or(0);
+            let actual = actual.get(&counter).copied().unwrap_or(0);
+            if stored != actual {
+                self.report.problem(Problem::CounterMismatch {
+                    collection: name.to_owned(),
+                    counter: counter.into(),
+                    stored,
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every migration cursor holds a valid id.
+    fn cursors(
+        &mut self,
+        name: &str,
+        tree_name: &str,
+        tree: &sled::Tree,
+    ) -> Result<(), StoreError> {
+        for entry in tree.scan_prefix([keys::CURSOR]) {
+            let (key, value) = entry.map_err(backend)?;
+            let Ok([keys::CURSOR, a, b, c, d]) = <[u8; 5]>::try_from(&key[..]) else {
+                self.report.problem(Problem::MalformedKey {
+                    tree: tree_name.to_owned(),
+                    key: escape(&key),
+                    reason: "a cursor key is `m` and a version",
+                });
+                continue;
+            };
+            let reason = match std::str::from_utf8(&value) {
+                Err(_) => Some("is not UTF-8"),
+                Ok(id) if id::validate(id).is_err() => Some("is not a valid id"),
+                Ok(_) => None,
+            };
+            if let Some(reason) = reason {
+                self.report.problem(Problem::InvalidCursor {
+                    collection: name.to_owned(),
+                    target: u32::from_be_bytes([a, b, c, d]),
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports keys outside every key space.
+    fn stray_keys(&mut self, tree_name: &str, tree: &sled::Tree) -> Result<(), StoreError> {
+        let spaces = [
+            keys::COUNTER,
+            keys::FAILURE,
+            keys::HEAD,
+            keys::CURSOR,
+            keys::REVISION,
+        ];
+        let mut start = Bound::Unbounded;
+        for space in spaces.into_iter().map(Some).chain([None]) {
+            let end = space.map_or(Bound::Unbounded, |space| Bound::Excluded(vec![space]));
+            for entry in tree.range::<Vec<u8>, _>((start, end)) {
+                let (key, _) = entry.map_err(backend)?;
+                self.report.problem(Problem::MalformedKey {
+                    tree: tree_name.to_owned(),
+                    key: escape(&key),
+                    reason: "outside every key space",
+                });
+            }
+            start = match space.and_then(|space| space.checked_add(1)) {
+                Some(next) => Bound::Included(vec![next]),
+                None => break,
+            };
+        }
+        Ok(())
+    }
+
+    /// The next head with a valid id; heads with another key are reported and skipped.
+    fn next_head(
+        &mut self,
+        tree_name: &str,
+        heads: &mut sled::Iter,
+    ) -> Result<Option<FoundHead>, StoreError> {
+        for entry in heads {
+            let (key, value) = entry.map_err(backend)?;
+            match keys::id_of_head(&key).and_then(|id| valid_id(id.as_bytes())) {
+                Some(id) => return Ok(Some((id.to_owned(), Head::decode(&value)))),
+                None => self.report.problem(Problem::MalformedKey {
+                    tree: tree_name.to_owned(),
+                    key: escape(&key),
+                    reason: "a head key without a valid id",
+                }),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks a document's head against its revisions, and counts it.
+    fn document(
+        &mut self,
+        collection: &str,
+        (id, head): FoundHead,
+        revisions: Option<&[(u64, sled::IVec)]>,
+        actual: &mut BTreeMap<Counter, u64>,
+    ) {
+        self.report.documents += 1;
+        if self.report.documents % PROGRESS_EVERY == 0 {
+            (self.progress)(self.report.documents);
+        }
+        let last = revisions.and_then(|revisions| self.chain(collection, &id, revisions));
+        let Some(head) = head else {
+            self.report.problem(Problem::MalformedHead {
+                collection: collection.to_owned(),
+                id,
+            });
+            return;
+        };
+        *actual.entry(Counter::of(head)).or_insert(0) += 1;
+        let head_state = (!head.removed).then_some(head.version);
+        match last {
+            Some((revision, _)) if revision != head.revision.get() => {
+                self.report.problem(Problem::HeadNotLast {
+                    collection: collection.to_owned(),
+                    id,
+                    head: head.revision.get(),
+                    last: Some(revision),
+                });
+            }
+            None => self.report.problem(Problem::HeadNotLast {
+                collection: collection.to_owned(),
+                id,
+                head: head.revision.get(),
+                last: None,
+            }),
+            Some((revision, Stored::State(stored))) if stored != head_state => {
+                self.report.problem(Problem::HeadStateMismatch {
+                    collection: collection.to_owned(),
+                    id,
+                    revision,
+                    head: head_state,
+                    stored,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Decodes a document's revisions and checks they count up from 1 without gaps. Returns the
+    /// last revision's number and what its envelope says.
+    fn chain(
+        &mut self,
+        collection: &str,
+        id: &str,
+        revisions: &[(u64, sled::IVec)],
+    ) -> Option<(u64, Stored)> {
+        let mut expected = 1u64;
+        let mut last = None;
+        for (revision, bytes) in revisions {
+            let revision = *revision;
+            self.report.revisions += 1;
+            if revision > expected {
+                self.report.problem(Problem::MissingRevisions {
+                    collection: collection.to_owned(),
+                    id: id.to_owned(),
+                    from: expected,
+                    to: revision - 1,
+                });
+            }
+            expected = revision.saturating_add(1);
+            let corrupt = |error: String| Problem::CorruptRevision {
+                collection: collection.to_owned(),
+                id: id.to_owned(),
+                revision,
+                error,
+            };
+            let state = match record::decode(bytes) {
+                Err(error) => {
+                    self.report.problem(corrupt(error_chain(&error)));
+                    Stored::Unreadable
+                }
+                Ok(envelope) if envelope.revision.get() != revision => {
+                    self.report.problem(corrupt(format!(
+                        "the envelope names revision {}",
+                        envelope.revision
+                    )));
+                    Stored::Unreadable
+                }
+                Ok(envelope) => {
+                    if envelope.kind == Kind::Document {
+                        if let Err(error) =
+                            record::decode_payload::<IgnoredAny>(envelope.payload, self.max_depth)
+                        {
+                            self.report.problem(corrupt(error_chain(&error)));
+                        }
+                    }
+                    Stored::State((envelope.kind == Kind::Document).then_some(envelope.version))
+                }
+            };
+            last = Some((revision, state));
+        }
+        last
+    }
+
+    fn ledger(&mut self, ledger: &sled::Tree) -> Result<(), StoreError> {
+        for entry in ledger {
+            let (key, value) = entry.map_err(backend)?;
+            let error = if ledger_run(&key).is_none() {
+                Some("the key is not a collection, a NUL and a run id".to_owned())
+            } else {
+                record::decode_payload::<IgnoredAny>(&value, 64)
+                    .err()
+                    .map(|error| error_chain(&error))
+            };
+            if let Some(error) = error {
+                self.report.problem(Problem::CorruptLedger {
+                    key: escape(&key),
+                    error,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A collection's revisions, grouped by document.
+struct Groups {
+    iter: sled::Iter,
+    peeked: Option<(sled::IVec, sled::IVec)>,
+}
+
+impl Groups {
+    /// The next document's revisions; keys that do not parse are reported and skipped.
+    fn next(
+        &mut self,
+        check: &mut Check<'_>,
+        tree_name: &str,
+    ) -> Result<Option<FoundRevisions>, StoreError> {
+        let mut current: Option<FoundRevisions> = None;
+        loop {
+            let (key, value) = match self.peeked.take() {
+                Some(entry) => entry,
+                None => match self.iter.next() {
+                    Some(entry) => entry.map_err(backend)?,
+                    None => return Ok(current),
+                },
+            };
+            let Some((id, revision)) = parse_revision_key(&key) else {
+                check.report.problem(Problem::MalformedKey {
+                    tree: tree_name.to_owned(),
+                    key: escape(&key),
+                    reason: "a revision key is `r`, an id, a NUL and a revision number",
+                });
+                continue;
+            };
+            match &mut current {
+                None => current = Some((id.to_owned(), vec![(revision, value)])),
+                Some((current_id, revisions)) if current_id == id => {
+                    revisions.push((revision, value));
+                }
+                Some(_) => {
+                    self.peeked = Some((key, value));
+                    return Ok(current);
+                }
+            }
+        }
+    }
+}
+
+/// `r ‖ id ‖ 0x00 ‖ revision u64 BE` → the id and a revision above 0.
+fn parse_revision_key(key: &[u8]) -> Option<(&str, u64)> {
+    let (&keys::REVISION, rest) = key.split_first()? else {
+        return None;
+    };
+    let split = rest.len().checked_sub(9)?;
+    let (id, tail) = rest.split_at(split);
+    let (&0, number) = tail.split_first()? else {
+        return None;
+    };
+    let revision = u64::from_be_bytes(number.try_into().ok()?);
+    (revision > 0).then_some(())?;
+    Some((valid_id(id)?, revision))
+}
+
+fn valid_id(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .filter(|id| id::validate(id).is_ok())
+}
+
+fn decode_counter(key: &[u8], value: &[u8]) -> Option<(Counter, u64)> {
+    let counter = Counter::from_key(key)?;
+    let count = u64::from_be_bytes(value.try_into().ok()?);
+    Some((counter, count))
+}
+
+/// The run a ledger key names: `collection ‖ 0x00 ‖ run u64 BE`.
+fn ledger_run(key: &[u8]) -> Option<u64> {
+    let split = key.len().checked_sub(9)?;
+    let (collection, tail) = key.split_at(split);
+    let (&0, run) = tail.split_first()? else {
+        return None;
+    };
+    (!collection.is_empty()).then_some(())?;
+    Some(u64::from_be_bytes(run.try_into().ok()?))
+}
+
+/// Whether a failure record names its document's current live head: `Ok` with the head's version
+/// if it does, `Err` with the reason if not.
+fn current_failure(
+    tree: &sled::Tree,
+    id: &str,
+    bytes: &[u8],
+) -> Result<Result<u32, String>, StoreError> {
+    let failure = match record::decode_payload::<FailureRecord>(bytes, 8) {
+        Ok(failure) => failure,
+        Err(error) => return Ok(Err(format!("does not decode: {}", error_chain(&error)))),
+    };
+    let head = tree
+        .get(keys::head(id))
+        .map_err(backend)?
+        .and_then(|bytes| Head::decode(&bytes));
+    Ok(match head {
+        Some(head)
+            if !head.removed
+                && head.revision.get() == failure.revision
+                && head.version == failure.version =>
+        {
+            Ok(head.version)
+        }
+        Some(head) if head.removed => Err("names a removed document".to_owned()),
+        Some(head) => Err(format!(
+            "names revision {} at version {}, but the head is revision {} at version {}",
+            failure.revision, failure.version, head.revision, head.version
+        )),
+        None => Err("names a document without a readable head".to_owned()),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repair
+
+fn repair_collection(
+    name: &str,
+    tree: &sled::Tree,
+    memory: Option<&mut Counters>,
+    report: &mut RepairReport,
+) -> Result<(), StoreError> {
+    let mut actual: BTreeMap<Counter, u64> = BTreeMap::new();
+    for entry in tree.scan_prefix([keys::HEAD]) {
+        let (key, value) = entry.map_err(backend)?;
+        // Counted exactly as `verify` counts: heads with a valid id that decode.
+        let id = keys::id_of_head(&key).and_then(|id| valid_id(id.as_bytes()));
+        if let (Some(_), Some(head)) = (id, Head::decode(&value)) {
+            *actual.entry(Counter::of(head)).or_insert(0) += 1;
+        }
+    }
+    let mut batch = sled::Batch::default();
+    for entry in tree.scan_prefix([keys::FAILURE]) {
+        let (key, value) = entry.map_err(backend)?;
+        let current = match key.get(1..).and_then(valid_id) {
+            Some(id) => current_failure(tree, id, &value)?,
+            None => Err(String::new()),
+        };
+        if let Ok(version) = current {
+            *actual.entry(Counter::Failed(version)).or_insert(0) += 1;
+        } else {
+            batch.remove(key);
+            report.stale_failures_removed += 1;
+        }
+    }
+    let mut stored = BTreeMap::new();
+    for entry in tree.scan_prefix([keys::COUNTER]) {
+        let (key, value) = entry.map_err(backend)?;
+        if let Some((counter, count)) = decode_counter(&key, &value) {
+            stored.insert(counter, count);
+        } else {
+            batch.remove(key);
+            report.malformed_counters_removed += 1;
+        }
+    }
+    let counters: BTreeSet<Counter> = stored.keys().chain(actual.keys()).copied().collect();
+    for counter in counters {
+        let before = stored.get(&counter).copied().unwrap_or(0);
+        let after = actual.get(&counter).copied().unwrap_or(0);
+        if before != after {
+            batch.insert(&counter.key()[..], &after.to_be_bytes()[..]);
+            report.counters.push(CounterChange {
+                collection: name.to_owned(),
+                counter: counter.into(),
+                before,
+                after,
+            });
+        }
+    }
+    tree.apply_batch(batch).map_err(backend)?;
+    if let Some(memory) = memory {
+        let mut fresh = Counters::default();
+        for (counter, count) in actual {
+            fresh.insert(counter, count);
+        }
+        *memory = fresh;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backups
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// A length-prefixed byte string.
+    fn chunk(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(bytes.len()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a key or value longer than 4 GiB",
+            )
+        })?;
+        self.write(&len.to_be_bytes())?;
+        self.write(bytes)
+    }
+}
+
+/// One frame of a backup, as read.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    Tree(Vec<u8>),
+    Entry(Vec<u8>, Vec<u8>),
+}
+
+struct HashingReader<R: Read> {
+    inner: R,
+    hasher: Sha256,
+    offset: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn read_unhashed(&mut self, buf: &mut [u8]) -> Result<(), BackupError> {
+        self.inner.read_exact(buf).map_err(|error| {
+            if error.kind() == io::ErrorKind::UnexpectedEof {
+                BackupError::Truncated {
+                    offset: self.offset,
+                }
+            } else {
+                BackupError::Io(error)
+            }
+        })?;
+        self.offset += buf.len() as u64;
+        Ok(())
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], BackupError> {
+        let mut buf = [0u8; N];
+        self.read_unhashed(&mut buf)?;
+        self.hasher.update(buf);
+        Ok(buf)
+    }
+
+    fn u32(&mut self) -> Result<u32, BackupError> {
+        self.array().map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, BackupError> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    /// A length-prefixed byte string. Reads incrementally, so a damaged length cannot make it
+    /// allocate more than the input holds.
+    fn chunk(&mut self) -> Result<Vec<u8>, BackupError> {
+        let len = self.u32()?;
+        let mut buf = Vec::new();
+        (&mut self.inner)
+            .take(u64::from(len))
+            .read_to_end(&mut buf)?;
+        self.offset += buf.len() as u64;
+        if buf.len() as u64 != u64::from(len) {
+            return Err(BackupError::Truncated {
+                offset: self.offset,
+            });
+        }
+        self.hasher.update(&buf);
+        Ok(buf)
+    }
+}
+
+/// Reads and checks a whole backup, handing each frame to `sink` as it comes. Keys must ascend
+/// within a tree and no tree may appear twice. The summary is returned only once the end frame's
+/// counts and checksum match and nothing follows it.
+fn read_backup(
+    reader: impl Read,
+    sink: &mut dyn FnMut(Frame) -> Result<(), BackupError>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<BackupSummary, BackupError> {
+    let mut input = HashingReader {
+        inner: BufReader::new(reader),
+        hasher: Sha256::new(),
+        offset: 0,
+    };
+    let magic = input.array::<8>().map_err(|error| match error {
+        BackupError::Truncated { .. } => BackupError::NotABackup,
+        other => other,
+    })?;
+    if magic != MAGIC {
+        return Err(BackupError::NotABackup);
+    }
+    let format = input.u32()?;
+    if format != FORMAT {
+        return Err(BackupError::UnsupportedFormat { format });
+    }
+    let mut seen = BTreeSet::new();
+    let mut last_key: Option<Vec<u8>> = None;
+    let mut in_tree = false;
+    let (mut trees, mut entries) = (0u64, 0u64);
+    loop {
+        let at = input.offset;
+        let corrupt = |reason| BackupError::Corrupt { offset: at, reason };
+        let [tag] = input.array::<1>()?;
+        match tag {
+            FRAME_TREE => {
+                let name = input.chunk()?;
+                if name.is_empty() {
+                    return Err(corrupt("a tree without a name"));
+                }
+                if !seen.insert(name.clone()) {
+                    return Err(corrupt("a tree appears twice"));
+                }
+                trees += 1;
+                in_tree = true;
+                last_key = None;
+                sink(Frame::Tree(name))?;
+            }
+            FRAME_ENTRY => {
+                if !in_tree {
+                    return Err(corrupt("an entry before any tree"));
+                }
+                let key = input.chunk()?;
+                let value = input.chunk()?;
+                if last_key.as_ref().is_some_and(|last| *last >= key) {
+                    return Err(corrupt("keys out of order"));
+                }
+                last_key = Some(key.clone());
+                entries += 1;
+                sink(Frame::Entry(key, value))?;
+                if entries % PROGRESS_EVERY == 0 {
+                    progress(entries);
+                }
+            }
+            FRAME_END => {
+                let recorded_trees = input.u64()?;
+                let recorded_entries = input.u64()?;
+                let computed = input.hasher.clone().finalize();
+                let mut recorded = [0u8; 32];
+                input.read_unhashed(&mut recorded)?;
+                if recorded[..] != computed[..] {
+                    return Err(BackupError::Checksum {
+                        recorded: hex(&recorded),
+                        computed: hex(&computed),
+                    });
+                }
+                if (recorded_trees, recorded_entries) != (trees, entries) {
+                    return Err(corrupt("the end frame's counts do not match the frames"));
+                }
+                let mut rest = [0u8; 1];
+                if input.inner.read(&mut rest)? != 0 {
+                    return Err(BackupError::Corrupt {
+                        offset: input.offset,
+                        reason: "bytes after the end frame",
+                    });
+                }
+                progress(entries);
+                return Ok(BackupSummary {
+                    trees,
+                    entries,
+                    bytes: input.offset,
+                    checksum: hex(&computed),
+                });
+            }
+            _ => return Err(corrupt("unknown frame")),
+        }
+    }
+}
+
+/// Writes the frames of an import into the database, a batch at a time.
+struct Restore<'a> {
+    db: &'a sled::Db,
+    tree: Option<(Vec<u8>, sled::Tree)>,
+    batch: sled::Batch,
+    pending: usize,
+    /// The highest migration run id the backup mentions.
+    max_run: u64,
+}
+
+impl Restore<'_> {
+    fn frame(&mut self, frame: Frame) -> Result<(), BackupError> {
+        match frame {
+            Frame::Tree(name) => {
+                self.apply()?;
+                let tree = if name == DEFAULT_TREE {
+                    (**self.db).clone()
+                } else {
+                    self.db.open_tree(&name).map_err(backend)?
+                };
+                self.tree = Some((name, tree));
+            }
+            Frame::Entry(key, value) => {
+                if let Some(run) = self
+                    .tree
+                    .as_ref()
+                    .and_then(|(name, _)| run_of_entry(name, &key, &value))
+                {
+                    self.max_run = self.max_run.max(run);
+                }
+                self.batch.insert(key, value);
+                self.pending += 1;
+                if self.pending == IMPORT_BATCH {
+                    self.apply()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self) -> Result<(), BackupError> {
+        if let Some((_, tree)) = &self.tree {
+            if self.pending > 0 {
+                tree.apply_batch(std::mem::take(&mut self.batch))
+                    .map_err(backend)?;
+                self.pending = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The migration run a ledger key or a revision's origin names.
+fn run_of_entry(tree: &[u8], key: &[u8], value: &[u8]) -> Option<u64> {
+    let run = if tree == LEDGER_TREE.as_bytes() {
+        ledger_run(key)
+    } else if tree.starts_with(COLLECTION_TREE_PREFIX.as_bytes())
+        && key.first() == Some(&keys::REVISION)
+    {
+        match record::decode(value).map(|envelope| envelope.origin) {
+            Ok(Origin::Migration { run } | Origin::Revert { run }) => Some(run),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    run.filter(|&run| run < MAX_PLAUSIBLE_RUN_ID)
+}
+
+/// Makes the new database at `path` hand out ids above `max_run` from now on.
+///
+/// Run ids come from sled's `generate_id`, which a new database starts at 0, so the imported
+/// ledger's ids would be handed out again. sled persists its id counter in steps of
+/// `idgen_persist_interval` (and asserts the persisted value is a multiple of the step it runs
+/// with), and a reopened database continues two steps above the last persisted value. Opening the
+/// new database (counter 0) once with a step that is a multiple of sled's default and at least half
+/// of `max_run`, and taking one id, persists twice that step; every later open, with the default
+/// step, continues above it.
+fn advance_run_ids(path: &Path, max_run: u64) -> Result<(), StoreError> {
+    let step = (max_run / 2 / SLED_ID_STEP + 1) * SLED_ID_STEP;
+    let config = sled::Config::new().path(path).idgen_persist_interval(step);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let db = loop {
+        match config.open() {
+            Ok(db) => break db,
+            // sled releases the import's lock from its background threads, shortly after the
+            // store was dropped.
+            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                if Instant::now() >= deadline {
+                    return Err(StoreError::Locked {
+                        path: path.to_owned(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(other) => return Err(backend(other)),
+        }
+    };
+    db.generate_id().map_err(backend)?;
+    db.flush().map_err(backend)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn escape(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
+    })
+}
+
+/// An error and its sources, joined by `: `.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Revision;
+    use crate::{DocId, StepError};
+    use proptest::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    struct Note {
+        text: String,
+    }
+
+    impl crate::Schema for Note {
+        const COLLECTION: &'static str = "notes";
+        const VERSION: u32 = 1;
+        type Previous = Self;
+        fn upgrade(previous: Self) -> Result<Self, StepError> {
+            Ok(previous)
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    struct TaskV1 {
+        title: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    struct TaskV2 {
+        title: String,
+        done: bool,
+    }
+
+    impl crate::Schema for TaskV1 {
+        const COLLECTION: &'static str = "tasks";
+        const VERSION: u32 = 1;
+        type Previous = Self;
+        fn upgrade(previous: Self) -> Result<Self, StepError> {
+            Ok(previous)
+        }
+    }
+
+    /// Titles starting with `fail` do not migrate.
+    impl crate::Schema for TaskV2 {
+        const COLLECTION: &'static str = "tasks";
+        const VERSION: u32 = 2;
+        type Previous = TaskV1;
+        fn upgrade(previous: TaskV1) -> Result<Self, StepError> {
+            if previous.title.starts_with("fail") {
+                return Err(StepError::new("deliberate failure"));
+            }
+            Ok(TaskV2 {
+                title: previous.title,
+                done: false,
+            })
+        }
+    }
+
+    fn note(text: &str) -> Note {
+        Note { text: text.into() }
+    }
+
+    /// A store with notes (one updated, one removed) and tasks at version 1.
+    fn populate(store: &Store) -> (Vec<DocId>, Vec<DocId>) {
+        let notes = store.collection::<Note>().unwrap();
+        let ids = notes
+            .insert_many(&[note("a"), note("b"), note("c")])
+            .unwrap();
+        notes.update(&ids[0], &note("a2")).unwrap();
+        notes.remove(&ids[1]).unwrap();
+        let tasks = store.collection::<TaskV1>().unwrap();
+        let task_ids = ["ok 1", "ok 2", "fail 3"]
+            .iter()
+            .map(|title| {
+                tasks
+                    .insert(&TaskV1 {
+                        title: (*title).into(),
+                    })
+                    .unwrap()
+            })
+            .collect();
+        (ids, task_ids)
+    }
+
+    /// A store at `dir` whose tasks were migrated to version 2 (one failed), closed again.
+    fn migrated_store(dir: &Path) -> (Vec<DocId>, Vec<DocId>) {
+        let ids = {
+            let store = Store::open(dir).unwrap();
+            populate(&store)
+        };
+        let store = Store::open(dir).unwrap();
+        let tasks = store.collection::<TaskV2>().unwrap();
+        let report = tasks.migrate().execute().unwrap();
+        assert_eq!((report.migrated, report.failed), (2, 1));
+        ids
+    }
+
+    fn tree(store: &Store, name: &str) -> sled::Tree {
+        store.inner().db.open_tree(format!("c/{name}")).unwrap()
+    }
+
+    fn kinds(report: &VerifyReport) -> Vec<&'static str> {
+        report
+            .problems
+            .iter()
+            .map(|problem| match problem {
+                Problem::MalformedKey { .. } => "malformed_key",
+                Problem::MalformedHead { .. } => "malformed_head",
+                Problem::CorruptRevision { .. } => "corrupt_revision",
+                Problem::MissingRevisions { .. } => "missing_revisions",
+                Problem::RevisionsWithoutHead { .. } => "revisions_without_head",
+                Problem::HeadNotLast { .. } => "head_not_last",
+                Problem::HeadStateMismatch { .. } => "head_state_mismatch",
+                Problem::CounterMismatch { .. } => "counter_mismatch",
+                Problem::MalformedCounter { .. } => "malformed_counter",
+                Problem::StaleFailure { .. } => "stale_failure",
+                Problem::InvalidCursor { .. } => "invalid_cursor",
+                Problem::CorruptMeta { .. } => "corrupt_meta",
+                Problem::CorruptLedger { .. } => "corrupt_ledger",
+                Problem::UnregisteredCollection { .. } => "unregistered_collection",
+                Problem::IncompleteImport => "incomplete_import",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_good_store_verifies_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        migrated_store(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        let mut seen = Vec::new();
+        let report = store.verify_with_progress(|done| seen.push(done)).unwrap();
+        assert!(report.is_ok(), "{:#?}", report.problems);
+        assert_eq!(report.collections, 2);
+        assert_eq!(report.documents, 6);
+        // notes: 2 + 2 + 1 revisions; tasks: 2 + 2 + 1.
+        assert_eq!(report.revisions, 10);
+        assert_eq!(seen.last(), Some(&6));
+        assert!(!store.repair_counters().unwrap().changed_anything());
+    }
+
+    #[test]
+    fn stats_read_the_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        migrated_store(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        let stats = store.stats().unwrap();
+        let names: Vec<_> = stats.collections.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["notes", "tasks"]);
+        let tasks = &stats.collections[1];
+        assert_eq!(tasks.newest_version, 2);
+        assert_eq!(tasks.live, BTreeMap::from([(1, 1), (2, 2)]));
+        assert_eq!(tasks.failed, BTreeMap::from([(1, 1)]));
+        assert_eq!(stats.collections[0].removed, 1);
+        assert_eq!(stats.collections[0].documents(), 2);
+        assert!(stats.size_on_disk > 0);
+    }
+
+    // One damage per kind of problem, then one assertion per kind.
+    #[allow(clippy::too_many_lines)]
+    #[test]
+    fn verify_finds_every_kind_of_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let (notes, tasks) = migrated_store(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        let n = tree(&store, "notes");
+        let t = tree(&store, "tasks");
+        let rev = |id: &str, r: u64| keys::revision(id, Revision::new(r).unwrap());
+
+        // notes[0] has revisions 1 and 2: lose revision 1.
+        n.remove(rev(&notes[0], 1)).unwrap();
+        // notes[2] has revision 1: flip a byte of it.
+        let mut bytes = n.get(rev(&notes[2], 1)).unwrap().unwrap().to_vec();
+        bytes[3] ^= 0x40;
+        n.insert(rev(&notes[2], 1), bytes).unwrap();
+        // Revisions of a document without a head.
+        let good = n.get(rev(&notes[0], 2)).unwrap().unwrap();
+        n.insert(rev("ghost", 1), good.clone()).unwrap();
+        // A counter that disagrees, and one that does not decode.
+        n.insert(Counter::Live(1).key(), &7u64.to_be_bytes()[..])
+            .unwrap();
+        n.insert(Counter::Removed.key(), &[1u8, 2][..]).unwrap();
+        // A key outside every key space, and a malformed revision key.
+        n.insert(b"zzz", &b"?"[..]).unwrap();
+        n.insert(b"r-no-terminator", &b"?"[..]).unwrap();
+
+        // tasks[0] is at revision 2 (migrated): its head claims revision 3, then tasks[1]'s
+        // head claims version 1 where revision 2 is at version 2.
+        let head = |revision: u64, version: u32| Head {
+            revision: Revision::new(revision).unwrap(),
+            version,
+            removed: false,
+        };
+        t.insert(keys::head(&tasks[0]), &head(3, 2).encode()[..])
+            .unwrap();
+        t.insert(keys::head(&tasks[1]), &head(2, 1).encode()[..])
+            .unwrap();
+        // A head that does not decode.
+        t.insert(keys::head("broken"), &[9u8; 4][..]).unwrap();
+        // The failed task's failure record made stale: it now names revision 9.
+        let failure = FailureRecord {
+            revision: 9,
+            version: 1,
+            class: "step".into(),
+            error: "x".into(),
+            run: 1,
+        };
+        t.insert(
+            keys::failure(&tasks[2]),
+            record::encode_payload(&failure).unwrap(),
+        )
+        .unwrap();
+        // A cursor that is not an id.
+        t.insert(keys::cursor(2), &b"a\0b"[..]).unwrap();
+
+        // A broken `_meta` record, a broken ledger record, a stray collection tree, and the
+        // import marker.
+        store.inner().meta.insert("tasks", &[0xc1u8][..]).unwrap();
+        let ledger = store.inner().db.open_tree(LEDGER_TREE).unwrap();
+        let (key, _) = ledger.first().unwrap().unwrap();
+        ledger.insert(key, &[0x92u8][..]).unwrap();
+        ledger.insert(b"short", &[0x90u8][..]).unwrap();
+        store
+            .inner()
+            .db
+            .open_tree("c/stray")
+            .unwrap()
+            .insert(b"zz", &b""[..])
+            .unwrap();
+        store.inner().db.insert(IMPORT_MARKER, &[][..]).unwrap();
+
+        let report = store.verify().unwrap();
+        let mut found = kinds(&report);
+        found.sort_unstable();
+        found.dedup();
+        assert_eq!(
+            found,
+            [
+                "corrupt_ledger",
+                "corrupt_meta",
+                "corrupt_revision",
+                "counter_mismatch",
+                "head_not_last",
+                "head_state_mismatch",
+                "incomplete_import",
+                "invalid_cursor",
+                "malformed_counter",
+                "malformed_head",
+                "malformed_key",
+                "missing_revisions",
+                "revisions_without_head",
+                "stale_failure",
+                "unregistered_collection",
+            ],
+            "{:#?}",
+            report.problems
+        );
+        assert_eq!(report.problem_count, report.problems.len() as u64);
+        assert!(report.problems.contains(&Problem::MissingRevisions {
+            collection: "notes".into(),
+            id: notes[0].to_string(),
+            from: 1,
+            to: 1,
+        }));
+        assert!(report.problems.contains(&Problem::CounterMismatch {
+            collection: "notes".into(),
+            counter: CounterKind::Live { version: 1 },
+            stored: 7,
+            actual: 2,
+        }));
+        assert!(report.problems.contains(&Problem::HeadNotLast {
+            collection: "tasks".into(),
+            id: tasks[0].to_string(),
+            head: 3,
+            last: Some(2),
+        }));
+        assert!(report.problems.contains(&Problem::HeadStateMismatch {
+            collection: "tasks".into(),
+            id: tasks[1].to_string(),
+            revision: 2,
+            head: Some(1),
+            stored: Some(2),
+        }));
+        for problem in &report.problems {
+            assert!(!problem.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn repair_recomputes_counters_and_drops_stale_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, tasks) = migrated_store(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        let t = tree(&store, "tasks");
+        t.insert(Counter::Live(2).key(), &40u64.to_be_bytes()[..])
+            .unwrap();
+        t.insert(Counter::Failed(5).key(), &3u64.to_be_bytes()[..])
+            .unwrap();
+        let failure = FailureRecord {
+            revision: 9,
+            version: 1,
+            class: "step".into(),
+            error: "x".into(),
+            run: 1,
+        };
+        t.insert(
+            keys::failure(&tasks[2]),
+            record::encode_payload(&failure).unwrap(),
+        )
+        .unwrap();
+        let report = store.verify().unwrap();
+        assert!(!report.is_ok());
+        assert!(report.problems.iter().all(Problem::is_repairable));
+
+        let repair = store.repair_counters().unwrap();
+        assert_eq!(repair.stale_failures_removed, 1);
+        let mut changed: Vec<_> = repair
+            .counters
+            .iter()
+            .map(|c| (c.counter, c.before, c.after))
+            .collect();
+        changed.sort_unstable();
+        assert_eq!(
+            changed,
+            [
+                (CounterKind::Live { version: 2 }, 40, 2),
+                (CounterKind::Failed { version: 1 }, 1, 0),
+                (CounterKind::Failed { version: 5 }, 3, 0),
+            ]
+        );
+        assert!(store.verify().unwrap().is_ok());
+        // The in-memory counters follow: the collection reports the repaired counts.
+        let raw = store.raw_collection("tasks").unwrap();
+        assert_eq!(raw.count_by_version(), BTreeMap::from([(1, 1), (2, 2)]));
+        // The failed document is pending again.
+        let stats = store.stats().unwrap();
+        assert!(stats.collections[1].failed.is_empty());
+    }
+
+    #[test]
+    fn a_malformed_counter_is_verified_and_repaired_without_opening_the_collection() {
+        let dir = tempfile::tempdir().unwrap();
+        migrated_store(dir.path());
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("c/notes")
+                .unwrap()
+                .insert(Counter::Live(1).key(), &[1u8][..])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert!(matches!(
+            store.raw_collection("notes"),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let report = store.verify().unwrap();
+        assert!(kinds(&report).contains(&"malformed_counter"), "{report:#?}");
+        let repair = store.repair_counters().unwrap();
+        assert_eq!(repair.malformed_counters_removed, 1);
+        assert!(store.verify().unwrap().is_ok());
+        let raw = store.raw_collection("notes").unwrap();
+        assert_eq!(raw.count_by_version(), BTreeMap::from([(1, 2)]));
+    }
+
+    type Trees = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
+
+    fn all_trees(store: &Store) -> Trees {
+        let db = &store.inner().db;
+        db.tree_names()
+            .into_iter()
+            .map(|name| {
+                let tree = if &name[..] == DEFAULT_TREE {
+                    (**db).clone()
+                } else {
+                    db.open_tree(&name).unwrap()
+                };
+                let entries: Vec<_> = tree
+                    .iter()
+                    .map(|entry| {
+                        let (k, v) = entry.unwrap();
+                        (k.to_vec(), v.to_vec())
+                    })
+                    .collect();
+                (name.to_vec(), entries)
+            })
+            .filter(|(_, entries)| !entries.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn export_then_import_restores_every_key_and_run_ids_stay_ahead() {
+        let source_dir = tempfile::tempdir().unwrap();
+        migrated_store(source_dir.path());
+        let source = Store::open(source_dir.path()).unwrap();
+        let mut backup = Vec::new();
+        let exported = source.export(&mut backup, |_| {}).unwrap();
+        assert_eq!(exported.bytes, backup.len() as u64);
+
+        let target_dir = tempfile::tempdir().unwrap();
+        let mut seen = Vec::new();
+        let imported = Store::import(target_dir.path(), &backup[..], |n| seen.push(n)).unwrap();
+        assert_eq!(imported, exported);
+        assert_eq!(seen.last(), Some(&exported.entries));
+
+        let target = Store::open(target_dir.path()).unwrap();
+        assert_eq!(all_trees(&source), all_trees(&target));
+        assert!(target.verify().unwrap().is_ok());
+        let mut again = Vec::new();
+        let _ = target.export(&mut again, |_| {}).unwrap();
+        assert_eq!(again, backup);
+
+        let max_run = source
+            .raw_collection("tasks")
+            .unwrap()
+            .runs()
+            .unwrap()
+            .iter()
+            .map(|run| run.id)
+            .max()
+            .unwrap();
+        assert!(target.next_run_id().unwrap() > max_run);
+        drop(target);
+        // And after another reopen.
+        let target = Store::open(target_dir.path()).unwrap();
+        assert!(target.next_run_id().unwrap() > max_run);
+    }
+
+    #[test]
+    fn import_into_an_empty_store_opened_before_keeps_run_ids_ahead() {
+        let source_dir = tempfile::tempdir().unwrap();
+        migrated_store(source_dir.path());
+        let source = Store::open(source_dir.path()).unwrap();
+        let mut backup = Vec::new();
+        let _ = source.export(&mut backup, |_| {}).unwrap();
+        let max_run = source
+            .raw_collection("tasks")
+            .unwrap()
+            .runs()
+            .unwrap()
+            .iter()
+            .map(|run| run.id)
+            .max()
+            .unwrap();
+
+        let target_dir = tempfile::tempdir().unwrap();
+        drop(Store::open(target_dir.path()).unwrap());
+        let _ = Store::import(target_dir.path(), &backup[..], |_| {}).unwrap();
+        for _ in 0..2 {
+            let target = Store::open(target_dir.path()).unwrap();
+            assert!(target.next_run_id().unwrap() > max_run);
+            assert!(target.verify().unwrap().is_ok());
+        }
+    }
+
+    #[test]
+    fn import_refuses_a_store_with_data() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            populate(&store);
+        }
+        let source = Store::temporary().unwrap();
+        let mut backup = Vec::new();
+        let _ = source.export(&mut backup, |_| {}).unwrap();
+        let error = Store::import(dir.path(), &backup[..], |_| {}).unwrap_err();
+        assert!(matches!(error, BackupError::NotEmpty { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn a_damaged_backup_is_refused_and_the_store_left_empty() {
+        let source = Store::temporary().unwrap();
+        populate(&source);
+        let mut backup = Vec::new();
+        let _ = source.export(&mut backup, |_| {}).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut damaged = backup.clone();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0x01;
+        assert!(Store::import(dir.path(), &damaged[..], |_| {}).is_err());
+        // Left empty: the intact backup still imports.
+        let _ = Store::import(dir.path(), &backup[..], |_| {}).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.verify().unwrap().is_ok());
+        assert_eq!(store.collection_names().unwrap(), ["notes", "tasks"]);
+    }
+
+    fn parse(bytes: &[u8]) -> Result<(BackupSummary, Vec<Frame>), BackupError> {
+        let mut frames = Vec::new();
+        let summary = read_backup(
+            bytes,
+            &mut |frame| {
+                frames.push(frame);
+                Ok(())
+            },
+            &mut |_| {},
+        )?;
+        Ok((summary, frames))
+    }
+
+    #[test]
+    fn every_truncation_and_flipped_bit_of_a_backup_is_an_error() {
+        let source = Store::temporary().unwrap();
+        populate(&source);
+        let mut backup = Vec::new();
+        let _ = source.export(&mut backup, |_| {}).unwrap();
+        let (summary, frames) = parse(&backup).unwrap();
+        assert_eq!(summary.entries + summary.trees, frames.len() as u64);
+        for len in 0..backup.len() {
+            assert!(parse(&backup[..len]).is_err(), "truncated to {len}");
+        }
+        for i in 0..backup.len() {
+            for bit in [0x01, 0x80] {
+                let mut damaged = backup.clone();
+                damaged[i] ^= bit;
+                assert!(parse(&damaged).is_err(), "byte {i} bit {bit:#x}");
+            }
+        }
+        let mut longer = backup.clone();
+        longer.push(0);
+        assert!(matches!(parse(&longer), Err(BackupError::Corrupt { .. })));
+        assert!(matches!(parse(b"hello"), Err(BackupError::NotABackup)));
+        let mut future = backup.clone();
+        future[8..12].copy_from_slice(&2u32.to_be_bytes());
+        assert!(matches!(
+            parse(&future),
+            Err(BackupError::UnsupportedFormat { format: 2 })
+        ));
+    }
+
+    #[test]
+    fn a_huge_length_does_not_allocate_it() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&FORMAT.to_be_bytes());
+        bytes.push(FRAME_TREE);
+        bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+        bytes.extend_from_slice(b"short");
+        assert!(matches!(parse(&bytes), Err(BackupError::Truncated { .. })));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        #[test]
+        fn verify_never_panics_on_arbitrary_keys_and_values(
+            entries in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        Just(b'h'), Just(b'r'), Just(b'c'), Just(b'f'), Just(b'm'), any::<u8>()
+                    ],
+                    proptest::collection::vec(any::<u8>(), 0..24),
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                ),
+                0..24,
+            )
+        ) {
+            let store = Store::temporary().unwrap();
+            populate(&store);
+            let t = tree(&store, "notes");
+            for (space, rest, value) in entries {
+                let mut key = vec![space];
+                key.extend(rest);
+                t.insert(key, value).unwrap();
+            }
+            let report = store.verify().unwrap();
+            let _ = store.repair_counters().unwrap();
+            let after = store.verify().unwrap();
+            prop_assert!(after.problems.iter().all(|p| !p.is_repairable()), "{:#?} then {:#?}", report, after);
+        }
+    }
+}

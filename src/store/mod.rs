@@ -25,6 +25,10 @@ use parking_lot::Mutex;
 pub use self::collection::{Collection, Document, Iter, RawCollection, RawRevision, RevisionInfo};
 pub use self::error::{BackendError, StoreError};
 pub(crate) use self::keys::Head;
+pub use self::maintenance::{
+    BackupError, BackupSummary, CollectionStats, CounterChange, CounterKind, Problem, RepairReport,
+    StoreStats, VerifyReport, MAX_REPORTED_PROBLEMS,
+};
 pub(crate) use self::migration::{Action, ChunkItem, FailureRecord, Outcome};
 pub use self::registry::{SchemaEvent, SchemaRecord};
 

@@ -1,0 +1,677 @@
+//! The typed migration commands: an application registers its collections, and gets `migrate
+//! status|test|execute|revert|runs` in its own binary.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use super::format::{progress_bar, seconds, write_json, write_runs};
+use super::Status;
+use crate::{
+    Collection, MigrationError, MigrationReport, Pending, RevertReport, RunRecord, Schema, Store,
+    StoreError,
+};
+
+/// How many runs `migrate status` lists per collection.
+const STATUS_RUNS: usize = 5;
+
+/// Parses the process's arguments as `migrate …` commands over the collections `register` adds,
+/// runs the command, prints its output, and returns the exit code. Never exits the process.
+///
+/// ```no_run
+/// # use revolve::{Schema, Store};
+/// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, Schema)]
+/// # #[schema(collection = "issues", version = 1)]
+/// # struct Issue { title: String }
+/// # fn main() -> Result<std::process::ExitCode, revolve::StoreError> {
+/// let store = Store::open("data/app.revolve")?;
+/// Ok(revolve::cli::run(&store, |r| r.collection::<Issue>()))
+/// # }
+/// ```
+#[must_use]
+pub fn run(store: &Store, register: impl FnOnce(Migrations) -> Migrations) -> ExitCode {
+    register(Migrations::new(store)).run()
+}
+
+/// The `migrate` command line.
+#[derive(Debug, Parser)]
+#[command(about = "Schema migrations of this program's collections")]
+struct Cli {
+    #[command(subcommand)]
+    top: Top,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Top {
+    /// Migrate documents to their collection's latest version, and look at past runs.
+    Migrate(MigrateArgs),
+}
+
+/// The arguments of `migrate`: embed them in an application's own clap parser
+/// (`Migrate(revolve::cli::MigrateArgs)`) and run them with [`Migrations::execute`].
+#[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
+pub struct MigrateArgs {
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: MigrateCommand,
+}
+
+/// One `migrate` command.
+#[derive(Debug, Clone, clap::Subcommand)]
+#[non_exhaustive]
+pub enum MigrateCommand {
+    /// Documents per version, what is pending, and the last runs.
+    Status {
+        /// One collection; every registered one by default.
+        collection: Option<String>,
+    },
+    /// A dry run: run every step and validate its output, write nothing.
+    Test {
+        /// One collection; every registered one by default.
+        collection: Option<String>,
+        /// Take at most this many documents per collection.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Worker threads; the machine's parallelism by default.
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Migrate documents to the latest version, as new revisions.
+    Execute {
+        /// One collection; every registered one by default.
+        collection: Option<String>,
+        /// Take at most this many documents per collection; run again to continue.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Worker threads; the machine's parallelism by default.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Also take documents whose migration failed before.
+        #[arg(long)]
+        retry_failed: bool,
+    },
+    /// Revert a migration run: documents it migrated get their old content back.
+    Revert {
+        /// The run's id, as `status` and `runs` list it.
+        run: u64,
+    },
+    /// The ledger of runs, newest first.
+    Runs {
+        /// One collection; every registered one by default.
+        collection: Option<String>,
+    },
+}
+
+/// An error of a `migrate` command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// No collection was registered.
+    #[error("no collection is registered; register each with `Migrations::collection`")]
+    NoCollections,
+    /// The command named a collection that was not registered.
+    #[error("no collection `{name}` is registered (registered: {})", known.join(", "))]
+    UnknownCollection {
+        /// The name given.
+        name: String,
+        /// The registered names.
+        known: Vec<String>,
+    },
+    /// No registered collection's ledger has the run.
+    #[error("no run {run} in the ledger of any registered collection")]
+    UnknownRun {
+        /// The run given.
+        run: u64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A migration, revert or ledger read failed.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    /// The output could not be written.
+    #[error("cannot write the output")]
+    Output(#[from] io::Error),
+}
+
+impl CommandError {
+    /// The status a command that failed with this error ends with.
+    #[must_use]
+    pub fn status(&self) -> Status {
+        match self {
+            CommandError::Store(error) | CommandError::Migration(MigrationError::Store(error)) => {
+                Status::from_store_error(error)
+            }
+            _ => Status::Error,
+        }
+    }
+}
+
+/// The collections an application's `migrate` commands work on.
+///
+/// ```no_run
+/// # use revolve::{Schema, Store};
+/// # use revolve::cli::{Migrations, Status};
+/// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, Schema)]
+/// # #[schema(collection = "issues", version = 1)]
+/// # struct Issue { title: String }
+/// # let store = Store::temporary()?;
+/// let migrations = Migrations::new(&store).collection::<Issue>();
+/// let mut out = Vec::new();
+/// let mut err = Vec::new();
+/// let status = migrations.run_with(["app", "migrate", "status", "--json"], &mut out, &mut err);
+/// assert_eq!(status, Status::Success);
+/// # Ok::<(), revolve::StoreError>(())
+/// ```
+#[must_use]
+pub struct Migrations {
+    store: Store,
+    collections: Vec<Registered>,
+}
+
+struct Registered {
+    name: &'static str,
+    open: fn(&Store) -> Result<Box<dyn Target>, StoreError>,
+}
+
+impl fmt::Debug for Migrations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Migrations")
+            .field("store", &self.store)
+            .field(
+                "collections",
+                &self.collections.iter().map(|c| c.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Migrations {
+    /// No collections yet, over `store`.
+    pub fn new(store: &Store) -> Self {
+        Self {
+            store: store.clone(),
+            collections: Vec::new(),
+        }
+    }
+
+    /// Adds the collection whose latest version is `T`. Opened when a command needs it; a second
+    /// registration of the same collection replaces the first.
+    pub fn collection<T: Schema>(mut self) -> Self {
+        self.collections.retain(|c| c.name != T::COLLECTION);
+        self.collections.push(Registered {
+            name: T::COLLECTION,
+            open: open::<T>,
+        });
+        self
+    }
+
+    /// Runs the command the process's arguments give; see [`run_with`](Self::run_with).
+    #[must_use]
+    pub fn run(&self) -> ExitCode {
+        self.run_from(std::env::args_os())
+    }
+
+    /// Runs the command `args` give (the program name first), printing to standard output and
+    /// standard error; see [`run_with`](Self::run_with).
+    #[must_use]
+    pub fn run_from<I, A>(&self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<OsString> + Clone,
+    {
+        let mut out = io::stdout().lock();
+        let mut err = io::stderr().lock();
+        self.run_with(args, &mut out, &mut err).into()
+    }
+
+    /// Parses `args` (the program name first, then `migrate …`), runs the command, and writes
+    /// its output (and `--help`) to `out`, errors and usage mistakes to `err`.
+    #[must_use]
+    pub fn run_with<I, A>(&self, args: I, out: &mut dyn Write, err: &mut dyn Write) -> Status
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<OsString> + Clone,
+    {
+        let cli = match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(error) => {
+                let text = error.render().to_string();
+                return if error.use_stderr() {
+                    let _ = write!(err, "{text}");
+                    Status::Usage
+                } else {
+                    let _ = write!(out, "{text}");
+                    Status::Success
+                };
+            }
+        };
+        let Top::Migrate(args) = cli.top;
+        match self.execute(&args, out) {
+            Ok(status) => status,
+            Err(error) => {
+                let _ = writeln!(err, "error: {}", error_chain(&error));
+                error.status()
+            }
+        }
+    }
+
+    /// Runs a parsed `migrate` command, writing its output to `out`. Returns
+    /// [`Status::Problems`] when a run or dry run had failed documents.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::NoCollections`], [`CommandError::UnknownCollection`] and
+    /// [`CommandError::UnknownRun`] for what the command names; [`CommandError::Store`] and
+    /// [`CommandError::Migration`] when the store or a run fails; [`CommandError::Output`] when
+    /// `out` cannot be written.
+    pub fn execute(&self, args: &MigrateArgs, out: &mut dyn Write) -> Result<Status, CommandError> {
+        match &args.command {
+            MigrateCommand::Status { collection } => {
+                let targets = self.targets(collection.as_deref())?;
+                Self::status(&targets, args.json, out)
+            }
+            MigrateCommand::Test {
+                collection,
+                limit,
+                threads,
+            } => {
+                let options = RunOptions {
+                    dry_run: true,
+                    limit: *limit,
+                    threads: *threads,
+                    retry_failed: false,
+                };
+                let targets = self.targets(collection.as_deref())?;
+                migrate(&targets, &options, args.json, out)
+            }
+            MigrateCommand::Execute {
+                collection,
+                limit,
+                threads,
+                retry_failed,
+            } => {
+                let options = RunOptions {
+                    dry_run: false,
+                    limit: *limit,
+                    threads: *threads,
+                    retry_failed: *retry_failed,
+                };
+                let targets = self.targets(collection.as_deref())?;
+                migrate(&targets, &options, args.json, out)
+            }
+            MigrateCommand::Revert { run } => {
+                let targets = self.targets(None)?;
+                revert(&targets, *run, args.json, out)
+            }
+            MigrateCommand::Runs { collection } => {
+                let targets = self.targets(collection.as_deref())?;
+                let mut runs = Vec::new();
+                for target in &targets {
+                    runs.extend(target.runs(usize::MAX)?);
+                }
+                runs.sort_by_key(|run| std::cmp::Reverse(run.id));
+                if args.json {
+                    write_json(out, &RunsOutput { runs: &runs })?;
+                } else if runs.is_empty() {
+                    writeln!(out, "no runs")?;
+                } else {
+                    write_runs(out, &runs)?;
+                }
+                Ok(Status::Success)
+            }
+        }
+    }
+
+    /// The registered collections `name` selects (all of them for `None`), opened.
+    fn targets(&self, name: Option<&str>) -> Result<Vec<Box<dyn Target>>, CommandError> {
+        if self.collections.is_empty() {
+            return Err(CommandError::NoCollections);
+        }
+        let selected: Vec<&Registered> = match name {
+            None => self.collections.iter().collect(),
+            Some(name) => match self.collections.iter().find(|c| c.name == name) {
+                Some(found) => vec![found],
+                None => {
+                    return Err(CommandError::UnknownCollection {
+                        name: name.to_owned(),
+                        known: self.collections.iter().map(|c| c.name.to_owned()).collect(),
+                    })
+                }
+            },
+        };
+        selected
+            .into_iter()
+            .map(|registered| (registered.open)(&self.store).map_err(CommandError::from))
+            .collect()
+    }
+
+    fn status(
+        targets: &[Box<dyn Target>],
+        json: bool,
+        out: &mut dyn Write,
+    ) -> Result<Status, CommandError> {
+        let mut collections = Vec::new();
+        for target in targets {
+            let pending = target.pending();
+            collections.push(CollectionStatus {
+                collection: target.name().to_owned(),
+                latest_version: target.latest(),
+                count_by_version: target.count_by_version(),
+                removed: target.removed(),
+                migratable: pending.migratable(),
+                failed: pending.failed(),
+                pending,
+                runs: target.runs(STATUS_RUNS)?,
+            });
+        }
+        if json {
+            write_json(out, &StatusOutput { collections })?;
+            return Ok(Status::Success);
+        }
+        for status in &collections {
+            writeln!(
+                out,
+                "{}: latest version {}",
+                status.collection, status.latest_version
+            )?;
+            for (version, count) in &status.count_by_version {
+                match status.pending.by_version.get(version) {
+                    Some(pending) => writeln!(
+                        out,
+                        "  version {version}: {count} documents ({} to migrate, {} failed)",
+                        pending.migratable, pending.failed
+                    )?,
+                    None => writeln!(out, "  version {version}: {count} documents")?,
+                }
+            }
+            writeln!(out, "  removed: {}", status.removed)?;
+            writeln!(
+                out,
+                "  pending: {} to migrate, {} failed",
+                status.migratable, status.failed
+            )?;
+            if status.runs.is_empty() {
+                writeln!(out, "  no runs")?;
+            } else {
+                writeln!(out, "  last runs:")?;
+                write_runs(out, &status.runs)?;
+            }
+        }
+        Ok(Status::Success)
+    }
+}
+
+fn migrate(
+    targets: &[Box<dyn Target>],
+    options: &RunOptions,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Status, CommandError> {
+    let mut reports = Vec::new();
+    for target in targets {
+        let bar = progress_bar(None, "documents");
+        let report = target.migrate(options, &bar);
+        bar.finish_and_clear();
+        reports.push(CollectionReport {
+            collection: target.name().to_owned(),
+            report: report?,
+        });
+    }
+    let failed = reports.iter().any(|r| r.report.failed > 0);
+    if json {
+        write_json(
+            out,
+            &ReportsOutput {
+                collections: &reports,
+            },
+        )?;
+    } else {
+        for CollectionReport { collection, report } in &reports {
+            write_report(out, collection, report)?;
+        }
+    }
+    Ok(if failed {
+        Status::Problems
+    } else {
+        Status::Success
+    })
+}
+
+fn write_report(out: &mut dyn Write, collection: &str, report: &MigrationReport) -> io::Result<()> {
+    let Some(run) = report.run_id else {
+        return writeln!(
+            out,
+            "{collection}: nothing to migrate to version {}",
+            report.to_version
+        );
+    };
+    let (what, migrated, failed) = if report.dry_run {
+        (format!("dry run {run}"), "would migrate", "would fail")
+    } else {
+        (format!("run {run}"), "migrated", "failed")
+    };
+    writeln!(
+        out,
+        "{collection}: {what} to version {}: {} scanned, {} {migrated}, {} {failed}, {} skipped, {} remaining{} ({})",
+        report.to_version,
+        report.scanned,
+        report.migrated,
+        report.failed,
+        report.skipped,
+        report.remaining,
+        if report.cancelled { ", cancelled" } else { "" },
+        seconds(report.elapsed)
+    )?;
+    for failure in &report.failures {
+        writeln!(
+            out,
+            "  {failed} {} revision {} at version {} ({}): {}",
+            failure.id, failure.revision, failure.from_version, failure.class, failure.error
+        )?;
+    }
+    let listed = report.failures.len() as u64;
+    if report.failed > listed {
+        writeln!(out, "  … and {} more", report.failed - listed)?;
+    }
+    Ok(())
+}
+
+fn revert(
+    targets: &[Box<dyn Target>],
+    run: u64,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Status, CommandError> {
+    let mut owner = None;
+    for target in targets {
+        if target.run_record(run)?.is_some() {
+            owner = Some(target);
+            break;
+        }
+    }
+    let target = owner.ok_or(CommandError::UnknownRun { run })?;
+    let bar = progress_bar(None, "reverting");
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let report = target.revert(run);
+    bar.finish_and_clear();
+    let report = report?;
+    if json {
+        write_json(
+            out,
+            &RevertOutput {
+                collection: target.name(),
+                report: &report,
+            },
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{}: reverted run {} (revert {}): {} documents restored, {} changed since and left alone ({})",
+            target.name(),
+            report.reverted_run,
+            report.run_id,
+            report.reverted,
+            report.changed.len(),
+            seconds(report.elapsed)
+        )?;
+        for id in &report.changed {
+            writeln!(out, "  changed since: {id}")?;
+        }
+    }
+    Ok(Status::Success)
+}
+
+/// What `test` and `execute` ask of a migration.
+struct RunOptions {
+    dry_run: bool,
+    limit: Option<u64>,
+    threads: Option<usize>,
+    retry_failed: bool,
+}
+
+/// A registered collection, opened, with its type erased.
+trait Target {
+    fn name(&self) -> &str;
+    fn latest(&self) -> u32;
+    fn count_by_version(&self) -> BTreeMap<u32, u64>;
+    fn removed(&self) -> u64;
+    fn pending(&self) -> Pending;
+    /// Up to `limit` runs, newest first.
+    fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, MigrationError>;
+    fn run_record(&self, run: u64) -> Result<Option<RunRecord>, MigrationError>;
+    fn migrate(
+        &self,
+        options: &RunOptions,
+        bar: &ProgressBar,
+    ) -> Result<MigrationReport, MigrationError>;
+    fn revert(&self, run: u64) -> Result<RevertReport, MigrationError>;
+}
+
+fn open<T: Schema>(store: &Store) -> Result<Box<dyn Target>, StoreError> {
+    Ok(Box::new(store.collection::<T>()?))
+}
+
+impl<T: Schema> Target for Collection<T> {
+    fn name(&self) -> &str {
+        Collection::name(self)
+    }
+
+    fn latest(&self) -> u32 {
+        T::VERSION
+    }
+
+    fn count_by_version(&self) -> BTreeMap<u32, u64> {
+        Collection::count_by_version(self)
+    }
+
+    fn removed(&self) -> u64 {
+        self.removed_count()
+    }
+
+    fn pending(&self) -> Pending {
+        Collection::pending(self)
+    }
+
+    fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, MigrationError> {
+        self.runs_page(None, limit)
+    }
+
+    fn run_record(&self, run: u64) -> Result<Option<RunRecord>, MigrationError> {
+        self.run(run)
+    }
+
+    fn migrate(
+        &self,
+        options: &RunOptions,
+        bar: &ProgressBar,
+    ) -> Result<MigrationReport, MigrationError> {
+        let bar = bar.clone();
+        let mut migration = Collection::migrate(self).on_progress(move |progress| {
+            bar.set_length(progress.total);
+            bar.set_position(progress.done);
+        });
+        if let Some(limit) = options.limit {
+            migration = migration.limit(limit);
+        }
+        if let Some(threads) = options.threads {
+            migration = migration.threads(threads);
+        }
+        if options.retry_failed {
+            migration = migration.retry_failed();
+        }
+        if options.dry_run {
+            migration.dry_run()
+        } else {
+            migration.execute()
+        }
+    }
+
+    fn revert(&self, run: u64) -> Result<RevertReport, MigrationError> {
+        Collection::revert(self, run)
+    }
+}
+
+#[derive(Serialize)]
+struct CollectionStatus {
+    collection: String,
+    latest_version: u32,
+    count_by_version: BTreeMap<u32, u64>,
+    removed: u64,
+    migratable: u64,
+    failed: u64,
+    pending: Pending,
+    runs: Vec<RunRecord>,
+}
+
+#[derive(Serialize)]
+struct StatusOutput {
+    collections: Vec<CollectionStatus>,
+}
+
+#[derive(Serialize)]
+struct CollectionReport {
+    collection: String,
+    #[serde(flatten)]
+    report: MigrationReport,
+}
+
+#[derive(Serialize)]
+struct ReportsOutput<'a> {
+    collections: &'a [CollectionReport],
+}
+
+#[derive(Serialize)]
+struct RevertOutput<'a> {
+    collection: &'a str,
+    #[serde(flatten)]
+    report: &'a RevertReport,
+}
+
+#[derive(Serialize)]
+struct RunsOutput<'a> {
+    runs: &'a [RunRecord],
+}
+
+/// An error and its sources, joined by `: `.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
