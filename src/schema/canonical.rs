@@ -113,12 +113,24 @@ fn canonical(schema: &Value, defs: &Map<String, Value>, resolving: &mut Vec<Stri
                     "const" | "default" => value.clone(),
                     "required" | "enum" => sorted(value.clone()),
                     "oneOf" | "anyOf" => match value {
-                        Value::Array(alternatives) => sorted(Value::Array(
-                            alternatives
-                                .iter()
-                                .map(|sub| canonical(sub, defs, resolving))
-                                .collect(),
-                        )),
+                        Value::Array(alternatives) => {
+                            let alternatives = merge_values(
+                                alternatives
+                                    .iter()
+                                    .map(|sub| canonical(sub, defs, resolving))
+                                    .collect(),
+                            );
+                            if let [single] = &alternatives[..] {
+                                // One alternative left: it is the schema itself.
+                                if let Value::Object(single) = single {
+                                    for (inner_key, inner) in single {
+                                        out.insert(inner_key.clone(), inner.clone());
+                                    }
+                                }
+                                continue;
+                            }
+                            sorted(Value::Array(alternatives))
+                        }
                         other => other.clone(),
                     },
                     _ => canonical(value, defs, resolving),
@@ -179,6 +191,47 @@ fn resolve(
         }
     }
     resolved
+}
+
+/// Merges the alternatives that only list values (`const`, or `enum`, of one type) into one
+/// `enum`: schemars writes a unit variant with a doc comment as its own `const` alternative, and
+/// without one inside a shared `enum`, which mean the same.
+fn merge_values(alternatives: Vec<Value>) -> Vec<Value> {
+    let mut merged: Vec<(Option<Value>, Vec<Value>)> = Vec::new();
+    let mut rest = Vec::new();
+    for alternative in alternatives {
+        let values = alternative.as_object().and_then(|object| {
+            if object
+                .keys()
+                .any(|key| !matches!(key.as_str(), "type" | "const" | "enum"))
+            {
+                return None;
+            }
+            match (object.get("const"), object.get("enum")) {
+                (Some(value), None) => Some((object.get("type").cloned(), vec![value.clone()])),
+                (None, Some(Value::Array(values))) => {
+                    Some((object.get("type").cloned(), values.clone()))
+                }
+                _ => None,
+            }
+        });
+        match values {
+            Some((kind, values)) => match merged.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, all)) => all.extend(values),
+                None => merged.push((kind, values)),
+            },
+            None => rest.push(alternative),
+        }
+    }
+    for (kind, values) in merged {
+        let mut object = Map::new();
+        if let Some(kind) = kind {
+            object.insert("type".to_owned(), kind);
+        }
+        object.insert("enum".to_owned(), sorted(Value::Array(values)));
+        rest.push(Value::Object(object));
+    }
+    rest
 }
 
 /// Sorts an array by each element's canonical text.

@@ -224,6 +224,21 @@ impl Comparison<'_> {
                 }
             }
         }
+        if let (Some(Value::Array(old_items)), Some(Value::Array(new_items))) =
+            (old_object.get("prefixItems"), new_object.get("prefixItems"))
+        {
+            self.compare_tuples(path, old_items, new_items);
+        }
+        if additional_refused(old_object) && !additional_refused(new_object) {
+            self.push(
+                path,
+                ChangeKind::ConstraintChanged,
+                Compatibility::Compatible,
+                Some("unknown fields refused".to_owned()),
+                None,
+                "unknown fields are now accepted",
+            );
+        }
         if additional_refused(new_object) && !additional_refused(old_object) {
             self.push(
                 path,
@@ -306,17 +321,40 @@ impl Comparison<'_> {
                 return false;
             }
         }
+        if old_types != new_types {
+            // A widened type was reported above; its range comes with it.
+            return true;
+        }
         if let (Some(old_range), Some(new_range)) = (numeric_range(old), numeric_range(new)) {
             if old_range != new_range {
                 let widened = new_range.0 <= old_range.0 && new_range.1 >= old_range.1;
-                self.push_type_change(
-                    path,
-                    old,
-                    new,
-                    widened,
-                    "the new range holds every value of the old one",
-                    "the new range is narrower: stored values may not fit",
-                );
+                if old.get("format") == new.get("format") {
+                    self.push(
+                        path,
+                        ChangeKind::ConstraintChanged,
+                        if widened {
+                            Compatibility::Compatible
+                        } else {
+                            Compatibility::Breaking
+                        },
+                        Some(format!("{} to {}", old_range.0, old_range.1)),
+                        Some(format!("{} to {}", new_range.0, new_range.1)),
+                        if widened {
+                            "the bounds were loosened"
+                        } else {
+                            "the bounds were tightened: stored values may not fit"
+                        },
+                    );
+                } else {
+                    self.push_type_change(
+                        path,
+                        old,
+                        new,
+                        widened,
+                        "the new range holds every value of the old one",
+                        "the new range is narrower: stored values may not fit",
+                    );
+                }
             }
         }
         true
@@ -426,7 +464,7 @@ impl Comparison<'_> {
                     Compatibility::Breaking,
                     Some(describe(old_field)),
                     None,
-                    "stored documents hold this field; the next write would drop it (rename it with `#[serde(alias)]` or keep it)",
+                    "stored documents hold this field and the next write would drop it; keep it, or rename it with `#[serde(alias)]`",
                 ),
             }
         }
@@ -459,7 +497,7 @@ impl Comparison<'_> {
                     Compatibility::Breaking,
                     None,
                     Some(describe(new_field)),
-                    "a new required field without a default: stored documents lack it (add `#[serde(default)]` or make it an `Option`)",
+                    "a new required field without a default: stored documents lack it; add `#[serde(default)]` or make it an `Option`",
                 );
             } else {
                 self.push(
@@ -496,12 +534,60 @@ impl Comparison<'_> {
         }
     }
 
+    fn compare_tuples(&mut self, path: &str, old: &[Value], new: &[Value]) {
+        if old.len() != new.len() {
+            self.push(
+                path,
+                ChangeKind::TypeChanged,
+                Compatibility::Breaking,
+                Some(format!("tuple of {}", old.len())),
+                Some(format!("tuple of {}", new.len())),
+                "stored tuples have another length",
+            );
+            return;
+        }
+        for (i, (old_item, new_item)) in old.iter().zip(new).enumerate() {
+            self.compare(&format!("{path}/{i}"), old_item, new_item);
+        }
+    }
+
     fn compare_unions(&mut self, path: &str, old: &[Value], new: &[Value]) {
-        let old_keyed = keyed(old);
-        let new_keyed = keyed(new);
+        let mut old_keyed = keyed(old);
+        let mut new_keyed = keyed(new);
+        // One alternative of the old union meets none, and one of the new meets none, and neither
+        // is a tagged variant: the same alternative retyped (`Option<String>` -> `Option<u32>`).
+        let unmatched = |these: &BTreeMap<String, Value>, those: &BTreeMap<String, Value>| {
+            let keys: Vec<String> = these
+                .keys()
+                .filter(|key| !those.contains_key(*key) && key.as_str() != "null")
+                .cloned()
+                .collect();
+            match &keys[..] {
+                [key] if !key.starts_with("variant ") => Some(key.clone()),
+                _ => None,
+            }
+        };
+        if let (Some(old_key), Some(new_key)) = (
+            unmatched(&old_keyed, &new_keyed),
+            unmatched(&new_keyed, &old_keyed),
+        ) {
+            if let (Some(old_alternative), Some(new_alternative)) =
+                (old_keyed.remove(&old_key), new_keyed.remove(&new_key))
+            {
+                self.compare(path, &old_alternative, &new_alternative);
+            }
+        }
         for (key, old_alternative) in &old_keyed {
             match new_keyed.get(key) {
                 Some(new_alternative) => self.compare(path, old_alternative, new_alternative),
+                None if key == "null" => self.push(
+                    path,
+                    ChangeKind::TypeChanged,
+                    Compatibility::Breaking,
+                    Some("nullable".to_owned()),
+                    Some("not nullable".to_owned()),
+                    "stored documents may hold null here",
+                ),
                 None => self.push(
                     path,
                     ChangeKind::VariantRemoved,
@@ -513,7 +599,16 @@ impl Comparison<'_> {
             }
         }
         for key in new_keyed.keys() {
-            if !old_keyed.contains_key(key) {
+            if key == "null" && !old_keyed.contains_key(key) {
+                self.push(
+                    path,
+                    ChangeKind::TypeWidened,
+                    Compatibility::Compatible,
+                    Some("not nullable".to_owned()),
+                    Some("nullable".to_owned()),
+                    "the value may now also be null",
+                );
+            } else if !old_keyed.contains_key(key) {
                 self.push(
                     path,
                     ChangeKind::VariantAdded,
@@ -533,8 +628,10 @@ impl Comparison<'_> {
         new: &Map<String, Value>,
     ) {
         let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+        // A numeric `format` is a range, compared with the type; any other is a constraint.
+        let numeric = numeric_range(old).is_some() || numeric_range(new).is_some();
         for key in keys {
-            if STRUCTURAL.contains(&key.as_str()) {
+            if STRUCTURAL.contains(&key.as_str()) && (key != "format" || numeric) {
                 continue;
             }
             let (before, after) = (old.get(key), new.get(key));
@@ -592,6 +689,10 @@ fn alternatives(schema: &Map<String, Value>) -> Vec<Value> {
             return types
                 .iter()
                 .map(|t| {
+                    if t == "null" {
+                        // Null has no keywords of its own.
+                        return Value::Object(Map::from_iter([("type".to_owned(), t.clone())]));
+                    }
                     let mut alternative = schema.clone();
                     alternative.insert("type".to_owned(), t.clone());
                     if t != "object" {
@@ -637,10 +738,18 @@ fn keyed(alternatives: &[Value]) -> BTreeMap<String, Value> {
                     required.iter().next().copied().unwrap_or_default()
                 )
             }
-            _ => types(object).map_or_else(
-                || text(alternative),
-                |types| join(&types.iter().collect::<Vec<_>>()),
+            // Internally or adjacently tagged: a required field holding one fixed value.
+            Some(properties) => tag(properties, &required).map_or_else(
+                || type_key(object, alternative),
+                |(field, value)| format!("variant {field}={value}"),
             ),
+            None => type_key(object, alternative),
+        };
+        // Two alternatives of one kind that nothing tells apart are kept apart by their text.
+        let key = if out.contains_key(&key) {
+            format!("{key} {}", text(alternative))
+        } else {
+            key
         };
         out.insert(key, alternative.clone());
     }
@@ -650,6 +759,30 @@ fn keyed(alternatives: &[Value]) -> BTreeMap<String, Value> {
         out.insert("unit variants".to_owned(), Value::Object(merged));
     }
     out
+}
+
+/// The field and value that tag an internally or adjacently tagged variant.
+fn tag(properties: &Map<String, Value>, required: &BTreeSet<&str>) -> Option<(String, String)> {
+    properties.iter().find_map(|(field, schema)| {
+        if !required.contains(field.as_str()) {
+            return None;
+        }
+        let schema = schema.as_object()?;
+        let value = match (schema.get("const"), schema.get("enum")) {
+            (Some(value), _) => value,
+            (None, Some(Value::Array(values))) if values.len() == 1 => values.first()?,
+            _ => return None,
+        };
+        Some((field.clone(), text(value)))
+    })
+}
+
+/// An alternative keyed by its type: `string`, `null`, `object`.
+fn type_key(object: &Map<String, Value>, alternative: &Value) -> String {
+    types(object).map_or_else(
+        || text(alternative),
+        |types| join(&types.iter().collect::<Vec<_>>()),
+    )
 }
 
 fn types(schema: &Map<String, Value>) -> Option<BTreeSet<String>> {

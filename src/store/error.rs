@@ -158,12 +158,14 @@ pub enum StoreError {
         source: RecordError,
     },
     /// A version's schema changed incompatibly without a new version.
-    #[error("{}", schema_changed_message(collection, *version, changes))]
+    #[error("{}", schema_changed_message(collection, *version, *latest, changes))]
     SchemaChanged {
         /// The collection.
         collection: String,
         /// The version whose schema changed.
         version: u32,
+        /// The latest version the program defines.
+        latest: u32,
         /// Every change, classified; at least one is breaking.
         changes: Vec<SchemaChange>,
     },
@@ -216,10 +218,15 @@ pub(super) fn backend(error: sled::Error) -> StoreError {
     StoreError::Backend(BackendError(error))
 }
 
-fn schema_changed_message(collection: &str, version: u32, changes: &[SchemaChange]) -> String {
+fn schema_changed_message(
+    collection: &str,
+    version: u32,
+    latest: u32,
+    changes: &[SchemaChange],
+) -> String {
     use std::fmt::Write as _;
     let mut message = format!(
-        "schema of `{collection}` version {version} changed incompatibly; stored documents may no longer read:"
+        "schema of `{collection}` version {version} changed incompatibly since it was recorded; stored documents may no longer read:"
     );
     for change in changes
         .iter()
@@ -232,7 +239,7 @@ fn schema_changed_message(collection: &str, version: u32, changes: &[SchemaChang
         };
         let _ = write!(
             message,
-            "\n  {path}: {} -> {} ({})",
+            "\n  {path}: {} -> {} — {}",
             change.old.as_deref().unwrap_or("(none)"),
             change.new.as_deref().unwrap_or("(none)"),
             change.reason
@@ -240,8 +247,8 @@ fn schema_changed_message(collection: &str, version: u32, changes: &[SchemaChang
     }
     let _ = write!(
         message,
-        "\nkeep version {version} as it was, and declare the new layout as version {} with `from` and a `step`",
-        version + 1
+        "\nto fix: put version {version} back as it was and declare the new layout as version {} with `from` and a `step`;\nor, if every stored document is known to fit: Store::builder().accept_schema_change({collection:?}, {version})",
+        latest + 1
     );
     message
 }

@@ -130,6 +130,7 @@ impl Store {
                             return Err(StoreError::SchemaChanged {
                                 collection: name.to_owned(),
                                 version: link.version,
+                                latest: T::VERSION,
                                 changes: found,
                             });
                         }

@@ -98,6 +98,7 @@ impl Case {
         self
     }
 
+    #[allow(dead_code)] // for rows of known classifier bugs; none at present
     fn bug(mut self, why: &'static str) -> Self {
         self.bug = Some(why);
         self
@@ -166,10 +167,6 @@ fn describe(changes: &[SchemaChange]) -> String {
     })
 }
 
-const OPTION_KIND: &str =
-    "kind only: `T` -> `Option<T>` is reported as a union variant (`null`) added or \
-     removed, where compat.rs documents it as a type widened/changed; the classification is right";
-
 /// Fields added, removed and retyped at the top level; widening and narrowing.
 #[allow(clippy::too_many_lines)] // a table
 fn field_rows() -> Vec<Case> {
@@ -212,8 +209,7 @@ fn field_rows() -> Vec<Case> {
             old { struct Doc { n: String } }
             new { struct Doc { n: Option<String> } }
         })
-        .compatible(&[("/n", TypeWidened), ("/n", BecameOptional)])
-        .bug(OPTION_KIND),
+        .compatible(&[("/n", TypeWidened), ("/n", BecameOptional)]),
         case("widened integer to number", rust_pair! {
             old { struct Doc { n: u32 } }
             new { struct Doc { n: f64 } }
@@ -233,14 +229,12 @@ fn field_rows() -> Vec<Case> {
             old { struct Doc { n: Option<String> } }
             new { struct Doc { n: String } }
         })
-        .breaking(&[("/n", TypeChanged), ("/n", BecameRequired)])
-        .bug(OPTION_KIND),
+        .breaking(&[("/n", TypeChanged), ("/n", BecameRequired)]),
         case("Option<String> to Option<u32>", rust_pair! {
             old { struct Doc { n: Option<String> } }
             new { struct Doc { n: Option<u32> } }
         })
-        .breaking(&[("/n", TypeChanged)])
-        .bug(OPTION_KIND),
+        .breaking(&[("/n", TypeChanged)]),
         case("Vec items changed", rust_pair! {
             old { struct Doc { tags: Vec<String> } }
             new { struct Doc { tags: Vec<u32> } }
@@ -270,8 +264,7 @@ fn field_rows() -> Vec<Case> {
             old { struct Doc { pair: (u32, String) } }
             new { struct Doc { pair: (u32, u32) } }
         })
-        .breaking(&[("/pair/1", TypeChanged)])
-        .bug("`prefixItems` is never compared: a tuple element's type change is not reported"),
+        .breaking(&[("/pair/1", TypeChanged)]),
         case("String to char", rust_pair! {
             old { struct Doc { initial: String } }
             new { struct Doc { initial: char } }
@@ -294,9 +287,6 @@ fn field_rows() -> Vec<Case> {
 #[allow(clippy::too_many_lines)] // a table
 fn enum_rows() -> Vec<Case> {
     use ChangeKind::{EnumNarrowed, EnumWidened, FieldAdded, VariantAdded, VariantRemoved};
-    const TAGGED: &str = "every object variant of a `oneOf` is keyed by its type (`object`), so \
-         internally/adjacently tagged variants overwrite each other: variants added or removed are \
-         missed or reported as changes of the tag field";
     vec![
         case("enum widened", rust_pair! {
             old { struct Doc { status: Status } enum Status { Open, Closed } }
@@ -362,8 +352,7 @@ fn enum_rows() -> Vec<Case> {
                 enum Event { Created { by: String }, Moved { to: String }, Closed { at: u64 } }
             }
         })
-        .compatible(&[("/event", VariantAdded)])
-        .bug(TAGGED),
+        .compatible(&[("/event", VariantAdded)]),
         case("internally tagged variant removed", rust_pair! {
             old {
                 struct Doc { event: Event }
@@ -376,8 +365,7 @@ fn enum_rows() -> Vec<Case> {
                 enum Event { Created { by: String }, Moved { to: String } }
             }
         })
-        .breaking(&[("/event", VariantRemoved)])
-        .bug(TAGGED),
+        .breaking(&[("/event", VariantRemoved)]),
         case("internally tagged variant field retyped", rust_pair! {
             old {
                 struct Doc { event: Event }
@@ -390,8 +378,7 @@ fn enum_rows() -> Vec<Case> {
                 enum Event { Created { by: u32 }, Moved { to: String } }
             }
         })
-        .breaking(&[("/event/by", ChangeKind::TypeChanged)])
-        .bug(TAGGED),
+        .breaking(&[("/event/by", ChangeKind::TypeChanged)]),
         case("adjacently tagged variant removed", rust_pair! {
             old {
                 struct Doc { event: Event }
@@ -404,8 +391,7 @@ fn enum_rows() -> Vec<Case> {
                 enum Event { Created(String), Closed(u64) }
             }
         })
-        .breaking(&[("/event", VariantRemoved)])
-        .bug(TAGGED),
+        .breaking(&[("/event", VariantRemoved)]),
         case("untagged (anyOf) variant added", rust_pair! {
             old {
                 struct Doc { value: Scalar }
@@ -506,11 +492,7 @@ fn attribute_rows() -> Vec<Case> {
             old { #[serde(deny_unknown_fields)] struct Doc { n: u32 } }
             new { struct Doc { n: u32 } }
         })
-        .compatible(&[("", ConstraintChanged)])
-        .bug(
-            "`additionalProperties: false` removed is not reported (compatible either way, \
-             but the fingerprint changes with an empty change list)",
-        ),
+        .compatible(&[("", ConstraintChanged)]),
         case("documentation, titles and field order", rust_pair! {
             old {
                 /// A document.
@@ -543,12 +525,7 @@ fn attribute_rows() -> Vec<Case> {
                 }
             }
         })
-        .no_change()
-        .bug(
-            "a doc comment on a unit variant makes schemars emit `oneOf` of `const`s instead \
-             of one `enum`; the canonical form keeps that shape, so the fingerprint changes \
-             (with no change reported)",
-        ),
+        .no_change(),
         case("maxLength raised", rust_pair! {
             old { struct Doc { #[schemars(length(max = 10))] code: String } }
             new { struct Doc { #[schemars(length(max = 20))] code: String } }
@@ -568,20 +545,12 @@ fn attribute_rows() -> Vec<Case> {
             old { struct Doc { contact: String } }
             new { struct Doc { #[schemars(email)] contact: String } }
         })
-        .breaking(&[("/contact", ConstraintChanged)])
-        .bug(
-            "`format` is listed as structural and only read for numeric ranges: a string \
-             format added, removed or changed (String -> a `uuid`/`date-time` type) is not \
-             reported",
-        ),
+        .breaking(&[("/contact", ConstraintChanged)]),
         case("minimum raised", rust_pair! {
             old { struct Doc { #[schemars(range(min = 1))] n: u32 } }
             new { struct Doc { #[schemars(range(min = 5))] n: u32 } }
         })
-        .breaking(&[("/n", ConstraintChanged)])
-        .bug("kind only: a range constraint tightened is reported as `TypeChanged` \
-              (`integer (uint32) -> integer (uint32)`), where `ConstraintChanged` documents \
-              ranges; the classification is right"),
+        .breaking(&[("/n", ConstraintChanged)]),
     ]
 }
 
@@ -709,8 +678,7 @@ fn nested_rows() -> Vec<Case> {
             old { struct Doc { assignee: Person } struct Person { email: String } }
             new { struct Doc { assignee: Option<Person> } struct Person { email: String } }
         })
-        .compatible(&[("/assignee", TypeWidened), ("/assignee", BecameOptional)])
-        .bug(OPTION_KIND),
+        .compatible(&[("/assignee", TypeWidened), ("/assignee", BecameOptional)]),
         case("nested struct replaced by a string", rust_pair! {
             old { struct Doc { assignee: Person } struct Person { email: String } }
             new { struct Doc { assignee: String } }
@@ -1416,6 +1384,7 @@ fn outcome<T>(result: &Result<Collection<T>, StoreError>) -> String {
             collection,
             version,
             changes: found,
+            ..
         }) => format!("SchemaChanged {collection} v{version}: {}", changes(found)),
         Err(StoreError::SampleRejected {
             collection,
@@ -1606,12 +1575,14 @@ fn the_schema_changed_message_names_the_fields_and_the_way_out() {
     assert_eq!(
         error.to_string(),
         concat!(
-            "schema of `tickets` version 1 changed incompatibly; ",
+            "schema of `tickets` version 1 changed incompatibly since it was recorded; ",
             "stored documents may no longer read:\n",
             "  /points: integer (uint32) -> string ",
-            "(stored values of the old type do not fit the new one)\n",
-            "keep version 1 as it was, ",
-            "and declare the new layout as version 2 with `from` and a `step`"
+            "— stored values of the old type do not fit the new one\n",
+            "to fix: put version 1 back as it was ",
+            "and declare the new layout as version 2 with `from` and a `step`;\n",
+            "or, if every stored document is known to fit: ",
+            "Store::builder().accept_schema_change(\"tickets\", 1)"
         )
     );
 }
@@ -1663,8 +1634,9 @@ fn a_rename_with_an_alias_is_compatible_and_reads_the_old_documents() {
 }
 
 #[test]
-#[ignore = "BUG: the derive records aliases of the root struct's own fields only, so a field of a \
-            nested struct renamed with `#[serde(alias)]` is refused as removed + added"]
+#[ignore = "LIMITATION: the derive records aliases of the root struct's own fields only, so a \
+            field of a nested struct renamed with `#[serde(alias)]` is refused as removed + added; \
+            use the escape hatch, or a new version"]
 fn a_nested_rename_with_an_alias_is_compatible() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
@@ -2052,8 +2024,6 @@ fn schema_accessors_and_history_of_a_chain() {
 }
 
 #[test]
-#[ignore = "BUG: the message of a change to an older version of a chain tells to declare the new \
-            layout as version 2, which the chain already defines"]
 fn the_way_out_of_a_change_to_an_older_version_names_a_free_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
@@ -2171,9 +2141,6 @@ mod tagged_without_closed {
 }
 
 #[test]
-#[ignore = "BUG: a variant removed from an internally tagged enum is classified as no change; with \
-            the removed variant only beyond the 100-document sample, the open succeeds and that \
-            document no longer reads"]
 fn a_variant_removed_from_an_internally_tagged_enum_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
