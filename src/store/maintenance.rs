@@ -35,6 +35,7 @@ use sha2::{Digest, Sha256};
 
 use super::counters::{Counter, Counters};
 use super::error::backend;
+use super::migration::LEDGER_TREE;
 use super::keys::{self, Head};
 use super::{
     validate_collection_name, Durability, FailureRecord, Store, StoreError, COLLECTION_TREE_PREFIX,
@@ -43,8 +44,6 @@ use super::{
 use crate::id;
 use crate::record::{self, Kind, Origin};
 
-/// The migration ledger's tree; the name `migration.rs` gives it.
-const LEDGER_TREE: &str = "_ledger";
 /// The name sled gives its default tree.
 const DEFAULT_TREE: &[u8] = b"__sled__default";
 /// A key in the default tree while an import is under way; a store that holds it after the import

@@ -16,7 +16,8 @@ use crate::id::Revision;
 use crate::record::{self, Kind, Origin, RecordError};
 use crate::schema::Schema;
 
-const LEDGER_TREE: &str = "_ledger";
+/// The tree of the migration ledger.
+pub(super) const LEDGER_TREE: &str = "_ledger";
 
 /// A stored revision's bytes, shared with the storage engine's cache rather than copied.
 #[derive(Debug, Clone)]
