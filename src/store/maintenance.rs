@@ -35,8 +35,8 @@ use sha2::{Digest, Sha256};
 
 use super::counters::{Counter, Counters};
 use super::error::backend;
-use super::migration::LEDGER_TREE;
 use super::keys::{self, Head};
+use super::migration::LEDGER_TREE;
 use super::{
     validate_collection_name, Durability, FailureRecord, Store, StoreError, COLLECTION_TREE_PREFIX,
     META_TREE,
