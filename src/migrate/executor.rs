@@ -206,6 +206,8 @@ fn pipeline<T: Schema>(
             message: error.to_string(),
         })?;
     let cursor = collection.cursor(T::VERSION)?;
+    // Read before any head is scanned: if it is unchanged at a commit, so is every scanned head.
+    let unchanged_since = collection.foreign_writes();
     let retry = migration.retry_failed;
     let cancel = migration.cancel.clone();
     let failed_versions: BTreeSet<u32> = known_failed.keys().copied().collect();
@@ -232,7 +234,16 @@ fn pipeline<T: Schema>(
         });
         let mut tally = Tally::default();
         let written = commit_all(
-            collection, receiver, dry_run, run_id, total, migration, record, &mut tally, started,
+            collection,
+            receiver,
+            dry_run,
+            run_id,
+            total,
+            migration,
+            record,
+            &mut tally,
+            started,
+            unchanged_since,
         );
         let read_end = reader
             .join()
@@ -463,6 +474,7 @@ fn commit_all<T: Schema>(
     record: &mut RunRecord,
     tally: &mut Tally,
     started: Instant,
+    unchanged_since: u64,
 ) -> Result<bool, MigrationError> {
     for message in receiver {
         let chunk = message?;
@@ -478,6 +490,7 @@ fn commit_all<T: Schema>(
             Origin::Migration { run: run_id },
             cursor,
             dry_run,
+            Some(unchanged_since),
         )?;
         for ((item, outcome), known_failed) in
             chunk.items.iter().zip(outcomes).zip(chunk.known_failed)

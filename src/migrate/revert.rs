@@ -127,7 +127,7 @@ impl<T: Schema> Collection<T> {
         chunk: &mut Vec<ChunkItem>,
         changed: &mut Vec<DocId>,
     ) -> Result<u64, StoreError> {
-        let outcomes = self.commit_chunk(chunk, Origin::Revert { run }, None, false)?;
+        let outcomes = self.commit_chunk(chunk, Origin::Revert { run }, None, false, None)?;
         let mut restored = 0;
         for (item, outcome) in chunk.drain(..).zip(outcomes) {
             match outcome {

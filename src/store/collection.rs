@@ -33,6 +33,9 @@ pub(crate) struct Core {
     pub(super) run: Mutex<()>,
     /// The id of the run under way; 0 for none.
     pub(super) running: AtomicU64,
+    /// Writes other than migration chunks, counted under the write lock before they apply: a
+    /// migration that finds it unchanged since its scan began need not re-read heads.
+    pub(super) foreign_writes: AtomicU64,
 }
 
 /// The type a collection name is registered with in this process.
@@ -71,6 +74,7 @@ impl Core {
             binding: Mutex::new(None),
             run: Mutex::new(()),
             running: AtomicU64::new(0),
+            foreign_writes: AtomicU64::new(0),
         })
     }
 
@@ -564,6 +568,9 @@ impl<T: Schema> Collection<T> {
             };
             let mut writes = WriteSet::default();
             writes.revision(&staged);
+            self.core
+                .foreign_writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if let Some(live) = live {
                 // A write changes the document, so a recorded migration failure no longer holds.
                 writes.clear_failure(&self.core, &counters, id, live.version)?;
@@ -618,7 +625,7 @@ impl<T: Schema> Collection<T> {
                 },
             };
             // Skipped when another write replaced the head meanwhile: the read stays correct.
-            let outcome = self.commit_chunk(&[item], Origin::UpgradeOnRead, None, false)?;
+            let outcome = self.commit_chunk(&[item], Origin::UpgradeOnRead, None, false, None)?;
             if outcome == [Outcome::Written] {
                 document.revision = head.revision.next();
                 document.stored_version = T::VERSION;

@@ -142,6 +142,13 @@ impl<T: Schema> Collection<T> {
         })
     }
 
+    /// How many writes other than migration chunks this collection has taken since it was
+    /// opened. Every write that can change an existing head counts itself under the write lock
+    /// before it applies; migration chunks do not, as one run's chunks never share a document.
+    pub(crate) fn foreign_writes(&self) -> u64 {
+        self.core().foreign_writes.load(Ordering::SeqCst)
+    }
+
     /// The run under way on this collection in this process, if any.
     pub(crate) fn current_run(&self) -> Option<u64> {
         match self.core().running.load(Ordering::SeqCst) {
@@ -216,12 +223,17 @@ impl<T: Schema> Collection<T> {
     /// still the one the scan saw, its new revision (origin `origin`) or its failure record; and
     /// the cursor of `cursor.0` moved to `cursor.1`. A dry run checks the heads the same way and
     /// writes nothing. Durable when it returns, as the store's durability says.
+    ///
+    /// `unchanged_since` is a [`foreign_writes`](Self::foreign_writes) reading taken before the
+    /// heads were scanned: if no other write has happened since, every head is still the one the
+    /// scan saw, and re-reading them is skipped.
     pub(crate) fn commit_chunk(
         &self,
         items: &[ChunkItem],
         origin: Origin,
         cursor: Option<(u32, &str)>,
         dry_run: bool,
+        unchanged_since: Option<u64>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let core = self.core();
         let mut outcomes = Vec::with_capacity(items.len());
@@ -229,8 +241,12 @@ impl<T: Schema> Collection<T> {
             let mut counters = core.counters.lock();
             let mut writes = WriteSet::default();
             let mut staged: Vec<Staged<'_>> = Vec::new();
+            let recheck = unchanged_since != Some(core.foreign_writes.load(Ordering::SeqCst));
+            if !dry_run && !matches!(origin, Origin::Migration { .. }) {
+                core.foreign_writes.fetch_add(1, Ordering::SeqCst);
+            }
             for item in items {
-                if core.head(&item.id)? != Some(item.seen) {
+                if recheck && core.head(&item.id)? != Some(item.seen) {
                     outcomes.push(Outcome::Skipped);
                     continue;
                 }
