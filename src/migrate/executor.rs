@@ -1,8 +1,8 @@
 //! The migration pipeline.
 //!
 //! ```text
-//! reader thread:   scan heads from the cursor ─▶ chunk of candidates ─▶ rayon: read, decode, step,
-//!                  validate, encode ─▶ channel (one chunk ahead)
+//! scan thread:     scan heads from the cursor ─▶ chunk of candidates ─▶ channel (one chunk ahead)
+//! process thread:  rayon: read, decode, step, validate, encode ─▶ channel (one chunk ahead)
 //! calling thread:  commit chunk (revisions, heads, counters, failures, cursor: one atomic batch
 //!                  under the write lock, each head re-checked) ─▶ flush ─▶ progress ─▶ ledger
 //! ```
@@ -214,12 +214,14 @@ fn pipeline<T: Schema>(
     let target_schema = migration
         .validate_output
         .then(|| schema::canonical_schema(&collection.schema()));
+    let (scanned_tx, scanned_rx) = sync_channel::<Result<Vec<Candidate>, StoreError>>(1);
     let (sender, receiver) = sync_channel(1);
 
     std::thread::scope(|scope| {
+        // Three stages, each a chunk ahead of the next: scan heads, process on the pool, commit.
         let reader = scope.spawn(|| {
-            // Owned here, so that the channel closes when the reader is done, whatever the end.
-            let sender = sender;
+            // Owned here, so that the channel closes when the scan is done, whatever the end.
+            let scanned_tx = scanned_tx;
             let scan = Scan {
                 collection,
                 cursor: cursor.as_deref(),
@@ -227,10 +229,32 @@ fn pipeline<T: Schema>(
                 retry,
                 failed_versions: &failed_versions,
                 cancel: &cancel,
-                run_id,
-                target_schema: target_schema.as_ref(),
             };
-            scan.run(&pool, &sender)
+            scan.run(&scanned_tx)
+        });
+        scope.spawn(|| {
+            let sender = sender;
+            let target_schema = target_schema.as_ref();
+            for scanned in scanned_rx {
+                let message = scanned.and_then(|chunk| {
+                    pool.install(|| {
+                        chunk
+                            .into_par_iter()
+                            .map(|candidate| process(collection, candidate, run_id, target_schema))
+                            .collect::<Result<Vec<(ChunkItem, bool)>, StoreError>>()
+                    })
+                    .map(|processed| {
+                        let (items, known_failed) = processed.into_iter().unzip();
+                        Chunk {
+                            items,
+                            known_failed,
+                        }
+                    })
+                });
+                if sender.send(message).is_err() {
+                    break;
+                }
+            }
         });
         let mut tally = Tally::default();
         let written = commit_all(
@@ -260,17 +284,15 @@ struct Scan<'a, T> {
     retry: bool,
     failed_versions: &'a BTreeSet<u32>,
     cancel: &'a CancelToken,
-    run_id: u64,
-    /// The latest version's canonical JSON Schema, when outputs are validated.
-    target_schema: Option<&'a serde_json::Value>,
 }
 
 type Message = Result<Chunk, StoreError>;
+type Scanned = Result<Vec<Candidate>, StoreError>;
 
 impl<T: Schema> Scan<'_, T> {
     /// Takes candidates from the cursor to the end, then from the start up to the cursor (the
-    /// wrap, at most once), processes them in chunks on the pool and sends them to be committed.
-    fn run(&self, pool: &rayon::ThreadPool, sender: &SyncSender<Message>) -> ReadEnd {
+    /// wrap, at most once), and sends them on in chunks to be processed.
+    fn run(&self, sender: &SyncSender<Scanned>) -> ReadEnd {
         let mut ranges = vec![(self.cursor, None)];
         if self.cursor.is_some() {
             ranges.push((None, self.cursor));
@@ -293,14 +315,14 @@ impl<T: Schema> Scan<'_, T> {
                 chunk.push(candidate);
                 taken += 1;
                 if chunk.len() == CHUNK_SIZE {
-                    if let Some(end) = self.send(pool, sender, &mut chunk) {
+                    if let Some(end) = self.send(sender, &mut chunk) {
                         return end;
                     }
                 }
             }
         }
         if !chunk.is_empty() {
-            if let Some(end) = self.send(pool, sender, &mut chunk) {
+            if let Some(end) = self.send(sender, &mut chunk) {
                 return end;
             }
         }
@@ -327,32 +349,12 @@ impl<T: Schema> Scan<'_, T> {
         }))
     }
 
-    fn send(
-        &self,
-        pool: &rayon::ThreadPool,
-        sender: &SyncSender<Message>,
-        chunk: &mut Vec<Candidate>,
-    ) -> Option<ReadEnd> {
+    fn send(&self, sender: &SyncSender<Scanned>, chunk: &mut Vec<Candidate>) -> Option<ReadEnd> {
         if self.cancel.is_cancelled() {
             return Some(ReadEnd::Cancelled);
         }
-        let run_id = self.run_id;
-        let collection = self.collection;
-        let target_schema = self.target_schema;
-        let processed: Result<Vec<(ChunkItem, bool)>, StoreError> = pool.install(|| {
-            chunk
-                .par_drain(..)
-                .map(|candidate| process(collection, candidate, run_id, target_schema))
-                .collect()
-        });
-        let message = processed.map(|processed| {
-            let (items, known_failed) = processed.into_iter().unzip();
-            Chunk {
-                items,
-                known_failed,
-            }
-        });
-        sender.send(message).err().map(|_| ReadEnd::Disconnected)
+        let full = std::mem::replace(chunk, Vec::with_capacity(CHUNK_SIZE));
+        sender.send(Ok(full)).err().map(|_| ReadEnd::Disconnected)
     }
 }
 

@@ -240,7 +240,7 @@ impl<T: Schema> Collection<T> {
         let ticket = {
             let mut counters = core.counters.lock();
             let mut writes = WriteSet::default();
-            let mut staged: Vec<Staged<'_>> = Vec::new();
+            let mut staged: Vec<Staged<'_>> = Vec::with_capacity(items.len());
             let recheck = unchanged_since != Some(core.foreign_writes.load(Ordering::SeqCst));
             if !dry_run && !matches!(origin, Origin::Migration { .. }) {
                 core.foreign_writes.fetch_add(1, Ordering::SeqCst);
