@@ -12,7 +12,8 @@
 //! migration's threads (the machine's parallelism), `--durability immediate|eventual` of the
 //! migrating store (`immediate`, the default a user gets), `--golden DIR` keeps the loaded store in
 //! `DIR` and reuses it on the next invocation, `--baseline-variants` also runs diagnostic baselines
-//! (head re-read before the write, flush per batch).
+//! (head re-read before the write, flush per batch), `--no-validate-output` migrates with
+//! `validate_output(false)` (on by default, as for users).
 //!
 //! What it does:
 //! 1. Loads a "golden" store of N version 1 documents once (`insert_many` of 1000, eventual
@@ -213,6 +214,7 @@ fn child_migrate(
     cache: u64,
     durability: Durability,
     threads: Option<usize>,
+    validate_output: bool,
 ) -> String {
     let opening = Instant::now();
     let store = open_store(path, cache, durability);
@@ -221,7 +223,7 @@ fn child_migrate(
     let pending = issues.pending().migratable();
     let hwm_open = vm_kib("VmHWM:");
     let cpu_before = cpu_secs();
-    let mut migration = issues.migrate();
+    let mut migration = issues.migrate().validate_output(validate_output);
     if let Some(threads) = threads {
         migration = migration.threads(threads);
     }
@@ -407,6 +409,7 @@ struct Options {
     durability: Durability,
     golden: Option<PathBuf>,
     baseline_variants: bool,
+    validate_output: bool,
 }
 
 impl Options {
@@ -421,6 +424,7 @@ impl Options {
             durability: Durability::Immediate,
             golden: None,
             baseline_variants: false,
+            validate_output: true,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -434,6 +438,7 @@ impl Options {
                 "--durability" => options.durability = parse_durability(&value()),
                 "--golden" => options.golden = Some(PathBuf::from(value())),
                 "--baseline-variants" => options.baseline_variants = true,
+                "--no-validate-output" => options.validate_output = false,
                 // `cargo bench` passes `--bench` to every bench binary.
                 "--bench" => {}
                 other => panic!("unknown option `{other}`; see the header of benches/migrate.rs"),
@@ -641,6 +646,11 @@ impl Bench {
                 &cache,
                 durability_name(self.options.durability),
                 &threads,
+                if self.options.validate_output {
+                    "validate"
+                } else {
+                    "no-validate"
+                },
             ]),
             "baseline" => child(&["__baseline", dir, &cache, &pad, "plain"]),
             "baseline+reread" => child(&["__baseline", dir, &cache, &pad, "reread"]),
@@ -777,10 +787,11 @@ fn drive(options: Options) {
     writeln!(
         out,
         "\nrevolve migration benchmark: {} documents v1 → v2, payload {v1_payload} → {v2_payload} B, \
-         sled cache {} MiB, {threads} threads, migration at {} durability",
+         sled cache {} MiB, {threads} threads, migration at {} durability, output validation {}",
         options.docs,
         cache / MIB,
-        durability_name(options.durability)
+        durability_name(options.durability),
+        if options.validate_output { "on" } else { "off" }
     )
     .unwrap();
     writeln!(
@@ -930,6 +941,7 @@ fn main() {
             number(2),
             parse_durability(arg(3)),
             Some(usize::try_from(number(4)).unwrap()).filter(|&threads| threads > 0),
+            arg(5) == "validate",
         ),
         Some("__baseline") => child_baseline(
             Path::new(arg(1)),

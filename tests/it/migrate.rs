@@ -1432,6 +1432,7 @@ fn the_ledger_lists_runs_newest_first_in_pages() {
         );
         assert_eq!(record.failures, report.failures);
         assert_eq!(record.failures_by_class, report.failures_by_class);
+        assert_eq!(record.schema_fingerprint, Some(items.schema_fingerprint()));
         let expected = if report.failed > 0 {
             RunState::DoneWithFailures
         } else {
