@@ -34,66 +34,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use revolve::{Durability, Store};
 
-use revolve::{Durability, Schema, StepError, Store};
-
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Schema)]
-#[schema(collection = "issues", version = 1)]
-struct IssueV1 {
-    title: String,
-    description: Option<String>,
-    status: String,
-    tags: Vec<String>,
-    created_at: u64,
-    updated_at: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-enum Status {
-    Open,
-    InProgress,
-    Closed,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Schema)]
-#[schema(collection = "issues", version = 2, from = IssueV1, step = issue_v1_to_v2)]
-struct IssueV2 {
-    title: String,
-    description: Option<String>,
-    status: Status,
-    priority: u8,
-    tags: Vec<String>,
-    created_at: u64,
-    updated_at: u64,
-}
-
-fn issue_v1_to_v2(old: IssueV1) -> Result<IssueV2, StepError> {
-    let status = match old.status.as_str() {
-        "open" => Status::Open,
-        "in_progress" => Status::InProgress,
-        "closed" => Status::Closed,
-        other => return Err(StepError::new(format!("status `{other}` is not known"))),
-    };
-    let priority = if old.tags.iter().any(|tag| tag == "urgent") {
-        0
-    } else if old.tags.iter().any(|tag| tag == "bug") {
-        1
-    } else {
-        2
-    };
-    Ok(IssueV2 {
-        title: old.title,
-        description: old.description,
-        status,
-        priority,
-        tags: old.tags,
-        created_at: old.created_at,
-        updated_at: old.updated_at,
-    })
-}
+#[path = "common/dataset.rs"]
+mod dataset;
+use dataset::{IssueV1, IssueV2};
 
 /// xorshift64: a fixed-seed source of document content.
 struct XorShift(u64);
