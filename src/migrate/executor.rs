@@ -1,14 +1,18 @@
 //! The migration pipeline.
 //!
 //! ```text
-//! scan thread:     scan heads from the cursor ─▶ chunk of candidates ─▶ channel (one chunk ahead)
-//! process thread:  rayon: read, decode, step, validate, encode ─▶ channel (one chunk ahead)
-//! calling thread:  commit chunk (revisions, heads, counters, failures, cursor: one atomic batch
-//!                  under the write lock, each head re-checked) ─▶ flush ─▶ progress ─▶ ledger
+//! calling thread:  read the next chunk: heads from the cursor and their revisions, in one
+//!                  forward pass ─▶ channel (two chunks ahead of the commit)
+//! process thread:  rayon: decode, step, validate, encode; then batch the new revisions and
+//!                  heads ─▶ channel
+//! calling thread:  commit the chunk (counters, failures and cursor added to the prepared batch:
+//!                  one atomic batch under the write lock; heads re-checked if anything else
+//!                  wrote meanwhile) ─▶ flush ─▶ progress ─▶ ledger ─▶ read the next chunk
 //! ```
 //!
-//! sled applies batches one at a time process-wide, so one committing thread is all the write side
-//! can use; the reader keeps it busy.
+//! sled runs every read and every batch under one process-wide lock, and applies batches one at a
+//! time. So one thread does all the reads and commits, as a plain loop over the store would, and
+//! the pool does the rest of the work, off that thread, a chunk ahead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error as StdError;
@@ -19,18 +23,23 @@ use rayon::prelude::*;
 
 use super::ledger::{self, RunKind, RunRecord, RunState};
 use super::{
-    CancelToken, Failure, FailureClass, Migration, MigrationError, MigrationReport, Progress,
-    CHUNK_SIZE, MAX_REPORTED_FAILURES,
+    Failure, FailureClass, Migration, MigrationError, MigrationReport, Progress, CHUNK_SIZE,
+    MAX_REPORTED_FAILURES,
 };
 use crate::id::DocId;
 use crate::record::{self, Kind, Origin};
 use crate::schema::{self, Schema, SchemaError};
-use crate::store::{Action, ChunkItem, Collection, FailureRecord, Head, Outcome, StoreError};
+use crate::store::{
+    Action, ChunkItem, Collection, Commit, EncodedRevision, FailureRecord, Head, HeadScan, Outcome,
+    PreparedBatch, RevisionBytes, RevisionReader, StoreError,
+};
 
 /// A document the scan took.
 struct Candidate {
     id: String,
     head: Head,
+    /// The head revision's stored bytes; `None` if the revision is missing.
+    bytes: Option<RevisionBytes>,
     /// Whether a failure was recorded for it (only taken with `retry_failed`).
     known_failed: bool,
 }
@@ -39,17 +48,8 @@ struct Candidate {
 struct Chunk {
     items: Vec<ChunkItem>,
     known_failed: Vec<bool>,
-}
-
-/// Why the reader stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadEnd {
-    /// It took every candidate it could.
-    Exhausted,
-    /// The cancel token was set.
-    Cancelled,
-    /// The committing side stopped listening (it failed or was cancelled).
-    Disconnected,
+    /// The revisions and heads of `items`, batched on the processing thread.
+    prepared: Option<PreparedBatch>,
 }
 
 /// Counts kept while chunks commit.
@@ -208,130 +208,181 @@ fn pipeline<T: Schema>(
     let cursor = collection.cursor(T::VERSION)?;
     // Read before any head is scanned: if it is unchanged at a commit, so is every scanned head.
     let unchanged_since = collection.foreign_writes();
-    let retry = migration.retry_failed;
-    let cancel = migration.cancel.clone();
-    let failed_versions: BTreeSet<u32> = known_failed.keys().copied().collect();
+    let mut scan = Scan::new(
+        collection,
+        cursor.as_deref(),
+        total,
+        migration.retry_failed,
+        known_failed.keys().copied().collect(),
+    );
     let target_schema = migration
         .validate_output
         .then(|| schema::canonical_schema(&collection.schema()));
-    let (scanned_tx, scanned_rx) = sync_channel::<Result<Vec<Candidate>, StoreError>>(1);
-    let (sender, receiver) = sync_channel(1);
+    let (scanned_tx, scanned_rx) = sync_channel::<Vec<Candidate>>(AHEAD);
+    let (processed_tx, processed_rx) = sync_channel::<Chunk>(AHEAD);
 
     std::thread::scope(|scope| {
-        // Three stages, each a chunk ahead of the next: scan heads, process on the pool, commit.
-        let reader = scope.spawn(|| {
-            // Owned here, so that the channel closes when the scan is done, whatever the end.
-            let scanned_tx = scanned_tx;
-            let scan = Scan {
-                collection,
-                cursor: cursor.as_deref(),
-                total,
-                retry,
-                failed_versions: &failed_versions,
-                cancel: &cancel,
-            };
-            scan.run(&scanned_tx)
-        });
-        scope.spawn(|| {
-            let sender = sender;
-            let target_schema = target_schema.as_ref();
-            for scanned in scanned_rx {
-                let message = scanned.and_then(|chunk| {
-                    pool.install(|| {
+        let (pool, target_schema) = (&pool, target_schema.as_ref());
+        let processor = std::thread::Builder::new()
+            .name("revolve-process".to_owned())
+            .spawn_scoped(scope, move || {
+                for chunk in scanned_rx {
+                    let processed = pool.install(|| {
                         chunk
                             .into_par_iter()
-                            .map(|candidate| process(collection, candidate, run_id, target_schema))
-                            .collect::<Result<Vec<(ChunkItem, bool)>, StoreError>>()
-                    })
-                    .map(|processed| {
-                        let (items, known_failed) = processed.into_iter().unzip();
-                        Chunk {
+                            .map(|candidate| {
+                                process::<T>(
+                                    collection.max_depth(),
+                                    candidate,
+                                    run_id,
+                                    target_schema,
+                                )
+                            })
+                            .unzip()
+                    });
+                    let (items, known_failed): (Vec<ChunkItem>, _) = processed;
+                    let prepared = (!dry_run).then(|| PreparedBatch::new(&items));
+                    if processed_tx
+                        .send(Chunk {
                             items,
                             known_failed,
-                        }
-                    })
-                });
-                if sender.send(message).is_err() {
-                    break;
+                            prepared,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
-            }
-        });
-        let mut tally = Tally::default();
-        let written = commit_all(
+            })
+            .map_err(|error| MigrationError::Threads {
+                threads: 1,
+                message: error.to_string(),
+            })?;
+        let mut committer = Committer {
             collection,
-            receiver,
             dry_run,
             run_id,
             total,
             migration,
             record,
-            &mut tally,
+            tally: Tally::default(),
             started,
             unchanged_since,
-        );
-        let read_end = reader
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        let cancelled = written? || read_end == ReadEnd::Cancelled;
-        Ok((tally, cancelled))
+        };
+        let result = drive(&mut scan, &scanned_tx, &processed_rx, &mut committer);
+        // The processing thread ends once either channel is closed; a panic there (steps' panics
+        // are caught per document) is the caller's, never a quietly short run.
+        drop(scanned_tx);
+        drop(processed_rx);
+        if let Err(panic) = processor.join() {
+            std::panic::resume_unwind(panic);
+        }
+        let cancelled = result?;
+        Ok((committer.tally, cancelled))
     })
 }
 
-struct Scan<'a, T> {
-    collection: &'a Collection<T>,
-    cursor: Option<&'a str>,
-    total: u64,
-    retry: bool,
-    failed_versions: &'a BTreeSet<u32>,
-    cancel: &'a CancelToken,
+/// Keeps [`AHEAD`] chunks read and handed to the pool, and commits what comes back, in order, on
+/// this thread. Returns whether the run was cancelled.
+///
+/// sled runs reads and batches under one process-wide lock: a read waits while a batch is being
+/// applied. So the reads are done here, between two commits, in one forward pass over the heads and
+/// the revisions, while the pool decodes, steps, validates and encodes the chunks read before.
+fn drive<T: Schema>(
+    scan: &mut Scan<'_, T>,
+    scanned_tx: &SyncSender<Vec<Candidate>>,
+    processed_rx: &Receiver<Chunk>,
+    committer: &mut Committer<'_, T>,
+) -> Result<bool, MigrationError> {
+    let mut in_flight = 0;
+    let mut exhausted = false;
+    loop {
+        while in_flight < AHEAD && !exhausted {
+            if committer.migration.cancel.is_cancelled() {
+                return Ok(true);
+            }
+            match scan.next_chunk()? {
+                Some(chunk) => {
+                    if scanned_tx.send(chunk).is_err() {
+                        // The processing thread is gone; the caller reports why.
+                        return Ok(false);
+                    }
+                    in_flight += 1;
+                }
+                None => exhausted = true,
+            }
+        }
+        if in_flight == 0 {
+            return Ok(false);
+        }
+        let Ok(chunk) = processed_rx.recv() else {
+            return Ok(false);
+        };
+        in_flight -= 1;
+        if committer.migration.cancel.is_cancelled() {
+            return Ok(true);
+        }
+        committer.commit(chunk)?;
+    }
 }
 
-type Message = Result<Chunk, StoreError>;
-type Scanned = Result<Vec<Candidate>, StoreError>;
+/// How many chunks are read ahead of the one being committed.
+const AHEAD: usize = 2;
 
-impl<T: Schema> Scan<'_, T> {
-    /// Takes candidates from the cursor to the end, then from the start up to the cursor (the
-    /// wrap, at most once), and sends them on in chunks to be processed.
-    fn run(&self, sender: &SyncSender<Scanned>) -> ReadEnd {
-        let mut ranges = vec![(self.cursor, None)];
-        if self.cursor.is_some() {
-            ranges.push((None, self.cursor));
+/// Takes candidates in id order from the cursor to the end, then from the start up to the cursor
+/// (the wrap, at most once), with their head revisions' bytes.
+struct Scan<'a, T> {
+    collection: &'a Collection<T>,
+    heads: std::iter::Flatten<std::vec::IntoIter<HeadScan>>,
+    revisions: RevisionReader<'a>,
+    taken: u64,
+    total: u64,
+    retry: bool,
+    failed_versions: BTreeSet<u32>,
+}
+
+impl<'a, T: Schema> Scan<'a, T> {
+    fn new(
+        collection: &'a Collection<T>,
+        cursor: Option<&str>,
+        total: u64,
+        retry: bool,
+        failed_versions: BTreeSet<u32>,
+    ) -> Self {
+        let mut ranges = vec![collection.scan_heads(cursor, None)];
+        if cursor.is_some() {
+            ranges.push(collection.scan_heads(None, cursor));
         }
-        let mut taken = 0u64;
+        Self {
+            collection,
+            heads: ranges.into_iter().flatten(),
+            revisions: collection.revision_reader(),
+            taken: 0,
+            total,
+            retry,
+            failed_versions,
+        }
+    }
+
+    /// The next chunk of candidates; `None` once every candidate has been taken.
+    fn next_chunk(&mut self) -> Result<Option<Vec<Candidate>>, StoreError> {
         let mut chunk = Vec::with_capacity(CHUNK_SIZE);
-        for (after, up_to) in ranges {
-            for entry in self.collection.scan_heads(after, up_to) {
-                if taken == self.total {
-                    break;
-                }
-                let candidate = match entry.and_then(|(id, head)| self.candidate(id, head)) {
-                    Ok(Some(candidate)) => candidate,
-                    Ok(None) => continue,
-                    Err(error) => {
-                        let _ = sender.send(Err(error));
-                        return ReadEnd::Disconnected;
-                    }
-                };
+        while chunk.len() < CHUNK_SIZE && self.taken < self.total {
+            let Some(entry) = self.heads.next() else {
+                break;
+            };
+            let (id, head) = entry?;
+            if let Some(candidate) = self.candidate(id, head)? {
                 chunk.push(candidate);
-                taken += 1;
-                if chunk.len() == CHUNK_SIZE {
-                    if let Some(end) = self.send(sender, &mut chunk) {
-                        return end;
-                    }
-                }
+                self.taken += 1;
             }
         }
-        if !chunk.is_empty() {
-            if let Some(end) = self.send(sender, &mut chunk) {
-                return end;
-            }
-        }
-        ReadEnd::Exhausted
+        Ok((!chunk.is_empty()).then_some(chunk))
     }
 
     /// A live head below the latest version is a candidate unless its migration failed before
     /// (and the run does not retry failures).
-    fn candidate(&self, id: String, head: Head) -> Result<Option<Candidate>, StoreError> {
+    fn candidate(&mut self, id: String, head: Head) -> Result<Option<Candidate>, StoreError> {
         if head.version >= T::VERSION {
             return Ok(None);
         }
@@ -342,46 +393,43 @@ impl<T: Schema> Scan<'_, T> {
         if known_failed && !self.retry {
             return Ok(None);
         }
+        let bytes = self.revisions.read(&id, head.revision)?;
         Ok(Some(Candidate {
             id,
             head,
+            bytes,
             known_failed,
         }))
     }
-
-    fn send(&self, sender: &SyncSender<Scanned>, chunk: &mut Vec<Candidate>) -> Option<ReadEnd> {
-        if self.cancel.is_cancelled() {
-            return Some(ReadEnd::Cancelled);
-        }
-        let full = std::mem::replace(chunk, Vec::with_capacity(CHUNK_SIZE));
-        sender.send(Ok(full)).err().map(|_| ReadEnd::Disconnected)
-    }
 }
 
-/// Reads, decodes, steps, validates and encodes one candidate.
+/// Decodes, steps, validates and encodes one candidate.
 fn process<T: Schema>(
-    collection: &Collection<T>,
+    max_depth: usize,
     candidate: Candidate,
     run_id: u64,
     target_schema: Option<&serde_json::Value>,
-) -> Result<(ChunkItem, bool), StoreError> {
+) -> (ChunkItem, bool) {
     let Candidate {
         id,
         head,
+        bytes,
         known_failed,
     } = candidate;
-    let converted = match collection.read_revision(&id, head.revision)? {
-        Some(bytes) => convert::<T>(bytes.as_ref(), collection.max_depth(), target_schema),
+    let converted = match bytes {
+        Some(bytes) => convert::<T>(bytes.as_ref(), max_depth, target_schema),
         None => Err((
             FailureClass::Decode,
             format!("revision {} named by the head is missing", head.revision),
         )),
     };
     let action = match converted {
-        Ok(payload) => Action::Write {
-            version: T::VERSION,
-            payload,
-        },
+        Ok(payload) => Action::Write(EncodedRevision::new(
+            head,
+            T::VERSION,
+            Origin::Migration { run: run_id },
+            &payload,
+        )),
         Err((class, error)) => Action::Fail(FailureRecord {
             revision: head.revision.get(),
             version: head.version,
@@ -390,14 +438,14 @@ fn process<T: Schema>(
             run: run_id,
         }),
     };
-    Ok((
+    (
         ChunkItem {
             id,
             seen: head,
             action,
         },
         known_failed,
-    ))
+    )
 }
 
 /// The latest version's payload for a stored revision, or why there is none. The output is
@@ -464,35 +512,36 @@ fn chain(error: &dyn StdError) -> String {
     text
 }
 
-/// Commits chunks as they come; returns whether the run was cancelled.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
-fn commit_all<T: Schema>(
-    collection: &Collection<T>,
-    receiver: Receiver<Message>,
+/// Commits processed chunks and keeps the counts, the progress and the ledger record.
+struct Committer<'a, T: Schema> {
+    collection: &'a Collection<T>,
     dry_run: bool,
     run_id: u64,
     total: u64,
-    migration: &mut Migration<T>,
-    record: &mut RunRecord,
-    tally: &mut Tally,
+    migration: &'a mut Migration<T>,
+    record: &'a mut RunRecord,
+    tally: Tally,
     started: Instant,
     unchanged_since: u64,
-) -> Result<bool, MigrationError> {
-    for message in receiver {
-        let chunk = message?;
-        if migration.cancel.is_cancelled() {
-            return Ok(true);
-        }
-        let cursor = match (dry_run, chunk.items.last()) {
+}
+
+impl<T: Schema> Committer<'_, T> {
+    fn commit(&mut self, chunk: Chunk) -> Result<(), MigrationError> {
+        let tally = &mut self.tally;
+        let cursor = match (self.dry_run, chunk.items.last()) {
             (false, Some(last)) => Some((T::VERSION, last.id.as_str())),
             _ => None,
         };
-        let outcomes = collection.commit_chunk(
+        let outcomes = self.collection.commit_chunk(
             &chunk.items,
-            Origin::Migration { run: run_id },
-            cursor,
-            dry_run,
-            Some(unchanged_since),
+            Commit {
+                origin: Origin::Migration { run: self.run_id },
+                cursor,
+                dry_run: self.dry_run,
+                unchanged_since: Some(self.unchanged_since),
+                prepared: chunk.prepared,
+                durable: true,
+            },
         )?;
         for ((item, outcome), known_failed) in
             chunk.items.iter().zip(outcomes).zip(chunk.known_failed)
@@ -522,13 +571,13 @@ fn commit_all<T: Schema>(
                 _ => tally.skipped += 1,
             }
         }
-        let elapsed = started.elapsed();
-        if let Some(callback) = migration.on_progress.as_mut() {
+        let elapsed = self.started.elapsed();
+        if let Some(callback) = self.migration.on_progress.as_mut() {
             #[allow(clippy::cast_precision_loss)] // a rate, not a count
             let rate = tally.scanned as f64 / elapsed.as_secs_f64().max(1e-9);
             callback(&Progress {
                 done: tally.scanned,
-                total,
+                total: self.total,
                 migrated: tally.migrated,
                 failed: tally.failed,
                 skipped: tally.skipped,
@@ -536,19 +585,19 @@ fn commit_all<T: Schema>(
                 elapsed,
             });
         }
-        if !dry_run {
-            fill_record(record, tally);
-            ledger::save(collection, record, false)?;
+        if !self.dry_run {
+            fill_record(self.record, tally);
+            ledger::save(self.collection, self.record, false)?;
         }
-        if let Some(rate) = migration.max_rate {
+        if let Some(rate) = self.migration.max_rate {
             #[allow(clippy::cast_precision_loss)] // a schedule, not a count
             let due = Duration::from_secs_f64(tally.scanned as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
                 std::thread::sleep(wait);
             }
         }
+        Ok(())
     }
-    Ok(false)
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@ use super::{MigrationError, CHUNK_SIZE};
 use crate::id::DocId;
 use crate::record::{self, Envelope, Kind, Origin};
 use crate::schema::Schema;
-use crate::store::{Action, ChunkItem, Collection, Head, Outcome, StoreError};
+use crate::store::{
+    Action, ChunkItem, Collection, Commit, EncodedRevision, Head, Outcome, StoreError,
+};
 
 /// What a revert did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -127,7 +129,7 @@ impl<T: Schema> Collection<T> {
         chunk: &mut Vec<ChunkItem>,
         changed: &mut Vec<DocId>,
     ) -> Result<u64, StoreError> {
-        let outcomes = self.commit_chunk(chunk, Origin::Revert { run }, None, false, None)?;
+        let outcomes = self.commit_chunk(chunk, Commit::new(Origin::Revert { run }))?;
         let mut restored = 0;
         for (item, outcome) in chunk.drain(..).zip(outcomes) {
             match outcome {
@@ -156,10 +158,12 @@ impl<T: Schema> Collection<T> {
             if before.kind != Kind::Document {
                 return Ok(Restore::Untouched);
             }
-            return Ok(Restore::Revert(Action::Write {
-                version: before.version,
-                payload: before.payload.to_vec(),
-            }));
+            return Ok(Restore::Revert(Action::Write(EncodedRevision::new(
+                head,
+                before.version,
+                Origin::Revert { run },
+                before.payload,
+            ))));
         }
         // Written since the run started: look back through what was written since then for a
         // revision of the run.

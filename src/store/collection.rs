@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use super::counters::{Counter, Counters};
 use super::error::backend;
 use super::keys::{self, Head};
-use super::migration::{Action, ChunkItem, Outcome};
+use super::migration::{Action, ChunkItem, Commit, EncodedRevision, Outcome};
 use super::write::{Staged, WriteSet};
 use super::{Store, StoreError};
 use crate::id::{self, DocId, Revision};
@@ -443,7 +443,7 @@ impl<T: Schema> Collection<T> {
                 id: id.as_str(),
                 replaces: None,
                 head,
-                record,
+                record: record.into(),
             })
             .collect();
         let ticket = {
@@ -564,7 +564,7 @@ impl<T: Schema> Collection<T> {
                 id,
                 replaces: current,
                 head,
-                record: record::encode(kind, version, revision, Origin::Write, payload),
+                record: record::encode(kind, version, revision, Origin::Write, payload).into(),
             };
             let mut writes = WriteSet::default();
             writes.revision(&staged);
@@ -616,16 +616,19 @@ impl<T: Schema> Collection<T> {
             && document.stored_version < T::VERSION
             && self.check_writable().is_ok()
         {
+            let payload = self.encode(&document.data)?;
             let item = ChunkItem {
                 id: id.to_owned(),
                 seen: head,
-                action: Action::Write {
-                    version: T::VERSION,
-                    payload: self.encode(&document.data)?,
-                },
+                action: Action::Write(EncodedRevision::new(
+                    head,
+                    T::VERSION,
+                    Origin::UpgradeOnRead,
+                    &payload,
+                )),
             };
             // Skipped when another write replaced the head meanwhile: the read stays correct.
-            let outcome = self.commit_chunk(&[item], Origin::UpgradeOnRead, None, false, None)?;
+            let outcome = self.commit_chunk(&[item], Commit::new(Origin::UpgradeOnRead))?;
             if outcome == [Outcome::Written] {
                 document.revision = head.revision.next();
                 document.stored_version = T::VERSION;

@@ -10,7 +10,7 @@ use super::collection::Core;
 use super::counters::Counters;
 use super::error::backend;
 use super::keys::{self, Head};
-use super::write::{Staged, WriteSet};
+use super::write::{self, Staged, WriteSet};
 use super::{Collection, Store, StoreError};
 use crate::id::Revision;
 use crate::record::{self, Kind, Origin, RecordError};
@@ -40,11 +40,96 @@ pub(crate) struct FailureRecord {
     pub(crate) run: u64,
 }
 
+/// A new revision of a document, encoded ahead of its commit (off the write lock, on any thread).
+#[derive(Debug)]
+pub(crate) struct EncodedRevision {
+    /// The head it becomes.
+    head: Head,
+    /// Its envelope.
+    record: sled::IVec,
+}
+
+impl EncodedRevision {
+    /// The revision that follows `seen` at `version`, holding `payload` (MessagePack) and stamped
+    /// with `origin` and the current time.
+    pub(crate) fn new(seen: Head, version: u32, origin: Origin, payload: &[u8]) -> Self {
+        let revision = seen.revision.next();
+        Self {
+            head: Head {
+                revision,
+                version,
+                removed: false,
+            },
+            record: record::encode(Kind::Document, version, revision, origin, payload).into(),
+        }
+    }
+}
+
+impl EncodedRevision {
+    fn staged<'a>(&'a self, item: &'a ChunkItem) -> Staged<'a> {
+        Staged {
+            id: &item.id,
+            replaces: Some(item.seen),
+            head: self.head,
+            record: self.record.clone(),
+        }
+    }
+}
+
+/// The revision and head keys of a chunk's writes, batched ahead of the commit.
+pub(crate) struct PreparedBatch(sled::Batch);
+
+impl PreparedBatch {
+    /// Batches the revision and head keys of `items`' writes, off the write lock, so that the
+    /// committing thread only adds counters, failures and the cursor (see [`Commit::prepared`]).
+    pub(crate) fn new(items: &[ChunkItem]) -> Self {
+        let mut batch = sled::Batch::default();
+        for item in items {
+            if let Action::Write(revision) = &item.action {
+                write::batch_revision(&mut batch, &revision.staged(item));
+            }
+        }
+        Self(batch)
+    }
+}
+
+/// How [`Collection::commit_chunk`] commits a chunk.
+pub(crate) struct Commit<'a> {
+    /// What writes the chunk: every origin but a migration counts as a foreign write.
+    pub(crate) origin: Origin,
+    /// Moves the migration cursor of a target version to an id, in the same batch.
+    pub(crate) cursor: Option<(u32, &'a str)>,
+    /// Checks the heads and writes nothing.
+    pub(crate) dry_run: bool,
+    /// A [`foreign_writes`](Collection::foreign_writes) reading taken before the heads were
+    /// scanned: if no other write has happened since, every head is still the one the scan saw,
+    /// and re-reading them is skipped.
+    pub(crate) unchanged_since: Option<u64>,
+    /// The chunk's revisions and heads, batched ahead; used when no head needs a re-check.
+    pub(crate) prepared: Option<PreparedBatch>,
+    /// Waits until the chunk is durable, as the store's durability says, before returning.
+    pub(crate) durable: bool,
+}
+
+impl Commit<'_> {
+    /// A durable commit of writes of `origin` that re-checks every head.
+    pub(crate) fn new(origin: Origin) -> Self {
+        Self {
+            origin,
+            cursor: None,
+            dry_run: false,
+            unchanged_since: None,
+            prepared: None,
+            durable: true,
+        }
+    }
+}
+
 /// What a chunk does to one document, if its head is still the one the scan saw.
 #[derive(Debug)]
 pub(crate) enum Action {
-    /// Append a revision at `version` holding `payload` (MessagePack).
-    Write { version: u32, payload: Vec<u8> },
+    /// Append a revision.
+    Write(EncodedRevision),
     /// Record a failed migration.
     Fail(FailureRecord),
 }
@@ -109,6 +194,75 @@ impl Iterator for HeadScan {
                 continue;
             }
             return Some(Ok((id.to_owned(), head)));
+        }
+    }
+}
+
+/// How many revision keys a [`RevisionReader`] steps over before it seeks instead.
+const MAX_STEPS: u64 = 16;
+
+/// Reads head revisions of documents taken in id order with one forward pass over the revision
+/// keys, where a lookup per document would descend the tree every time.
+///
+/// Revision keys sort by id, then revision number, and a document's head is its newest revision,
+/// so the head revisions of consecutive documents are a few keys apart. The reader steps over at
+/// most [`MAX_STEPS`] keys to reach the one asked for, and seeks otherwise. A step only ever
+/// finds a revision that exists, and revisions never change once written; when stepping misses
+/// the key (the iterator's view of the tree may be older than the head that named it), the seek
+/// that follows reads the tree as it is now.
+pub(crate) struct RevisionReader<'a> {
+    core: &'a Core,
+    iter: Option<sled::Iter>,
+    /// The entry a seek found after a missing revision, not yet used.
+    peeked: Option<(sled::IVec, sled::IVec)>,
+}
+
+impl RevisionReader<'_> {
+    /// The stored bytes of `id`'s revision `revision`, if it exists.
+    pub(crate) fn read(
+        &mut self,
+        id: &str,
+        revision: Revision,
+    ) -> Result<Option<RevisionBytes>, StoreError> {
+        let target = keys::revision(id, revision);
+        // Revisions are numbered from 1 with no gaps, so a head beyond `MAX_STEPS` is that many
+        // keys past the previous document's at least: seek at once.
+        if self.iter.is_some() && revision.get() <= MAX_STEPS {
+            for _ in 0..MAX_STEPS {
+                let Some((key, value)) = self.next_entry()? else {
+                    break;
+                };
+                match key.as_ref().cmp(&target[..]) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => return Ok(Some(RevisionBytes(value))),
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+        }
+        // Seek: the iterator starts from a fresh view of the tree.
+        self.peeked = None;
+        let end = [keys::REVISION + 1];
+        let iter = self.iter.insert(
+            self.core
+                .tree
+                .range::<&[u8], _>((Bound::Included(&target[..]), Bound::Excluded(&end[..]))),
+        );
+        match iter.next().transpose().map_err(backend)? {
+            Some((key, value)) if key == target[..] => Ok(Some(RevisionBytes(value))),
+            other => {
+                self.peeked = other;
+                Ok(None)
+            }
+        }
+    }
+
+    fn next_entry(&mut self) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
+        if let Some(entry) = self.peeked.take() {
+            return Ok(Some(entry));
+        }
+        match self.iter.as_mut() {
+            Some(iter) => iter.next().transpose().map_err(backend),
+            None => Ok(None),
         }
     }
 }
@@ -190,6 +344,15 @@ impl<T: Schema> Collection<T> {
         Ok(self.core().revision_bytes(id, revision)?.map(RevisionBytes))
     }
 
+    /// A reader of head revisions for documents taken in id order.
+    pub(crate) fn revision_reader(&self) -> RevisionReader<'_> {
+        RevisionReader {
+            core: self.core(),
+            iter: None,
+            peeked: None,
+        }
+    }
+
     /// The failure recorded for a document, if any.
     pub(crate) fn failure(&self, id: &str) -> Result<Option<FailureRecord>, StoreError> {
         match self.core().tree.get(keys::failure(id)).map_err(backend)? {
@@ -220,60 +383,43 @@ impl<T: Schema> Collection<T> {
     }
 
     /// Commits one chunk in one atomic batch under the write lock: for every item whose head is
-    /// still the one the scan saw, its new revision (origin `origin`) or its failure record; and
-    /// the cursor of `cursor.0` moved to `cursor.1`. A dry run checks the heads the same way and
-    /// writes nothing. Durable when it returns, as the store's durability says.
-    ///
-    /// `unchanged_since` is a [`foreign_writes`](Self::foreign_writes) reading taken before the
-    /// heads were scanned: if no other write has happened since, every head is still the one the
-    /// scan saw, and re-reading them is skipped.
+    /// still the one the scan saw, its new revision or its failure record; and the cursor moved as
+    /// `commit` says. A dry run checks the heads the same way and writes nothing.
     pub(crate) fn commit_chunk(
         &self,
         items: &[ChunkItem],
-        origin: Origin,
-        cursor: Option<(u32, &str)>,
-        dry_run: bool,
-        unchanged_since: Option<u64>,
+        commit: Commit<'_>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let core = self.core();
         let mut outcomes = Vec::with_capacity(items.len());
         let ticket = {
             let mut counters = core.counters.lock();
-            let mut writes = WriteSet::default();
-            let mut staged: Vec<Staged<'_>> = Vec::with_capacity(items.len());
-            let recheck = unchanged_since != Some(core.foreign_writes.load(Ordering::SeqCst));
-            if !dry_run && !matches!(origin, Origin::Migration { .. }) {
+            let recheck =
+                commit.unchanged_since != Some(core.foreign_writes.load(Ordering::SeqCst));
+            if !commit.dry_run && !matches!(commit.origin, Origin::Migration { .. }) {
                 core.foreign_writes.fetch_add(1, Ordering::SeqCst);
             }
+            // A batch prepared from every item holds only what should be written while no head
+            // has changed since the scan.
+            let prepared = commit.prepared.filter(|_| !recheck);
+            let (mut writes, batched) = match prepared.and_then(|p| WriteSet::with_batch(p.0)) {
+                Some(writes) => (writes, true),
+                None => (WriteSet::default(), false),
+            };
+            let mut staged: Vec<Staged<'_>> = Vec::with_capacity(items.len());
             for item in items {
                 if recheck && core.head(&item.id)? != Some(item.seen) {
                     outcomes.push(Outcome::Skipped);
                     continue;
                 }
                 match &item.action {
-                    Action::Write { version, payload } => {
-                        let head = Head {
-                            revision: item.seen.revision.next(),
-                            version: *version,
-                            removed: false,
-                        };
-                        let record = record::encode(
-                            Kind::Document,
-                            *version,
-                            head.revision,
-                            origin,
-                            payload,
-                        );
-                        staged.push(Staged {
-                            id: &item.id,
-                            replaces: Some(item.seen),
-                            head,
-                            record,
-                        });
+                    Action::Write(revision) => {
+                        debug_assert_eq!(revision.head.revision, item.seen.revision.next());
+                        staged.push(revision.staged(item));
                         outcomes.push(Outcome::Written);
                     }
                     Action::Fail(failure) => {
-                        if !dry_run {
+                        if !commit.dry_run {
                             let known = core
                                 .tree
                                 .contains_key(keys::failure(&item.id))
@@ -290,22 +436,28 @@ impl<T: Schema> Collection<T> {
                     }
                 }
             }
-            if dry_run {
+            if commit.dry_run {
                 return Ok(outcomes);
             }
             for staged in &staged {
-                writes.revision(staged);
+                if batched {
+                    writes.counted(staged);
+                } else {
+                    writes.revision(staged);
+                }
                 if let Some(seen) = staged.replaces {
                     writes.clear_failure(core, &counters, staged.id, seen.version)?;
                 }
             }
-            if let Some((target, id)) = cursor {
+            if let Some((target, id)) = commit.cursor {
                 writes.cursor(target, id);
             }
             writes.apply(core, &mut counters)?;
             self.store.inner().commit.ticket()
         };
-        self.store.inner().durable(ticket)?;
+        if commit.durable {
+            self.store.inner().durable(ticket)?;
+        }
         crate::fault::point();
         Ok(outcomes)
     }
@@ -394,4 +546,78 @@ fn ledger_key(collection: &str, run: u64) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(&run.to_be_bytes());
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    struct Note {
+        n: u32,
+    }
+
+    impl Schema for Note {
+        const COLLECTION: &'static str = "notes";
+        const VERSION: u32 = 1;
+        type Previous = Self;
+        fn upgrade(previous: Self) -> Result<Self, crate::StepError> {
+            Ok(previous)
+        }
+    }
+
+    /// Every head revision, read in id order with one reader, is the revision a lookup finds:
+    /// across documents with one revision, with more than `MAX_STEPS`, and removed ones.
+    #[test]
+    fn the_revision_reader_finds_what_a_lookup_finds() {
+        let store = Store::temporary().unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        for n in 0..200u32 {
+            let id = notes.insert(&Note { n }).unwrap();
+            let updates = match n % 10 {
+                0 => u32::try_from(MAX_STEPS).unwrap() + 3,
+                1 | 2 => 2,
+                _ => 0,
+            };
+            for k in 0..updates {
+                notes.update(&id, &Note { n: n + k }).unwrap();
+            }
+            if n % 7 == 0 {
+                notes.remove(&id).unwrap();
+            }
+        }
+        let mut reader = notes.revision_reader();
+        let mut read = 0;
+        for entry in notes.scan_heads(None, None) {
+            let (id, head) = entry.unwrap();
+            let expected = notes.read_revision(&id, head.revision).unwrap().unwrap();
+            let found = reader.read(&id, head.revision).unwrap().unwrap();
+            assert_eq!(
+                found.as_ref(),
+                expected.as_ref(),
+                "{id} at {}",
+                head.revision
+            );
+            read += 1;
+        }
+        assert_eq!(read, 200 - 200usize.div_ceil(7));
+    }
+
+    /// A revision that does not exist is `None`, and the reader goes on from there.
+    #[test]
+    fn the_revision_reader_reports_a_missing_revision_and_goes_on() {
+        let store = Store::temporary().unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let ids: Vec<_> = (0..3).map(|n| notes.insert(&Note { n }).unwrap()).collect();
+        let mut sorted: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        sorted.sort();
+        let first = Revision::FIRST;
+        let mut reader = notes.revision_reader();
+        assert!(reader.read(&sorted[0], first).unwrap().is_some());
+        assert!(reader.read(&sorted[1], first.next()).unwrap().is_none());
+        assert!(reader.read(&sorted[1], first).unwrap().is_some());
+        assert!(reader.read(&sorted[2], first).unwrap().is_some());
+        assert!(reader.read("zzzz", first).unwrap().is_none());
+    }
 }

@@ -29,7 +29,10 @@ pub use self::maintenance::{
     BackupError, BackupSummary, CollectionStats, CounterChange, CounterKind, Problem, RepairReport,
     StoreStats, VerifyReport, MAX_REPORTED_PROBLEMS,
 };
-pub(crate) use self::migration::{Action, ChunkItem, FailureRecord, Outcome};
+pub(crate) use self::migration::{
+    Action, ChunkItem, Commit, EncodedRevision, FailureRecord, HeadScan, Outcome, PreparedBatch,
+    RevisionBytes, RevisionReader,
+};
 pub use self::registry::{SchemaEvent, SchemaRecord};
 
 use self::collection::Core;

@@ -14,7 +14,7 @@ pub(super) struct Staged<'a> {
     pub(super) replaces: Option<Head>,
     pub(super) head: Head,
     /// The revision's envelope.
-    pub(super) record: Vec<u8>,
+    pub(super) record: sled::IVec,
 }
 
 /// The keys and counter changes of one `apply_batch`.
@@ -38,15 +38,38 @@ impl Default for WriteSet {
 }
 
 impl WriteSet {
+    /// A write set that starts from `batch`, which holds the revision and head keys of new
+    /// revisions put there by [`batch_revision`] ahead of the write lock; each must then be
+    /// [`counted`](Self::counted). `None` in the test-only broken write order, which needs the
+    /// revisions apart.
+    pub(super) fn with_batch(batch: sled::Batch) -> Option<Self> {
+        (!fault::broken_write_order()).then(|| Self {
+            batch,
+            late: None,
+            delta: Delta::default(),
+            empty: false,
+        })
+    }
+
     /// Adds a new revision and moves the document's head to it. Revision keys are never written
     /// twice: revisions only append.
     pub(super) fn revision(&mut self, staged: &Staged<'_>) {
-        self.late.as_mut().unwrap_or(&mut self.batch).insert(
-            keys::revision(staged.id, staged.head.revision),
-            &staged.record[..],
-        );
-        self.batch
-            .insert(keys::head(staged.id), &staged.head.encode()[..]);
+        match self.late.as_mut() {
+            Some(late) => {
+                late.insert(
+                    keys::revision(staged.id, staged.head.revision),
+                    staged.record.clone(),
+                );
+                self.batch
+                    .insert(keys::head(staged.id), &staged.head.encode()[..]);
+            }
+            None => batch_revision(&mut self.batch, staged),
+        }
+        self.counted(staged);
+    }
+
+    /// Counts a new revision whose keys the batch holds already.
+    pub(super) fn counted(&mut self, staged: &Staged<'_>) {
         self.delta.replace(staged.replaces, staged.head);
         self.empty = false;
     }
@@ -119,4 +142,13 @@ impl WriteSet {
         }
         Ok(())
     }
+}
+
+/// Puts a new revision's key and its document's new head into `batch`.
+pub(super) fn batch_revision(batch: &mut sled::Batch, staged: &Staged<'_>) {
+    batch.insert(
+        keys::revision(staged.id, staged.head.revision),
+        staged.record.clone(),
+    );
+    batch.insert(keys::head(staged.id), &staged.head.encode()[..]);
 }
