@@ -332,33 +332,10 @@ fn now_micros() -> u64 {
         })
 }
 
-/// CRC-32 (IEEE), bitwise with a 256-entry table built at compile time.
+/// CRC-32 (IEEE), as zlib and PNG compute it (crc32fast uses the CPU's carry-less multiply where
+/// there is one).
 fn crc32(bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            #[allow(clippy::cast_possible_truncation)] // i < 256
-            let mut crc = i as u32;
-            let mut bit = 0;
-            while bit < 8 {
-                crc = if crc & 1 == 1 {
-                    0xEDB8_8320 ^ (crc >> 1)
-                } else {
-                    crc >> 1
-                };
-                bit += 1;
-            }
-            table[i] = crc;
-            i += 1;
-        }
-        table
-    };
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc = TABLE[usize::from(crc.to_le_bytes()[0] ^ byte)] ^ (crc >> 8);
-    }
-    !crc
+    crc32fast::hash(bytes)
 }
 
 #[cfg(test)]

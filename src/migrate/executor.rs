@@ -227,7 +227,7 @@ fn pipeline<T: Schema>(
             .name("revolve-process".to_owned())
             .spawn_scoped(scope, move || {
                 for chunk in scanned_rx {
-                    let processed = pool.install(|| {
+                    let (items, known_failed): (Vec<ChunkItem>, Vec<bool>) = pool.install(|| {
                         chunk
                             .into_par_iter()
                             .map(|candidate| {
@@ -240,7 +240,6 @@ fn pipeline<T: Schema>(
                             })
                             .unzip()
                     });
-                    let (items, known_failed): (Vec<ChunkItem>, _) = processed;
                     let prepared = (!dry_run).then(|| PreparedBatch::new(&items));
                     if processed_tx
                         .send(Chunk {
