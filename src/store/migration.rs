@@ -63,9 +63,8 @@ impl EncodedRevision {
             record: record::encode(Kind::Document, version, revision, origin, payload).into(),
         }
     }
-}
 
-impl EncodedRevision {
+    /// The revision as the write set stages it, replacing the head `item` saw.
     fn staged<'a>(&'a self, item: &'a ChunkItem) -> Staged<'a> {
         Staged {
             id: &item.id,
