@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! calling thread:  read the next chunk: heads from the cursor and their revisions, in one
-//!                  forward pass ─▶ channel (two chunks ahead of the commit)
+//!                  forward pass ─▶ channel (a chunk ahead of the commit)
 //! process thread:  rayon: decode, step, validate, encode; then batch the new revisions and
 //!                  heads ─▶ channel
 //! calling thread:  commit the chunk (counters, failures and cursor added to the prepared batch:
@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error as StdError;
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -254,8 +255,8 @@ fn pipeline<T: Schema>(
                 }
             })
             .map_err(|error| MigrationError::Threads {
-                threads: 1,
-                message: error.to_string(),
+                threads: threads + 1,
+                message: format!("the processing thread: {error}"),
             })?;
         let mut committer = Committer {
             collection,
@@ -269,20 +270,27 @@ fn pipeline<T: Schema>(
             unchanged_since,
         };
         let result = drive(&mut scan, &scanned_tx, &processed_rx, &mut committer);
-        // The processing thread ends once either channel is closed; a panic there (steps' panics
-        // are caught per document) is the caller's, never a quietly short run.
+        // The processing thread ends once either channel is closed. Panics are caught per
+        // document, so it cannot stop early; should it ever, the run is an error, never a quietly
+        // short one.
         drop(scanned_tx);
         drop(processed_rx);
         if let Err(panic) = processor.join() {
             std::panic::resume_unwind(panic);
         }
-        let cancelled = result?;
-        Ok((committer.tally, cancelled))
+        match result? {
+            End::Exhausted => Ok((committer.tally, false)),
+            End::Cancelled => Ok((committer.tally, true)),
+            End::ProcessorStopped => Err(MigrationError::Threads {
+                threads: threads + 1,
+                message: "the processing thread stopped before the run".to_owned(),
+            }),
+        }
     })
 }
 
-/// Keeps [`AHEAD`] chunks read and handed to the pool, and commits what comes back, in order, on
-/// this thread. Returns whether the run was cancelled.
+/// Keeps [`AHEAD`] chunks in flight (the one being committed and the next, read and on the pool),
+/// and commits what comes back, in order, on this thread.
 ///
 /// sled runs reads and batches under one process-wide lock: a read waits while a batch is being
 /// applied. So the reads are done here, between two commits, in one forward pass over the heads and
@@ -292,19 +300,18 @@ fn drive<T: Schema>(
     scanned_tx: &SyncSender<Vec<Candidate>>,
     processed_rx: &Receiver<Chunk>,
     committer: &mut Committer<'_, T>,
-) -> Result<bool, MigrationError> {
+) -> Result<End, MigrationError> {
     let mut in_flight = 0;
     let mut exhausted = false;
     loop {
         while in_flight < AHEAD && !exhausted {
             if committer.migration.cancel.is_cancelled() {
-                return Ok(true);
+                return Ok(End::Cancelled);
             }
             match scan.next_chunk()? {
                 Some(chunk) => {
                     if scanned_tx.send(chunk).is_err() {
-                        // The processing thread is gone; the caller reports why.
-                        return Ok(false);
+                        return Ok(End::ProcessorStopped);
                     }
                     in_flight += 1;
                 }
@@ -312,21 +319,32 @@ fn drive<T: Schema>(
             }
         }
         if in_flight == 0 {
-            return Ok(false);
+            return Ok(End::Exhausted);
         }
         let Ok(chunk) = processed_rx.recv() else {
-            return Ok(false);
+            return Ok(End::ProcessorStopped);
         };
         in_flight -= 1;
         if committer.migration.cancel.is_cancelled() {
-            return Ok(true);
+            return Ok(End::Cancelled);
         }
         committer.commit(chunk)?;
     }
 }
 
-/// How many chunks are read ahead of the one being committed.
+/// How many chunks are in flight: read, on the pool, or waiting to be committed.
 const AHEAD: usize = 2;
+
+/// How [`drive`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Every candidate was committed.
+    Exhausted,
+    /// The cancel token was set.
+    Cancelled,
+    /// The processing thread stopped before the run did.
+    ProcessorStopped,
+}
 
 /// Takes candidates in id order from the cursor to the end, then from the start up to the cursor
 /// (the wrap, at most once), with their head revisions' bytes.
@@ -416,7 +434,20 @@ fn process<T: Schema>(
         known_failed,
     } = candidate;
     let converted = match bytes {
-        Some(bytes) => convert::<T>(bytes.as_ref(), max_depth, target_schema),
+        // Steps' panics are caught where they run; this catches any other (a `Serialize` or
+        // `Deserialize` implementation, say), so that it too fails only its document.
+        Some(bytes) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+            convert::<T>(bytes.as_ref(), max_depth, target_schema)
+        }))
+        .unwrap_or_else(|panic| {
+            Err((
+                FailureClass::Panic,
+                format!(
+                    "panicked outside the steps: {}",
+                    schema::panic_message(panic.as_ref())
+                ),
+            ))
+        }),
         None => Err((
             FailureClass::Decode,
             format!("revision {} named by the head is missing", head.revision),
@@ -539,7 +570,6 @@ impl<T: Schema> Committer<'_, T> {
                 dry_run: self.dry_run,
                 unchanged_since: Some(self.unchanged_since),
                 prepared: chunk.prepared,
-                durable: true,
             },
         )?;
         for ((item, outcome), known_failed) in

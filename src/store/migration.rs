@@ -106,12 +106,10 @@ pub(crate) struct Commit<'a> {
     pub(crate) unchanged_since: Option<u64>,
     /// The chunk's revisions and heads, batched ahead; used when no head needs a re-check.
     pub(crate) prepared: Option<PreparedBatch>,
-    /// Waits until the chunk is durable, as the store's durability says, before returning.
-    pub(crate) durable: bool,
 }
 
 impl Commit<'_> {
-    /// A durable commit of writes of `origin` that re-checks every head.
+    /// A commit of writes of `origin` that re-checks every head.
     pub(crate) fn new(origin: Origin) -> Self {
         Self {
             origin,
@@ -119,7 +117,6 @@ impl Commit<'_> {
             dry_run: false,
             unchanged_since: None,
             prepared: None,
-            durable: true,
         }
     }
 }
@@ -383,7 +380,8 @@ impl<T: Schema> Collection<T> {
 
     /// Commits one chunk in one atomic batch under the write lock: for every item whose head is
     /// still the one the scan saw, its new revision or its failure record; and the cursor moved as
-    /// `commit` says. A dry run checks the heads the same way and writes nothing.
+    /// `commit` says. Durable when it returns, as the store's durability says. A dry run checks
+    /// the heads the same way and writes nothing.
     pub(crate) fn commit_chunk(
         &self,
         items: &[ChunkItem],
@@ -454,9 +452,7 @@ impl<T: Schema> Collection<T> {
             writes.apply(core, &mut counters)?;
             self.store.inner().commit.ticket()
         };
-        if commit.durable {
-            self.store.inner().durable(ticket)?;
-        }
+        self.store.inner().durable(ticket)?;
         crate::fault::point();
         Ok(outcomes)
     }
@@ -601,6 +597,26 @@ mod tests {
             read += 1;
         }
         assert_eq!(read, 200 - 200usize.div_ceil(7));
+    }
+
+    /// A revision written after the reader stepped past its document is found: stepping misses
+    /// it in the reader's older view of the tree, and the seek that follows reads the tree anew.
+    #[test]
+    fn the_revision_reader_finds_a_revision_written_behind_it() {
+        let store = Store::temporary().unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let mut ids: Vec<String> = (0..50)
+            .map(|n| notes.insert(&Note { n }).unwrap().to_string())
+            .collect();
+        ids.sort();
+        let mut reader = notes.revision_reader();
+        let first = Revision::FIRST;
+        assert!(reader.read(&ids[0], first).unwrap().is_some());
+        let updated = notes.update(&ids[1], &Note { n: 1000 }).unwrap();
+        let expected = notes.read_revision(&ids[1], updated).unwrap().unwrap();
+        let found = reader.read(&ids[1], updated).unwrap().unwrap();
+        assert_eq!(found.as_ref(), expected.as_ref());
+        assert!(reader.read(&ids[2], first).unwrap().is_some());
     }
 
     /// A revision that does not exist is `None`, and the reader goes on from there.

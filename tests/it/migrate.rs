@@ -807,6 +807,79 @@ fn an_output_that_does_not_decode_back_is_an_isolated_failure() {
     assert_eq!(docs.count_by_version(), BTreeMap::from([(1, 5)]));
 }
 
+// `brittle`: version 2's own `Serialize` panics on a title starting with `boom`, outside any step.
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
+#[schema(collection = "brittle", version = 1)]
+struct BrittleV1 {
+    title: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema, Schema)]
+#[schema(collection = "brittle", version = 2, from = BrittleV1)]
+struct BrittleV2 {
+    title: String,
+}
+
+impl From<BrittleV1> for BrittleV2 {
+    fn from(old: BrittleV1) -> Self {
+        BrittleV2 { title: old.title }
+    }
+}
+
+impl Serialize for BrittleV2 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        assert!(
+            !self.title.starts_with("boom"),
+            "{PANIC_MESSAGE}, in Serialize"
+        );
+        let mut fields = serializer.serialize_struct("BrittleV2", 1)?;
+        fields.serialize_field("title", &self.title)?;
+        fields.end()
+    }
+}
+
+#[test]
+fn a_panic_outside_the_steps_fails_only_its_document() {
+    quiet_step_panics();
+    let dir = tempfile::tempdir().unwrap();
+    with_program::<BrittleV1>(dir.path(), |docs| {
+        for i in 0..9 {
+            let title = if i % 3 == 1 { "boom" } else { "fine" };
+            docs.insert_with_id(
+                &format!("doc-{i}"),
+                &BrittleV1 {
+                    title: format!("{title} {i}"),
+                },
+            )
+            .unwrap();
+        }
+    });
+    let docs = open::<BrittleV2>(dir.path());
+    let before = raw_history(&docs, "doc-1");
+    let preview = docs.migrate().threads(2).dry_run().unwrap();
+    let report = docs.migrate().threads(2).execute().unwrap();
+    let mut expected = normalized(report.clone());
+    expected.dry_run = true;
+    assert_eq!(normalized(preview), expected);
+    assert_eq!((report.scanned, report.migrated, report.failed), (9, 6, 3));
+    assert_eq!(
+        report.failures_by_class,
+        BTreeMap::from([(FailureClass::Panic, 3)])
+    );
+    assert!(
+        report.failures[0]
+            .error
+            .contains("panicked outside the steps")
+            && report.failures[0].error.contains("in Serialize"),
+        "{}",
+        report.failures[0].error
+    );
+    assert_eq!(raw_history(&docs, "doc-1"), before);
+    assert_eq!(docs.count_by_version(), BTreeMap::from([(1, 3), (2, 6)]));
+}
+
 // ---- Cancel and resume. ----
 
 #[test]
