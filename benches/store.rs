@@ -17,78 +17,7 @@ use revolve::{Collection, DocId, Durability, Store, DEFAULT_CACHE_CAPACITY};
 
 #[path = "common/dataset.rs"]
 mod dataset;
-use dataset::{issue_v1_to_v2, IssueV1, IssueV2};
-
-/// xorshift64: a fixed-seed source of document content and of the ids to read.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        usize::try_from(self.next() % bound as u64).expect("below a usize bound")
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
-
-const WORDS: &[&str] = &[
-    "store",
-    "crash",
-    "index",
-    "upgrade",
-    "schema",
-    "panic",
-    "timeout",
-    "cache",
-    "flush",
-    "reader",
-    "writer",
-    "batch",
-    "version",
-    "history",
-    "revert",
-    "migration",
-    "lock",
-    "tree",
-    "page",
-    "disk",
-];
-const STATUSES: &[&str] = &["open", "in_progress", "closed"];
-const TAGS: &[&str] = &[
-    "bug", "feature", "urgent", "docs", "storage", "api", "cli", "http", "perf", "ux",
-];
-
-fn sentence(rng: &mut XorShift, words: usize) -> String {
-    let mut out = String::new();
-    for i in 0..words {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(rng.pick(WORDS));
-    }
-    out
-}
-
-/// One version 1 issue of about 350 bytes once encoded.
-fn issue(rng: &mut XorShift) -> IssueV1 {
-    let created_at = 1_700_000_000 + rng.next() % 10_000_000;
-    IssueV1 {
-        title: sentence(rng, 7),
-        description: Some(sentence(rng, 30)),
-        status: rng.pick(STATUSES).to_owned(),
-        tags: (0..3).map(|_| rng.pick(TAGS).to_owned()).collect(),
-        created_at,
-        updated_at: created_at + rng.next() % 1_000_000,
-    }
-}
+use dataset::{issue, issue_v1_to_v2, IssueV1, IssueV2, XorShift};
 
 fn issue_v2(rng: &mut XorShift) -> IssueV2 {
     issue_v1_to_v2(issue(rng)).expect("generated statuses are known")
