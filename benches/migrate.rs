@@ -570,6 +570,15 @@ impl Bench {
                 .collect(),
         )
     }
+
+    /// The largest `field` (KiB) of the runs of `kind`, in MiB.
+    fn peak_mib(&self, kind: &str, field: &str) -> f64 {
+        self.runs
+            .iter()
+            .filter(|run| run.kind == kind)
+            .map(|run| run.fields.mib(field))
+            .fold(0.0, f64::max)
+    }
 }
 
 #[allow(clippy::too_many_lines)] // a script: measure, then print
@@ -736,24 +745,9 @@ fn drive(options: Options) {
     .unwrap();
 
     let cache_mib = to_mib(cache);
-    let peak_big = bench
-        .runs
-        .iter()
-        .filter(|run| run.kind == "migrate")
-        .map(|run| run.fields.mib("hwm_kib"))
-        .fold(0.0, f64::max);
-    let peak_open_big = bench
-        .runs
-        .iter()
-        .filter(|run| run.kind == "migrate")
-        .map(|run| run.fields.mib("hwm_open_kib"))
-        .fold(0.0, f64::max);
-    let peak_baseline_big = bench
-        .runs
-        .iter()
-        .filter(|run| run.kind == "baseline")
-        .map(|run| run.fields.mib("hwm_kib"))
-        .fold(0.0, f64::max);
+    let peak_big = bench.peak_mib("migrate", "hwm_kib");
+    let peak_open_big = bench.peak_mib("migrate", "hwm_open_kib");
+    let peak_baseline_big = bench.peak_mib("baseline", "hwm_kib");
     writeln!(
         out,
         "\npeak RSS (child VmHWM), sled cache {cache_mib:.0} MiB:\n{:<10} {:>12} {:>12} {:>14} {:>14}",
