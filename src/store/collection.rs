@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use super::counters::{Counter, Counters};
 use super::error::backend;
 use super::keys::{self, Head};
-use super::migration::{Action, ChunkItem, Commit, EncodedRevision, Outcome};
+use super::migration::{Action, ChunkItem, Commit, EncodedRevision, FailureRecord, Outcome};
 use super::write::{Staged, WriteSet};
 use super::{Store, StoreError};
 use crate::id::{self, DocId, Revision};
@@ -325,6 +325,22 @@ pub struct RawRevision {
     pub bytes: Vec<u8>,
 }
 
+impl RawRevision {
+    /// The revision an envelope holds; its payload is `None` for a removal, and for bytes that are
+    /// not MessagePack (kept in `bytes`).
+    fn of(envelope: &Envelope<'_>, max_depth: usize) -> Self {
+        let payload = match envelope.kind {
+            Kind::Tombstone => None,
+            Kind::Document => record::decode_payload(envelope.payload, max_depth).ok(),
+        };
+        Self {
+            info: RevisionInfo::from(envelope),
+            payload,
+            bytes: envelope.payload.to_vec(),
+        }
+    }
+}
+
 impl<T: Schema> Collection<T> {
     pub(super) fn new(store: Store, core: Arc<Core>, binding: Binding) -> Self {
         Self {
@@ -384,6 +400,8 @@ impl<T: Schema> Collection<T> {
                 collection: self.core.name.clone(),
                 id: id.to_owned(),
                 revision: envelope.revision,
+                stored_version: envelope.version,
+                raw: Box::new(RawRevision::of(&envelope, self.max_depth())),
                 source,
             })?;
         Ok(Some(Document {
@@ -862,6 +880,15 @@ impl RawCollection {
     pub fn removed_count(&self) -> u64 {
         self.core.removed_count()
     }
+
+    /// Up to `limit` records of the failure set in id order, after `after` if given.
+    pub(crate) fn failure_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, FailureRecord)>, StoreError> {
+        self.core.failure_page(after, limit)
+    }
 }
 
 #[cfg(test)]
@@ -936,7 +963,18 @@ mod tests {
             .insert(keys::revision(&id, Revision::FIRST), bytes)
             .unwrap();
         let err = notes.get(&id).unwrap_err();
-        assert!(matches!(err, StoreError::Upgrade { .. }), "{err:?}");
+        let StoreError::Upgrade {
+            stored_version,
+            raw,
+            ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        // The error carries the revision as stored.
+        assert_eq!(*stored_version, 1);
+        assert_eq!(raw.payload, Some(serde_json::json!([1, 2, 3])));
+        assert_eq!(raw.bytes, payload);
         // The raw payload is still readable as JSON.
         let raw = notes.raw_revision(&id, Revision::FIRST).unwrap().unwrap();
         assert_eq!(raw.payload, Some(serde_json::json!([1, 2, 3])));
