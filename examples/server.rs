@@ -15,62 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use revolve::{Schema, StepError, Store};
-use serde::{Deserialize, Serialize};
+use revolve::Store;
 
-/// An issue as last year's program stored it: the status is free text.
-#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Schema)]
-#[schema(collection = "issues", version = 1)]
-struct IssueV1 {
-    title: String,
-    description: Option<String>,
-    status: String,
-}
+#[path = "common/issues.rs"]
+mod issues;
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-enum Priority {
-    Low,
-    High,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-enum Status {
-    Open,
-    Closed,
-}
-
-/// Today's issue: a priority, and a status that is an enum.
-#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Schema)]
-#[schema(collection = "issues", version = 2, from = IssueV1, step = issue_v1_to_v2)]
-struct IssueV2 {
-    title: String,
-    priority: Priority,
-    description: Option<String>,
-    status: Status,
-}
+use issues::{IssueV1, IssueV2};
 
 type Issue = IssueV2;
-
-fn issue_v1_to_v2(old: IssueV1) -> Result<IssueV2, StepError> {
-    let status = match old.status.as_str() {
-        "open" => Status::Open,
-        "closed" | "done" => Status::Closed,
-        other => return Err(StepError::new(format!("unknown status `{other}`"))),
-    };
-    let priority = if old.title.to_lowercase().contains("crash") {
-        Priority::High
-    } else {
-        Priority::Low
-    };
-    Ok(IssueV2 {
-        title: old.title,
-        priority,
-        description: old.description,
-        status,
-    })
-}
 
 struct Options {
     port: u16,
@@ -105,21 +57,10 @@ fn open(path: &Path) -> Result<Store, Box<dyn Error>> {
     let fresh = {
         let store = Store::open(path)?;
         if store.collection_names()?.is_empty() {
-            let issues = store.collection::<IssueV1>()?;
-            let statuses = ["open", "closed", "done", "open", "wontfix"];
-            let seed: Vec<IssueV1> = (0..2500)
-                .map(|n| IssueV1 {
-                    title: if n % 10 == 0 {
-                        format!("Crash #{n} when saving")
-                    } else {
-                        format!("Issue #{n}")
-                    },
-                    description: (n % 3 == 0).then(|| format!("Seeded issue number {n}")),
-                    // One in 50 has a status the step refuses: a migration reports it.
-                    status: statuses[if n % 50 == 49 { 4 } else { n % 4 }].to_owned(),
-                })
-                .collect();
-            issues.insert_many(&seed)?;
+            // One in 50 has a status the step refuses: a migration reports it.
+            store
+                .collection::<IssueV1>()?
+                .insert_many(&issues::seed())?;
             true
         } else {
             false

@@ -13,7 +13,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::{MigrationError, Revision, StoreError};
+use super::handlers::encode_segment;
+use crate::{FailureClass, MigrationError, Revision, StoreError};
 
 /// The media type of every error body.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
@@ -55,6 +56,9 @@ pub(crate) enum ApiError {
     NotRevertible(String),
     /// 409: a newer program owns the collection or the document.
     VersionTooNew(String),
+    /// 409: a stored revision cannot be brought to the latest version (its step fails, or its
+    /// payload does not decode at its version).
+    NotUpgradable(Box<NotUpgradable>),
     /// 412: `If-Match` named a revision that is no longer current, or `If-None-Match: *` found a
     /// document.
     PreconditionFailed {
@@ -77,7 +81,31 @@ pub(crate) enum ApiError {
     Internal(Box<dyn StdError + Send + Sync>),
 }
 
+/// A document that cannot be upgraded: what the problem tells the client.
+#[derive(Debug)]
+pub(crate) struct NotUpgradable {
+    pub(crate) collection: String,
+    pub(crate) id: String,
+    pub(crate) revision: Revision,
+    pub(crate) stored_version: u32,
+    pub(crate) class: FailureClass,
+    /// The error and its sources, as a migration records it.
+    pub(crate) message: String,
+    /// The path of the raw revision, `/{c}/docs/{id}/revisions/{rev}?raw=true`, under the path
+    /// the router is nested at.
+    pub(crate) raw_revision: String,
+}
+
 impl ApiError {
+    /// Puts the paths a problem links to under `base`, the path the router is nested at (empty
+    /// when it is not).
+    pub(crate) fn under(mut self, base: &str) -> Self {
+        if let Self::NotUpgradable(not_upgradable) = &mut self {
+            not_upgradable.raw_revision.insert_str(0, base);
+        }
+        self
+    }
+
     /// An internal error from anything that is an error.
     pub(crate) fn internal(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self::Internal(error.into())
@@ -145,6 +173,11 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "version-too-new",
                 "a newer program owns this collection",
+            ),
+            Self::NotUpgradable(_) => (
+                StatusCode::CONFLICT,
+                "not-upgradable",
+                "the document cannot be upgraded to the latest version",
             ),
             Self::PreconditionFailed { .. } => (
                 StatusCode::PRECONDITION_FAILED,
@@ -219,6 +252,10 @@ impl ApiError {
             Self::RunNotFound { collection, run } => {
                 format!("no run {run} in the ledger of `{collection}`")
             }
+            Self::NotUpgradable(not) => format!(
+                "document `{}` in `{}` is stored at version {} (revision {}) and cannot be upgraded: {}; it is kept as it is: read it raw at {}, or write a new revision over it",
+                not.id, not.collection, not.stored_version, not.revision, not.message, not.raw_revision
+            ),
             Self::MethodNotAllowed(method) => format!("this route does not accept {method}"),
             Self::RunInProgress { collection, run } => format!(
                 "a migration run ({run}) is already under way on `{collection}`; wait for it to finish"
@@ -247,6 +284,15 @@ impl ApiError {
                 current: Some(current),
                 ..
             } => problem["current_revision"] = json!(current),
+            Self::NotUpgradable(not) => {
+                problem["collection"] = json!(not.collection);
+                problem["id"] = json!(not.id);
+                problem["revision"] = json!(not.revision);
+                problem["stored_version"] = json!(not.stored_version);
+                problem["class"] = json!(not.class);
+                problem["message"] = json!(not.message);
+                problem["raw_revision"] = json!(not.raw_revision);
+            }
             _ => {}
         }
         problem
@@ -300,6 +346,29 @@ impl From<StoreError> for ApiError {
                 current: Some(current),
             },
             StoreError::VersionTooNew { .. } => Self::VersionTooNew(error.to_string()),
+            StoreError::Upgrade {
+                collection,
+                id,
+                revision,
+                stored_version,
+                source,
+                ..
+            } => {
+                let raw_revision = format!(
+                    "/{}/docs/{}/revisions/{revision}?raw=true",
+                    encode_segment(&collection),
+                    encode_segment(&id)
+                );
+                Self::NotUpgradable(Box::new(NotUpgradable {
+                    class: FailureClass::of_upgrade(&source),
+                    message: chain(&source),
+                    collection,
+                    id,
+                    revision,
+                    stored_version,
+                    raw_revision,
+                }))
+            }
             StoreError::UnknownCollection { collection } => Self::UnknownCollection(collection),
             other => Self::internal(other),
         }

@@ -268,17 +268,29 @@ fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
+/// The path the router is nested at: what the original request path has before the one routed.
+fn base(original: &Uri, routed: &Uri) -> String {
+    original
+        .path()
+        .strip_suffix(routed.path())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 pub(crate) async fn list(
     State(state): State<AppState>,
     ApiPath(collection): ApiPath<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
+    OriginalUri(original): OriginalUri,
+    routed: Uri,
 ) -> Result<Json<Value>, ApiError> {
     let mounted = state.mounted(&collection)?;
     let limit = page_size(query.limit)?;
     if let Some(after) = &query.after {
         check_id(after)?;
     }
-    blocking(move || mounted.list(query.after.as_deref(), limit))
+    let base = base(&original, &routed);
+    blocking(move || mounted.list(query.after.as_deref(), limit, &base))
         .await
         .map(Json)
 }
@@ -311,10 +323,14 @@ pub(crate) async fn read(
     State(state): State<AppState>,
     ApiPath((collection, id)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<ReadQuery>,
+    OriginalUri(original): OriginalUri,
+    routed: Uri,
 ) -> Result<Response, ApiError> {
     let mounted = state.mounted(&collection)?;
     let at = query.revision.map(revision).transpose()?;
-    let document = blocking(move || mounted.get(&id, at)).await?;
+    let document = blocking(move || mounted.get(&id, at))
+        .await
+        .map_err(|error| error.under(&base(&original, &routed)))?;
     shown(StatusCode::OK, document, None)
 }
 
@@ -396,6 +412,8 @@ pub(crate) async fn revision_of(
     State(state): State<AppState>,
     ApiPath((collection, id, number)): ApiPath<(String, String, u64)>,
     ApiQuery(query): ApiQuery<RevisionQuery>,
+    OriginalUri(original): OriginalUri,
+    routed: Uri,
 ) -> Result<Response, ApiError> {
     let mounted = state.mounted(&collection)?;
     let at = revision(number)?;
@@ -405,7 +423,9 @@ pub(crate) async fn revision_of(
         response.headers_mut().insert(ETAG, etag(at)?);
         return Ok(response);
     }
-    let document = blocking(move || mounted.get(&id, Some(at))).await?;
+    let document = blocking(move || mounted.get(&id, Some(at)))
+        .await
+        .map_err(|error| error.under(&base(&original, &routed)))?;
     shown(StatusCode::OK, document, None)
 }
 
@@ -550,6 +570,28 @@ pub(crate) async fn runs(
     let mounted = state.mounted(&collection)?;
     let limit = page_size(query.limit)?;
     blocking(move || mounted.runs(query.before, limit))
+        .await
+        .map(Json)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FailuresQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn failures(
+    State(state): State<AppState>,
+    ApiPath(collection): ApiPath<String>,
+    ApiQuery(query): ApiQuery<FailuresQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let mounted = state.mounted(&collection)?;
+    let limit = page_size(query.limit)?;
+    if let Some(after) = &query.after {
+        check_id(after)?;
+    }
+    blocking(move || mounted.failures(query.after.as_deref(), limit))
         .await
         .map(Json)
 }

@@ -22,7 +22,7 @@
 //!
 //! | route | does | token |
 //! |---|---|---|
-//! | `GET /{c}?after=ID&limit=N` | current documents in id order; `next` is the following page's `after` | no |
+//! | `GET /{c}?after=ID&limit=N` | current documents in id order; `next` is the following page's `after`, given whenever more follow; a document that cannot be upgraded is `{"id", "revision", "problem"}` in place of its body (see below) | no |
 //! | `POST /{c}` | create under a generated id: 201, `Location`, `ETag` | yes |
 //! | `GET /{c}/docs/{id}[?revision=N]` | a document upgraded to the latest version; `ETag` is its revision | no |
 //! | `PUT /{c}/docs/{id}` | `If-Match: "N"` replace (412 if stale), `If-Match: *` or none replace, `If-None-Match: *` create under this id (201) | yes |
@@ -32,6 +32,7 @@
 //! | `GET /{c}/schema`, `/{c}/schema/history`, `/{c}/schema/{version}` | JSON Schemas and their history | no |
 //! | `POST /{c}/migrate/test`, `POST /{c}/migrate/execute` | a dry run or a run; `{"limit": N}` in the body or `?limit=N`; the `MigrationReport`, or with `Accept: application/x-ndjson` a progress line per chunk and then the report | yes |
 //! | `GET /{c}/migrate/status` | counts per version, pending, the last runs | yes |
+//! | `GET /{c}/migrate/failures[?after=ID&limit=N]` | the failure set: every document whose migration failed and that runs skip, in id order (id, head revision, `from_version`, `class`, `error`); `next` is the following page's `after` | yes |
 //! | `GET /{c}/migrate/runs[?before=ID&limit=N]`, `GET /{c}/migrate/runs/{run_id}` | the run ledger | yes |
 //! | `POST /{c}/migrate/runs/{run_id}/revert` | revert a run | yes |
 //!
@@ -63,6 +64,16 @@
 //! collection, id, revision or run (404), a wrong method (405), a stale `If-Match` (412, with
 //! `current_revision`), a missing `If-Match` when required (428), a run under way (409, with
 //! `run_id`), a timeout (503). Internal errors are logged with `tracing`, never sent.
+//!
+//! A document whose stored revision cannot be brought to the latest version (its step refuses it,
+//! or its payload does not decode at its version) is not an internal error but a known state:
+//! reading it answers 409 `urn:revolve:problem:not-upgradable` with `id`, `revision`,
+//! `stored_version`, the failure `class` (`step`, `panic` or `decode`, as a migration names it),
+//! the step's `message`, and `raw_revision`, the path of that revision as stored
+//! (`/{c}/docs/{id}/revisions/{rev}?raw=true`, under the path the router is nested at). A list
+//! page shows the same problem in the document's place and goes on. Such documents stay as they
+//! are until written again; a migration records them in the failure set
+//! (`GET /{c}/migrate/failures`).
 //!
 //! Store calls run on tokio's blocking pool. Migration runs run there too, not in the request:
 //! a client that disconnects leaves the run going, and finds its end in the ledger

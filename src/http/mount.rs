@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use crate::{
     Collection, Document, MigrationReport, Progress, Revision, RevisionInfo, RunState, Schema,
-    MAX_ID_LEN,
+    StoreError, MAX_ID_LEN,
 };
 
 /// A document as the API shows it, and its revision for the `ETag`.
@@ -54,8 +54,11 @@ pub(crate) trait Mounted: Send + Sync + 'static {
     /// One revision exactly as stored.
     fn raw_revision(&self, id: &str, revision: Revision) -> Result<Value, ApiError>;
     fn history(&self, id: &str) -> Result<Value, ApiError>;
-    /// Up to `limit` current documents after `after`, and the cursor of the next page.
-    fn list(&self, after: Option<&str>, limit: usize) -> Result<Value, ApiError>;
+    /// Up to `limit` current documents after `after`, and the cursor of the next page. A document
+    /// that cannot be upgraded is an entry with its problem, linking under `base`.
+    fn list(&self, after: Option<&str>, limit: usize, base: &str) -> Result<Value, ApiError>;
+    /// Up to `limit` documents of the failure set after `after`, and the cursor of the next page.
+    fn failures(&self, after: Option<&str>, limit: usize) -> Result<Value, ApiError>;
 
     fn status(&self, runs: usize) -> Result<Value, ApiError>;
     fn runs(&self, before: Option<u64>, limit: usize) -> Result<Value, ApiError>;
@@ -249,27 +252,50 @@ impl<T: Schema> Mounted for Mount<T> {
         }))
     }
 
-    fn list(&self, after: Option<&str>, limit: usize) -> Result<Value, ApiError> {
+    fn list(&self, after: Option<&str>, limit: usize, base: &str) -> Result<Value, ApiError> {
         let documents = match after {
             Some(after) => self.collection.iter_after(after),
             None => self.collection.iter(),
         };
-        let mut items = Vec::new();
+        // (id, entry): a document, or in its place the problem of one that cannot be upgraded.
+        let mut items: Vec<(String, Value)> = Vec::new();
         let mut next = None;
         for document in documents {
-            let document = document?;
+            // Whatever follows, even an error, is a document after this page.
             if items.len() == limit {
-                next = items
-                    .last()
-                    .map(|shown: &Shown| Value::String(shown.id.clone()));
+                next = items.last().map(|(id, _)| Value::String(id.clone()));
                 break;
             }
-            items.push(Self::show(&document)?);
+            match document {
+                Ok(document) => items.push((document.id.to_string(), Self::show(&document)?.body)),
+                Err(error) => {
+                    // Any other error fails the page, as before.
+                    let StoreError::Upgrade { id, revision, .. } = &error else {
+                        return Err(error.into());
+                    };
+                    let (id, revision) = (id.clone(), *revision);
+                    let problem = ApiError::from(error).under(base).problem();
+                    let entry = json!({ "id": id, "revision": revision, "problem": problem });
+                    items.push((id, entry));
+                }
+            }
         }
         Ok(json!({
-            "items": items.into_iter().map(|shown| shown.body).collect::<Vec<_>>(),
+            "items": items.into_iter().map(|(_, entry)| entry).collect::<Vec<_>>(),
             "next": next,
         }))
+    }
+
+    fn failures(&self, after: Option<&str>, limit: usize) -> Result<Value, ApiError> {
+        // One more than the page tells whether another page follows.
+        let mut failures = self.collection.failures(after, limit.saturating_add(1))?;
+        let next = if failures.len() > limit {
+            failures.truncate(limit);
+            failures.last().map(|failure| failure.id.to_string())
+        } else {
+            None
+        };
+        Ok(json!({ "failures": to_json(&failures)?, "next": next }))
     }
 
     fn status(&self, runs: usize) -> Result<Value, ApiError> {

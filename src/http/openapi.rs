@@ -459,6 +459,8 @@ pub(crate) fn document(
         }
     }
 
+    not_upgradable(&mut paths, &mut schemas, collections, options);
+
     let mut document = json!({
         "openapi": "3.1.0",
         "info": {
@@ -474,6 +476,122 @@ pub(crate) fn document(
             json!({ "bearer": { "type": "http", "scheme": "bearer" } });
     }
     document
+}
+
+/// Documents that cannot be upgraded: the 409 problem of reads, its entry in a list page, and the
+/// failure set's route.
+fn not_upgradable(
+    paths: &mut Map<String, Value>,
+    schemas: &mut Map<String, Value>,
+    collections: &BTreeMap<String, Arc<dyn Mounted>>,
+    options: &Options,
+) {
+    schemas.insert(
+        "NotUpgradable".to_owned(),
+        json!({
+            "allOf": [schema_ref("Problem"), {
+                "type": "object",
+                "required": ["collection", "id", "revision", "stored_version", "class", "message", "raw_revision"],
+                "properties": {
+                    "collection": { "type": "string" },
+                    "id": { "type": "string" },
+                    "revision": { "type": "integer", "minimum": 1 },
+                    "stored_version": { "type": "integer", "minimum": 0 },
+                    "class": { "enum": ["step", "panic", "decode", "invalid_output"] },
+                    "message": { "type": "string" },
+                    "raw_revision": { "type": "string", "description": "the path of the revision as stored (`?raw=true`)" },
+                },
+            }],
+        }),
+    );
+    schemas.insert(
+        "NotUpgradableEntry".to_owned(),
+        json!({
+            "type": "object",
+            "description": "in a list page, a document that cannot be upgraded, in place of its body",
+            "required": ["id", "revision", "problem"],
+            "properties": {
+                "id": { "type": "string" },
+                "revision": { "type": "integer", "minimum": 1 },
+                "problem": schema_ref("NotUpgradable"),
+            },
+        }),
+    );
+    schemas.insert(
+        "Failure".to_owned(),
+        json!({
+            "type": "object",
+            "required": ["id", "revision", "from_version", "class", "error"],
+            "properties": {
+                "id": { "type": "string" },
+                "revision": { "type": "integer", "minimum": 1 },
+                "from_version": { "type": "integer", "minimum": 0 },
+                "class": { "enum": ["step", "panic", "decode", "invalid_output"] },
+                "error": { "type": "string" },
+            },
+        }),
+    );
+    let conflict = json!({
+        "description": "the document cannot be upgraded to the latest version",
+        "content": { "application/problem+json": { "schema": schema_ref("NotUpgradable") } },
+    });
+    for name in collections.keys() {
+        for path in [
+            format!("/{name}/docs/{{id}}"),
+            format!("/{name}/docs/{{id}}/revisions/{{revision}}"),
+        ] {
+            if let Some(responses) = paths
+                .get_mut(&path)
+                .and_then(|item| item.get_mut("get"))
+                .and_then(|get| get.get_mut("responses"))
+                .and_then(Value::as_object_mut)
+            {
+                responses.insert("409".to_owned(), conflict.clone());
+            }
+        }
+        if let Some(items) = paths.get_mut(&format!("/{name}")).and_then(|item| {
+            item.pointer_mut("/get/responses/200/content/application~1json/schema/properties/items")
+        }) {
+            items["items"] = json!({
+                "oneOf": [schema_ref(&format!("{name}.Document")), schema_ref("NotUpgradableEntry")],
+            });
+        }
+        if options.writable {
+            let (method, operation) = Op {
+                method: Method::GET,
+                route: "/{collection}/migrate/failures",
+                summary: "the failure set: documents whose migration failed, in id order"
+                    .to_owned(),
+                parameters: vec![
+                    query_param(
+                        "after",
+                        "the `next` of the previous page",
+                        &json!({ "type": "string" }),
+                    ),
+                    query_param(
+                        "limit",
+                        "page size",
+                        &json!({ "type": "integer", "minimum": 1, "maximum": MAX_PAGE }),
+                    ),
+                ],
+                body: None,
+                status: "200",
+                response: json_content(&json!({
+                    "type": "object",
+                    "required": ["failures", "next"],
+                    "properties": {
+                        "failures": { "type": "array", "items": schema_ref("Failure") },
+                        "next": { "type": ["string", "null"] },
+                    },
+                })),
+            }
+            .render(options);
+            paths.insert(
+                format!("/{name}/migrate/failures"),
+                json!({ method: operation }),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -246,6 +246,7 @@ impl Router {
         if writable {
             quick = quick
                 .route("/{collection}/migrate/status", get(h::migrate_status))
+                .route("/{collection}/migrate/failures", get(h::failures))
                 .route("/{collection}/migrate/runs", get(h::runs))
                 .route("/{collection}/migrate/runs/{run_id}", get(h::run));
         }

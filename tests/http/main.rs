@@ -5,6 +5,11 @@
 mod auth;
 mod bad_requests;
 mod migrate;
+mod not_upgradable;
 mod routes;
 mod socket;
 mod support;
+
+/// The example server's issues and seed, so that the tests use the data it serves.
+#[path = "../../examples/common/issues.rs"]
+mod example_issues;

@@ -1,0 +1,225 @@
+//! Documents whose step fails, on the example server's own seed (2500 version-1 issues, one in
+//! 50 with a status the step refuses): reads answer 409 with the problem, list pages carry it in
+//! place of the body and page on, and the failure set is listed page by page.
+
+use std::collections::BTreeSet;
+
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use crate::example_issues::{seed, IssueV1, IssueV2, SEEDED};
+use crate::support::{get, post, store_with, TOKEN};
+
+const REFUSED: usize = SEEDED / 50;
+
+/// The example's store and a router over it as the example builds it.
+fn example() -> (tempfile::TempDir, axum::Router) {
+    let (dir, store) = store_with::<IssueV1>(&seed());
+    let app = revolve::http::Router::new(store)
+        .collection::<IssueV2>()
+        .unwrap()
+        .token(TOKEN)
+        .build()
+        .unwrap();
+    (dir, app)
+}
+
+/// Checks a not-upgradable problem of the seed's issue `id`.
+#[track_caller]
+fn assert_problem(problem: &Value, id: &str, base: &str) {
+    assert_eq!(
+        problem["type"], "urn:revolve:problem:not-upgradable",
+        "{problem}"
+    );
+    assert_eq!(problem["status"], 409, "{problem}");
+    assert_eq!(problem["collection"], "issues");
+    assert_eq!(problem["id"], id);
+    assert_eq!(problem["revision"], 1);
+    assert_eq!(problem["stored_version"], 1);
+    assert_eq!(problem["class"], "step");
+    let message = problem["message"].as_str().unwrap();
+    assert!(message.contains("unknown status `wontfix`"), "{message}");
+    assert_eq!(
+        problem["raw_revision"],
+        format!("{base}/issues/docs/{id}/revisions/1?raw=true")
+    );
+}
+
+/// Every page of `limit=100`, in order.
+async fn pages(app: &axum::Router) -> Vec<Value> {
+    let mut pages = Vec::new();
+    let mut uri = "/issues?limit=100".to_owned();
+    loop {
+        let page = get(&uri).send(app).await.expect(StatusCode::OK);
+        let next = page["next"].as_str().map(ToOwned::to_owned);
+        pages.push(page);
+        match next {
+            Some(next) => uri = format!("/issues?limit=100&after={next}"),
+            None => return pages,
+        }
+        assert!(pages.len() <= SEEDED / 100, "paging does not end");
+    }
+}
+
+#[tokio::test]
+async fn the_example_seed_lists_reads_and_pages_past_refused_issues() {
+    let (_dir, app) = example();
+    let pages = pages(&app).await;
+    assert_eq!(pages.len(), SEEDED / 100);
+    let mut ids = BTreeSet::new();
+    let mut refused = Vec::new();
+    for (n, page) in pages.iter().enumerate() {
+        let items = page["items"].as_array().unwrap();
+        // A refused issue counts toward the limit, and `next` is given while more follow.
+        assert_eq!(items.len(), 100, "page {n}");
+        assert_eq!(page["next"].is_string(), n + 1 < pages.len(), "page {n}");
+        for item in items {
+            let id = item["id"].as_str().unwrap().to_owned();
+            if let Some(problem) = item.get("problem") {
+                assert_eq!(item["revision"], 1);
+                assert!(item.get("data").is_none(), "{item}");
+                assert_problem(problem, &id, "");
+                refused.push(id.clone());
+            } else {
+                assert_eq!(item["stored_version"], 1, "{item}");
+                assert!(item["data"]["status"].is_string(), "{item}");
+            }
+            assert!(ids.insert(id), "listed twice");
+        }
+    }
+    assert_eq!(ids.len(), SEEDED);
+    assert_eq!(refused.len(), REFUSED);
+
+    // Reading one: 409 with the problem; its raw revision is where the problem says.
+    let id = &refused[0];
+    let problem = get(&format!("/issues/docs/{id}"))
+        .send(&app)
+        .await
+        .expect(StatusCode::CONFLICT);
+    assert_problem(&problem, id, "");
+    assert!(problem["detail"].as_str().unwrap().contains(id.as_str()));
+    let raw = get(problem["raw_revision"].as_str().unwrap())
+        .send(&app)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(raw["payload"]["status"], "wontfix");
+    assert_eq!(raw["version"], 1);
+    // By revision, the same.
+    let by_revision = get(&format!("/issues/docs/{id}/revisions/1"))
+        .send(&app)
+        .await
+        .expect(StatusCode::CONFLICT);
+    assert_problem(&by_revision, id, "");
+
+    // Nested under a prefix, the link follows.
+    let nested = axum::Router::new().nest("/api", app.clone());
+    let problem = get(&format!("/api/issues/docs/{id}"))
+        .send(&nested)
+        .await
+        .expect(StatusCode::CONFLICT);
+    assert_problem(&problem, id, "/api");
+    let page = get("/api/issues?limit=1000")
+        .send(&nested)
+        .await
+        .expect(StatusCode::OK);
+    let entry = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item.get("problem").is_some())
+        .unwrap();
+    assert_problem(&entry["problem"], entry["id"].as_str().unwrap(), "/api");
+}
+
+#[tokio::test]
+async fn the_failure_set_is_listed_page_by_page() {
+    let (_dir, app) = example();
+    let empty = get("/issues/migrate/failures")
+        .auth()
+        .send(&app)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(empty, serde_json::json!({ "failures": [], "next": null }));
+
+    let report = post("/issues/migrate/execute")
+        .send(&app)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(report["failed"], REFUSED);
+    assert_eq!(report["migrated"], SEEDED - REFUSED);
+
+    // The migrate routes need the token.
+    get("/issues/migrate/failures")
+        .send(&app)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    get("/issues/migrate/failures?limit=0")
+        .auth()
+        .send(&app)
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+
+    let mut listed = Vec::new();
+    let mut uri = "/issues/migrate/failures?limit=20".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = get(&uri).auth().send(&app).await.expect(StatusCode::OK);
+        pages += 1;
+        for failure in page["failures"].as_array().unwrap() {
+            assert_eq!(failure["revision"], 1, "{failure}");
+            assert_eq!(failure["from_version"], 1, "{failure}");
+            assert_eq!(failure["class"], "step", "{failure}");
+            assert!(failure["error"]
+                .as_str()
+                .unwrap()
+                .contains("unknown status `wontfix`"));
+            listed.push(failure["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => uri = format!("/issues/migrate/failures?limit=20&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, REFUSED.div_ceil(20));
+    // In id order, each once, and exactly the documents a list shows as not upgradable.
+    let mut sorted = listed.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(listed, sorted);
+    let problems: Vec<String> = crate::not_upgradable::pages(&app)
+        .await
+        .iter()
+        .flat_map(|page| page["items"].as_array().unwrap().clone())
+        .filter(|item| item.get("problem").is_some())
+        .map(|item| item["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, problems);
+}
+
+#[tokio::test]
+async fn openapi_declares_the_problem_the_entry_and_the_failures_route() {
+    let (_dir, app) = example();
+    let doc = get("/openapi.json").send(&app).await.expect(StatusCode::OK);
+    for path in [
+        "/issues/docs/{id}",
+        "/issues/docs/{id}/revisions/{revision}",
+    ] {
+        assert_eq!(
+            doc["paths"][path]["get"]["responses"]["409"]["content"]["application/problem+json"]
+                ["schema"]["$ref"],
+            "#/components/schemas/NotUpgradable",
+            "{path}"
+        );
+    }
+    let items = &doc["paths"]["/issues"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"]["properties"]["items"]["items"]["oneOf"];
+    assert_eq!(items[1]["$ref"], "#/components/schemas/NotUpgradableEntry");
+    let failures = &doc["paths"]["/issues/migrate/failures"]["get"];
+    assert_eq!(failures["security"], serde_json::json!([{ "bearer": [] }]));
+    for schema in ["NotUpgradable", "NotUpgradableEntry", "Failure"] {
+        assert!(
+            doc["components"]["schemas"].get(schema).is_some(),
+            "{schema}"
+        );
+    }
+}
