@@ -5,6 +5,7 @@
 //! revolve stats   <PATH>                          collections, documents per version, size
 //! revolve history <PATH> <COLLECTION> <ID>        every revision of a document, payloads as JSON
 //! revolve runs    <PATH> [COLLECTION]             the migration ledger, newest first
+//! revolve failures <PATH> <COLLECTION> [--after ID] [--limit N]   documents whose migration failed
 //! revolve verify  <PATH> [--repair]               check every chain, head and counter
 //! revolve export  <PATH> <FILE>                   a backup of every key
 //! revolve import  <FILE> <PATH>                   restore a backup into a new store
@@ -30,6 +31,7 @@ use revolve::{Origin, RunKind, RunRecord, RunState, Store, StoreError};
 use serde::Serialize;
 
 use crate::format::{progress_bar, seconds, timestamp, write_json, write_runs};
+use revolve::Failure;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -76,6 +78,19 @@ enum Command {
         path: PathBuf,
         /// One collection; all of them by default.
         collection: Option<String>,
+    },
+    /// The failure set: documents whose migration failed, and that runs skip, in id order.
+    Failures {
+        /// The store's directory.
+        path: PathBuf,
+        /// The collection.
+        collection: String,
+        /// List the documents after this id (as a previous listing's last line says).
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
+        /// List at most this many; all of them by default.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
     },
     /// Check every revision, chain, head, counter, failure record and cursor.
     Verify {
@@ -152,6 +167,19 @@ fn run(cli: &Cli) -> anyhow::Result<Status> {
         Command::Runs { path, collection } => {
             runs(&open(cli, path)?, collection.as_deref(), cli.json, out)
         }
+        Command::Failures {
+            path,
+            collection,
+            after,
+            limit,
+        } => failures(
+            &open(cli, path)?,
+            collection,
+            after.as_deref(),
+            *limit,
+            cli.json,
+            out,
+        ),
         Command::Verify { path, repair } => verify(&open(cli, path)?, *repair, cli.json, out),
         Command::Export { path, file } => export(&open(cli, path)?, path, file, cli.json, out),
         Command::Import { file, path } => import(file, path, cli.json, out),
@@ -329,6 +357,40 @@ fn runs(
         writeln!(out, "no runs")?;
     } else {
         write_runs(out, &runs)?;
+    }
+    Ok(Status::Success)
+}
+
+#[derive(Serialize)]
+struct FailuresOutput<'a> {
+    collection: &'a str,
+    failures: &'a [Failure],
+    next: Option<&'a str>,
+}
+
+fn failures(
+    store: &Store,
+    collection: &str,
+    after: Option<&str>,
+    limit: Option<u64>,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Status> {
+    let raw = store.raw_collection(collection)?;
+    let limit = limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
+    let (failures, next) =
+        format::collect_failures(|after, limit| raw.failures(after, limit), after, limit)?;
+    if json {
+        write_json(
+            out,
+            &FailuresOutput {
+                collection,
+                failures: &failures,
+                next: next.as_deref(),
+            },
+        )?;
+    } else {
+        format::write_failures(out, collection, &failures, next.as_deref())?;
     }
     Ok(Status::Success)
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use super::{RunKind, RunRecord, RunState};
+use super::{Failure, RunKind, RunRecord, RunState};
 
 /// A progress bar on standard error, hidden when standard error is not a terminal. `len` unknown
 /// draws a counter instead of a bar; a `unit` of `bytes` counts in KiB, MiB, ….
@@ -137,6 +137,63 @@ pub(crate) fn write_runs(out: &mut dyn Write, runs: &[RunRecord]) -> io::Result<
             run.skipped,
             timestamp(run.started)
         )?;
+    }
+    Ok(())
+}
+
+/// How many failure records one read takes when a listing pages through a failure set.
+const FAILURE_PAGE: usize = 1000;
+
+/// Up to `limit` documents of a failure set (all of them for `None`) after the id `after`, read
+/// page by page with `fetch(after, limit)`; and the id to list after when more follow.
+pub(crate) fn collect_failures<E>(
+    mut fetch: impl FnMut(Option<&str>, usize) -> Result<Vec<Failure>, E>,
+    after: Option<&str>,
+    limit: Option<usize>,
+) -> Result<(Vec<Failure>, Option<String>), E> {
+    let want = limit.unwrap_or(usize::MAX);
+    let mut failures: Vec<Failure> = Vec::new();
+    let mut cursor = after.map(ToOwned::to_owned);
+    loop {
+        // One more than wanted tells whether more follow.
+        let take = (want - failures.len()).saturating_add(1).min(FAILURE_PAGE);
+        let page = fetch(cursor.as_deref(), take)?;
+        let full = page.len() == take;
+        cursor = page.last().map(|failure| failure.id.to_string());
+        for failure in page {
+            if failures.len() == want {
+                let next = failures.last().map(|failure| failure.id.to_string());
+                return Ok((failures, next));
+            }
+            failures.push(failure);
+        }
+        if !full {
+            return Ok((failures, None));
+        }
+    }
+}
+
+/// A collection's failed documents, one line each, and how to list the ones that follow.
+pub(crate) fn write_failures(
+    out: &mut dyn Write,
+    collection: &str,
+    failures: &[Failure],
+    next: Option<&str>,
+) -> io::Result<()> {
+    match failures.len() {
+        0 => writeln!(out, "{collection}: no failed documents")?,
+        1 => writeln!(out, "{collection}: 1 failed document")?,
+        n => writeln!(out, "{collection}: {n} failed documents")?,
+    }
+    for failure in failures {
+        writeln!(
+            out,
+            "  {} revision {} at version {} ({}): {}",
+            failure.id, failure.revision, failure.from_version, failure.class, failure.error
+        )?;
+    }
+    if let Some(next) = next {
+        writeln!(out, "  more follow: list them with --after {next}")?;
     }
     Ok(())
 }

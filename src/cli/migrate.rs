@@ -1,5 +1,5 @@
 //! The typed migration commands: an application registers its collections, and gets `migrate
-//! status|test|execute|revert|runs` in its own binary.
+//! status|test|execute|revert|runs|failures` in its own binary.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -12,11 +12,13 @@ use clap::Parser;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::format::{progress_bar, seconds, write_json, write_runs};
+use super::format::{
+    collect_failures, progress_bar, seconds, write_failures, write_json, write_runs,
+};
 use super::Status;
 use crate::{
-    Collection, MigrationError, MigrationReport, Pending, RevertReport, RunRecord, Schema, Store,
-    StoreError,
+    Collection, Failure, MigrationError, MigrationReport, Pending, RevertReport, RunRecord, Schema,
+    Store, StoreError,
 };
 
 /// How many runs `migrate status` lists per collection.
@@ -86,6 +88,9 @@ pub enum MigrateCommand {
         /// Worker threads; the machine's parallelism by default.
         #[arg(long)]
         threads: Option<usize>,
+        /// Also take documents whose migration failed before.
+        #[arg(long)]
+        retry_failed: bool,
     },
     /// Migrate documents to the latest version, as new revisions.
     Execute {
@@ -110,6 +115,17 @@ pub enum MigrateCommand {
     Runs {
         /// One collection; every registered one by default.
         collection: Option<String>,
+    },
+    /// The failure set: documents whose migration failed, and that runs skip, in id order.
+    Failures {
+        /// One collection; every registered one by default.
+        collection: Option<String>,
+        /// List the documents after this id (as a previous listing's last line says).
+        #[arg(long, value_name = "ID", requires = "collection")]
+        after: Option<String>,
+        /// List at most this many per collection; all of them by default.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
     },
 }
 
@@ -286,12 +302,13 @@ impl Migrations {
                 collection,
                 limit,
                 threads,
+                retry_failed,
             } => {
                 let options = RunOptions {
                     dry_run: true,
                     limit: *limit,
                     threads: *threads,
-                    retry_failed: false,
+                    retry_failed: *retry_failed,
                 };
                 let targets = self.targets(collection.as_deref())?;
                 migrate(&targets, &options, args.json, out)
@@ -330,6 +347,14 @@ impl Migrations {
                     write_runs(out, &runs)?;
                 }
                 Ok(Status::Success)
+            }
+            MigrateCommand::Failures {
+                collection,
+                after,
+                limit,
+            } => {
+                let targets = self.targets(collection.as_deref())?;
+                failures(&targets, after.as_deref(), *limit, args.json, out)
             }
         }
     }
@@ -449,6 +474,44 @@ fn migrate(
     })
 }
 
+fn failures(
+    targets: &[Box<dyn Target>],
+    after: Option<&str>,
+    limit: Option<u64>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Status, CommandError> {
+    let limit = limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
+    let mut listed = Vec::new();
+    for target in targets {
+        let (failures, next) =
+            collect_failures(|after, limit| target.failures(after, limit), after, limit)?;
+        listed.push(CollectionFailures {
+            collection: target.name().to_owned(),
+            failures,
+            next,
+        });
+    }
+    if json {
+        write_json(
+            out,
+            &FailuresOutput {
+                collections: &listed,
+            },
+        )?;
+    } else {
+        for listed in &listed {
+            write_failures(
+                out,
+                &listed.collection,
+                &listed.failures,
+                listed.next.as_deref(),
+            )?;
+        }
+    }
+    Ok(Status::Success)
+}
+
 fn write_report(out: &mut dyn Write, collection: &str, report: &MigrationReport) -> io::Result<()> {
     let Some(run) = report.run_id else {
         return writeln!(
@@ -557,6 +620,7 @@ trait Target {
         bar: &ProgressBar,
     ) -> Result<MigrationReport, MigrationError>;
     fn revert(&self, run: u64) -> Result<RevertReport, MigrationError>;
+    fn failures(&self, after: Option<&str>, limit: usize) -> Result<Vec<Failure>, StoreError>;
 }
 
 fn open<T: Schema>(store: &Store) -> Result<Box<dyn Target>, StoreError> {
@@ -621,6 +685,10 @@ impl<T: Schema> Target for Collection<T> {
     fn revert(&self, run: u64) -> Result<RevertReport, MigrationError> {
         Collection::revert(self, run)
     }
+
+    fn failures(&self, after: Option<&str>, limit: usize) -> Result<Vec<Failure>, StoreError> {
+        Collection::failures(self, after, limit)
+    }
 }
 
 #[derive(Serialize)]
@@ -657,6 +725,18 @@ struct RevertOutput<'a> {
     collection: &'a str,
     #[serde(flatten)]
     report: &'a RevertReport,
+}
+
+#[derive(Serialize)]
+struct CollectionFailures {
+    collection: String,
+    failures: Vec<Failure>,
+    next: Option<String>,
+}
+
+#[derive(Serialize)]
+struct FailuresOutput<'a> {
+    collections: &'a [CollectionFailures],
 }
 
 #[derive(Serialize)]

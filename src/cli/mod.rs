@@ -33,10 +33,14 @@
 //!
 //! ```text
 //! app migrate status  [COLLECTION]                 documents per version, pending, last runs
-//! app migrate test    [COLLECTION] [--limit N]     a dry run: every step runs, nothing is written
+//! app migrate test    [COLLECTION] [--limit N] [--threads N] [--retry-failed]
+//!                                                  a dry run: every step runs, nothing is written
 //! app migrate execute [COLLECTION] [--limit N] [--threads N] [--retry-failed]
 //! app migrate revert  RUN                          restore what a run replaced
 //! app migrate runs    [COLLECTION]                 the ledger, newest first
+//! app migrate failures [COLLECTION [--after ID]] [--limit N]
+//!                                                  the failure set: documents whose migration
+//!                                                  failed (all of them, in id order)
 //! ```
 //!
 //! each with `--json`, and a progress bar on standard error while a run goes (hidden when standard
@@ -60,7 +64,7 @@ mod migrate;
 
 use std::process::ExitCode;
 
-use crate::{RunKind, RunRecord, RunState, StoreError};
+use crate::{Failure, RunKind, RunRecord, RunState, StoreError};
 
 pub use self::migrate::{run, CommandError, MigrateArgs, MigrateCommand, Migrations};
 
