@@ -361,7 +361,7 @@ impl From<StoreError> for ApiError {
                 );
                 Self::NotUpgradable(Box::new(NotUpgradable {
                     class: FailureClass::of_upgrade(&source),
-                    message: chain(&source),
+                    message: chain(&*source),
                     collection,
                     id,
                     revision,

@@ -478,14 +478,8 @@ pub(crate) fn document(
     document
 }
 
-/// Documents that cannot be upgraded: the 409 problem of reads, its entry in a list page, and the
-/// failure set's route.
-fn not_upgradable(
-    paths: &mut Map<String, Value>,
-    schemas: &mut Map<String, Value>,
-    collections: &BTreeMap<String, Arc<dyn Mounted>>,
-    options: &Options,
-) {
+/// The schemas of the not-upgradable problem, its list entry, and a failure.
+fn not_upgradable_schemas(schemas: &mut Map<String, Value>) {
     schemas.insert(
         "NotUpgradable".to_owned(),
         json!({
@@ -531,6 +525,17 @@ fn not_upgradable(
             },
         }),
     );
+}
+
+/// Documents that cannot be upgraded: the 409 problem of reads, its entry in a list page, and the
+/// failure set's route.
+fn not_upgradable(
+    paths: &mut Map<String, Value>,
+    schemas: &mut Map<String, Value>,
+    collections: &BTreeMap<String, Arc<dyn Mounted>>,
+    options: &Options,
+) {
+    not_upgradable_schemas(schemas);
     let conflict = json!({
         "description": "the document cannot be upgraded to the latest version",
         "content": { "application/problem+json": { "schema": schema_ref("NotUpgradable") } },

@@ -402,7 +402,7 @@ impl<T: Schema> Collection<T> {
                 revision: envelope.revision,
                 stored_version: envelope.version,
                 raw: Box::new(RawRevision::of(&envelope, self.max_depth())),
-                source,
+                source: Box::new(source),
             })?;
         Ok(Some(Document {
             id: DocId::from_validated(id.to_owned()),

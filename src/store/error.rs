@@ -154,9 +154,9 @@ pub enum StoreError {
         /// The revision exactly as stored. Its `payload` is `None` when the stored bytes are not
         /// MessagePack at all; `bytes` holds them either way.
         raw: Box<RawRevision>,
-        /// Why it failed.
+        /// Why it failed. Boxed, as `raw` is, so that every `Result` of the store stays small.
         #[source]
-        source: SchemaError,
+        source: Box<SchemaError>,
     },
     /// A document could not be encoded for writing.
     #[error("cannot encode a `{collection}` document")]

@@ -99,7 +99,7 @@ fn get_of_a_refused_document_gives_its_version_and_raw_revision() {
     assert_eq!(payload["status"], json!("wontfix"));
     assert!(!raw.bytes.is_empty());
     assert!(
-        matches!(source, SchemaError::Step { from: 1, to: 2, .. }),
+        matches!(**source, SchemaError::Step { from: 1, to: 2, .. }),
         "{source:?}"
     );
     assert!(error.to_string().contains("version 1"), "{error}");
