@@ -608,7 +608,8 @@ impl<T: Schema> Collection<T> {
     ///
     /// [`StoreError::VersionTooNew`] for a document stored by a newer program,
     /// [`StoreError::Corrupt`] for damaged bytes, [`StoreError::Upgrade`] when the payload does not
-    /// decode or a step fails, [`StoreError::InvalidId`], and [`StoreError::Backend`].
+    /// decode or a step fails (with the stored version and the revision as stored, which stays
+    /// untouched), [`StoreError::InvalidId`], and [`StoreError::Backend`].
     pub fn get(&self, id: &str) -> Result<Option<Document<T>>, StoreError> {
         validate_id(id)?;
         let Some(head) = self.core.head(id)? else {
@@ -721,6 +722,10 @@ impl<T: Schema> Collection<T> {
     }
 
     /// The current documents in id order, upgraded to `T`; removed ones are left out.
+    ///
+    /// A document that cannot be upgraded yields one [`StoreError::Upgrade`] (naming it, with its
+    /// raw revision) and the iterator goes on to the next; so does one whose bytes are damaged
+    /// ([`StoreError::Corrupt`]).
     #[must_use]
     pub fn iter(&self) -> Iter<T> {
         Iter {
