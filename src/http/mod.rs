@@ -74,7 +74,12 @@ mod error;
 mod handlers;
 mod mount;
 mod openapi;
+mod parse_error;
 mod router;
+mod serve;
 mod stream;
 
 pub use self::router::{BuildError, Router, DEFAULT_BODY_LIMIT, DEFAULT_TIMEOUT};
+pub use self::serve::{
+    serve, Server, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
+};

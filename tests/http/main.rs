@@ -6,5 +6,6 @@ mod auth;
 mod bad_requests;
 mod migrate;
 mod routes;
+mod serve;
 mod socket;
 mod support;
