@@ -206,6 +206,16 @@ async fn requests_hyper_cannot_parse_get_a_problem() {
         assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{received}");
         assert!(second.starts_with("400 Bad Request\r\n"), "{received}");
         assert!(second.contains("urn:revolve:problem:bad-request"), "{received}");
+
+        // Two `Authorization` headers, the first valid, pass hyper and are refused by the router.
+        let body = r#"{"title":"twice","status":"open","priority":2}"#;
+        let raw = format!(
+            "POST /issues HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nAuthorization: Bearer wrong\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, head, body) = exchange(addr, raw.as_bytes());
+        assert_eq!(status, 400, "{head}\n{body}");
+        assert!(head.contains("application/problem+json"), "{head}");
     })
     .await
     .unwrap();
