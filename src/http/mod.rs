@@ -78,6 +78,7 @@ mod parse_error;
 mod router;
 mod serve;
 mod stream;
+mod trace;
 
 pub use self::router::{BuildError, Router, DEFAULT_BODY_LIMIT, DEFAULT_TIMEOUT};
 pub use self::serve::{
