@@ -68,7 +68,7 @@ pub enum BuildError {
 ///     .token(std::env::var("REVOLVE_TOKEN")?)
 ///     .build()?;
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// axum::serve(listener, app).await?;
+/// revolve::http::serve(listener, app).await?;
 /// # Ok(())
 /// # }
 /// ```

@@ -213,6 +213,7 @@ impl Server {
 
         drop(listener);
         let _ = stop.send(true);
+        while connections.try_join_next().is_some() {}
         let open = connections.len();
         if open > 0 {
             tracing::info!(open, "shutting down: waiting for open connections");
