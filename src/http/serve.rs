@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 
 use super::parse_error::ProblemOnParseError;
 
@@ -174,7 +174,10 @@ impl Server {
             // queue, and no file descriptor is spent on them.
             let permit = tokio::select! {
                 () = &mut signal => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                    ended(joined);
+                    continue;
+                }
                 permit = Arc::clone(&permits).acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => break, // never closed
@@ -213,13 +216,17 @@ impl Server {
 
         drop(listener);
         let _ = stop.send(true);
-        while connections.try_join_next().is_some() {}
+        while let Some(joined) = connections.try_join_next() {
+            ended(joined);
+        }
         let open = connections.len();
         if open > 0 {
             tracing::info!(open, "shutting down: waiting for open connections");
         }
         let drained = tokio::time::timeout(shutdown_timeout, async {
-            while connections.join_next().await.is_some() {}
+            while let Some(joined) = connections.join_next().await {
+                ended(joined);
+            }
         })
         .await;
         if drained.is_err() {
@@ -230,6 +237,15 @@ impl Server {
             connections.shutdown().await;
         }
         Ok(())
+    }
+}
+
+/// Logs a connection's task that panicked (a handler's panic ends its connection).
+fn ended(joined: Result<(), JoinError>) {
+    if let Err(error) = joined {
+        if error.is_panic() {
+            tracing::error!("a connection's task panicked; the connection was closed");
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod auth;
 mod bad_requests;
+mod example;
 mod migrate;
 mod routes;
 mod serve;
