@@ -227,6 +227,92 @@ mod tests {
         }
     }
 
+    /// A writer that takes at most 7 bytes a call, and is not ready every other call.
+    #[derive(Default)]
+    struct Trickle {
+        written: Vec<u8>,
+        ready: bool,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.ready = !self.ready;
+            if !self.ready {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let taken = buf.len().min(7);
+            self.written.extend_from_slice(&buf[..taken]);
+            Poll::Ready(Ok(taken))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Writes all of `buf` as hyper would: the same bytes again after `Pending`, the rest after a
+    /// short write.
+    async fn write_all(shim: &mut ProblemOnParseError<Trickle>, mut buf: &[u8]) {
+        while !buf.is_empty() {
+            let written = std::future::poll_fn(|cx| Pin::new(&mut *shim).poll_write(cx, buf))
+                .await
+                .unwrap();
+            buf = &buf[written..];
+        }
+    }
+
+    /// hyper's head is reported written only once the whole replacement is, however short the
+    /// writes, and the bytes around it pass unchanged.
+    #[tokio::test]
+    async fn the_replacement_survives_short_writes() {
+        let mut shim = ProblemOnParseError::new(Trickle::default());
+        write_all(&mut shim, b"before;").await;
+        write_all(&mut shim, HEAD).await;
+        write_all(&mut shim, b";after").await;
+        std::future::poll_fn(|cx| Pin::new(&mut shim).poll_flush(cx))
+            .await
+            .unwrap();
+        let received = String::from_utf8(shim.inner.written).unwrap();
+        let expected = String::from_utf8(problem_response(HEAD, StatusCode::BAD_REQUEST)).unwrap();
+        assert_eq!(received, format!("before;{expected};after"));
+    }
+
+    /// As hyper writes with vectored writes: the head's own slice is replaced, the slices around
+    /// it pass unchanged.
+    #[tokio::test]
+    async fn the_replacement_survives_vectored_writes() {
+        let parts: [&[u8]; 3] = [b"before;", HEAD, b";after"];
+        let mut shim = ProblemOnParseError::new(Trickle::default());
+        let mut done = 0;
+        let total: usize = parts.iter().map(|part| part.len()).sum();
+        while done < total {
+            let mut skip = done;
+            let slices: Vec<io::IoSlice<'_>> = parts
+                .iter()
+                .filter_map(|part| {
+                    let rest = part.get(skip.min(part.len())..)?;
+                    skip = skip.saturating_sub(part.len());
+                    (!rest.is_empty()).then(|| io::IoSlice::new(rest))
+                })
+                .collect();
+            done += std::future::poll_fn(|cx| Pin::new(&mut shim).poll_write_vectored(cx, &slices))
+                .await
+                .unwrap();
+        }
+        let received = String::from_utf8(shim.inner.written).unwrap();
+        let expected = String::from_utf8(problem_response(HEAD, StatusCode::BAD_REQUEST)).unwrap();
+        assert_eq!(received, format!("before;{expected};after"));
+    }
+
     #[test]
     fn the_replacement_keeps_the_head_and_adds_a_problem() {
         let bytes = problem_response(HEAD, StatusCode::BAD_REQUEST);
