@@ -118,11 +118,12 @@ impl Server {
         self
     }
 
-    /// How many connections may be open at once (at least 1); [`DEFAULT_MAX_CONNECTIONS`] by
+    /// How many connections may be open at once (at least 1, at most tokio's
+    /// `Semaphore::MAX_PERMITS`); [`DEFAULT_MAX_CONNECTIONS`] by
     /// default. Keep it under the process's file descriptor limit (`ulimit -n`) less what the
     /// store needs.
     pub fn max_connections(mut self, connections: usize) -> Self {
-        self.max_connections = connections.max(1);
+        self.max_connections = connections.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 
@@ -270,5 +271,23 @@ async fn accept_failed(error: &io::Error) {
             tracing::error!(%error, "accepting connections failed; retrying");
             tokio::time::sleep(ACCEPT_BACKOFF).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_stays_in_the_semaphores_range() {
+        let server = Server::new(axum::Router::new());
+        assert_eq!(server.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let server = server.max_connections(0);
+        assert_eq!(server.max_connections, 1);
+        let server = server.max_connections(usize::MAX);
+        assert_eq!(server.max_connections, Semaphore::MAX_PERMITS);
+        // Makes no semaphore it cannot.
+        let permits = Semaphore::new(server.max_connections);
+        assert_eq!(permits.available_permits(), Semaphore::MAX_PERMITS);
     }
 }
