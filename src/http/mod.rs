@@ -105,8 +105,10 @@
 //! `status` and `latency_us`, inside a `request` span with `method` and `route` (the matched
 //! template, such as `/{collection}/docs/{id}`, never the path); each 5xx is also an `error`
 //! event "request failed" with the error and its causes. No header, token, query or body is
-//! logged. [`Server`] logs accept errors (`error`, such as running out of file descriptors) and
-//! its shutdown (`info`).
+//! logged. [`Server`] logs accept errors (`error`, such as running out of file descriptors), its
+//! shutdown (`info`), and at `debug` each connection that ends in an error (a header read
+//! timeout, a request hyper could not parse: these never reach the router, so they have no
+//! request line).
 //!
 //! Store calls run on tokio's blocking pool. Migration runs run there too, not in the request:
 //! a client that disconnects leaves the run going, and finds its end in the ledger
