@@ -11,7 +11,7 @@
 //!     .collection::<Issue>()?
 //!     .token(std::env::var("REVOLVE_TOKEN")?)
 //!     .build()?;
-//! axum::serve(tokio::net::TcpListener::bind("127.0.0.1:3000").await?, app).await?;
+//! revolve::http::serve(tokio::net::TcpListener::bind("127.0.0.1:3000").await?, app).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -75,6 +75,52 @@
 //! are until written again; a migration records them in the failure set
 //! (`GET /{c}/migrate/failures`).
 //!
+//! Requests that hyper cannot parse (a bad request line, `Content-Length: -1`, a NUL in a header,
+//! an unsupported HTTP version: 400; a URI too long: 414; headers too large: 431) get a problem
+//! body too when served by [`serve`]/[`Server`], which rewrite hyper's own empty response. Where the
+//! stack does not allow one: a connection that runs out of its header read timeout is closed
+//! without a response (hyper writes none); an HTTP/2 preface is refused by closing (only HTTP/1.1
+//! is served); and behind another server (`axum::serve`, a proxy) such requests get that server's
+//! response, hyper's being an empty 400.
+//!
+//! Two `Authorization` headers on a route that needs the token are refused (400), whatever they
+//! hold: a proxy in front might have checked the other one.
+//!
+//! # Serving
+//!
+//! [`serve`] (or [`Server`], to change its limits) serves the router over HTTP/1.1 with what
+//! `axum::serve` does not set: a header read timeout ([`DEFAULT_HEADER_READ_TIMEOUT`], 10 s;
+//! idle kept-alive connections are closed after it too), a cap on open connections
+//! ([`DEFAULT_MAX_CONNECTIONS`], 1,024; at the cap it stops accepting, so new clients wait in the
+//! kernel's listen queue, in order: a client behind `n` stalled connections waits at most about
+//! `ceil(n / cap)` header timeouts), and a graceful shutdown
+//! ([`Server::with_graceful_shutdown`]).
+//!
+//! An application that mounts the router elsewhere (`axum::serve`, its own hyper server, nested
+//! in a larger `axum::Router`) must provide these itself, or put a proxy in front that does
+//! (nginx: `client_header_timeout`, `worker_connections`):
+//! - **a header read timeout**: hyper's `http1::Builder::header_read_timeout` takes effect only
+//!   with a timer (`.timer(hyper_util::rt::TokioTimer::new())`); `axum::serve` sets none, so a
+//!   client that stalls inside its headers holds its socket for ever;
+//! - **a cap on open sockets**, not on requests: `tower::limit::ConcurrencyLimit` counts requests,
+//!   and a stalled connection has none; acquire a permit before `accept` and hold it per
+//!   connection; keep the cap under the file descriptor limit (`ulimit -n`);
+//! - **a graceful shutdown** that stops accepting and lets requests under way finish;
+//! - **a request log**: the router logs each request itself (see below), so nothing is needed for
+//!   that; the layers of [`Router::build`] (body limit, request timeout, auth) come with it.
+//!
+//! # Logs
+//!
+//! The router emits `tracing` events; the application installs a subscriber (the example server
+//! does: `RUST_LOG`, `--log-format json`). Each request is an `info` event "request answered" with
+//! `status` and `latency_us`, inside a `request` span with `method` and `route` (the matched
+//! template, such as `/{collection}/docs/{id}`, never the path); each 5xx is also an `error`
+//! event "request failed" with the error and its causes. No header, token, query or body is
+//! logged. [`Server`] logs accept errors (`error`, such as running out of file descriptors), its
+//! shutdown (`info`), and at `debug` each connection that ends in an error (a header read
+//! timeout, a request hyper could not parse: these never reach the router, so they have no
+//! request line).
+//!
 //! Store calls run on tokio's blocking pool. Migration runs run there too, not in the request:
 //! a client that disconnects leaves the run going, and finds its end in the ledger
 //! (`GET /{c}/migrate/runs/{run_id}`; every progress line carries the `run_id`). The run holds the
@@ -85,7 +131,13 @@ mod error;
 mod handlers;
 mod mount;
 mod openapi;
+mod parse_error;
 mod router;
+mod serve;
 mod stream;
+mod trace;
 
 pub use self::router::{BuildError, Router, DEFAULT_BODY_LIMIT, DEFAULT_TIMEOUT};
+pub use self::serve::{
+    serve, Server, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
+};

@@ -14,6 +14,7 @@ use super::auth::{authorize, Token};
 use super::handlers::{self as h, AppState, Shared};
 use super::mount::{Mount, Mounted};
 use super::openapi;
+use super::trace;
 use crate::{Schema, Store, StoreError};
 
 /// The largest request body accepted unless [`Router::body_limit`] sets another: 1 MiB.
@@ -67,7 +68,7 @@ pub enum BuildError {
 ///     .token(std::env::var("REVOLVE_TOKEN")?)
 ///     .build()?;
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// axum::serve(listener, app).await?;
+/// revolve::http::serve(listener, app).await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -273,6 +274,7 @@ impl Router {
             // slower than this fails (400) instead of holding the connection.
             .layer(RequestBodyTimeoutLayer::new(self.timeout))
             .layer(from_fn(h::problem_backstop))
+            .layer(from_fn(trace::log_request))
             .with_state(state))
     }
 }

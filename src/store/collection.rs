@@ -341,6 +341,18 @@ impl RawRevision {
     }
 }
 
+#[cfg(all(test, feature = "http"))]
+impl<T> Collection<T> {
+    /// Test only: overwrites the head of `id` with bytes that do not decode, so that the HTTP
+    /// layer's tests can provoke a real store error (500).
+    pub(crate) fn damage_head_for_test(&self, id: &str) {
+        self.core
+            .tree
+            .insert(keys::head(id), &[9u8; 3][..])
+            .unwrap();
+    }
+}
+
 impl<T: Schema> Collection<T> {
     pub(super) fn new(store: Store, core: Arc<Core>, binding: Binding) -> Self {
         Self {

@@ -1,12 +1,15 @@
 //! Tests of the HTTP API (`revolve::http`): every route and error status through
 //! `router().oneshot(request)`, a table of bad requests without side effects, auth, the ndjson
-//! progress stream, and one real socket on 127.0.0.1:0.
+//! progress stream, one real socket on 127.0.0.1:0, and `revolve::http::serve` against stalled
+//! and malformed clients.
 
 mod auth;
 mod bad_requests;
+mod example;
 mod migrate;
 mod not_upgradable;
 mod routes;
+mod serve;
 mod socket;
 mod support;
 
