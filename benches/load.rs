@@ -144,16 +144,14 @@ impl Client {
         if_match: Option<u64>,
         body: Option<&Value>,
     ) -> Result<Answer, BoxError> {
-        let sender = match &mut self.sender {
-            Some(sender) => sender,
-            None => {
-                let stream = tokio::net::TcpStream::connect(self.addr).await?;
-                stream.set_nodelay(true)?;
-                let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(connection);
-                self.sender.insert(sender)
-            }
-        };
+        if self.sender.is_none() {
+            let stream = tokio::net::TcpStream::connect(self.addr).await?;
+            stream.set_nodelay(true)?;
+            let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            self.sender = Some(sender);
+        }
+        let sender = self.sender.as_mut().ok_or("no connection")?;
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -206,6 +204,7 @@ fn new_issue(rng: &mut XorShift) -> Result<Value, BoxError> {
 }
 
 /// One client: ops until `deadline`, on its own documents for writes.
+#[allow(clippy::too_many_lines)]
 async fn client(addr: SocketAddr, seed: u64, deadline: Instant) -> Result<Tally, BoxError> {
     let mut rng = XorShift(seed);
     let mut client = Client { addr, sender: None };
@@ -269,12 +268,9 @@ async fn client(addr: SocketAddr, seed: u64, deadline: Instant) -> Result<Tally,
             }
         };
         let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(_) => {
-                tally.transport_errors += 1;
-                continue;
-            }
+        let Ok(answer) = answer else {
+            tally.transport_errors += 1;
+            continue;
         };
         tally.latencies.entry(op).or_default().push(elapsed);
         if answer.status.is_server_error() {
@@ -347,19 +343,33 @@ fn lost_writes(path: &std::path::Path, acks: &[Ack]) -> Result<u64, BoxError> {
         .lock_timeout(Duration::from_secs(30))
         .open()?;
     let issues = store.collection::<IssueV2>()?;
-    let mut lost = 0;
-    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
-    for ack in acks {
-        let revision = Revision::new(ack.revision).ok_or("revision 0 acknowledged")?;
-        let stored = issues.revision(&ack.id, revision)?;
-        match stored {
-            Some(document) if serde_json::to_value(&document.data)? == ack.body => {}
-            _ => lost += 1,
+    let present = |id: &str, revision: u64, body: &Value| -> Result<bool, BoxError> {
+        let revision = Revision::new(revision).ok_or("revision 0 acknowledged")?;
+        Ok(match issues.revision(id, revision)? {
+            Some(document) => serde_json::to_value(&document.data)? == *body,
+            None => false,
+        })
+    };
+    // The check must be able to fail: another body, or a revision never written, is missing.
+    if let Some(first) = acks.first() {
+        let mut changed = first.body.clone();
+        changed["title"] = Value::from("not what was written");
+        if present(&first.id, first.revision, &changed)?
+            || present(&first.id, first.revision + 1_000_000, &first.body)?
+        {
+            return Err("the check finds writes that were never made".into());
         }
-        let newest = last.entry(&ack.id).or_default();
+    }
+    let mut lost = 0;
+    let mut newest_by_id: BTreeMap<&str, u64> = BTreeMap::new();
+    for ack in acks {
+        if !present(&ack.id, ack.revision, &ack.body)? {
+            lost += 1;
+        }
+        let newest = newest_by_id.entry(&ack.id).or_default();
         *newest = (*newest).max(ack.revision);
     }
-    for (id, newest) in last {
+    for (id, newest) in newest_by_id {
         match issues.get(id)? {
             Some(head) if head.revision.get() >= newest => {}
             _ => lost += 1,

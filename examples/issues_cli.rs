@@ -129,5 +129,7 @@ fn main() -> ExitCode {
             return ExitStatus::from_store_error(&error).into();
         }
     };
+    // One `.collection::<T>()` per collection the program migrates, chained.
+    #[allow(clippy::redundant_closure_for_method_calls)]
     revolve::cli::run(&store, |r| r.collection::<IssueV2>())
 }
