@@ -278,8 +278,8 @@ impl Migrations {
     }
 
     /// Parses `args` (the program name first, then `migrate …`), runs the command, and writes
-    /// its output (and `--help`) to `out`, errors and usage mistakes to `err`. Installs no log
-    /// subscriber.
+    /// its output (and `--help`) to `out`, errors and usage mistakes to `err`. Accepts
+    /// `--log-format` but installs no log subscriber: the caller owns the process's logging.
     #[must_use]
     pub fn run_with<I, A>(&self, args: I, out: &mut dyn Write, err: &mut dyn Write) -> Status
     where
