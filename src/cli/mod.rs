@@ -4,7 +4,8 @@
 //! # Migration commands in your binary
 //!
 //! The `revolve` binary works on any store without the application's types, so it cannot run
-//! steps. An application gets the typed commands in its own binary by registering its collections:
+//! steps. An application gets the typed commands in its own binary by registering its collections
+//! (the `issues_cli` example does it for the `server` example's issues):
 //!
 //! ```no_run
 //! use std::process::ExitCode;
