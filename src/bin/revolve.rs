@@ -11,12 +11,16 @@
 //! revolve import  <FILE> <PATH>                   restore a backup into a new store
 //! ```
 //!
-//! Every command takes `--json`. Exit codes: 0 done, 1 failed, 2 usage, 3 problems found
+//! Every command takes `--json`, and `--log-format text|json` (or `REVOLVE_LOG_FORMAT`) for the log
+//! events written to standard error, which `RUST_LOG` filters (warnings and errors by default).
+//! Exit codes: 0 done, 1 failed, 2 usage, 3 problems found
 //! (`verify`), 4 database locked by another process (see `revolve::cli::Status`). Migrations need
 //! the application's types: see `revolve::cli::run` for the `migrate` commands in its own binary.
 
 #[path = "../cli/format.rs"]
 mod format;
+#[path = "../cli/logs.rs"]
+mod logs;
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -32,6 +36,7 @@ use serde::Serialize;
 
 use crate::format::{progress_bar, seconds, timestamp, write_json, write_runs};
 use revolve::Failure;
+use crate::logs::LogFormat;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -52,6 +57,16 @@ struct Cli {
     /// How long to wait for a database another process has open, in seconds.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 2.0)]
     lock_timeout: f64,
+    /// How log events are written to standard error; `RUST_LOG` chooses which (warnings and
+    /// errors by default).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "REVOLVE_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -130,6 +145,9 @@ fn main() -> ExitCode {
             .into();
         }
     };
+    if let Some(warning) = logs::install(cli.log_format) {
+        eprintln!("revolve: warning: {warning}");
+    }
     match run(&cli) {
         Ok(status) => status.into(),
         Err(error) => {

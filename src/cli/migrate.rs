@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::format::{
     collect_failures, progress_bar, seconds, write_failures, write_json, write_runs,
 };
+use super::logs::{self, LogFormat};
 use super::Status;
 use crate::{
     Collection, Failure, MigrationError, MigrationReport, Pending, RevertReport, RunRecord, Schema,
@@ -46,8 +47,37 @@ pub fn run(store: &Store, register: impl FnOnce(Migrations) -> Migrations) -> Ex
 #[derive(Debug, Parser)]
 #[command(about = "Schema migrations of this program's collections")]
 struct Cli {
+    /// How log events are written to standard error; `RUST_LOG` chooses which (warnings and
+    /// errors by default).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "REVOLVE_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     top: Top,
+}
+
+/// Parses `args`, writing `--help` to `out` and usage mistakes to `err`; the status to exit with
+/// when there is nothing to run.
+fn parse<I, A>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> Result<Cli, Status>
+where
+    I: IntoIterator<Item = A>,
+    A: Into<OsString> + Clone,
+{
+    Cli::try_parse_from(args).map_err(|error| {
+        let text = error.render().to_string();
+        if error.use_stderr() {
+            let _ = write!(err, "{text}");
+            Status::Usage
+        } else {
+            let _ = write!(out, "{text}");
+            Status::Success
+        }
+    })
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -240,39 +270,45 @@ impl Migrations {
     }
 
     /// Runs the command `args` give (the program name first), printing to standard output and
-    /// standard error; see [`run_with`](Self::run_with).
+    /// standard error; see [`run_with`](Self::run_with). Installs a log subscriber first, unless
+    /// the process has one: `RUST_LOG` chooses what is logged (warnings and errors by default),
+    /// to standard error, as JSON lines with `--log-format json` or `REVOLVE_LOG_FORMAT=json`.
     #[must_use]
     pub fn run_from<I, A>(&self, args: I) -> ExitCode
     where
         I: IntoIterator<Item = A>,
         A: Into<OsString> + Clone,
     {
-        let mut out = io::stdout().lock();
-        let mut err = io::stderr().lock();
-        self.run_with(args, &mut out, &mut err).into()
+        // Not locked for the whole command: log events from a run's threads go to standard
+        // error too, and would wait for the lock until the run ends.
+        let mut out = io::stdout();
+        let mut err = io::stderr();
+        let cli = match parse(args, &mut out, &mut err) {
+            Ok(cli) => cli,
+            Err(status) => return status.into(),
+        };
+        if let Some(warning) = logs::install(cli.log_format) {
+            let _ = writeln!(err, "warning: {warning}");
+        }
+        self.run_parsed(cli, &mut out, &mut err).into()
     }
 
     /// Parses `args` (the program name first, then `migrate …`), runs the command, and writes
-    /// its output (and `--help`) to `out`, errors and usage mistakes to `err`.
+    /// its output (and `--help`) to `out`, errors and usage mistakes to `err`. Accepts
+    /// `--log-format` but installs no log subscriber: the caller owns the process's logging.
     #[must_use]
     pub fn run_with<I, A>(&self, args: I, out: &mut dyn Write, err: &mut dyn Write) -> Status
     where
         I: IntoIterator<Item = A>,
         A: Into<OsString> + Clone,
     {
-        let cli = match Cli::try_parse_from(args) {
-            Ok(cli) => cli,
-            Err(error) => {
-                let text = error.render().to_string();
-                return if error.use_stderr() {
-                    let _ = write!(err, "{text}");
-                    Status::Usage
-                } else {
-                    let _ = write!(out, "{text}");
-                    Status::Success
-                };
-            }
-        };
+        match parse(args, out, err) {
+            Ok(cli) => self.run_parsed(cli, out, err),
+            Err(status) => status,
+        }
+    }
+
+    fn run_parsed(&self, cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Status {
         let Top::Migrate(args) = cli.top;
         match self.execute(&args, out) {
             Ok(status) => status,
