@@ -22,62 +22,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use revolve::cli::Status as ExitStatus;
-use revolve::{Schema, StepError, Store, StoreError};
-use serde::{Deserialize, Serialize};
+use revolve::{Store, StoreError};
 
-// The issue types and step, exactly as in examples/server.rs: both programs read one store.
+// The issue types, step and seed of examples/server.rs: both programs read one store.
+#[path = "common/issues.rs"]
+mod issues;
 
-/// An issue as last year's program stored it: the status is free text.
-#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Schema)]
-#[schema(collection = "issues", version = 1)]
-struct IssueV1 {
-    title: String,
-    description: Option<String>,
-    status: String,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-enum Priority {
-    Low,
-    High,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-enum Status {
-    Open,
-    Closed,
-}
-
-/// Today's issue: a priority, and a status that is an enum.
-#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Schema)]
-#[schema(collection = "issues", version = 2, from = IssueV1, step = issue_v1_to_v2)]
-struct IssueV2 {
-    title: String,
-    priority: Priority,
-    description: Option<String>,
-    status: Status,
-}
-
-fn issue_v1_to_v2(old: IssueV1) -> Result<IssueV2, StepError> {
-    let status = match old.status.as_str() {
-        "open" => Status::Open,
-        "closed" | "done" => Status::Closed,
-        other => return Err(StepError::new(format!("unknown status `{other}`"))),
-    };
-    let priority = if old.title.to_lowercase().contains("crash") {
-        Priority::High
-    } else {
-        Priority::Low
-    };
-    Ok(IssueV2 {
-        title: old.title,
-        priority,
-        description: old.description,
-        status,
-    })
-}
+use issues::{IssueV1, IssueV2};
 
 /// Opens the store, first seeding version-1 issues into one with no collection, as the server
 /// example does: last year's program writes them and closes the store, and this one opens it.
@@ -89,22 +40,14 @@ fn open(path: &Path) -> Result<Store, StoreError> {
     if !store.collection_names()?.is_empty() {
         return Ok(store);
     }
-    let statuses = ["open", "closed", "done", "open", "wontfix"];
-    let seed: Vec<IssueV1> = (0..2500)
-        .map(|n| IssueV1 {
-            title: if n % 10 == 0 {
-                format!("Crash #{n} when saving")
-            } else {
-                format!("Issue #{n}")
-            },
-            description: (n % 3 == 0).then(|| format!("Seeded issue number {n}")),
-            // One in 50 has a status the step refuses: a migration reports it.
-            status: statuses[if n % 50 == 49 { 4 } else { n % 4 }].to_owned(),
-        })
-        .collect();
+    let seed = issues::seed();
     store.collection::<IssueV1>()?.insert_many(&seed)?;
     drop(store);
-    eprintln!("seeded 2500 version-1 issues in {}", path.display());
+    eprintln!(
+        "seeded {} version-1 issues in {}",
+        issues::SEEDED,
+        path.display()
+    );
     // Closing releases the lock in the background: wait for it.
     Store::builder()
         .path(path)

@@ -35,8 +35,8 @@ use revolve::{Origin, RunKind, RunRecord, RunState, Store, StoreError};
 use serde::Serialize;
 
 use crate::format::{progress_bar, seconds, timestamp, write_json, write_runs};
-use revolve::Failure;
 use crate::logs::LogFormat;
+use revolve::Failure;
 
 const EXIT_CODES: &str = "\
 Exit codes:
