@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::handlers::encode_segment;
-use crate::{FailureClass, MigrationError, Revision, StoreError};
+use crate::{FailureClass, MigrationError, Revision, SchemaError, StoreError};
 
 /// The media type of every error body.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
@@ -346,6 +346,8 @@ impl From<StoreError> for ApiError {
                 current: Some(current),
             },
             StoreError::VersionTooNew { .. } => Self::VersionTooNew(error.to_string()),
+            // Only a failure of the document itself is a known state; a broken chain is the
+            // program's fault and stays an internal error.
             StoreError::Upgrade {
                 collection,
                 id,
@@ -353,7 +355,14 @@ impl From<StoreError> for ApiError {
                 stored_version,
                 source,
                 ..
-            } => {
+            } if matches!(
+                *source,
+                SchemaError::Step { .. }
+                    | SchemaError::StepPanicked { .. }
+                    | SchemaError::Decode { .. }
+                    | SchemaError::UnknownVersion { .. }
+            ) =>
+            {
                 let raw_revision = format!(
                     "/{}/docs/{}/revisions/{revision}?raw=true",
                     encode_segment(&collection),
@@ -368,6 +377,11 @@ impl From<StoreError> for ApiError {
                     stored_version,
                     raw_revision,
                 }))
+            }
+            StoreError::Upgrade { ref source, .. }
+                if matches!(**source, SchemaError::VersionTooNew { .. }) =>
+            {
+                Self::VersionTooNew(chain(&error))
             }
             StoreError::UnknownCollection { collection } => Self::UnknownCollection(collection),
             other => Self::internal(other),
@@ -410,6 +424,69 @@ mod tests {
         let body = error.problem().to_string();
         assert!(!body.contains("secret"), "{body}");
         assert_eq!(error.problem()["status"], 500);
+    }
+
+    fn upgrade(source: SchemaError) -> StoreError {
+        StoreError::Upgrade {
+            collection: "notes".to_owned(),
+            id: "a b".to_owned(),
+            revision: Revision::FIRST,
+            stored_version: 1,
+            raw: Box::new(crate::RawRevision {
+                info: crate::RevisionInfo {
+                    revision: Revision::FIRST,
+                    parent: None,
+                    version: Some(1),
+                    removed: false,
+                    origin: crate::Origin::Write,
+                    timestamp: std::time::UNIX_EPOCH,
+                },
+                payload: None,
+                bytes: Vec::new(),
+            }),
+            source: Box::new(source),
+        }
+    }
+
+    #[test]
+    fn only_a_failing_document_is_not_upgradable() {
+        let refused = ApiError::from(upgrade(SchemaError::UnknownVersion {
+            collection: "notes",
+            version: 0,
+        }));
+        let problem = refused.problem();
+        assert_eq!(problem["status"], 409, "{problem}");
+        assert_eq!(problem["type"], "urn:revolve:problem:not-upgradable");
+        assert_eq!(problem["class"], "decode");
+        assert_eq!(
+            problem["raw_revision"],
+            "/notes/docs/a%20b/revisions/1?raw=true"
+        );
+        let panicked = ApiError::from(upgrade(SchemaError::StepPanicked {
+            collection: "notes",
+            from: 1,
+            to: 2,
+            message: "boom".to_owned(),
+        }));
+        assert_eq!(panicked.problem()["class"], "panic");
+        let newer = ApiError::from(upgrade(SchemaError::VersionTooNew {
+            collection: "notes",
+            stored: 3,
+            known: 2,
+        }));
+        assert_eq!(
+            newer.problem()["type"],
+            "urn:revolve:problem:version-too-new"
+        );
+        // A broken chain is the program's fault: logged, never sent.
+        let broken = ApiError::from(upgrade(SchemaError::InvalidChain {
+            collection: "notes",
+            type_name: "Note",
+            reason: "secret reason".to_owned(),
+        }));
+        let problem = broken.problem();
+        assert_eq!(problem["status"], 500, "{problem}");
+        assert!(!problem.to_string().contains("secret"), "{problem}");
     }
 
     #[test]
