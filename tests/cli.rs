@@ -1019,7 +1019,7 @@ fn typed_failures_and_a_dry_run_that_retries_them() {
         store
             .collection::<TaskV2>()
             .unwrap()
-            .failures(None, 10)
+            .failures_page(None, 10)
             .unwrap()
             .len(),
         5

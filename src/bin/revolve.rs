@@ -379,7 +379,7 @@ fn failures(
     let raw = store.raw_collection(collection)?;
     let limit = limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
     let (failures, next) =
-        format::collect_failures(|after, limit| raw.failures(after, limit), after, limit)?;
+        format::collect_failures(|after, limit| raw.failures_page(after, limit), after, limit)?;
     if json {
         write_json(
             out,

@@ -687,7 +687,7 @@ impl<T: Schema> Target for Collection<T> {
     }
 
     fn failures(&self, after: Option<&str>, limit: usize) -> Result<Vec<Failure>, StoreError> {
-        Collection::failures(self, after, limit)
+        Collection::failures_page(self, after, limit)
     }
 }
 

@@ -288,7 +288,9 @@ impl<T: Schema> Mounted for Mount<T> {
 
     fn failures(&self, after: Option<&str>, limit: usize) -> Result<Value, ApiError> {
         // One more than the page tells whether another page follows.
-        let mut failures = self.collection.failures(after, limit.saturating_add(1))?;
+        let mut failures = self
+            .collection
+            .failures_page(after, limit.saturating_add(1))?;
         let next = if failures.len() > limit {
             failures.truncate(limit);
             failures.last().map(|failure| failure.id.to_string())

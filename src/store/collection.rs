@@ -887,12 +887,12 @@ impl RawCollection {
     }
 
     /// Up to `limit` records of the failure set in id order, after `after` if given.
-    pub(crate) fn failure_page(
+    pub(crate) fn failure_records(
         &self,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, FailureRecord)>, StoreError> {
-        self.core.failure_page(after, limit)
+        self.core.failure_records(after, limit)
     }
 }
 
