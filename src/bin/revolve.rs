@@ -2,13 +2,14 @@
 //! application's types: payloads are shown as JSON.
 //!
 //! ```text
-//! revolve stats   <PATH>                          collections, documents per version, size
-//! revolve history <PATH> <COLLECTION> <ID>        every revision of a document, payloads as JSON
-//! revolve runs    <PATH> [COLLECTION]             the migration ledger, newest first
-//! revolve failures <PATH> <COLLECTION> [--after ID] [--limit N]   documents whose migration failed
-//! revolve verify  <PATH> [--repair]               check every chain, head and counter
-//! revolve export  <PATH> <FILE>                   a backup of every key
-//! revolve import  <FILE> <PATH>                   restore a backup into a new store
+//! revolve stats    <PATH>                         collections, documents per version, size
+//! revolve history  <PATH> <COLLECTION> <ID>       every revision of a document, payloads as JSON
+//! revolve runs     <PATH> [COLLECTION]            the migration ledger, newest first
+//! revolve failures <PATH> <COLLECTION> [--after ID] [--limit N]
+//!                                                 documents whose migration failed
+//! revolve verify   <PATH> [--repair]              check every chain, head and counter
+//! revolve export   <PATH> <FILE>                  a backup of every key
+//! revolve import   <FILE> <PATH>                  restore a backup into a new store
 //! ```
 //!
 //! Every command takes `--json`. Exit codes: 0 done, 1 failed, 2 usage, 3 problems found
@@ -27,11 +28,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use revolve::cli::Status;
-use revolve::{Origin, RunKind, RunRecord, RunState, Store, StoreError};
+use revolve::{Failure, Origin, RunKind, RunRecord, RunState, Store, StoreError};
 use serde::Serialize;
 
 use crate::format::{progress_bar, seconds, timestamp, write_json, write_runs};
-use revolve::Failure;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -390,7 +390,7 @@ fn failures(
             },
         )?;
     } else {
-        format::write_failures(out, collection, &failures, next.as_deref())?;
+        format::write_failures(out, collection, &failures, after.is_some(), next.as_deref())?;
     }
     Ok(Status::Success)
 }

@@ -505,6 +505,7 @@ fn failures(
                 out,
                 &listed.collection,
                 &listed.failures,
+                after.is_some(),
                 listed.next.as_deref(),
             )?;
         }
