@@ -90,6 +90,47 @@ async fn the_example_seed_lists_reads_and_pages_past_refused_issues() {
     assert_eq!(ids.len(), SEEDED);
     assert_eq!(refused.len(), REFUSED);
 
+    // A page that ends just before a refused issue (the seed refuses every 50th, from the 50th):
+    // `next` is given, and the next page starts with the problem.
+    let ids: Vec<String> = ids.into_iter().collect();
+    assert_eq!(refused[0], ids[49]);
+    let first = get("/issues?limit=49")
+        .send(&app)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(first["items"].as_array().unwrap().len(), 49);
+    assert!(first["items"][48].get("problem").is_none());
+    assert_eq!(first["next"], ids[48]);
+    for uri in [
+        format!("/issues?limit=49&after={}", ids[48]),
+        format!("/issues?limit=1&after={}", ids[48]),
+    ] {
+        let page = get(&uri).send(&app).await.expect(StatusCode::OK);
+        assert_eq!(page["items"][0]["id"], ids[49], "{uri}");
+        assert_problem(&page["items"][0]["problem"], &ids[49], "");
+        // Only the refused issue on the page, and still more after it.
+        assert_eq!(
+            page["next"],
+            page["items"].as_array().unwrap().last().unwrap()["id"]
+        );
+    }
+    // A page that ends on the refused issue gives `next` too.
+    let page = get(&format!("/issues?limit=2&after={}", ids[47]))
+        .send(&app)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(page["items"][1]["id"], ids[49]);
+    assert_eq!(page["next"], ids[49]);
+    // The last page is exactly full: no `next`, and no empty page after it.
+    let last = get(&format!("/issues?limit=50&after={}", ids[SEEDED - 51]))
+        .send(&app)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(last["items"].as_array().unwrap().len(), 50);
+    assert_eq!(last["items"][49]["id"], ids[SEEDED - 1]);
+    assert_problem(&last["items"][49]["problem"], &ids[SEEDED - 1], "");
+    assert_eq!(last["next"], Value::Null);
+
     // Reading one: 409 with the problem; its raw revision is where the problem says.
     let id = &refused[0];
     let problem = get(&format!("/issues/docs/{id}"))
@@ -158,6 +199,21 @@ async fn the_failure_set_is_listed_page_by_page() {
         .send(&app)
         .await
         .expect(StatusCode::BAD_REQUEST);
+
+    // A limit that divides the set exactly: the last page is full and says no more follow.
+    for limit in [25, REFUSED] {
+        let mut uri = format!("/issues/migrate/failures?limit={limit}");
+        let mut sizes = Vec::new();
+        loop {
+            let page = get(&uri).auth().send(&app).await.expect(StatusCode::OK);
+            sizes.push(page["failures"].as_array().unwrap().len());
+            match page["next"].as_str() {
+                Some(next) => uri = format!("/issues/migrate/failures?limit={limit}&after={next}"),
+                None => break,
+            }
+        }
+        assert_eq!(sizes, vec![limit; REFUSED / limit], "limit {limit}");
+    }
 
     let mut listed = Vec::new();
     let mut uri = "/issues/migrate/failures?limit=20".to_owned();
