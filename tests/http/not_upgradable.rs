@@ -262,20 +262,53 @@ async fn openapi_declares_the_problem_the_entry_and_the_failures_route() {
     ] {
         assert_eq!(
             doc["paths"][path]["get"]["responses"]["409"]["content"]["application/problem+json"]
-                ["schema"]["$ref"],
+                ["schema"]["anyOf"][0]["$ref"],
             "#/components/schemas/NotUpgradable",
             "{path}"
         );
     }
     let items = &doc["paths"]["/issues"]["get"]["responses"]["200"]["content"]["application/json"]
         ["schema"]["properties"]["items"]["items"]["oneOf"];
-    assert_eq!(items[1]["$ref"], "#/components/schemas/NotUpgradableEntry");
+    assert_eq!(items[1]["$ref"], "#/components/schemas/ProblemEntry");
     let failures = &doc["paths"]["/issues/migrate/failures"]["get"];
     assert_eq!(failures["security"], serde_json::json!([{ "bearer": [] }]));
-    for schema in ["NotUpgradable", "NotUpgradableEntry", "Failure"] {
-        assert!(
-            doc["components"]["schemas"].get(schema).is_some(),
-            "{schema}"
-        );
-    }
+    let schemas = &doc["components"]["schemas"];
+    // A read meets only the classes of an upgrade; a migration also `invalid_output`.
+    assert_eq!(
+        schemas["NotUpgradable"]["allOf"][1]["properties"]["class"]["enum"],
+        serde_json::json!(["step", "panic", "decode"])
+    );
+    assert_eq!(
+        schemas["Failure"]["properties"]["class"]["enum"],
+        serde_json::json!(["step", "panic", "decode", "invalid_output"])
+    );
+
+    // Revolve's own schemas are the ones not named after the collection, and the router refuses
+    // a collection named like one of them, whose schema would take its place.
+    let own: Vec<&str> = schemas
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .filter(|name| *name != "issues" && !name.starts_with("issues."))
+        .collect();
+    assert!(
+        own.contains(&"Problem") && own.contains(&"ProblemEntry"),
+        "{own:?}"
+    );
+    let store = revolve::Store::temporary().unwrap();
+    let refused = revolve::http::Router::new(store)
+        .token(TOKEN)
+        .collection::<Problem>()
+        .unwrap_err();
+    assert!(
+        matches!(refused, revolve::http::BuildError::ReservedName { ref collection } if collection == "Problem"),
+        "{refused:?}"
+    );
+}
+
+#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, revolve::Schema)]
+#[schema(collection = "Problem", version = 1)]
+struct Problem {
+    text: String,
 }
