@@ -49,8 +49,9 @@ pub(crate) trait Mounted: Send + Sync + 'static {
     fn update(&self, id: &str, expected: Option<Revision>, body: &[u8]) -> Result<Shown, ApiError>;
     /// Removes; with `expected`, only if the document is still at it.
     fn remove(&self, id: &str, expected: Option<Revision>) -> Result<Revision, ApiError>;
-    /// The current revision, or `revision`, upgraded to the latest version.
-    fn get(&self, id: &str, revision: Option<Revision>) -> Result<Shown, ApiError>;
+    /// The current revision, or `revision`, upgraded to the latest version; a problem links under
+    /// `base`.
+    fn get(&self, id: &str, revision: Option<Revision>, base: &str) -> Result<Shown, ApiError>;
     /// One revision exactly as stored.
     fn raw_revision(&self, id: &str, revision: Revision) -> Result<Value, ApiError>;
     fn history(&self, id: &str) -> Result<Value, ApiError>;
@@ -213,16 +214,22 @@ impl<T: Schema> Mounted for Mount<T> {
         })
     }
 
-    fn get(&self, id: &str, revision: Option<Revision>) -> Result<Shown, ApiError> {
-        let document = match revision {
-            None => self.collection.get(id)?.ok_or_else(|| self.not_found(id))?,
-            Some(revision) => self.collection.revision(id, revision)?.ok_or_else(|| {
-                ApiError::RevisionNotFound {
+    fn get(&self, id: &str, revision: Option<Revision>, base: &str) -> Result<Shown, ApiError> {
+        let read = match revision {
+            None => self.collection.get(id),
+            Some(revision) => self.collection.revision(id, revision),
+        };
+        let document = match (read, revision) {
+            (Err(error), _) => return Err(ApiError::from(error).under(base)),
+            (Ok(Some(document)), _) => document,
+            (Ok(None), None) => return Err(self.not_found(id)),
+            (Ok(None), Some(revision)) => {
+                return Err(ApiError::RevisionNotFound {
                     collection: self.collection.name().to_owned(),
                     id: id.to_owned(),
                     revision,
-                }
-            })?,
+                })
+            }
         };
         Self::show(&document)
     }
