@@ -59,6 +59,13 @@ pub(crate) enum ApiError {
     /// 409: a stored revision cannot be brought to the latest version (its step fails, or its
     /// payload does not decode at its version).
     NotUpgradable(Box<NotUpgradable>),
+    /// 500: a document's stored bytes are damaged. Shown only in a list page, in the document's
+    /// place (with the damage logged); a read of the document is an internal error.
+    Corrupt {
+        collection: String,
+        id: String,
+        revision: Option<Revision>,
+    },
     /// 412: `If-Match` named a revision that is no longer current, or `If-None-Match: *` found a
     /// document.
     PreconditionFailed {
@@ -179,6 +186,11 @@ impl ApiError {
                 "not-upgradable",
                 "the document cannot be upgraded to the latest version",
             ),
+            Self::Corrupt { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "corrupt",
+                "the document's stored bytes are damaged",
+            ),
             Self::PreconditionFailed { .. } => (
                 StatusCode::PRECONDITION_FAILED,
                 "precondition-failed",
@@ -253,8 +265,16 @@ impl ApiError {
                 format!("no run {run} in the ledger of `{collection}`")
             }
             Self::NotUpgradable(not) => format!(
-                "document `{}` in `{}` is stored at version {} (revision {}) and cannot be upgraded: {}; it is kept as it is: read it raw at {}, or write a new revision over it",
+                "document `{}` in `{}` is stored at version {} (revision {}) and cannot be upgraded: {}; it is kept as stored, at {}, until a new revision is written over it",
                 not.id, not.collection, not.stored_version, not.revision, not.message, not.raw_revision
+            ),
+            Self::Corrupt {
+                collection,
+                id,
+                revision,
+            } => format!(
+                "document `{id}` in `{collection}`{} is damaged and cannot be read; the damage has been logged",
+                revision.map(|revision| format!(" (revision {revision})")).unwrap_or_default()
             ),
             Self::MethodNotAllowed(method) => format!("this route does not accept {method}"),
             Self::RunInProgress { collection, run } => format!(
@@ -292,6 +312,15 @@ impl ApiError {
                 problem["class"] = json!(not.class);
                 problem["message"] = json!(not.message);
                 problem["raw_revision"] = json!(not.raw_revision);
+            }
+            Self::Corrupt {
+                collection,
+                id,
+                revision,
+            } => {
+                problem["collection"] = json!(collection);
+                problem["id"] = json!(id);
+                problem["revision"] = json!(revision);
             }
             _ => {}
         }
@@ -404,7 +433,7 @@ impl From<MigrationError> for ApiError {
 }
 
 /// An error and its sources on one line, for errors whose text is the client's to read.
-fn chain(error: &dyn StdError) -> String {
+pub(crate) fn chain(error: &dyn StdError) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

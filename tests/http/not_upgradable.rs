@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use axum::http::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::example_issues::{seed, IssueV1, IssueV2, SEEDED};
 use crate::support::{get, post, store_with, TOKEN};
@@ -311,4 +311,130 @@ async fn openapi_declares_the_problem_the_entry_and_the_failures_route() {
 #[schema(collection = "Problem", version = 1)]
 struct Problem {
     text: String,
+}
+
+/// A store at `dir`, waiting for the lock of the handle dropped before.
+fn reopen(dir: &std::path::Path) -> revolve::Store {
+    revolve::Store::builder()
+        .path(dir)
+        .lock_timeout(std::time::Duration::from_secs(30))
+        .open()
+        .unwrap()
+}
+
+/// Every page of `limit=1`: the entries, each page holding one, with `next` until the last.
+async fn single_pages(app: &axum::Router) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut uri = "/issues?limit=1".to_owned();
+    loop {
+        let page = get(&uri).send(app).await.expect(StatusCode::OK);
+        assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+        entries.push(page["items"][0].clone());
+        match page["next"].as_str() {
+            Some(next) => uri = format!("/issues?limit=1&after={next}"),
+            None => return entries,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_document_a_newer_program_wrote_is_a_problem_entry_and_paging_goes_on() {
+    use crate::support::{store_with_ids, v1};
+    let (dir, store) = store_with_ids(&[("a", v1("a")), ("c", v1("c"))]);
+    drop(store);
+    {
+        // The newer build writes `b` at version 2.
+        let newer = reopen(dir.path());
+        let issues = newer.collection::<crate::support::IssueV2>().unwrap();
+        let mut b = issues.get("a").unwrap().unwrap().data;
+        b.title = "b".to_owned();
+        issues.insert_with_id("b", &b).unwrap();
+    }
+    // The older build lists them.
+    let app = revolve::http::Router::new(reopen(dir.path()))
+        .collection::<crate::support::IssueV1>()
+        .unwrap()
+        .read_only()
+        .build()
+        .unwrap();
+    for entries in [
+        get("/issues").send(&app).await.expect(StatusCode::OK)["items"]
+            .as_array()
+            .unwrap()
+            .clone(),
+        single_pages(&app).await,
+    ] {
+        let ids: Vec<&str> = entries.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(entries[0]["data"]["title"], "a");
+        assert_eq!(entries[1]["revision"], 1);
+        let problem = &entries[1]["problem"];
+        assert_eq!(
+            problem["type"], "urn:revolve:problem:version-too-new",
+            "{problem}"
+        );
+        assert_eq!(problem["status"], 409);
+        assert_eq!(entries[2]["data"]["title"], "c");
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_document_is_a_problem_entry_and_paging_goes_on() {
+    use crate::support::{store_with_ids, v1};
+    use sha2::Digest as _;
+    let (_dir, store) = store_with_ids(&[("a", v1("a")), ("b", v1("DAMAGE-ME")), ("c", v1("c"))]);
+    // Damage `b`'s only revision in a backup (and seal the backup again), and restore it: the
+    // revision's own checksum no longer matches.
+    let mut backup = Vec::new();
+    let _ = store.export(&mut backup, |_| {}).unwrap();
+    drop(store);
+    let marker = b"DAMAGE-ME";
+    let at = backup
+        .windows(marker.len())
+        .position(|window| window == marker)
+        .unwrap();
+    assert!(
+        backup[at + 1..]
+            .windows(marker.len())
+            .all(|window| window != marker),
+        "the marker is in one place only"
+    );
+    backup[at] = b'd';
+    let sealed = backup.len() - 32;
+    let digest = sha2::Sha256::digest(&backup[..sealed]);
+    backup[sealed..].copy_from_slice(&digest);
+    let restored = tempfile::tempdir().unwrap();
+    let path = restored.path().join("store");
+    let _ = revolve::Store::import(&path, &backup[..], |_| {}).unwrap();
+    let app = revolve::http::Router::new(reopen(&path))
+        .collection::<crate::support::IssueV2>()
+        .unwrap()
+        .read_only()
+        .build()
+        .unwrap();
+    for entries in [
+        get("/issues").send(&app).await.expect(StatusCode::OK)["items"]
+            .as_array()
+            .unwrap()
+            .clone(),
+        single_pages(&app).await,
+    ] {
+        let ids: Vec<&str> = entries.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(entries[0]["data"]["title"], "a");
+        assert_eq!(entries[1]["revision"], 1);
+        let problem = &entries[1]["problem"];
+        assert_eq!(problem["type"], "urn:revolve:problem:corrupt", "{problem}");
+        assert_eq!(problem["status"], 500);
+        assert_eq!(
+            (&problem["id"], &problem["revision"]),
+            (&json!("b"), &json!(1))
+        );
+        assert_eq!(entries[2]["data"]["title"], "c");
+    }
+    // Read alone, the damaged document is an internal error, logged.
+    get("/issues/docs/b")
+        .send(&app)
+        .await
+        .expect(StatusCode::INTERNAL_SERVER_ERROR);
 }
