@@ -954,7 +954,23 @@ fn failures_lists_the_failure_set_page_by_page() {
     }
     assert_eq!((pages, &listed), (3, &refused));
 
+    // A limit that is exactly the set's size: all of it, and no page follows.
+    let output = revolve(&["failures", path, "tasks", "--json", "--limit", "5"]);
+    let page = json(&output);
+    assert_eq!((ids(&page), &page["next"]), (refused.clone(), &Value::Null));
+    let output = revolve(&["failures", path, "tasks", "--limit", "5"]);
+    let text = stdout(&output);
+    assert!(text.starts_with("tasks: 5 failed documents\n"), "{text}");
+    assert!(!text.contains("more follow"), "{text}");
+
+    // A page says it is one, not the size of the set.
     let output = revolve(&["failures", path, "tasks", "--limit", "2"]);
+    assert!(
+        stdout(&output)
+            .starts_with("tasks: 2 failed documents listed (a page of the failure set)\n"),
+        "{}",
+        stdout(&output)
+    );
     assert!(
         stdout(&output).ends_with(&format!(
             "  more follow: list them with --after {}\n",
@@ -996,7 +1012,7 @@ fn typed_failures_and_a_dry_run_that_retries_them() {
     assert_eq!(
         out,
         format!(
-            "tasks: 2 failed documents\n  {} revision 1 at version 1 (step): step from version 1 to 2 of `tasks` failed: cannot migrate a failing task\n  {} revision 1 at version 1 (step): step from version 1 to 2 of `tasks` failed: cannot migrate a failing task\n",
+            "tasks: 2 failed documents listed (a page of the failure set)\n  {} revision 1 at version 1 (step): step from version 1 to 2 of `tasks` failed: cannot migrate a failing task\n  {} revision 1 at version 1 (step): step from version 1 to 2 of `tasks` failed: cannot migrate a failing task\n",
             refused[3], refused[4]
         )
     );
@@ -1019,7 +1035,7 @@ fn typed_failures_and_a_dry_run_that_retries_them() {
         store
             .collection::<TaskV2>()
             .unwrap()
-            .failures(None, 10)
+            .failures_page(None, 10)
             .unwrap()
             .len(),
         5

@@ -2,13 +2,14 @@
 //! application's types: payloads are shown as JSON.
 //!
 //! ```text
-//! revolve stats   <PATH>                          collections, documents per version, size
-//! revolve history <PATH> <COLLECTION> <ID>        every revision of a document, payloads as JSON
-//! revolve runs    <PATH> [COLLECTION]             the migration ledger, newest first
-//! revolve failures <PATH> <COLLECTION> [--after ID] [--limit N]   documents whose migration failed
-//! revolve verify  <PATH> [--repair]               check every chain, head and counter
-//! revolve export  <PATH> <FILE>                   a backup of every key
-//! revolve import  <FILE> <PATH>                   restore a backup into a new store
+//! revolve stats    <PATH>                         collections, documents per version, size
+//! revolve history  <PATH> <COLLECTION> <ID>       every revision of a document, payloads as JSON
+//! revolve runs     <PATH> [COLLECTION]            the migration ledger, newest first
+//! revolve failures <PATH> <COLLECTION> [--after ID] [--limit N]
+//!                                                 documents whose migration failed
+//! revolve verify   <PATH> [--repair]              check every chain, head and counter
+//! revolve export   <PATH> <FILE>                  a backup of every key
+//! revolve import   <FILE> <PATH>                  restore a backup into a new store
 //! ```
 //!
 //! Every command takes `--json`, and `--log-format text|json` (or `REVOLVE_LOG_FORMAT`) for the log
@@ -31,12 +32,11 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use revolve::cli::Status;
-use revolve::{Origin, RunKind, RunRecord, RunState, Store, StoreError};
+use revolve::{Failure, Origin, RunKind, RunRecord, RunState, Store, StoreError};
 use serde::Serialize;
 
 use crate::format::{progress_bar, seconds, timestamp, write_json, write_runs};
 use crate::logs::LogFormat;
-use revolve::Failure;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -397,7 +397,7 @@ fn failures(
     let raw = store.raw_collection(collection)?;
     let limit = limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
     let (failures, next) =
-        format::collect_failures(|after, limit| raw.failures(after, limit), after, limit)?;
+        format::collect_failures(|after, limit| raw.failures_page(after, limit), after, limit)?;
     if json {
         write_json(
             out,
@@ -408,7 +408,7 @@ fn failures(
             },
         )?;
     } else {
-        format::write_failures(out, collection, &failures, next.as_deref())?;
+        format::write_failures(out, collection, &failures, after.is_some(), next.as_deref())?;
     }
     Ok(Status::Success)
 }

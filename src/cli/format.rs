@@ -173,17 +173,26 @@ pub(crate) fn collect_failures<E>(
     }
 }
 
-/// A collection's failed documents, one line each, and how to list the ones that follow.
+/// A collection's failed documents, one line each, and how to list the ones that follow. The
+/// count heads the lines as the whole failure set's only when the listing started at its
+/// beginning (`paged` false) and nothing follows; otherwise it counts the lines listed.
 pub(crate) fn write_failures(
     out: &mut dyn Write,
     collection: &str,
     failures: &[Failure],
+    paged: bool,
     next: Option<&str>,
 ) -> io::Result<()> {
-    match failures.len() {
-        0 => writeln!(out, "{collection}: no failed documents")?,
-        1 => writeln!(out, "{collection}: 1 failed document")?,
-        n => writeln!(out, "{collection}: {n} failed documents")?,
+    let (n, plural) = (failures.len(), if failures.len() == 1 { "" } else { "s" });
+    if paged || next.is_some() {
+        writeln!(
+            out,
+            "{collection}: {n} failed document{plural} listed (a page of the failure set)"
+        )?;
+    } else if n == 0 {
+        writeln!(out, "{collection}: no failed documents")?;
+    } else {
+        writeln!(out, "{collection}: {n} failed document{plural}")?;
     }
     for failure in failures {
         writeln!(
@@ -201,6 +210,64 @@ pub(crate) fn write_failures(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failure set of `n` documents, `id0000`, `id0001`, …, in id order.
+    fn failure_set(n: usize) -> Vec<Failure> {
+        (0..n)
+            .map(|i| {
+                serde_json::from_value(serde_json::json!({
+                    "id": format!("id{i:04}"),
+                    "revision": 1,
+                    "from_version": 1,
+                    "class": "step",
+                    "error": "refused",
+                }))
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn failures_are_collected_page_by_page_and_next_is_given_only_when_more_follow() {
+        let set = failure_set(2500);
+        let mut reads = Vec::new();
+        let mut fetch = |after: Option<&str>, limit: usize| {
+            reads.push(limit);
+            Ok::<_, std::convert::Infallible>(
+                set.iter()
+                    .filter(|failure| after.map_or(true, |after| failure.id.as_str() > after))
+                    .take(limit)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+        };
+        for (limit, listed, next) in [
+            (None, 2500, None),
+            (Some(1), 1, Some("id0000")),
+            (Some(999), 999, Some("id0998")),
+            (Some(1000), 1000, Some("id0999")),
+            (Some(1001), 1001, Some("id1000")),
+            (Some(2499), 2499, Some("id2498")),
+            (Some(2500), 2500, None),
+            (Some(2501), 2500, None),
+        ] {
+            let (failures, cursor) = collect_failures(&mut fetch, None, limit).unwrap();
+            assert_eq!(failures[..], set[..listed], "limit {limit:?}");
+            assert_eq!(cursor.as_deref(), next, "limit {limit:?}");
+        }
+        // From the middle: the documents after the id, and on to the end.
+        let (failures, cursor) = collect_failures(&mut fetch, Some("id1499"), None).unwrap();
+        assert_eq!((&failures[..], cursor), (&set[1500..], None));
+        let (failures, cursor) = collect_failures(&mut fetch, Some("id1499"), Some(1000)).unwrap();
+        assert_eq!((&failures[..], cursor), (&set[1500..], None));
+        let (failures, cursor) = collect_failures(&mut fetch, Some("id2499"), Some(5)).unwrap();
+        assert_eq!((failures.len(), cursor), (0, None));
+        // No read asks for more than a page.
+        assert!(
+            reads.iter().all(|&limit| limit <= FAILURE_PAGE),
+            "{reads:?}"
+        );
+    }
 
     #[test]
     fn timestamps_are_rfc_3339_utc() {

@@ -541,6 +541,7 @@ fn failures(
                 out,
                 &listed.collection,
                 &listed.failures,
+                after.is_some(),
                 listed.next.as_deref(),
             )?;
         }
@@ -723,7 +724,7 @@ impl<T: Schema> Target for Collection<T> {
     }
 
     fn failures(&self, after: Option<&str>, limit: usize) -> Result<Vec<Failure>, StoreError> {
-        Collection::failures(self, after, limit)
+        Collection::failures_page(self, after, limit)
     }
 }
 

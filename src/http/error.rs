@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::handlers::encode_segment;
-use crate::{FailureClass, MigrationError, Revision, StoreError};
+use crate::{FailureClass, MigrationError, Revision, SchemaError, StoreError};
 
 /// The media type of every error body.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
@@ -59,6 +59,13 @@ pub(crate) enum ApiError {
     /// 409: a stored revision cannot be brought to the latest version (its step fails, or its
     /// payload does not decode at its version).
     NotUpgradable(Box<NotUpgradable>),
+    /// 500: a document's stored bytes are damaged. Shown only in a list page, in the document's
+    /// place (with the damage logged); a read of the document is an internal error.
+    Corrupt {
+        collection: String,
+        id: String,
+        revision: Option<Revision>,
+    },
     /// 412: `If-Match` named a revision that is no longer current, or `If-None-Match: *` found a
     /// document.
     PreconditionFailed {
@@ -179,6 +186,11 @@ impl ApiError {
                 "not-upgradable",
                 "the document cannot be upgraded to the latest version",
             ),
+            Self::Corrupt { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "corrupt",
+                "the document's stored bytes are damaged",
+            ),
             Self::PreconditionFailed { .. } => (
                 StatusCode::PRECONDITION_FAILED,
                 "precondition-failed",
@@ -253,8 +265,16 @@ impl ApiError {
                 format!("no run {run} in the ledger of `{collection}`")
             }
             Self::NotUpgradable(not) => format!(
-                "document `{}` in `{}` is stored at version {} (revision {}) and cannot be upgraded: {}; it is kept as it is: read it raw at {}, or write a new revision over it",
+                "document `{}` in `{}` is stored at version {} (revision {}) and cannot be upgraded: {}; it is kept as stored, at {}, until a new revision is written over it",
                 not.id, not.collection, not.stored_version, not.revision, not.message, not.raw_revision
+            ),
+            Self::Corrupt {
+                collection,
+                id,
+                revision,
+            } => format!(
+                "document `{id}` in `{collection}`{} is damaged and cannot be read; the damage has been logged",
+                revision.map(|revision| format!(" (revision {revision})")).unwrap_or_default()
             ),
             Self::MethodNotAllowed(method) => format!("this route does not accept {method}"),
             Self::RunInProgress { collection, run } => format!(
@@ -292,6 +312,15 @@ impl ApiError {
                 problem["class"] = json!(not.class);
                 problem["message"] = json!(not.message);
                 problem["raw_revision"] = json!(not.raw_revision);
+            }
+            Self::Corrupt {
+                collection,
+                id,
+                revision,
+            } => {
+                problem["collection"] = json!(collection);
+                problem["id"] = json!(id);
+                problem["revision"] = json!(revision);
             }
             _ => {}
         }
@@ -346,6 +375,8 @@ impl From<StoreError> for ApiError {
                 current: Some(current),
             },
             StoreError::VersionTooNew { .. } => Self::VersionTooNew(error.to_string()),
+            // Only a failure of the document itself is a known state; a broken chain is the
+            // program's fault and stays an internal error.
             StoreError::Upgrade {
                 collection,
                 id,
@@ -353,7 +384,14 @@ impl From<StoreError> for ApiError {
                 stored_version,
                 source,
                 ..
-            } => {
+            } if matches!(
+                *source,
+                SchemaError::Step { .. }
+                    | SchemaError::StepPanicked { .. }
+                    | SchemaError::Decode { .. }
+                    | SchemaError::UnknownVersion { .. }
+            ) =>
+            {
                 let raw_revision = format!(
                     "/{}/docs/{}/revisions/{revision}?raw=true",
                     encode_segment(&collection),
@@ -368,6 +406,11 @@ impl From<StoreError> for ApiError {
                     stored_version,
                     raw_revision,
                 }))
+            }
+            StoreError::Upgrade { ref source, .. }
+                if matches!(**source, SchemaError::VersionTooNew { .. }) =>
+            {
+                Self::VersionTooNew(chain(&error))
             }
             StoreError::UnknownCollection { collection } => Self::UnknownCollection(collection),
             other => Self::internal(other),
@@ -390,7 +433,7 @@ impl From<MigrationError> for ApiError {
 }
 
 /// An error and its sources on one line, for errors whose text is the client's to read.
-fn chain(error: &dyn StdError) -> String {
+pub(crate) fn chain(error: &dyn StdError) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -410,6 +453,69 @@ mod tests {
         let body = error.problem().to_string();
         assert!(!body.contains("secret"), "{body}");
         assert_eq!(error.problem()["status"], 500);
+    }
+
+    fn upgrade(source: SchemaError) -> StoreError {
+        StoreError::Upgrade {
+            collection: "notes".to_owned(),
+            id: "a b".to_owned(),
+            revision: Revision::FIRST,
+            stored_version: 1,
+            raw: Box::new(crate::RawRevision {
+                info: crate::RevisionInfo {
+                    revision: Revision::FIRST,
+                    parent: None,
+                    version: Some(1),
+                    removed: false,
+                    origin: crate::Origin::Write,
+                    timestamp: std::time::UNIX_EPOCH,
+                },
+                payload: None,
+                bytes: Vec::new(),
+            }),
+            source: Box::new(source),
+        }
+    }
+
+    #[test]
+    fn only_a_failing_document_is_not_upgradable() {
+        let refused = ApiError::from(upgrade(SchemaError::UnknownVersion {
+            collection: "notes",
+            version: 0,
+        }));
+        let problem = refused.problem();
+        assert_eq!(problem["status"], 409, "{problem}");
+        assert_eq!(problem["type"], "urn:revolve:problem:not-upgradable");
+        assert_eq!(problem["class"], "decode");
+        assert_eq!(
+            problem["raw_revision"],
+            "/notes/docs/a%20b/revisions/1?raw=true"
+        );
+        let panicked = ApiError::from(upgrade(SchemaError::StepPanicked {
+            collection: "notes",
+            from: 1,
+            to: 2,
+            message: "boom".to_owned(),
+        }));
+        assert_eq!(panicked.problem()["class"], "panic");
+        let newer = ApiError::from(upgrade(SchemaError::VersionTooNew {
+            collection: "notes",
+            stored: 3,
+            known: 2,
+        }));
+        assert_eq!(
+            newer.problem()["type"],
+            "urn:revolve:problem:version-too-new"
+        );
+        // A broken chain is the program's fault: logged, never sent.
+        let broken = ApiError::from(upgrade(SchemaError::InvalidChain {
+            collection: "notes",
+            type_name: "Note",
+            reason: "secret reason".to_owned(),
+        }));
+        let problem = broken.problem();
+        assert_eq!(problem["status"], 500, "{problem}");
+        assert!(!problem.to_string().contains("secret"), "{problem}");
     }
 
     #[test]

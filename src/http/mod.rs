@@ -22,7 +22,7 @@
 //!
 //! | route | does | token |
 //! |---|---|---|
-//! | `GET /{c}?after=ID&limit=N` | current documents in id order; `next` is the following page's `after`, given whenever more follow; a document that cannot be upgraded is `{"id", "revision", "problem"}` in place of its body (see below) | no |
+//! | `GET /{c}?after=ID&limit=N` | current documents in id order; `next` is the following page's `after`, given whenever more follow; a document that cannot be shown is `{"id", "revision", "problem"}` in place of its body (see below) | no |
 //! | `POST /{c}` | create under a generated id: 201, `Location`, `ETag` | yes |
 //! | `GET /{c}/docs/{id}[?revision=N]` | a document upgraded to the latest version; `ETag` is its revision | no |
 //! | `PUT /{c}/docs/{id}` | `If-Match: "N"` replace (412 if stale), `If-Match: *` or none replace, `If-None-Match: *` create under this id (201) | yes |
@@ -32,12 +32,14 @@
 //! | `GET /{c}/schema`, `/{c}/schema/history`, `/{c}/schema/{version}` | JSON Schemas and their history | no |
 //! | `POST /{c}/migrate/test`, `POST /{c}/migrate/execute` | a dry run or a run; `{"limit": N}` in the body or `?limit=N`; the `MigrationReport`, or with `Accept: application/x-ndjson` a progress line per chunk and then the report | yes |
 //! | `GET /{c}/migrate/status` | counts per version, pending, the last runs | yes |
-//! | `GET /{c}/migrate/failures[?after=ID&limit=N]` | the failure set: every document whose migration failed and that runs skip, in id order (id, head revision, `from_version`, `class`, `error`); `next` is the following page's `after` | yes |
+//! | `GET /{c}/migrate/failures[?after=ID&limit=N]` | the failure set: every document whose migration failed and that runs skip, in id order (`id`, head `revision`, `from_version`, `class`, `error`); `next` is the following page's `after`, given whenever more follow | yes |
 //! | `GET /{c}/migrate/runs[?before=ID&limit=N]`, `GET /{c}/migrate/runs/{run_id}` | the run ledger | yes |
 //! | `POST /{c}/migrate/runs/{run_id}/revert` | revert a run | yes |
 //!
 //! And `GET /healthz`, `GET /openapi.json` (an `OpenAPI` 3.1 document built from the mounted
-//! collections' JSON Schemas), both always open.
+//! collections' JSON Schemas), both always open. A [`Router::read_only`] server mounts neither the
+//! writing routes nor any `/{c}/migrate` route, reading ones included (status, failures, runs):
+//! those are an operator's, on a writable server or with the `revolve` command line.
 //!
 //! **Documents live under `/{c}/docs/`.** A document id may be any string (a reserved word such as
 //! `migrate` or `schema`, or one with a `/`, percent-encoded as `%2F`), so no word can be kept
@@ -67,13 +69,25 @@
 //!
 //! A document whose stored revision cannot be brought to the latest version (its step refuses it,
 //! or its payload does not decode at its version) is not an internal error but a known state:
-//! reading it answers 409 `urn:revolve:problem:not-upgradable` with `id`, `revision`,
-//! `stored_version`, the failure `class` (`step`, `panic` or `decode`, as a migration names it),
-//! the step's `message`, and `raw_revision`, the path of that revision as stored
-//! (`/{c}/docs/{id}/revisions/{rev}?raw=true`, under the path the router is nested at). A list
-//! page shows the same problem in the document's place and goes on. Such documents stay as they
-//! are until written again; a migration records them in the failure set
-//! (`GET /{c}/migrate/failures`).
+//! reading it answers 409 `urn:revolve:problem:not-upgradable` with `collection`, `id`,
+//! `revision`, `stored_version`, the failure `class` (`step`, `panic` or `decode`, as a migration
+//! names it), `message`, the whole error chain (the step's own message last), and
+//! `raw_revision`, the path of that revision as stored (`/{c}/docs/{id}/revisions/{rev}?raw=true`,
+//! under the path the router is nested at). Such documents stay as they are until written again;
+//! a migration records them in the failure set (`GET /{c}/migrate/failures`, on a writable
+//! server). The problem and a failure record name the same things differently, each after its
+//! own side: the problem's `stored_version` is the version the revision read is stored at, as a
+//! document's `stored_version` is, and its `message` is the error of this read; a failure's
+//! `from_version` is the version a migration tried to upgrade from, and its `error` is what that
+//! run recorded (the same text when the document and the program did not change since).
+//!
+//! A list page never fails for one document: one it cannot show appears as
+//! `{"id", "revision", "problem"}` in the document's place, counts toward `limit`, and the page goes
+//! on. The problem is `not-upgradable` as above; `version-too-new` (409) for a document a newer
+//! program wrote; or `corrupt` (500, with `collection`, `id` and `revision` when the head names
+//! it) for one whose stored bytes are damaged, which is also logged, and which a read of the
+//! document alone answers as an internal error. Any other error (the storage engine failing)
+//! still fails the page.
 //!
 //! Requests that hyper cannot parse (a bad request line, `Content-Length: -1`, a NUL in a header,
 //! an unsupported HTTP version: 400; a URI too long: 414; headers too large: 431) get a problem

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::error::Category;
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{chain, ApiError};
 use crate::{
     Collection, Document, MigrationReport, Progress, Revision, RevisionInfo, RunState, Schema,
     StoreError, MAX_ID_LEN,
@@ -49,8 +49,9 @@ pub(crate) trait Mounted: Send + Sync + 'static {
     fn update(&self, id: &str, expected: Option<Revision>, body: &[u8]) -> Result<Shown, ApiError>;
     /// Removes; with `expected`, only if the document is still at it.
     fn remove(&self, id: &str, expected: Option<Revision>) -> Result<Revision, ApiError>;
-    /// The current revision, or `revision`, upgraded to the latest version.
-    fn get(&self, id: &str, revision: Option<Revision>) -> Result<Shown, ApiError>;
+    /// The current revision, or `revision`, upgraded to the latest version; a problem links under
+    /// `base`.
+    fn get(&self, id: &str, revision: Option<Revision>, base: &str) -> Result<Shown, ApiError>;
     /// One revision exactly as stored.
     fn raw_revision(&self, id: &str, revision: Revision) -> Result<Value, ApiError>;
     fn history(&self, id: &str) -> Result<Value, ApiError>;
@@ -119,6 +120,43 @@ fn revision_json(info: &RevisionInfo) -> Value {
 }
 
 impl<T: Schema> Mount<T> {
+    /// The id, revision and problem a list page shows in place of a document it cannot show: one
+    /// that cannot be upgraded, one a newer program wrote, one whose bytes are damaged. `last` is
+    /// what the iterator read last, for an error that names no document. Any other error fails
+    /// the page.
+    fn entry_problem(
+        &self,
+        error: StoreError,
+        last: Option<(&str, Option<Revision>)>,
+        base: &str,
+    ) -> Result<(String, Option<Revision>, Value), ApiError> {
+        let (id, revision) = match (&error, last) {
+            (StoreError::Upgrade { id, revision, .. }, _) => (id.clone(), Some(*revision)),
+            (StoreError::Corrupt { id, revision, .. }, last) => (
+                id.clone(),
+                revision.or_else(|| last.and_then(|(_, revision)| revision)),
+            ),
+            (StoreError::VersionTooNew { .. }, Some((id, revision))) => (id.to_owned(), revision),
+            _ => return Err(error.into()),
+        };
+        let problem = if matches!(error, StoreError::Corrupt { .. }) {
+            tracing::error!(
+                collection = self.collection.name(),
+                id,
+                error = %chain(&error),
+                "a listed document is damaged"
+            );
+            ApiError::Corrupt {
+                collection: self.collection.name().to_owned(),
+                id: id.clone(),
+                revision,
+            }
+        } else {
+            ApiError::from(error).under(base)
+        };
+        Ok((id, revision, problem.problem()))
+    }
+
     fn not_found(&self, id: &str) -> ApiError {
         ApiError::DocumentNotFound {
             collection: self.collection.name().to_owned(),
@@ -213,16 +251,22 @@ impl<T: Schema> Mounted for Mount<T> {
         })
     }
 
-    fn get(&self, id: &str, revision: Option<Revision>) -> Result<Shown, ApiError> {
-        let document = match revision {
-            None => self.collection.get(id)?.ok_or_else(|| self.not_found(id))?,
-            Some(revision) => self.collection.revision(id, revision)?.ok_or_else(|| {
-                ApiError::RevisionNotFound {
+    fn get(&self, id: &str, revision: Option<Revision>, base: &str) -> Result<Shown, ApiError> {
+        let read = match revision {
+            None => self.collection.get(id),
+            Some(revision) => self.collection.revision(id, revision),
+        };
+        let document = match (read, revision) {
+            (Err(error), _) => return Err(ApiError::from(error).under(base)),
+            (Ok(Some(document)), _) => document,
+            (Ok(None), None) => return Err(self.not_found(id)),
+            (Ok(None), Some(revision)) => {
+                return Err(ApiError::RevisionNotFound {
                     collection: self.collection.name().to_owned(),
                     id: id.to_owned(),
                     revision,
-                }
-            })?,
+                })
+            }
         };
         Self::show(&document)
     }
@@ -253,14 +297,14 @@ impl<T: Schema> Mounted for Mount<T> {
     }
 
     fn list(&self, after: Option<&str>, limit: usize, base: &str) -> Result<Value, ApiError> {
-        let documents = match after {
+        let mut documents = match after {
             Some(after) => self.collection.iter_after(after),
             None => self.collection.iter(),
         };
-        // (id, entry): a document, or in its place the problem of one that cannot be upgraded.
+        // (id, entry): a document, or in its place the problem of one that cannot be shown.
         let mut items: Vec<(String, Value)> = Vec::new();
         let mut next = None;
-        for document in documents {
+        while let Some(document) = documents.next() {
             // Whatever follows, even an error, is a document after this page.
             if items.len() == limit {
                 next = items.last().map(|(id, _)| Value::String(id.clone()));
@@ -269,12 +313,8 @@ impl<T: Schema> Mounted for Mount<T> {
             match document {
                 Ok(document) => items.push((document.id.to_string(), Self::show(&document)?.body)),
                 Err(error) => {
-                    // Any other error fails the page, as before.
-                    let StoreError::Upgrade { id, revision, .. } = &error else {
-                        return Err(error.into());
-                    };
-                    let (id, revision) = (id.clone(), *revision);
-                    let problem = ApiError::from(error).under(base).problem();
+                    let (id, revision, problem) =
+                        self.entry_problem(error, documents.last_head(), base)?;
                     let entry = json!({ "id": id, "revision": revision, "problem": problem });
                     items.push((id, entry));
                 }
@@ -288,7 +328,9 @@ impl<T: Schema> Mounted for Mount<T> {
 
     fn failures(&self, after: Option<&str>, limit: usize) -> Result<Value, ApiError> {
         // One more than the page tells whether another page follows.
-        let mut failures = self.collection.failures(after, limit.saturating_add(1))?;
+        let mut failures = self
+            .collection
+            .failures_page(after, limit.saturating_add(1))?;
         let next = if failures.len() > limit {
             failures.truncate(limit);
             failures.last().map(|failure| failure.id.to_string())

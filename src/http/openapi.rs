@@ -14,6 +14,22 @@ use super::handlers::MAX_PAGE;
 use super::mount::Mounted;
 use axum::http::Method;
 
+/// The names of revolve's own schemas in `components/schemas`. A collection's schemas are named
+/// after it (`{c}`, `{c}.Document`, `{c}.{def}`), so the router refuses to mount a collection
+/// named like one of these, which would make two schemas one.
+pub(crate) const OWN_SCHEMAS: [&str; 10] = [
+    "Problem",
+    "MigrationReport",
+    "RunRecord",
+    "RevertReport",
+    "Status",
+    "Revisions",
+    "NotUpgradable",
+    "ProblemEntry",
+    "Failure",
+    "Failures",
+];
+
 /// What the document describes besides the collections.
 pub(crate) struct Options {
     pub(crate) writable: bool,
@@ -114,6 +130,22 @@ impl Op<'_> {
             self.status.to_owned(),
             json!({ "description": "success", "content": self.response }),
         );
+        if self.method == Method::GET
+            && matches!(
+                self.route,
+                "/{collection}/docs/{id}" | "/{collection}/docs/{id}/revisions/{revision}"
+            )
+        {
+            responses.insert(
+                "409".to_owned(),
+                json!({
+                    "description": "the document cannot be upgraded to the latest version (`not-upgradable`), or a newer program wrote it (`version-too-new`)",
+                    "content": { "application/problem+json": { "schema": {
+                        "anyOf": [schema_ref("NotUpgradable"), schema_ref("Problem")],
+                    } } },
+                }),
+            );
+        }
         responses.insert(
             "default".to_owned(),
             json!({
@@ -157,6 +189,7 @@ pub(crate) fn document(
             },
         }),
     );
+    not_upgradable_schemas(&mut schemas);
     for name in [
         "MigrationReport",
         "RunRecord",
@@ -245,7 +278,9 @@ pub(crate) fn document(
             response: json_content(&json!({
                 "type": "object",
                 "properties": {
-                    "items": { "type": "array", "items": schema_ref(&document) },
+                    "items": { "type": "array", "items": {
+                        "oneOf": [schema_ref(&document), schema_ref("ProblemEntry")],
+                    } },
                     "next": { "type": ["string", "null"] },
                 },
             })),
@@ -406,6 +441,26 @@ pub(crate) fn document(
                 );
             }
             add(
+                format!("/{name}/migrate/failures"),
+                vec![Op {
+                    method: Method::GET,
+                    route: "/{collection}/migrate/failures",
+                    summary: "the failure set: documents whose migration failed, in id order"
+                        .to_owned(),
+                    parameters: vec![
+                        query_param("after", "the `next` of the previous page", &string),
+                        query_param(
+                            "limit",
+                            "page size",
+                            &json!({ "type": "integer", "minimum": 1, "maximum": MAX_PAGE }),
+                        ),
+                    ],
+                    body: None,
+                    status: "200",
+                    response: json_content(&schema_ref("Failures")),
+                }],
+            );
+            add(
                 format!("/{name}/migrate/status"),
                 vec![Op {
                     method: Method::GET,
@@ -459,8 +514,6 @@ pub(crate) fn document(
         }
     }
 
-    not_upgradable(&mut paths, &mut schemas, collections, options);
-
     let mut document = json!({
         "openapi": "3.1.0",
         "info": {
@@ -478,7 +531,8 @@ pub(crate) fn document(
     document
 }
 
-/// The schemas of the not-upgradable problem, its list entry, and a failure.
+/// The schemas of the problem of a document that cannot be upgraded, of a list page's entry in
+/// place of a document it cannot show, and of the failure set.
 fn not_upgradable_schemas(schemas: &mut Map<String, Value>) {
     schemas.insert(
         "NotUpgradable".to_owned(),
@@ -491,23 +545,24 @@ fn not_upgradable_schemas(schemas: &mut Map<String, Value>) {
                     "id": { "type": "string" },
                     "revision": { "type": "integer", "minimum": 1 },
                     "stored_version": { "type": "integer", "minimum": 0 },
-                    "class": { "enum": ["step", "panic", "decode", "invalid_output"] },
-                    "message": { "type": "string" },
+                    // Only the classes a read can meet: `invalid_output` is a migration's.
+                    "class": { "enum": ["step", "panic", "decode"] },
+                    "message": { "type": "string", "description": "the whole error chain" },
                     "raw_revision": { "type": "string", "description": "the path of the revision as stored (`?raw=true`)" },
                 },
             }],
         }),
     );
     schemas.insert(
-        "NotUpgradableEntry".to_owned(),
+        "ProblemEntry".to_owned(),
         json!({
             "type": "object",
-            "description": "in a list page, a document that cannot be upgraded, in place of its body",
+            "description": "in a list page, a document that cannot be shown, in place of its body: one that cannot be upgraded (`not-upgradable`), written by a newer program (`version-too-new`), or damaged (`corrupt`)",
             "required": ["id", "revision", "problem"],
             "properties": {
                 "id": { "type": "string" },
-                "revision": { "type": "integer", "minimum": 1 },
-                "problem": schema_ref("NotUpgradable"),
+                "revision": { "type": ["integer", "null"], "minimum": 1 },
+                "problem": { "anyOf": [schema_ref("NotUpgradable"), schema_ref("Problem")] },
             },
         }),
     );
@@ -525,83 +580,44 @@ fn not_upgradable_schemas(schemas: &mut Map<String, Value>) {
             },
         }),
     );
-}
-
-/// Documents that cannot be upgraded: the 409 problem of reads, its entry in a list page, and the
-/// failure set's route.
-fn not_upgradable(
-    paths: &mut Map<String, Value>,
-    schemas: &mut Map<String, Value>,
-    collections: &BTreeMap<String, Arc<dyn Mounted>>,
-    options: &Options,
-) {
-    not_upgradable_schemas(schemas);
-    let conflict = json!({
-        "description": "the document cannot be upgraded to the latest version",
-        "content": { "application/problem+json": { "schema": schema_ref("NotUpgradable") } },
-    });
-    for name in collections.keys() {
-        for path in [
-            format!("/{name}/docs/{{id}}"),
-            format!("/{name}/docs/{{id}}/revisions/{{revision}}"),
-        ] {
-            if let Some(responses) = paths
-                .get_mut(&path)
-                .and_then(|item| item.get_mut("get"))
-                .and_then(|get| get.get_mut("responses"))
-                .and_then(Value::as_object_mut)
-            {
-                responses.insert("409".to_owned(), conflict.clone());
-            }
-        }
-        if let Some(items) = paths.get_mut(&format!("/{name}")).and_then(|item| {
-            item.pointer_mut("/get/responses/200/content/application~1json/schema/properties/items")
-        }) {
-            items["items"] = json!({
-                "oneOf": [schema_ref(&format!("{name}.Document")), schema_ref("NotUpgradableEntry")],
-            });
-        }
-        if options.writable {
-            let (method, operation) = Op {
-                method: Method::GET,
-                route: "/{collection}/migrate/failures",
-                summary: "the failure set: documents whose migration failed, in id order"
-                    .to_owned(),
-                parameters: vec![
-                    query_param(
-                        "after",
-                        "the `next` of the previous page",
-                        &json!({ "type": "string" }),
-                    ),
-                    query_param(
-                        "limit",
-                        "page size",
-                        &json!({ "type": "integer", "minimum": 1, "maximum": MAX_PAGE }),
-                    ),
-                ],
-                body: None,
-                status: "200",
-                response: json_content(&json!({
-                    "type": "object",
-                    "required": ["failures", "next"],
-                    "properties": {
-                        "failures": { "type": "array", "items": schema_ref("Failure") },
-                        "next": { "type": ["string", "null"] },
-                    },
-                })),
-            }
-            .render(options);
-            paths.insert(
-                format!("/{name}/migrate/failures"),
-                json!({ method: operation }),
-            );
-        }
-    }
+    schemas.insert(
+        "Failures".to_owned(),
+        json!({
+            "type": "object",
+            "required": ["failures", "next"],
+            "properties": {
+                "failures": { "type": "array", "items": schema_ref("Failure") },
+                "next": { "type": ["string", "null"] },
+            },
+        }),
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_schemas_are_the_ones_the_router_reserves() {
+        let document = document(
+            &BTreeMap::new(),
+            &Options {
+                writable: true,
+                secured: true,
+                protect_reads: false,
+            },
+        );
+        let mut names: Vec<&str> = document["components"]["schemas"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut own = OWN_SCHEMAS.to_vec();
+        names.sort_unstable();
+        own.sort_unstable();
+        assert_eq!(names, own);
+    }
 
     #[test]
     fn defs_are_hoisted_and_refs_follow() {

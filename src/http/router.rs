@@ -42,8 +42,10 @@ pub enum BuildError {
         /// The collection.
         collection: String,
     },
-    /// A collection's name is one of the router's own top-level routes.
-    #[error("collection name `{collection}` is taken by the router's own `/{collection}` route")]
+    /// A collection's name is one of the router's own top-level routes (`healthz`), or one of the
+    /// schemas its `OpenAPI` document names (`Problem`, `Status`, `Failure`, …), which the
+    /// collection's own schema would take the place of.
+    #[error("collection name `{collection}` is taken by the router's own `/{collection}` route or `OpenAPI` schema")]
     ReservedName {
         /// The collection.
         collection: String,
@@ -124,11 +126,12 @@ impl Router {
     /// # Errors
     ///
     /// [`BuildError::Store`] when the store refuses the collection (see [`Store::collection`]),
-    /// [`BuildError::DuplicateCollection`], and [`BuildError::ReservedName`] for `healthz`.
+    /// [`BuildError::DuplicateCollection`], and [`BuildError::ReservedName`] for `healthz` and
+    /// the names of the `OpenAPI` document's own schemas (`Problem`, `Status`, `Failure`, …).
     pub fn collection<T: Schema>(mut self) -> Result<Self, BuildError> {
         let collection = self.store.collection::<T>()?;
         let name = collection.name().to_owned();
-        if name == "healthz" {
+        if name == "healthz" || openapi::OWN_SCHEMAS.contains(&name.as_str()) {
             return Err(BuildError::ReservedName { collection: name });
         }
         if self.collections.contains_key(&name) {

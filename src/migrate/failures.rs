@@ -9,7 +9,6 @@ use crate::store::{Collection, FailureRecord, RawCollection, StoreError};
 
 impl FailureClass {
     /// The class of a failure to upgrade a stored revision, named as a migration names it.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn of_upgrade(error: &SchemaError) -> Self {
         match error {
             SchemaError::Step { .. } => FailureClass::Step,
@@ -63,7 +62,7 @@ impl<T: Schema> Collection<T> {
     /// let notes = store.collection::<Note>()?;
     /// let mut after = None;
     /// loop {
-    ///     let page = notes.failures(after.as_deref(), 1000)?;
+    ///     let page = notes.failures_page(after.as_deref(), 1000)?;
     ///     for failure in &page {
     ///         println!("{} at version {}: {}", failure.id, failure.from_version, failure.error);
     ///     }
@@ -79,18 +78,26 @@ impl<T: Schema> Collection<T> {
     ///
     /// [`StoreError::Corrupt`] for a failure record that does not decode, and
     /// [`StoreError::Backend`].
-    pub fn failures(&self, after: Option<&str>, limit: usize) -> Result<Vec<Failure>, StoreError> {
-        failures(self.name(), self.failure_page(after, limit)?)
+    pub fn failures_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Failure>, StoreError> {
+        failures(self.name(), self.failure_records(after, limit)?)
     }
 }
 
 impl RawCollection {
-    /// As [`Collection::failures`].
+    /// As [`Collection::failures_page`].
     ///
     /// # Errors
     ///
-    /// As [`Collection::failures`].
-    pub fn failures(&self, after: Option<&str>, limit: usize) -> Result<Vec<Failure>, StoreError> {
-        failures(self.name(), self.failure_page(after, limit)?)
+    /// As [`Collection::failures_page`].
+    pub fn failures_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Failure>, StoreError> {
+        failures(self.name(), self.failure_records(after, limit)?)
     }
 }

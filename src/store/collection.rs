@@ -743,6 +743,7 @@ impl<T: Schema> Collection<T> {
         Iter {
             collection: self.clone(),
             heads: self.core.tree.scan_prefix([keys::HEAD]),
+            last: None,
         }
     }
 
@@ -755,6 +756,7 @@ impl<T: Schema> Collection<T> {
         Iter {
             collection: self.clone(),
             heads: self.core.tree.range(start..end.to_vec()),
+            last: None,
         }
     }
 }
@@ -772,6 +774,19 @@ impl<T: Schema> IntoIterator for &Collection<T> {
 pub struct Iter<T> {
     collection: Collection<T>,
     heads: sled::Iter,
+    /// The head key of the item yielded last, and its revision once the head decoded.
+    last: Option<(sled::IVec, Option<Revision>)>,
+}
+
+impl<T> Iter<T> {
+    /// The id of the document the last item was about, and its head revision if the head
+    /// decoded: what an error without an id (such as [`StoreError::VersionTooNew`]) was about.
+    // Only the HTTP list needs it, to show a problem in the document's place.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn last_head(&self) -> Option<(&str, Option<Revision>)> {
+        let (key, revision) = self.last.as_ref()?;
+        Some((keys::id_of_head(key)?, *revision))
+    }
 }
 
 impl<T> fmt::Debug for Iter<T> {
@@ -787,10 +802,12 @@ impl<T: Schema> Iterator for Iter<T> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            self.last = None;
             let (key, value) = match self.heads.next()? {
                 Ok(entry) => entry,
                 Err(error) => return Some(Err(backend(error))),
             };
+            self.last = Some((key.clone(), None));
             let core = &self.collection.core;
             let Some(id) = keys::id_of_head(&key) else {
                 return Some(Err(core.corrupt(
@@ -809,6 +826,7 @@ impl<T: Schema> Iterator for Iter<T> {
             if head.removed {
                 continue;
             }
+            self.last = Some((key.clone(), Some(head.revision)));
             // The revision a head names is written in the same batch as the head and never
             // removed, so it is there even if the document changed since the head was read.
             let result = match core.revision_bytes(id, head.revision) {
@@ -899,12 +917,12 @@ impl RawCollection {
     }
 
     /// Up to `limit` records of the failure set in id order, after `after` if given.
-    pub(crate) fn failure_page(
+    pub(crate) fn failure_records(
         &self,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, FailureRecord)>, StoreError> {
-        self.core.failure_page(after, limit)
+        self.core.failure_records(after, limit)
     }
 }
 

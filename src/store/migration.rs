@@ -265,7 +265,7 @@ impl RevisionReader<'_> {
 
 impl Core {
     /// Up to `limit` records of the failure set in id order, after `after` if given.
-    pub(super) fn failure_page(
+    pub(super) fn failure_records(
         &self,
         after: Option<&str>,
         limit: usize,
@@ -380,12 +380,12 @@ impl<T: Schema> Collection<T> {
     }
 
     /// Up to `limit` records of the failure set in id order, after `after` if given.
-    pub(crate) fn failure_page(
+    pub(crate) fn failure_records(
         &self,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, FailureRecord)>, StoreError> {
-        self.core().failure_page(after, limit)
+        self.core().failure_records(after, limit)
     }
 
     /// The failure recorded for a document, if any.

@@ -155,14 +155,14 @@ fn iter_yields_one_error_per_refused_document_and_goes_on() {
 #[test]
 fn the_failure_set_is_listed_page_by_page() {
     let (dir, store, cards, _, refused) = cards();
-    assert!(cards.failures(None, 100).unwrap().is_empty());
+    assert!(cards.failures_page(None, 100).unwrap().is_empty());
     let report = cards.migrate().execute().unwrap();
     assert_eq!((report.migrated, report.failed), (7, 3));
 
     let mut listed = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = cards.failures(after.as_deref(), 2).unwrap();
+        let page = cards.failures_page(after.as_deref(), 2).unwrap();
         assert!(page.len() <= 2);
         for failure in &page {
             assert_eq!(failure.revision, Revision::FIRST);
@@ -192,7 +192,7 @@ fn the_failure_set_is_listed_page_by_page() {
         )
         .unwrap();
     let left: Vec<String> = cards
-        .failures(None, 10)
+        .failures_page(None, 10)
         .unwrap()
         .iter()
         .map(|failure| failure.id.to_string())
@@ -202,7 +202,7 @@ fn the_failure_set_is_listed_page_by_page() {
     // Without the types, the same list.
     let raw = store.raw_collection("cards").unwrap();
     let raw_left: Vec<String> = raw
-        .failures(Some(&refused[0]), 10)
+        .failures_page(Some(&refused[0]), 10)
         .unwrap()
         .iter()
         .map(|failure| failure.id.to_string())
