@@ -34,6 +34,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::counters::{Counter, Counters};
+use super::engine::{Db, Iter, Tree};
 use super::error::backend;
 use super::keys::{self, Head};
 use super::migration::LEDGER_TREE;
@@ -710,7 +711,7 @@ impl Store {
         names.sort();
         let (mut trees, mut entries) = (0u64, 0u64);
         for name in names {
-            let mut copy = |tree: &sled::Tree| -> Result<(), BackupError> {
+            let mut copy = |tree: &Tree| -> Result<(), BackupError> {
                 let mut started = false;
                 for entry in tree {
                     let (key, value) = entry.map_err(backend)?;
@@ -786,7 +787,7 @@ impl Store {
             } else {
                 db.open_tree(&name).map_err(backend)?
             };
-            if !tree.is_empty() {
+            if !tree.is_empty().map_err(backend)? {
                 return Err(BackupError::NotEmpty {
                     path: path.to_owned(),
                 });
@@ -871,7 +872,7 @@ impl Store {
         &self,
         name: &str,
         tree_name: &[u8],
-        work: impl FnOnce(&sled::Tree, Option<&mut Counters>) -> Result<R, E>,
+        work: impl FnOnce(&Tree, Option<&mut Counters>) -> Result<R, E>,
     ) -> Result<R, E> {
         match self.core(name) {
             Ok(core) => {
@@ -922,7 +923,7 @@ type FoundHead = (String, Option<Head>);
 type FoundRevisions = (String, Vec<(u64, sled::IVec)>);
 
 impl Check<'_> {
-    fn collection(&mut self, name: &str, tree: &sled::Tree) -> Result<(), StoreError> {
+    fn collection(&mut self, name: &str, tree: &Tree) -> Result<(), StoreError> {
         let tree_name = format!("{COLLECTION_TREE_PREFIX}{name}");
         let mut actual: BTreeMap<Counter, u64> = BTreeMap::new();
         self.documents(name, &tree_name, tree, &mut actual)?;
@@ -941,7 +942,7 @@ impl Check<'_> {
         &mut self,
         name: &str,
         tree_name: &str,
-        tree: &sled::Tree,
+        tree: &Tree,
         actual: &mut BTreeMap<Counter, u64>,
     ) -> Result<(), StoreError> {
         let mut heads = tree.scan_prefix([keys::HEAD]);
@@ -992,7 +993,7 @@ impl Check<'_> {
         &mut self,
         name: &str,
         tree_name: &str,
-        tree: &sled::Tree,
+        tree: &Tree,
         actual: &mut BTreeMap<Counter, u64>,
     ) -> Result<(), StoreError> {
         for entry in tree.scan_prefix([keys::FAILURE]) {
@@ -1021,7 +1022,7 @@ impl Check<'_> {
     fn counters(
         &mut self,
         name: &str,
-        tree: &sled::Tree,
+        tree: &Tree,
         actual: &BTreeMap<Counter, u64>,
     ) -> Result<(), StoreError> {
         let mut stored = BTreeMap::new();
@@ -1054,12 +1055,7 @@ impl Check<'_> {
     }
 
     /// Checks every migration cursor holds a valid id.
-    fn cursors(
-        &mut self,
-        name: &str,
-        tree_name: &str,
-        tree: &sled::Tree,
-    ) -> Result<(), StoreError> {
+    fn cursors(&mut self, name: &str, tree_name: &str, tree: &Tree) -> Result<(), StoreError> {
         for entry in tree.scan_prefix([keys::CURSOR]) {
             let (key, value) = entry.map_err(backend)?;
             let Ok([keys::CURSOR, a, b, c, d]) = <[u8; 5]>::try_from(&key[..]) else {
@@ -1087,7 +1083,7 @@ impl Check<'_> {
     }
 
     /// Reports keys outside every key space.
-    fn stray_keys(&mut self, tree_name: &str, tree: &sled::Tree) -> Result<(), StoreError> {
+    fn stray_keys(&mut self, tree_name: &str, tree: &Tree) -> Result<(), StoreError> {
         let spaces = [
             keys::COUNTER,
             keys::FAILURE,
@@ -1118,7 +1114,7 @@ impl Check<'_> {
     fn next_head(
         &mut self,
         tree_name: &str,
-        heads: &mut sled::Iter,
+        heads: &mut Iter,
     ) -> Result<Option<FoundHead>, StoreError> {
         for entry in heads {
             let (key, value) = entry.map_err(backend)?;
@@ -1240,7 +1236,7 @@ impl Check<'_> {
         last
     }
 
-    fn ledger(&mut self, ledger: &sled::Tree) -> Result<(), StoreError> {
+    fn ledger(&mut self, ledger: &Tree) -> Result<(), StoreError> {
         for entry in ledger {
             let (key, value) = entry.map_err(backend)?;
             let error = if ledger_run(&key).is_none() {
@@ -1263,7 +1259,7 @@ impl Check<'_> {
 
 /// A collection's revisions, grouped by document.
 struct Groups {
-    iter: sled::Iter,
+    iter: Iter,
     peeked: Option<(sled::IVec, sled::IVec)>,
 }
 
@@ -1345,11 +1341,7 @@ fn ledger_run(key: &[u8]) -> Option<u64> {
 
 /// Whether a failure record names its document's current live head: `Ok` with the head's version
 /// if it does, `Err` with the reason if not.
-fn current_failure(
-    tree: &sled::Tree,
-    id: &str,
-    bytes: &[u8],
-) -> Result<Result<u32, String>, StoreError> {
+fn current_failure(tree: &Tree, id: &str, bytes: &[u8]) -> Result<Result<u32, String>, StoreError> {
     let failure = match record::decode_payload::<FailureRecord>(bytes, 8) {
         Ok(failure) => failure,
         Err(error) => return Ok(Err(format!("does not decode: {}", error_chain(&error)))),
@@ -1380,7 +1372,7 @@ fn current_failure(
 
 fn repair_collection(
     name: &str,
-    tree: &sled::Tree,
+    tree: &Tree,
     memory: Option<&mut Counters>,
     report: &mut RepairReport,
 ) -> Result<(), StoreError> {
@@ -1633,8 +1625,8 @@ fn read_backup(
 
 /// Writes the frames of an import into the database, a batch at a time.
 struct Restore<'a> {
-    db: &'a sled::Db,
-    tree: Option<(Vec<u8>, sled::Tree)>,
+    db: &'a Db,
+    tree: Option<(Vec<u8>, Tree)>,
     batch: sled::Batch,
     pending: usize,
     /// The highest migration run id the backup mentions.
@@ -1858,7 +1850,7 @@ mod tests {
         ids
     }
 
-    fn tree(store: &Store, name: &str) -> sled::Tree {
+    fn tree(store: &Store, name: &str) -> Tree {
         store.inner().db.open_tree(format!("c/{name}")).unwrap()
     }
 
