@@ -35,8 +35,10 @@
 //! | `GET /{c}/migrate/runs[?before=ID&limit=N]`, `GET /{c}/migrate/runs/{run_id}` | the run ledger | yes |
 //! | `POST /{c}/migrate/runs/{run_id}/revert` | revert a run | yes |
 //!
-//! And `GET /healthz`, `GET /openapi.json` (an `OpenAPI` 3.1 document built from the mounted
-//! collections' JSON Schemas), both always open.
+//! And `GET /healthz` (liveness), `GET /readyz` (readiness: 200 while the store is ready, 503
+//! problem+json once it is poisoned, see [`Store::state`](crate::Store::state)), `GET
+//! /openapi.json` (an `OpenAPI` 3.1 document built from the mounted collections' JSON Schemas),
+//! all always open.
 //!
 //! **Documents live under `/{c}/docs/`.** A document id may be any string (a reserved word such as
 //! `migrate` or `schema`, or one with a `/`, percent-encoded as `%2F`), so no word can be kept

@@ -123,11 +123,11 @@ impl Router {
     /// # Errors
     ///
     /// [`BuildError::Store`] when the store refuses the collection (see [`Store::collection`]),
-    /// [`BuildError::DuplicateCollection`], and [`BuildError::ReservedName`] for `healthz`.
+    /// [`BuildError::DuplicateCollection`], and [`BuildError::ReservedName`] for `healthz` and `readyz`.
     pub fn collection<T: Schema>(mut self) -> Result<Self, BuildError> {
         let collection = self.store.collection::<T>()?;
         let name = collection.name().to_owned();
-        if name == "healthz" {
+        if name == "healthz" || name == "readyz" {
             return Err(BuildError::ReservedName { collection: name });
         }
         if self.collections.contains_key(&name) {
@@ -168,7 +168,7 @@ impl Router {
         self
     }
 
-    /// Requires the token on reading routes too; `/healthz` and `/openapi.json` stay open.
+    /// Requires the token on reading routes too; `/healthz`, `/readyz` and `/openapi.json` stay open.
     pub fn protect_reads(mut self) -> Self {
         self.protect_reads = true;
         self
@@ -220,6 +220,7 @@ impl Router {
             protect_reads: self.protect_reads,
             require_if_match: self.require_if_match,
             openapi,
+            store: self.store.clone(),
         }));
 
         let (root, document) = if writable {
@@ -232,6 +233,7 @@ impl Router {
         };
         let mut quick = axum::Router::new()
             .route("/healthz", get(h::healthz))
+            .route("/readyz", get(h::readyz))
             .route("/openapi.json", get(h::openapi))
             .route("/{collection}", root)
             .route("/{collection}/docs/{id}", document)

@@ -460,6 +460,27 @@ fn conf_intact(file: &Path) -> bool {
     <[u8; 4]>::try_from(crc).is_ok_and(|crc| crc32fast::hash(body) == u32::from_le_bytes(crc))
 }
 
+impl super::Store {
+    /// Runs a call that panics through the guard, as sled does on some damaged files: for tests
+    /// of what follows a poisoned store (see `revolve::__private::fault::poison`).
+    // The one deliberate panic: it stands for sled's, and the guard catches it.
+    #[allow(clippy::panic)]
+    pub(crate) fn panic_in_engine(&self) -> super::StoreError {
+        let fault = self
+            .inner()
+            .db
+            .health()
+            .guard(|| -> sled::Result<()> { panic!("simulated panic in sled") });
+        match fault {
+            Err(fault) => super::error::backend(fault),
+            Ok(()) => super::StoreError::Poisoned {
+                path: self.inner().db.health().path(),
+                cause: String::new(),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
