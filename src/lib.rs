@@ -34,7 +34,6 @@ pub use crate::schema::{
     canonical_schema, compare_schemas, compare_schemas_with_aliases, is_breaking,
     schema_fingerprint, ChangeKind, Compatibility, Schema, SchemaChange, SchemaError, StepError,
 };
-pub use crate::store::StoreState;
 pub use crate::store::{
     BackendError, Collection, Document, Durability, Iter, RawCollection, RawRevision, RevisionInfo,
     SchemaEvent, SchemaRecord, Store, StoreBuilder, StoreError, DEFAULT_CACHE_CAPACITY,
@@ -43,4 +42,5 @@ pub use crate::store::{
     BackupError, BackupSummary, CollectionStats, CounterChange, CounterKind, Problem, RepairReport,
     StoreStats, VerifyReport, MAX_REPORTED_PROBLEMS,
 };
+pub use crate::store::{SnapshotRebuild, StoreState};
 pub use revolve_derive::Schema;

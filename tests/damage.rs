@@ -311,3 +311,77 @@ fn damage_matrix() {
     assert!(tally.cases >= 50);
     assert_eq!(tally.panics, 0);
 }
+
+fn read_all(dir: &Path) -> Expected {
+    let store = Store::open(dir).unwrap();
+    let notes = store.collection::<Note>().unwrap();
+    (&notes)
+        .into_iter()
+        .map(|document| {
+            let document = document.unwrap();
+            (document.id.to_string(), document.data)
+        })
+        .collect()
+}
+
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_file())
+        .map(|path| {
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&path).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_damaged_snapshot_is_named_and_rebuilt_from_the_log() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    let expected = pristine(&dir);
+    apply(&dir, &Damage::Flip("snap", 12345));
+    let snapshot = snapshot_of(&dir).unwrap();
+    let error = Store::open(&dir).unwrap_err();
+    match &error {
+        StoreError::StorageCorrupt { file, .. } => assert_eq!(file, &snapshot),
+        other => panic!("{other:?}"),
+    }
+    assert!(error.to_string().contains("--rebuild-snapshot"), "{error}");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_revolve"))
+        .args(["repair", "--rebuild-snapshot"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("rebuilt the snapshot"), "{stdout}");
+    assert_eq!(read_all(&dir), expected);
+}
+
+#[test]
+fn a_rebuild_that_fails_puts_every_file_back() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    pristine(&dir);
+    apply(&dir, &Damage::Flip("snap", 777));
+    apply(&dir, &Damage::Zero("db", 0.0, 4096));
+    let before = files(&dir);
+    let outcome = Store::rebuild_snapshot(&dir, std::time::Duration::from_secs(5)).unwrap();
+    assert!(
+        matches!(outcome, revolve::SnapshotRebuild::PutBack { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(files(&dir), before);
+    let entries = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(entries, before.len() + 1, "only `blobs` besides the files");
+}

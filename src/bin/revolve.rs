@@ -8,6 +8,7 @@
 //! revolve verify  <PATH> [--repair]               check every chain, head and counter
 //! revolve export  <PATH> <FILE>                   a backup of every key
 //! revolve import  <FILE> <PATH>                   restore a backup into a new store
+//! revolve repair  <PATH> --rebuild-snapshot       rebuild a damaged snapshot from the log
 //! ```
 //!
 //! Every command takes `--json`. Exit codes: 0 done, 1 failed, 2 usage, 3 problems found
@@ -26,7 +27,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use revolve::cli::Status;
-use revolve::{Origin, RunKind, RunRecord, RunState, Store, StoreError};
+use revolve::{Origin, RunKind, RunRecord, RunState, SnapshotRebuild, Store, StoreError};
 use serde::Serialize;
 
 use crate::format::{progress_bar, seconds, timestamp, write_json, write_runs};
@@ -93,6 +94,15 @@ enum Command {
         /// The backup file to write.
         file: PathBuf,
     },
+    /// Repair the files of a closed store.
+    Repair {
+        /// The store's directory.
+        path: PathBuf,
+        /// Move the newest `snap.*` file aside, rebuild it from the log, and verify the store;
+        /// put everything back as it was if the store does not open or verify without it.
+        #[arg(long, required = true)]
+        rebuild_snapshot: bool,
+    },
     /// Restore a backup into a new, empty store.
     Import {
         /// The backup file.
@@ -155,6 +165,7 @@ fn run(cli: &Cli) -> anyhow::Result<Status> {
         Command::Verify { path, repair } => verify(&open(cli, path)?, *repair, cli.json, out),
         Command::Export { path, file } => export(&open(cli, path)?, path, file, cli.json, out),
         Command::Import { file, path } => import(file, path, cli.json, out),
+        Command::Repair { path, .. } => rebuild_snapshot(cli, path, out),
     }
 }
 
@@ -524,6 +535,51 @@ fn import(file: &Path, path: &Path, json: bool, out: &mut dyn Write) -> anyhow::
         )?;
     }
     Ok(Status::Success)
+}
+
+fn rebuild_snapshot(cli: &Cli, path: &Path, out: &mut dyn Write) -> anyhow::Result<Status> {
+    if !path.join("db").is_file() {
+        bail!("no revolve store at {}", path.display());
+    }
+    let timeout = Duration::try_from_secs_f64(cli.lock_timeout)
+        .context("--lock-timeout must be a number of seconds, 0 or more")?;
+    let outcome = Store::rebuild_snapshot(path, timeout)
+        .with_context(|| format!("cannot rebuild the snapshot of {}", path.display()))?;
+    let status = match &outcome {
+        SnapshotRebuild::PutBack { .. } => Status::Problems,
+        _ => Status::Success,
+    };
+    if cli.json {
+        write_json(out, &outcome)?;
+        return Ok(status);
+    }
+    match &outcome {
+        SnapshotRebuild::NoSnapshot => {
+            writeln!(out, "{} has no snapshot; nothing to rebuild", path.display())?;
+        }
+        SnapshotRebuild::Rebuilt {
+            snapshot,
+            kept,
+            report,
+        } => writeln!(
+            out,
+            "rebuilt the snapshot from the log: the store opens and verifies ({} documents, {} revisions)\n\
+             the old snapshot {} and copies of the files as they were are in {}; delete it once satisfied",
+            report.documents,
+            report.revisions,
+            snapshot.display(),
+            kept.display()
+        )?,
+        SnapshotRebuild::PutBack {
+            snapshot, reason, ..
+        } => writeln!(
+            out,
+            "gave up: {reason}\nevery file is back as it was, {} included; restore a backup, or save what is readable with `revolve export --salvage`",
+            snapshot.display()
+        )?,
+        _ => writeln!(out, "done")?,
+    }
+    Ok(status)
 }
 
 /// Bytes in binary units: `512 B`, `1.5 KiB`, `12.3 MiB`.

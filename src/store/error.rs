@@ -57,6 +57,15 @@ pub enum StoreError {
         /// The failure that poisoned it.
         cause: String,
     },
+    /// A file of the store could not be read, written, copied or moved (by a repair).
+    #[error("{what}")]
+    Io {
+        /// What was being done, naming the file.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Another process (or another `Store` in this one) has the database open.
     #[error("database at {path} is locked by another process; close it there first")]
     Locked {

@@ -13,6 +13,7 @@ mod keys;
 mod maintenance;
 mod migration;
 mod registry;
+mod repair;
 mod write;
 
 use std::any::TypeId;
@@ -36,6 +37,7 @@ pub(crate) use self::migration::{
     RevisionBytes, RevisionReader,
 };
 pub use self::registry::{SchemaEvent, SchemaRecord};
+pub use self::repair::SnapshotRebuild;
 
 use self::collection::Core;
 use self::commit::GroupCommit;
