@@ -149,6 +149,16 @@ fn locked(error: &anyhow::Error) -> Option<&StoreError> {
         .find(|cause| matches!(cause, StoreError::Locked { .. }))
 }
 
+/// Whether `error`'s chain holds damage the storage engine found.
+fn corrupt(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<StoreError>(),
+            Some(StoreError::StorageCorrupt { .. } | StoreError::Poisoned { .. })
+        )
+    })
+}
+
 fn run(cli: &Cli) -> anyhow::Result<Status> {
     let mut out = io::stdout().lock();
     let out: &mut dyn Write = &mut out;
@@ -162,7 +172,15 @@ fn run(cli: &Cli) -> anyhow::Result<Status> {
         Command::Runs { path, collection } => {
             runs(&open(cli, path)?, collection.as_deref(), cli.json, out)
         }
-        Command::Verify { path, repair } => verify(&open(cli, path)?, *repair, cli.json, out),
+        Command::Verify { path, repair } => match open(cli, path) {
+            Ok(store) => verify(&store, *repair, cli.json, out),
+            // A store too damaged to open has problems too: exit 3, not 1.
+            Err(error) if corrupt(&error) => {
+                eprintln!("revolve: verify: {error:#}");
+                Ok(Status::Problems)
+            }
+            Err(error) => Err(error),
+        },
         Command::Export { path, file } => export(&open(cli, path)?, path, file, cli.json, out),
         Command::Import { file, path } => import(file, path, cli.json, out),
         Command::Repair { path, .. } => rebuild_snapshot(cli, path, out),
@@ -183,15 +201,28 @@ fn open(cli: &Cli, path: &Path) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open the store at {}", path.display()))
 }
 
+#[derive(Serialize)]
+struct StatsOutput<'a, Stats> {
+    counts: &'static str,
+    #[serde(flatten)]
+    stats: &'a Stats,
+}
+
 fn stats(store: &Store, path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<Status> {
     let stats = store.stats()?;
     if json {
-        write_json(out, &stats)?;
+        write_json(
+            out,
+            &StatsOutput {
+                counts: "from the counters, not verified; `revolve verify` checks them",
+                stats: &stats,
+            },
+        )?;
         return Ok(Status::Success);
     }
     writeln!(
         out,
-        "store {}: {} collections, {} on disk",
+        "store {}: {} collections, {} on disk\ncounts from the counters, not verified (`revolve verify` checks them)",
         path.display(),
         stats.collections.len(),
         human_bytes(stats.size_on_disk)
@@ -364,7 +395,14 @@ fn verify(store: &Store, repair: bool, json: bool, out: &mut dyn Write) -> anyho
     let bar = progress_bar(total, "documents");
     let report = store.verify_with_progress(|done| bar.set_position(done));
     bar.finish_and_clear();
-    let report = report?;
+    let report = match report {
+        Ok(report) => report,
+        Err(error @ (StoreError::StorageCorrupt { .. } | StoreError::Poisoned { .. })) => {
+            eprintln!("revolve: verify: {error}");
+            return Ok(Status::Problems);
+        }
+        Err(error) => return Err(error.into()),
+    };
     let (repaired, after) = if repair {
         let repaired = store.repair_counters()?;
         (Some(repaired), Some(store.verify()?))

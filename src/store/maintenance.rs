@@ -34,7 +34,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::counters::{Counter, Counters};
-use super::engine::{Db, Iter, Tree};
+use super::engine::{Db, Fault, Iter, Tree};
 use super::error::backend;
 use super::keys::{self, Head};
 use super::migration::LEDGER_TREE;
@@ -248,6 +248,42 @@ pub enum Problem {
     },
     /// The store holds an import that did not finish.
     IncompleteImport,
+    /// Part of a tree the storage engine cannot read (a damaged page): what lies in it is named
+    /// by the problems that follow, as far as other routes reach.
+    Unreadable {
+        /// The tree: `c/<collection>`, `_meta` or `_ledger`.
+        tree: String,
+        /// The last key read before it, non-printable bytes escaped; empty when none was.
+        after: String,
+        /// What the storage engine reported.
+        error: String,
+    },
+    /// A document whose head the storage engine cannot read.
+    UnreadableHead {
+        /// The collection.
+        collection: String,
+        /// The document.
+        id: String,
+    },
+    /// A revision the storage engine cannot read.
+    UnreadableRevision {
+        /// The collection.
+        collection: String,
+        /// The document.
+        id: String,
+        /// The revision.
+        revision: u64,
+    },
+    /// Documents the counters expect that no readable head accounts for: lost to damage no
+    /// route could read past, or counted wrongly.
+    Unaccounted {
+        /// The collection.
+        collection: String,
+        /// Documents (live and removed) the counters expect.
+        expected: u64,
+        /// Heads found and read.
+        found: u64,
+    },
 }
 
 impl Problem {
@@ -368,6 +404,30 @@ impl fmt::Display for Problem {
             Problem::IncompleteImport => f.write_str(
                 "the store holds an import that did not finish; delete it and import again",
             ),
+            Problem::Unreadable { tree, after, error } => {
+                if after.is_empty() {
+                    write!(f, "`{tree}`: unreadable from its start: {error}")
+                } else {
+                    write!(f, "`{tree}`: unreadable after key {after}: {error}")
+                }
+            }
+            Problem::UnreadableHead { collection, id } => {
+                write!(f, "`{collection}` `{id}`: the head cannot be read")
+            }
+            Problem::UnreadableRevision {
+                collection,
+                id,
+                revision,
+            } => write!(f, "`{collection}` `{id}` revision {revision} cannot be read"),
+            Problem::Unaccounted {
+                collection,
+                expected,
+                found,
+            } => write!(
+                f,
+                "`{collection}`: the counters expect {expected} documents, {found} were found; {} cannot be accounted for",
+                expected.saturating_sub(*found)
+            ),
         }
     }
 }
@@ -396,7 +456,7 @@ impl VerifyReport {
         self.problem_count == 0
     }
 
-    fn problem(&mut self, problem: Problem) {
+    pub(super) fn problem(&mut self, problem: Problem) {
         self.problem_count += 1;
         if self.problems.len() < MAX_REPORTED_PROBLEMS {
             self.problems.push(problem);
@@ -617,7 +677,18 @@ impl Store {
         };
         let mut registered = BTreeSet::new();
         for entry in &self.inner().meta {
-            let (key, _) = entry.map_err(backend)?;
+            let key = match entry {
+                Ok((key, _)) => key,
+                Err(Fault::Corrupt { detail, .. }) => {
+                    check.report.problem(Problem::Unreadable {
+                        tree: META_TREE.to_owned(),
+                        after: registered.last().cloned().unwrap_or_default(),
+                        error: detail,
+                    });
+                    break;
+                }
+                Err(fault) => return Err(backend(fault)),
+            };
             match std::str::from_utf8(&key) {
                 Ok(name) if validate_collection_name(name).is_ok() => {
                     if let Err(error) = self.read_meta(name) {
@@ -649,7 +720,16 @@ impl Store {
         }
         if self.has_tree(LEDGER_TREE.as_bytes()) {
             let ledger = self.inner().db.open_tree(LEDGER_TREE).map_err(backend)?;
-            check.ledger(&ledger)?;
+            match check.ledger(&ledger) {
+                Err(StoreError::StorageCorrupt { detail, .. }) => {
+                    check.report.problem(Problem::Unreadable {
+                        tree: LEDGER_TREE.to_owned(),
+                        after: String::new(),
+                        error: detail,
+                    });
+                }
+                other => other?,
+            }
         }
         if self
             .inner()
@@ -902,15 +982,15 @@ fn collection_of_tree(tree: &[u8]) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // Verify
 
-struct Check<'p> {
-    report: VerifyReport,
+pub(super) struct Check<'p> {
+    pub(super) report: VerifyReport,
     max_depth: usize,
-    progress: &'p mut dyn FnMut(u64),
+    pub(super) progress: &'p mut dyn FnMut(u64),
 }
 
 /// What a revision's envelope says of the document.
 #[derive(Clone, Copy)]
-enum Stored {
+pub(super) enum Stored {
     /// The envelope does not decode.
     Unreadable,
     /// At this version; `None` for a removal.
@@ -918,12 +998,25 @@ enum Stored {
 }
 
 /// A head as found: `None` when its value does not decode.
-type FoundHead = (String, Option<Head>);
+pub(super) type FoundHead = (String, Option<Head>);
 /// One document's revisions as found, in key order.
 type FoundRevisions = (String, Vec<(u64, sled::IVec)>);
 
 impl Check<'_> {
     fn collection(&mut self, name: &str, tree: &Tree) -> Result<(), StoreError> {
+        let before = self.report.clone();
+        match self.collection_in_order(name, tree) {
+            Err(StoreError::StorageCorrupt { .. }) => {
+                // sled cannot read through part of the tree: check it again by other routes.
+                self.report = before;
+                self.damaged_collection(name, tree)
+            }
+            other => other,
+        }
+    }
+
+    /// Checks a collection in one ordered walk of each key space.
+    fn collection_in_order(&mut self, name: &str, tree: &Tree) -> Result<(), StoreError> {
         let tree_name = format!("{COLLECTION_TREE_PREFIX}{name}");
         let mut actual: BTreeMap<Counter, u64> = BTreeMap::new();
         self.documents(name, &tree_name, tree, &mut actual)?;
@@ -989,7 +1082,7 @@ impl Check<'_> {
     }
 
     /// Checks every failure record names its document's live head, and counts those that do.
-    fn failures(
+    pub(super) fn failures(
         &mut self,
         name: &str,
         tree_name: &str,
@@ -1019,7 +1112,7 @@ impl Check<'_> {
     }
 
     /// Compares the stored counters with what the heads and failure records say.
-    fn counters(
+    pub(super) fn counters(
         &mut self,
         name: &str,
         tree: &Tree,
@@ -1055,7 +1148,12 @@ impl Check<'_> {
     }
 
     /// Checks every migration cursor holds a valid id.
-    fn cursors(&mut self, name: &str, tree_name: &str, tree: &Tree) -> Result<(), StoreError> {
+    pub(super) fn cursors(
+        &mut self,
+        name: &str,
+        tree_name: &str,
+        tree: &Tree,
+    ) -> Result<(), StoreError> {
         for entry in tree.scan_prefix([keys::CURSOR]) {
             let (key, value) = entry.map_err(backend)?;
             let Ok([keys::CURSOR, a, b, c, d]) = <[u8; 5]>::try_from(&key[..]) else {
@@ -1083,7 +1181,7 @@ impl Check<'_> {
     }
 
     /// Reports keys outside every key space.
-    fn stray_keys(&mut self, tree_name: &str, tree: &Tree) -> Result<(), StoreError> {
+    pub(super) fn stray_keys(&mut self, tree_name: &str, tree: &Tree) -> Result<(), StoreError> {
         let spaces = [
             keys::COUNTER,
             keys::FAILURE,
@@ -1131,7 +1229,7 @@ impl Check<'_> {
     }
 
     /// Checks a document's head against its revisions, and counts it.
-    fn document(
+    pub(super) fn document(
         &mut self,
         collection: &str,
         (id, head): FoundHead,
@@ -1182,7 +1280,7 @@ impl Check<'_> {
 
     /// Decodes a document's revisions and checks they count up from 1 without gaps. Returns the
     /// last revision's number and what its envelope says.
-    fn chain(
+    pub(super) fn chain(
         &mut self,
         collection: &str,
         id: &str,
@@ -1302,7 +1400,7 @@ impl Groups {
 }
 
 /// `r ‖ id ‖ 0x00 ‖ revision u64 BE` → the id and a revision above 0.
-fn parse_revision_key(key: &[u8]) -> Option<(&str, u64)> {
+pub(super) fn parse_revision_key(key: &[u8]) -> Option<(&str, u64)> {
     let (&keys::REVISION, rest) = key.split_first()? else {
         return None;
     };
@@ -1316,13 +1414,13 @@ fn parse_revision_key(key: &[u8]) -> Option<(&str, u64)> {
     Some((valid_id(id)?, revision))
 }
 
-fn valid_id(bytes: &[u8]) -> Option<&str> {
+pub(super) fn valid_id(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(bytes)
         .ok()
         .filter(|id| id::validate(id).is_ok())
 }
 
-fn decode_counter(key: &[u8], value: &[u8]) -> Option<(Counter, u64)> {
+pub(super) fn decode_counter(key: &[u8], value: &[u8]) -> Option<(Counter, u64)> {
     let counter = Counter::from_key(key)?;
     let count = u64::from_be_bytes(value.try_into().ok()?);
     Some((counter, count))
@@ -1729,7 +1827,7 @@ fn advance_run_ids(path: &Path, max_run: u64) -> Result<(), StoreError> {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn escape(bytes: &[u8]) -> String {
+pub(super) fn escape(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
 }
 
@@ -1742,7 +1840,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// An error and its sources, joined by `: `.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -1874,6 +1972,10 @@ mod tests {
                 Problem::CorruptLedger { .. } => "corrupt_ledger",
                 Problem::UnregisteredCollection { .. } => "unregistered_collection",
                 Problem::IncompleteImport => "incomplete_import",
+                Problem::Unreadable { .. } => "unreadable",
+                Problem::UnreadableHead { .. } => "unreadable_head",
+                Problem::UnreadableRevision { .. } => "unreadable_revision",
+                Problem::Unaccounted { .. } => "unaccounted",
             })
             .collect()
     }

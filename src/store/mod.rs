@@ -7,6 +7,7 @@
 mod collection;
 mod commit;
 mod counters;
+mod damaged;
 mod engine;
 mod error;
 mod keys;
