@@ -251,6 +251,7 @@ fn run(dir: &Path, expected: &Expected) -> Outcome {
         }
         Err(_) => read_errors += 1,
     }
+    salvage(&store, dir, expected);
     let problems = match &verify {
         Ok(report) => report.problem_count,
         Err(_) => 1,
@@ -304,6 +305,54 @@ fn run(dir: &Path, expected: &Expected) -> Outcome {
             Err(error) => error.to_string(),
         }
     ))
+}
+
+/// Every revision of every expected document that reads in the damaged store, by id.
+fn readable_revisions(store: &Store, expected: &Expected) -> BTreeMap<(String, u64), Note> {
+    let mut found = BTreeMap::new();
+    let Ok(notes) = store.collection::<Note>() else {
+        return found;
+    };
+    for id in expected.keys() {
+        for number in 1..=3 {
+            let revision = revolve::Revision::new(number).unwrap();
+            if let Ok(Some(document)) = notes.revision(id, revision) {
+                found.insert((id.clone(), number), document.data);
+            }
+        }
+    }
+    found
+}
+
+/// Salvages the damaged store, imports the salvage, and checks every revision that was readable
+/// came through.
+fn salvage(store: &Store, dir: &Path, expected: &Expected) {
+    let mut backup = Vec::new();
+    let report = store.export_salvage(&mut backup, |_| {}).unwrap();
+    assert!(report.summary.salvaged);
+    let readable = readable_revisions(store, expected);
+    let target = dir.with_extension("salvaged");
+    assert!(matches!(
+        Store::import(&target, &backup[..], |_| {}),
+        Err(revolve::BackupError::Salvaged)
+    ));
+    assert!(!target.exists(), "a refused import leaves nothing behind");
+    let imported = Store::import_salvaged(&target, &backup[..], |_| {}).unwrap();
+    assert!(imported.summary.salvaged);
+    let restored = Store::builder()
+        .path(&target)
+        .lock_timeout(std::time::Duration::from_secs(10))
+        .open()
+        .unwrap();
+    let restored_revisions = readable_revisions(&restored, expected);
+    for (key, note) in &readable {
+        assert_eq!(
+            restored_revisions.get(key),
+            Some(note),
+            "revision {key:?} was readable but not salvaged; could not read: {:?}",
+            report.unreadable
+        );
+    }
 }
 
 #[test]
@@ -463,4 +512,75 @@ fn the_cli_names_damaged_documents_and_exits_3() {
         }
     }
     assert!(checked > 0, "no damaged page left the store opening");
+}
+
+#[test]
+fn backups_pipe_through_standard_streams_and_fifos_and_failed_imports_leave_nothing() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    let expected = pristine(&dir);
+
+    // `export … -` writes the backup to standard output; `import - …` reads it back.
+    let exported = revolve(&["export".as_ref(), dir.as_os_str(), "-".as_ref()]);
+    assert_eq!(exported.status.code(), Some(0), "{exported:?}");
+    assert!(exported.stdout.starts_with(b"REVOLVE\0"));
+    let target = root.path().join("piped");
+    let mut import = std::process::Command::new(env!("CARGO_BIN_EXE_revolve"))
+        .args(["import".as_ref(), "-".as_ref(), target.as_os_str()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    import
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&exported.stdout)
+        .unwrap();
+    let output = import.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(read_all(&target), expected);
+
+    // A FIFO is written through, not replaced by a regular file.
+    let fifo = root.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let through = revolve(&["export".as_ref(), dir.as_os_str(), fifo.as_os_str()]);
+    assert_eq!(through.status.code(), Some(0), "{through:?}");
+    assert_eq!(reader.join().unwrap(), exported.stdout);
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    }
+
+    // A damaged backup leaves no store directory and no staging directory behind.
+    let mut damaged = exported.stdout.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    let file = root.path().join("damaged.backup");
+    std::fs::write(&file, &damaged).unwrap();
+    let failed_target = root.path().join("failed");
+    let failed = revolve(&[
+        "import".as_ref(),
+        file.as_os_str(),
+        failed_target.as_os_str(),
+    ]);
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    let left: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("failed"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -20,7 +20,7 @@ use super::{StoreError, COLLECTION_TREE_PREFIX};
 use crate::id::Revision;
 
 /// Revisions past this many are not point-read one by one on the word of a head alone.
-const MAX_PROBED_REVISIONS: u64 = 100_000;
+pub(super) const MAX_PROBED_REVISIONS: u64 = 100_000;
 
 /// A stretch of a key space that could not be read.
 pub(super) struct Unreadable {
@@ -30,26 +30,41 @@ pub(super) struct Unreadable {
     pub(super) detail: String,
 }
 
-/// Scans the key space starting with `prefix`, going on past what cannot be read: after a
-/// damaged stretch it restarts at the first of `hints` beyond every key read or tried, and
-/// returns the stretches it could not read.
+/// Scans the key space starting with `prefix`, going on past what cannot be read (see
+/// [`scan_range`]).
 pub(super) fn scan_around(
     tree: &Tree,
     prefix: u8,
     hints: &BTreeSet<Vec<u8>>,
+    visit: impl FnMut(&[u8], &[u8]),
+) -> Result<Vec<Unreadable>, StoreError> {
+    scan_range(
+        tree,
+        vec![prefix],
+        Some(&[prefix.saturating_add(1)]),
+        hints,
+        visit,
+    )
+}
+
+/// Scans the keys from `start` up to `end` (the tree's end for `None`), going on past what
+/// cannot be read: after a damaged stretch it restarts at the first of `hints` beyond every key
+/// read or tried, and returns the stretches it could not read.
+pub(super) fn scan_range(
+    tree: &Tree,
+    mut start: Vec<u8>,
+    end: Option<&[u8]>,
+    hints: &BTreeSet<Vec<u8>>,
     mut visit: impl FnMut(&[u8], &[u8]),
 ) -> Result<Vec<Unreadable>, StoreError> {
-    let end = vec![prefix.saturating_add(1)];
-    let mut start = vec![prefix];
+    let upper = end.map_or(Bound::Unbounded, |end| Bound::Excluded(end.to_vec()));
     let mut damage: Vec<Unreadable> = Vec::new();
     // Whether a key was read since the last damaged stretch (so one stretch is reported once).
     let mut read_since = true;
     loop {
         let mut floor = start.clone();
         let mut failed = None;
-        for entry in
-            tree.range::<Vec<u8>, _>((Bound::Included(start.clone()), Bound::Excluded(end.clone())))
-        {
+        for entry in tree.range::<Vec<u8>, _>((Bound::Included(start.clone()), upper.clone())) {
             match entry {
                 Ok((key, value)) => {
                     floor = key.to_vec();
@@ -77,20 +92,20 @@ pub(super) fn scan_around(
             .range::<Vec<u8>, _>((Bound::Excluded(floor), Bound::Unbounded))
             .next()
         {
-            Some(hint) if *hint < end => start.clone_from(hint),
+            Some(hint) if end.map_or(true, |end| hint.as_slice() < end) => start.clone_from(hint),
             _ => return Ok(damage),
         }
     }
 }
 
 /// What a point read found.
-enum Point<T> {
+pub(super) enum Point<T> {
     Found(T),
     Absent,
     Unreadable,
 }
 
-fn point(tree: &Tree, key: &[u8]) -> Result<Point<sled::IVec>, StoreError> {
+pub(super) fn point(tree: &Tree, key: &[u8]) -> Result<Point<sled::IVec>, StoreError> {
     match tree.get(key) {
         Ok(Some(value)) => Ok(Point::Found(value)),
         Ok(None) => Ok(Point::Absent),

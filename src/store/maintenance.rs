@@ -19,7 +19,9 @@
 //!
 //! Every non-empty tree of the database is written, sorted by name: each collection tree (every
 //! head, revision, counter, failure record and cursor), `_meta`, `_ledger` and sled's default tree.
-//! Nothing may follow the end frame.
+//! Nothing may follow the end frame. A backup salvaged from a damaged store
+//! ([`Store::export_salvage`]) has format 2 and the same frames; [`Store::import`] refuses it, and
+//! [`Store::import_salvaged`] takes it.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,16 +48,19 @@ use crate::id;
 use crate::record::{self, Kind, Origin};
 
 /// The name sled gives its default tree.
-const DEFAULT_TREE: &[u8] = b"__sled__default";
+pub(super) const DEFAULT_TREE: &[u8] = b"__sled__default";
 /// A key in the default tree while an import is under way; a store that holds it after the import
 /// returned is incomplete.
 const IMPORT_MARKER: &[u8] = b"revolve/import-incomplete";
 
-const MAGIC: [u8; 8] = *b"REVOLVE\0";
+pub(super) const MAGIC: [u8; 8] = *b"REVOLVE\0";
 const FORMAT: u32 = 1;
-const FRAME_TREE: u8 = 0x01;
-const FRAME_ENTRY: u8 = 0x02;
-const FRAME_END: u8 = 0xff;
+/// A salvaged backup (`revolve export --salvage`): format 1's frames, written from a damaged
+/// store, holding only what could be read.
+pub(super) const FORMAT_SALVAGED: u32 = 2;
+pub(super) const FRAME_TREE: u8 = 0x01;
+pub(super) const FRAME_ENTRY: u8 = 0x02;
+pub(super) const FRAME_END: u8 = 0xff;
 /// Entries restored per `apply_batch`.
 const IMPORT_BATCH: usize = 1000;
 /// How often a walk reports progress, in items.
@@ -551,6 +556,8 @@ pub struct BackupSummary {
     pub bytes: u64,
     /// The backup's SHA-256, hex.
     pub checksum: String,
+    /// Whether the backup was salvaged from a damaged store: it holds only what could be read.
+    pub salvaged: bool,
 }
 
 /// An error of [`Store::export`] or [`Store::import`].
@@ -600,6 +607,9 @@ pub enum BackupError {
     /// The store failed.
     #[error("the store failed")]
     Store(#[from] StoreError),
+    /// The backup was salvaged from a damaged store and holds only what could be read.
+    #[error("the backup was salvaged from a damaged store and may lack documents; import it with `--accept-salvaged` (Store::import_salvaged)")]
+    Salvaged,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -831,6 +841,7 @@ impl Store {
             entries,
             bytes: out.bytes + 32,
             checksum: hex(&digest),
+            salvaged: false,
         })
     }
 
@@ -838,9 +849,12 @@ impl Store {
     /// byte, and closes it; open it with [`Store::open`] afterwards. `progress` is called with the
     /// number of keys restored so far.
     ///
-    /// The store must be new or empty. While the import runs the store is marked incomplete
-    /// ([`Problem::IncompleteImport`]); if the backup turns out damaged, everything restored is
-    /// removed again and the store is left empty. Migration run ids handed out later stay above
+    /// The store must be new or empty. A new store (no directory at `path`, or an empty one) is
+    /// written in a sibling directory `<path>.importing-<pid>` on the same filesystem and renamed
+    /// into place only once complete: a failed import leaves nothing behind. Into an existing
+    /// empty store the import goes in place: while it runs the store is marked incomplete
+    /// ([`Problem::IncompleteImport`]), and if the backup turns out damaged, everything restored
+    /// is removed again and the store is left empty. Migration run ids handed out later stay above
     /// every run id the backup holds.
     ///
     /// # Errors
@@ -849,13 +863,57 @@ impl Store {
     /// [`BackupError::UnsupportedFormat`], [`BackupError::Truncated`], [`BackupError::Corrupt`]
     /// and [`BackupError::Checksum`] for a damaged backup; [`BackupError::Io`] when reading
     /// fails; [`BackupError::Store`] when the store cannot be opened (for example
-    /// [`StoreError::Locked`]) or written.
+    /// [`StoreError::Locked`]) or written; [`BackupError::Salvaged`] for a backup salvaged
+    /// from a damaged store (see [`import_salvaged`](Self::import_salvaged)).
     pub fn import(
         path: impl AsRef<Path>,
         reader: impl Read,
+        progress: impl FnMut(u64),
+    ) -> Result<BackupSummary, BackupError> {
+        Self::import_frames(path.as_ref(), reader, false, progress)
+    }
+
+    /// Imports into a sibling directory `<path>.importing-<pid>` renamed into place once
+    /// complete, when `path` does not exist or is an empty directory, so that a failed import
+    /// leaves nothing behind; into `path` itself when it is an existing (empty) store.
+    pub(super) fn import_frames(
+        path: &Path,
+        reader: impl Read,
+        accept_salvaged: bool,
+        progress: impl FnMut(u64),
+    ) -> Result<BackupSummary, BackupError> {
+        let vacant = match std::fs::read_dir(path) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(error) => error.kind() == io::ErrorKind::NotFound,
+        };
+        if !vacant {
+            return Self::import_in_place(path, reader, accept_salvaged, progress);
+        }
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(format!(".importing-{}", std::process::id()));
+        let staging = PathBuf::from(staging);
+        if staging.exists() {
+            return Err(BackupError::NotEmpty { path: staging });
+        }
+        let result = Self::import_in_place(&staging, reader, accept_salvaged, progress).and_then(
+            |summary| {
+                // Over an empty directory or nothing: `rename` replaces an empty directory.
+                std::fs::rename(&staging, path)?;
+                Ok(summary)
+            },
+        );
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        result
+    }
+
+    fn import_in_place(
+        path: &Path,
+        reader: impl Read,
+        accept_salvaged: bool,
         mut progress: impl FnMut(u64),
     ) -> Result<BackupSummary, BackupError> {
-        let path = path.as_ref();
         let store = Store::builder()
             .path(path)
             .durability(Durability::Eventual)
@@ -883,7 +941,12 @@ impl Store {
             pending: 0,
             max_run: 0,
         };
-        let mut result = read_backup(reader, &mut |frame| restore.frame(frame), &mut progress);
+        let mut result = read_backup(
+            reader,
+            accept_salvaged,
+            &mut |frame| restore.frame(frame),
+            &mut progress,
+        );
         if result.is_ok() {
             if let Err(error) = restore.apply() {
                 result = Err(error);
@@ -948,7 +1011,7 @@ impl Store {
     /// A collection that cannot be opened the usual way (a malformed counter, a tree name no
     /// program could register) is worked on without counters, holding the lock every opening of a
     /// collection takes, so that no handle to it appears meanwhile.
-    fn with_collection<R, E: From<StoreError>>(
+    pub(super) fn with_collection<R, E: From<StoreError>>(
         &self,
         name: &str,
         tree_name: &[u8],
@@ -974,7 +1037,7 @@ impl Store {
 }
 
 /// The collection a tree holds, for a `c/<name>` tree.
-fn collection_of_tree(tree: &[u8]) -> Option<String> {
+pub(super) fn collection_of_tree(tree: &[u8]) -> Option<String> {
     tree.strip_prefix(COLLECTION_TREE_PREFIX.as_bytes())
         .map(|name| String::from_utf8_lossy(name).into_owned())
 }
@@ -1535,14 +1598,14 @@ fn repair_collection(
 // ---------------------------------------------------------------------------------------------
 // Backups
 
-struct HashingWriter<W: Write> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
+pub(super) struct HashingWriter<W: Write> {
+    pub(super) inner: W,
+    pub(super) hasher: Sha256,
+    pub(super) bytes: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(super) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.inner.write_all(bytes)?;
         self.hasher.update(bytes);
         self.bytes += bytes.len() as u64;
@@ -1550,7 +1613,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// A length-prefixed byte string.
-    fn chunk(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(super) fn chunk(&mut self, bytes: &[u8]) -> io::Result<()> {
         let len = u32::try_from(bytes.len()).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -1629,6 +1692,7 @@ impl<R: Read> HashingReader<R> {
 /// counts and checksum match and nothing follows it.
 fn read_backup(
     reader: impl Read,
+    accept_salvaged: bool,
     sink: &mut dyn FnMut(Frame) -> Result<(), BackupError>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<BackupSummary, BackupError> {
@@ -1645,8 +1709,11 @@ fn read_backup(
         return Err(BackupError::NotABackup);
     }
     let format = input.u32()?;
-    if format != FORMAT {
-        return Err(BackupError::UnsupportedFormat { format });
+    match format {
+        FORMAT => {}
+        FORMAT_SALVAGED if accept_salvaged => {}
+        FORMAT_SALVAGED => return Err(BackupError::Salvaged),
+        format => return Err(BackupError::UnsupportedFormat { format }),
     }
     let mut seen = BTreeSet::new();
     let mut last_key: Option<Vec<u8>> = None;
@@ -1714,6 +1781,7 @@ fn read_backup(
                     entries,
                     bytes: input.offset,
                     checksum: hex(&computed),
+                    salvaged: format == FORMAT_SALVAGED,
                 });
             }
             _ => return Err(corrupt("unknown frame")),
@@ -1831,7 +1899,7 @@ pub(super) fn escape(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     use fmt::Write as _;
     bytes.iter().fold(String::new(), |mut out, byte| {
         let _ = write!(out, "{byte:02x}");
@@ -2346,6 +2414,7 @@ mod tests {
         let mut frames = Vec::new();
         let summary = read_backup(
             bytes,
+            false,
             &mut |frame| {
                 frames.push(frame);
                 Ok(())
@@ -2377,11 +2446,14 @@ mod tests {
         longer.push(0);
         assert!(matches!(parse(&longer), Err(BackupError::Corrupt { .. })));
         assert!(matches!(parse(b"hello"), Err(BackupError::NotABackup)));
+        let mut salvaged = backup.clone();
+        salvaged[8..12].copy_from_slice(&FORMAT_SALVAGED.to_be_bytes());
+        assert!(matches!(parse(&salvaged), Err(BackupError::Salvaged)));
         let mut future = backup.clone();
-        future[8..12].copy_from_slice(&2u32.to_be_bytes());
+        future[8..12].copy_from_slice(&3u32.to_be_bytes());
         assert!(matches!(
             parse(&future),
-            Err(BackupError::UnsupportedFormat { format: 2 })
+            Err(BackupError::UnsupportedFormat { format: 3 })
         ));
     }
 

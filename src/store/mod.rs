@@ -15,6 +15,7 @@ mod maintenance;
 mod migration;
 mod registry;
 mod repair;
+mod salvage;
 mod write;
 
 use std::any::TypeId;
@@ -39,6 +40,7 @@ pub(crate) use self::migration::{
 };
 pub use self::registry::{SchemaEvent, SchemaRecord};
 pub use self::repair::SnapshotRebuild;
+pub use self::salvage::{SalvageReport, SalvagedImport};
 
 use self::collection::Core;
 use self::commit::GroupCommit;
