@@ -584,3 +584,61 @@ fn backups_pipe_through_standard_streams_and_fifos_and_failed_imports_leave_noth
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn the_cli_salvages_a_damaged_store_and_imports_it_only_when_told() {
+    let root = tempfile::tempdir().unwrap();
+    let template = root.path().join("template");
+    pristine(&template);
+    // The first damaged page that leaves the store opening but not wholly readable.
+    for (i, damage) in cases().into_iter().enumerate() {
+        if !matches!(damage, Damage::Flip("db", _)) {
+            continue;
+        }
+        let dir = root.path().join(format!("case{i}"));
+        copy_dir(&template, &dir);
+        apply(&dir, &damage);
+        if Store::open(&dir).is_err() {
+            continue;
+        }
+        let file = root.path().join(format!("case{i}.backup"));
+        let salvaged = revolve(&[
+            "export".as_ref(),
+            dir.as_os_str(),
+            file.as_os_str(),
+            "--salvage".as_ref(),
+        ]);
+        let stdout = String::from_utf8_lossy(&salvaged.stdout);
+        if salvaged.status.code() != Some(3) {
+            assert_eq!(salvaged.status.code(), Some(0), "{salvaged:?}");
+            continue;
+        }
+        assert!(
+            stdout.contains("salvaged") && stdout.contains("could not read:"),
+            "{stdout}"
+        );
+        let target = root.path().join(format!("case{i}.restored"));
+        let refused = revolve(&["import".as_ref(), file.as_os_str(), target.as_os_str()]);
+        assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("--accept-salvaged"),
+            "{refused:?}"
+        );
+        assert!(!target.exists());
+        let accepted = revolve(&[
+            "import".as_ref(),
+            file.as_os_str(),
+            target.as_os_str(),
+            "--accept-salvaged".as_ref(),
+        ]);
+        let text = String::from_utf8_lossy(&accepted.stdout);
+        assert!(
+            matches!(accepted.status.code(), Some(0 | 3)),
+            "{accepted:?}"
+        );
+        assert!(text.contains("salvaged backup: "), "{text}");
+        println!("{stdout}{text}");
+        return;
+    }
+    panic!("no damaged page left the store opening with something unreadable");
+}
