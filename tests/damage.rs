@@ -212,26 +212,38 @@ struct Tally {
     open_refused: u32,
     damage_reported: u32,
     panics: u32,
+    /// Documents that did not read back as written, over the cases that opened.
+    documents_affected: usize,
+    /// Of those, named by `verify`.
+    documents_named: usize,
+    /// Revisions readable in the damaged stores, every one found again after salvage.
+    revisions_salvaged: usize,
 }
 
 #[derive(Debug)]
 enum Outcome {
-    Intact,
+    Intact {
+        salvaged: usize,
+    },
     OpenRefused(String),
-    DamageReported(String),
+    DamageReported {
+        what: String,
+        affected: usize,
+        named: usize,
+        salvaged: usize,
+    },
 }
 
 fn run(dir: &Path, expected: &Expected) -> Outcome {
     let store = match Store::open(dir) {
         Ok(store) => store,
         Err(error) => {
-            assert!(
-                matches!(
-                    error,
-                    StoreError::StorageCorrupt { .. } | StoreError::Backend(_)
-                ),
-                "{error:?}"
-            );
+            match &error {
+                StoreError::StorageCorrupt { file, .. } => {
+                    assert!(file.starts_with(dir), "{error}");
+                }
+                other => panic!("not a typed storage error: {other:?}"),
+            }
             return Outcome::OpenRefused(error.to_string());
         }
     };
@@ -251,14 +263,20 @@ fn run(dir: &Path, expected: &Expected) -> Outcome {
         }
         Err(_) => read_errors += 1,
     }
-    salvage(&store, dir, expected);
+    let salvaged = salvage(&store, dir, expected);
     let problems = match &verify {
         Ok(report) => report.problem_count,
         Err(_) => 1,
     };
     if read == *expected && read_errors == 0 && problems == 0 {
-        return Outcome::Intact;
+        return Outcome::Intact { salvaged };
     }
+    let affected: Vec<&String> = expected
+        .iter()
+        .filter(|(id, note)| read.get(*id) != Some(note))
+        .map(|(id, _)| id)
+        .collect();
+    let mut named = 0;
     // Every document that did not read back as written is named by verify, or counted among
     // the documents the counters expect and verify could not account for.
     if let Ok(report) = &verify {
@@ -273,12 +291,11 @@ fn run(dir: &Path, expected: &Expected) -> Outcome {
                 _ => None,
             })
             .sum();
-        let unnamed: Vec<&String> = expected
+        let unnamed: Vec<&&String> = affected
             .iter()
-            .filter(|(id, note)| read.get(*id) != Some(note))
-            .map(|(id, _)| id)
             .filter(|id| !text.iter().any(|line| line.contains(&format!("`{id}`"))))
             .collect();
+        named = affected.len() - unnamed.len();
         // Or nothing of the collection can be read at all: there is nothing to name then.
         let nothing_readable = report.documents == 0
             && report.problems.iter().any(|problem| {
@@ -296,7 +313,7 @@ fn run(dir: &Path, expected: &Expected) -> Outcome {
         read.len(),
         expected.len()
     );
-    Outcome::DamageReported(format!(
+    let what = format!(
         "{} of {} read, {read_errors} read errors, verify: {}",
         read.len(),
         expected.len(),
@@ -304,7 +321,13 @@ fn run(dir: &Path, expected: &Expected) -> Outcome {
             Ok(report) => format!("{} problems", report.problem_count),
             Err(error) => error.to_string(),
         }
-    ))
+    );
+    Outcome::DamageReported {
+        what,
+        affected: affected.len(),
+        named,
+        salvaged,
+    }
 }
 
 /// Every revision of every expected document that reads in the damaged store, by id.
@@ -326,7 +349,7 @@ fn readable_revisions(store: &Store, expected: &Expected) -> BTreeMap<(String, u
 
 /// Salvages the damaged store, imports the salvage, and checks every revision that was readable
 /// came through.
-fn salvage(store: &Store, dir: &Path, expected: &Expected) {
+fn salvage(store: &Store, dir: &Path, expected: &Expected) -> usize {
     let mut backup = Vec::new();
     let report = store.export_salvage(&mut backup, |_| {}).unwrap();
     assert!(report.summary.salvaged);
@@ -353,6 +376,7 @@ fn salvage(store: &Store, dir: &Path, expected: &Expected) {
             report.unreadable
         );
     }
+    readable.len()
 }
 
 #[test]
@@ -371,14 +395,25 @@ fn damage_matrix() {
         apply(&dir, &damage);
         tally.cases += 1;
         match catch_unwind(AssertUnwindSafe(|| run(&dir, &expected))) {
-            Ok(Outcome::Intact) => tally.intact += 1,
+            Ok(Outcome::Intact { salvaged }) => {
+                tally.intact += 1;
+                tally.revisions_salvaged += salvaged;
+            }
             Ok(Outcome::OpenRefused(error)) => {
                 eprintln!("{damage:?}: open refused: {error}");
                 tally.open_refused += 1;
             }
-            Ok(Outcome::DamageReported(what)) => {
+            Ok(Outcome::DamageReported {
+                what,
+                affected,
+                named,
+                salvaged,
+            }) => {
                 eprintln!("{damage:?}: {what}");
                 tally.damage_reported += 1;
+                tally.documents_affected += affected;
+                tally.documents_named += named;
+                tally.revisions_salvaged += salvaged;
             }
             Err(_) => {
                 eprintln!("{damage:?}: PANIC");
