@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use revolve::cli::Status;
-use revolve::{Origin, RunKind, RunRecord, RunState, SnapshotRebuild, Store, StoreError};
+use revolve::{Origin, Problem, RunKind, RunRecord, RunState, SnapshotRebuild, Store, StoreError};
 use serde::Serialize;
 
 use crate::format::{progress_bar, seconds, timestamp, write_json, write_runs};
@@ -420,7 +420,22 @@ fn verify(store: &Store, repair: bool, json: bool, out: &mut dyn Write) -> anyho
         }
         Err(error) => return Err(error.into()),
     };
-    let (repaired, after) = if repair {
+    // Counters recomputed from what damage left readable would hide the loss: no repair then.
+    let damaged = report.problems.iter().any(|problem| {
+        matches!(
+            problem,
+            Problem::Unreadable { .. }
+                | Problem::UnreadableHead { .. }
+                | Problem::UnreadableRevision { .. }
+                | Problem::Unaccounted { .. }
+        )
+    });
+    if repair && damaged {
+        eprintln!(
+            "revolve: not repairing a damaged store; save what is readable with `revolve export --salvage`"
+        );
+    }
+    let (repaired, after) = if repair && !damaged {
         let repaired = store.repair_counters()?;
         (Some(repaired), Some(store.verify()?))
     } else {

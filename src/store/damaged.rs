@@ -266,6 +266,7 @@ impl Check<'_> {
         }
         let mut readable = Vec::new();
         let mut unreadable = false;
+        let mut lost = BTreeSet::new();
         for number in numbers {
             let Some(revision) = Revision::new(number) else {
                 continue;
@@ -275,6 +276,7 @@ impl Check<'_> {
                 Point::Absent => {}
                 Point::Unreadable => {
                     unreadable = true;
+                    lost.insert(number);
                     self.report.problem(Problem::UnreadableRevision {
                         collection: name.to_owned(),
                         id: id.clone(),
@@ -289,7 +291,7 @@ impl Check<'_> {
                 if unreadable {
                     // The chain has holes damage made: name them, and count the head.
                     self.report.documents += 1;
-                    self.chain(name, &id, &readable);
+                    self.chain_around(name, &id, &readable, &lost);
                     if let Some(head) = head {
                         *actual.entry(Counter::of(head)).or_insert(0) += 1;
                     }
@@ -299,14 +301,14 @@ impl Check<'_> {
                 }
             }
             Point::Unreadable => {
-                self.chain(name, &id, &readable);
+                self.chain_around(name, &id, &readable, &lost);
                 self.report.problem(Problem::UnreadableHead {
                     collection: name.to_owned(),
                     id,
                 });
             }
             Point::Absent => {
-                self.chain(name, &id, &readable);
+                self.chain_around(name, &id, &readable, &lost);
                 if !readable.is_empty() {
                     self.report.problem(Problem::RevisionsWithoutHead {
                         collection: name.to_owned(),
@@ -317,6 +319,31 @@ impl Check<'_> {
             }
         }
         Ok(found)
+    }
+
+    /// As [`chain`](Check::chain), without reporting as missing the revisions already named
+    /// unreadable (`lost`).
+    fn chain_around(
+        &mut self,
+        name: &str,
+        id: &str,
+        readable: &[(u64, sled::IVec)],
+        lost: &BTreeSet<u64>,
+    ) {
+        let listed = self.report.problems.len();
+        self.chain(name, id, readable);
+        let mut kept = Vec::new();
+        for problem in self.report.problems.drain(listed..) {
+            match problem {
+                Problem::MissingRevisions { from, to, .. }
+                    if (from..=to).all(|number| lost.contains(&number)) =>
+                {
+                    self.report.problem_count -= 1;
+                }
+                other => kept.push(other),
+            }
+        }
+        self.report.problems.extend(kept);
     }
 
     /// Runs one check of the ordered walk, turning damage it meets into a problem.
