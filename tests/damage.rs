@@ -98,6 +98,8 @@ enum Damage {
     Zero(&'static str, f64, u64),
     Delete(&'static str),
     Garbage(&'static str),
+    /// The snapshot deleted and a page of `db` zeroed: sled reads the whole log at open.
+    ZeroWithoutSnapshot(f64),
 }
 
 fn file(dir: &Path, name: &str) -> Option<PathBuf> {
@@ -162,6 +164,10 @@ fn apply(dir: &Path, damage: &Damage) {
                 std::fs::remove_file(path).unwrap();
             }
         }
+        Damage::ZeroWithoutSnapshot(fraction) => {
+            apply(dir, &Damage::Delete("snap"));
+            apply(dir, &Damage::Zero("db", *fraction, 4096));
+        }
         Damage::Garbage(name) => {
             if let Some(path) = file(dir, name) {
                 std::fs::write(path, b"segment_size: banana\n\xff\xfe").unwrap();
@@ -202,6 +208,9 @@ fn cases() -> Vec<Damage> {
     cases.push(Damage::Truncate("conf", 0.5));
     cases.push(Damage::Flip("conf", 31));
     cases.push(Damage::Garbage("conf"));
+    for fraction in [0.0, 0.3, 0.6] {
+        cases.push(Damage::ZeroWithoutSnapshot(fraction));
+    }
     cases
 }
 
@@ -212,6 +221,8 @@ struct Tally {
     open_refused: u32,
     damage_reported: u32,
     panics: u32,
+    /// Opens refused after a panic inside sled, caught and reported as a typed error.
+    panics_caught: u32,
     /// Documents that did not read back as written, over the cases that opened.
     documents_affected: usize,
     /// Of those, named by `verify`.
@@ -402,6 +413,9 @@ fn damage_matrix() {
             Ok(Outcome::OpenRefused(error)) => {
                 eprintln!("{damage:?}: open refused: {error}");
                 tally.open_refused += 1;
+                if error.contains("the storage engine panicked") {
+                    tally.panics_caught += 1;
+                }
             }
             Ok(Outcome::DamageReported {
                 what,
