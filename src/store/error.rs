@@ -33,7 +33,8 @@ impl std::error::Error for BackendError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The storage engine failed (I/O, or corruption it detected itself).
+    /// The storage engine failed (I/O, or another failure it reported); damaged data is
+    /// [`StoreError::StorageCorrupt`] instead.
     #[error("storage engine error")]
     Backend(#[source] BackendError),
     /// The database's files are damaged: the storage engine found corrupt data, or panicked on it
