@@ -313,6 +313,8 @@ impl From<StoreError> for ApiError {
             },
             StoreError::VersionTooNew { .. } => Self::VersionTooNew(error.to_string()),
             StoreError::UnknownCollection { collection } => Self::UnknownCollection(collection),
+            // Logged when the store was poisoned; every request fails alike until a restart.
+            StoreError::Poisoned { .. } => Self::NotReady(crate::StoreState::Poisoned),
             other => Self::internal(other),
         }
     }

@@ -561,6 +561,10 @@ async fn readyz_answers_503_once_the_store_is_poisoned_and_healthz_stays_200() {
     assert_eq!(problem["type"], "urn:revolve:problem:not-ready");
     assert_eq!(problem["state"], "poisoned");
     get("/healthz").send(&app).await.expect(StatusCode::OK);
+    // Every route that reaches the store answers 503 alike until the store is reopened.
+    let listed = get("/issues").send(&app).await;
+    let problem = listed.expect(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(problem["type"], "urn:revolve:problem:not-ready");
     let doc = get("/openapi.json").send(&app).await.expect(StatusCode::OK);
     assert!(doc["paths"].get("/readyz").is_some());
 }
