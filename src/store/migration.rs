@@ -164,7 +164,7 @@ impl Drop for RunGuard<'_> {
 
 /// Live heads in id order over a range of ids, with their ids.
 pub(crate) struct HeadScan {
-    iter: sled::Iter,
+    iter: super::engine::Iter,
     include_removed: bool,
 }
 
@@ -208,7 +208,7 @@ const MAX_STEPS: u64 = 16;
 /// that follows reads the tree as it is now.
 pub(crate) struct RevisionReader<'a> {
     core: &'a Core,
-    iter: Option<sled::Iter>,
+    iter: Option<super::engine::Iter>,
     /// The entry a seek found after a missing revision, not yet used.
     peeked: Option<(sled::IVec, sled::IVec)>,
 }
@@ -498,7 +498,7 @@ impl<T: Schema> Collection<T> {
 }
 
 impl Store {
-    fn ledger(&self) -> Result<sled::Tree, StoreError> {
+    fn ledger(&self) -> Result<super::engine::Tree, StoreError> {
         self.inner().db.open_tree(LEDGER_TREE).map_err(backend)
     }
 
