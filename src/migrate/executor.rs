@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rayon::prelude::*;
 
-use super::ledger::{self, RunKind, RunRecord, RunState};
+use super::ledger::{self, RunKind, RunProgress, RunRecord, RunState};
 use super::{
     Failure, FailureClass, Migration, MigrationError, MigrationReport, Progress, CHUNK_SIZE,
     MAX_REPORTED_FAILURES,
@@ -32,7 +32,7 @@ use crate::record::{self, Kind, Origin};
 use crate::schema::{self, Schema, SchemaError};
 use crate::store::{
     Action, ChunkItem, Collection, Commit, EncodedRevision, FailureRecord, Head, HeadScan, Outcome,
-    PreparedBatch, RevisionBytes, RevisionReader, StoreError,
+    PreparedBatch, ProgressRecord, RevisionBytes, RevisionReader, StoreError,
 };
 
 /// A document the scan took.
@@ -56,16 +56,12 @@ struct Chunk {
 /// Counts kept while chunks commit.
 #[derive(Default)]
 struct Tally {
-    scanned: u64,
-    migrated: u64,
-    failed: u64,
-    skipped: u64,
+    /// The counts, as the progress record of the last committed chunk holds them.
+    counts: RunProgress,
     /// Candidates that were not known failures and were migrated or failed: what a real run would
     /// take off the migratable count.
     settled_fresh: u64,
     failures: Vec<Failure>,
-    failures_by_class: BTreeMap<FailureClass, u64>,
-    from_versions: BTreeSet<u32>,
 }
 
 pub(super) fn run<T: Schema>(
@@ -114,6 +110,8 @@ pub(super) fn run<T: Schema>(
             collection: collection.name().to_owned(),
             run,
         })?;
+    // A run that stopped is brought up to what is on disk before this one writes anything.
+    ledger::settle(&collection)?;
     let mut record = RunRecord::new(run_id, collection.name(), RunKind::Migration, T::VERSION);
     record.limit = migration.limit;
     record.schema_fingerprint = Some(collection.schema_fingerprint());
@@ -135,9 +133,7 @@ pub(super) fn run<T: Schema>(
         Ok(done) => done,
         Err(error) => {
             // Every chunk committed before the error stays; the record says the run stopped.
-            record.state = RunState::Interrupted;
-            record.finished = Some(SystemTime::now());
-            let _ = ledger::save(&collection, &record, true);
+            let _ = ledger::stopped(&collection, &mut record);
             return Err(error);
         }
     };
@@ -149,25 +145,25 @@ pub(super) fn run<T: Schema>(
     };
     record.state = if cancelled {
         RunState::Cancelled
-    } else if tally.failed > 0 {
+    } else if tally.counts.failed > 0 {
         RunState::DoneWithFailures
     } else {
         RunState::Done
     };
     record.finished = Some(SystemTime::now());
     fill_record(&mut record, &tally);
-    ledger::save(&collection, &record, true)?;
+    ledger::finish(&collection, &record)?;
 
     Ok(MigrationReport {
         run_id: Some(run_id),
         dry_run,
         to_version: T::VERSION,
-        scanned: tally.scanned,
-        migrated: tally.migrated,
-        skipped: tally.skipped,
-        failed: tally.failed,
+        scanned: tally.counts.scanned,
+        migrated: tally.counts.migrated,
+        skipped: tally.counts.skipped,
+        failed: tally.counts.failed,
+        failures_by_class: tally.counts.failures_by_class,
         failures: tally.failures,
-        failures_by_class: tally.failures_by_class,
         remaining,
         elapsed: started.elapsed(),
         cancelled,
@@ -175,15 +171,8 @@ pub(super) fn run<T: Schema>(
 }
 
 fn fill_record(record: &mut RunRecord, tally: &Tally) {
-    record.scanned = tally.scanned;
-    record.migrated = tally.migrated;
-    record.failed = tally.failed;
-    record.skipped = tally.skipped;
-    record.from_versions = tally.from_versions.iter().copied().collect();
+    tally.counts.fill(record);
     record.failures.clone_from(&tally.failures);
-    record
-        .failures_by_class
-        .clone_from(&tally.failures_by_class);
 }
 
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
@@ -219,10 +208,11 @@ fn pipeline<T: Schema>(
     let target_schema = migration
         .validate_output
         .then(|| schema::canonical_schema(&collection.schema()));
-    let (scanned_tx, scanned_rx) = sync_channel::<Vec<Candidate>>(AHEAD);
-    let (processed_tx, processed_rx) = sync_channel::<Chunk>(AHEAD);
-
     std::thread::scope(|scope| {
+        // Made inside the scope, so that should this closure unwind (a progress callback that
+        // panics, say), dropping them ends the processing thread, and the scope's join returns.
+        let (scanned_tx, scanned_rx) = sync_channel::<Vec<Candidate>>(AHEAD);
+        let (processed_tx, processed_rx) = sync_channel::<Chunk>(AHEAD);
         let (pool, target_schema) = (&pool, target_schema.as_ref());
         let processor = std::thread::Builder::new()
             .name("revolve-process".to_owned())
@@ -557,36 +547,42 @@ struct Committer<'a, T: Schema> {
 
 impl<T: Schema> Committer<'_, T> {
     fn commit(&mut self, chunk: Chunk) -> Result<(), MigrationError> {
-        let tally = &mut self.tally;
         let cursor = match (self.dry_run, chunk.items.last()) {
             (false, Some(last)) => Some((T::VERSION, last.id.as_str())),
             _ => None,
         };
-        let outcomes = self.collection.commit_chunk(
-            &chunk.items,
-            Commit {
-                origin: Origin::Migration { run: self.run_id },
-                cursor,
-                dry_run: self.dry_run,
-                unchanged_since: Some(self.unchanged_since),
-                prepared: chunk.prepared,
-            },
-        )?;
+        let outcomes = {
+            // The chunk's batch also holds the run's counts with this chunk: one key per chunk.
+            let counts = &self.tally.counts;
+            let items = &chunk.items;
+            let mut encode = |outcomes: &[Outcome]| counts.encode_with(items, outcomes);
+            self.collection.commit_chunk(
+                items,
+                Commit {
+                    origin: Origin::Migration { run: self.run_id },
+                    cursor,
+                    dry_run: self.dry_run,
+                    unchanged_since: Some(self.unchanged_since),
+                    prepared: chunk.prepared,
+                    progress: (!self.dry_run).then_some(ProgressRecord {
+                        run: self.run_id,
+                        encode: &mut encode,
+                    }),
+                },
+            )?
+        };
+        let tally = &mut self.tally;
+        tally.counts.add(&chunk.items, &outcomes);
         for ((item, outcome), known_failed) in
             chunk.items.iter().zip(outcomes).zip(chunk.known_failed)
         {
-            tally.scanned += 1;
-            tally.from_versions.insert(item.seen.version);
             match (outcome, &item.action) {
                 (Outcome::Written, _) => {
-                    tally.migrated += 1;
                     tally.settled_fresh += u64::from(!known_failed);
                 }
                 (Outcome::Failed, Action::Fail(failure)) => {
-                    tally.failed += 1;
                     tally.settled_fresh += u64::from(!known_failed);
                     let class = FailureClass::parse(&failure.class);
-                    *tally.failures_by_class.entry(class).or_insert(0) += 1;
                     if tally.failures.len() < MAX_REPORTED_FAILURES {
                         tally.failures.push(Failure {
                             id: DocId::from_validated(item.id.clone()),
@@ -597,19 +593,20 @@ impl<T: Schema> Committer<'_, T> {
                         });
                     }
                 }
-                _ => tally.skipped += 1,
+                _ => {}
             }
         }
+        let counts = &tally.counts;
         let elapsed = self.started.elapsed();
         if let Some(callback) = self.migration.on_progress.as_mut() {
             #[allow(clippy::cast_precision_loss)] // a rate, not a count
-            let rate = tally.scanned as f64 / elapsed.as_secs_f64().max(1e-9);
+            let rate = counts.scanned as f64 / elapsed.as_secs_f64().max(1e-9);
             callback(&Progress {
-                done: tally.scanned,
+                done: counts.scanned,
                 total: self.total,
-                migrated: tally.migrated,
-                failed: tally.failed,
-                skipped: tally.skipped,
+                migrated: counts.migrated,
+                failed: counts.failed,
+                skipped: counts.skipped,
                 rate,
                 elapsed,
             });
@@ -620,7 +617,7 @@ impl<T: Schema> Committer<'_, T> {
         }
         if let Some(rate) = self.migration.max_rate {
             #[allow(clippy::cast_precision_loss)] // a schedule, not a count
-            let due = Duration::from_secs_f64(tally.scanned as f64 / rate as f64);
+            let due = Duration::from_secs_f64(tally.counts.scanned as f64 / rate as f64);
             if let Some(wait) = due.checked_sub(self.started.elapsed()) {
                 std::thread::sleep(wait);
             }

@@ -1093,6 +1093,7 @@ impl Check<'_> {
             keys::FAILURE,
             keys::HEAD,
             keys::CURSOR,
+            keys::PROGRESS,
             keys::REVISION,
         ];
         let mut start = Bound::Unbounded;

@@ -3,6 +3,7 @@
 mod concurrency;
 mod crud;
 mod history;
+mod ledger;
 mod migrate;
 mod nesting;
 mod schema;
