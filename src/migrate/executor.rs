@@ -15,7 +15,6 @@
 //! the pool does the rest of the work, off that thread, a chunk ahead.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::error::Error as StdError;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rayon::prelude::*;
 
 use super::ledger::{self, RunKind, RunProgress, RunRecord, RunState};
+use super::log::{self, chain};
 use super::{
     Failure, FailureClass, Migration, MigrationError, MigrationReport, Progress, CHUNK_SIZE,
     MAX_REPORTED_FAILURES,
@@ -112,12 +112,16 @@ pub(super) fn run<T: Schema>(
         })?;
     // A run that stopped is brought up to what is on disk before this one writes anything.
     ledger::settle(&collection)?;
-    let mut record = RunRecord::new(run_id, collection.name(), RunKind::Migration, T::VERSION);
-    record.limit = migration.limit;
-    record.schema_fingerprint = Some(collection.schema_fingerprint());
-    record.dry_run = dry_run;
-    record.retry_failed = migration.retry_failed;
+    let mut record = new_record(&migration, run_id, dry_run);
+    let from: Vec<u32> = counters
+        .live()
+        .into_keys()
+        .filter(|&v| v < T::VERSION)
+        .collect();
+    let span = log::run_span(&record, &from);
+    let _entered = span.enter();
     ledger::save(&collection, &record, true)?;
+    log::run_started(total);
 
     let result = pipeline(
         &collection,
@@ -134,6 +138,7 @@ pub(super) fn run<T: Schema>(
         Err(error) => {
             // Every chunk committed before the error stays; the record says the run stopped.
             let _ = ledger::stopped(&collection, &mut record);
+            log::run_stopped(&span, &record, &error);
             return Err(error);
         }
     };
@@ -153,6 +158,7 @@ pub(super) fn run<T: Schema>(
     record.finished = Some(SystemTime::now());
     fill_record(&mut record, &tally);
     ledger::finish(&collection, &record)?;
+    log::run_finished(&span, &record, remaining, started.elapsed());
 
     Ok(MigrationReport {
         run_id: Some(run_id),
@@ -168,6 +174,17 @@ pub(super) fn run<T: Schema>(
         elapsed: started.elapsed(),
         cancelled,
     })
+}
+
+/// The ledger record of a run starting.
+fn new_record<T: Schema>(migration: &Migration<T>, run_id: u64, dry_run: bool) -> RunRecord {
+    let collection = &migration.collection;
+    let mut record = RunRecord::new(run_id, collection.name(), RunKind::Migration, T::VERSION);
+    record.limit = migration.limit;
+    record.schema_fingerprint = Some(collection.schema_fingerprint());
+    record.dry_run = dry_run;
+    record.retry_failed = migration.retry_failed;
+    record
 }
 
 fn fill_record(record: &mut RunRecord, tally: &Tally) {
@@ -258,6 +275,7 @@ fn pipeline<T: Schema>(
             tally: Tally::default(),
             started,
             unchanged_since,
+            chunks: 0,
         };
         let result = drive(&mut scan, &scanned_tx, &processed_rx, &mut committer);
         // The processing thread ends once either channel is closed. Panics are caught per
@@ -520,18 +538,6 @@ fn convert<T: Schema>(
     Ok(payload)
 }
 
-/// An error and its sources, as one line.
-fn chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Commits processed chunks and keeps the counts, the progress and the ledger record.
 struct Committer<'a, T: Schema> {
     collection: &'a Collection<T>,
@@ -543,10 +549,16 @@ struct Committer<'a, T: Schema> {
     tally: Tally,
     started: Instant,
     unchanged_since: u64,
+    /// Chunks committed so far.
+    chunks: u64,
 }
 
 impl<T: Schema> Committer<'_, T> {
     fn commit(&mut self, chunk: Chunk) -> Result<(), MigrationError> {
+        let span = log::chunk_span(self.chunks, chunk.items.len());
+        let _entered = span.enter();
+        self.chunks += 1;
+        let committing = Instant::now();
         let cursor = match (self.dry_run, chunk.items.last()) {
             (false, Some(last)) => Some((T::VERSION, last.id.as_str())),
             _ => None,
@@ -571,8 +583,12 @@ impl<T: Schema> Committer<'_, T> {
                 },
             )?
         };
+        let committed = committing.elapsed();
         let tally = &mut self.tally;
-        tally.counts.add(&chunk.items, &outcomes);
+        let mut counts = RunProgress::default();
+        counts.add(&chunk.items, &outcomes);
+        tally.counts.merge(&counts);
+        let mut first_failed = None;
         for ((item, outcome), known_failed) in
             chunk.items.iter().zip(outcomes).zip(chunk.known_failed)
         {
@@ -583,6 +599,14 @@ impl<T: Schema> Committer<'_, T> {
                 (Outcome::Failed, Action::Fail(failure)) => {
                     tally.settled_fresh += u64::from(!known_failed);
                     let class = FailureClass::parse(&failure.class);
+                    first_failed.get_or_insert(item.id.as_str());
+                    log::document_failed(
+                        &item.id,
+                        failure.revision,
+                        failure.version,
+                        class,
+                        &failure.error,
+                    );
                     if tally.failures.len() < MAX_REPORTED_FAILURES {
                         tally.failures.push(Failure {
                             id: DocId::from_validated(item.id.clone()),
@@ -596,6 +620,7 @@ impl<T: Schema> Committer<'_, T> {
                 _ => {}
             }
         }
+        log::chunk_committed(&span, &counts, committed, first_failed);
         let counts = &tally.counts;
         let elapsed = self.started.elapsed();
         if let Some(callback) = self.migration.on_progress.as_mut() {

@@ -155,6 +155,18 @@ impl RunProgress {
         record::encode_payload(&next)
     }
 
+    /// Adds another's counts.
+    pub(crate) fn merge(&mut self, other: &RunProgress) {
+        self.scanned += other.scanned;
+        self.migrated += other.migrated;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+        for (&class, &count) in &other.failures_by_class {
+            *self.failures_by_class.entry(class).or_insert(0) += count;
+        }
+        self.from_versions.extend(&other.from_versions);
+    }
+
     /// Puts the counts into a ledger record.
     pub(crate) fn fill(&self, record: &mut RunRecord) {
         record.scanned = self.scanned;

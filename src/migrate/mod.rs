@@ -7,6 +7,7 @@
 
 mod executor;
 mod ledger;
+mod log;
 mod revert;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::ledger::{self, RunKind, RunProgress, RunRecord, RunState};
+use super::log;
 use super::{MigrationError, CHUNK_SIZE};
 use crate::id::DocId;
 use crate::record::{self, Envelope, Kind, Origin};
@@ -72,6 +73,8 @@ impl<T: Schema> Collection<T> {
                     collection: self.name().to_owned(),
                     run: current,
                 })?;
+        let span = log::revert_span(self.name(), revert_id, run);
+        let _entered = span.enter();
         ledger::settle(self)?;
         let mut record = RunRecord::new(
             revert_id,
@@ -117,6 +120,7 @@ impl<T: Schema> Collection<T> {
         // Both records are final and flushed; a progress record left by a failed removal is
         // never read, since only a record still `running` is reconciled.
         let _ = self.store().forget_run_progress(self.name(), revert_id);
+        log::revert_finished(reverted, changed.len(), started.elapsed());
 
         Ok(RevertReport {
             run_id: revert_id,

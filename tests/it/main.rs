@@ -4,6 +4,7 @@ mod concurrency;
 mod crud;
 mod history;
 mod ledger;
+mod logging;
 mod migrate;
 mod nesting;
 mod schema;
