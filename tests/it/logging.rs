@@ -31,6 +31,13 @@ struct LoggedV2 {
     length: u64,
 }
 
+/// Version 1 as another program defines it: a type change, not a compatible one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
+#[schema(collection = "logged", version = 1)]
+struct LoggedV1Changed {
+    title: u64,
+}
+
 fn logged_v1_to_v2(old: LoggedV1) -> Result<LoggedV2, StepError> {
     if old.title.starts_with("fail") {
         // Quotes the payload, as real steps' messages do.
@@ -271,6 +278,31 @@ fn a_run_is_one_span_and_each_chunk_with_failures_one_warning_without_payloads()
     assert!(captured.events(Level::DEBUG, "").is_empty());
     let text = captured.text();
     assert!(!text.contains(PAYLOAD), "a payload was logged: {text}");
+
+    let (reverted, captured) = capture(Level::INFO, || {
+        let logged = store.collection::<LoggedV2>().unwrap();
+        logged.revert(report.run_id.unwrap()).unwrap()
+    });
+    let spans = captured.spans("revert");
+    assert_eq!(spans.len(), 1, "{captured:?}");
+    assert_eq!(spans[0]["of"], run);
+    let finished = captured.events(Level::INFO, "revert finished");
+    assert_eq!(finished[0]["reverted"], reverted.reverted.to_string());
+    assert_eq!(reverted.reverted, 1350);
+}
+
+#[test]
+fn an_incompatible_schema_change_is_refused_with_a_warning() {
+    let (dir, _, _) = seeded();
+    let store = Store::open(dir.path()).unwrap();
+    let (refused, captured) = capture(Level::INFO, || {
+        store.collection::<LoggedV1Changed>().map(drop)
+    });
+    assert!(refused.is_err());
+    let warnings = captured.events(Level::WARN, "refused: the schema of a version changed");
+    assert_eq!(warnings.len(), 1, "{captured:?}");
+    assert_eq!(warnings[0]["collection"], "logged");
+    assert_eq!(warnings[0]["version"], "1");
 }
 
 #[test]
