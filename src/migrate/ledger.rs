@@ -22,8 +22,9 @@ pub enum RunState {
     DoneWithFailures,
     /// Stopped by a [`CancelToken`](super::CancelToken); the next run continues where it stopped.
     Cancelled,
-    /// Found running when the store was opened: the process stopped during the run. Every chunk it
-    /// committed stays; the next run continues from the cursor.
+    /// Found running when the store was opened: the process stopped during the run (or the run
+    /// stopped on an error). Every chunk it committed stays, and the record's counts are those of
+    /// exactly these chunks; the next run continues from the cursor.
     Interrupted,
     /// Undone by a revert, named in [`RunRecord::reverted_by`].
     Reverted,
@@ -247,8 +248,12 @@ pub(crate) fn stopped(
 /// Settles the newest record of a collection's ledger if the run it records stopped: called by
 /// a new run or revert, once it holds the run lock, so that a stopped run is reconciled before
 /// any later chunk can rewrite the failure records it left.
+/// A record that does not decode does not stop the run: `verify` reports it.
 pub(crate) fn settle(collection: &impl Ledgered) -> Result<(), MigrationError> {
-    page(collection, None, 1).map(drop)
+    match page(collection, None, 1) {
+        Ok(_) | Err(MigrationError::Ledger { .. }) => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 /// What the ledger needs of a collection handle, typed or raw.
