@@ -1250,6 +1250,7 @@ impl Check<'_> {
             keys::FAILURE,
             keys::HEAD,
             keys::CURSOR,
+            keys::PROGRESS,
             keys::REVISION,
         ];
         let mut start = Bound::Unbounded;
