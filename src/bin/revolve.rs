@@ -16,6 +16,8 @@
 
 #[path = "../cli/format.rs"]
 mod format;
+#[path = "../time.rs"]
+mod time;
 
 use std::fs::{self, File};
 use std::io::{self, Write};

@@ -60,6 +60,7 @@ mod migrate;
 
 use std::process::ExitCode;
 
+use crate::time;
 use crate::{RunKind, RunRecord, RunState, StoreError};
 
 pub use self::migrate::{run, CommandError, MigrateArgs, MigrateCommand, Migrations};

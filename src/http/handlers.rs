@@ -24,6 +24,7 @@ use super::auth::Token;
 use super::error::{ApiError, PROBLEM_JSON};
 use super::mount::{check_id, parse_json, Mounted, RunOptions, Shown};
 use super::stream;
+use super::view;
 use crate::Revision;
 
 /// The most documents or runs one page returns.
@@ -377,12 +378,25 @@ pub(crate) async fn remove(
     Ok(response)
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
 pub(crate) async fn history(
     State(state): State<AppState>,
     ApiPath((collection, id)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let mounted = state.mounted(&collection)?;
-    blocking(move || mounted.history(&id)).await.map(Json)
+    let limit = page_size(query.limit)?;
+    // `after=0` is the start, like no `after`.
+    let after = query.after.and_then(Revision::new);
+    blocking(move || mounted.history(&id, after, limit))
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Deserialize)]
@@ -512,7 +526,7 @@ async fn migrate(
     // On the blocking pool, not in this future: if the client goes away, the run goes on and
     // finishes in the ledger.
     let report = blocking(move || mounted.migrate(options, None)).await?;
-    Ok(Json(report).into_response())
+    Ok(Json(view::report(&report)?).into_response())
 }
 
 pub(crate) async fn migrate_test(

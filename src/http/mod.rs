@@ -76,5 +76,6 @@ mod mount;
 mod openapi;
 mod router;
 mod stream;
+mod view;
 
 pub use self::router::{BuildError, Router, DEFAULT_BODY_LIMIT, DEFAULT_TIMEOUT};

@@ -9,9 +9,9 @@ use serde_json::error::Category;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::view;
 use crate::{
-    Collection, Document, MigrationReport, Progress, Revision, RevisionInfo, RunState, Schema,
-    MAX_ID_LEN,
+    Collection, Document, MigrationReport, Progress, Revision, RunState, Schema, MAX_ID_LEN,
 };
 
 /// A document as the API shows it, and its revision for the `ETag`.
@@ -53,7 +53,8 @@ pub(crate) trait Mounted: Send + Sync + 'static {
     fn get(&self, id: &str, revision: Option<Revision>) -> Result<Shown, ApiError>;
     /// One revision exactly as stored.
     fn raw_revision(&self, id: &str, revision: Revision) -> Result<Value, ApiError>;
-    fn history(&self, id: &str) -> Result<Value, ApiError>;
+    /// Up to `limit` revisions' metadata after `after`, and the cursor of the next page.
+    fn history(&self, id: &str, after: Option<Revision>, limit: usize) -> Result<Value, ApiError>;
     /// Up to `limit` current documents after `after`, and the cursor of the next page.
     fn list(&self, after: Option<&str>, limit: usize) -> Result<Value, ApiError>;
 
@@ -102,17 +103,6 @@ pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
 
 fn to_json(value: &impl Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(value).map_err(ApiError::internal)
-}
-
-fn revision_json(info: &RevisionInfo) -> Value {
-    json!({
-        "revision": info.revision,
-        "parent": info.parent,
-        "version": info.version,
-        "removed": info.removed,
-        "origin": info.origin,
-        "timestamp": info.timestamp,
-    })
 }
 
 impl<T: Schema> Mount<T> {
@@ -181,7 +171,7 @@ impl<T: Schema> Mounted for Mount<T> {
     }
 
     fn schema_history(&self) -> Result<Value, ApiError> {
-        to_json(&self.collection.schema_history()?)
+        view::schema_history(&self.collection.schema_history()?)
     }
 
     fn create(&self, id: Option<&str>, body: &[u8]) -> Result<Shown, ApiError> {
@@ -232,20 +222,32 @@ impl<T: Schema> Mounted for Mount<T> {
                 revision,
             }
         })?;
-        let mut shown = revision_json(&raw.info);
+        let mut shown = view::revision(&raw.info);
         shown["id"] = json!(id);
         shown["payload"] = raw.payload.unwrap_or(Value::Null);
         Ok(shown)
     }
 
-    fn history(&self, id: &str) -> Result<Value, ApiError> {
-        let history = self.collection.history(id)?;
-        if history.is_empty() {
+    fn history(&self, id: &str, after: Option<Revision>, limit: usize) -> Result<Value, ApiError> {
+        // One more than the page, to know whether another follows.
+        let mut page = self
+            .collection
+            .history_page(id, after, limit.saturating_add(1))?;
+        if page.is_empty()
+            && (after.is_none() || self.collection.history_page(id, None, 1)?.is_empty())
+        {
             return Err(self.not_found(id));
         }
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|info| info.revision)
+        } else {
+            None
+        };
         Ok(json!({
             "id": id,
-            "revisions": history.iter().map(revision_json).collect::<Vec<_>>(),
+            "revisions": page.iter().map(view::revision).collect::<Vec<_>>(),
+            "next": next,
         }))
     }
 
@@ -289,7 +291,7 @@ impl<T: Schema> Mounted for Mount<T> {
             "migratable": pending.migratable(),
             "failed": pending.failed(),
             "running": running,
-            "runs": to_json(&runs)?,
+            "runs": view::runs(&runs)?,
         }))
     }
 
@@ -300,7 +302,7 @@ impl<T: Schema> Mounted for Mount<T> {
         } else {
             None
         };
-        Ok(json!({ "runs": to_json(&runs)?, "next": next }))
+        Ok(json!({ "runs": view::runs(&runs)?, "next": next }))
     }
 
     fn run(&self, run: u64) -> Result<Value, ApiError> {
@@ -311,11 +313,11 @@ impl<T: Schema> Mounted for Mount<T> {
                 collection: self.collection.name().to_owned(),
                 run,
             })?;
-        to_json(&record)
+        view::run(&record)
     }
 
     fn revert(&self, run: u64) -> Result<Value, ApiError> {
-        to_json(&self.collection.revert(run)?)
+        view::revert(&self.collection.revert(run)?)
     }
 
     fn migrate(
@@ -351,7 +353,7 @@ impl<T: Schema> Mounted for Mount<T> {
                     "failed": progress.failed,
                     "skipped": progress.skipped,
                     "rate": progress.rate,
-                    "elapsed_ms": u64::try_from(progress.elapsed.as_millis()).unwrap_or(u64::MAX),
+                    "elapsed_ms": view::millis(progress.elapsed),
                 }));
             });
         }

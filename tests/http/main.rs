@@ -8,3 +8,4 @@ mod migrate;
 mod routes;
 mod socket;
 mod support;
+mod wire;
