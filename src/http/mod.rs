@@ -59,7 +59,8 @@
 //!
 //! Every error is an RFC 9457 `application/problem+json` body with `type`
 //! (`urn:revolve:problem:…`), `title`, `status` and `detail`: malformed JSON (400), JSON of the
-//! wrong shape (422), a missing or wrong content type (415), a body over the limit (413), an unknown
+//! wrong shape (422), a field the collection's schema does not declare (422, `unknown-field`, with
+//! the fields as JSON pointers in `fields`; see [`Router::allow_unknown_fields`]), a missing or wrong content type (415), a body over the limit (413), an unknown
 //! collection, id, revision or run (404), a wrong method (405), a stale `If-Match` (412, with
 //! `current_revision`), a missing `If-Match` when required (428), a run under way (409, with
 //! `run_id`), a timeout (503). Internal errors are logged with `tracing`, never sent.
@@ -71,6 +72,7 @@
 
 mod auth;
 mod error;
+mod fields;
 mod handlers;
 mod mount;
 mod openapi;

@@ -3,12 +3,15 @@
 //!
 //! Every method blocks on the store; handlers call them inside `spawn_blocking`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::error::Category;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::fields::unknown_fields;
 use super::view;
 use crate::{
     Collection, Document, MigrationReport, Progress, Revision, RunState, Schema, MAX_ID_LEN,
@@ -36,6 +39,8 @@ pub(crate) type ProgressSink = Box<dyn FnMut(Value) + Send>;
 /// A collection with its type erased.
 pub(crate) trait Mounted: Send + Sync + 'static {
     fn name(&self) -> &str;
+    /// Accepts fields the schema does not declare in bodies from now on (serde drops them).
+    fn allow_unknown_fields(&self);
     fn version(&self) -> u32;
     /// The JSON Schema of the latest version.
     fn schema(&self) -> Value;
@@ -72,11 +77,45 @@ pub(crate) trait Mounted: Send + Sync + 'static {
 /// The typed side: a `Collection<T>`.
 pub(crate) struct Mount<T> {
     collection: Collection<T>,
+    /// The latest version's JSON Schema, as schemars writes it: bodies are checked against it.
+    schema: Value,
+    /// Whether a body may carry fields the schema does not declare (they are dropped).
+    unknown_fields_allowed: AtomicBool,
 }
 
-impl<T> Mount<T> {
+impl<T: Schema> Mount<T> {
     pub(crate) fn new(collection: Collection<T>) -> Self {
-        Self { collection }
+        let schema = collection.schema();
+        Self {
+            collection,
+            schema,
+            unknown_fields_allowed: AtomicBool::new(false),
+        }
+    }
+
+    /// Decodes a document body as `T`, refusing fields `T`'s schema does not declare unless the
+    /// application allowed them.
+    fn decode(&self, body: &[u8]) -> Result<T, ApiError> {
+        let document: T = parse_json(body)?;
+        if self.unknown_fields_allowed.load(Ordering::Relaxed) {
+            return Ok(document);
+        }
+        // `T` decoded, so anything `Value` cannot parse (nesting past its recursion limit) lies
+        // in what decoding skipped: a field the type does not have.
+        let value: Value = serde_json::from_slice(body).map_err(|_| {
+            ApiError::Unprocessable(
+                "the body nests too deep inside a field the schema does not declare".to_owned(),
+            )
+        })?;
+        let fields = unknown_fields(&value, &self.schema, T::ALIASES);
+        if !fields.is_empty() {
+            return Err(ApiError::UnknownFields {
+                collection: self.collection.name().to_owned(),
+                version: T::VERSION,
+                fields,
+            });
+        }
+        Ok(document)
     }
 }
 
@@ -147,6 +186,10 @@ impl<T: Schema> Mounted for Mount<T> {
         self.collection.name()
     }
 
+    fn allow_unknown_fields(&self) {
+        self.unknown_fields_allowed.store(true, Ordering::Relaxed);
+    }
+
     fn version(&self) -> u32 {
         T::VERSION
     }
@@ -175,7 +218,7 @@ impl<T: Schema> Mounted for Mount<T> {
     }
 
     fn create(&self, id: Option<&str>, body: &[u8]) -> Result<Shown, ApiError> {
-        let value: T = parse_json(body)?;
+        let value = self.decode(body)?;
         if let Some(id) = id {
             let revision = self.collection.insert_with_id(id, &value)?;
             return Self::written(id, revision, &value);
@@ -185,7 +228,7 @@ impl<T: Schema> Mounted for Mount<T> {
     }
 
     fn update(&self, id: &str, expected: Option<Revision>, body: &[u8]) -> Result<Shown, ApiError> {
-        let value: T = parse_json(body)?;
+        let value = self.decode(body)?;
         let revision = match expected {
             Some(expected) => self.collection.update_if(id, expected, &value)?,
             None => self.collection.update(id, &value)?,

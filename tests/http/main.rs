@@ -8,4 +8,5 @@ mod migrate;
 mod routes;
 mod socket;
 mod support;
+mod unknown_fields;
 mod wire;
