@@ -41,6 +41,8 @@ pub(crate) trait Mounted: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Accepts fields the schema does not declare in bodies from now on (serde drops them).
     fn allow_unknown_fields(&self);
+    /// Whether bodies may carry fields the schema does not declare.
+    fn unknown_fields_allowed(&self) -> bool;
     fn version(&self) -> u32;
     /// The JSON Schema of the latest version.
     fn schema(&self) -> Value;
@@ -48,6 +50,8 @@ pub(crate) trait Mounted: Send + Sync + 'static {
     fn schema_at(&self, version: u32) -> Result<Value, ApiError>;
     fn schema_history(&self) -> Result<Value, ApiError>;
 
+    /// Checks a document body as a write would, without writing.
+    fn check_body(&self, body: &[u8]) -> Result<(), ApiError>;
     /// Inserts under a generated id, or under `id` (which must be free).
     fn create(&self, id: Option<&str>, body: &[u8]) -> Result<Shown, ApiError>;
     /// Writes a new revision; with `expected`, only if the document is still at it.
@@ -190,6 +194,10 @@ impl<T: Schema> Mounted for Mount<T> {
         self.unknown_fields_allowed.store(true, Ordering::Relaxed);
     }
 
+    fn unknown_fields_allowed(&self) -> bool {
+        self.unknown_fields_allowed.load(Ordering::Relaxed)
+    }
+
     fn version(&self) -> u32 {
         T::VERSION
     }
@@ -215,6 +223,10 @@ impl<T: Schema> Mounted for Mount<T> {
 
     fn schema_history(&self) -> Result<Value, ApiError> {
         view::schema_history(&self.collection.schema_history()?)
+    }
+
+    fn check_body(&self, body: &[u8]) -> Result<(), ApiError> {
+        self.decode(body).map(drop)
     }
 
     fn create(&self, id: Option<&str>, body: &[u8]) -> Result<Shown, ApiError> {

@@ -278,7 +278,8 @@ fn table() -> Vec<Bad> {
                 ("if-none-match", "*"),
             ],
             Json(r#"{"title":"t","status":"open","priority":1}"#),
-            S::BAD_REQUEST,
+            // RFC 9110 §13.2.2: the two cannot both hold, so the preconditions fail.
+            S::PRECONDITION_FAILED,
         ),
         bad(
             M::PUT,

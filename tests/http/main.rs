@@ -4,6 +4,7 @@
 
 mod auth;
 mod bad_requests;
+mod contract;
 mod migrate;
 mod routes;
 mod socket;
