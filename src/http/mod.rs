@@ -27,7 +27,7 @@
 //! | `GET /{c}/docs/{id}[?revision=N]` | a document upgraded to the latest version; `ETag` is its revision | no |
 //! | `PUT /{c}/docs/{id}` | `If-Match: "N"` replace (412 if stale), `If-Match: *` or none replace, `If-None-Match: *` create under this id (201) | yes |
 //! | `DELETE /{c}/docs/{id}` | remove (history stays); optional `If-Match` | yes |
-//! | `GET /{c}/docs/{id}/revisions` | every revision's metadata | no |
+//! | `GET /{c}/docs/{id}/revisions?after=REV&limit=N` | the revisions' metadata, oldest first, in pages (100 by default, at most 1000); `next` is the following page's `after` | no |
 //! | `GET /{c}/docs/{id}/revisions/{rev}[?raw=true]` | one revision, upgraded, or as stored | no |
 //! | `GET /{c}/schema`, `/{c}/schema/history`, `/{c}/schema/{version}` | JSON Schemas and their history | no |
 //! | `POST /{c}/migrate/test`, `POST /{c}/migrate/execute` | a dry run or a run; `{"limit": N}` in the body or `?limit=N`; the `MigrationReport`, or with `Accept: application/x-ndjson` a progress line per chunk and then the report | yes |
@@ -37,6 +37,13 @@
 //!
 //! And `GET /healthz`, `GET /openapi.json` (an `OpenAPI` 3.1 document built from the mounted
 //! collections' JSON Schemas), both always open.
+//!
+//! Times are RFC 3339 strings in UTC to the microsecond (`2026-12-06T11:16:19.123456Z`: a
+//! revision's `timestamp`, a run's `started` and `finished`, a schema record's `recorded`) and
+//! durations whole milliseconds (`elapsed_ms`). A document body's fields are checked against the
+//! JSON Schema of the version it is decoded as: one the schema does not declare is refused (422)
+//! rather than dropped, unless [`Router::allow_unknown_fields`]. `.ci/contract` holds the
+//! `OpenAPI` document to what the routes answer, with schemathesis against the example server.
 //!
 //! **Documents live under `/{c}/docs/`.** A document id may be any string (a reserved word such as
 //! `migrate` or `schema`, or one with a `/`, percent-encoded as `%2F`), so no word can be kept
