@@ -183,7 +183,7 @@ async fn a_history_comes_in_pages() {
 }
 
 #[test]
-fn a_history_page_reads_only_its_range() {
+fn a_history_page_is_a_range_of_one_documents_revisions() {
     let (_dir, store) = store_with(&[v1("one")]);
     let issues = store.collection::<crate::support::IssueV2>().unwrap();
     let id = issues.iter().next().unwrap().unwrap().id;
