@@ -4,78 +4,35 @@
 //! that a migration has work to do and failures to report.
 //!
 //! ```sh
-//! REVOLVE_TOKEN=change-me cargo run --example server --features http -- [--port 3000] [--data DIR]
+//! REVOLVE_TOKEN=change-me cargo run --example server --features http -- [--port 3000] [--data DIR] [--log-format json]
 //! cargo run --example server --features http -- --dev    # no token: reachable from this machine only
 //! ```
 //!
-//! Without `REVOLVE_TOKEN` it refuses to start unless given `--dev`. It listens on 127.0.0.1.
+//! Without `REVOLVE_TOKEN` it refuses to start unless given `--dev`. It listens on 127.0.0.1
+//! (the port is taken before the store is opened or seeded) with [`revolve::http::Server`]'s
+//! limits, and logs to standard error: `RUST_LOG` filters (`info` by default: a line per request),
+//! `--log-format json` writes JSON lines.
 
 use std::error::Error;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use revolve::{Schema, StepError, Store};
-use serde::{Deserialize, Serialize};
+use revolve::Store;
 
-/// An issue as last year's program stored it: the status is free text.
-#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Schema)]
-#[schema(collection = "issues", version = 1)]
-struct IssueV1 {
-    title: String,
-    description: Option<String>,
-    status: String,
-}
+#[path = "common/issues.rs"]
+mod issues;
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-enum Priority {
-    Low,
-    High,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-enum Status {
-    Open,
-    Closed,
-}
-
-/// Today's issue: a priority, and a status that is an enum.
-#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Schema)]
-#[schema(collection = "issues", version = 2, from = IssueV1, step = issue_v1_to_v2)]
-struct IssueV2 {
-    title: String,
-    priority: Priority,
-    description: Option<String>,
-    status: Status,
-}
+use issues::{IssueV1, IssueV2};
 
 type Issue = IssueV2;
-
-fn issue_v1_to_v2(old: IssueV1) -> Result<IssueV2, StepError> {
-    let status = match old.status.as_str() {
-        "open" => Status::Open,
-        "closed" | "done" => Status::Closed,
-        other => return Err(StepError::new(format!("unknown status `{other}`"))),
-    };
-    let priority = if old.title.to_lowercase().contains("crash") {
-        Priority::High
-    } else {
-        Priority::Low
-    };
-    Ok(IssueV2 {
-        title: old.title,
-        priority,
-        description: old.description,
-        status,
-    })
-}
 
 struct Options {
     port: u16,
     data: PathBuf,
     dev: bool,
+    json_logs: bool,
 }
 
 fn options() -> Result<Options, Box<dyn Error>> {
@@ -83,6 +40,7 @@ fn options() -> Result<Options, Box<dyn Error>> {
         port: 3000,
         data: std::env::temp_dir().join("revolve-example-server"),
         dev: false,
+        json_logs: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -90,8 +48,15 @@ fn options() -> Result<Options, Box<dyn Error>> {
             "--port" => options.port = args.next().ok_or("--port needs a number")?.parse()?,
             "--data" => options.data = args.next().ok_or("--data needs a directory")?.into(),
             "--dev" => options.dev = true,
+            "--log-format" => {
+                options.json_logs = match args.next().as_deref() {
+                    Some("json") => true,
+                    Some("text") => false,
+                    _ => return Err("--log-format needs `text` or `json`".into()),
+                }
+            }
             "-h" | "--help" => {
-                println!("usage: server [--port N] [--data DIR] [--dev]; the token is read from REVOLVE_TOKEN");
+                println!("usage: server [--port N] [--data DIR] [--dev] [--log-format text|json]; the token is read from REVOLVE_TOKEN, the log filter from RUST_LOG (default `info`)");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}`; try --help").into()),
@@ -100,26 +65,32 @@ fn options() -> Result<Options, Box<dyn Error>> {
     Ok(options)
 }
 
+/// Logs to standard error, filtered by `RUST_LOG` (`info` when unset), as text or JSON lines.
+fn install_logger(json: bool) -> Result<(), Box<dyn Error>> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logger = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if json {
+        logger.json().try_init()
+    } else {
+        logger.try_init()
+    }
+    .map_err(|error| format!("cannot install the logger: {error}"))?;
+    Ok(())
+}
+
 /// Opens the store, seeding version-1 issues the first time, as last year's program would have.
 fn open(path: &Path) -> Result<Store, Box<dyn Error>> {
     let fresh = {
         let store = Store::open(path)?;
         if store.collection_names()?.is_empty() {
-            let issues = store.collection::<IssueV1>()?;
-            let statuses = ["open", "closed", "done", "open", "wontfix"];
-            let seed: Vec<IssueV1> = (0..2500)
-                .map(|n| IssueV1 {
-                    title: if n % 10 == 0 {
-                        format!("Crash #{n} when saving")
-                    } else {
-                        format!("Issue #{n}")
-                    },
-                    description: (n % 3 == 0).then(|| format!("Seeded issue number {n}")),
-                    // One in 50 has a status the step refuses: a migration reports it.
-                    status: statuses[if n % 50 == 49 { 4 } else { n % 4 }].to_owned(),
-                })
-                .collect();
-            issues.insert_many(&seed)?;
+            // One in 50 has a status the step refuses: a migration reports it.
+            store
+                .collection::<IssueV1>()?
+                .insert_many(&issues::seed())?;
             true
         } else {
             false
@@ -136,6 +107,7 @@ fn open(path: &Path) -> Result<Store, Box<dyn Error>> {
 
 fn run() -> Result<(), Box<dyn Error>> {
     let options = options()?;
+    install_logger(options.json_logs)?;
     let token = std::env::var("REVOLVE_TOKEN")
         .ok()
         .filter(|token| !token.is_empty());
@@ -145,7 +117,19 @@ fn run() -> Result<(), Box<dyn Error>> {
                 .into(),
         );
     }
-    let store = open(&options.data)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    // The port first: a server that cannot listen must fail before it seeds a new store.
+    let address = ("127.0.0.1", options.port);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(address))
+        .map_err(|error| format!("cannot listen on 127.0.0.1:{}: {error}", options.port))?;
+    let store = open(&options.data).map_err(|error| {
+        format!(
+            "cannot open the store in {}: {}",
+            options.data.display(),
+            chain(&*error)
+        )
+    })?;
     let router = revolve::http::Router::new(store).collection::<Issue>()?;
     let app = match token {
         Some(token) => router.token(token),
@@ -153,29 +137,38 @@ fn run() -> Result<(), Box<dyn Error>> {
     }
     .build()?;
 
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
-        eprintln!(
-            "serving issues from {} on http://{}",
-            options.data.display(),
-            listener.local_addr()?
-        );
-        axum::serve(listener, app)
+    tracing::info!(
+        data = %options.data.display(),
+        address = %listener.local_addr()?,
+        "serving issues"
+    );
+    runtime.block_on(
+        revolve::http::Server::new(app)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
-            .await?;
-        Ok::<(), Box<dyn Error>>(())
-    })
+            .serve(listener),
+    )?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", chain(&*error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line: "storage engine error" alone does not say what to fix.
+fn chain(error: &dyn Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    message
 }

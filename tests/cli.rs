@@ -862,3 +862,182 @@ fn statuses_are_exit_codes() {
         std::process::ExitCode::from(4)
     );
 }
+
+// ---- The failure set.
+
+/// Seven tasks at version 1, five of which the step refuses, migrated once; the refused ids in
+/// id order.
+fn failing() -> (TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut refused = Vec::new();
+    {
+        let store = open(dir.path());
+        let tasks = store.collection::<TaskV1>().unwrap();
+        for title in [
+            "ok 1", "fail 2", "fail 3", "ok 4", "fail 5", "fail 6", "fail 7",
+        ] {
+            let id = tasks
+                .insert(&TaskV1 {
+                    title: title.to_owned(),
+                })
+                .unwrap();
+            if title.starts_with("fail") {
+                refused.push(id.to_string());
+            }
+        }
+    }
+    {
+        let store = open(dir.path());
+        let report = store
+            .collection::<TaskV2>()
+            .unwrap()
+            .migrate()
+            .execute()
+            .unwrap();
+        assert_eq!((report.migrated, report.failed), (2, 5));
+    }
+    refused.sort();
+    (dir, refused)
+}
+
+fn ids(listing: &Value) -> Vec<String> {
+    listing["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|failure| failure["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn failures_lists_the_failure_set_page_by_page() {
+    let (dir, refused) = failing();
+    let path = dir.path().to_str().unwrap();
+
+    let output = revolve(&["failures", path, "tasks"]);
+    assert_code(&output, Status::Success);
+    let text = stdout(&output);
+    assert!(text.starts_with("tasks: 5 failed documents\n"), "{text}");
+    for id in &refused {
+        assert!(
+            text.contains(&format!(
+                "  {id} revision 1 at version 1 (step): step from version 1 to 2 of `tasks` failed: cannot migrate a failing task\n"
+            )),
+            "{text}"
+        );
+    }
+    assert!(!text.contains("more follow"), "{text}");
+
+    let mut listed = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut args = vec!["failures", path, "tasks", "--json", "--limit", "2"];
+        if let Some(after) = &after {
+            args.extend(["--after", after.as_str()]);
+        }
+        let output = revolve(&args);
+        assert_code(&output, Status::Success);
+        let page = json(&output);
+        assert_eq!(page["collection"], "tasks");
+        let page_ids = ids(&page);
+        assert!(page_ids.len() <= 2);
+        pages += 1;
+        listed.extend(page_ids);
+        match page["next"].as_str() {
+            Some(next) => {
+                assert_eq!(Some(next), listed.last().map(String::as_str));
+                after = Some(next.to_owned());
+            }
+            None => break,
+        }
+    }
+    assert_eq!((pages, &listed), (3, &refused));
+
+    // A limit that is exactly the set's size: all of it, and no page follows.
+    let output = revolve(&["failures", path, "tasks", "--json", "--limit", "5"]);
+    let page = json(&output);
+    assert_eq!((ids(&page), &page["next"]), (refused.clone(), &Value::Null));
+    let output = revolve(&["failures", path, "tasks", "--limit", "5"]);
+    let text = stdout(&output);
+    assert!(text.starts_with("tasks: 5 failed documents\n"), "{text}");
+    assert!(!text.contains("more follow"), "{text}");
+
+    // A page says it is one, not the size of the set.
+    let output = revolve(&["failures", path, "tasks", "--limit", "2"]);
+    assert!(
+        stdout(&output)
+            .starts_with("tasks: 2 failed documents listed (a page of the failure set)\n"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        stdout(&output).ends_with(&format!(
+            "  more follow: list them with --after {}\n",
+            refused[1]
+        )),
+        "{}",
+        stdout(&output)
+    );
+    assert_code(
+        &revolve(&["failures", path, "tasks", "--limit", "0"]),
+        Status::Usage,
+    );
+    let output = revolve(&["failures", path, "notes"]);
+    assert_code(&output, Status::Error);
+}
+
+#[test]
+fn typed_failures_and_a_dry_run_that_retries_them() {
+    let (dir, refused) = failing();
+    let store = open(dir.path());
+    let migrations = Migrations::new(&store).collection::<TaskV2>();
+
+    let (status, out, err) = migrate(&migrations, &["failures", "--json"]);
+    assert_eq!(status, Status::Success, "{err}");
+    let all: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(all["collections"][0]["collection"], "tasks");
+    assert_eq!(ids(&all["collections"][0]), refused);
+    assert_eq!(all["collections"][0]["next"], Value::Null);
+
+    let (status, out, _) = migrate(
+        &migrations,
+        &["failures", "tasks", "--json", "--limit", "3"],
+    );
+    assert_eq!(status, Status::Success);
+    let first: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ids(&first["collections"][0]), refused[..3]);
+    let next = first["collections"][0]["next"].as_str().unwrap().to_owned();
+    let (_, out, _) = migrate(&migrations, &["failures", "tasks", "--after", &next]);
+    assert_eq!(
+        out,
+        format!(
+            "tasks: 2 failed documents listed (a page of the failure set)\n  {} revision 1 at version 1 (step): step from version 1 to 2 of `tasks` failed: cannot migrate a failing task\n  {} revision 1 at version 1 (step): step from version 1 to 2 of `tasks` failed: cannot migrate a failing task\n",
+            refused[3], refused[4]
+        )
+    );
+    // `--after` names an id of one collection.
+    let (status, _, _) = migrate(&migrations, &["failures", "--after", &next]);
+    assert_eq!(status, Status::Usage);
+
+    // A dry run skips known failures, unless asked to retry them, as `execute` does.
+    let (status, out, err) = migrate(&migrations, &["test", "tasks", "--json"]);
+    assert_eq!(status, Status::Success, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["collections"][0]["failed"], 0, "{report}");
+    let (status, out, err) = migrate(&migrations, &["test", "tasks", "--retry-failed", "--json"]);
+    assert_eq!(status, Status::Problems, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["collections"][0]["failed"], 5, "{report}");
+    assert_eq!(report["collections"][0]["dry_run"], true, "{report}");
+    // Nothing was written: the failure set is as it was.
+    assert_eq!(
+        store
+            .collection::<TaskV2>()
+            .unwrap()
+            .failures_page(None, 10)
+            .unwrap()
+            .len(),
+        5
+    );
+}

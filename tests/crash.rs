@@ -671,10 +671,12 @@ fn check_head(
             format!("v{version} {:?}", document.data)
         }
         Err(StoreError::Upgrade {
-            revision,
-            source: SchemaError::Step { .. } | SchemaError::StepPanicked { .. },
-            ..
-        }) => {
+            revision, source, ..
+        }) if matches!(
+            *source,
+            SchemaError::Step { .. } | SchemaError::StepPanicked { .. }
+        ) =>
+        {
             if !matches!(fate(index), Fate::Fails | Fate::Panics)
                 || revision.get() != count
                 || last.info.version != Some(1)

@@ -2,20 +2,26 @@
 //! application's types: payloads are shown as JSON.
 //!
 //! ```text
-//! revolve stats   <PATH>                          collections, documents per version, size
-//! revolve history <PATH> <COLLECTION> <ID>        every revision of a document, payloads as JSON
-//! revolve runs    <PATH> [COLLECTION]             the migration ledger, newest first
-//! revolve verify  <PATH> [--repair]               check every chain, head and counter
-//! revolve export  <PATH> <FILE>                   a backup of every key
-//! revolve import  <FILE> <PATH>                   restore a backup into a new store
+//! revolve stats    <PATH>                         collections, documents per version, size
+//! revolve history  <PATH> <COLLECTION> <ID>       every revision of a document, payloads as JSON
+//! revolve runs     <PATH> [COLLECTION]            the migration ledger, newest first
+//! revolve failures <PATH> <COLLECTION> [--after ID] [--limit N]
+//!                                                 documents whose migration failed
+//! revolve verify   <PATH> [--repair]              check every chain, head and counter
+//! revolve export   <PATH> <FILE>                  a backup of every key
+//! revolve import   <FILE> <PATH>                  restore a backup into a new store
 //! ```
 //!
-//! Every command takes `--json`. Exit codes: 0 done, 1 failed, 2 usage, 3 problems found
+//! Every command takes `--json`, and `--log-format text|json` (or `REVOLVE_LOG_FORMAT`) for the log
+//! events written to standard error, which `RUST_LOG` filters (warnings and errors by default).
+//! Exit codes: 0 done, 1 failed, 2 usage, 3 problems found
 //! (`verify`), 4 database locked by another process (see `revolve::cli::Status`). Migrations need
 //! the application's types: see `revolve::cli::run` for the `migrate` commands in its own binary.
 
 #[path = "../cli/format.rs"]
 mod format;
+#[path = "../cli/logs.rs"]
+mod logs;
 #[path = "../time.rs"]
 mod time;
 
@@ -28,10 +34,11 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use revolve::cli::Status;
-use revolve::{Origin, RunKind, RunRecord, RunState, Store, StoreError};
+use revolve::{Failure, Origin, RunKind, RunRecord, RunState, Store, StoreError};
 use serde::Serialize;
 
 use crate::format::{progress_bar, seconds, timestamp, write_json, write_runs};
+use crate::logs::LogFormat;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -52,6 +59,16 @@ struct Cli {
     /// How long to wait for a database another process has open, in seconds.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 2.0)]
     lock_timeout: f64,
+    /// How log events are written to standard error; `RUST_LOG` chooses which (warnings and
+    /// errors by default).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "REVOLVE_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +95,19 @@ enum Command {
         path: PathBuf,
         /// One collection; all of them by default.
         collection: Option<String>,
+    },
+    /// The failure set: documents whose migration failed, and that runs skip, in id order.
+    Failures {
+        /// The store's directory.
+        path: PathBuf,
+        /// The collection.
+        collection: String,
+        /// List the documents after this id (as a previous listing's last line says).
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
+        /// List at most this many; all of them by default.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
     },
     /// Check every revision, chain, head, counter, failure record and cursor.
     Verify {
@@ -117,6 +147,9 @@ fn main() -> ExitCode {
             .into();
         }
     };
+    if let Some(warning) = logs::install(cli.log_format) {
+        eprintln!("revolve: warning: {warning}");
+    }
     match run(&cli) {
         Ok(status) => status.into(),
         Err(error) => {
@@ -154,6 +187,19 @@ fn run(cli: &Cli) -> anyhow::Result<Status> {
         Command::Runs { path, collection } => {
             runs(&open(cli, path)?, collection.as_deref(), cli.json, out)
         }
+        Command::Failures {
+            path,
+            collection,
+            after,
+            limit,
+        } => failures(
+            &open(cli, path)?,
+            collection,
+            after.as_deref(),
+            *limit,
+            cli.json,
+            out,
+        ),
         Command::Verify { path, repair } => verify(&open(cli, path)?, *repair, cli.json, out),
         Command::Export { path, file } => export(&open(cli, path)?, path, file, cli.json, out),
         Command::Import { file, path } => import(file, path, cli.json, out),
@@ -331,6 +377,40 @@ fn runs(
         writeln!(out, "no runs")?;
     } else {
         write_runs(out, &runs)?;
+    }
+    Ok(Status::Success)
+}
+
+#[derive(Serialize)]
+struct FailuresOutput<'a> {
+    collection: &'a str,
+    failures: &'a [Failure],
+    next: Option<&'a str>,
+}
+
+fn failures(
+    store: &Store,
+    collection: &str,
+    after: Option<&str>,
+    limit: Option<u64>,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Status> {
+    let raw = store.raw_collection(collection)?;
+    let limit = limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
+    let (failures, next) =
+        format::collect_failures(|after, limit| raw.failures_page(after, limit), after, limit)?;
+    if json {
+        write_json(
+            out,
+            &FailuresOutput {
+                collection,
+                failures: &failures,
+                next: next.as_deref(),
+            },
+        )?;
+    } else {
+        format::write_failures(out, collection, &failures, after.is_some(), next.as_deref())?;
     }
     Ok(Status::Success)
 }

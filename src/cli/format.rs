@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 pub(crate) use super::time::rfc3339 as timestamp;
-use super::{RunKind, RunRecord, RunState};
+use super::{Failure, RunKind, RunRecord, RunState};
 
 /// A progress bar on standard error, hidden when standard error is not a terminal. `len` unknown
 /// draws a counter instead of a bar; a `unit` of `bytes` counts in KiB, MiB, ….
@@ -105,4 +105,133 @@ pub(crate) fn write_runs(out: &mut dyn Write, runs: &[RunRecord]) -> io::Result<
         )?;
     }
     Ok(())
+}
+
+/// How many failure records one read takes when a listing pages through a failure set.
+const FAILURE_PAGE: usize = 1000;
+
+/// Up to `limit` documents of a failure set (all of them for `None`) after the id `after`, read
+/// page by page with `fetch(after, limit)`; and the id to list after when more follow.
+pub(crate) fn collect_failures<E>(
+    mut fetch: impl FnMut(Option<&str>, usize) -> Result<Vec<Failure>, E>,
+    after: Option<&str>,
+    limit: Option<usize>,
+) -> Result<(Vec<Failure>, Option<String>), E> {
+    let want = limit.unwrap_or(usize::MAX);
+    let mut failures: Vec<Failure> = Vec::new();
+    let mut cursor = after.map(ToOwned::to_owned);
+    loop {
+        // One more than wanted tells whether more follow.
+        let take = (want - failures.len()).saturating_add(1).min(FAILURE_PAGE);
+        let page = fetch(cursor.as_deref(), take)?;
+        let full = page.len() == take;
+        cursor = page.last().map(|failure| failure.id.to_string());
+        for failure in page {
+            if failures.len() == want {
+                let next = failures.last().map(|failure| failure.id.to_string());
+                return Ok((failures, next));
+            }
+            failures.push(failure);
+        }
+        if !full {
+            return Ok((failures, None));
+        }
+    }
+}
+
+/// A collection's failed documents, one line each, and how to list the ones that follow. The
+/// count heads the lines as the whole failure set's only when the listing started at its
+/// beginning (`paged` false) and nothing follows; otherwise it counts the lines listed.
+pub(crate) fn write_failures(
+    out: &mut dyn Write,
+    collection: &str,
+    failures: &[Failure],
+    paged: bool,
+    next: Option<&str>,
+) -> io::Result<()> {
+    let (n, plural) = (failures.len(), if failures.len() == 1 { "" } else { "s" });
+    if paged || next.is_some() {
+        writeln!(
+            out,
+            "{collection}: {n} failed document{plural} listed (a page of the failure set)"
+        )?;
+    } else if n == 0 {
+        writeln!(out, "{collection}: no failed documents")?;
+    } else {
+        writeln!(out, "{collection}: {n} failed document{plural}")?;
+    }
+    for failure in failures {
+        writeln!(
+            out,
+            "  {} revision {} at version {} ({}): {}",
+            failure.id, failure.revision, failure.from_version, failure.class, failure.error
+        )?;
+    }
+    if let Some(next) = next {
+        writeln!(out, "  more follow: list them with --after {next}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure set of `n` documents, `id0000`, `id0001`, …, in id order.
+    fn failure_set(n: usize) -> Vec<Failure> {
+        (0..n)
+            .map(|i| {
+                serde_json::from_value(serde_json::json!({
+                    "id": format!("id{i:04}"),
+                    "revision": 1,
+                    "from_version": 1,
+                    "class": "step",
+                    "error": "refused",
+                }))
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn failures_are_collected_page_by_page_and_next_is_given_only_when_more_follow() {
+        let set = failure_set(2500);
+        let mut reads = Vec::new();
+        let mut fetch = |after: Option<&str>, limit: usize| {
+            reads.push(limit);
+            Ok::<_, std::convert::Infallible>(
+                set.iter()
+                    .filter(|failure| after.map_or(true, |after| failure.id.as_str() > after))
+                    .take(limit)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+        };
+        for (limit, listed, next) in [
+            (None, 2500, None),
+            (Some(1), 1, Some("id0000")),
+            (Some(999), 999, Some("id0998")),
+            (Some(1000), 1000, Some("id0999")),
+            (Some(1001), 1001, Some("id1000")),
+            (Some(2499), 2499, Some("id2498")),
+            (Some(2500), 2500, None),
+            (Some(2501), 2500, None),
+        ] {
+            let (failures, cursor) = collect_failures(&mut fetch, None, limit).unwrap();
+            assert_eq!(failures[..], set[..listed], "limit {limit:?}");
+            assert_eq!(cursor.as_deref(), next, "limit {limit:?}");
+        }
+        // From the middle: the documents after the id, and on to the end.
+        let (failures, cursor) = collect_failures(&mut fetch, Some("id1499"), None).unwrap();
+        assert_eq!((&failures[..], cursor), (&set[1500..], None));
+        let (failures, cursor) = collect_failures(&mut fetch, Some("id1499"), Some(1000)).unwrap();
+        assert_eq!((&failures[..], cursor), (&set[1500..], None));
+        let (failures, cursor) = collect_failures(&mut fetch, Some("id2499"), Some(5)).unwrap();
+        assert_eq!((failures.len(), cursor), (0, None));
+        // No read asks for more than a page.
+        assert!(
+            reads.iter().all(|&limit| limit <= FAILURE_PAGE),
+            "{reads:?}"
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! The typed migration commands: an application registers its collections, and gets `migrate
-//! status|test|execute|revert|runs` in its own binary.
+//! status|test|execute|revert|runs|failures` in its own binary.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -12,11 +12,14 @@ use clap::Parser;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::format::{progress_bar, seconds, write_json, write_runs};
+use super::format::{
+    collect_failures, progress_bar, seconds, write_failures, write_json, write_runs,
+};
+use super::logs::{self, LogFormat};
 use super::Status;
 use crate::{
-    Collection, MigrationError, MigrationReport, Pending, RevertReport, RunRecord, Schema, Store,
-    StoreError,
+    Collection, Failure, MigrationError, MigrationReport, Pending, RevertReport, RunRecord, Schema,
+    Store, StoreError,
 };
 
 /// How many runs `migrate status` lists per collection.
@@ -44,8 +47,37 @@ pub fn run(store: &Store, register: impl FnOnce(Migrations) -> Migrations) -> Ex
 #[derive(Debug, Parser)]
 #[command(about = "Schema migrations of this program's collections")]
 struct Cli {
+    /// How log events are written to standard error; `RUST_LOG` chooses which (warnings and
+    /// errors by default).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "REVOLVE_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     top: Top,
+}
+
+/// Parses `args`, writing `--help` to `out` and usage mistakes to `err`; the status to exit with
+/// when there is nothing to run.
+fn parse<I, A>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> Result<Cli, Status>
+where
+    I: IntoIterator<Item = A>,
+    A: Into<OsString> + Clone,
+{
+    Cli::try_parse_from(args).map_err(|error| {
+        let text = error.render().to_string();
+        if error.use_stderr() {
+            let _ = write!(err, "{text}");
+            Status::Usage
+        } else {
+            let _ = write!(out, "{text}");
+            Status::Success
+        }
+    })
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -86,6 +118,9 @@ pub enum MigrateCommand {
         /// Worker threads; the machine's parallelism by default.
         #[arg(long)]
         threads: Option<usize>,
+        /// Also take documents whose migration failed before.
+        #[arg(long)]
+        retry_failed: bool,
     },
     /// Migrate documents to the latest version, as new revisions.
     Execute {
@@ -110,6 +145,17 @@ pub enum MigrateCommand {
     Runs {
         /// One collection; every registered one by default.
         collection: Option<String>,
+    },
+    /// The failure set: documents whose migration failed, and that runs skip, in id order.
+    Failures {
+        /// One collection; every registered one by default.
+        collection: Option<String>,
+        /// List the documents after this id (as a previous listing's last line says).
+        #[arg(long, value_name = "ID", requires = "collection")]
+        after: Option<String>,
+        /// List at most this many per collection; all of them by default.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
     },
 }
 
@@ -224,39 +270,45 @@ impl Migrations {
     }
 
     /// Runs the command `args` give (the program name first), printing to standard output and
-    /// standard error; see [`run_with`](Self::run_with).
+    /// standard error; see [`run_with`](Self::run_with). Installs a log subscriber first, unless
+    /// the process has one: `RUST_LOG` chooses what is logged (warnings and errors by default),
+    /// to standard error, as JSON lines with `--log-format json` or `REVOLVE_LOG_FORMAT=json`.
     #[must_use]
     pub fn run_from<I, A>(&self, args: I) -> ExitCode
     where
         I: IntoIterator<Item = A>,
         A: Into<OsString> + Clone,
     {
-        let mut out = io::stdout().lock();
-        let mut err = io::stderr().lock();
-        self.run_with(args, &mut out, &mut err).into()
+        // Not locked for the whole command: log events from a run's threads go to standard
+        // error too, and would wait for the lock until the run ends.
+        let mut out = io::stdout();
+        let mut err = io::stderr();
+        let cli = match parse(args, &mut out, &mut err) {
+            Ok(cli) => cli,
+            Err(status) => return status.into(),
+        };
+        if let Some(warning) = logs::install(cli.log_format) {
+            let _ = writeln!(err, "warning: {warning}");
+        }
+        self.run_parsed(cli, &mut out, &mut err).into()
     }
 
     /// Parses `args` (the program name first, then `migrate …`), runs the command, and writes
-    /// its output (and `--help`) to `out`, errors and usage mistakes to `err`.
+    /// its output (and `--help`) to `out`, errors and usage mistakes to `err`. Accepts
+    /// `--log-format` but installs no log subscriber: the caller owns the process's logging.
     #[must_use]
     pub fn run_with<I, A>(&self, args: I, out: &mut dyn Write, err: &mut dyn Write) -> Status
     where
         I: IntoIterator<Item = A>,
         A: Into<OsString> + Clone,
     {
-        let cli = match Cli::try_parse_from(args) {
-            Ok(cli) => cli,
-            Err(error) => {
-                let text = error.render().to_string();
-                return if error.use_stderr() {
-                    let _ = write!(err, "{text}");
-                    Status::Usage
-                } else {
-                    let _ = write!(out, "{text}");
-                    Status::Success
-                };
-            }
-        };
+        match parse(args, out, err) {
+            Ok(cli) => self.run_parsed(cli, out, err),
+            Err(status) => status,
+        }
+    }
+
+    fn run_parsed(&self, cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Status {
         let Top::Migrate(args) = cli.top;
         match self.execute(&args, out) {
             Ok(status) => status,
@@ -286,12 +338,13 @@ impl Migrations {
                 collection,
                 limit,
                 threads,
+                retry_failed,
             } => {
                 let options = RunOptions {
                     dry_run: true,
                     limit: *limit,
                     threads: *threads,
-                    retry_failed: false,
+                    retry_failed: *retry_failed,
                 };
                 let targets = self.targets(collection.as_deref())?;
                 migrate(&targets, &options, args.json, out)
@@ -330,6 +383,14 @@ impl Migrations {
                     write_runs(out, &runs)?;
                 }
                 Ok(Status::Success)
+            }
+            MigrateCommand::Failures {
+                collection,
+                after,
+                limit,
+            } => {
+                let targets = self.targets(collection.as_deref())?;
+                failures(&targets, after.as_deref(), *limit, args.json, out)
             }
         }
     }
@@ -449,6 +510,45 @@ fn migrate(
     })
 }
 
+fn failures(
+    targets: &[Box<dyn Target>],
+    after: Option<&str>,
+    limit: Option<u64>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Status, CommandError> {
+    let limit = limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
+    let mut listed = Vec::new();
+    for target in targets {
+        let (failures, next) =
+            collect_failures(|after, limit| target.failures(after, limit), after, limit)?;
+        listed.push(CollectionFailures {
+            collection: target.name().to_owned(),
+            failures,
+            next,
+        });
+    }
+    if json {
+        write_json(
+            out,
+            &FailuresOutput {
+                collections: &listed,
+            },
+        )?;
+    } else {
+        for listed in &listed {
+            write_failures(
+                out,
+                &listed.collection,
+                &listed.failures,
+                after.is_some(),
+                listed.next.as_deref(),
+            )?;
+        }
+    }
+    Ok(Status::Success)
+}
+
 fn write_report(out: &mut dyn Write, collection: &str, report: &MigrationReport) -> io::Result<()> {
     let Some(run) = report.run_id else {
         return writeln!(
@@ -557,6 +657,7 @@ trait Target {
         bar: &ProgressBar,
     ) -> Result<MigrationReport, MigrationError>;
     fn revert(&self, run: u64) -> Result<RevertReport, MigrationError>;
+    fn failures(&self, after: Option<&str>, limit: usize) -> Result<Vec<Failure>, StoreError>;
 }
 
 fn open<T: Schema>(store: &Store) -> Result<Box<dyn Target>, StoreError> {
@@ -621,6 +722,10 @@ impl<T: Schema> Target for Collection<T> {
     fn revert(&self, run: u64) -> Result<RevertReport, MigrationError> {
         Collection::revert(self, run)
     }
+
+    fn failures(&self, after: Option<&str>, limit: usize) -> Result<Vec<Failure>, StoreError> {
+        Collection::failures_page(self, after, limit)
+    }
 }
 
 #[derive(Serialize)]
@@ -657,6 +762,18 @@ struct RevertOutput<'a> {
     collection: &'a str,
     #[serde(flatten)]
     report: &'a RevertReport,
+}
+
+#[derive(Serialize)]
+struct CollectionFailures {
+    collection: String,
+    failures: Vec<Failure>,
+    next: Option<String>,
+}
+
+#[derive(Serialize)]
+struct FailuresOutput<'a> {
+    collections: &'a [CollectionFailures],
 }
 
 #[derive(Serialize)]

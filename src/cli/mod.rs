@@ -4,7 +4,8 @@
 //! # Migration commands in your binary
 //!
 //! The `revolve` binary works on any store without the application's types, so it cannot run
-//! steps. An application gets the typed commands in its own binary by registering its collections:
+//! steps. An application gets the typed commands in its own binary by registering its collections
+//! (the `issues_cli` example does it for the `server` example's issues):
 //!
 //! ```no_run
 //! use std::process::ExitCode;
@@ -33,15 +34,27 @@
 //!
 //! ```text
 //! app migrate status  [COLLECTION]                 documents per version, pending, last runs
-//! app migrate test    [COLLECTION] [--limit N]     a dry run: every step runs, nothing is written
+//! app migrate test    [COLLECTION] [--limit N] [--threads N] [--retry-failed]
+//!                                                  a dry run: every step runs, nothing is written
 //! app migrate execute [COLLECTION] [--limit N] [--threads N] [--retry-failed]
 //! app migrate revert  RUN                          restore what a run replaced
 //! app migrate runs    [COLLECTION]                 the ledger, newest first
+//! app migrate failures [COLLECTION [--after ID]] [--limit N]
+//!                                                  the failure set: documents whose migration
+//!                                                  failed (all of them, in id order)
 //! ```
 //!
-//! each with `--json`, and a progress bar on standard error while a run goes (hidden when standard
-//! error is not a terminal). [`Migrations::execute`] runs an already parsed [`MigrateArgs`], for
-//! applications that embed the commands in their own clap parser.
+//! each with `--json` and `--log-format text|json`, and a progress bar on standard error while a
+//! run goes (hidden when standard error is not a terminal). [`Migrations::execute`] runs an
+//! already parsed [`MigrateArgs`], for applications that embed the commands in their own clap
+//! parser.
+//!
+//! # Logs
+//!
+//! [`run`] installs a [`tracing`](https://docs.rs/tracing) subscriber (unless the process already
+//! has one) writing to standard error: `RUST_LOG` chooses what is logged (warnings and errors by
+//! default, e.g. `RUST_LOG=revolve=debug`), as text, or as one JSON object per line with
+//! `--log-format json` or `REVOLVE_LOG_FORMAT=json`. The `revolve` binary does the same.
 //!
 //! # Exit codes
 //!
@@ -56,12 +69,13 @@
 //! | 4 | [`Status::Locked`] | another process has the database open |
 
 mod format;
+mod logs;
 mod migrate;
 
 use std::process::ExitCode;
 
 use crate::time;
-use crate::{RunKind, RunRecord, RunState, StoreError};
+use crate::{Failure, RunKind, RunRecord, RunState, StoreError};
 
 pub use self::migrate::{run, CommandError, MigrateArgs, MigrateCommand, Migrations};
 

@@ -57,7 +57,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Middleware on every matched route: refuses a guarded request without the right token.
+/// Middleware on every matched route: refuses a guarded request without the right token (401), or
+/// with more than one `Authorization` header (400), whatever they hold.
 pub(crate) async fn authorize(
     State(state): State<AppState>,
     request: Request,
@@ -69,6 +70,19 @@ pub(crate) async fn authorize(
             .get::<MatchedPath>()
             .map_or("", MatchedPath::as_str);
         if needs_token(request.method(), route, state.protect_reads) {
+            if request
+                .headers()
+                .get_all(AUTHORIZATION)
+                .iter()
+                .nth(1)
+                .is_some()
+            {
+                // Ambiguous: a proxy in front may have checked another one than this server would.
+                return ApiError::BadRequest(
+                    "more than one `Authorization` header; send exactly one".to_owned(),
+                )
+                .into_response();
+            }
             match bearer(request.headers()) {
                 None => return ApiError::Unauthorized { presented: false }.into_response(),
                 Some(presented) if !token.accepts(presented) => {

@@ -13,7 +13,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::{MigrationError, Revision, StoreError};
+use super::handlers::encode_segment;
+use crate::{FailureClass, MigrationError, Revision, SchemaError, StoreError};
 
 /// The media type of every error body.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
@@ -55,6 +56,16 @@ pub(crate) enum ApiError {
     NotRevertible(String),
     /// 409: a newer program owns the collection or the document.
     VersionTooNew(String),
+    /// 409: a stored revision cannot be brought to the latest version (its step fails, or its
+    /// payload does not decode at its version).
+    NotUpgradable(Box<NotUpgradable>),
+    /// 500: a document's stored bytes are damaged. Shown only in a list page, in the document's
+    /// place (with the damage logged); a read of the document is an internal error.
+    Corrupt {
+        collection: String,
+        id: String,
+        revision: Option<Revision>,
+    },
     /// 412: `If-Match` named a revision that is no longer current, or `If-None-Match: *` found a
     /// document.
     PreconditionFailed {
@@ -84,7 +95,31 @@ pub(crate) enum ApiError {
     Internal(Box<dyn StdError + Send + Sync>),
 }
 
+/// A document that cannot be upgraded: what the problem tells the client.
+#[derive(Debug)]
+pub(crate) struct NotUpgradable {
+    pub(crate) collection: String,
+    pub(crate) id: String,
+    pub(crate) revision: Revision,
+    pub(crate) stored_version: u32,
+    pub(crate) class: FailureClass,
+    /// The error and its sources, as a migration records it.
+    pub(crate) message: String,
+    /// The path of the raw revision, `/{c}/docs/{id}/revisions/{rev}?raw=true`, under the path
+    /// the router is nested at.
+    pub(crate) raw_revision: String,
+}
+
 impl ApiError {
+    /// Puts the paths a problem links to under `base`, the path the router is nested at (empty
+    /// when it is not).
+    pub(crate) fn under(mut self, base: &str) -> Self {
+        if let Self::NotUpgradable(not_upgradable) = &mut self {
+            not_upgradable.raw_revision.insert_str(0, base);
+        }
+        self
+    }
+
     /// An internal error from anything that is an error.
     pub(crate) fn internal(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self::Internal(error.into())
@@ -152,6 +187,16 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "version-too-new",
                 "a newer program owns this collection",
+            ),
+            Self::NotUpgradable(_) => (
+                StatusCode::CONFLICT,
+                "not-upgradable",
+                "the document cannot be upgraded to the latest version",
+            ),
+            Self::Corrupt { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "corrupt",
+                "the document's stored bytes are damaged",
             ),
             Self::PreconditionFailed { .. } => (
                 StatusCode::PRECONDITION_FAILED,
@@ -231,6 +276,18 @@ impl ApiError {
             Self::RunNotFound { collection, run } => {
                 format!("no run {run} in the ledger of `{collection}`")
             }
+            Self::NotUpgradable(not) => format!(
+                "document `{}` in `{}` is stored at version {} (revision {}) and cannot be upgraded: {}; it is kept as stored, at {}, until a new revision is written over it",
+                not.id, not.collection, not.stored_version, not.revision, not.message, not.raw_revision
+            ),
+            Self::Corrupt {
+                collection,
+                id,
+                revision,
+            } => format!(
+                "document `{id}` in `{collection}`{} is damaged and cannot be read; the damage has been logged",
+                revision.map(|revision| format!(" (revision {revision})")).unwrap_or_default()
+            ),
             Self::MethodNotAllowed(method) => format!("this route does not accept {method}"),
             Self::UnknownFields {
                 collection,
@@ -272,6 +329,24 @@ impl ApiError {
                 current: Some(current),
                 ..
             } => problem["current_revision"] = json!(current),
+            Self::NotUpgradable(not) => {
+                problem["collection"] = json!(not.collection);
+                problem["id"] = json!(not.id);
+                problem["revision"] = json!(not.revision);
+                problem["stored_version"] = json!(not.stored_version);
+                problem["class"] = json!(not.class);
+                problem["message"] = json!(not.message);
+                problem["raw_revision"] = json!(not.raw_revision);
+            }
+            Self::Corrupt {
+                collection,
+                id,
+                revision,
+            } => {
+                problem["collection"] = json!(collection);
+                problem["id"] = json!(id);
+                problem["revision"] = json!(revision);
+            }
             _ => {}
         }
         problem
@@ -325,6 +400,43 @@ impl From<StoreError> for ApiError {
                 current: Some(current),
             },
             StoreError::VersionTooNew { .. } => Self::VersionTooNew(error.to_string()),
+            // Only a failure of the document itself is a known state; a broken chain is the
+            // program's fault and stays an internal error.
+            StoreError::Upgrade {
+                collection,
+                id,
+                revision,
+                stored_version,
+                source,
+                ..
+            } if matches!(
+                *source,
+                SchemaError::Step { .. }
+                    | SchemaError::StepPanicked { .. }
+                    | SchemaError::Decode { .. }
+                    | SchemaError::UnknownVersion { .. }
+            ) =>
+            {
+                let raw_revision = format!(
+                    "/{}/docs/{}/revisions/{revision}?raw=true",
+                    encode_segment(&collection),
+                    encode_segment(&id)
+                );
+                Self::NotUpgradable(Box::new(NotUpgradable {
+                    class: FailureClass::of_upgrade(&source),
+                    message: chain(&*source),
+                    collection,
+                    id,
+                    revision,
+                    stored_version,
+                    raw_revision,
+                }))
+            }
+            StoreError::Upgrade { ref source, .. }
+                if matches!(**source, SchemaError::VersionTooNew { .. }) =>
+            {
+                Self::VersionTooNew(chain(&error))
+            }
             StoreError::UnknownCollection { collection } => Self::UnknownCollection(collection),
             other => Self::internal(other),
         }
@@ -346,7 +458,7 @@ impl From<MigrationError> for ApiError {
 }
 
 /// An error and its sources on one line, for errors whose text is the client's to read.
-fn chain(error: &dyn StdError) -> String {
+pub(crate) fn chain(error: &dyn StdError) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -366,6 +478,69 @@ mod tests {
         let body = error.problem().to_string();
         assert!(!body.contains("secret"), "{body}");
         assert_eq!(error.problem()["status"], 500);
+    }
+
+    fn upgrade(source: SchemaError) -> StoreError {
+        StoreError::Upgrade {
+            collection: "notes".to_owned(),
+            id: "a b".to_owned(),
+            revision: Revision::FIRST,
+            stored_version: 1,
+            raw: Box::new(crate::RawRevision {
+                info: crate::RevisionInfo {
+                    revision: Revision::FIRST,
+                    parent: None,
+                    version: Some(1),
+                    removed: false,
+                    origin: crate::Origin::Write,
+                    timestamp: std::time::UNIX_EPOCH,
+                },
+                payload: None,
+                bytes: Vec::new(),
+            }),
+            source: Box::new(source),
+        }
+    }
+
+    #[test]
+    fn only_a_failing_document_is_not_upgradable() {
+        let refused = ApiError::from(upgrade(SchemaError::UnknownVersion {
+            collection: "notes",
+            version: 0,
+        }));
+        let problem = refused.problem();
+        assert_eq!(problem["status"], 409, "{problem}");
+        assert_eq!(problem["type"], "urn:revolve:problem:not-upgradable");
+        assert_eq!(problem["class"], "decode");
+        assert_eq!(
+            problem["raw_revision"],
+            "/notes/docs/a%20b/revisions/1?raw=true"
+        );
+        let panicked = ApiError::from(upgrade(SchemaError::StepPanicked {
+            collection: "notes",
+            from: 1,
+            to: 2,
+            message: "boom".to_owned(),
+        }));
+        assert_eq!(panicked.problem()["class"], "panic");
+        let newer = ApiError::from(upgrade(SchemaError::VersionTooNew {
+            collection: "notes",
+            stored: 3,
+            known: 2,
+        }));
+        assert_eq!(
+            newer.problem()["type"],
+            "urn:revolve:problem:version-too-new"
+        );
+        // A broken chain is the program's fault: logged, never sent.
+        let broken = ApiError::from(upgrade(SchemaError::InvalidChain {
+            collection: "notes",
+            type_name: "Note",
+            reason: "secret reason".to_owned(),
+        }));
+        let problem = broken.problem();
+        assert_eq!(problem["status"], 500, "{problem}");
+        assert!(!problem.to_string().contains("secret"), "{problem}");
     }
 
     #[test]

@@ -270,17 +270,36 @@ fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
+/// The path the router is nested at (empty when it is not): what the original request path has
+/// before the path routed. Every link a problem gives starts with it, so the read handlers take it
+/// and the mount's reads require it.
+pub(crate) struct Base(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Base {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let base = parts
+            .extensions
+            .get::<OriginalUri>()
+            .and_then(|OriginalUri(original)| original.path().strip_suffix(parts.uri.path()))
+            .unwrap_or_default();
+        Ok(Self(base.to_owned()))
+    }
+}
+
 pub(crate) async fn list(
     State(state): State<AppState>,
     ApiPath(collection): ApiPath<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
+    Base(base): Base,
 ) -> Result<Json<Value>, ApiError> {
     let mounted = state.mounted(&collection)?;
     let limit = page_size(query.limit)?;
     if let Some(after) = &query.after {
         check_id(after)?;
     }
-    blocking(move || mounted.list(query.after.as_deref(), limit))
+    blocking(move || mounted.list(query.after.as_deref(), limit, &base))
         .await
         .map(Json)
 }
@@ -313,10 +332,11 @@ pub(crate) async fn read(
     State(state): State<AppState>,
     ApiPath((collection, id)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<ReadQuery>,
+    Base(base): Base,
 ) -> Result<Response, ApiError> {
     let mounted = state.mounted(&collection)?;
     let at = query.revision.map(revision).transpose()?;
-    let document = blocking(move || mounted.get(&id, at)).await?;
+    let document = blocking(move || mounted.get(&id, at, &base)).await?;
     shown(StatusCode::OK, document, None)
 }
 
@@ -418,6 +438,7 @@ pub(crate) async fn revision_of(
     State(state): State<AppState>,
     ApiPath((collection, id, number)): ApiPath<(String, String, u64)>,
     ApiQuery(query): ApiQuery<RevisionQuery>,
+    Base(base): Base,
 ) -> Result<Response, ApiError> {
     let mounted = state.mounted(&collection)?;
     let at = revision(number)?;
@@ -427,7 +448,7 @@ pub(crate) async fn revision_of(
         response.headers_mut().insert(ETAG, etag(at)?);
         return Ok(response);
     }
-    let document = blocking(move || mounted.get(&id, Some(at))).await?;
+    let document = blocking(move || mounted.get(&id, Some(at), &base)).await?;
     shown(StatusCode::OK, document, None)
 }
 
@@ -667,6 +688,28 @@ pub(crate) async fn runs(
     let mounted = state.mounted(&collection)?;
     let limit = page_size(query.limit)?;
     blocking(move || mounted.runs(query.before, limit))
+        .await
+        .map(Json)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FailuresQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn failures(
+    State(state): State<AppState>,
+    ApiPath(collection): ApiPath<String>,
+    ApiQuery(query): ApiQuery<FailuresQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let mounted = state.mounted(&collection)?;
+    let limit = page_size(query.limit)?;
+    if let Some(after) = &query.after {
+        check_id(after)?;
+    }
+    blocking(move || mounted.failures(query.after.as_deref(), limit))
         .await
         .map(Json)
 }

@@ -11,7 +11,7 @@
 //!     .collection::<Issue>()?
 //!     .token(std::env::var("REVOLVE_TOKEN")?)
 //!     .build()?;
-//! axum::serve(tokio::net::TcpListener::bind("127.0.0.1:3000").await?, app).await?;
+//! revolve::http::serve(tokio::net::TcpListener::bind("127.0.0.1:3000").await?, app).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -22,7 +22,7 @@
 //!
 //! | route | does | token |
 //! |---|---|---|
-//! | `GET /{c}?after=ID&limit=N` | current documents in id order; `next` is the following page's `after` | no |
+//! | `GET /{c}?after=ID&limit=N` | current documents in id order; `next` is the following page's `after`, given whenever more follow; a document that cannot be shown is `{"id", "revision", "problem"}` in place of its body (see below) | no |
 //! | `POST /{c}` | create under a generated id: 201, `Location`, `ETag` | yes |
 //! | `GET /{c}/docs/{id}[?revision=N]` | a document upgraded to the latest version; `ETag` is its revision | no |
 //! | `PUT /{c}/docs/{id}` | `If-Match: "N"` replace (412 if stale), `If-Match: *` or none replace, `If-None-Match: *` create under this id (201) | yes |
@@ -32,11 +32,14 @@
 //! | `GET /{c}/schema`, `/{c}/schema/history`, `/{c}/schema/{version}` | JSON Schemas and their history | no |
 //! | `POST /{c}/migrate/test`, `POST /{c}/migrate/execute` | a dry run or a run; `{"limit": N}` in the body or `?limit=N`; the `MigrationReport`, or with `Accept: application/x-ndjson` a progress line per chunk and then the report | yes |
 //! | `GET /{c}/migrate/status` | counts per version, pending, the last runs | yes |
+//! | `GET /{c}/migrate/failures[?after=ID&limit=N]` | the failure set: every document whose migration failed and that runs skip, in id order (`id`, head `revision`, `from_version`, `class`, `error`); `next` is the following page's `after`, given whenever more follow | yes |
 //! | `GET /{c}/migrate/runs[?before=ID&limit=N]`, `GET /{c}/migrate/runs/{run_id}` | the run ledger | yes |
 //! | `POST /{c}/migrate/runs/{run_id}/revert` | revert a run | yes |
 //!
 //! And `GET /healthz`, `GET /openapi.json` (an `OpenAPI` 3.1 document built from the mounted
-//! collections' JSON Schemas), both always open.
+//! collections' JSON Schemas), both always open. A [`Router::read_only`] server mounts neither the
+//! writing routes nor any `/{c}/migrate` route, reading ones included (status, failures, runs):
+//! those are an operator's, on a writable server or with the `revolve` command line.
 //!
 //! Times are RFC 3339 strings in UTC to the microsecond (`2026-12-06T11:16:19.123456Z`: a
 //! revision's `timestamp`, a run's `started` and `finished`, a schema record's `recorded`) and
@@ -72,6 +75,74 @@
 //! `current_revision`), a missing `If-Match` when required (428), a run under way (409, with
 //! `run_id`), a timeout (503). Internal errors are logged with `tracing`, never sent.
 //!
+//! A document whose stored revision cannot be brought to the latest version (its step refuses it,
+//! or its payload does not decode at its version) is not an internal error but a known state:
+//! reading it answers 409 `urn:revolve:problem:not-upgradable` with `collection`, `id`,
+//! `revision`, `stored_version`, the failure `class` (`step`, `panic` or `decode`, as a migration
+//! names it), `message`, the whole error chain (the step's own message last), and
+//! `raw_revision`, the path of that revision as stored (`/{c}/docs/{id}/revisions/{rev}?raw=true`,
+//! under the path the router is nested at). Such documents stay as they are until written again;
+//! a migration records them in the failure set (`GET /{c}/migrate/failures`, on a writable
+//! server). The problem and a failure record name the same things differently, each after its
+//! own side: the problem's `stored_version` is the version the revision read is stored at, as a
+//! document's `stored_version` is, and its `message` is the error of this read; a failure's
+//! `from_version` is the version a migration tried to upgrade from, and its `error` is what that
+//! run recorded (the same text when the document and the program did not change since).
+//!
+//! A list page never fails for one document: one it cannot show appears as
+//! `{"id", "revision", "problem"}` in the document's place, counts toward `limit`, and the page goes
+//! on. The problem is `not-upgradable` as above; `version-too-new` (409) for a document a newer
+//! program wrote; or `corrupt` (500, with `collection`, `id` and `revision` when the head names
+//! it) for one whose stored bytes are damaged, which is also logged, and which a read of the
+//! document alone answers as an internal error. Any other error (the storage engine failing)
+//! still fails the page.
+//!
+//! Requests that hyper cannot parse (a bad request line, `Content-Length: -1`, a NUL in a header,
+//! an unsupported HTTP version: 400; a URI too long: 414; headers too large: 431) get a problem
+//! body too when served by [`serve`]/[`Server`], which rewrite hyper's own empty response. Where the
+//! stack does not allow one: a connection that runs out of its header read timeout is closed
+//! without a response (hyper writes none); an HTTP/2 preface is refused by closing (only HTTP/1.1
+//! is served); and behind another server (`axum::serve`, a proxy) such requests get that server's
+//! response, hyper's being an empty 400.
+//!
+//! Two `Authorization` headers on a route that needs the token are refused (400), whatever they
+//! hold: a proxy in front might have checked the other one.
+//!
+//! # Serving
+//!
+//! [`serve`] (or [`Server`], to change its limits) serves the router over HTTP/1.1 with what
+//! `axum::serve` does not set: a header read timeout ([`DEFAULT_HEADER_READ_TIMEOUT`], 10 s;
+//! idle kept-alive connections are closed after it too), a cap on open connections
+//! ([`DEFAULT_MAX_CONNECTIONS`], 1,024; at the cap it stops accepting, so new clients wait in the
+//! kernel's listen queue, in order: a client behind `n` stalled connections waits at most about
+//! `ceil(n / cap)` header timeouts), and a graceful shutdown
+//! ([`Server::with_graceful_shutdown`]).
+//!
+//! An application that mounts the router elsewhere (`axum::serve`, its own hyper server, nested
+//! in a larger `axum::Router`) must provide these itself, or put a proxy in front that does
+//! (nginx: `client_header_timeout`, `worker_connections`):
+//! - **a header read timeout**: hyper's `http1::Builder::header_read_timeout` takes effect only
+//!   with a timer (`.timer(hyper_util::rt::TokioTimer::new())`); `axum::serve` sets none, so a
+//!   client that stalls inside its headers holds its socket for ever;
+//! - **a cap on open sockets**, not on requests: `tower::limit::ConcurrencyLimit` counts requests,
+//!   and a stalled connection has none; acquire a permit before `accept` and hold it per
+//!   connection; keep the cap under the file descriptor limit (`ulimit -n`);
+//! - **a graceful shutdown** that stops accepting and lets requests under way finish;
+//! - **a request log**: the router logs each request itself (see below), so nothing is needed for
+//!   that; the layers of [`Router::build`] (body limit, request timeout, auth) come with it.
+//!
+//! # Logs
+//!
+//! The router emits `tracing` events; the application installs a subscriber (the example server
+//! does: `RUST_LOG`, `--log-format json`). Each request is an `info` event "request answered" with
+//! `status` and `latency_us`, inside a `request` span with `method` and `route` (the matched
+//! template, such as `/{collection}/docs/{id}`, never the path); each 5xx is also an `error`
+//! event "request failed" with the error and its causes. No header, token, query or body is
+//! logged. [`Server`] logs accept errors (`error`, such as running out of file descriptors), its
+//! shutdown (`info`), and at `debug` each connection that ends in an error (a header read
+//! timeout, a request hyper could not parse: these never reach the router, so they have no
+//! request line).
+//!
 //! Store calls run on tokio's blocking pool. Migration runs run there too, not in the request:
 //! a client that disconnects leaves the run going, and finds its end in the ledger
 //! (`GET /{c}/migrate/runs/{run_id}`; every progress line carries the `run_id`). The run holds the
@@ -83,8 +154,14 @@ mod fields;
 mod handlers;
 mod mount;
 mod openapi;
+mod parse_error;
 mod router;
+mod serve;
 mod stream;
+mod trace;
 mod view;
 
 pub use self::router::{BuildError, Router, DEFAULT_BODY_LIMIT, DEFAULT_TIMEOUT};
+pub use self::serve::{
+    serve, Server, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
+};

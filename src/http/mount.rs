@@ -10,11 +10,12 @@ use serde::Serialize;
 use serde_json::error::Category;
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{chain, ApiError};
 use super::fields::unknown_fields;
 use super::view;
 use crate::{
-    Collection, Document, MigrationReport, Progress, Revision, RunState, Schema, MAX_ID_LEN,
+    Collection, Document, MigrationReport, Progress, Revision, RunState, Schema, StoreError,
+    MAX_ID_LEN,
 };
 
 /// A document as the API shows it, and its revision for the `ETag`.
@@ -58,14 +59,18 @@ pub(crate) trait Mounted: Send + Sync + 'static {
     fn update(&self, id: &str, expected: Option<Revision>, body: &[u8]) -> Result<Shown, ApiError>;
     /// Removes; with `expected`, only if the document is still at it.
     fn remove(&self, id: &str, expected: Option<Revision>) -> Result<Revision, ApiError>;
-    /// The current revision, or `revision`, upgraded to the latest version.
-    fn get(&self, id: &str, revision: Option<Revision>) -> Result<Shown, ApiError>;
+    /// The current revision, or `revision`, upgraded to the latest version; a problem links under
+    /// `base`.
+    fn get(&self, id: &str, revision: Option<Revision>, base: &str) -> Result<Shown, ApiError>;
     /// One revision exactly as stored.
     fn raw_revision(&self, id: &str, revision: Revision) -> Result<Value, ApiError>;
     /// Up to `limit` revisions' metadata after `after`, and the cursor of the next page.
     fn history(&self, id: &str, after: Option<Revision>, limit: usize) -> Result<Value, ApiError>;
-    /// Up to `limit` current documents after `after`, and the cursor of the next page.
-    fn list(&self, after: Option<&str>, limit: usize) -> Result<Value, ApiError>;
+    /// Up to `limit` current documents after `after`, and the cursor of the next page. A document
+    /// that cannot be upgraded is an entry with its problem, linking under `base`.
+    fn list(&self, after: Option<&str>, limit: usize, base: &str) -> Result<Value, ApiError>;
+    /// Up to `limit` documents of the failure set after `after`, and the cursor of the next page.
+    fn failures(&self, after: Option<&str>, limit: usize) -> Result<Value, ApiError>;
 
     fn status(&self, runs: usize) -> Result<Value, ApiError>;
     fn runs(&self, before: Option<u64>, limit: usize) -> Result<Value, ApiError>;
@@ -149,6 +154,43 @@ fn to_json(value: &impl Serialize) -> Result<Value, ApiError> {
 }
 
 impl<T: Schema> Mount<T> {
+    /// The id, revision and problem a list page shows in place of a document it cannot show: one
+    /// that cannot be upgraded, one a newer program wrote, one whose bytes are damaged. `last` is
+    /// what the iterator read last, for an error that names no document. Any other error fails
+    /// the page.
+    fn entry_problem(
+        &self,
+        error: StoreError,
+        last: Option<(&str, Option<Revision>)>,
+        base: &str,
+    ) -> Result<(String, Option<Revision>, Value), ApiError> {
+        let (id, revision) = match (&error, last) {
+            (StoreError::Upgrade { id, revision, .. }, _) => (id.clone(), Some(*revision)),
+            (StoreError::Corrupt { id, revision, .. }, last) => (
+                id.clone(),
+                revision.or_else(|| last.and_then(|(_, revision)| revision)),
+            ),
+            (StoreError::VersionTooNew { .. }, Some((id, revision))) => (id.to_owned(), revision),
+            _ => return Err(error.into()),
+        };
+        let problem = if matches!(error, StoreError::Corrupt { .. }) {
+            tracing::error!(
+                collection = self.collection.name(),
+                id,
+                error = %chain(&error),
+                "a listed document is damaged"
+            );
+            ApiError::Corrupt {
+                collection: self.collection.name().to_owned(),
+                id: id.clone(),
+                revision,
+            }
+        } else {
+            ApiError::from(error).under(base)
+        };
+        Ok((id, revision, problem.problem()))
+    }
+
     fn not_found(&self, id: &str) -> ApiError {
         ApiError::DocumentNotFound {
             collection: self.collection.name().to_owned(),
@@ -255,16 +297,22 @@ impl<T: Schema> Mounted for Mount<T> {
         })
     }
 
-    fn get(&self, id: &str, revision: Option<Revision>) -> Result<Shown, ApiError> {
-        let document = match revision {
-            None => self.collection.get(id)?.ok_or_else(|| self.not_found(id))?,
-            Some(revision) => self.collection.revision(id, revision)?.ok_or_else(|| {
-                ApiError::RevisionNotFound {
+    fn get(&self, id: &str, revision: Option<Revision>, base: &str) -> Result<Shown, ApiError> {
+        let read = match revision {
+            None => self.collection.get(id),
+            Some(revision) => self.collection.revision(id, revision),
+        };
+        let document = match (read, revision) {
+            (Err(error), _) => return Err(ApiError::from(error).under(base)),
+            (Ok(Some(document)), _) => document,
+            (Ok(None), None) => return Err(self.not_found(id)),
+            (Ok(None), Some(revision)) => {
+                return Err(ApiError::RevisionNotFound {
                     collection: self.collection.name().to_owned(),
                     id: id.to_owned(),
                     revision,
-                }
-            })?,
+                })
+            }
         };
         Self::show(&document)
     }
@@ -306,27 +354,48 @@ impl<T: Schema> Mounted for Mount<T> {
         }))
     }
 
-    fn list(&self, after: Option<&str>, limit: usize) -> Result<Value, ApiError> {
-        let documents = match after {
+    fn list(&self, after: Option<&str>, limit: usize, base: &str) -> Result<Value, ApiError> {
+        let mut documents = match after {
             Some(after) => self.collection.iter_after(after),
             None => self.collection.iter(),
         };
-        let mut items = Vec::new();
+        // (id, entry): a document, or in its place the problem of one that cannot be shown.
+        let mut items: Vec<(String, Value)> = Vec::new();
         let mut next = None;
-        for document in documents {
-            let document = document?;
+        while let Some(document) = documents.next() {
+            // Whatever follows, even an error, is a document after this page.
             if items.len() == limit {
-                next = items
-                    .last()
-                    .map(|shown: &Shown| Value::String(shown.id.clone()));
+                next = items.last().map(|(id, _)| Value::String(id.clone()));
                 break;
             }
-            items.push(Self::show(&document)?);
+            match document {
+                Ok(document) => items.push((document.id.to_string(), Self::show(&document)?.body)),
+                Err(error) => {
+                    let (id, revision, problem) =
+                        self.entry_problem(error, documents.last_head(), base)?;
+                    let entry = json!({ "id": id, "revision": revision, "problem": problem });
+                    items.push((id, entry));
+                }
+            }
         }
         Ok(json!({
-            "items": items.into_iter().map(|shown| shown.body).collect::<Vec<_>>(),
+            "items": items.into_iter().map(|(_, entry)| entry).collect::<Vec<_>>(),
             "next": next,
         }))
+    }
+
+    fn failures(&self, after: Option<&str>, limit: usize) -> Result<Value, ApiError> {
+        // One more than the page tells whether another page follows.
+        let mut failures = self
+            .collection
+            .failures_page(after, limit.saturating_add(1))?;
+        let next = if failures.len() > limit {
+            failures.truncate(limit);
+            failures.last().map(|failure| failure.id.to_string())
+        } else {
+            None
+        };
+        Ok(json!({ "failures": to_json(&failures)?, "next": next }))
     }
 
     fn status(&self, runs: usize) -> Result<Value, ApiError> {

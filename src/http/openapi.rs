@@ -15,6 +15,25 @@ use super::mount::Mounted;
 use crate::MAX_ID_LEN;
 use axum::http::Method;
 
+/// The names of revolve's own schemas in `components/schemas`. A collection's schemas are named
+/// after it (`{c}`, `{c}.Document`, `{c}.{def}`), so the router refuses to mount a collection
+/// named like one of these, which would make two schemas one.
+pub(crate) const OWN_SCHEMAS: [&str; 13] = [
+    "Problem",
+    "MigrationReport",
+    "RunRecord",
+    "RevertReport",
+    "Status",
+    "Revisions",
+    "NotUpgradable",
+    "ProblemEntry",
+    "Failure",
+    "Failures",
+    "RevisionInfo",
+    "RawRevision",
+    "SchemaRecord",
+];
+
 /// What the document describes besides the collections.
 pub(crate) struct Options {
     pub(crate) writable: bool,
@@ -192,6 +211,22 @@ impl Op<'_> {
             self.status.to_owned(),
             json!({ "description": "success", "content": self.response }),
         );
+        if self.method == Method::GET
+            && matches!(
+                self.route,
+                "/{collection}/docs/{id}" | "/{collection}/docs/{id}/revisions/{revision}"
+            )
+        {
+            responses.insert(
+                "409".to_owned(),
+                json!({
+                    "description": "the document cannot be upgraded to the latest version (`not-upgradable`), or a newer program wrote it (`version-too-new`)",
+                    "content": { "application/problem+json": { "schema": {
+                        "anyOf": [schema_ref("NotUpgradable"), schema_ref("Problem")],
+                    } } },
+                }),
+            );
+        }
         responses.insert(
             "default".to_owned(),
             json!({
@@ -236,6 +271,7 @@ pub(crate) fn document(
         }),
     );
     schemas.extend(record_schemas());
+    not_upgradable_schemas(&mut schemas);
     let mut paths = Map::new();
     let mut add = |path: String, ops: Vec<Op<'_>>| {
         let mut item = Map::new();
@@ -329,7 +365,9 @@ pub(crate) fn document(
                 "type": "object",
                 "required": ["items", "next"],
                 "properties": {
-                    "items": { "type": "array", "items": schema_ref(&document) },
+                    "items": { "type": "array", "items": {
+                        "oneOf": [schema_ref(&document), schema_ref("ProblemEntry")],
+                    } },
                     "next": { "type": ["string", "null"] },
                 },
             })),
@@ -537,6 +575,26 @@ pub(crate) fn document(
                 );
             }
             add(
+                format!("/{name}/migrate/failures"),
+                vec![Op {
+                    method: Method::GET,
+                    route: "/{collection}/migrate/failures",
+                    summary: "the failure set: documents whose migration failed, in id order"
+                        .to_owned(),
+                    parameters: vec![
+                        query_param(
+                            "after",
+                            "the `next` of the previous page (an id): documents with a greater id follow",
+                            &id_schema,
+                        ),
+                        query_param("limit", "page size (100 if not given)", &page_schema()),
+                    ],
+                    body: None,
+                    status: "200",
+                    response: json_content(&schema_ref("Failures")),
+                }],
+            );
+            add(
                 format!("/{name}/migrate/status"),
                 vec![Op {
                     method: Method::GET,
@@ -702,6 +760,14 @@ fn record_schemas() -> Map<String, Value> {
                 "error": { "type": "string" },
             },
         },
+        "Failures": {
+            "type": "object",
+            "required": ["failures", "next"],
+            "properties": {
+                "failures": { "type": "array", "items": schema_ref("Failure") },
+                "next": { "type": ["string", "null"] },
+            },
+        },
         "RunRecord": {
             "type": "object",
             "required": [
@@ -814,6 +880,43 @@ fn record_schemas() -> Map<String, Value> {
     }
 }
 
+/// The schemas of the problem of a document that cannot be upgraded, and of a list page's entry
+/// in place of a document it cannot show.
+fn not_upgradable_schemas(schemas: &mut Map<String, Value>) {
+    schemas.insert(
+        "NotUpgradable".to_owned(),
+        json!({
+            "allOf": [schema_ref("Problem"), {
+                "type": "object",
+                "required": ["collection", "id", "revision", "stored_version", "class", "message", "raw_revision"],
+                "properties": {
+                    "collection": { "type": "string" },
+                    "id": { "type": "string" },
+                    "revision": { "type": "integer", "minimum": 1 },
+                    "stored_version": { "type": "integer", "minimum": 0 },
+                    // Only the classes a read can meet: `invalid_output` is a migration's.
+                    "class": { "enum": ["step", "panic", "decode"] },
+                    "message": { "type": "string", "description": "the whole error chain" },
+                    "raw_revision": { "type": "string", "description": "the path of the revision as stored (`?raw=true`)" },
+                },
+            }],
+        }),
+    );
+    schemas.insert(
+        "ProblemEntry".to_owned(),
+        json!({
+            "type": "object",
+            "description": "in a list page, a document that cannot be shown, in place of its body: one that cannot be upgraded (`not-upgradable`), written by a newer program (`version-too-new`), or damaged (`corrupt`)",
+            "required": ["id", "revision", "problem"],
+            "properties": {
+                "id": { "type": "string" },
+                "revision": { "type": ["integer", "null"], "minimum": 1 },
+                "problem": { "anyOf": [schema_ref("NotUpgradable"), schema_ref("Problem")] },
+            },
+        }),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -843,6 +946,28 @@ mod tests {
         // A map stays open; its values are closed.
         let map = &schema["$defs"]["Map"];
         assert_eq!(map["additionalProperties"]["additionalProperties"], false);
+    }
+
+    #[test]
+    fn own_schemas_are_the_ones_the_router_reserves() {
+        let document = document(
+            &BTreeMap::new(),
+            &Options {
+                writable: true,
+                secured: true,
+                protect_reads: false,
+            },
+        );
+        let mut names: Vec<&str> = document["components"]["schemas"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut own = OWN_SCHEMAS.to_vec();
+        names.sort_unstable();
+        own.sort_unstable();
+        assert_eq!(names, own);
     }
 
     #[test]

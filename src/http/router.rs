@@ -14,6 +14,7 @@ use super::auth::{authorize, Token};
 use super::handlers::{self as h, AppState, Shared};
 use super::mount::{Mount, Mounted};
 use super::openapi;
+use super::trace;
 use crate::{Schema, Store, StoreError};
 
 /// The largest request body accepted unless [`Router::body_limit`] sets another: 1 MiB.
@@ -41,8 +42,10 @@ pub enum BuildError {
         /// The collection.
         collection: String,
     },
-    /// A collection's name is one of the router's own top-level routes.
-    #[error("collection name `{collection}` is taken by the router's own `/{collection}` route")]
+    /// A collection's name is one of the router's own top-level routes (`healthz`), or one of the
+    /// schemas its `OpenAPI` document names (`Problem`, `Status`, `Failure`, …), which the
+    /// collection's own schema would take the place of.
+    #[error("collection name `{collection}` is taken by the router's own `/{collection}` route or `OpenAPI` schema")]
     ReservedName {
         /// The collection.
         collection: String,
@@ -67,7 +70,7 @@ pub enum BuildError {
 ///     .token(std::env::var("REVOLVE_TOKEN")?)
 ///     .build()?;
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// axum::serve(listener, app).await?;
+/// revolve::http::serve(listener, app).await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -126,11 +129,12 @@ impl Router {
     /// # Errors
     ///
     /// [`BuildError::Store`] when the store refuses the collection (see [`Store::collection`]),
-    /// [`BuildError::DuplicateCollection`], and [`BuildError::ReservedName`] for `healthz`.
+    /// [`BuildError::DuplicateCollection`], and [`BuildError::ReservedName`] for `healthz` and
+    /// the names of the `OpenAPI` document's own schemas (`Problem`, `Status`, `Failure`, …).
     pub fn collection<T: Schema>(mut self) -> Result<Self, BuildError> {
         let collection = self.store.collection::<T>()?;
         let name = collection.name().to_owned();
-        if name == "healthz" {
+        if name == "healthz" || openapi::OWN_SCHEMAS.contains(&name.as_str()) {
             return Err(BuildError::ReservedName { collection: name });
         }
         if self.collections.contains_key(&name) {
@@ -269,6 +273,7 @@ impl Router {
         if writable {
             quick = quick
                 .route("/{collection}/migrate/status", get(h::migrate_status))
+                .route("/{collection}/migrate/failures", get(h::failures))
                 .route("/{collection}/migrate/runs", get(h::runs))
                 .route("/{collection}/migrate/runs/{run_id}", get(h::run));
         }
@@ -295,6 +300,7 @@ impl Router {
             // slower than this fails (400) instead of holding the connection.
             .layer(RequestBodyTimeoutLayer::new(self.timeout))
             .layer(from_fn(h::problem_backstop))
+            .layer(from_fn(trace::log_request))
             .with_state(state))
     }
 }

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::id::DocId;
 use crate::record::{self, Kind, Origin};
-use crate::schema::{self, Schema, SchemaError};
+use crate::schema::{self, Schema};
 use crate::store::{
     Action, ChunkItem, Collection, Commit, EncodedRevision, FailureRecord, Head, HeadScan, Outcome,
     PreparedBatch, RevisionBytes, RevisionReader, StoreError,
@@ -493,15 +493,8 @@ fn convert<T: Schema>(
             "the head revision is a removal".to_owned(),
         ));
     }
-    let data: T =
-        schema::upgrade(envelope.version, envelope.payload, max_depth).map_err(|error| {
-            let class = match error {
-                SchemaError::Step { .. } => FailureClass::Step,
-                SchemaError::StepPanicked { .. } => FailureClass::Panic,
-                _ => FailureClass::Decode,
-            };
-            (class, chain(&error))
-        })?;
+    let data: T = schema::upgrade(envelope.version, envelope.payload, max_depth)
+        .map_err(|error| (FailureClass::of_upgrade(&error), chain(&error)))?;
     let payload = record::encode_payload(&data)
         .map_err(|error| (FailureClass::InvalidOutput, chain(&error)))?;
     record::decode_payload::<T>(&payload, max_depth).map_err(|error| {
@@ -632,6 +625,7 @@ impl<T: Schema> Committer<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::SchemaError;
 
     #[test]
     fn chain_joins_sources() {

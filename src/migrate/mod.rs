@@ -6,6 +6,7 @@
 //! through the store's crate-internal API.
 
 mod executor;
+mod failures;
 mod ledger;
 mod revert;
 

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use super::counters::{Counter, Counters};
 use super::error::backend;
 use super::keys::{self, Head};
-use super::migration::{Action, ChunkItem, Commit, EncodedRevision, Outcome};
+use super::migration::{Action, ChunkItem, Commit, EncodedRevision, FailureRecord, Outcome};
 use super::write::{Staged, WriteSet};
 use super::{Store, StoreError};
 use crate::id::{self, DocId, Revision};
@@ -357,6 +357,34 @@ pub struct RawRevision {
     pub bytes: Vec<u8>,
 }
 
+impl RawRevision {
+    /// The revision an envelope holds; its payload is `None` for a removal, and for bytes that are
+    /// not MessagePack (kept in `bytes`).
+    fn of(envelope: &Envelope<'_>, max_depth: usize) -> Self {
+        let payload = match envelope.kind {
+            Kind::Tombstone => None,
+            Kind::Document => record::decode_payload(envelope.payload, max_depth).ok(),
+        };
+        Self {
+            info: RevisionInfo::from(envelope),
+            payload,
+            bytes: envelope.payload.to_vec(),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "http"))]
+impl<T> Collection<T> {
+    /// Test only: overwrites the head of `id` with bytes that do not decode, so that the HTTP
+    /// layer's tests can provoke a real store error (500).
+    pub(crate) fn damage_head_for_test(&self, id: &str) {
+        self.core
+            .tree
+            .insert(keys::head(id), &[9u8; 3][..])
+            .unwrap();
+    }
+}
+
 impl<T: Schema> Collection<T> {
     pub(super) fn new(store: Store, core: Arc<Core>, binding: Binding) -> Self {
         Self {
@@ -416,7 +444,9 @@ impl<T: Schema> Collection<T> {
                 collection: self.core.name.clone(),
                 id: id.to_owned(),
                 revision: envelope.revision,
-                source,
+                stored_version: envelope.version,
+                raw: Box::new(RawRevision::of(&envelope, self.max_depth())),
+                source: Box::new(source),
             })?;
         Ok(Some(Document {
             id: DocId::from_validated(id.to_owned()),
@@ -622,7 +652,8 @@ impl<T: Schema> Collection<T> {
     ///
     /// [`StoreError::VersionTooNew`] for a document stored by a newer program,
     /// [`StoreError::Corrupt`] for damaged bytes, [`StoreError::Upgrade`] when the payload does not
-    /// decode or a step fails, [`StoreError::InvalidId`], and [`StoreError::Backend`].
+    /// decode or a step fails (with the stored version and the revision as stored, which stays
+    /// untouched), [`StoreError::InvalidId`], and [`StoreError::Backend`].
     pub fn get(&self, id: &str) -> Result<Option<Document<T>>, StoreError> {
         validate_id(id)?;
         let Some(head) = self.core.head(id)? else {
@@ -751,11 +782,16 @@ impl<T: Schema> Collection<T> {
     }
 
     /// The current documents in id order, upgraded to `T`; removed ones are left out.
+    ///
+    /// A document that cannot be upgraded yields one [`StoreError::Upgrade`] (naming it, with its
+    /// raw revision) and the iterator goes on to the next; so does one whose bytes are damaged
+    /// ([`StoreError::Corrupt`]).
     #[must_use]
     pub fn iter(&self) -> Iter<T> {
         Iter {
             collection: self.clone(),
             heads: self.core.tree.scan_prefix([keys::HEAD]),
+            last: None,
         }
     }
 
@@ -768,6 +804,7 @@ impl<T: Schema> Collection<T> {
         Iter {
             collection: self.clone(),
             heads: self.core.tree.range(start..end.to_vec()),
+            last: None,
         }
     }
 }
@@ -785,6 +822,19 @@ impl<T: Schema> IntoIterator for &Collection<T> {
 pub struct Iter<T> {
     collection: Collection<T>,
     heads: sled::Iter,
+    /// The head key of the item yielded last, and its revision once the head decoded.
+    last: Option<(sled::IVec, Option<Revision>)>,
+}
+
+impl<T> Iter<T> {
+    /// The id of the document the last item was about, and its head revision if the head
+    /// decoded: what an error without an id (such as [`StoreError::VersionTooNew`]) was about.
+    // Only the HTTP list needs it, to show a problem in the document's place.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn last_head(&self) -> Option<(&str, Option<Revision>)> {
+        let (key, revision) = self.last.as_ref()?;
+        Some((keys::id_of_head(key)?, *revision))
+    }
 }
 
 impl<T> fmt::Debug for Iter<T> {
@@ -800,10 +850,12 @@ impl<T: Schema> Iterator for Iter<T> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            self.last = None;
             let (key, value) = match self.heads.next()? {
                 Ok(entry) => entry,
                 Err(error) => return Some(Err(backend(error))),
             };
+            self.last = Some((key.clone(), None));
             let core = &self.collection.core;
             let Some(id) = keys::id_of_head(&key) else {
                 return Some(Err(core.corrupt(
@@ -822,6 +874,7 @@ impl<T: Schema> Iterator for Iter<T> {
             if head.removed {
                 continue;
             }
+            self.last = Some((key.clone(), Some(head.revision)));
             // The revision a head names is written in the same batch as the head and never
             // removed, so it is there even if the document changed since the head was read.
             let result = match core.revision_bytes(id, head.revision) {
@@ -910,6 +963,15 @@ impl RawCollection {
     pub fn removed_count(&self) -> u64 {
         self.core.removed_count()
     }
+
+    /// Up to `limit` records of the failure set in id order, after `after` if given.
+    pub(crate) fn failure_records(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, FailureRecord)>, StoreError> {
+        self.core.failure_records(after, limit)
+    }
 }
 
 #[cfg(test)]
@@ -984,7 +1046,18 @@ mod tests {
             .insert(keys::revision(&id, Revision::FIRST), bytes)
             .unwrap();
         let err = notes.get(&id).unwrap_err();
-        assert!(matches!(err, StoreError::Upgrade { .. }), "{err:?}");
+        let StoreError::Upgrade {
+            stored_version,
+            raw,
+            ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        // The error carries the revision as stored.
+        assert_eq!(*stored_version, 1);
+        assert_eq!(raw.payload, Some(serde_json::json!([1, 2, 3])));
+        assert_eq!(raw.bytes, payload);
         // The raw payload is still readable as JSON.
         let raw = notes.raw_revision(&id, Revision::FIRST).unwrap().unwrap();
         assert_eq!(raw.payload, Some(serde_json::json!([1, 2, 3])));

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::collection::RawRevision;
 use crate::id::{InvalidId, Revision};
 use crate::record::RecordError;
 use crate::schema::{Compatibility, SchemaChange, SchemaError};
@@ -136,7 +137,11 @@ pub enum StoreError {
     },
     /// A stored revision could not be brought to the latest version: its payload does not decode,
     /// or a step failed.
-    #[error("cannot read `{id}` revision {revision} in `{collection}`")]
+    ///
+    /// Not a damaged store: the revision is intact, kept as it is, and given here (`raw`) so that
+    /// the caller can show it or write a repaired document over it. [`Iter`](crate::Iter) yields
+    /// this error for the document and goes on to the next.
+    #[error("cannot read `{id}` revision {revision} (version {stored_version}) in `{collection}`")]
     Upgrade {
         /// The collection.
         collection: String,
@@ -144,9 +149,14 @@ pub enum StoreError {
         id: String,
         /// The revision read.
         revision: Revision,
-        /// Why it failed.
+        /// The schema version the revision is stored at.
+        stored_version: u32,
+        /// The revision exactly as stored. Its `payload` is `None` when the stored bytes are not
+        /// MessagePack at all; `bytes` holds them either way.
+        raw: Box<RawRevision>,
+        /// Why it failed. Boxed, as `raw` is, so that every `Result` of the store stays small.
         #[source]
-        source: SchemaError,
+        source: Box<SchemaError>,
     },
     /// A document could not be encoded for writing.
     #[error("cannot encode a `{collection}` document")]

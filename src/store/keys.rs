@@ -59,6 +59,14 @@ pub(super) fn failure(id: &str) -> Vec<u8> {
     key
 }
 
+/// The id a failure key names; `None` for a key outside the failure space or not UTF-8.
+pub(super) fn id_of_failure(key: &[u8]) -> Option<&str> {
+    match key.split_first() {
+        Some((&FAILURE, id)) => std::str::from_utf8(id).ok(),
+        _ => None,
+    }
+}
+
 pub(super) fn cursor(target: u32) -> [u8; 5] {
     let v = target.to_be_bytes();
     [CURSOR, v[0], v[1], v[2], v[3]]
@@ -146,6 +154,8 @@ mod tests {
         assert_eq!(id_of_head(&head("doc")), Some("doc"));
         assert_eq!(id_of_head(&revision("doc", Revision::FIRST)), None);
         assert_ne!(failure("doc")[0], head("doc")[0]);
+        assert_eq!(id_of_failure(&failure("doc")), Some("doc"));
+        assert_eq!(id_of_failure(&head("doc")), None);
         assert_ne!(cursor(1)[0], HEAD);
     }
 }

@@ -263,6 +263,36 @@ impl RevisionReader<'_> {
     }
 }
 
+impl Core {
+    /// Up to `limit` records of the failure set in id order, after `after` if given.
+    pub(super) fn failure_records(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, FailureRecord)>, StoreError> {
+        let start = match after {
+            Some(id) => Bound::Excluded(keys::failure(id)),
+            None => Bound::Included(vec![keys::FAILURE]),
+        };
+        let end = Bound::Excluded(vec![keys::FAILURE + 1]);
+        let mut page = Vec::new();
+        for entry in self.tree.range::<Vec<u8>, _>((start, end)).take(limit) {
+            let (key, bytes) = entry.map_err(backend)?;
+            let Some(id) = keys::id_of_failure(&key) else {
+                return Err(self.corrupt(
+                    &String::from_utf8_lossy(&key),
+                    None,
+                    RecordError::InvalidHeader("failure key is not UTF-8"),
+                ));
+            };
+            let record = record::decode_payload(&bytes, 8)
+                .map_err(|source| self.corrupt(id, None, source))?;
+            page.push((id.to_owned(), record));
+        }
+        Ok(page)
+    }
+}
+
 impl<T: Schema> Collection<T> {
     fn core(&self) -> &Core {
         &self.core
@@ -347,6 +377,15 @@ impl<T: Schema> Collection<T> {
             iter: None,
             peeked: None,
         }
+    }
+
+    /// Up to `limit` records of the failure set in id order, after `after` if given.
+    pub(crate) fn failure_records(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, FailureRecord)>, StoreError> {
+        self.core().failure_records(after, limit)
     }
 
     /// The failure recorded for a document, if any.

@@ -90,6 +90,50 @@ async fn writes_and_migrate_routes_need_the_token() {
         .expect(StatusCode::CREATED);
 }
 
+/// Two `Authorization` headers are ambiguous (a proxy may have checked the other one): refused
+/// with 400 whatever their order and values, and nothing is written.
+#[tokio::test]
+async fn a_duplicate_authorization_header_is_refused() {
+    let (_dir, _store, app, issues) = issues();
+    let valid = format!("Bearer {TOKEN}");
+    let before = issues.count_by_version();
+    for pair in [
+        [valid.as_str(), "Bearer wrong"],
+        ["Bearer wrong", valid.as_str()],
+        [valid.as_str(), valid.as_str()],
+        [valid.as_str(), "Basic dXNlcjpwYXNz"],
+    ] {
+        let reply = call(Method::POST, "/issues")
+            .header("authorization", pair[0])
+            .header("authorization", pair[1])
+            .json(&issue_json("ambiguous"))
+            .send(&app)
+            .await;
+        let problem = reply.expect(StatusCode::BAD_REQUEST);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.contains("Authorization")),
+            "{problem}"
+        );
+        assert!(!String::from_utf8_lossy(&reply.body).contains(TOKEN));
+    }
+    let reply = call(Method::GET, "/issues/migrate/status")
+        .header("authorization", &valid)
+        .header("authorization", "Bearer wrong")
+        .send(&app)
+        .await;
+    reply.expect(StatusCode::BAD_REQUEST);
+    assert_eq!(issues.count_by_version(), before);
+    // One valid header still works.
+    call(Method::POST, "/issues")
+        .header("authorization", &valid)
+        .json(&issue_json("one header"))
+        .send(&app)
+        .await
+        .expect(StatusCode::CREATED);
+}
+
 #[tokio::test]
 async fn reads_can_be_protected_too() {
     let (_dir, store) = store_with(&[v1("a")]);

@@ -1,13 +1,21 @@
 //! Tests of the HTTP API (`revolve::http`): every route and error status through
 //! `router().oneshot(request)`, a table of bad requests without side effects, auth, the ndjson
-//! progress stream, and one real socket on 127.0.0.1:0.
+//! progress stream, one real socket on 127.0.0.1:0, and `revolve::http::serve` against stalled
+//! and malformed clients.
 
 mod auth;
 mod bad_requests;
 mod contract;
+mod example;
 mod migrate;
+mod not_upgradable;
 mod routes;
+mod serve;
 mod socket;
 mod support;
 mod unknown_fields;
 mod wire;
+
+/// The example server's issues and seed, so that the tests use the data it serves.
+#[path = "../../examples/common/issues.rs"]
+mod example_issues;

@@ -5,6 +5,7 @@ mod crud;
 mod history;
 mod migrate;
 mod nesting;
+mod not_upgradable;
 mod schema;
 mod two_builds;
 mod upgrade;

@@ -81,20 +81,21 @@ fn chain(error: &StoreError) -> String {
 /// Checks that `result` is the typed error of a payload nested too deep.
 fn assert_too_deep<T: std::fmt::Debug>(what: &str, result: &Result<T, StoreError>) {
     match result {
-        Err(
-            error @ StoreError::Upgrade {
-                source:
-                    SchemaError::Decode {
-                        source: RecordError::TooDeep { .. },
-                        ..
-                    },
-                ..
-            },
-        ) => assert!(
-            chain(error).contains("payload nests deeper than"),
-            "{what}: {}",
-            chain(error)
-        ),
+        Err(error @ StoreError::Upgrade { source, .. })
+            if matches!(
+                **source,
+                SchemaError::Decode {
+                    source: RecordError::TooDeep { .. },
+                    ..
+                }
+            ) =>
+        {
+            assert!(
+                chain(error).contains("payload nests deeper than"),
+                "{what}: {}",
+                chain(error)
+            );
+        }
         other => panic!("{what}: expected a depth error, got {other:?}"),
     }
 }

@@ -138,29 +138,25 @@ fn step_failure(result: Result<Option<revolve::Document<TicketV4>>, StoreError>)
         Err(StoreError::Upgrade {
             id,
             revision,
-            source:
-                SchemaError::Step {
-                    collection,
-                    from,
-                    to,
-                    source,
-                    ..
-                },
+            source,
             ..
-        }) => format!("{collection}/{id}@{revision}: {from}->{to}: {source}"),
-        Err(StoreError::Upgrade {
-            id,
-            revision,
-            source:
-                SchemaError::StepPanicked {
-                    collection,
-                    from,
-                    to,
-                    message,
-                    ..
-                },
-            ..
-        }) => format!("{collection}/{id}@{revision}: {from}->{to}: panicked: {message}"),
+        }) => match *source {
+            SchemaError::Step {
+                collection,
+                from,
+                to,
+                source,
+                ..
+            } => format!("{collection}/{id}@{revision}: {from}->{to}: {source}"),
+            SchemaError::StepPanicked {
+                collection,
+                from,
+                to,
+                message,
+                ..
+            } => format!("{collection}/{id}@{revision}: {from}->{to}: panicked: {message}"),
+            other => panic!("expected a failed step, got {other:?}"),
+        },
         other => panic!("expected a failed step, got {other:?}"),
     }
 }

@@ -1,0 +1,348 @@
+//! The command lines as processes: the `issues_cli` example (an application's own binary built on
+//! `revolve::cli::run`) through every `migrate` command on a temporary store, and the log options
+//! of it and of the `revolve` binary (`RUST_LOG`, `--log-format`, `REVOLVE_LOG_FORMAT`).
+//!
+//! Cargo gives tests the path of the package's binaries (`CARGO_BIN_EXE_…`) but not of its
+//! examples, and `cargo test --test app_cli` does not build examples at all. So the test builds
+//! the example itself, once, with the cargo that runs it (`env!("CARGO")`), the same features
+//! and profile, and takes the executable's path from cargo's JSON messages: up to date after a
+//! change, and no fixed path under `target/`. Cargo releases its build lock before it runs tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use revolve::cli::Status;
+use revolve::{Schema, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The `issues_cli` example's executable, built on first use.
+fn issues_cli() -> &'static Path {
+    static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
+    EXECUTABLE.get_or_init(|| {
+        let mut features = vec!["cli"];
+        if cfg!(feature = "http") {
+            features.push("http");
+        }
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args([
+                "build",
+                "--example",
+                "issues_cli",
+                "--message-format",
+                "json",
+            ])
+            .args([
+                "--manifest-path",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+            ])
+            .args(["--features", &features.join(",")])
+            .stderr(Stdio::inherit());
+        if !cfg!(debug_assertions) {
+            cargo.arg("--release");
+        }
+        let output = cargo.output().expect("run cargo");
+        assert!(
+            output.status.success(),
+            "cargo build --example issues_cli failed"
+        );
+        String::from_utf8(output.stdout)
+            .expect("cargo's messages are UTF-8")
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|message| {
+                message["reason"] == "compiler-artifact"
+                    && message["target"]["name"] == "issues_cli"
+            })
+            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+            .expect("cargo names the example's executable")
+    })
+}
+
+/// Runs the example on the store at `data` with `args`; `RUST_LOG` unset unless `env` sets it.
+fn app(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(issues_cli())
+        .env("REVOLVE_DATA", data)
+        .env_remove("RUST_LOG")
+        .env_remove("REVOLVE_LOG_FORMAT")
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("run the example")
+}
+
+fn revolve(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_revolve"))
+        .env_remove("RUST_LOG")
+        .env_remove("REVOLVE_LOG_FORMAT")
+        .envs(env.iter().copied())
+        .args(["--lock-timeout", "10"])
+        .args(args)
+        .output()
+        .expect("run revolve")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}\n{}", stdout(output), stderr(output)))
+}
+
+#[track_caller]
+fn assert_code(output: &Output, status: Status) {
+    assert_eq!(
+        output.status.code(),
+        Some(i32::from(status.code())),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// Every line of standard error is a JSON log event; there is at least one.
+#[track_caller]
+fn assert_json_logs(output: &Output) {
+    let err = stderr(output);
+    assert!(!err.trim().is_empty(), "no log events");
+    for line in err.lines() {
+        let event: Value = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("not a JSON event ({error}): {line}"));
+        assert!(event["level"].is_string(), "{line}");
+        assert!(event["timestamp"].is_string(), "{line}");
+    }
+}
+
+// One store taken through every command in turn, as an operator would.
+#[test]
+fn the_example_seeds_then_tests_executes_lists_and_reverts_a_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("issues");
+
+    let status = app(&data, &["migrate", "status"], &[]);
+    assert_code(&status, Status::Success);
+    assert!(
+        stderr(&status).contains("seeded 2500 version-1 issues"),
+        "{}",
+        stderr(&status)
+    );
+    assert!(
+        stdout(&status).starts_with(
+            "issues: latest version 2\n  version 1: 2500 documents (2500 to migrate, 0 failed)\n"
+        ),
+        "{}",
+        stdout(&status)
+    );
+
+    // A dry run writes nothing; 2 of the first 100 have the status `wontfix` the step refuses.
+    let test = app(&data, &["migrate", "test", "--limit", "100", "--json"], &[]);
+    assert_code(&test, Status::Problems);
+    let report = &json(&test)["collections"][0];
+    assert_eq!(
+        (&report["dry_run"], &report["scanned"], &report["failed"]),
+        (&Value::Bool(true), &Value::from(100), &Value::from(2))
+    );
+
+    let execute = app(&data, &["migrate", "execute", "--json"], &[]);
+    assert_code(&execute, Status::Problems);
+    let report = &json(&execute)["collections"][0];
+    assert_eq!(report["migrated"], 2450);
+    assert_eq!(report["failed"], 50);
+    let failure = &report["failures"][0];
+    assert_eq!(failure["class"], "step");
+    assert!(
+        failure["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown status `wontfix`"),
+        "{failure}"
+    );
+    let run_id = report["run_id"].as_u64().unwrap().to_string();
+
+    let status = app(&data, &["migrate", "status", "issues", "--json"], &[]);
+    assert_code(&status, Status::Success);
+    let issues = &json(&status)["collections"][0];
+    assert_eq!(issues["collection"], "issues");
+    assert_eq!(issues["latest_version"], 2);
+
+    let runs = app(&data, &["migrate", "runs", "--json"], &[]);
+    assert_code(&runs, Status::Success);
+    let runs = json(&runs);
+    let runs = runs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0]["id"].as_u64().unwrap().to_string(), run_id);
+    assert_eq!(runs[1]["dry_run"], true);
+
+    let revert = app(&data, &["migrate", "revert", &run_id], &[]);
+    assert_code(&revert, Status::Success);
+    assert!(
+        stdout(&revert).contains(&format!("reverted run {run_id}")),
+        "{}",
+        stdout(&revert)
+    );
+    let status = app(&data, &["migrate", "status"], &[]);
+    assert!(
+        stdout(&status).starts_with(
+            "issues: latest version 2\n  version 1: 2500 documents (2450 to migrate, 50 failed)\n  removed: 0\n"
+        ),
+        "{}",
+        stdout(&status)
+    );
+
+    // Usage mistakes and unknown names.
+    assert_code(&app(&data, &["migrate", "dance"], &[]), Status::Usage);
+    let unknown = app(&data, &["migrate", "revert", "999999999"], &[]);
+    assert_code(&unknown, Status::Error);
+    assert!(
+        stderr(&unknown).starts_with("error: "),
+        "{}",
+        stderr(&unknown)
+    );
+}
+
+#[test]
+fn the_example_says_when_the_store_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("issues");
+    let _held = Store::open(&data).unwrap();
+    let started = Instant::now();
+    let locked = app(&data, &["migrate", "status"], &[]);
+    assert_code(&locked, Status::Locked);
+    assert!(
+        stderr(&locked).contains("is locked by another process"),
+        "{}",
+        stderr(&locked)
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn the_example_logs_as_json_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("issues");
+    assert_code(&app(&data, &["migrate", "status"], &[]), Status::Success);
+
+    // Warnings and errors only by default: a command that succeeds logs nothing.
+    let quiet = app(&data, &["migrate", "status", "--json"], &[]);
+    assert_code(&quiet, Status::Success);
+    assert_eq!(stderr(&quiet), "");
+
+    let flag = app(
+        &data,
+        &["migrate", "status", "--json", "--log-format", "json"],
+        &[("RUST_LOG", "debug")],
+    );
+    assert_code(&flag, Status::Success);
+    assert_eq!(json(&flag)["collections"][0]["collection"], "issues");
+    assert_json_logs(&flag);
+
+    let env = app(
+        &data,
+        &["migrate", "runs"],
+        &[("RUST_LOG", "debug"), ("REVOLVE_LOG_FORMAT", "json")],
+    );
+    assert_code(&env, Status::Success);
+    assert_json_logs(&env);
+
+    assert_code(
+        &app(&data, &["migrate", "runs", "--log-format", "xml"], &[]),
+        Status::Usage,
+    );
+}
+
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Schema)]
+#[schema(collection = "notes", version = 1)]
+struct Note {
+    text: String,
+}
+
+/// A store with one note, closed again.
+fn store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .collection::<Note>()
+        .unwrap()
+        .insert(&Note {
+            text: "hello".to_owned(),
+        })
+        .unwrap();
+    dir
+}
+
+#[test]
+fn revolve_logs_warnings_by_default_and_json_when_asked() {
+    let dir = store();
+    let path = dir.path().to_str().unwrap();
+
+    let quiet = revolve(&["stats", path], &[]);
+    assert_code(&quiet, Status::Success);
+    assert_eq!(stderr(&quiet), "");
+
+    let text = revolve(&["stats", path], &[("RUST_LOG", "debug")]);
+    assert_code(&text, Status::Success);
+    assert!(stderr(&text).contains(" DEBUG "), "{}", stderr(&text));
+
+    let flag = revolve(
+        &["stats", path, "--json", "--log-format", "json"],
+        &[("RUST_LOG", "debug")],
+    );
+    assert_code(&flag, Status::Success);
+    assert!(json(&flag).is_object());
+    assert_json_logs(&flag);
+
+    let env = revolve(
+        &["stats", path, "--json"],
+        &[("RUST_LOG", "debug"), ("REVOLVE_LOG_FORMAT", "json")],
+    );
+    assert_code(&env, Status::Success);
+    assert_json_logs(&env);
+
+    // A filter that does not parse is reported, and warnings are logged.
+    let bad = revolve(&["stats", path], &[("RUST_LOG", "=[")]);
+    assert_code(&bad, Status::Success);
+    assert!(
+        stderr(&bad).contains("ignoring RUST_LOG"),
+        "{}",
+        stderr(&bad)
+    );
+
+    assert_code(
+        &revolve(&["stats", path], &[("REVOLVE_LOG_FORMAT", "xml")]),
+        Status::Usage,
+    );
+}
+
+#[test]
+fn revolve_errors_print_their_cause_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.rvb");
+    let target = dir.path().join("copy");
+    let output = revolve(
+        &[
+            "import",
+            missing.to_str().unwrap(),
+            target.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_code(&output, Status::Error);
+    let err = stderr(&output);
+    assert!(
+        err.starts_with(&format!(
+            "revolve: error: cannot open {}\n",
+            missing.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("\n  caused by: "), "{err}");
+}
