@@ -3,6 +3,7 @@
 //! the rest).
 
 use axum::http::StatusCode;
+use revolve::MAX_ID_LEN;
 use serde_json::{json, Value};
 
 use crate::support::{get, issue_json, issues, post, put};
@@ -29,6 +30,7 @@ async fn bounds_and_shapes_are_declared_as_the_routes_enforce_them() {
         ("/issues", "get"),
         ("/issues/docs/{id}/revisions", "get"),
         ("/issues/migrate/runs", "get"),
+        ("/issues/migrate/failures", "get"),
     ] {
         let limit = parameter(&doc, path, method, "limit");
         assert_eq!(
@@ -64,6 +66,26 @@ async fn bounds_and_shapes_are_declared_as_the_routes_enforce_them() {
         .send(&app)
         .await
         .expect(StatusCode::OK);
+    // The failure set's cursor is an id, declared as the list's, and checked as one.
+    assert_eq!(
+        parameter(&doc, "/issues/migrate/failures", "get", "after"),
+        &json!({ "type": "string", "minLength": 1, "maxLength": MAX_ID_LEN, "pattern": "^[^\\u0000]+$" })
+    );
+    for after in ["", &"x".repeat(MAX_ID_LEN + 1), "a%00b"] {
+        get(&format!("/issues/migrate/failures?after={after}"))
+            .auth()
+            .send(&app)
+            .await
+            .expect(StatusCode::BAD_REQUEST);
+    }
+    get(&format!(
+        "/issues/migrate/failures?after={}",
+        "x".repeat(MAX_ID_LEN)
+    ))
+    .auth()
+    .send(&app)
+    .await
+    .expect(StatusCode::OK);
     // `/schema/history` is an array, and declared as one.
     let history = &doc["paths"]["/issues/schema/history"]["get"]["responses"]["200"]["content"]
         ["application/json"]["schema"];
@@ -149,4 +171,70 @@ async fn if_match_with_if_none_match_fails_its_preconditions_once_well_formed() 
             .await
             .expect(StatusCode::UNPROCESSABLE_ENTITY);
     }
+}
+
+/// The inputs of `method path`: each parameter's location, whether it is required and its schema,
+/// by name; and the request body.
+fn inputs(doc: &Value, path: &str, method: &str) -> (Vec<(String, Value)>, Value) {
+    let operation = &doc["paths"][path][method];
+    assert!(operation.is_object(), "no {method} {path}");
+    let parameters = operation["parameters"]
+        .as_array()
+        .map(|parameters| {
+            parameters
+                .iter()
+                .map(|p| {
+                    let name = p["name"].as_str().unwrap().to_owned();
+                    (name, json!([p["in"], p["required"], p["schema"]]))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (parameters, operation["requestBody"].clone())
+}
+
+/// `.ci/schemathesis.toml` leaves out of the contract test's coverage phase the operations whose
+/// inputs a covered twin takes through the same code. That holds for what they answer only if
+/// they also declare the same inputs: otherwise the coverage phase checks a promise that the
+/// left-out operation does not make.
+#[tokio::test]
+async fn twins_left_out_of_the_coverage_phase_declare_what_their_twin_declares() {
+    let (_dir, _store, app, _) = issues();
+    let doc = document(&app).await;
+    let find = |inputs: &(Vec<(String, Value)>, Value), name: &str| {
+        inputs
+            .0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, input)| input.clone())
+            .unwrap_or_else(|| panic!("no parameter {name}"))
+    };
+    // PUT: the body of POST /{c}, the If-Match of DELETE, the id of GET.
+    let put = inputs(&doc, "/issues/docs/{id}", "put");
+    let post = inputs(&doc, "/issues", "post");
+    let delete = inputs(&doc, "/issues/docs/{id}", "delete");
+    let get_doc = inputs(&doc, "/issues/docs/{id}", "get");
+    assert_eq!(put.1, post.1);
+    assert_eq!(find(&put, "If-Match"), find(&delete, "If-Match"));
+    assert_eq!(find(&put, "id"), find(&get_doc, "id"));
+    // A run: the dry run's inputs.
+    assert_eq!(
+        inputs(&doc, "/issues/migrate/execute", "post"),
+        inputs(&doc, "/issues/migrate/test", "post")
+    );
+    // The failure set pages as the list does.
+    let failures = inputs(&doc, "/issues/migrate/failures", "get");
+    let list = inputs(&doc, "/issues", "get");
+    assert_eq!(failures.0, list.0);
+    // The ledger pages as the revisions do, with `before` for `after`.
+    let runs = inputs(&doc, "/issues/migrate/runs", "get");
+    let revisions = inputs(&doc, "/issues/docs/{id}/revisions", "get");
+    assert_eq!(find(&runs, "before"), find(&revisions, "after"));
+    assert_eq!(find(&runs, "limit"), find(&revisions, "limit"));
+    assert_eq!(runs.0.len(), 2);
+    // A revert names its run as reading it does.
+    assert_eq!(
+        inputs(&doc, "/issues/migrate/runs/{run_id}/revert", "post"),
+        inputs(&doc, "/issues/migrate/runs/{run_id}", "get")
+    );
 }
