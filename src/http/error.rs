@@ -138,6 +138,7 @@ impl ApiError {
     }
 
     /// The status, the problem type's name and its title.
+    #[allow(clippy::too_many_lines)] // one arm per problem type
     fn kind(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "bad request"),

@@ -206,8 +206,7 @@ async fn twins_left_out_of_the_coverage_phase_declare_what_their_twin_declares()
             .0
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, input)| input.clone())
-            .unwrap_or_else(|| panic!("no parameter {name}"))
+            .map_or_else(|| panic!("no parameter {name}"), |(_, input)| input.clone())
     };
     // PUT: the body of POST /{c}, the If-Match of DELETE, the id of GET.
     let put = inputs(&doc, "/issues/docs/{id}", "put");
