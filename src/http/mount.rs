@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Serialize;
 use serde_json::error::Category;
 use serde_json::{json, Value};
@@ -133,6 +133,11 @@ impl<T: Schema> Mount<T> {
 pub(crate) fn parse_json<D: DeserializeOwned>(body: &[u8]) -> Result<D, ApiError> {
     serde_json::from_slice(body).map_err(|error| match error.classify() {
         Category::Data => ApiError::Unprocessable(format!("the body does not fit: {error}")),
+        // serde_json reports a value of the wrong type where an enum is expected (`{}`, `0`,
+        // `null`) as "expected value", a syntax error, although the JSON is well-formed.
+        Category::Syntax if serde_json::from_slice::<IgnoredAny>(body).is_ok() => {
+            ApiError::Unprocessable(format!("the body does not fit: {error}"))
+        }
         Category::Syntax | Category::Eof | Category::Io => {
             ApiError::BadRequest(format!("the body is not valid JSON: {error}"))
         }

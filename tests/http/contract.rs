@@ -146,6 +146,37 @@ async fn a_whole_number_written_with_a_fraction_is_a_whole_number() {
 }
 
 #[tokio::test]
+async fn a_field_of_the_wrong_type_is_422_even_where_an_enum_is_expected() {
+    let (_dir, _store, app, _) = issues();
+    for (field, value) in [
+        ("title", json!({})),
+        ("status", json!({})),
+        ("status", json!(0)),
+        ("status", json!(null)),
+        ("status", json!([null, null])),
+        ("priority", json!(false)),
+        ("status", json!("nonsense")),
+    ] {
+        let mut body = issue_json("x");
+        body[field] = value;
+        post("/issues")
+            .json(&body)
+            .send(&app)
+            .await
+            .expect(StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    // Malformed JSON stays a bad request.
+    for body in [&b"{"[..], b"{\"status\": }", b"nul"] {
+        post("/issues")
+            .header("content-type", "application/json")
+            .raw(body.to_vec())
+            .send(&app)
+            .await
+            .expect(StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test]
 async fn if_match_with_if_none_match_fails_its_preconditions_once_well_formed() {
     let (_dir, _store, app, issues) = issues();
     let id = issues.iter().next().unwrap().unwrap().id;
