@@ -12,6 +12,8 @@ mod migrate;
 mod record;
 mod schema;
 mod store;
+#[cfg(any(feature = "http", feature = "cli"))]
+mod time;
 
 #[cfg(feature = "http")]
 pub mod http;

@@ -24,6 +24,8 @@
 mod format;
 #[path = "../cli/logs.rs"]
 mod logs;
+#[path = "../time.rs"]
+mod time;
 
 use std::fs::{self, File};
 use std::io::{self, Write};

@@ -5,11 +5,12 @@
 //! the `cli` module in the library and to the crate root in the binary.
 
 use std::io::{self, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+pub(crate) use super::time::rfc3339 as timestamp;
 use super::{Failure, RunKind, RunRecord, RunState};
 
 /// A progress bar on standard error, hidden when standard error is not a terminal. `len` unknown
@@ -37,44 +38,9 @@ pub(crate) fn write_json(out: &mut dyn Write, value: &impl Serialize) -> io::Res
     writeln!(out)
 }
 
-/// RFC 3339 in UTC, to the millisecond: `2024-05-01T12:00:00.000Z`.
-pub(crate) fn timestamp(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = since.as_secs();
-    let (year, month, day) = civil_from_days(seconds / 86_400);
-    let in_day = seconds % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        in_day / 3600,
-        in_day / 60 % 60,
-        in_day % 60,
-        since.subsec_millis()
-    )
-}
-
 /// Seconds with two decimals: `1.25 s`.
 pub(crate) fn seconds(duration: Duration) -> String {
     format!("{:.2} s", duration.as_secs_f64())
-}
-
-/// Days since 1970-01-01 as (year, month, day): Howard Hinnant's `civil_from_days`, unsigned
-/// because no revolve timestamp is older than the epoch.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let shifted = days + 719_468;
-    let era = shifted / 146_097;
-    let day_of_era = shifted - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Runs as a table, one line each.
@@ -267,16 +233,5 @@ mod tests {
             reads.iter().all(|&limit| limit <= FAILURE_PAGE),
             "{reads:?}"
         );
-    }
-
-    #[test]
-    fn timestamps_are_rfc_3339_utc() {
-        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let leap = UNIX_EPOCH + Duration::from_millis(951_782_400_123); // 2000-02-29
-        assert_eq!(timestamp(leap), "2000-02-29T00:00:00.123Z");
-        let later = UNIX_EPOCH + Duration::from_secs(1_714_564_800 + 3661); // 2024-05-01
-        assert_eq!(timestamp(later), "2024-05-01T13:01:01.000Z");
-        let new_year = UNIX_EPOCH + Duration::from_secs(1_704_067_199); // 2023-12-31 23:59:59
-        assert_eq!(timestamp(new_year), "2023-12-31T23:59:59.000Z");
     }
 }

@@ -74,6 +74,7 @@ mod migrate;
 
 use std::process::ExitCode;
 
+use crate::time;
 use crate::{Failure, RunKind, RunRecord, RunState, StoreError};
 
 pub use self::migrate::{run, CommandError, MigrateArgs, MigrateCommand, Migrations};

@@ -78,6 +78,13 @@ pub(crate) enum ApiError {
     UnsupportedMediaType(String),
     /// 422: well-formed JSON that does not fit the collection's schema.
     Unprocessable(String),
+    /// 422: a body with fields the schema of the version it is decoded as does not declare
+    /// (JSON pointers), which decoding would drop.
+    UnknownFields {
+        collection: String,
+        version: u32,
+        fields: Vec<String>,
+    },
     /// 428: the server requires `If-Match` on this write.
     PreconditionRequired,
     /// 503: the request took longer than the configured timeout.
@@ -215,6 +222,11 @@ impl ApiError {
                 "invalid-document",
                 "the body does not fit the schema",
             ),
+            Self::UnknownFields { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown-field",
+                "the body has fields the schema does not declare",
+            ),
             Self::PreconditionRequired => (
                 StatusCode::PRECONDITION_REQUIRED,
                 "precondition-required",
@@ -286,6 +298,18 @@ impl ApiError {
                 revision.map(|revision| format!(" (revision {revision})")).unwrap_or_default()
             ),
             Self::MethodNotAllowed(method) => format!("this route does not accept {method}"),
+            Self::UnknownFields {
+                collection,
+                version,
+                fields,
+            } => format!(
+                "version {version} of `{collection}` declares no field {}; it would be dropped, not stored",
+                fields
+                    .iter()
+                    .map(|field| format!("`{field}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Self::RunInProgress { collection, run } => format!(
                 "a migration run ({run}) is already under way on `{collection}`; wait for it to finish"
             ),
@@ -314,6 +338,7 @@ impl ApiError {
         match self {
             Self::RunInProgress { run, .. } => problem["run_id"] = json!(run),
             Self::NotReady(state) => problem["state"] = json!(state),
+            Self::UnknownFields { fields, .. } => problem["fields"] = json!(fields),
             Self::PreconditionFailed {
                 current: Some(current),
                 ..

@@ -1,6 +1,7 @@
 //! The route handlers, the extractors whose rejections are problems, and the middleware.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +17,15 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use super::auth::Token;
 use super::error::{ApiError, PROBLEM_JSON};
 use super::mount::{check_id, parse_json, Mounted, RunOptions, Shown};
 use super::stream;
+use super::view;
 use crate::Revision;
 
 /// The most documents or runs one page returns.
@@ -360,9 +362,16 @@ pub(crate) async fn replace(
     let expected = if_match(&headers)?;
     let create = if_none_match_any(&headers)?;
     if create && expected.is_some() {
-        return Err(ApiError::BadRequest(
-            "`If-Match` and `If-None-Match` exclude each other".to_owned(),
-        ));
+        // RFC 9110 §13.2.2: `If-Match` holds only if the document exists, and then
+        // `If-None-Match: *` fails; either way the preconditions fail, once the request is
+        // otherwise well-formed.
+        check_id(&id)?;
+        require_json(&headers)?;
+        mounted.check_body(&body)?;
+        return Err(ApiError::PreconditionFailed {
+            detail: "`If-Match` and `If-None-Match: *` cannot both hold: the first needs the document, the second its absence".to_owned(),
+            current: None,
+        });
     }
     if !create && expected.is_none() && state.require_if_match {
         return Err(ApiError::PreconditionRequired);
@@ -408,12 +417,25 @@ pub(crate) async fn remove(
     Ok(response)
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
 pub(crate) async fn history(
     State(state): State<AppState>,
     ApiPath((collection, id)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let mounted = state.mounted(&collection)?;
-    blocking(move || mounted.history(&id)).await.map(Json)
+    let limit = page_size(query.limit)?;
+    // `after=0` is the start, like no `after`.
+    let after = query.after.and_then(Revision::new);
+    blocking(move || mounted.history(&id, after, limit))
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Deserialize)]
@@ -484,8 +506,95 @@ pub(crate) async fn migrate_status(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MigrateOptions {
+    #[serde(default, deserialize_with = "whole_number")]
     limit: Option<u64>,
     retry_failed: Option<bool>,
+}
+
+/// The same options in a query string, where every value is text.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MigrateQuery {
+    #[serde(default, deserialize_with = "whole_number_in_text")]
+    limit: Option<u64>,
+    retry_failed: Option<bool>,
+}
+
+impl From<MigrateQuery> for MigrateOptions {
+    fn from(query: MigrateQuery) -> Self {
+        Self {
+            limit: query.limit,
+            retry_failed: query.retry_failed,
+        }
+    }
+}
+
+/// A count as JSON Schema's `integer` allows it: `214`, and also `214.0` (JSON has one number
+/// type); `null` is none.
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    deserializer.deserialize_any(Whole { text: false })
+}
+
+/// As [`whole_number`], written as text (`?limit=214.0`).
+fn whole_number_in_text<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    deserializer.deserialize_any(Whole { text: true })
+}
+
+/// Takes a whole number; from text too if `text`.
+struct Whole {
+    text: bool,
+}
+
+impl Visitor<'_> for Whole {
+    type Value = Option<u64>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a whole number from 0 to 18446744073709551615")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(Some(value))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        u64::try_from(value)
+            .map(Some)
+            .map_err(|_| E::invalid_value(de::Unexpected::Signed(value), &self))
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        // 2^64: every whole f64 below it fits in a u64.
+        const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+        if value.fract() == 0.0 && (0.0..LIMIT).contains(&value) {
+            // Whole and in range: the cast is exact.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            return Ok(Some(value as u64));
+        }
+        Err(E::invalid_value(de::Unexpected::Float(value), &self))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        if !self.text {
+            return Err(E::invalid_type(de::Unexpected::Str(text), &self));
+        }
+        match text.parse::<u64>() {
+            Ok(value) => Ok(Some(value)),
+            Err(_) => match text.parse::<f64>() {
+                Ok(value) if value.is_finite() => self.visit_f64(value),
+                _ => Err(E::invalid_value(de::Unexpected::Str(text), &self)),
+            },
+        }
+    }
 }
 
 /// One option given in the query, the body, or both (then they must agree).
@@ -530,7 +639,15 @@ async fn migrate(
         MigrateOptions::default()
     } else {
         require_json(headers)?;
-        parse_json::<MigrateOptions>(body)?
+        // An object: serde would also take a struct from an array (`[null, null]`).
+        let value: Value = parse_json(body)?;
+        if !value.is_object() {
+            return Err(ApiError::Unprocessable(
+                "the body must be a JSON object such as {\"limit\": 100}".to_owned(),
+            ));
+        }
+        MigrateOptions::deserialize(value)
+            .map_err(|error| ApiError::Unprocessable(format!("the body does not fit: {error}")))?
     };
     let options = RunOptions {
         limit: either("limit", query.limit, from_body.limit)?,
@@ -544,27 +661,27 @@ async fn migrate(
     // On the blocking pool, not in this future: if the client goes away, the run goes on and
     // finishes in the ledger.
     let report = blocking(move || mounted.migrate(options, None)).await?;
-    Ok(Json(report).into_response())
+    Ok(Json(view::report(&report)?).into_response())
 }
 
 pub(crate) async fn migrate_test(
     State(state): State<AppState>,
     ApiPath(collection): ApiPath<String>,
-    ApiQuery(query): ApiQuery<MigrateOptions>,
+    ApiQuery(query): ApiQuery<MigrateQuery>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
-    migrate(&state, &collection, query, &headers, &body, true).await
+    migrate(&state, &collection, query.into(), &headers, &body, true).await
 }
 
 pub(crate) async fn migrate_execute(
     State(state): State<AppState>,
     ApiPath(collection): ApiPath<String>,
-    ApiQuery(query): ApiQuery<MigrateOptions>,
+    ApiQuery(query): ApiQuery<MigrateQuery>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
-    migrate(&state, &collection, query, &headers, &body, false).await
+    migrate(&state, &collection, query.into(), &headers, &body, false).await
 }
 
 #[derive(Debug, Deserialize)]

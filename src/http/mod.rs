@@ -27,7 +27,7 @@
 //! | `GET /{c}/docs/{id}[?revision=N]` | a document upgraded to the latest version; `ETag` is its revision | no |
 //! | `PUT /{c}/docs/{id}` | `If-Match: "N"` replace (412 if stale), `If-Match: *` or none replace, `If-None-Match: *` create under this id (201) | yes |
 //! | `DELETE /{c}/docs/{id}` | remove (history stays); optional `If-Match` | yes |
-//! | `GET /{c}/docs/{id}/revisions` | every revision's metadata | no |
+//! | `GET /{c}/docs/{id}/revisions?after=REV&limit=N` | the revisions' metadata, oldest first, in pages (100 by default, at most 1000); `next` is the following page's `after` | no |
 //! | `GET /{c}/docs/{id}/revisions/{rev}[?raw=true]` | one revision, upgraded, or as stored | no |
 //! | `GET /{c}/schema`, `/{c}/schema/history`, `/{c}/schema/{version}` | JSON Schemas and their history | no |
 //! | `POST /{c}/migrate/test`, `POST /{c}/migrate/execute` | a dry run or a run; `{"limit": N}` in the body or `?limit=N`; the `MigrationReport`, or with `Accept: application/x-ndjson` a progress line per chunk and then the report | yes |
@@ -42,6 +42,13 @@
 //! all always open. A [`Router::read_only`] server mounts neither the
 //! writing routes nor any `/{c}/migrate` route, reading ones included (status, failures, runs):
 //! those are an operator's, on a writable server or with the `revolve` command line.
+//!
+//! Times are RFC 3339 strings in UTC to the microsecond (`2026-12-06T11:16:19.123456Z`: a
+//! revision's `timestamp`, a run's `started` and `finished`, a schema record's `recorded`) and
+//! durations whole milliseconds (`elapsed_ms`). A document body's fields are checked against the
+//! JSON Schema of the version it is decoded as: one the schema does not declare is refused (422)
+//! rather than dropped, unless [`Router::allow_unknown_fields`]. `.ci/contract` holds the
+//! `OpenAPI` document to what the routes answer, with schemathesis against the example server.
 //!
 //! **Documents live under `/{c}/docs/`.** A document id may be any string (a reserved word such as
 //! `migrate` or `schema`, or one with a `/`, percent-encoded as `%2F`), so no word can be kept
@@ -64,7 +71,8 @@
 //!
 //! Every error is an RFC 9457 `application/problem+json` body with `type`
 //! (`urn:revolve:problem:…`), `title`, `status` and `detail`: malformed JSON (400), JSON of the
-//! wrong shape (422), a missing or wrong content type (415), a body over the limit (413), an unknown
+//! wrong shape (422), a field the collection's schema does not declare (422, `unknown-field`, with
+//! the fields as JSON pointers in `fields`; see [`Router::allow_unknown_fields`]), a missing or wrong content type (415), a body over the limit (413), an unknown
 //! collection, id, revision or run (404), a wrong method (405), a stale `If-Match` (412, with
 //! `current_revision`), a missing `If-Match` when required (428), a run under way (409, with
 //! `run_id`), a timeout (503). Internal errors are logged with `tracing`, never sent.
@@ -144,6 +152,7 @@
 
 mod auth;
 mod error;
+mod fields;
 mod handlers;
 mod mount;
 mod openapi;
@@ -152,6 +161,7 @@ mod router;
 mod serve;
 mod stream;
 mod trace;
+mod view;
 
 pub use self::router::{BuildError, Router, DEFAULT_BODY_LIMIT, DEFAULT_TIMEOUT};
 pub use self::serve::{

@@ -3,15 +3,19 @@
 //!
 //! Every method blocks on the store; handlers call them inside `spawn_blocking`.
 
-use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Serialize;
 use serde_json::error::Category;
 use serde_json::{json, Value};
 
 use super::error::{chain, ApiError};
+use super::fields::unknown_fields;
+use super::view;
 use crate::{
-    Collection, Document, MigrationReport, Progress, Revision, RevisionInfo, RunState, Schema,
-    StoreError, MAX_ID_LEN,
+    Collection, Document, MigrationReport, Progress, Revision, RunState, Schema, StoreError,
+    MAX_ID_LEN,
 };
 
 /// A document as the API shows it, and its revision for the `ETag`.
@@ -36,6 +40,10 @@ pub(crate) type ProgressSink = Box<dyn FnMut(Value) + Send>;
 /// A collection with its type erased.
 pub(crate) trait Mounted: Send + Sync + 'static {
     fn name(&self) -> &str;
+    /// Accepts fields the schema does not declare in bodies from now on (serde drops them).
+    fn allow_unknown_fields(&self);
+    /// Whether bodies may carry fields the schema does not declare.
+    fn unknown_fields_allowed(&self) -> bool;
     fn version(&self) -> u32;
     /// The JSON Schema of the latest version.
     fn schema(&self) -> Value;
@@ -43,6 +51,8 @@ pub(crate) trait Mounted: Send + Sync + 'static {
     fn schema_at(&self, version: u32) -> Result<Value, ApiError>;
     fn schema_history(&self) -> Result<Value, ApiError>;
 
+    /// Checks a document body as a write would, without writing.
+    fn check_body(&self, body: &[u8]) -> Result<(), ApiError>;
     /// Inserts under a generated id, or under `id` (which must be free).
     fn create(&self, id: Option<&str>, body: &[u8]) -> Result<Shown, ApiError>;
     /// Writes a new revision; with `expected`, only if the document is still at it.
@@ -54,7 +64,8 @@ pub(crate) trait Mounted: Send + Sync + 'static {
     fn get(&self, id: &str, revision: Option<Revision>, base: &str) -> Result<Shown, ApiError>;
     /// One revision exactly as stored.
     fn raw_revision(&self, id: &str, revision: Revision) -> Result<Value, ApiError>;
-    fn history(&self, id: &str) -> Result<Value, ApiError>;
+    /// Up to `limit` revisions' metadata after `after`, and the cursor of the next page.
+    fn history(&self, id: &str, after: Option<Revision>, limit: usize) -> Result<Value, ApiError>;
     /// Up to `limit` current documents after `after`, and the cursor of the next page. A document
     /// that cannot be upgraded is an entry with its problem, linking under `base`.
     fn list(&self, after: Option<&str>, limit: usize, base: &str) -> Result<Value, ApiError>;
@@ -75,11 +86,45 @@ pub(crate) trait Mounted: Send + Sync + 'static {
 /// The typed side: a `Collection<T>`.
 pub(crate) struct Mount<T> {
     collection: Collection<T>,
+    /// The latest version's JSON Schema, as schemars writes it: bodies are checked against it.
+    schema: Value,
+    /// Whether a body may carry fields the schema does not declare (they are dropped).
+    unknown_fields_allowed: AtomicBool,
 }
 
-impl<T> Mount<T> {
+impl<T: Schema> Mount<T> {
     pub(crate) fn new(collection: Collection<T>) -> Self {
-        Self { collection }
+        let schema = collection.schema();
+        Self {
+            collection,
+            schema,
+            unknown_fields_allowed: AtomicBool::new(false),
+        }
+    }
+
+    /// Decodes a document body as `T`, refusing fields `T`'s schema does not declare unless the
+    /// application allowed them.
+    fn decode(&self, body: &[u8]) -> Result<T, ApiError> {
+        let document: T = parse_json(body)?;
+        if self.unknown_fields_allowed.load(Ordering::Relaxed) {
+            return Ok(document);
+        }
+        // `T` decoded, so anything `Value` cannot parse (nesting past its recursion limit) lies
+        // in what decoding skipped: a field the type does not have.
+        let value: Value = serde_json::from_slice(body).map_err(|_| {
+            ApiError::Unprocessable(
+                "the body nests too deep inside a field the schema does not declare".to_owned(),
+            )
+        })?;
+        let fields = unknown_fields(&value, &self.schema, T::ALIASES);
+        if !fields.is_empty() {
+            return Err(ApiError::UnknownFields {
+                collection: self.collection.name().to_owned(),
+                version: T::VERSION,
+                fields,
+            });
+        }
+        Ok(document)
     }
 }
 
@@ -88,6 +133,11 @@ impl<T> Mount<T> {
 pub(crate) fn parse_json<D: DeserializeOwned>(body: &[u8]) -> Result<D, ApiError> {
     serde_json::from_slice(body).map_err(|error| match error.classify() {
         Category::Data => ApiError::Unprocessable(format!("the body does not fit: {error}")),
+        // serde_json reports a value of the wrong type where an enum is expected (`{}`, `0`,
+        // `null`) as "expected value", a syntax error, although the JSON is well-formed.
+        Category::Syntax if serde_json::from_slice::<IgnoredAny>(body).is_ok() => {
+            ApiError::Unprocessable(format!("the body does not fit: {error}"))
+        }
         Category::Syntax | Category::Eof | Category::Io => {
             ApiError::BadRequest(format!("the body is not valid JSON: {error}"))
         }
@@ -106,17 +156,6 @@ pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
 
 fn to_json(value: &impl Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(value).map_err(ApiError::internal)
-}
-
-fn revision_json(info: &RevisionInfo) -> Value {
-    json!({
-        "revision": info.revision,
-        "parent": info.parent,
-        "version": info.version,
-        "removed": info.removed,
-        "origin": info.origin,
-        "timestamp": info.timestamp,
-    })
 }
 
 impl<T: Schema> Mount<T> {
@@ -198,6 +237,14 @@ impl<T: Schema> Mounted for Mount<T> {
         self.collection.name()
     }
 
+    fn allow_unknown_fields(&self) {
+        self.unknown_fields_allowed.store(true, Ordering::Relaxed);
+    }
+
+    fn unknown_fields_allowed(&self) -> bool {
+        self.unknown_fields_allowed.load(Ordering::Relaxed)
+    }
+
     fn version(&self) -> u32 {
         T::VERSION
     }
@@ -222,11 +269,15 @@ impl<T: Schema> Mounted for Mount<T> {
     }
 
     fn schema_history(&self) -> Result<Value, ApiError> {
-        to_json(&self.collection.schema_history()?)
+        view::schema_history(&self.collection.schema_history()?)
+    }
+
+    fn check_body(&self, body: &[u8]) -> Result<(), ApiError> {
+        self.decode(body).map(drop)
     }
 
     fn create(&self, id: Option<&str>, body: &[u8]) -> Result<Shown, ApiError> {
-        let value: T = parse_json(body)?;
+        let value = self.decode(body)?;
         if let Some(id) = id {
             let revision = self.collection.insert_with_id(id, &value)?;
             return Self::written(id, revision, &value);
@@ -236,7 +287,7 @@ impl<T: Schema> Mounted for Mount<T> {
     }
 
     fn update(&self, id: &str, expected: Option<Revision>, body: &[u8]) -> Result<Shown, ApiError> {
-        let value: T = parse_json(body)?;
+        let value = self.decode(body)?;
         let revision = match expected {
             Some(expected) => self.collection.update_if(id, expected, &value)?,
             None => self.collection.update(id, &value)?,
@@ -279,20 +330,32 @@ impl<T: Schema> Mounted for Mount<T> {
                 revision,
             }
         })?;
-        let mut shown = revision_json(&raw.info);
+        let mut shown = view::revision(&raw.info);
         shown["id"] = json!(id);
         shown["payload"] = raw.payload.unwrap_or(Value::Null);
         Ok(shown)
     }
 
-    fn history(&self, id: &str) -> Result<Value, ApiError> {
-        let history = self.collection.history(id)?;
-        if history.is_empty() {
+    fn history(&self, id: &str, after: Option<Revision>, limit: usize) -> Result<Value, ApiError> {
+        // One more than the page, to know whether another follows.
+        let mut page = self
+            .collection
+            .history_page(id, after, limit.saturating_add(1))?;
+        if page.is_empty()
+            && (after.is_none() || self.collection.history_page(id, None, 1)?.is_empty())
+        {
             return Err(self.not_found(id));
         }
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|info| info.revision)
+        } else {
+            None
+        };
         Ok(json!({
             "id": id,
-            "revisions": history.iter().map(revision_json).collect::<Vec<_>>(),
+            "revisions": page.iter().map(view::revision).collect::<Vec<_>>(),
+            "next": next,
         }))
     }
 
@@ -357,7 +420,7 @@ impl<T: Schema> Mounted for Mount<T> {
             "migratable": pending.migratable(),
             "failed": pending.failed(),
             "running": running,
-            "runs": to_json(&runs)?,
+            "runs": view::runs(&runs)?,
         }))
     }
 
@@ -368,7 +431,7 @@ impl<T: Schema> Mounted for Mount<T> {
         } else {
             None
         };
-        Ok(json!({ "runs": to_json(&runs)?, "next": next }))
+        Ok(json!({ "runs": view::runs(&runs)?, "next": next }))
     }
 
     fn run(&self, run: u64) -> Result<Value, ApiError> {
@@ -379,11 +442,11 @@ impl<T: Schema> Mounted for Mount<T> {
                 collection: self.collection.name().to_owned(),
                 run,
             })?;
-        to_json(&record)
+        view::run(&record)
     }
 
     fn revert(&self, run: u64) -> Result<Value, ApiError> {
-        to_json(&self.collection.revert(run)?)
+        view::revert(&self.collection.revert(run)?)
     }
 
     fn migrate(
@@ -419,7 +482,7 @@ impl<T: Schema> Mounted for Mount<T> {
                     "failed": progress.failed,
                     "skipped": progress.skipped,
                     "rate": progress.rate,
-                    "elapsed_ms": u64::try_from(progress.elapsed.as_millis()).unwrap_or(u64::MAX),
+                    "elapsed_ms": view::millis(progress.elapsed),
                 }));
             });
         }

@@ -12,12 +12,13 @@ use serde_json::{json, Map, Value};
 use super::auth::needs_token;
 use super::handlers::MAX_PAGE;
 use super::mount::Mounted;
+use crate::MAX_ID_LEN;
 use axum::http::Method;
 
 /// The names of revolve's own schemas in `components/schemas`. A collection's schemas are named
 /// after it (`{c}`, `{c}.Document`, `{c}.{def}`), so the router refuses to mount a collection
 /// named like one of these, which would make two schemas one.
-pub(crate) const OWN_SCHEMAS: [&str; 10] = [
+pub(crate) const OWN_SCHEMAS: [&str; 13] = [
     "Problem",
     "MigrationReport",
     "RunRecord",
@@ -28,6 +29,9 @@ pub(crate) const OWN_SCHEMAS: [&str; 10] = [
     "ProblemEntry",
     "Failure",
     "Failures",
+    "RevisionInfo",
+    "RawRevision",
+    "SchemaRecord",
 ];
 
 /// What the document describes besides the collections.
@@ -77,8 +81,58 @@ fn rewrite_refs(value: &mut Value, collection: &str) {
     }
 }
 
-/// Adds a collection's schema and its definitions to `schemas`.
-fn hoist(schemas: &mut Map<String, Value>, collection: &str, mut schema: Value) {
+/// Closes every object schema that lists its `properties` and says nothing of others, as the
+/// server refuses unknown fields (`fields.rs`): `additionalProperties: false`, or where
+/// combinators add fields of their own (a flattened enum), `unevaluatedProperties: false`, which
+/// sees them. The combinators' members are then left open: they describe part of the object.
+fn close(schema: &mut Value) {
+    let Value::Object(object) = schema else {
+        return;
+    };
+    let own_fields = object.contains_key("properties");
+    let combined = ["allOf", "oneOf", "anyOf"]
+        .iter()
+        .any(|key| object.contains_key(*key));
+    for (key, child) in object.iter_mut() {
+        match key.as_str() {
+            "properties" | "$defs" | "definitions" => {
+                if let Value::Object(children) = child {
+                    children.values_mut().for_each(close);
+                }
+            }
+            "items" | "additionalProperties" | "unevaluatedProperties" => close(child),
+            "prefixItems" => {
+                if let Value::Array(children) = child {
+                    children.iter_mut().for_each(close);
+                }
+            }
+            "allOf" | "oneOf" | "anyOf" if !own_fields => {
+                if let Value::Array(children) = child {
+                    children.iter_mut().for_each(close);
+                }
+            }
+            _ => {}
+        }
+    }
+    let open_ended = object.contains_key("additionalProperties")
+        || object.contains_key("patternProperties")
+        || object.contains_key("unevaluatedProperties");
+    if own_fields && !open_ended {
+        let keyword = if combined {
+            "unevaluatedProperties"
+        } else {
+            "additionalProperties"
+        };
+        object.insert(keyword.to_owned(), Value::Bool(false));
+    }
+}
+
+/// Adds a collection's schema and its definitions to `schemas`; `closed` when the server refuses
+/// fields the schema does not declare.
+fn hoist(schemas: &mut Map<String, Value>, collection: &str, mut schema: Value, closed: bool) {
+    if closed {
+        close(&mut schema);
+    }
     if let Value::Object(root) = &mut schema {
         root.remove("$schema");
         if let Some(Value::Object(defs)) = root.remove("$defs") {
@@ -108,8 +162,28 @@ fn query_param(name: &str, description: &str, schema: &Value) -> Value {
     json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema })
 }
 
-fn header_param(name: &str, description: &str) -> Value {
-    json!({ "name": name, "in": "header", "required": false, "description": description, "schema": { "type": "string" } })
+fn header_param(name: &str, description: &str, schema: &Value) -> Value {
+    json!({ "name": name, "in": "header", "required": false, "description": description, "schema": schema })
+}
+
+/// `If-Match`: one strong entity tag, a revision (`"3"`), or `*`.
+fn if_match_schema() -> Value {
+    json!({
+        "anyOf": [
+            { "const": "*" },
+            { "type": "string", "pattern": "^\"[1-9][0-9]{0,18}\"$" },
+        ],
+    })
+}
+
+/// An unsigned 64-bit integer from `minimum`.
+fn u64_schema(minimum: u64) -> Value {
+    json!({ "type": "integer", "minimum": minimum, "maximum": u64::MAX })
+}
+
+/// A page size.
+fn page_schema() -> Value {
+    json!({ "type": "integer", "minimum": 1, "maximum": MAX_PAGE })
 }
 
 /// One operation: its success response, and the problem response for every error.
@@ -126,6 +200,13 @@ struct Op<'a> {
 impl Op<'_> {
     fn render(self, options: &Options) -> (String, Value) {
         let mut responses = Map::new();
+        if self.method == Method::PUT {
+            // `If-None-Match: *` creates.
+            responses.insert(
+                "201".to_owned(),
+                json!({ "description": "created", "content": self.response.clone() }),
+            );
+        }
         responses.insert(
             self.status.to_owned(),
             json!({ "description": "success", "content": self.response }),
@@ -189,16 +270,8 @@ pub(crate) fn document(
             },
         }),
     );
+    schemas.extend(record_schemas());
     not_upgradable_schemas(&mut schemas);
-    for name in [
-        "MigrationReport",
-        "RunRecord",
-        "RevertReport",
-        "Status",
-        "Revisions",
-    ] {
-        schemas.insert(name.to_owned(), json!({ "type": "object" }));
-    }
     let mut paths = Map::new();
     let mut add = |path: String, ops: Vec<Op<'_>>| {
         let mut item = Map::new();
@@ -248,7 +321,12 @@ pub(crate) fn document(
     );
 
     for (name, mounted) in collections {
-        hoist(&mut schemas, name, mounted.schema());
+        hoist(
+            &mut schemas,
+            name,
+            mounted.schema(),
+            !mounted.unknown_fields_allowed(),
+        );
         let document = format!("{name}.Document");
         schemas.insert(
             document.clone(),
@@ -266,30 +344,39 @@ pub(crate) fn document(
         );
         let doc_content = json_content(&schema_ref(&document));
         let data_body = json_content(&schema_ref(name));
+        // Ids are 1 to MAX_ID_LEN bytes: exact for ASCII; JSON Schema counts characters.
+        let id_schema = json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_ID_LEN,
+            "pattern": "^[^\\u0000]+$",
+        });
         let id = path_param(
             "id",
-            "the document's id, percent-encoded",
-            &json!({ "type": "string" }),
+            &format!(
+                "the document's id, percent-encoded: 1 to {MAX_ID_LEN} bytes of UTF-8, no NUL"
+            ),
+            &id_schema,
         );
-        let string = json!({ "type": "string" });
-        let positive = json!({ "type": "integer", "minimum": 1 });
+        let positive = u64_schema(1);
 
         let mut root = vec![Op {
             method: Method::GET,
             route: "/{collection}",
             summary: format!("list `{name}` in id order"),
             parameters: vec![
-                query_param("after", "the `next` of the previous page", &string),
                 query_param(
-                    "limit",
-                    "page size",
-                    &json!({ "type": "integer", "minimum": 1, "maximum": MAX_PAGE }),
+                    "after",
+                    "the `next` of the previous page (an id): documents with a greater id follow",
+                    &id_schema,
                 ),
+                query_param("limit", "page size (100 if not given)", &page_schema()),
             ],
             body: None,
             status: "200",
             response: json_content(&json!({
                 "type": "object",
+                "required": ["items", "next"],
                 "properties": {
                     "items": { "type": "array", "items": {
                         "oneOf": [schema_ref(&document), schema_ref("ProblemEntry")],
@@ -331,8 +418,16 @@ pub(crate) fn document(
                     .to_owned(),
                 parameters: vec![
                     id.clone(),
-                    header_param("If-Match", "the revision read, as \"N\"; or *"),
-                    header_param("If-None-Match", "* to create"),
+                    header_param(
+                        "If-Match",
+                        "the revision read, as \"N\"; or *",
+                        &if_match_schema(),
+                    ),
+                    header_param(
+                        "If-None-Match",
+                        "* to create (412 if the document exists)",
+                        &json!({ "type": "string", "enum": ["*"] }),
+                    ),
                 ],
                 body: Some(data_body.clone()),
                 status: "200",
@@ -344,11 +439,23 @@ pub(crate) fn document(
                 summary: "remove a document; its history stays".to_owned(),
                 parameters: vec![
                     id.clone(),
-                    header_param("If-Match", "the revision read, as \"N\""),
+                    header_param(
+                        "If-Match",
+                        "the revision read, as \"N\"; or *",
+                        &if_match_schema(),
+                    ),
                 ],
                 body: None,
                 status: "200",
-                response: json_content(&object),
+                response: json_content(&json!({
+                    "type": "object",
+                    "required": ["id", "revision", "removed"],
+                    "properties": {
+                        "id": { "type": "string" },
+                        "revision": positive,
+                        "removed": { "const": true },
+                    },
+                })),
             });
         }
         add(format!("/{name}/docs/{{id}}"), doc);
@@ -357,8 +464,16 @@ pub(crate) fn document(
             vec![Op {
                 method: Method::GET,
                 route: "/{collection}/docs/{id}/revisions",
-                summary: "every revision's metadata, oldest first".to_owned(),
-                parameters: vec![id.clone()],
+                summary: "the revisions' metadata, oldest first, in pages".to_owned(),
+                parameters: vec![
+                    id.clone(),
+                    query_param(
+                        "after",
+                        "the `next` of the previous page: revisions numbered above it follow",
+                        &u64_schema(0),
+                    ),
+                    query_param("limit", "page size (100 if not given)", &page_schema()),
+                ],
                 body: None,
                 status: "200",
                 response: json_content(&schema_ref("Revisions")),
@@ -381,20 +496,49 @@ pub(crate) fn document(
                 ],
                 body: None,
                 status: "200",
-                response: json_content(&object),
+                response: json_content(&json!({
+                    "oneOf": [schema_ref(&document), schema_ref("RawRevision")],
+                })),
             }],
         );
-        for (suffix, summary, parameters) in [
-            ("schema", "the latest version's JSON Schema", vec![]),
+        for (suffix, summary, parameters, response) in [
+            (
+                "schema",
+                "the latest version's JSON Schema",
+                vec![],
+                json!({
+                    "type": "object",
+                    "required": ["collection", "version", "fingerprint", "schema"],
+                    "properties": {
+                        "collection": { "type": "string" },
+                        "version": { "type": "integer", "minimum": 1 },
+                        "fingerprint": { "type": "string" },
+                        "schema": {},
+                    },
+                }),
+            ),
             (
                 "schema/history",
                 "every registration and accepted change",
                 vec![],
+                json!({ "type": "array", "items": schema_ref("SchemaRecord") }),
             ),
             (
                 "schema/{version}",
                 "one version's JSON Schema",
-                vec![path_param("version", "a schema version", &positive)],
+                vec![path_param(
+                    "version",
+                    "a schema version",
+                    &json!({ "type": "integer", "minimum": 1, "maximum": u32::MAX }),
+                )],
+                json!({
+                    "type": "object",
+                    "required": ["version", "schema"],
+                    "properties": {
+                        "version": { "type": "integer", "minimum": 1 },
+                        "schema": {},
+                    },
+                }),
             ),
         ] {
             add(
@@ -406,29 +550,19 @@ pub(crate) fn document(
                     parameters,
                     body: None,
                     status: "200",
-                    response: json_content(&object),
+                    response: json_content(&response),
                 }],
             );
         }
         if options.writable {
             let run_id = path_param("run_id", "a run's id", &positive);
-            let migrate_params = vec![
-                query_param(
-                    "limit",
-                    "at most this many documents",
-                    &json!({ "type": "integer", "minimum": 0 }),
-                ),
-                query_param(
-                    "retry_failed",
-                    "also retry documents that failed before",
-                    &json!({ "type": "boolean" }),
-                ),
-            ];
+            // The same options are taken as `?limit=N&retry_failed=true` (given in both, they
+            // must agree): only the body is declared, as no schema can say "agree".
             let migrate_body = json_content(&json!({
                 "type": "object",
                 "properties": {
-                    "limit": { "type": "integer", "minimum": 0 },
-                    "retry_failed": { "type": "boolean" },
+                    "limit": { "type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX },
+                    "retry_failed": { "type": ["boolean", "null"] },
                 },
                 "additionalProperties": false,
             }));
@@ -446,7 +580,7 @@ pub(crate) fn document(
                         method: Method::POST,
                         route: "/{collection}/migrate/",
                         summary: summary.to_owned(),
-                        parameters: migrate_params.clone(),
+                        parameters: vec![],
                         body: Some(migrate_body.clone()),
                         status: "200",
                         response: report.clone(),
@@ -461,12 +595,12 @@ pub(crate) fn document(
                     summary: "the failure set: documents whose migration failed, in id order"
                         .to_owned(),
                     parameters: vec![
-                        query_param("after", "the `next` of the previous page", &string),
                         query_param(
-                            "limit",
-                            "page size",
-                            &json!({ "type": "integer", "minimum": 1, "maximum": MAX_PAGE }),
+                            "after",
+                            "the `next` of the previous page (an id): documents with a greater id follow",
+                            &id_schema,
                         ),
+                        query_param("limit", "page size (100 if not given)", &page_schema()),
                     ],
                     body: None,
                     status: "200",
@@ -492,12 +626,23 @@ pub(crate) fn document(
                     route: "/{collection}/migrate/runs",
                     summary: "the ledger, newest first".to_owned(),
                     parameters: vec![
-                        query_param("before", "the `next` of the previous page", &positive),
-                        query_param("limit", "page size", &positive),
+                        query_param(
+                            "before",
+                            "the `next` of the previous page: runs with a lower id follow",
+                            &u64_schema(0),
+                        ),
+                        query_param("limit", "page size (100 if not given)", &page_schema()),
                     ],
                     body: None,
                     status: "200",
-                    response: json_content(&object),
+                    response: json_content(&json!({
+                        "type": "object",
+                        "required": ["runs", "next"],
+                        "properties": {
+                            "runs": { "type": "array", "items": schema_ref("RunRecord") },
+                            "next": { "type": ["integer", "null"] },
+                        },
+                    })),
                 }],
             );
             add(
@@ -544,8 +689,212 @@ pub(crate) fn document(
     document
 }
 
-/// The schemas of the problem of a document that cannot be upgraded, of a list page's entry in
-/// place of a document it cannot show, and of the failure set.
+/// The records the migrate and history routes answer with, as the API shows them: times as
+/// RFC 3339 strings, durations as `elapsed_ms`.
+#[allow(clippy::too_many_lines)] // one declarative table of records
+fn record_schemas() -> Map<String, Value> {
+    let count = json!({ "type": "integer", "minimum": 0 });
+    let revision = json!({ "type": "integer", "minimum": 1 });
+    let version = json!({ "type": "integer", "minimum": 1 });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let classes = json!(["step", "panic", "decode", "invalid_output"]);
+    let by_class = json!({ "type": "object", "additionalProperties": count });
+    let origin = json!({
+        "type": "object",
+        "required": ["kind"],
+        "properties": {
+            "kind": { "enum": ["write", "migration", "revert", "upgrade_on_read"] },
+            "run": count,
+        },
+    });
+    let info_properties = json!({
+        "revision": revision,
+        "parent": { "type": ["integer", "null"], "minimum": 1 },
+        "version": { "type": ["integer", "null"], "minimum": 1 },
+        "removed": { "type": "boolean" },
+        "origin": origin,
+        "timestamp": time,
+    });
+    let info_required = json!([
+        "revision",
+        "parent",
+        "version",
+        "removed",
+        "origin",
+        "timestamp"
+    ]);
+    let mut raw_properties = info_properties.clone();
+    raw_properties["id"] = json!({ "type": "string" });
+    raw_properties["payload"] = json!({});
+    let mut raw_required = info_required.clone();
+    if let Value::Array(required) = &mut raw_required {
+        required.extend([json!("id"), json!("payload")]);
+    }
+    let schemas = json!({
+        "RevisionInfo": {
+            "type": "object",
+            "required": info_required,
+            "properties": info_properties,
+        },
+        "RawRevision": {
+            "type": "object",
+            "required": raw_required,
+            "properties": raw_properties,
+        },
+        "Revisions": {
+            "type": "object",
+            "required": ["id", "revisions", "next"],
+            "properties": {
+                "id": { "type": "string" },
+                "revisions": { "type": "array", "items": schema_ref("RevisionInfo") },
+                "next": { "type": ["integer", "null"], "minimum": 1 },
+            },
+        },
+        "SchemaRecord": {
+            "type": "object",
+            "required": ["version", "fingerprint", "recorded", "event", "changes", "schema"],
+            "properties": {
+                "version": version,
+                "fingerprint": { "type": "string" },
+                "recorded": time,
+                "event": { "enum": ["registered", "compatible", "accepted"] },
+                "changes": { "type": "array" },
+                "schema": {},
+            },
+        },
+        "Failure": {
+            "type": "object",
+            "required": ["id", "revision", "from_version", "class", "error"],
+            "properties": {
+                "id": { "type": "string" },
+                "revision": revision,
+                "from_version": version,
+                "class": { "enum": classes },
+                "error": { "type": "string" },
+            },
+        },
+        "Failures": {
+            "type": "object",
+            "required": ["failures", "next"],
+            "properties": {
+                "failures": { "type": "array", "items": schema_ref("Failure") },
+                "next": { "type": ["string", "null"] },
+            },
+        },
+        "RunRecord": {
+            "type": "object",
+            "required": [
+                "id", "collection", "kind", "from_versions", "to_version", "limit", "dry_run",
+                "retry_failed", "started", "finished", "state", "scanned", "migrated", "failed",
+                "skipped", "failures", "failures_by_class", "schema_fingerprint", "reverted_by",
+            ],
+            "properties": {
+                "id": count,
+                "collection": { "type": "string" },
+                "kind": {
+                    "type": "object",
+                    "required": ["kind"],
+                    "properties": {
+                        "kind": { "enum": ["migration", "revert"] },
+                        "of": count,
+                    },
+                },
+                "from_versions": { "type": "array", "items": version },
+                "to_version": version,
+                "limit": { "type": ["integer", "null"], "minimum": 0 },
+                "dry_run": { "type": "boolean" },
+                "retry_failed": { "type": "boolean" },
+                "started": time,
+                "finished": { "type": ["string", "null"], "format": "date-time" },
+                "state": {
+                    "enum": [
+                        "running", "done", "done_with_failures", "cancelled", "interrupted",
+                        "reverted",
+                    ],
+                },
+                "scanned": count,
+                "migrated": count,
+                "failed": count,
+                "skipped": count,
+                "failures": { "type": "array", "items": schema_ref("Failure") },
+                "failures_by_class": by_class,
+                "schema_fingerprint": { "type": ["string", "null"] },
+                "reverted_by": { "type": ["integer", "null"], "minimum": 0 },
+            },
+        },
+        "MigrationReport": {
+            "type": "object",
+            "required": [
+                "run_id", "dry_run", "to_version", "scanned", "migrated", "skipped", "failed",
+                "failures", "failures_by_class", "remaining", "elapsed_ms", "cancelled",
+            ],
+            "properties": {
+                "run_id": { "type": ["integer", "null"], "minimum": 0 },
+                "dry_run": { "type": "boolean" },
+                "to_version": version,
+                "scanned": count,
+                "migrated": count,
+                "skipped": count,
+                "failed": count,
+                "failures": { "type": "array", "items": schema_ref("Failure") },
+                "failures_by_class": by_class,
+                "remaining": count,
+                "elapsed_ms": count,
+                "cancelled": { "type": "boolean" },
+            },
+        },
+        "RevertReport": {
+            "type": "object",
+            "required": ["run_id", "reverted_run", "reverted", "changed", "elapsed_ms"],
+            "properties": {
+                "run_id": count,
+                "reverted_run": count,
+                "reverted": count,
+                "changed": { "type": "array", "items": { "type": "string" } },
+                "elapsed_ms": count,
+            },
+        },
+        "Status": {
+            "type": "object",
+            "required": [
+                "collection", "version", "fingerprint", "counts", "removed", "pending",
+                "migratable", "failed", "running", "runs",
+            ],
+            "properties": {
+                "collection": { "type": "string" },
+                "version": version,
+                "fingerprint": { "type": "string" },
+                "counts": { "type": "object", "additionalProperties": count },
+                "removed": count,
+                "pending": {
+                    "type": "object",
+                    "required": ["by_version"],
+                    "properties": {
+                        "by_version": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "object",
+                                "required": ["migratable", "failed"],
+                                "properties": { "migratable": count, "failed": count },
+                            },
+                        },
+                    },
+                },
+                "migratable": count,
+                "failed": count,
+                "running": { "type": ["integer", "null"], "minimum": 0 },
+                "runs": { "type": "array", "items": schema_ref("RunRecord") },
+            },
+        },
+    });
+    match schemas {
+        Value::Object(schemas) => schemas,
+        _ => Map::new(),
+    }
+}
+
+/// The schemas of the problem of a document that cannot be upgraded, and of a list page's entry
+/// in place of a document it cannot show.
 fn not_upgradable_schemas(schemas: &mut Map<String, Value>) {
     schemas.insert(
         "NotUpgradable".to_owned(),
@@ -579,36 +928,38 @@ fn not_upgradable_schemas(schemas: &mut Map<String, Value>) {
             },
         }),
     );
-    schemas.insert(
-        "Failure".to_owned(),
-        json!({
-            "type": "object",
-            "required": ["id", "revision", "from_version", "class", "error"],
-            "properties": {
-                "id": { "type": "string" },
-                "revision": { "type": "integer", "minimum": 1 },
-                "from_version": { "type": "integer", "minimum": 0 },
-                "class": { "enum": ["step", "panic", "decode", "invalid_output"] },
-                "error": { "type": "string" },
-            },
-        }),
-    );
-    schemas.insert(
-        "Failures".to_owned(),
-        json!({
-            "type": "object",
-            "required": ["failures", "next"],
-            "properties": {
-                "failures": { "type": "array", "items": schema_ref("Failure") },
-                "next": { "type": ["string", "null"] },
-            },
-        }),
-    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closing_keeps_flattened_variants_and_maps_open_where_they_must_be() {
+        let mut schema = json!({
+            "type": "object",
+            "properties": { "a": { "type": "object", "properties": { "b": {} } } },
+            "oneOf": [{ "properties": { "kind": { "const": "x" }, "x": {} } }],
+            "$defs": {
+                "Tagged": { "oneOf": [{ "type": "object", "properties": { "t": {} } }] },
+                "Map": { "type": "object", "additionalProperties": { "properties": { "c": {} } } },
+            },
+        });
+        close(&mut schema);
+        // Fields from a flattened enum's variants: only `unevaluatedProperties` sees them.
+        assert_eq!(schema["unevaluatedProperties"], false);
+        assert!(schema.get("additionalProperties").is_none());
+        assert!(schema["oneOf"][0].get("additionalProperties").is_none());
+        assert_eq!(schema["properties"]["a"]["additionalProperties"], false);
+        // A tagged enum on its own: each variant holds all its fields.
+        assert_eq!(
+            schema["$defs"]["Tagged"]["oneOf"][0]["additionalProperties"],
+            false
+        );
+        // A map stays open; its values are closed.
+        let map = &schema["$defs"]["Map"];
+        assert_eq!(map["additionalProperties"]["additionalProperties"], false);
+    }
 
     #[test]
     fn own_schemas_are_the_ones_the_router_reserves() {
@@ -641,7 +992,7 @@ mod tests {
             "properties": { "status": { "$ref": "#/$defs/Status" }, "parent": { "$ref": "#" } },
             "$defs": { "Status": { "enum": ["Open"] }, "Wrap": { "$ref": "#/$defs/Status" } },
         });
-        hoist(&mut schemas, "issues", schema);
+        hoist(&mut schemas, "issues", schema, false);
         let root = &schemas["issues"];
         assert!(root.get("$defs").is_none() && root.get("$schema").is_none());
         assert_eq!(

@@ -1,6 +1,6 @@
 //! The builder that mounts collections and makes the `axum::Router`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +87,7 @@ pub struct Router {
     protect_reads: bool,
     body_limit: usize,
     timeout: Duration,
+    unknown_fields_allowed: BTreeSet<&'static str>,
 }
 
 impl fmt::Debug for Router {
@@ -100,6 +101,7 @@ impl fmt::Debug for Router {
             .field("protect_reads", &self.protect_reads)
             .field("body_limit", &self.body_limit)
             .field("timeout", &self.timeout)
+            .field("unknown_fields_allowed", &self.unknown_fields_allowed)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +120,7 @@ impl Router {
             protect_reads: false,
             body_limit: DEFAULT_BODY_LIMIT,
             timeout: DEFAULT_TIMEOUT,
+            unknown_fields_allowed: BTreeSet::new(),
         }
     }
 
@@ -178,6 +181,21 @@ impl Router {
         self
     }
 
+    /// Accepts fields that `T`'s JSON Schema does not declare in the bodies written to its
+    /// collection: they are dropped, as serde drops them, instead of refused.
+    ///
+    /// By default a body of `POST /{c}` or `PUT /{c}/docs/{id}` is checked against the JSON
+    /// Schema of the version it is decoded as (nested objects, flattened fields, tagged enums, and
+    /// the old names of the document type's own fields), and a field the schema does not declare
+    /// is refused with 422
+    /// (`urn:revolve:problem:unknown-field`, naming each field as a JSON pointer in `fields`), so
+    /// that a misspelt field is not acknowledged and lost. Call this for a collection whose
+    /// clients send fields on purpose that the type leaves out.
+    pub fn allow_unknown_fields<T: Schema>(mut self) -> Self {
+        self.unknown_fields_allowed.insert(T::COLLECTION);
+        self
+    }
+
     /// The largest request body accepted (413 above it); [`DEFAULT_BODY_LIMIT`] by default.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
@@ -209,6 +227,11 @@ impl Router {
             tracing::warn!(
                 "local development: writing and migrate routes are open to anyone who can connect"
             );
+        }
+        for name in &self.unknown_fields_allowed {
+            if let Some(mounted) = self.collections.get(*name) {
+                mounted.allow_unknown_fields();
+            }
         }
         let openapi = openapi::document(
             &self.collections,

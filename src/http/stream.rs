@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::mount::{Mounted, RunOptions};
+use super::view;
 use crate::MigrationReport;
 
 /// The media type of the stream.
@@ -35,11 +36,13 @@ impl Event {
     fn line(self) -> Bytes {
         let value = match self {
             Event::Progress(value) => value,
-            Event::Done(Ok(report)) => json!({ "event": "report", "report": report }),
-            Event::Done(Err(error)) => {
-                error.log();
-                json!({ "event": "error", "problem": error.problem() })
-            }
+            Event::Done(result) => match result.and_then(|report| view::report(&report)) {
+                Ok(report) => json!({ "event": "report", "report": report }),
+                Err(error) => {
+                    error.log();
+                    json!({ "event": "error", "problem": error.problem() })
+                }
+            },
         };
         let mut line = value.to_string().into_bytes();
         line.push(b'\n');

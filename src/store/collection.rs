@@ -164,6 +164,38 @@ impl Core {
         Ok(out)
     }
 
+    /// Up to `limit` revisions after `after` (from the first without it), oldest first: a range
+    /// read, so a long history costs only the page.
+    fn history_page(
+        &self,
+        id: &str,
+        after: Option<Revision>,
+        limit: usize,
+    ) -> Result<Vec<RevisionInfo>, StoreError> {
+        validate_id(id)?;
+        let prefix = keys::revisions_of(id);
+        let start = match after {
+            None => prefix.clone(),
+            Some(after) => match after.get().checked_add(1).and_then(Revision::new) {
+                Some(next) => keys::revision(id, next),
+                None => return Ok(Vec::new()),
+            },
+        };
+        let mut out = Vec::new();
+        for entry in self.tree.range(start..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, bytes) = entry.map_err(backend)?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let envelope = record::decode(&bytes).map_err(|e| self.corrupt(id, None, e))?;
+            out.push(RevisionInfo::from(&envelope));
+        }
+        Ok(out)
+    }
+
     fn raw_revision(
         &self,
         id: &str,
@@ -706,6 +738,22 @@ impl<T: Schema> Collection<T> {
     /// As [`raw_revision`](Self::raw_revision).
     pub fn history(&self, id: &str) -> Result<Vec<RevisionInfo>, StoreError> {
         self.core.history(id)
+    }
+
+    /// A page of a document's history, oldest first: up to `limit` revisions numbered above
+    /// `after` (from the first when `None`). It reads only the page, so a document with a long
+    /// history can be listed in steps: pass the last revision of one page as the next `after`.
+    ///
+    /// # Errors
+    ///
+    /// As [`raw_revision`](Self::raw_revision).
+    pub fn history_page(
+        &self,
+        id: &str,
+        after: Option<Revision>,
+        limit: usize,
+    ) -> Result<Vec<RevisionInfo>, StoreError> {
+        self.core.history_page(id, after, limit)
     }
 
     /// How many live documents are at each schema version. Kept up to date by every write, so

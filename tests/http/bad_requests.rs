@@ -278,7 +278,8 @@ fn table() -> Vec<Bad> {
                 ("if-none-match", "*"),
             ],
             Json(r#"{"title":"t","status":"open","priority":1}"#),
-            S::BAD_REQUEST,
+            // RFC 9110 §13.2.2: the two cannot both hold, so the preconditions fail.
+            S::PRECONDITION_FAILED,
         ),
         bad(
             M::PUT,
@@ -625,7 +626,7 @@ async fn bad_requests_get_a_problem_and_change_nothing() {
 #[tokio::test]
 async fn deeply_nested_json_neither_overflows_nor_is_stored() {
     let (_dir, store, _, issues) = issues();
-    let app = revolve::http::Router::new(store)
+    let app = revolve::http::Router::new(store.clone())
         .collection::<IssueV2>()
         .unwrap()
         .token(TOKEN)
@@ -645,15 +646,31 @@ async fn deeply_nested_json_neither_overflows_nor_is_stored() {
         .await
         .expect(StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(issues.len(), 3);
-    // In an unknown field: skipped without recursion, and not stored.
+    // In an unknown field: refused as one, without recursion.
     let ignored = format!(
         r#"{{"title":"t","status":"open","priority":1,"extra":{}}}"#,
         nested(100_000)
     );
+    crate::support::post("/issues")
+        .header("content-type", "application/json")
+        .raw(ignored.clone())
+        .send(&app)
+        .await
+        .expect(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(issues.len(), 3);
+    // Where unknown fields are allowed: skipped without recursion, and not stored.
+    let lenient = revolve::http::Router::new(store)
+        .collection::<IssueV2>()
+        .unwrap()
+        .allow_unknown_fields::<IssueV2>()
+        .token(TOKEN)
+        .body_limit(1 << 20)
+        .build()
+        .unwrap();
     let created = crate::support::post("/issues")
         .header("content-type", "application/json")
         .raw(ignored)
-        .send(&app)
+        .send(&lenient)
         .await
         .expect(StatusCode::CREATED);
     assert!(created["data"].get("extra").is_none());

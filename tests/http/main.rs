@@ -5,6 +5,7 @@
 
 mod auth;
 mod bad_requests;
+mod contract;
 mod example;
 mod migrate;
 mod not_upgradable;
@@ -12,6 +13,8 @@ mod routes;
 mod serve;
 mod socket;
 mod support;
+mod unknown_fields;
+mod wire;
 
 /// The example server's issues and seed, so that the tests use the data it serves.
 #[path = "../../examples/common/issues.rs"]
