@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 
-use super::parse_error::ProblemOnParseError;
+use super::parse_error::{ProblemOnParseError, Responses};
 
 /// How long a client may take to send a request's headers unless
 /// [`Server::header_read_timeout`] sets another: 10 s.
@@ -195,12 +195,21 @@ impl Server {
                     }
                 },
             };
-            let service = TowerToHyperService::new(router.clone());
+            // The shim tells hyper's own responses from the service's by counting the latter.
+            let responses = Responses::default();
+            let produced = responses.clone();
+            let service = TowerToHyperService::new(tower::util::MapResponse::new(
+                router.clone(),
+                move |response: axum::response::Response| {
+                    produced.produced();
+                    response
+                },
+            ));
             let builder = Arc::clone(&builder);
             let mut stopped = stopped.clone();
             connections.spawn(async move {
                 let _permit = permit;
-                let connection = builder.serve_connection(io(stream), service);
+                let connection = builder.serve_connection(io(stream, responses), service);
                 tokio::pin!(connection);
                 let result = tokio::select! {
                     result = connection.as_mut() => result,
@@ -250,11 +259,11 @@ fn ended(joined: Result<(), JoinError>) {
     }
 }
 
-fn io(stream: TcpStream) -> TokioIo<ProblemOnParseError<TcpStream>> {
+fn io(stream: TcpStream, responses: Responses) -> TokioIo<ProblemOnParseError<TcpStream>> {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
-    TokioIo::new(ProblemOnParseError::new(stream))
+    TokioIo::new(ProblemOnParseError::new(stream, responses))
 }
 
 /// Logs an accept error; after one that is not one connection's, waits a little before the next

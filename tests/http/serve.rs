@@ -221,6 +221,76 @@ async fn requests_hyper_cannot_parse_get_a_problem() {
     .unwrap();
 }
 
+/// hyper writes the service's empty 4xx with `connection: close` and `content-length: 0` when
+/// keep-alive is off, just as its own answer to a request it cannot parse: such a response of the
+/// service passes unchanged, and a malformed request after it on the same connection still gets a
+/// problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_client_errors_of_the_service_pass_unchanged() {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/401", get(|| async { StatusCode::UNAUTHORIZED }))
+        .route("/400", get(|| async { StatusCode::BAD_REQUEST }));
+    let addr = spawn_server(Server::new(app)).await;
+    tokio::task::spawn_blocking(move || {
+        for (method, path, expected) in [
+            ("GET", "/401", 401),
+            ("GET", "/400", 400),
+            ("HEAD", "/401", 401),
+            ("HEAD", "/400", 400),
+        ] {
+            let raw =
+                format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+            let (status, head, body) = exchange(addr, raw.as_bytes());
+            assert_eq!(status, expected, "{method} {path}: {head}");
+            assert!(
+                head.contains("\r\ncontent-length: 0"),
+                "{method} {path}: {head}"
+            );
+            assert!(!head.contains("content-type"), "{method} {path}: {head}");
+            assert!(body.is_empty(), "{method} {path}: {body}");
+        }
+
+        // Kept alive, then closing, then malformed: only hyper's own answer is replaced.
+        let mut stream = connect(addr);
+        stream
+            .write_all(b"GET /401 HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        let mut first = [0u8; 1024];
+        let read = stream.read(&mut first).unwrap();
+        let first = String::from_utf8_lossy(&first[..read]).to_ascii_lowercase();
+        assert!(first.starts_with("http/1.1 401"), "{first}");
+        assert!(!first.contains("content-type"), "{first}");
+        stream
+            .write_all(b"GET /400 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let second = String::from_utf8(read_until_closed(&mut stream)).unwrap();
+        assert!(second.starts_with("HTTP/1.1 400"), "{second}");
+        assert!(second.ends_with("\r\n\r\n"), "{second}");
+        assert!(
+            !second.to_ascii_lowercase().contains("content-type"),
+            "{second}"
+        );
+
+        let mut stream = connect(addr);
+        stream
+            .write_all(b"GET /401 HTTP/1.1\r\nHost: test\r\n\r\nGARBAGE\r\n\r\n")
+            .unwrap();
+        let received = String::from_utf8(read_until_closed(&mut stream)).unwrap();
+        let (first, second) = received.split_once("\r\n\r\nHTTP/1.1 ").unwrap();
+        assert!(first.starts_with("HTTP/1.1 401"), "{received}");
+        assert!(!first.contains("content-type"), "{received}");
+        assert!(second.starts_with("400 Bad Request\r\n"), "{received}");
+        assert!(
+            second.contains("urn:revolve:problem:bad-request"),
+            "{received}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
 /// After the signal the server accepts no more connections, answers the request whose body is
 /// still arriving, closes that connection, and returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
