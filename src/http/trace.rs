@@ -15,6 +15,15 @@ use tracing::Instrument;
 /// The route recorded for a request that matched none (the 404 fallback).
 const NO_ROUTE: &str = "(none)";
 
+/// `call`, to run on another thread (the blocking pool) inside the current span and with the
+/// current subscriber: without them, what it logs would lose the request's method and route, and
+/// a subscriber set for this thread only (`tracing::subscriber::set_default`) would not see it.
+pub(crate) fn in_current_span<R>(call: impl FnOnce() -> R) -> impl FnOnce() -> R {
+    let span = tracing::Span::current();
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    move || tracing::dispatcher::with_default(&dispatch, || span.in_scope(call))
+}
+
 /// Middleware around the whole router: logs every request once its response is ready (for a
 /// stream, when its head is sent).
 pub(crate) async fn log_request(request: Request, next: Next) -> Response {
@@ -123,6 +132,7 @@ mod tests {
                 send(&app, "GET", &document, "").await,
                 send(&app, "PUT", &document, &replacement).await,
                 send(&app, "POST", "/notes", &replacement).await,
+                send(&app, "GET", "/notes", "").await,
             ]
         };
         let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
@@ -132,7 +142,8 @@ mod tests {
                 StatusCode::OK,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                StatusCode::CREATED
+                StatusCode::CREATED,
+                StatusCode::OK,
             ],
             "{log}"
         );
@@ -165,6 +176,14 @@ mod tests {
                 "{failure}"
             );
         }
+        // Logged on the blocking pool, still inside the request's span.
+        assert!(
+            lines.iter().any(|line| line.contains("ERROR")
+                && line.contains("a listed document is damaged")
+                && line.contains("route=/{collection}")
+                && line.contains(&id)),
+            "{log}"
+        );
         assert!(!log.contains(TOKEN), "{log}");
         assert!(!log.contains(PAYLOAD), "{log}");
     }
