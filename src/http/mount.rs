@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::error::Category;
 use serde_json::{json, Value};
 
-use super::error::{chain, ApiError};
+use super::error::ApiError;
 use crate::{
     Collection, Document, MigrationReport, Progress, Revision, RevisionInfo, RunState, Schema,
     StoreError, MAX_ID_LEN,
@@ -143,7 +143,7 @@ impl<T: Schema> Mount<T> {
             tracing::error!(
                 collection = self.collection.name(),
                 id,
-                error = %chain(&error),
+                error = %super::error::log_chain(&error),
                 "a listed document is damaged"
             );
             ApiError::Corrupt {
