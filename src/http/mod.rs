@@ -126,10 +126,12 @@
 //! # Logs
 //!
 //! The router emits `tracing` events; the application installs a subscriber (the example server
-//! does: `RUST_LOG`, `--log-format json`). Each request is an `info` event "request answered" with
+//! does: `RUST_LOG`, `--log-format json`). Each request is an event "request answered" with
 //! `status` and `latency_us`, inside a `request` span with `method` and `route` (the matched
-//! template, such as `/{collection}/docs/{id}`, never the path); each 5xx is also an `error`
-//! event "request failed" with the error and its causes. No header, token, query or body is
+//! template, such as `/{collection}/docs/{id}`, never the path): at `info`, at `warn` for a 503
+//! (the request timeout), at `error` for any other 5xx. A 5xx that an internal error caused is
+//! also an `error` event "request failed" with the error and its causes (a payload's decode error
+//! by its kind only: its text may quote the value). Store calls log inside the request's span. No header, token, query or body is
 //! logged. [`Server`] logs accept errors (`error`, such as running out of file descriptors), its
 //! shutdown (`info`), and at `debug` each connection that ends in an error (a header read
 //! timeout, a request hyper could not parse: these never reach the router, so they have no

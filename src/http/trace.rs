@@ -1,5 +1,7 @@
 //! The request log: one event per request with its method, matched route, status and latency (µs),
-//! inside a `request` span so that an internal error logged while answering carries them too.
+//! inside a `request` span so that an internal error logged while answering carries them too. It
+//! is at `info`, `warn` for a 503 (a request that ran out of time), `error` for any other 5xx:
+//! whatever answered it (a handler's error, a layer, the backstop), a 5xx never stays at `info`.
 //!
 //! The route is the matched template (`/{collection}/docs/{id}`), never the request's path or
 //! query, and no header or body is recorded: a document id, a token or a payload never reaches the
@@ -38,7 +40,12 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    span.in_scope(|| tracing::info!(status, latency_us, "request answered"));
+    span.in_scope(|| match status {
+        // The router's own timeout: the server is slow, not broken.
+        503 => tracing::warn!(status, latency_us, "request answered"),
+        500.. => tracing::error!(status, latency_us, "request answered"),
+        _ => tracing::info!(status, latency_us, "request answered"),
+    });
     response
 }
 
@@ -94,6 +101,45 @@ mod tests {
             .body(Body::from(body.to_owned()))
             .unwrap();
         app.clone().oneshot(request).await.unwrap().status()
+    }
+
+    /// Every 5xx is logged above `info`, whichever layer answered it: 503 at `warn`, the others
+    /// at `error`.
+    #[tokio::test]
+    async fn every_5xx_is_logged_above_info() {
+        let app = axum::Router::new()
+            .route(
+                "/503",
+                axum::routing::get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+            )
+            .route(
+                "/502",
+                axum::routing::get(|| async { StatusCode::BAD_GATEWAY }),
+            )
+            .route("/200", axum::routing::get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(super::log_request));
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        {
+            let _guard = tracing::subscriber::set_default(subscriber);
+            for path in ["/503", "/502", "/200"] {
+                send(&app, "GET", path, "").await;
+            }
+        }
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line = |route: &str| {
+            log.lines()
+                .find(|line| line.contains(&format!("route={route}")))
+                .unwrap_or_else(|| panic!("no line for {route}: {log}"))
+        };
+        assert!(line("/503").contains(" WARN "), "{log}");
+        assert!(line("/502").contains("ERROR "), "{log}");
+        assert!(line("/200").contains(" INFO "), "{log}");
     }
 
     /// A real store error (a damaged head) answers 500; the log has the request (method, route,
