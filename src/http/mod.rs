@@ -105,7 +105,8 @@
 //! [`serve`] (or [`Server`], to change its limits) serves the router over HTTP/1.1 with what
 //! `axum::serve` does not set: a header read timeout ([`DEFAULT_HEADER_READ_TIMEOUT`], 10 s;
 //! idle kept-alive connections are closed after it too), a cap on open connections
-//! ([`DEFAULT_MAX_CONNECTIONS`], 1,024; at the cap it stops accepting, so new clients wait in the
+//! ([`DEFAULT_MAX_CONNECTIONS`], 1,024, lowered on Linux to the soft file descriptor limit less
+//! [`FD_RESERVE`] and logged at `info`; at the cap it stops accepting, so new clients wait in the
 //! kernel's listen queue, in order: a client behind `n` stalled connections waits at most about
 //! `ceil(n / cap)` header timeouts), and a graceful shutdown
 //! ([`Server::with_graceful_shutdown`]).
@@ -156,4 +157,5 @@ mod trace;
 pub use self::router::{BuildError, Router, DEFAULT_BODY_LIMIT, DEFAULT_TIMEOUT};
 pub use self::serve::{
     serve, Server, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
+    FD_RESERVE,
 };
