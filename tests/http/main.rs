@@ -13,6 +13,10 @@ mod serve;
 mod socket;
 mod support;
 
+/// Building the example server (shared with `tests/app_cli.rs`).
+#[path = "../common/example.rs"]
+mod example_build;
+
 /// The example server's issues and seed, so that the tests use the data it serves.
 #[path = "../../examples/common/issues.rs"]
 mod example_issues;

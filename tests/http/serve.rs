@@ -57,8 +57,9 @@ async fn spawn_server(server: Server) -> SocketAddr {
 /// accepted, and so on. A `/healthz` that arrives behind `STALLED` stalled sockets is therefore
 /// accepted after `ceil((STALLED + 1) / CAP) - 1` timeouts, and never before the first: that it
 /// waits at least one timeout shows the cap held (no more than `CAP` were open), that it is
-/// answered within the bound shows the timeout freed the slots. With only `CAP` stalled sockets
-/// ahead of it, it is answered within one timeout + 1 s. A stalled socket that sent part of a
+/// answered within the bound (plus 10 s of slack for a loaded CI machine) shows the timeout freed
+/// the slots. With only `CAP` stalled sockets ahead of it, it is answered within one timeout (plus
+/// 5 s). A stalled socket that sent part of a
 /// request head and one that sent nothing are both closed, each no sooner than the timeout after
 /// it connected, and without a response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,18 +92,18 @@ async fn stalled_connections_are_closed_and_healthz_gets_through() {
             "/healthz answered after {waited:?}, before any stalled socket timed out: the cap did not hold"
         );
         assert!(
-            waited <= TIMEOUT * rounds + Duration::from_secs(1),
+            waited <= TIMEOUT * rounds + Duration::from_secs(10),
             "/healthz answered only after {waited:?}"
         );
 
-        // Behind exactly CAP stalled sockets: within one timeout and a second.
+        // Behind exactly CAP stalled sockets: within one timeout (and slack for a loaded machine).
         let stalled = hold_stalled(addr, CAP);
         let sent = Instant::now();
         let (status, _, body) = exchange(addr, HEALTHZ);
         let waited = sent.elapsed();
         assert_eq!(status, 200, "{body}");
         assert!(
-            waited <= TIMEOUT + Duration::from_secs(1),
+            waited <= TIMEOUT + Duration::from_secs(5),
             "/healthz answered only after {waited:?}"
         );
         check_closed(stalled, TIMEOUT);
@@ -331,17 +332,14 @@ async fn a_graceful_shutdown_finishes_the_request_under_way() {
 
     stop.send(()).unwrap();
     let (status, head) = tokio::task::spawn_blocking(move || {
-        // Wait until the listener is closed: that is the server acting on the signal.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).is_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "still accepting after the signal"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // The idle connection is closed once the server acted on the signal, and it closes the
+        // listener before it closes connections: from then on, no connection is accepted.
         let (stream, idle) = &mut under_way;
         read_until_closed(idle);
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "still accepting after the signal"
+        );
         stream.write_all(rest.as_bytes()).unwrap();
         let response = String::from_utf8(read_until_closed(stream)).unwrap();
         let head = response.split("\r\n\r\n").next().unwrap().to_owned();
