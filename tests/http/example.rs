@@ -36,6 +36,23 @@ fn a_port_in_use_fails_before_the_store_is_seeded() {
     assert!(!stderr.contains("seeded"), "{stderr}");
 }
 
+/// A `RUST_LOG` that does not parse is not silently ignored.
+#[test]
+fn a_bad_rust_log_is_warned_about() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(server_binary())
+        .args(["--dev", "--port", &port, "--data"])
+        .arg(dir.path().join("store"))
+        .env("RUST_LOG", "info,[unclosed")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("ignoring RUST_LOG"), "{stderr}");
+}
+
 #[test]
 fn a_store_that_cannot_be_opened_is_reported_with_its_cause() {
     let dir = tempfile::tempdir().unwrap();
