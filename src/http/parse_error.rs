@@ -373,6 +373,23 @@ mod tests {
         assert_eq!(received, format!("before;{expected};after"));
     }
 
+    /// A head of hyper's shape that the service produced passes unchanged; one more than the
+    /// service produced is hyper's own, and is replaced.
+    #[tokio::test]
+    async fn only_a_head_the_service_did_not_produce_is_replaced() {
+        let responses = Responses::default();
+        let mut shim = ProblemOnParseError::new(Trickle::default(), responses.clone());
+        responses.produced();
+        write_all(&mut shim, HEAD).await;
+        write_all(&mut shim, HEAD).await;
+        let received = String::from_utf8(shim.inner.written).unwrap();
+        let expected = String::from_utf8(problem_response(HEAD, StatusCode::BAD_REQUEST)).unwrap();
+        assert_eq!(
+            received,
+            format!("{}{expected}", String::from_utf8_lossy(HEAD))
+        );
+    }
+
     #[test]
     fn the_replacement_keeps_the_head_and_adds_a_problem() {
         let bytes = problem_response(HEAD, StatusCode::BAD_REQUEST);
