@@ -35,7 +35,7 @@ use super::error::{ApiError, PROBLEM_JSON};
 /// The headers hyper writes, in this order, on its automatic response to a parse error.
 const AUTOMATIC_HEADERS: &[u8] = b"\r\nconnection: close\r\ncontent-length: 0\r\n";
 
-/// The start of every response head hyper writes.
+/// The start of every response head hyper writes (an interim `1xx` one included).
 const HEAD_START: &[u8] = b"HTTP/1.1 ";
 
 /// How many responses the service produced on one connection, shared between the service's
@@ -92,7 +92,8 @@ impl<I> ProblemOnParseError<I> {
             if before >= written {
                 break;
             }
-            if slice.starts_with(HEAD_START) {
+            // An interim `100 Continue`, which hyper writes itself, is no response of its own.
+            if slice.starts_with(HEAD_START) && slice.get(HEAD_START.len()) != Some(&b'1') {
                 self.heads += 1;
             }
             before += slice.len();
@@ -379,6 +380,8 @@ mod tests {
     async fn only_a_head_the_service_did_not_produce_is_replaced() {
         let responses = Responses::default();
         let mut shim = ProblemOnParseError::new(Trickle::default(), responses.clone());
+        const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+        write_all(&mut shim, CONTINUE).await;
         responses.produced();
         write_all(&mut shim, HEAD).await;
         write_all(&mut shim, HEAD).await;
@@ -386,7 +389,11 @@ mod tests {
         let expected = String::from_utf8(problem_response(HEAD, StatusCode::BAD_REQUEST)).unwrap();
         assert_eq!(
             received,
-            format!("{}{expected}", String::from_utf8_lossy(HEAD))
+            format!(
+                "{}{}{expected}",
+                String::from_utf8_lossy(CONTINUE),
+                String::from_utf8_lossy(HEAD)
+            )
         );
     }
 
