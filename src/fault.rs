@@ -33,6 +33,13 @@ pub fn points_passed() -> u64 {
     PASSED.load(Ordering::SeqCst)
 }
 
+/// Poisons `store` as a panic inside the storage engine would: the guarded call panics, is
+/// caught, and the store refuses every later call. Returns the error the panicking call got.
+#[must_use]
+pub fn poison(store: &crate::Store) -> crate::StoreError {
+    store.panic_in_engine()
+}
+
 pub(crate) fn broken_write_order() -> bool {
     BROKEN_WRITE_ORDER.load(Ordering::Relaxed)
 }

@@ -42,4 +42,5 @@ pub use crate::store::{
     BackupError, BackupSummary, CollectionStats, CounterChange, CounterKind, Problem, RepairReport,
     StoreStats, VerifyReport, MAX_REPORTED_PROBLEMS,
 };
+pub use crate::store::{SalvageReport, SalvagedImport, SnapshotRebuild, StoreState};
 pub use revolve_derive::Schema;

@@ -1,6 +1,8 @@
 //! Crash tests: `kill -9` during `migrate().execute()`, then every invariant of DESIGN.md checked
 //! through the public API after each kill, and the resumed end state compared with an uninterrupted
-//! migration of an identical fresh store.
+//! migration of an identical fresh store. The ledger must equal what is on disk after every kill:
+//! each run's `migrated` is the number of migration revisions naming it, and its failures are
+//! listed.
 //!
 //! The binary re-executes itself as a child (sled's `tests/test_crash_recovery.rs` does the same):
 //! with `REVOLVE_CRASH_CHILD` set to a store's path, `main` opens that store and migrates it until
@@ -970,15 +972,30 @@ fn check_ledger(
                 violations.push(format!("run {id}: lists {} as failed", failure.id));
             }
         }
+        // The ledger equals what is on disk, whenever the process stopped: a finished record is
+        // saved durably after its last chunk, and an interrupted one is reconciled from the
+        // progress record each chunk writes in its own batch.
         let written = by_run.get(&id).copied().unwrap_or(0);
         let finished = matches!(run.state, RunState::Done | RunState::DoneWithFailures);
-        // A finished record is saved durably after its last chunk; an interrupted one may lag
-        // behind the chunks that were durable when the process stopped, never lead them.
-        let agrees = if finished {
-            written == run.migrated && (run.state == RunState::Done) == (run.failed == 0)
-        } else {
-            written >= run.migrated
-        };
+        let agrees = written == run.migrated
+            && (!finished || (run.state == RunState::Done) == (run.failed == 0));
+        // Every failure is listed, up to the cap: an interrupted record's list is completed from
+        // the failure records that name the run.
+        let listed: BTreeSet<&str> = run
+            .failures
+            .iter()
+            .map(|failure| failure.id.as_str())
+            .collect();
+        let expected = run.failed.min(revolve::MAX_REPORTED_FAILURES as u64);
+        if listed.len() != run.failures.len() || run.failures.len() as u64 != expected {
+            violations.push(format!(
+                "run {id} ({:?}) lists {} failures ({} distinct); it counts {} failed",
+                run.state,
+                run.failures.len(),
+                listed.len(),
+                run.failed
+            ));
+        }
         match run.state {
             RunState::Running => violations.push(format!("run {id} still reads as running")),
             RunState::Done | RunState::DoneWithFailures | RunState::Interrupted => {}

@@ -8,8 +8,10 @@
 //! revolve failures <PATH> <COLLECTION> [--after ID] [--limit N]
 //!                                                 documents whose migration failed
 //! revolve verify   <PATH> [--repair]              check every chain, head and counter
-//! revolve export   <PATH> <FILE>                  a backup of every key
-//! revolve import   <FILE> <PATH>                  restore a backup into a new store
+//! revolve export   <PATH> <FILE|-> [--salvage]    a backup of every key (`-`: standard output)
+//! revolve import   <FILE|-> <PATH> [--accept-salvaged]
+//!                                                 restore a backup into a new store
+//! revolve repair   <PATH> --rebuild-snapshot      rebuild a damaged snapshot from the log
 //! ```
 //!
 //! Every command takes `--json`, and `--log-format text|json` (or `REVOLVE_LOG_FORMAT`) for the log
@@ -32,7 +34,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use revolve::cli::Status;
-use revolve::{Failure, Origin, RunKind, RunRecord, RunState, Store, StoreError};
+use revolve::{
+    Failure, Origin, Problem, RunKind, RunRecord, RunState, SnapshotRebuild, Store, StoreError,
+};
 use serde::Serialize;
 
 use crate::format::{progress_bar, seconds, timestamp, write_json, write_runs};
@@ -120,15 +124,33 @@ enum Command {
     Export {
         /// The store's directory.
         path: PathBuf,
-        /// The backup file to write.
+        /// The backup file to write; `-` for standard output. A FIFO or device is written
+        /// through, never replaced.
         file: PathBuf,
+        /// Save what is still readable from a damaged store, and list what is not; the backup
+        /// is marked salvaged.
+        #[arg(long)]
+        salvage: bool,
+    },
+    /// Repair the files of a closed store.
+    Repair {
+        /// The store's directory.
+        path: PathBuf,
+        /// Move the newest `snap.*` file aside, rebuild it from the log, and verify the store;
+        /// put everything back as it was if the store does not open or verify without it.
+        #[arg(long, required = true)]
+        rebuild_snapshot: bool,
     },
     /// Restore a backup into a new, empty store.
     Import {
-        /// The backup file.
+        /// The backup file; `-` for standard input.
         file: PathBuf,
         /// The new store's directory.
         path: PathBuf,
+        /// Accept a backup salvaged from a damaged store: rebuild the counters from the heads
+        /// restored and report heads whose revisions were lost.
+        #[arg(long)]
+        accept_salvaged: bool,
     },
 }
 
@@ -172,6 +194,16 @@ fn locked(error: &anyhow::Error) -> Option<&StoreError> {
         .find(|cause| matches!(cause, StoreError::Locked { .. }))
 }
 
+/// Whether `error`'s chain holds damage the storage engine found.
+fn corrupt(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<StoreError>(),
+            Some(StoreError::StorageCorrupt { .. } | StoreError::Poisoned { .. })
+        )
+    })
+}
+
 fn run(cli: &Cli) -> anyhow::Result<Status> {
     let mut out = io::stdout().lock();
     let out: &mut dyn Write = &mut out;
@@ -198,9 +230,26 @@ fn run(cli: &Cli) -> anyhow::Result<Status> {
             cli.json,
             out,
         ),
-        Command::Verify { path, repair } => verify(&open(cli, path)?, *repair, cli.json, out),
-        Command::Export { path, file } => export(&open(cli, path)?, path, file, cli.json, out),
-        Command::Import { file, path } => import(file, path, cli.json, out),
+        Command::Verify { path, repair } => match open(cli, path) {
+            Ok(store) => verify(&store, *repair, cli.json, out),
+            // A store too damaged to open has problems too: exit 3, not 1.
+            Err(error) if corrupt(&error) => {
+                eprintln!("revolve: verify: {error:#}");
+                Ok(Status::Problems)
+            }
+            Err(error) => Err(error),
+        },
+        Command::Export {
+            path,
+            file,
+            salvage,
+        } => export(&open(cli, path)?, path, file, *salvage, cli.json, out),
+        Command::Import {
+            file,
+            path,
+            accept_salvaged,
+        } => import(file, path, *accept_salvaged, cli.json, out),
+        Command::Repair { path, .. } => rebuild_snapshot(cli, path, out),
     }
 }
 
@@ -218,15 +267,28 @@ fn open(cli: &Cli, path: &Path) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open the store at {}", path.display()))
 }
 
+#[derive(Serialize)]
+struct StatsOutput<'a, Stats> {
+    counts: &'static str,
+    #[serde(flatten)]
+    stats: &'a Stats,
+}
+
 fn stats(store: &Store, path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<Status> {
     let stats = store.stats()?;
     if json {
-        write_json(out, &stats)?;
+        write_json(
+            out,
+            &StatsOutput {
+                counts: "from the counters, not verified; `revolve verify` checks them",
+                stats: &stats,
+            },
+        )?;
         return Ok(Status::Success);
     }
     writeln!(
         out,
-        "store {}: {} collections, {} on disk",
+        "store {}: {} collections, {} on disk\ncounts from the counters, not verified (`revolve verify` checks them)",
         path.display(),
         stats.collections.len(),
         human_bytes(stats.size_on_disk)
@@ -433,8 +495,30 @@ fn verify(store: &Store, repair: bool, json: bool, out: &mut dyn Write) -> anyho
     let bar = progress_bar(total, "documents");
     let report = store.verify_with_progress(|done| bar.set_position(done));
     bar.finish_and_clear();
-    let report = report?;
-    let (repaired, after) = if repair {
+    let report = match report {
+        Ok(report) => report,
+        Err(error @ (StoreError::StorageCorrupt { .. } | StoreError::Poisoned { .. })) => {
+            eprintln!("revolve: verify: {error}");
+            return Ok(Status::Problems);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    // Counters recomputed from what damage left readable would hide the loss: no repair then.
+    let damaged = report.problems.iter().any(|problem| {
+        matches!(
+            problem,
+            Problem::Unreadable { .. }
+                | Problem::UnreadableHead { .. }
+                | Problem::UnreadableRevision { .. }
+                | Problem::Unaccounted { .. }
+        )
+    });
+    if repair && damaged {
+        eprintln!(
+            "revolve: not repairing a damaged store; save what is readable with `revolve export --salvage`"
+        );
+    }
+    let (repaired, after) = if repair && !damaged {
         let repaired = store.repair_counters()?;
         (Some(repaired), Some(store.verify()?))
     } else {
@@ -505,43 +589,114 @@ fn problems(count: u64) -> String {
 }
 
 #[derive(Serialize)]
-struct BackupOutput<'a, Summary> {
+struct BackupOutput<'a, Summary, Unreadable> {
     file: &'a Path,
     store: &'a Path,
     #[serde(flatten)]
     summary: &'a Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unreadable: Option<&'a Unreadable>,
+}
+
+/// Where an export writes.
+enum Target {
+    /// Standard output.
+    Stdout,
+    /// A FIFO, a device or another file that is not regular: written through, never replaced.
+    Through(File),
+    /// A regular file (or none yet): written next to it and renamed over it once complete.
+    Replace { partial: PathBuf, file: File },
+}
+
+/// Opens where an export writes (see [`Target`]).
+fn export_target(file: &Path) -> anyhow::Result<Target> {
+    Ok(if file == Path::new("-") {
+        Target::Stdout
+    } else if fs::metadata(file).is_ok_and(|metadata| !metadata.is_file()) {
+        if fs::metadata(file).is_ok_and(|metadata| metadata.is_dir()) {
+            bail!("{} is a directory; name a file", file.display());
+        }
+        Target::Through(
+            fs::OpenOptions::new()
+                .write(true)
+                .open(file)
+                .with_context(|| format!("cannot open {}", file.display()))?,
+        )
+    } else {
+        // Written next to the file and renamed once complete, so that a failed export never
+        // leaves a partial backup under the name asked for.
+        let mut partial = file.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let writer = File::create(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        Target::Replace {
+            partial,
+            file: writer,
+        }
+    })
 }
 
 fn export(
     store: &Store,
     path: &Path,
     file: &Path,
+    salvage: bool,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<Status> {
-    // Written next to the file and renamed once complete, so that a failed export never leaves
-    // a partial backup under the name asked for.
-    let mut partial = file.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let mut writer =
-        File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    let target = export_target(file)?;
     let bar = progress_bar(None, "keys");
-    let result = store.export(&mut writer, |keys| bar.set_position(keys));
+    let mut stdout;
+    let writer: &mut dyn Write = match &target {
+        Target::Stdout => {
+            stdout = io::stdout().lock();
+            &mut stdout
+        }
+        Target::Through(file) | Target::Replace { file, .. } => &mut &*file,
+    };
+    let result = if salvage {
+        store
+            .export_salvage(writer, |keys| bar.set_position(keys))
+            .map(|report| (report.summary.clone(), report.unreadable))
+    } else {
+        store
+            .export(writer, |keys| bar.set_position(keys))
+            .map(|summary| (summary, Vec::new()))
+    };
     bar.finish_and_clear();
-    let result = result.map_err(anyhow::Error::from).and_then(|summary| {
-        writer.sync_all()?;
-        Ok(summary)
+    let result = result.map_err(anyhow::Error::from).and_then(|done| {
+        if let Target::Replace { file, .. } = &target {
+            file.sync_all()?;
+        }
+        Ok(done)
     });
-    let summary = match result {
-        Ok(summary) => summary,
+    let (summary, unreadable) = match result {
+        Ok(done) => done,
         Err(error) => {
-            let _ = fs::remove_file(&partial);
+            if let Target::Replace { partial, .. } = &target {
+                let _ = fs::remove_file(partial);
+            }
             return Err(error).context(format!("cannot export to {}", file.display()));
         }
     };
-    fs::rename(&partial, file)
-        .with_context(|| format!("cannot move the backup to {}", file.display()))?;
+    if let Target::Replace { partial, .. } = &target {
+        fs::rename(partial, file)
+            .with_context(|| format!("cannot move the backup to {}", file.display()))?;
+    }
+    // With the backup on standard output, the report goes to standard error.
+    let mut stderr;
+    let out: &mut dyn Write = if matches!(target, Target::Stdout) {
+        stderr = io::stderr().lock();
+        &mut stderr
+    } else {
+        out
+    };
+    let status = if unreadable.is_empty() {
+        Status::Success
+    } else {
+        Status::Problems
+    };
     if json {
         write_json(
             out,
@@ -549,23 +704,41 @@ fn export(
                 file,
                 store: path,
                 summary: &summary,
+                unreadable: salvage.then_some(&unreadable),
             },
         )?;
-    } else {
-        writeln!(
-            out,
-            "exported {} keys of {} trees to {} ({}, sha256 {})",
-            summary.entries,
-            summary.trees,
-            file.display(),
-            human_bytes(summary.bytes),
-            summary.checksum
-        )?;
+        return Ok(status);
     }
-    Ok(Status::Success)
+    writeln!(
+        out,
+        "exported {} keys of {} trees to {} ({}, sha256 {}){}",
+        summary.entries,
+        summary.trees,
+        file.display(),
+        human_bytes(summary.bytes),
+        summary.checksum,
+        if salvage { ", salvaged" } else { "" }
+    )?;
+    if salvage {
+        if unreadable.is_empty() {
+            writeln!(out, "everything was readable")?;
+        } else {
+            writeln!(out, "could not read:")?;
+            for problem in &unreadable {
+                writeln!(out, "  {problem}")?;
+            }
+        }
+    }
+    Ok(status)
 }
 
-fn import(file: &Path, path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<Status> {
+fn import(
+    file: &Path,
+    path: &Path,
+    accept_salvaged: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Status> {
     // A mistyped path must not scatter database files among someone's other files: the target is
     // new, empty, or a store (which `Store::import` then checks is empty).
     let occupied = fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some());
@@ -575,35 +748,122 @@ fn import(file: &Path, path: &Path, json: bool, out: &mut dyn Write) -> anyhow::
             path.display()
         );
     }
-    let reader = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-    let len = reader.metadata().map(|metadata| metadata.len()).ok();
+    let (reader, len): (Box<dyn io::Read>, Option<u64>) = if file == Path::new("-") {
+        (Box::new(io::stdin().lock()), None)
+    } else {
+        let reader = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let len = reader
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|metadata| metadata.len());
+        (Box::new(reader), len)
+    };
     let bar = progress_bar(len, "bytes");
     let started = std::time::Instant::now();
-    let result = Store::import(path, bar.wrap_read(reader), |_| {});
+    let reader = bar.wrap_read(reader);
+    let result = if accept_salvaged {
+        Store::import_salvaged(path, reader, |_| {}).map(|done| {
+            let summary = done.summary.clone();
+            (summary, Some(done))
+        })
+    } else {
+        Store::import(path, reader, |_| {}).map(|summary| (summary, None))
+    };
     bar.finish_and_clear();
-    let summary = result
+    let (summary, salvaged) = result
         .with_context(|| format!("cannot import {} into {}", file.display(), path.display()))?;
+    let status = match &salvaged {
+        Some(done) if !done.report.is_ok() => Status::Problems,
+        _ => Status::Success,
+    };
     if json {
         write_json(
             out,
-            &BackupOutput {
+            &ImportOutput {
                 file,
                 store: path,
                 summary: &summary,
+                salvaged: salvaged.as_ref(),
             },
         )?;
-    } else {
+        return Ok(status);
+    }
+    writeln!(
+        out,
+        "imported {} keys of {} trees into {} ({}, {})",
+        summary.entries,
+        summary.trees,
+        path.display(),
+        human_bytes(summary.bytes),
+        seconds(started.elapsed())
+    )?;
+    if let Some(done) = &salvaged {
         writeln!(
             out,
-            "imported {} keys of {} trees into {} ({}, {})",
-            summary.entries,
-            summary.trees,
-            path.display(),
-            human_bytes(summary.bytes),
-            seconds(started.elapsed())
+            "salvaged backup: {} counters rebuilt from the heads; verify: {}",
+            done.repair.counters.len(),
+            problems(done.report.problem_count)
         )?;
+        for problem in &done.report.problems {
+            writeln!(out, "  {problem}")?;
+        }
     }
-    Ok(Status::Success)
+    Ok(status)
+}
+
+#[derive(Serialize)]
+struct ImportOutput<'a, Summary, Salvaged> {
+    file: &'a Path,
+    store: &'a Path,
+    #[serde(flatten)]
+    summary: &'a Summary,
+    salvaged: Option<&'a Salvaged>,
+}
+
+fn rebuild_snapshot(cli: &Cli, path: &Path, out: &mut dyn Write) -> anyhow::Result<Status> {
+    if !path.join("db").is_file() {
+        bail!("no revolve store at {}", path.display());
+    }
+    let timeout = Duration::try_from_secs_f64(cli.lock_timeout)
+        .context("--lock-timeout must be a number of seconds, 0 or more")?;
+    let outcome = Store::rebuild_snapshot(path, timeout)
+        .with_context(|| format!("cannot rebuild the snapshot of {}", path.display()))?;
+    let status = match &outcome {
+        SnapshotRebuild::PutBack { .. } => Status::Problems,
+        _ => Status::Success,
+    };
+    if cli.json {
+        write_json(out, &outcome)?;
+        return Ok(status);
+    }
+    match &outcome {
+        SnapshotRebuild::NoSnapshot => {
+            writeln!(out, "{} has no snapshot; nothing to rebuild", path.display())?;
+        }
+        SnapshotRebuild::Rebuilt {
+            snapshot,
+            kept,
+            report,
+        } => writeln!(
+            out,
+            "rebuilt the snapshot from the log: the store opens and verifies ({} documents, {} revisions)\n\
+             the old snapshot {} and copies of the files as they were are in {}; delete it once satisfied",
+            report.documents,
+            report.revisions,
+            snapshot.display(),
+            kept.display()
+        )?,
+        SnapshotRebuild::PutBack {
+            snapshot, reason, ..
+        } => writeln!(
+            out,
+            "gave up: {reason}\nevery file is back as it was, {} included; restore a backup, or save what is readable with `revolve export --salvage`",
+            snapshot.display()
+        )?,
+        _ => writeln!(out, "done")?,
+    }
+    Ok(status)
 }
 
 /// Bytes in binary units: `512 B`, `1.5 KiB`, `12.3 MiB`.

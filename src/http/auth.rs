@@ -37,12 +37,13 @@ impl fmt::Debug for Token {
 }
 
 /// Which requests need the token: every method but `GET` and `HEAD`, every route under
-/// `…/migrate`, and with `protect_reads` every route but `/healthz` and `/openapi.json`.
+/// `…/migrate`, and with `protect_reads` every route but `/healthz`, `/readyz` and `/openapi.json`.
 ///
 /// `route` is the matched route template (`/{collection}/migrate/status`), never the request's
 /// path, so no document id can make a guarded route look open.
 pub(crate) fn needs_token(method: &Method, route: &str, protect_reads: bool) -> bool {
-    if route.ends_with("/healthz") || route.ends_with("/openapi.json") {
+    if route.ends_with("/healthz") || route.ends_with("/readyz") || route.ends_with("/openapi.json")
+    {
         return false;
     }
     let reading = method == Method::GET || method == Method::HEAD;

@@ -82,6 +82,8 @@ pub(crate) enum ApiError {
     PreconditionRequired,
     /// 503: the request took longer than the configured timeout.
     Timeout,
+    /// 503: the store is not ready (`GET /readyz`).
+    NotReady(crate::StoreState),
     /// Any other status, for responses made by layers that are not ours (the backstop).
     Status(StatusCode),
     /// 500: a bug or a failure of the store; logged, never sent.
@@ -221,6 +223,11 @@ impl ApiError {
                 "timeout",
                 "request timed out",
             ),
+            Self::NotReady(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                "the store is not ready",
+            ),
             Self::Status(status) => (
                 *status,
                 "http-error",
@@ -284,6 +291,10 @@ impl ApiError {
                 "this server requires `If-Match: \"<revision>\"` on writes to a document".to_owned()
             }
             Self::Timeout => "the request took longer than the server allows".to_owned(),
+            Self::NotReady(state) => match state {
+                crate::StoreState::Poisoned => "the store is poisoned by a storage failure; restart the server after checking the store with `revolve verify`".to_owned(),
+                _ => "the store is still opening".to_owned(),
+            },
             Self::Status(status) => status.canonical_reason().unwrap_or("error").to_owned(),
             Self::Internal(_) => "an internal error occurred; it has been logged".to_owned(),
         }
@@ -300,6 +311,7 @@ impl ApiError {
         });
         match self {
             Self::RunInProgress { run, .. } => problem["run_id"] = json!(run),
+            Self::NotReady(state) => problem["state"] = json!(state),
             Self::PreconditionFailed {
                 current: Some(current),
                 ..
@@ -413,6 +425,8 @@ impl From<StoreError> for ApiError {
                 Self::VersionTooNew(chain(&error))
             }
             StoreError::UnknownCollection { collection } => Self::UnknownCollection(collection),
+            // Logged when the store was poisoned; every request fails alike until a restart.
+            StoreError::Poisoned { .. } => Self::NotReady(crate::StoreState::Poisoned),
             other => Self::internal(other),
         }
     }

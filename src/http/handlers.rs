@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) protect_reads: bool,
     pub(crate) require_if_match: bool,
     pub(crate) openapi: Value,
+    /// The store, for the readiness check.
+    pub(crate) store: crate::Store,
 }
 
 impl Shared {
@@ -243,6 +245,15 @@ fn shown(status: StatusCode, shown: Shown, location: Option<String>) -> Result<R
 
 pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: 200 while the store serves reads and writes, 503 otherwise (a store poisoned by a
+/// storage failure stays so until the process reopens it). `/healthz` is liveness only.
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    match state.store.state() {
+        crate::StoreState::Ready => Ok(Json(json!({ "status": "ready" }))),
+        other => Err(ApiError::NotReady(other)),
+    }
 }
 
 pub(crate) async fn openapi(State(state): State<AppState>) -> Json<Value> {

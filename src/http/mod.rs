@@ -36,8 +36,10 @@
 //! | `GET /{c}/migrate/runs[?before=ID&limit=N]`, `GET /{c}/migrate/runs/{run_id}` | the run ledger | yes |
 //! | `POST /{c}/migrate/runs/{run_id}/revert` | revert a run | yes |
 //!
-//! And `GET /healthz`, `GET /openapi.json` (an `OpenAPI` 3.1 document built from the mounted
-//! collections' JSON Schemas), both always open. A [`Router::read_only`] server mounts neither the
+//! And `GET /healthz` (liveness), `GET /readyz` (readiness: 200 while the store is ready, 503
+//! problem+json once it is poisoned, see [`Store::state`](crate::Store::state)), `GET
+//! /openapi.json` (an `OpenAPI` 3.1 document built from the mounted collections' JSON Schemas),
+//! all always open. A [`Router::read_only`] server mounts neither the
 //! writing routes nor any `/{c}/migrate` route, reading ones included (status, failures, runs):
 //! those are an operator's, on a writable server or with the `revolve` command line.
 //!

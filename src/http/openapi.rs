@@ -222,6 +222,19 @@ pub(crate) fn document(
         }],
     );
     add(
+        "/readyz".to_owned(),
+        vec![Op {
+            method: Method::GET,
+            route: "/readyz",
+            summary: "readiness: 200 when the store is ready, 503 problem+json otherwise"
+                .to_owned(),
+            parameters: vec![],
+            body: None,
+            status: "200",
+            response: json_content(&object),
+        }],
+    );
+    add(
         "/openapi.json".to_owned(),
         vec![Op {
             method: Method::GET,

@@ -126,12 +126,14 @@ impl Router {
     /// # Errors
     ///
     /// [`BuildError::Store`] when the store refuses the collection (see [`Store::collection`]),
-    /// [`BuildError::DuplicateCollection`], and [`BuildError::ReservedName`] for `healthz` and
-    /// the names of the `OpenAPI` document's own schemas (`Problem`, `Status`, `Failure`, …).
+    /// [`BuildError::DuplicateCollection`], and [`BuildError::ReservedName`] for `healthz`,
+    /// `readyz` and the names of the `OpenAPI` document's own schemas (`Problem`, `Status`, `Failure`, …).
     pub fn collection<T: Schema>(mut self) -> Result<Self, BuildError> {
         let collection = self.store.collection::<T>()?;
         let name = collection.name().to_owned();
-        if name == "healthz" || openapi::OWN_SCHEMAS.contains(&name.as_str()) {
+        if name == "healthz"
+            || name == "readyz"
+            || openapi::OWN_SCHEMAS.contains(&name.as_str()) {
             return Err(BuildError::ReservedName { collection: name });
         }
         if self.collections.contains_key(&name) {
@@ -172,7 +174,7 @@ impl Router {
         self
     }
 
-    /// Requires the token on reading routes too; `/healthz` and `/openapi.json` stay open.
+    /// Requires the token on reading routes too; `/healthz`, `/readyz` and `/openapi.json` stay open.
     pub fn protect_reads(mut self) -> Self {
         self.protect_reads = true;
         self
@@ -224,6 +226,7 @@ impl Router {
             protect_reads: self.protect_reads,
             require_if_match: self.require_if_match,
             openapi,
+            store: self.store.clone(),
         }));
 
         let (root, document) = if writable {
@@ -236,6 +239,7 @@ impl Router {
         };
         let mut quick = axum::Router::new()
             .route("/healthz", get(h::healthz))
+            .route("/readyz", get(h::readyz))
             .route("/openapi.json", get(h::openapi))
             .route("/{collection}", root)
             .route("/{collection}/docs/{id}", document)

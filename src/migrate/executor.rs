@@ -15,14 +15,14 @@
 //! the pool does the rest of the work, off that thread, a chunk ahead.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::error::Error as StdError;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant, SystemTime};
 
 use rayon::prelude::*;
 
-use super::ledger::{self, RunKind, RunRecord, RunState};
+use super::ledger::{self, RunKind, RunProgress, RunRecord, RunState};
+use super::log::{self, chain};
 use super::{
     Failure, FailureClass, Migration, MigrationError, MigrationReport, Progress, CHUNK_SIZE,
     MAX_REPORTED_FAILURES,
@@ -32,7 +32,7 @@ use crate::record::{self, Kind, Origin};
 use crate::schema::{self, Schema};
 use crate::store::{
     Action, ChunkItem, Collection, Commit, EncodedRevision, FailureRecord, Head, HeadScan, Outcome,
-    PreparedBatch, RevisionBytes, RevisionReader, StoreError,
+    PreparedBatch, ProgressRecord, RevisionBytes, RevisionReader, StoreError,
 };
 
 /// A document the scan took.
@@ -56,16 +56,12 @@ struct Chunk {
 /// Counts kept while chunks commit.
 #[derive(Default)]
 struct Tally {
-    scanned: u64,
-    migrated: u64,
-    failed: u64,
-    skipped: u64,
+    /// The counts, as the progress record of the last committed chunk holds them.
+    counts: RunProgress,
     /// Candidates that were not known failures and were migrated or failed: what a real run would
     /// take off the migratable count.
     settled_fresh: u64,
     failures: Vec<Failure>,
-    failures_by_class: BTreeMap<FailureClass, u64>,
-    from_versions: BTreeSet<u32>,
 }
 
 pub(super) fn run<T: Schema>(
@@ -114,12 +110,18 @@ pub(super) fn run<T: Schema>(
             collection: collection.name().to_owned(),
             run,
         })?;
-    let mut record = RunRecord::new(run_id, collection.name(), RunKind::Migration, T::VERSION);
-    record.limit = migration.limit;
-    record.schema_fingerprint = Some(collection.schema_fingerprint());
-    record.dry_run = dry_run;
-    record.retry_failed = migration.retry_failed;
+    // A run that stopped is brought up to what is on disk before this one writes anything.
+    ledger::settle(&collection)?;
+    let mut record = new_record(&migration, run_id, dry_run);
+    let from: Vec<u32> = counters
+        .live()
+        .into_keys()
+        .filter(|&v| v < T::VERSION)
+        .collect();
+    let span = log::run_span(&record, &from);
+    let _entered = span.enter();
     ledger::save(&collection, &record, true)?;
+    log::run_started(total);
 
     let result = pipeline(
         &collection,
@@ -135,9 +137,8 @@ pub(super) fn run<T: Schema>(
         Ok(done) => done,
         Err(error) => {
             // Every chunk committed before the error stays; the record says the run stopped.
-            record.state = RunState::Interrupted;
-            record.finished = Some(SystemTime::now());
-            let _ = ledger::save(&collection, &record, true);
+            let _ = ledger::stopped(&collection, &mut record);
+            log::run_stopped(&span, &record, &error);
             return Err(error);
         }
     };
@@ -149,41 +150,46 @@ pub(super) fn run<T: Schema>(
     };
     record.state = if cancelled {
         RunState::Cancelled
-    } else if tally.failed > 0 {
+    } else if tally.counts.failed > 0 {
         RunState::DoneWithFailures
     } else {
         RunState::Done
     };
     record.finished = Some(SystemTime::now());
     fill_record(&mut record, &tally);
-    ledger::save(&collection, &record, true)?;
+    ledger::finish(&collection, &record)?;
+    log::run_finished(&span, &record, remaining, started.elapsed());
 
     Ok(MigrationReport {
         run_id: Some(run_id),
         dry_run,
         to_version: T::VERSION,
-        scanned: tally.scanned,
-        migrated: tally.migrated,
-        skipped: tally.skipped,
-        failed: tally.failed,
+        scanned: tally.counts.scanned,
+        migrated: tally.counts.migrated,
+        skipped: tally.counts.skipped,
+        failed: tally.counts.failed,
+        failures_by_class: tally.counts.failures_by_class,
         failures: tally.failures,
-        failures_by_class: tally.failures_by_class,
         remaining,
         elapsed: started.elapsed(),
         cancelled,
     })
 }
 
-fn fill_record(record: &mut RunRecord, tally: &Tally) {
-    record.scanned = tally.scanned;
-    record.migrated = tally.migrated;
-    record.failed = tally.failed;
-    record.skipped = tally.skipped;
-    record.from_versions = tally.from_versions.iter().copied().collect();
-    record.failures.clone_from(&tally.failures);
+/// The ledger record of a run starting.
+fn new_record<T: Schema>(migration: &Migration<T>, run_id: u64, dry_run: bool) -> RunRecord {
+    let collection = &migration.collection;
+    let mut record = RunRecord::new(run_id, collection.name(), RunKind::Migration, T::VERSION);
+    record.limit = migration.limit;
+    record.schema_fingerprint = Some(collection.schema_fingerprint());
+    record.dry_run = dry_run;
+    record.retry_failed = migration.retry_failed;
     record
-        .failures_by_class
-        .clone_from(&tally.failures_by_class);
+}
+
+fn fill_record(record: &mut RunRecord, tally: &Tally) {
+    tally.counts.fill(record);
+    record.failures.clone_from(&tally.failures);
 }
 
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
@@ -219,10 +225,11 @@ fn pipeline<T: Schema>(
     let target_schema = migration
         .validate_output
         .then(|| schema::canonical_schema(&collection.schema()));
-    let (scanned_tx, scanned_rx) = sync_channel::<Vec<Candidate>>(AHEAD);
-    let (processed_tx, processed_rx) = sync_channel::<Chunk>(AHEAD);
-
     std::thread::scope(|scope| {
+        // Made inside the scope, so that should this closure unwind (a progress callback that
+        // panics, say), dropping them ends the processing thread, and the scope's join returns.
+        let (scanned_tx, scanned_rx) = sync_channel::<Vec<Candidate>>(AHEAD);
+        let (processed_tx, processed_rx) = sync_channel::<Chunk>(AHEAD);
         let (pool, target_schema) = (&pool, target_schema.as_ref());
         let processor = std::thread::Builder::new()
             .name("revolve-process".to_owned())
@@ -268,6 +275,7 @@ fn pipeline<T: Schema>(
             tally: Tally::default(),
             started,
             unchanged_since,
+            chunks: 0,
         };
         let result = drive(&mut scan, &scanned_tx, &processed_rx, &mut committer);
         // The processing thread ends once either channel is closed. Panics are caught per
@@ -523,18 +531,6 @@ fn convert<T: Schema>(
     Ok(payload)
 }
 
-/// An error and its sources, as one line.
-fn chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Commits processed chunks and keeps the counts, the progress and the ledger record.
 struct Committer<'a, T: Schema> {
     collection: &'a Collection<T>,
@@ -546,40 +542,64 @@ struct Committer<'a, T: Schema> {
     tally: Tally,
     started: Instant,
     unchanged_since: u64,
+    /// Chunks committed so far.
+    chunks: u64,
 }
 
 impl<T: Schema> Committer<'_, T> {
     fn commit(&mut self, chunk: Chunk) -> Result<(), MigrationError> {
-        let tally = &mut self.tally;
+        let span = log::chunk_span(self.chunks, chunk.items.len());
+        let _entered = span.enter();
+        self.chunks += 1;
+        let committing = Instant::now();
         let cursor = match (self.dry_run, chunk.items.last()) {
             (false, Some(last)) => Some((T::VERSION, last.id.as_str())),
             _ => None,
         };
-        let outcomes = self.collection.commit_chunk(
-            &chunk.items,
-            Commit {
-                origin: Origin::Migration { run: self.run_id },
-                cursor,
-                dry_run: self.dry_run,
-                unchanged_since: Some(self.unchanged_since),
-                prepared: chunk.prepared,
-            },
-        )?;
+        let outcomes = {
+            // The chunk's batch also holds the run's counts with this chunk: one key per chunk.
+            let counts = &self.tally.counts;
+            let items = &chunk.items;
+            let mut encode = |outcomes: &[Outcome]| counts.encode_with(items, outcomes);
+            self.collection.commit_chunk(
+                items,
+                Commit {
+                    origin: Origin::Migration { run: self.run_id },
+                    cursor,
+                    dry_run: self.dry_run,
+                    unchanged_since: Some(self.unchanged_since),
+                    prepared: chunk.prepared,
+                    progress: (!self.dry_run).then_some(ProgressRecord {
+                        run: self.run_id,
+                        encode: &mut encode,
+                    }),
+                },
+            )?
+        };
+        let committed = committing.elapsed();
+        let tally = &mut self.tally;
+        let mut counts = RunProgress::default();
+        counts.add(&chunk.items, &outcomes);
+        tally.counts.merge(&counts);
+        let mut first_failed = None;
         for ((item, outcome), known_failed) in
             chunk.items.iter().zip(outcomes).zip(chunk.known_failed)
         {
-            tally.scanned += 1;
-            tally.from_versions.insert(item.seen.version);
             match (outcome, &item.action) {
                 (Outcome::Written, _) => {
-                    tally.migrated += 1;
                     tally.settled_fresh += u64::from(!known_failed);
                 }
                 (Outcome::Failed, Action::Fail(failure)) => {
-                    tally.failed += 1;
                     tally.settled_fresh += u64::from(!known_failed);
                     let class = FailureClass::parse(&failure.class);
-                    *tally.failures_by_class.entry(class).or_insert(0) += 1;
+                    first_failed.get_or_insert(item.id.as_str());
+                    log::document_failed(
+                        &item.id,
+                        failure.revision,
+                        failure.version,
+                        class,
+                        &failure.error,
+                    );
                     if tally.failures.len() < MAX_REPORTED_FAILURES {
                         tally.failures.push(Failure {
                             id: DocId::from_validated(item.id.clone()),
@@ -590,19 +610,21 @@ impl<T: Schema> Committer<'_, T> {
                         });
                     }
                 }
-                _ => tally.skipped += 1,
+                _ => {}
             }
         }
+        log::chunk_committed(&span, &counts, committed, first_failed);
+        let counts = &tally.counts;
         let elapsed = self.started.elapsed();
         if let Some(callback) = self.migration.on_progress.as_mut() {
             #[allow(clippy::cast_precision_loss)] // a rate, not a count
-            let rate = tally.scanned as f64 / elapsed.as_secs_f64().max(1e-9);
+            let rate = counts.scanned as f64 / elapsed.as_secs_f64().max(1e-9);
             callback(&Progress {
-                done: tally.scanned,
+                done: counts.scanned,
                 total: self.total,
-                migrated: tally.migrated,
-                failed: tally.failed,
-                skipped: tally.skipped,
+                migrated: counts.migrated,
+                failed: counts.failed,
+                skipped: counts.skipped,
                 rate,
                 elapsed,
             });
@@ -613,7 +635,7 @@ impl<T: Schema> Committer<'_, T> {
         }
         if let Some(rate) = self.migration.max_rate {
             #[allow(clippy::cast_precision_loss)] // a schedule, not a count
-            let due = Duration::from_secs_f64(tally.scanned as f64 / rate as f64);
+            let due = Duration::from_secs_f64(tally.counts.scanned as f64 / rate as f64);
             if let Some(wait) = due.checked_sub(self.started.elapsed()) {
                 std::thread::sleep(wait);
             }

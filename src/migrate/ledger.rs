@@ -1,12 +1,13 @@
 //! The ledger: one record per migration run, dry run and revert, kept in the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use super::{Failure, FailureClass, MigrationError};
-use crate::record;
+use super::{Failure, FailureClass, MigrationError, MAX_REPORTED_FAILURES};
+use crate::id::{DocId, Revision};
+use crate::record::{self, RecordError};
 use crate::schema::Schema;
-use crate::store::{Collection, RawCollection, Store};
+use crate::store::{Action, ChunkItem, Collection, Outcome, RawCollection, Store};
 
 /// The state of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -21,8 +22,9 @@ pub enum RunState {
     DoneWithFailures,
     /// Stopped by a [`CancelToken`](super::CancelToken); the next run continues where it stopped.
     Cancelled,
-    /// Found running when the store was opened: the process stopped during the run. Every chunk it
-    /// committed stays; the next run continues from the cursor.
+    /// Found running when the store was opened: the process stopped during the run (or the run
+    /// stopped on an error). Every chunk it committed stays, and the record's counts are those of
+    /// exactly these chunks; the next run continues from the cursor.
     Interrupted,
     /// Undone by a revert, named in [`RunRecord::reverted_by`].
     Reverted,
@@ -112,6 +114,148 @@ impl RunRecord {
     }
 }
 
+/// A run's counts as of its last committed chunk: the progress record each chunk writes in its
+/// own batch (see `docs/design.md`, "Interrupted runs"). Field-named MessagePack, so fields can be
+/// added with `#[serde(default)]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RunProgress {
+    pub(crate) scanned: u64,
+    pub(crate) migrated: u64,
+    pub(crate) failed: u64,
+    pub(crate) skipped: u64,
+    pub(crate) failures_by_class: BTreeMap<FailureClass, u64>,
+    pub(crate) from_versions: BTreeSet<u32>,
+}
+
+impl RunProgress {
+    /// Counts a committed chunk of a migration.
+    pub(crate) fn add(&mut self, items: &[ChunkItem], outcomes: &[Outcome]) {
+        for (item, outcome) in items.iter().zip(outcomes) {
+            self.scanned += 1;
+            self.from_versions.insert(item.seen.version);
+            match (outcome, &item.action) {
+                (Outcome::Written, _) => self.migrated += 1,
+                (Outcome::Failed, Action::Fail(failure)) => {
+                    self.failed += 1;
+                    let class = FailureClass::parse(&failure.class);
+                    *self.failures_by_class.entry(class).or_insert(0) += 1;
+                }
+                _ => self.skipped += 1,
+            }
+        }
+    }
+
+    /// The counts as this chunk's batch records them: these counts plus the chunk.
+    pub(crate) fn encode_with(
+        &self,
+        items: &[ChunkItem],
+        outcomes: &[Outcome],
+    ) -> Result<Vec<u8>, RecordError> {
+        let mut next = self.clone();
+        next.add(items, outcomes);
+        record::encode_payload(&next)
+    }
+
+    /// Adds another's counts.
+    pub(crate) fn merge(&mut self, other: &RunProgress) {
+        self.scanned += other.scanned;
+        self.migrated += other.migrated;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+        for (&class, &count) in &other.failures_by_class {
+            *self.failures_by_class.entry(class).or_insert(0) += count;
+        }
+        self.from_versions.extend(&other.from_versions);
+    }
+
+    /// Puts the counts into a ledger record.
+    pub(crate) fn fill(&self, record: &mut RunRecord) {
+        record.scanned = self.scanned;
+        record.migrated = self.migrated;
+        record.failed = self.failed;
+        record.skipped = self.skipped;
+        record.from_versions = self.from_versions.iter().copied().collect();
+        record.failures_by_class.clone_from(&self.failures_by_class);
+    }
+}
+
+/// Brings a record of a run that stopped up to what is on disk: its counts from the run's
+/// progress record, its listed failures completed from the failure set (the records that still
+/// name the run, up to [`MAX_REPORTED_FAILURES`]). Without a progress record, no chunk of the run
+/// was committed (or the record is final already) and the counts stay.
+pub(crate) fn reconcile(
+    collection: &impl Ledgered,
+    record: &mut RunRecord,
+) -> Result<(), MigrationError> {
+    let store = collection.store();
+    let name = collection.name();
+    let corrupt = |source| MigrationError::Ledger {
+        collection: name.to_owned(),
+        run: record.id,
+        source,
+    };
+    if let Some(bytes) = store.run_progress(name, record.id)? {
+        let progress: RunProgress = record::decode_payload(&bytes, 8).map_err(corrupt)?;
+        progress.fill(record);
+    }
+    if record.kind == RunKind::Migration && !record.dry_run {
+        let cap = MAX_REPORTED_FAILURES.min(usize::try_from(record.failed).unwrap_or(usize::MAX));
+        let room = cap.saturating_sub(record.failures.len());
+        let listed: BTreeSet<&str> = record.failures.iter().map(|f| f.id.as_str()).collect();
+        let found = if room == 0 {
+            Vec::new()
+        } else {
+            store.failures_of_run(name, record.id, room, &listed)?
+        };
+        for (id, failure) in found {
+            let Some(revision) = Revision::new(failure.revision) else {
+                continue;
+            };
+            record.failures.push(Failure {
+                id: DocId::from_validated(id),
+                revision,
+                from_version: failure.version,
+                class: FailureClass::parse(&failure.class),
+                error: failure.error,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Saves a run's final record, flushed, then removes its progress record. Should the removal
+/// fail, the progress record stays, unused: only a record still `running` is reconciled.
+pub(crate) fn finish(collection: &impl Ledgered, record: &RunRecord) -> Result<(), MigrationError> {
+    save(collection, record, true)?;
+    let _ = collection
+        .store()
+        .forget_run_progress(collection.name(), record.id);
+    Ok(())
+}
+
+/// Records a run that stopped on an error: its counts are taken from what is on disk, since the
+/// chunk that failed may have been applied before the error.
+pub(crate) fn stopped(
+    collection: &impl Ledgered,
+    record: &mut RunRecord,
+) -> Result<(), MigrationError> {
+    record.state = RunState::Interrupted;
+    record.finished = Some(SystemTime::now());
+    reconcile(collection, record)?;
+    finish(collection, record)
+}
+
+/// Settles the newest record of a collection's ledger if the run it records stopped: called by
+/// a new run or revert, once it holds the run lock, so that a stopped run is reconciled before
+/// any later chunk can rewrite the failure records it left.
+/// A record that does not decode does not stop the run: `verify` reports it.
+pub(crate) fn settle(collection: &impl Ledgered) -> Result<(), MigrationError> {
+    match page(collection, None, 1) {
+        Ok(_) | Err(MigrationError::Ledger { .. }) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 /// What the ledger needs of a collection handle, typed or raw.
 pub(crate) trait Ledgered {
     fn store(&self) -> &Store;
@@ -172,7 +316,8 @@ fn load(collection: &impl Ledgered, run: u64, bytes: &[u8]) -> Result<RunRecord,
         })?;
     if record.state == RunState::Running && collection.current_run() != Some(record.id) {
         record.state = RunState::Interrupted;
-        save(collection, &record, true)?;
+        reconcile(collection, &mut record)?;
+        finish(collection, &record)?;
     }
     Ok(record)
 }

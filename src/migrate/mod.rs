@@ -8,6 +8,7 @@
 mod executor;
 mod failures;
 mod ledger;
+mod log;
 mod revert;
 
 use std::collections::BTreeMap;

@@ -2,13 +2,15 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::ledger::{self, RunKind, RunRecord, RunState};
+use super::ledger::{self, RunKind, RunProgress, RunRecord, RunState};
+use super::log;
 use super::{MigrationError, CHUNK_SIZE};
 use crate::id::DocId;
 use crate::record::{self, Envelope, Kind, Origin};
 use crate::schema::Schema;
 use crate::store::{
-    Action, ChunkItem, Collection, Commit, EncodedRevision, Head, Outcome, StoreError,
+    Action, ChunkItem, Collection, Commit, EncodedRevision, Head, Outcome, ProgressRecord,
+    StoreError,
 };
 
 /// What a revert did.
@@ -71,6 +73,9 @@ impl<T: Schema> Collection<T> {
                     collection: self.name().to_owned(),
                     run: current,
                 })?;
+        let span = log::revert_span(self.name(), revert_id, run);
+        let _entered = span.enter();
+        ledger::settle(self)?;
         let mut record = RunRecord::new(
             revert_id,
             self.name(),
@@ -95,11 +100,12 @@ impl<T: Schema> Collection<T> {
                 Restore::Untouched => {}
             }
             if chunk.len() == CHUNK_SIZE {
-                reverted += self.commit_revert(run, &mut chunk, &mut changed)?;
+                reverted +=
+                    self.commit_revert(run, revert_id, reverted, &mut chunk, &mut changed)?;
             }
         }
         if !chunk.is_empty() {
-            reverted += self.commit_revert(run, &mut chunk, &mut changed)?;
+            reverted += self.commit_revert(run, revert_id, reverted, &mut chunk, &mut changed)?;
         }
 
         record.state = RunState::Done;
@@ -111,6 +117,10 @@ impl<T: Schema> Collection<T> {
         target.state = RunState::Reverted;
         target.reverted_by = Some(revert_id);
         ledger::save(self, &target, true)?;
+        // Both records are final and flushed; a progress record left by a failed removal is
+        // never read, since only a record still `running` is reconciled.
+        let _ = self.store().forget_run_progress(self.name(), revert_id);
+        log::revert_finished(reverted, changed.len(), started.elapsed());
 
         Ok(RevertReport {
             run_id: revert_id,
@@ -126,10 +136,38 @@ impl<T: Schema> Collection<T> {
     fn commit_revert(
         &self,
         run: u64,
+        revert_id: u64,
+        reverted: u64,
         chunk: &mut Vec<ChunkItem>,
         changed: &mut Vec<DocId>,
     ) -> Result<u64, StoreError> {
-        let outcomes = self.commit_chunk(chunk, Commit::new(Origin::Revert { run }))?;
+        // The revert's progress record, in the chunk's batch: restored documents as `migrated`,
+        // changed ones as `skipped`, as its ledger record counts them.
+        let before = RunProgress {
+            migrated: reverted,
+            skipped: changed.len() as u64,
+            ..RunProgress::default()
+        };
+        let mut encode = |outcomes: &[Outcome]| {
+            let mut next = before.clone();
+            for outcome in outcomes {
+                if *outcome == Outcome::Written {
+                    next.migrated += 1;
+                } else {
+                    next.skipped += 1;
+                }
+            }
+            next.scanned = next.migrated + next.skipped;
+            record::encode_payload(&next)
+        };
+        let commit = Commit {
+            progress: Some(ProgressRecord {
+                run: revert_id,
+                encode: &mut encode,
+            }),
+            ..Commit::new(Origin::Revert { run })
+        };
+        let outcomes = self.commit_chunk(chunk, commit)?;
         let mut restored = 0;
         for (item, outcome) in chunk.drain(..).zip(outcomes) {
             match outcome {

@@ -23,7 +23,7 @@ use crate::schema::{self, Schema};
 /// The state every handle of one collection name shares.
 pub(crate) struct Core {
     pub(super) name: String,
-    pub(super) tree: sled::Tree,
+    pub(super) tree: super::engine::Tree,
     /// The collection's counters. Its mutex is the collection's write lock: every write holds it
     /// from reading the heads it replaces until its batch is applied, so counters and heads never
     /// disagree and no update is lost.
@@ -49,7 +49,7 @@ pub(crate) struct Binding {
 }
 
 impl Core {
-    pub(super) fn open(name: String, tree: sled::Tree) -> Result<Self, StoreError> {
+    pub(super) fn open(name: String, tree: super::engine::Tree) -> Result<Self, StoreError> {
         let mut counters = Counters::default();
         for entry in tree.scan_prefix([keys::COUNTER]) {
             let (key, value) = entry.map_err(backend)?;
@@ -773,7 +773,7 @@ impl<T: Schema> IntoIterator for &Collection<T> {
 /// An iterator over a collection's current documents; see [`Collection::iter`].
 pub struct Iter<T> {
     collection: Collection<T>,
-    heads: sled::Iter,
+    heads: super::engine::Iter,
     /// The head key of the item yielded last, and its revision once the head decoded.
     last: Option<(sled::IVec, Option<Revision>)>,
 }

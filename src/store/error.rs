@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::collection::RawRevision;
+use super::engine::{Damage, Fault};
 use crate::id::{InvalidId, Revision};
 use crate::record::RecordError;
 use crate::schema::{Compatibility, SchemaChange, SchemaError};
@@ -33,9 +34,40 @@ impl std::error::Error for BackendError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The storage engine failed (I/O, or corruption it detected itself).
+    /// The storage engine failed (I/O, or another failure it reported); damaged data is
+    /// [`StoreError::StorageCorrupt`] instead.
     #[error("storage engine error")]
     Backend(#[source] BackendError),
+    /// The database's files are damaged: the storage engine found corrupt data, or panicked on it
+    /// (see [`Store`](crate::Store), "Damaged files"). After a panic the store is poisoned.
+    #[error("storage corrupt: {} is damaged ({detail}); {remedy}", file.display())]
+    StorageCorrupt {
+        /// The file that holds the damage, as far as revolve can tell: the database's `db`,
+        /// `conf` or a `snap.*` file.
+        file: PathBuf,
+        /// What the storage engine reported.
+        detail: String,
+        /// What the operator can do about it.
+        remedy: &'static str,
+    },
+    /// An earlier call found the storage engine in a state it could not recover from (a panic on
+    /// damaged data): every call fails until the store is opened again.
+    #[error("store at {} is poisoned by an earlier storage failure ({cause}); reopen it", path.display())]
+    Poisoned {
+        /// The store's directory.
+        path: PathBuf,
+        /// The failure that poisoned it.
+        cause: String,
+    },
+    /// A file of the store could not be read, written, copied or moved (by a repair).
+    #[error("{what}")]
+    Io {
+        /// What was being done, naming the file.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Another process (or another `Store` in this one) has the database open.
     #[error("database at {path} is locked by another process; close it there first")]
     Locked {
@@ -223,9 +255,44 @@ impl StoreError {
     }
 }
 
-/// Wraps a sled error; a function rather than `From` so that sled stays out of the public API.
-pub(super) fn backend(error: sled::Error) -> StoreError {
-    StoreError::Backend(BackendError(error))
+/// What to do about a damaged `db` file.
+pub(super) const DB_REMEDY: &str =
+    "run `revolve verify` to name the affected documents, `revolve export --salvage` to save what is readable, or restore a backup";
+/// What to do about a damaged snapshot.
+pub(super) const SNAPSHOT_REMEDY: &str =
+    "run `revolve repair --rebuild-snapshot <store>` to move it aside and rebuild it from the log";
+/// What to do about a damaged `conf` file.
+pub(super) const CONF_REMEDY: &str =
+    "restore the file from a copy of the store, or restore a backup";
+
+/// Wraps a sled error or a guarded call's fault; a function rather than `From` so that sled
+/// stays out of the public API.
+pub(super) fn backend(error: impl Into<Fault>) -> StoreError {
+    match error.into() {
+        Fault::Engine(error) => StoreError::Backend(BackendError(error)),
+        Fault::Corrupt { file, detail } => StoreError::StorageCorrupt {
+            file,
+            detail,
+            remedy: DB_REMEDY,
+        },
+        Fault::Poisoned { path, cause } => StoreError::Poisoned { path, cause },
+    }
+}
+
+/// The error for a damaged file found at open.
+pub(super) fn damaged(damage: Damage) -> StoreError {
+    let remedy = if damage.snapshot {
+        SNAPSHOT_REMEDY
+    } else if damage.file.ends_with("conf") {
+        CONF_REMEDY
+    } else {
+        DB_REMEDY
+    };
+    StoreError::StorageCorrupt {
+        file: damage.file,
+        detail: damage.detail,
+        remedy,
+    }
 }
 
 fn schema_changed_message(

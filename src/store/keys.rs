@@ -9,6 +9,7 @@
 //! c ‖ class ‖ version u32 BE     → counters, u64 BE (see `counters`)
 //! f ‖ id                          → the migration failure recorded for the document's head
 //! m ‖ target version u32 BE       → the migration cursor: the last id a run to that version took
+//! p ‖ run id u64 BE               → a run's progress: its counts as of its last committed chunk
 //! ```
 //!
 //! Ids never contain NUL, so the 0x00 after an id ends it: the revisions of `ab` (`r ab 00 …`) and of
@@ -21,6 +22,7 @@ pub(super) const REVISION: u8 = b'r';
 pub(super) const COUNTER: u8 = b'c';
 pub(super) const FAILURE: u8 = b'f';
 pub(super) const CURSOR: u8 = b'm';
+pub(super) const PROGRESS: u8 = b'p';
 
 pub(super) fn head(id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.len());
@@ -70,6 +72,12 @@ pub(super) fn id_of_failure(key: &[u8]) -> Option<&str> {
 pub(super) fn cursor(target: u32) -> [u8; 5] {
     let v = target.to_be_bytes();
     [CURSOR, v[0], v[1], v[2], v[3]]
+}
+
+pub(super) fn progress(run: u64) -> [u8; 9] {
+    let mut key = [PROGRESS; 9];
+    key[1..].copy_from_slice(&run.to_be_bytes());
+    key
 }
 
 /// A document's current state: its latest revision and, unless removed, the version it is at.
@@ -157,5 +165,7 @@ mod tests {
         assert_eq!(id_of_failure(&failure("doc")), Some("doc"));
         assert_eq!(id_of_failure(&head("doc")), None);
         assert_ne!(cursor(1)[0], HEAD);
+        assert_eq!(progress(7)[0], PROGRESS);
+        assert_eq!(progress(7)[1..], 7u64.to_be_bytes());
     }
 }

@@ -19,7 +19,9 @@
 //!
 //! Every non-empty tree of the database is written, sorted by name: each collection tree (every
 //! head, revision, counter, failure record and cursor), `_meta`, `_ledger` and sled's default tree.
-//! Nothing may follow the end frame.
+//! Nothing may follow the end frame. A backup salvaged from a damaged store
+//! ([`Store::export_salvage`]) has format 2 and the same frames; [`Store::import`] refuses it, and
+//! [`Store::import_salvaged`] takes it.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +36,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::counters::{Counter, Counters};
+use super::engine::{Db, Fault, Iter, Tree};
 use super::error::backend;
 use super::keys::{self, Head};
 use super::migration::LEDGER_TREE;
@@ -45,16 +48,19 @@ use crate::id;
 use crate::record::{self, Kind, Origin};
 
 /// The name sled gives its default tree.
-const DEFAULT_TREE: &[u8] = b"__sled__default";
+pub(super) const DEFAULT_TREE: &[u8] = b"__sled__default";
 /// A key in the default tree while an import is under way; a store that holds it after the import
 /// returned is incomplete.
 const IMPORT_MARKER: &[u8] = b"revolve/import-incomplete";
 
-const MAGIC: [u8; 8] = *b"REVOLVE\0";
+pub(super) const MAGIC: [u8; 8] = *b"REVOLVE\0";
 const FORMAT: u32 = 1;
-const FRAME_TREE: u8 = 0x01;
-const FRAME_ENTRY: u8 = 0x02;
-const FRAME_END: u8 = 0xff;
+/// A salvaged backup (`revolve export --salvage`): format 1's frames, written from a damaged
+/// store, holding only what could be read.
+pub(super) const FORMAT_SALVAGED: u32 = 2;
+pub(super) const FRAME_TREE: u8 = 0x01;
+pub(super) const FRAME_ENTRY: u8 = 0x02;
+pub(super) const FRAME_END: u8 = 0xff;
 /// Entries restored per `apply_batch`.
 const IMPORT_BATCH: usize = 1000;
 /// How often a walk reports progress, in items.
@@ -247,6 +253,42 @@ pub enum Problem {
     },
     /// The store holds an import that did not finish.
     IncompleteImport,
+    /// Part of a tree the storage engine cannot read (a damaged page): what lies in it is named
+    /// by the problems that follow, as far as other routes reach.
+    Unreadable {
+        /// The tree: `c/<collection>`, `_meta` or `_ledger`.
+        tree: String,
+        /// The last key read before it, non-printable bytes escaped; empty when none was.
+        after: String,
+        /// What the storage engine reported.
+        error: String,
+    },
+    /// A document whose head the storage engine cannot read.
+    UnreadableHead {
+        /// The collection.
+        collection: String,
+        /// The document.
+        id: String,
+    },
+    /// A revision the storage engine cannot read.
+    UnreadableRevision {
+        /// The collection.
+        collection: String,
+        /// The document.
+        id: String,
+        /// The revision.
+        revision: u64,
+    },
+    /// Documents the counters expect that no readable head accounts for: lost to damage no
+    /// route could read past, or counted wrongly.
+    Unaccounted {
+        /// The collection.
+        collection: String,
+        /// Documents (live and removed) the counters expect.
+        expected: u64,
+        /// Heads found and read.
+        found: u64,
+    },
 }
 
 impl Problem {
@@ -367,6 +409,30 @@ impl fmt::Display for Problem {
             Problem::IncompleteImport => f.write_str(
                 "the store holds an import that did not finish; delete it and import again",
             ),
+            Problem::Unreadable { tree, after, error } => {
+                if after.is_empty() {
+                    write!(f, "`{tree}`: unreadable from its start: {error}")
+                } else {
+                    write!(f, "`{tree}`: unreadable after key {after}: {error}")
+                }
+            }
+            Problem::UnreadableHead { collection, id } => {
+                write!(f, "`{collection}` `{id}`: the head cannot be read")
+            }
+            Problem::UnreadableRevision {
+                collection,
+                id,
+                revision,
+            } => write!(f, "`{collection}` `{id}` revision {revision} cannot be read"),
+            Problem::Unaccounted {
+                collection,
+                expected,
+                found,
+            } => write!(
+                f,
+                "`{collection}`: the counters expect {expected} documents, {found} were found; {} cannot be accounted for",
+                expected.saturating_sub(*found)
+            ),
         }
     }
 }
@@ -395,7 +461,7 @@ impl VerifyReport {
         self.problem_count == 0
     }
 
-    fn problem(&mut self, problem: Problem) {
+    pub(super) fn problem(&mut self, problem: Problem) {
         self.problem_count += 1;
         if self.problems.len() < MAX_REPORTED_PROBLEMS {
             self.problems.push(problem);
@@ -490,6 +556,8 @@ pub struct BackupSummary {
     pub bytes: u64,
     /// The backup's SHA-256, hex.
     pub checksum: String,
+    /// Whether the backup was salvaged from a damaged store: it holds only what could be read.
+    pub salvaged: bool,
 }
 
 /// An error of [`Store::export`] or [`Store::import`].
@@ -539,6 +607,9 @@ pub enum BackupError {
     /// The store failed.
     #[error("the store failed")]
     Store(#[from] StoreError),
+    /// The backup was salvaged from a damaged store and holds only what could be read.
+    #[error("the backup was salvaged from a damaged store and may lack documents; import it with `--accept-salvaged` (Store::import_salvaged)")]
+    Salvaged,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -616,7 +687,18 @@ impl Store {
         };
         let mut registered = BTreeSet::new();
         for entry in &self.inner().meta {
-            let (key, _) = entry.map_err(backend)?;
+            let key = match entry {
+                Ok((key, _)) => key,
+                Err(Fault::Corrupt { detail, .. }) => {
+                    check.report.problem(Problem::Unreadable {
+                        tree: META_TREE.to_owned(),
+                        after: registered.last().cloned().unwrap_or_default(),
+                        error: detail,
+                    });
+                    break;
+                }
+                Err(fault) => return Err(backend(fault)),
+            };
             match std::str::from_utf8(&key) {
                 Ok(name) if validate_collection_name(name).is_ok() => {
                     if let Err(error) = self.read_meta(name) {
@@ -648,7 +730,16 @@ impl Store {
         }
         if self.has_tree(LEDGER_TREE.as_bytes()) {
             let ledger = self.inner().db.open_tree(LEDGER_TREE).map_err(backend)?;
-            check.ledger(&ledger)?;
+            match check.ledger(&ledger) {
+                Err(StoreError::StorageCorrupt { detail, .. }) => {
+                    check.report.problem(Problem::Unreadable {
+                        tree: LEDGER_TREE.to_owned(),
+                        after: String::new(),
+                        error: detail,
+                    });
+                }
+                other => other?,
+            }
         }
         if self
             .inner()
@@ -710,7 +801,7 @@ impl Store {
         names.sort();
         let (mut trees, mut entries) = (0u64, 0u64);
         for name in names {
-            let mut copy = |tree: &sled::Tree| -> Result<(), BackupError> {
+            let mut copy = |tree: &Tree| -> Result<(), BackupError> {
                 let mut started = false;
                 for entry in tree {
                     let (key, value) = entry.map_err(backend)?;
@@ -750,6 +841,7 @@ impl Store {
             entries,
             bytes: out.bytes + 32,
             checksum: hex(&digest),
+            salvaged: false,
         })
     }
 
@@ -757,9 +849,12 @@ impl Store {
     /// byte, and closes it; open it with [`Store::open`] afterwards. `progress` is called with the
     /// number of keys restored so far.
     ///
-    /// The store must be new or empty. While the import runs the store is marked incomplete
-    /// ([`Problem::IncompleteImport`]); if the backup turns out damaged, everything restored is
-    /// removed again and the store is left empty. Migration run ids handed out later stay above
+    /// The store must be new or empty. A new store (no directory at `path`, or an empty one) is
+    /// written in a sibling directory `<path>.importing-<pid>` on the same filesystem and renamed
+    /// into place only once complete: a failed import leaves nothing behind. Into an existing
+    /// empty store the import goes in place: while it runs the store is marked incomplete
+    /// ([`Problem::IncompleteImport`]), and if the backup turns out damaged, everything restored
+    /// is removed again and the store is left empty. Migration run ids handed out later stay above
     /// every run id the backup holds.
     ///
     /// # Errors
@@ -768,13 +863,57 @@ impl Store {
     /// [`BackupError::UnsupportedFormat`], [`BackupError::Truncated`], [`BackupError::Corrupt`]
     /// and [`BackupError::Checksum`] for a damaged backup; [`BackupError::Io`] when reading
     /// fails; [`BackupError::Store`] when the store cannot be opened (for example
-    /// [`StoreError::Locked`]) or written.
+    /// [`StoreError::Locked`]) or written; [`BackupError::Salvaged`] for a backup salvaged
+    /// from a damaged store (see [`import_salvaged`](Self::import_salvaged)).
     pub fn import(
         path: impl AsRef<Path>,
         reader: impl Read,
+        progress: impl FnMut(u64),
+    ) -> Result<BackupSummary, BackupError> {
+        Self::import_frames(path.as_ref(), reader, false, progress)
+    }
+
+    /// Imports into a sibling directory `<path>.importing-<pid>` renamed into place once
+    /// complete, when `path` does not exist or is an empty directory, so that a failed import
+    /// leaves nothing behind; into `path` itself when it is an existing (empty) store.
+    pub(super) fn import_frames(
+        path: &Path,
+        reader: impl Read,
+        accept_salvaged: bool,
+        progress: impl FnMut(u64),
+    ) -> Result<BackupSummary, BackupError> {
+        let vacant = match std::fs::read_dir(path) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(error) => error.kind() == io::ErrorKind::NotFound,
+        };
+        if !vacant {
+            return Self::import_in_place(path, reader, accept_salvaged, progress);
+        }
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(format!(".importing-{}", std::process::id()));
+        let staging = PathBuf::from(staging);
+        if staging.exists() {
+            return Err(BackupError::NotEmpty { path: staging });
+        }
+        let result = Self::import_in_place(&staging, reader, accept_salvaged, progress).and_then(
+            |summary| {
+                // Over an empty directory or nothing: `rename` replaces an empty directory.
+                std::fs::rename(&staging, path)?;
+                Ok(summary)
+            },
+        );
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        result
+    }
+
+    fn import_in_place(
+        path: &Path,
+        reader: impl Read,
+        accept_salvaged: bool,
         mut progress: impl FnMut(u64),
     ) -> Result<BackupSummary, BackupError> {
-        let path = path.as_ref();
         let store = Store::builder()
             .path(path)
             .durability(Durability::Eventual)
@@ -786,7 +925,7 @@ impl Store {
             } else {
                 db.open_tree(&name).map_err(backend)?
             };
-            if !tree.is_empty() {
+            if !tree.is_empty().map_err(backend)? {
                 return Err(BackupError::NotEmpty {
                     path: path.to_owned(),
                 });
@@ -802,7 +941,12 @@ impl Store {
             pending: 0,
             max_run: 0,
         };
-        let mut result = read_backup(reader, &mut |frame| restore.frame(frame), &mut progress);
+        let mut result = read_backup(
+            reader,
+            accept_salvaged,
+            &mut |frame| restore.frame(frame),
+            &mut progress,
+        );
         if result.is_ok() {
             if let Err(error) = restore.apply() {
                 result = Err(error);
@@ -867,11 +1011,11 @@ impl Store {
     /// A collection that cannot be opened the usual way (a malformed counter, a tree name no
     /// program could register) is worked on without counters, holding the lock every opening of a
     /// collection takes, so that no handle to it appears meanwhile.
-    fn with_collection<R, E: From<StoreError>>(
+    pub(super) fn with_collection<R, E: From<StoreError>>(
         &self,
         name: &str,
         tree_name: &[u8],
-        work: impl FnOnce(&sled::Tree, Option<&mut Counters>) -> Result<R, E>,
+        work: impl FnOnce(&Tree, Option<&mut Counters>) -> Result<R, E>,
     ) -> Result<R, E> {
         match self.core(name) {
             Ok(core) => {
@@ -893,7 +1037,7 @@ impl Store {
 }
 
 /// The collection a tree holds, for a `c/<name>` tree.
-fn collection_of_tree(tree: &[u8]) -> Option<String> {
+pub(super) fn collection_of_tree(tree: &[u8]) -> Option<String> {
     tree.strip_prefix(COLLECTION_TREE_PREFIX.as_bytes())
         .map(|name| String::from_utf8_lossy(name).into_owned())
 }
@@ -901,15 +1045,15 @@ fn collection_of_tree(tree: &[u8]) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // Verify
 
-struct Check<'p> {
-    report: VerifyReport,
+pub(super) struct Check<'p> {
+    pub(super) report: VerifyReport,
     max_depth: usize,
-    progress: &'p mut dyn FnMut(u64),
+    pub(super) progress: &'p mut dyn FnMut(u64),
 }
 
 /// What a revision's envelope says of the document.
 #[derive(Clone, Copy)]
-enum Stored {
+pub(super) enum Stored {
     /// The envelope does not decode.
     Unreadable,
     /// At this version; `None` for a removal.
@@ -917,12 +1061,25 @@ enum Stored {
 }
 
 /// A head as found: `None` when its value does not decode.
-type FoundHead = (String, Option<Head>);
+pub(super) type FoundHead = (String, Option<Head>);
 /// One document's revisions as found, in key order.
 type FoundRevisions = (String, Vec<(u64, sled::IVec)>);
 
 impl Check<'_> {
-    fn collection(&mut self, name: &str, tree: &sled::Tree) -> Result<(), StoreError> {
+    fn collection(&mut self, name: &str, tree: &Tree) -> Result<(), StoreError> {
+        let before = self.report.clone();
+        match self.collection_in_order(name, tree) {
+            Err(StoreError::StorageCorrupt { .. }) => {
+                // sled cannot read through part of the tree: check it again by other routes.
+                self.report = before;
+                self.damaged_collection(name, tree)
+            }
+            other => other,
+        }
+    }
+
+    /// Checks a collection in one ordered walk of each key space.
+    fn collection_in_order(&mut self, name: &str, tree: &Tree) -> Result<(), StoreError> {
         let tree_name = format!("{COLLECTION_TREE_PREFIX}{name}");
         let mut actual: BTreeMap<Counter, u64> = BTreeMap::new();
         self.documents(name, &tree_name, tree, &mut actual)?;
@@ -941,7 +1098,7 @@ impl Check<'_> {
         &mut self,
         name: &str,
         tree_name: &str,
-        tree: &sled::Tree,
+        tree: &Tree,
         actual: &mut BTreeMap<Counter, u64>,
     ) -> Result<(), StoreError> {
         let mut heads = tree.scan_prefix([keys::HEAD]);
@@ -988,11 +1145,11 @@ impl Check<'_> {
     }
 
     /// Checks every failure record names its document's live head, and counts those that do.
-    fn failures(
+    pub(super) fn failures(
         &mut self,
         name: &str,
         tree_name: &str,
-        tree: &sled::Tree,
+        tree: &Tree,
         actual: &mut BTreeMap<Counter, u64>,
     ) -> Result<(), StoreError> {
         for entry in tree.scan_prefix([keys::FAILURE]) {
@@ -1018,10 +1175,10 @@ impl Check<'_> {
     }
 
     /// Compares the stored counters with what the heads and failure records say.
-    fn counters(
+    pub(super) fn counters(
         &mut self,
         name: &str,
-        tree: &sled::Tree,
+        tree: &Tree,
         actual: &BTreeMap<Counter, u64>,
     ) -> Result<(), StoreError> {
         let mut stored = BTreeMap::new();
@@ -1054,11 +1211,11 @@ impl Check<'_> {
     }
 
     /// Checks every migration cursor holds a valid id.
-    fn cursors(
+    pub(super) fn cursors(
         &mut self,
         name: &str,
         tree_name: &str,
-        tree: &sled::Tree,
+        tree: &Tree,
     ) -> Result<(), StoreError> {
         for entry in tree.scan_prefix([keys::CURSOR]) {
             let (key, value) = entry.map_err(backend)?;
@@ -1087,12 +1244,13 @@ impl Check<'_> {
     }
 
     /// Reports keys outside every key space.
-    fn stray_keys(&mut self, tree_name: &str, tree: &sled::Tree) -> Result<(), StoreError> {
+    pub(super) fn stray_keys(&mut self, tree_name: &str, tree: &Tree) -> Result<(), StoreError> {
         let spaces = [
             keys::COUNTER,
             keys::FAILURE,
             keys::HEAD,
             keys::CURSOR,
+            keys::PROGRESS,
             keys::REVISION,
         ];
         let mut start = Bound::Unbounded;
@@ -1118,7 +1276,7 @@ impl Check<'_> {
     fn next_head(
         &mut self,
         tree_name: &str,
-        heads: &mut sled::Iter,
+        heads: &mut Iter,
     ) -> Result<Option<FoundHead>, StoreError> {
         for entry in heads {
             let (key, value) = entry.map_err(backend)?;
@@ -1135,7 +1293,7 @@ impl Check<'_> {
     }
 
     /// Checks a document's head against its revisions, and counts it.
-    fn document(
+    pub(super) fn document(
         &mut self,
         collection: &str,
         (id, head): FoundHead,
@@ -1186,7 +1344,7 @@ impl Check<'_> {
 
     /// Decodes a document's revisions and checks they count up from 1 without gaps. Returns the
     /// last revision's number and what its envelope says.
-    fn chain(
+    pub(super) fn chain(
         &mut self,
         collection: &str,
         id: &str,
@@ -1240,7 +1398,7 @@ impl Check<'_> {
         last
     }
 
-    fn ledger(&mut self, ledger: &sled::Tree) -> Result<(), StoreError> {
+    fn ledger(&mut self, ledger: &Tree) -> Result<(), StoreError> {
         for entry in ledger {
             let (key, value) = entry.map_err(backend)?;
             let error = if ledger_run(&key).is_none() {
@@ -1263,7 +1421,7 @@ impl Check<'_> {
 
 /// A collection's revisions, grouped by document.
 struct Groups {
-    iter: sled::Iter,
+    iter: Iter,
     peeked: Option<(sled::IVec, sled::IVec)>,
 }
 
@@ -1306,7 +1464,7 @@ impl Groups {
 }
 
 /// `r ‖ id ‖ 0x00 ‖ revision u64 BE` → the id and a revision above 0.
-fn parse_revision_key(key: &[u8]) -> Option<(&str, u64)> {
+pub(super) fn parse_revision_key(key: &[u8]) -> Option<(&str, u64)> {
     let (&keys::REVISION, rest) = key.split_first()? else {
         return None;
     };
@@ -1320,13 +1478,13 @@ fn parse_revision_key(key: &[u8]) -> Option<(&str, u64)> {
     Some((valid_id(id)?, revision))
 }
 
-fn valid_id(bytes: &[u8]) -> Option<&str> {
+pub(super) fn valid_id(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(bytes)
         .ok()
         .filter(|id| id::validate(id).is_ok())
 }
 
-fn decode_counter(key: &[u8], value: &[u8]) -> Option<(Counter, u64)> {
+pub(super) fn decode_counter(key: &[u8], value: &[u8]) -> Option<(Counter, u64)> {
     let counter = Counter::from_key(key)?;
     let count = u64::from_be_bytes(value.try_into().ok()?);
     Some((counter, count))
@@ -1345,11 +1503,7 @@ fn ledger_run(key: &[u8]) -> Option<u64> {
 
 /// Whether a failure record names its document's current live head: `Ok` with the head's version
 /// if it does, `Err` with the reason if not.
-fn current_failure(
-    tree: &sled::Tree,
-    id: &str,
-    bytes: &[u8],
-) -> Result<Result<u32, String>, StoreError> {
+fn current_failure(tree: &Tree, id: &str, bytes: &[u8]) -> Result<Result<u32, String>, StoreError> {
     let failure = match record::decode_payload::<FailureRecord>(bytes, 8) {
         Ok(failure) => failure,
         Err(error) => return Ok(Err(format!("does not decode: {}", error_chain(&error)))),
@@ -1380,7 +1534,7 @@ fn current_failure(
 
 fn repair_collection(
     name: &str,
-    tree: &sled::Tree,
+    tree: &Tree,
     memory: Option<&mut Counters>,
     report: &mut RepairReport,
 ) -> Result<(), StoreError> {
@@ -1445,14 +1599,14 @@ fn repair_collection(
 // ---------------------------------------------------------------------------------------------
 // Backups
 
-struct HashingWriter<W: Write> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
+pub(super) struct HashingWriter<W: Write> {
+    pub(super) inner: W,
+    pub(super) hasher: Sha256,
+    pub(super) bytes: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(super) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.inner.write_all(bytes)?;
         self.hasher.update(bytes);
         self.bytes += bytes.len() as u64;
@@ -1460,7 +1614,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// A length-prefixed byte string.
-    fn chunk(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(super) fn chunk(&mut self, bytes: &[u8]) -> io::Result<()> {
         let len = u32::try_from(bytes.len()).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -1539,6 +1693,7 @@ impl<R: Read> HashingReader<R> {
 /// counts and checksum match and nothing follows it.
 fn read_backup(
     reader: impl Read,
+    accept_salvaged: bool,
     sink: &mut dyn FnMut(Frame) -> Result<(), BackupError>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<BackupSummary, BackupError> {
@@ -1555,8 +1710,11 @@ fn read_backup(
         return Err(BackupError::NotABackup);
     }
     let format = input.u32()?;
-    if format != FORMAT {
-        return Err(BackupError::UnsupportedFormat { format });
+    match format {
+        FORMAT => {}
+        FORMAT_SALVAGED if accept_salvaged => {}
+        FORMAT_SALVAGED => return Err(BackupError::Salvaged),
+        format => return Err(BackupError::UnsupportedFormat { format }),
     }
     let mut seen = BTreeSet::new();
     let mut last_key: Option<Vec<u8>> = None;
@@ -1624,6 +1782,7 @@ fn read_backup(
                     entries,
                     bytes: input.offset,
                     checksum: hex(&computed),
+                    salvaged: format == FORMAT_SALVAGED,
                 });
             }
             _ => return Err(corrupt("unknown frame")),
@@ -1633,8 +1792,8 @@ fn read_backup(
 
 /// Writes the frames of an import into the database, a batch at a time.
 struct Restore<'a> {
-    db: &'a sled::Db,
-    tree: Option<(Vec<u8>, sled::Tree)>,
+    db: &'a Db,
+    tree: Option<(Vec<u8>, Tree)>,
     batch: sled::Batch,
     pending: usize,
     /// The highest migration run id the backup mentions.
@@ -1737,11 +1896,11 @@ fn advance_run_ids(path: &Path, max_run: u64) -> Result<(), StoreError> {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn escape(bytes: &[u8]) -> String {
+pub(super) fn escape(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     use fmt::Write as _;
     bytes.iter().fold(String::new(), |mut out, byte| {
         let _ = write!(out, "{byte:02x}");
@@ -1750,7 +1909,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// An error and its sources, joined by `: `.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -1858,7 +2017,7 @@ mod tests {
         ids
     }
 
-    fn tree(store: &Store, name: &str) -> sled::Tree {
+    fn tree(store: &Store, name: &str) -> Tree {
         store.inner().db.open_tree(format!("c/{name}")).unwrap()
     }
 
@@ -1882,6 +2041,10 @@ mod tests {
                 Problem::CorruptLedger { .. } => "corrupt_ledger",
                 Problem::UnregisteredCollection { .. } => "unregistered_collection",
                 Problem::IncompleteImport => "incomplete_import",
+                Problem::Unreadable { .. } => "unreadable",
+                Problem::UnreadableHead { .. } => "unreadable_head",
+                Problem::UnreadableRevision { .. } => "unreadable_revision",
+                Problem::Unaccounted { .. } => "unaccounted",
             })
             .collect()
     }
@@ -2252,6 +2415,7 @@ mod tests {
         let mut frames = Vec::new();
         let summary = read_backup(
             bytes,
+            false,
             &mut |frame| {
                 frames.push(frame);
                 Ok(())
@@ -2283,11 +2447,14 @@ mod tests {
         longer.push(0);
         assert!(matches!(parse(&longer), Err(BackupError::Corrupt { .. })));
         assert!(matches!(parse(b"hello"), Err(BackupError::NotABackup)));
+        let mut salvaged = backup.clone();
+        salvaged[8..12].copy_from_slice(&FORMAT_SALVAGED.to_be_bytes());
+        assert!(matches!(parse(&salvaged), Err(BackupError::Salvaged)));
         let mut future = backup.clone();
-        future[8..12].copy_from_slice(&2u32.to_be_bytes());
+        future[8..12].copy_from_slice(&3u32.to_be_bytes());
         assert!(matches!(
             parse(&future),
-            Err(BackupError::UnsupportedFormat { format: 2 })
+            Err(BackupError::UnsupportedFormat { format: 3 })
         ));
     }
 

@@ -106,7 +106,23 @@ pub(crate) struct Commit<'a> {
     pub(crate) unchanged_since: Option<u64>,
     /// The chunk's revisions and heads, batched ahead; used when no head needs a re-check.
     pub(crate) prepared: Option<PreparedBatch>,
+    /// The run's progress record, written in the chunk's own batch.
+    pub(crate) progress: Option<ProgressRecord<'a>>,
 }
+
+/// A run's progress record, rewritten by every chunk the run commits, in the chunk's own batch
+/// (key `p ‖ run`): whatever a crash leaves on disk, the record counts exactly the chunks that
+/// are there. The store keeps its bytes; the `migrate` module says what they hold.
+pub(crate) struct ProgressRecord<'a> {
+    /// The run.
+    pub(crate) run: u64,
+    /// The record's bytes once this chunk is committed, given the chunk's outcomes; called once,
+    /// under the write lock, before the batch is applied.
+    pub(crate) encode: &'a mut EncodeProgress<'a>,
+}
+
+/// See [`ProgressRecord::encode`].
+pub(crate) type EncodeProgress<'a> = dyn FnMut(&[Outcome]) -> Result<Vec<u8>, RecordError> + 'a;
 
 impl Commit<'_> {
     /// A commit of writes of `origin` that re-checks every head.
@@ -117,6 +133,7 @@ impl Commit<'_> {
             dry_run: false,
             unchanged_since: None,
             prepared: None,
+            progress: None,
         }
     }
 }
@@ -164,7 +181,7 @@ impl Drop for RunGuard<'_> {
 
 /// Live heads in id order over a range of ids, with their ids.
 pub(crate) struct HeadScan {
-    iter: sled::Iter,
+    iter: super::engine::Iter,
     include_removed: bool,
 }
 
@@ -208,7 +225,7 @@ const MAX_STEPS: u64 = 16;
 /// that follows reads the tree as it is now.
 pub(crate) struct RevisionReader<'a> {
     core: &'a Core,
-    iter: Option<sled::Iter>,
+    iter: Option<super::engine::Iter>,
     /// The entry a seek found after a missing revision, not yet used.
     peeked: Option<(sled::IVec, sled::IVec)>,
 }
@@ -488,6 +505,13 @@ impl<T: Schema> Collection<T> {
             if let Some((target, id)) = commit.cursor {
                 writes.cursor(target, id);
             }
+            if let Some(progress) = commit.progress {
+                let bytes = (progress.encode)(&outcomes).map_err(|source| StoreError::Encode {
+                    collection: core.name.clone(),
+                    source,
+                })?;
+                writes.progress(progress.run, &bytes);
+            }
             writes.apply(core, &mut counters)?;
             self.store.inner().commit.ticket()
         };
@@ -498,7 +522,62 @@ impl<T: Schema> Collection<T> {
 }
 
 impl Store {
-    fn ledger(&self) -> Result<sled::Tree, StoreError> {
+    /// The progress record of `run` in `collection`'s tree, if any.
+    pub(crate) fn run_progress(
+        &self,
+        collection: &str,
+        run: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .core(collection)?
+            .tree
+            .get(keys::progress(run))
+            .map_err(backend)?
+            .map(|bytes| bytes.to_vec()))
+    }
+
+    /// Removes the progress record of `run`, once its ledger record is final and flushed. If the
+    /// removal is lost in a crash, the record stays, unused: only a run still `running` reads it.
+    pub(crate) fn forget_run_progress(&self, collection: &str, run: u64) -> Result<(), StoreError> {
+        self.core(collection)?
+            .tree
+            .remove(keys::progress(run))
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Up to `limit` failure records that name `run`, with their ids, in id order, leaving out
+    /// the ids in `except`. Scans the failure set.
+    pub(crate) fn failures_of_run(
+        &self,
+        collection: &str,
+        run: u64,
+        limit: usize,
+        except: &std::collections::BTreeSet<&str>,
+    ) -> Result<Vec<(String, FailureRecord)>, StoreError> {
+        let core = self.core(collection)?;
+        let mut found = Vec::new();
+        for entry in core.tree.scan_prefix([keys::FAILURE]) {
+            if found.len() >= limit {
+                break;
+            }
+            let (key, value) = entry.map_err(backend)?;
+            let Some(id) = key.get(1..).and_then(|id| std::str::from_utf8(id).ok()) else {
+                continue;
+            };
+            if except.contains(id) {
+                continue;
+            }
+            let failure: FailureRecord = record::decode_payload(&value, 8)
+                .map_err(|source| core.corrupt(id, None, source))?;
+            if failure.run == run {
+                found.push((id.to_owned(), failure));
+            }
+        }
+        Ok(found)
+    }
+
+    fn ledger(&self) -> Result<super::engine::Tree, StoreError> {
         self.inner().db.open_tree(LEDGER_TREE).map_err(backend)
     }
 

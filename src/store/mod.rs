@@ -7,11 +7,15 @@
 mod collection;
 mod commit;
 mod counters;
+mod damaged;
+mod engine;
 mod error;
 mod keys;
 mod maintenance;
 mod migration;
 mod registry;
+mod repair;
+mod salvage;
 mod write;
 
 use std::any::TypeId;
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use self::collection::{Collection, Document, Iter, RawCollection, RawRevision, RevisionInfo};
+pub use self::engine::StoreState;
 pub use self::error::{BackendError, StoreError};
 pub(crate) use self::keys::Head;
 pub use self::maintenance::{
@@ -31,13 +36,16 @@ pub use self::maintenance::{
 };
 pub(crate) use self::migration::{
     Action, ChunkItem, Commit, EncodedRevision, FailureRecord, HeadScan, Outcome, PreparedBatch,
-    RevisionBytes, RevisionReader,
+    ProgressRecord, RevisionBytes, RevisionReader,
 };
 pub use self::registry::{SchemaEvent, SchemaRecord};
+pub use self::repair::SnapshotRebuild;
+pub use self::salvage::{SalvageReport, SalvagedImport};
 
 use self::collection::Core;
 use self::commit::GroupCommit;
-use self::error::backend;
+use self::engine::{Db, Health, OpenFault, Tree};
+use self::error::{backend, damaged};
 use crate::record::DEFAULT_MAX_DEPTH;
 use crate::schema::Schema;
 
@@ -170,8 +178,10 @@ impl StoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Locked`] when another process has the database open, and
-    /// [`StoreError::Backend`] for I/O errors or a database sled cannot read.
+    /// [`StoreError::Locked`] when another process has the database open,
+    /// [`StoreError::StorageCorrupt`] naming the damaged file (the `db`, `conf` or a `snap.*`
+    /// file) when the storage engine finds corrupt data or panics on it, and
+    /// [`StoreError::Backend`] for I/O errors.
     pub fn open(self) -> Result<Store, StoreError> {
         let mut config = sled::Config::new()
             .cache_capacity(self.cache_capacity)
@@ -184,9 +194,11 @@ impl StoreBuilder {
         }
         let deadline = Instant::now() + self.lock_timeout;
         let db = loop {
-            match config.open() {
+            match engine::open(&config, self.path.as_deref()) {
                 Ok(db) => break db,
-                Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                Err(OpenFault::Engine(sled::Error::Io(io)))
+                    if io.to_string().contains("could not acquire lock") =>
+                {
                     if Instant::now() >= deadline {
                         return Err(StoreError::Locked {
                             path: self.path.unwrap_or_default(),
@@ -194,9 +206,11 @@ impl StoreBuilder {
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                Err(other) => return Err(backend(other)),
+                Err(OpenFault::Engine(other)) => return Err(backend(other)),
+                Err(OpenFault::Corrupt(damage)) => return Err(damaged(damage)),
             }
         };
+        let db = Db::new(db, Arc::new(Health::new(self.path.clone())));
         let meta = db.open_tree(META_TREE).map_err(backend)?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -216,14 +230,25 @@ impl StoreBuilder {
 /// A document store: collections of versioned documents in one embedded database.
 ///
 /// Cheap to clone; every clone is the same store. One process at a time may open a database.
+///
+/// # Damaged files
+///
+/// Corrupt data the storage engine detects is reported as [`StoreError::StorageCorrupt`],
+/// naming the file and a remedy. sled panics on some damage instead; revolve catches such a
+/// panic on the calling thread at open, reads and writes and reports it the same way, then
+/// *poisons* the store: sled's in-memory state may be half-updated, so every later call on any
+/// clone returns [`StoreError::Poisoned`] until the store is opened again, and
+/// [`state`](Self::state) says [`StoreState::Poisoned`]. Two kinds of panic are not caught:
+/// those on sled's own background threads (flushing, snapshots), and every panic in a build with
+/// `panic = "abort"`. The process's panic hook still runs for a caught panic.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
-    db: sled::Db,
-    meta: sled::Tree,
+    db: Db,
+    meta: Tree,
     durability: Durability,
     max_depth: usize,
     write_back_on_read: bool,
@@ -264,6 +289,13 @@ impl Store {
     /// A builder for a store with settings other than the defaults.
     pub fn builder() -> StoreBuilder {
         StoreBuilder::default()
+    }
+
+    /// What the store is doing: [`StoreState::Ready`], or [`StoreState::Poisoned`] after the
+    /// storage engine panicked on damaged data. For a readiness check.
+    #[must_use]
+    pub fn state(&self) -> StoreState {
+        self.inner.db.health().state()
     }
 
     /// Makes every write so far durable.
@@ -328,9 +360,9 @@ impl Store {
         self.inner
             .meta
             .iter()
-            .keys()
-            .map(|key| {
-                key.map(|key| String::from_utf8_lossy(&key).into_owned())
+            .map(|entry| {
+                entry
+                    .map(|(key, _)| String::from_utf8_lossy(&key).into_owned())
                     .map_err(backend)
             })
             .collect()

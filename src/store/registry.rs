@@ -105,10 +105,19 @@ impl Store {
         let links = schema::chain::<T>()?;
         let mut meta = self.read_meta(name)?.unwrap_or_default();
         let mut dirty = false;
+        // Logged once recorded.
+        let mut events = Vec::new();
 
         let oldest = links.last().map_or(T::VERSION, |link| link.version);
         let counters = core.counters.lock().clone();
         if let Some((&version, &documents)) = counters.live().range(..oldest).next() {
+            tracing::warn!(
+                collection = name,
+                version,
+                documents,
+                oldest,
+                "refused: documents are stored at a version the program no longer defines"
+            );
             return Err(StoreError::VersionNotDefined {
                 collection: name.to_owned(),
                 version,
@@ -127,6 +136,14 @@ impl Store {
                         compare_schemas_with_aliases(&recorded.schema, &link.schema, link.aliases);
                     if is_breaking(&found) {
                         if !self.inner().accepts(name, link.version) {
+                            tracing::warn!(
+                                collection = name,
+                                version = link.version,
+                                latest = T::VERSION,
+                                changes = found.len(),
+                                "refused: the schema of a version changed incompatibly; bump \
+                                 the version or accept the change"
+                            );
                             return Err(StoreError::SchemaChanged {
                                 collection: name.to_owned(),
                                 version: link.version,
@@ -136,7 +153,16 @@ impl Store {
                         }
                         (SchemaEvent::Accepted, found)
                     } else {
-                        self.try_sample::<T>(core, link.version, &found)?;
+                        self.try_sample::<T>(core, link.version, &found)
+                            .inspect_err(|_| {
+                                tracing::warn!(
+                                    collection = name,
+                                    version = link.version,
+                                    changes = found.len(),
+                                    "refused: a compatible-looking schema change does not decode \
+                                     stored documents"
+                                );
+                            })?;
                         (SchemaEvent::Compatible, found)
                     }
                 }
@@ -148,6 +174,7 @@ impl Store {
                     schema: link.schema.clone(),
                 },
             );
+            events.push((link.version, event, changes.len()));
             meta.history.push(SchemaRecord {
                 version: link.version,
                 fingerprint,
@@ -165,6 +192,7 @@ impl Store {
         if dirty {
             self.write_meta(name, &meta)?;
         }
+        log_recorded(name, &events);
         Ok(meta.newest_version)
     }
 
@@ -258,5 +286,28 @@ impl<T: Schema> Collection<T> {
     #[must_use]
     pub fn schema_fingerprint(&self) -> String {
         fingerprint_canonical(&canonical_schema(&self.schema()))
+    }
+}
+
+/// Logs what registration recorded, once it is recorded.
+fn log_recorded(name: &str, events: &[(u32, SchemaEvent, usize)]) {
+    for &(version, event, changes) in events {
+        match event {
+            SchemaEvent::Accepted => tracing::warn!(
+                collection = name,
+                version,
+                changes,
+                "incompatible schema change accepted by the operator and recorded"
+            ),
+            SchemaEvent::Compatible => tracing::info!(
+                collection = name,
+                version,
+                changes,
+                "compatible schema change recorded"
+            ),
+            SchemaEvent::Registered => {
+                tracing::info!(collection = name, version, "schema version registered");
+            }
+        }
     }
 }

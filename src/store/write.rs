@@ -114,6 +114,12 @@ impl WriteSet {
         self.empty = false;
     }
 
+    /// Writes the progress record of `run`.
+    pub(super) fn progress(&mut self, run: u64, record: &[u8]) {
+        self.batch.insert(&keys::progress(run)[..], record);
+        self.empty = false;
+    }
+
     /// Applies everything in one atomic batch, with the new counter values, and updates the
     /// in-memory counters once it is applied. The caller holds the write lock as `counters`.
     pub(super) fn apply(self, core: &Core, counters: &mut Counters) -> Result<(), StoreError> {

@@ -540,3 +540,31 @@ async fn an_older_program_gets_409_for_newer_documents_and_for_writes() {
         .await
         .expect(StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn readyz_answers_503_once_the_store_is_poisoned_and_healthz_stays_200() {
+    let (_dir, store, app, _) = issues();
+    let ready = get("/readyz").send(&app).await.expect(StatusCode::OK);
+    assert_eq!(ready["status"], "ready");
+    let error = revolve::__private::fault::poison(&store);
+    assert!(
+        matches!(error, revolve::StoreError::StorageCorrupt { .. }),
+        "{error:?}"
+    );
+    assert_eq!(store.state(), revolve::StoreState::Poisoned);
+    let reply = get("/readyz").send(&app).await;
+    let problem = reply.expect(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        reply.header(&header::CONTENT_TYPE),
+        "application/problem+json"
+    );
+    assert_eq!(problem["type"], "urn:revolve:problem:not-ready");
+    assert_eq!(problem["state"], "poisoned");
+    get("/healthz").send(&app).await.expect(StatusCode::OK);
+    // Every route that reaches the store answers 503 alike until the store is reopened.
+    let listed = get("/issues").send(&app).await;
+    let problem = listed.expect(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(problem["type"], "urn:revolve:problem:not-ready");
+    let doc = get("/openapi.json").send(&app).await.expect(StatusCode::OK);
+    assert!(doc["paths"].get("/readyz").is_some());
+}

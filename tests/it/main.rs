@@ -3,6 +3,8 @@
 mod concurrency;
 mod crud;
 mod history;
+mod ledger;
+mod logging;
 mod migrate;
 mod nesting;
 mod not_upgradable;

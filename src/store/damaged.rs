@@ -1,0 +1,367 @@
+//! `verify` on a collection tree sled cannot read through.
+//!
+//! sled's iterator stops at a damaged page and cannot step over it. So when the ordered walk of a
+//! collection fails on damaged data, [`Check::damaged_collection`] checks it again by other
+//! routes: each key space is scanned up to the damage and then again from the next key the other
+//! key space names (heads name revisions and revisions name heads, see `keys`); every document
+//! either space names is cross-checked with point reads of its head and its revisions, which
+//! reach what a scan cannot; and the documents the counters expect are compared with the heads
+//! found. Every head and revision that cannot be read is named.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use super::counters::Counter;
+use super::engine::{Fault, Tree};
+use super::error::backend;
+use super::keys::{self, Head};
+use super::maintenance::{decode_counter, escape, parse_revision_key, valid_id, Check, Problem};
+use super::{StoreError, COLLECTION_TREE_PREFIX};
+use crate::id::Revision;
+
+/// Revisions past this many are not point-read one by one on the word of a head alone.
+pub(super) const MAX_PROBED_REVISIONS: u64 = 100_000;
+
+/// A stretch of a key space that could not be read.
+pub(super) struct Unreadable {
+    /// The last key read before it; the space's prefix when none was.
+    pub(super) after: Vec<u8>,
+    /// What the storage engine reported.
+    pub(super) detail: String,
+}
+
+/// Scans the key space starting with `prefix`, going on past what cannot be read (see
+/// [`scan_range`]).
+pub(super) fn scan_around(
+    tree: &Tree,
+    prefix: u8,
+    hints: &BTreeSet<Vec<u8>>,
+    visit: impl FnMut(&[u8], &[u8]),
+) -> Result<Vec<Unreadable>, StoreError> {
+    scan_range(
+        tree,
+        vec![prefix],
+        Some(&[prefix.saturating_add(1)]),
+        hints,
+        visit,
+    )
+}
+
+/// Scans the keys from `start` up to `end` (the tree's end for `None`), going on past what
+/// cannot be read: after a damaged stretch it restarts at the first of `hints` beyond every key
+/// read or tried, and returns the stretches it could not read.
+pub(super) fn scan_range(
+    tree: &Tree,
+    mut start: Vec<u8>,
+    end: Option<&[u8]>,
+    hints: &BTreeSet<Vec<u8>>,
+    mut visit: impl FnMut(&[u8], &[u8]),
+) -> Result<Vec<Unreadable>, StoreError> {
+    let upper = end.map_or(Bound::Unbounded, |end| Bound::Excluded(end.to_vec()));
+    let mut damage: Vec<Unreadable> = Vec::new();
+    // Whether a key was read since the last damaged stretch (so one stretch is reported once).
+    let mut read_since = true;
+    loop {
+        let mut floor = start.clone();
+        let mut failed = None;
+        for entry in tree.range::<Vec<u8>, _>((Bound::Included(start.clone()), upper.clone())) {
+            match entry {
+                Ok((key, value)) => {
+                    floor = key.to_vec();
+                    read_since = true;
+                    visit(&key, &value);
+                }
+                Err(Fault::Corrupt { detail, .. }) => {
+                    failed = Some(detail);
+                    break;
+                }
+                Err(fault) => return Err(backend(fault)),
+            }
+        }
+        let Some(detail) = failed else {
+            return Ok(damage);
+        };
+        if read_since {
+            damage.push(Unreadable {
+                after: floor.clone(),
+                detail,
+            });
+            read_since = false;
+        }
+        match hints
+            .range::<Vec<u8>, _>((Bound::Excluded(floor), Bound::Unbounded))
+            .next()
+        {
+            Some(hint) if end.map_or(true, |end| hint.as_slice() < end) => start.clone_from(hint),
+            _ => return Ok(damage),
+        }
+    }
+}
+
+/// What a point read found.
+pub(super) enum Point<T> {
+    Found(T),
+    Absent,
+    Unreadable,
+}
+
+pub(super) fn point(tree: &Tree, key: &[u8]) -> Result<Point<sled::IVec>, StoreError> {
+    match tree.get(key) {
+        Ok(Some(value)) => Ok(Point::Found(value)),
+        Ok(None) => Ok(Point::Absent),
+        Err(Fault::Corrupt { .. }) => Ok(Point::Unreadable),
+        Err(fault) => Err(backend(fault)),
+    }
+}
+
+impl Check<'_> {
+    /// Checks a collection whose tree cannot be walked in order (see the module's notes).
+    // Scan, cross-check, count: one pass each, in order; splitting further only scatters them.
+    #[allow(clippy::too_many_lines)]
+    pub(super) fn damaged_collection(&mut self, name: &str, tree: &Tree) -> Result<(), StoreError> {
+        let tree_name = format!("{COLLECTION_TREE_PREFIX}{name}");
+        let none = BTreeSet::new();
+
+        // Heads, then revisions with the heads' ids as restart points, then heads again with the
+        // revisions' ids if the first pass stopped at damage.
+        let mut heads: BTreeMap<String, Option<Head>> = BTreeMap::new();
+        let mut malformed: Vec<Vec<u8>> = Vec::new();
+        let mut visit_head = |key: &[u8], value: &[u8]| match keys::id_of_head(key)
+            .and_then(|id| valid_id(id.as_bytes()))
+        {
+            Some(id) => {
+                heads.insert(id.to_owned(), Head::decode(value));
+            }
+            None => malformed.push(key.to_vec()),
+        };
+        let head_damage = scan_around(tree, keys::HEAD, &none, &mut visit_head)?;
+        let head_hints: BTreeSet<Vec<u8>> = heads.keys().map(|id| keys::revisions_of(id)).collect();
+        let mut revisions: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+        let mut bad_revision_keys: Vec<Vec<u8>> = Vec::new();
+        let revision_damage =
+            scan_around(
+                tree,
+                keys::REVISION,
+                &head_hints,
+                |key, _| match parse_revision_key(key) {
+                    Some((id, revision)) => {
+                        revisions.entry(id.to_owned()).or_default().insert(revision);
+                    }
+                    None => bad_revision_keys.push(key.to_vec()),
+                },
+            )?;
+        let mut head_damage = head_damage;
+        if !head_damage.is_empty() {
+            let revision_hints: BTreeSet<Vec<u8>> =
+                revisions.keys().map(|id| keys::head(id)).collect();
+            let mut again: BTreeMap<String, Option<Head>> = BTreeMap::new();
+            head_damage = scan_around(tree, keys::HEAD, &revision_hints, |key, value| {
+                if let Some(id) = keys::id_of_head(key).and_then(|id| valid_id(id.as_bytes())) {
+                    again.insert(id.to_owned(), Head::decode(value));
+                }
+            })?;
+            heads.extend(again);
+        }
+        for (space, damage) in [(keys::HEAD, head_damage), (keys::REVISION, revision_damage)] {
+            for stretch in damage {
+                self.report.problem(Problem::Unreadable {
+                    tree: tree_name.clone(),
+                    after: if stretch.after == [space] {
+                        String::new()
+                    } else {
+                        escape(&stretch.after)
+                    },
+                    error: stretch.detail,
+                });
+            }
+        }
+        for key in malformed {
+            self.report.problem(Problem::MalformedKey {
+                tree: tree_name.clone(),
+                key: escape(&key),
+                reason: "a head key without a valid id",
+            });
+        }
+        for key in bad_revision_keys {
+            self.report.problem(Problem::MalformedKey {
+                tree: tree_name.clone(),
+                key: escape(&key),
+                reason: "a revision key is `r`, an id, a NUL and a revision number",
+            });
+        }
+
+        // Every document either space names, cross-checked with point reads.
+        let ids: BTreeSet<String> = heads.keys().chain(revisions.keys()).cloned().collect();
+        let mut actual: BTreeMap<Counter, u64> = BTreeMap::new();
+        let mut found = 0u64;
+        for id in ids {
+            let seen = heads.get(&id).copied();
+            let scanned = revisions.remove(&id).unwrap_or_default();
+            if self.cross_check(name, tree, id, seen, scanned, &mut actual)? {
+                found += 1;
+            }
+        }
+        self.tolerant(&tree_name, |check| {
+            check.failures(name, &tree_name, tree, &mut actual)
+        })?;
+        // The counters: what they expect, against what was found.
+        let mut stored: BTreeMap<Counter, u64> = BTreeMap::new();
+        let counter_damage = scan_around(tree, keys::COUNTER, &none, |key, value| {
+            if let Some((counter, count)) = decode_counter(key, value) {
+                stored.insert(counter, count);
+            }
+        })?;
+        let expected: u64 = stored
+            .iter()
+            .filter(|(counter, _)| !matches!(counter, Counter::Failed(_)))
+            .map(|(_, count)| count)
+            .sum();
+        if counter_damage.is_empty() {
+            if expected > found {
+                self.report.problem(Problem::Unaccounted {
+                    collection: name.to_owned(),
+                    expected,
+                    found,
+                });
+            }
+            self.tolerant(&tree_name, |check| check.counters(name, tree, &actual))?;
+        } else {
+            self.report.problem(Problem::Unreadable {
+                tree: tree_name.clone(),
+                after: escape(&[keys::COUNTER]),
+                error: "the counters cannot be read".to_owned(),
+            });
+        }
+        self.tolerant(&tree_name, |check| check.cursors(name, &tree_name, tree))?;
+        self.tolerant(&tree_name, |check| check.stray_keys(&tree_name, tree))?;
+        let documents = self.report.documents;
+        (self.progress)(documents);
+        Ok(())
+    }
+
+    /// Cross-checks one document with point reads of its head and every revision either key
+    /// space names; `seen` is its head as the scan found it (`Some(None)`: found, not decoding).
+    /// Returns whether a head was found.
+    #[allow(clippy::option_option)]
+    fn cross_check(
+        &mut self,
+        name: &str,
+        tree: &Tree,
+        id: String,
+        seen: Option<Option<Head>>,
+        scanned: BTreeSet<u64>,
+        actual: &mut BTreeMap<Counter, u64>,
+    ) -> Result<bool, StoreError> {
+        let head = match seen {
+            Some(head) => Point::Found(head),
+            None => match point(tree, &keys::head(&id))? {
+                Point::Found(bytes) => Point::Found(Head::decode(&bytes)),
+                Point::Absent => Point::Absent,
+                Point::Unreadable => Point::Unreadable,
+            },
+        };
+        let mut numbers = scanned;
+        if let Point::Found(Some(head)) = &head {
+            numbers.extend(1..=head.revision.get().min(MAX_PROBED_REVISIONS));
+        }
+        let mut readable = Vec::new();
+        let mut unreadable = false;
+        let mut lost = BTreeSet::new();
+        for number in numbers {
+            let Some(revision) = Revision::new(number) else {
+                continue;
+            };
+            match point(tree, &keys::revision(&id, revision))? {
+                Point::Found(bytes) => readable.push((number, bytes)),
+                Point::Absent => {}
+                Point::Unreadable => {
+                    unreadable = true;
+                    lost.insert(number);
+                    self.report.problem(Problem::UnreadableRevision {
+                        collection: name.to_owned(),
+                        id: id.clone(),
+                        revision: number,
+                    });
+                }
+            }
+        }
+        let found = matches!(head, Point::Found(_));
+        match head {
+            Point::Found(head) => {
+                if unreadable {
+                    // The chain has holes damage made: name them, and count the head.
+                    self.report.documents += 1;
+                    self.chain_around(name, &id, &readable, &lost);
+                    if let Some(head) = head {
+                        *actual.entry(Counter::of(head)).or_insert(0) += 1;
+                    }
+                } else {
+                    let revisions = (!readable.is_empty()).then_some(&readable[..]);
+                    self.document(name, (id, head), revisions, actual);
+                }
+            }
+            Point::Unreadable => {
+                self.chain_around(name, &id, &readable, &lost);
+                self.report.problem(Problem::UnreadableHead {
+                    collection: name.to_owned(),
+                    id,
+                });
+            }
+            Point::Absent => {
+                self.chain_around(name, &id, &readable, &lost);
+                if !readable.is_empty() {
+                    self.report.problem(Problem::RevisionsWithoutHead {
+                        collection: name.to_owned(),
+                        revisions: u64::try_from(readable.len()).unwrap_or(u64::MAX),
+                        id,
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// As [`chain`](Check::chain), without reporting as missing the revisions already named
+    /// unreadable (`lost`).
+    fn chain_around(
+        &mut self,
+        name: &str,
+        id: &str,
+        readable: &[(u64, sled::IVec)],
+        lost: &BTreeSet<u64>,
+    ) {
+        let listed = self.report.problems.len();
+        self.chain(name, id, readable);
+        let mut kept = Vec::new();
+        for problem in self.report.problems.drain(listed..) {
+            match problem {
+                Problem::MissingRevisions { from, to, .. }
+                    if (from..=to).all(|number| lost.contains(&number)) =>
+                {
+                    self.report.problem_count -= 1;
+                }
+                other => kept.push(other),
+            }
+        }
+        self.report.problems.extend(kept);
+    }
+
+    /// Runs one check of the ordered walk, turning damage it meets into a problem.
+    fn tolerant(
+        &mut self,
+        tree_name: &str,
+        check: impl FnOnce(&mut Self) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        match check(self) {
+            Err(StoreError::StorageCorrupt { detail, .. }) => {
+                self.report.problem(Problem::Unreadable {
+                    tree: tree_name.to_owned(),
+                    after: String::new(),
+                    error: detail,
+                });
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Salvage: a backup of everything still readable in a damaged store, and its import.
+//!
+//! [`Store::export_salvage`] walks every tree as `verify` does on damage (see `damaged`): scans
+//! restart past damaged pages at keys the other key spaces name, and every revision a head
+//! names is point-read. It writes what it read in the backup format, marked salvaged (format 2),
+//! and lists what it could not read. [`Store::import`] refuses such a backup;
+//! [`Store::import_salvaged`] restores it, rebuilds the counters from the heads, and verifies,
+//! so that heads whose revisions were lost are reported.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufWriter, Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::damaged::{point, scan_range, Point, MAX_PROBED_REVISIONS};
+use super::engine::Tree;
+use super::error::backend;
+use super::keys::{self, Head};
+use super::maintenance::{
+    collection_of_tree, escape, hex, parse_revision_key, valid_id, BackupError, BackupSummary,
+    HashingWriter, Problem, RepairReport, VerifyReport, DEFAULT_TREE, FORMAT_SALVAGED, FRAME_END,
+    FRAME_ENTRY, FRAME_TREE, MAGIC,
+};
+use super::{Store, StoreError};
+use crate::id::Revision;
+
+/// What [`Store::export_salvage`] wrote, and what it could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+#[must_use]
+pub struct SalvageReport {
+    /// The backup written (marked salvaged).
+    pub summary: BackupSummary,
+    /// What could not be read: damaged stretches of trees ([`Problem::Unreadable`], named by
+    /// the last key read before them), heads ([`Problem::UnreadableHead`]) and revisions
+    /// ([`Problem::UnreadableRevision`]).
+    pub unreadable: Vec<Problem>,
+}
+
+/// What [`Store::import_salvaged`] restored and found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+#[must_use]
+pub struct SalvagedImport {
+    /// The backup restored.
+    pub summary: BackupSummary,
+    /// The counters rebuilt from the heads restored.
+    pub repair: RepairReport,
+    /// The restored store's verification: heads whose revisions were lost show as
+    /// [`Problem::HeadNotLast`] or [`Problem::MissingRevisions`].
+    pub report: VerifyReport,
+}
+
+type Entries = BTreeMap<Vec<u8>, sled::IVec>;
+
+impl Store {
+    /// Writes a backup of everything readable in a damaged store to `writer`, marked salvaged,
+    /// and lists what could not be read. On an intact store it writes what
+    /// [`export`](Self::export) writes, marked salvaged.
+    ///
+    /// Each tree is held in memory while it is salvaged (scans go back over it with restart
+    /// points), so this needs memory for the largest collection.
+    ///
+    /// # Errors
+    ///
+    /// [`BackupError::Io`] when writing fails, and [`BackupError::Store`] when the storage engine
+    /// fails other than on damaged data (for example [`StoreError::Poisoned`]).
+    pub fn export_salvage(
+        &self,
+        writer: impl Write,
+        mut progress: impl FnMut(u64),
+    ) -> Result<SalvageReport, BackupError> {
+        let mut out = HashingWriter {
+            inner: BufWriter::new(writer),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        out.write(&MAGIC)?;
+        out.write(&FORMAT_SALVAGED.to_be_bytes())?;
+        let db = &self.inner().db;
+        let mut names = db.tree_names();
+        names.sort();
+        let mut unreadable = Vec::new();
+        let (mut trees, mut entries) = (0u64, 0u64);
+        for name in names {
+            let label = String::from_utf8_lossy(&name).into_owned();
+            let salvaged = if &name[..] == DEFAULT_TREE {
+                salvage_tree(db, &label, &mut unreadable)?
+            } else if let Some(collection) = collection_of_tree(&name) {
+                self.with_collection(&collection, &name, |tree, _| {
+                    salvage_collection(tree, &collection, &label, &mut unreadable)
+                })?
+            } else {
+                let tree = db.open_tree(&name).map_err(backend)?;
+                salvage_tree(&tree, &label, &mut unreadable)?
+            };
+            if salvaged.is_empty() {
+                continue;
+            }
+            out.write(&[FRAME_TREE])?;
+            out.chunk(&name)?;
+            trees += 1;
+            for (key, value) in salvaged {
+                out.write(&[FRAME_ENTRY])?;
+                out.chunk(&key)?;
+                out.chunk(&value)?;
+                entries += 1;
+            }
+            progress(entries);
+        }
+        out.write(&[FRAME_END])?;
+        out.write(&trees.to_be_bytes())?;
+        out.write(&entries.to_be_bytes())?;
+        let digest = out.hasher.clone().finalize();
+        out.inner.write_all(&digest)?;
+        out.inner.flush()?;
+        Ok(SalvageReport {
+            summary: BackupSummary {
+                trees,
+                entries,
+                bytes: out.bytes + 32,
+                checksum: hex(&digest),
+                salvaged: true,
+            },
+            unreadable,
+        })
+    }
+
+    /// Restores a backup, salvaged or not, into a new store at `path` as
+    /// [`import`](Self::import) does, then rebuilds every collection's counters from the heads
+    /// restored and verifies the store, so that what the salvage lost is reported.
+    ///
+    /// # Errors
+    ///
+    /// As [`import`](Self::import), but never [`BackupError::Salvaged`].
+    pub fn import_salvaged(
+        path: impl AsRef<Path>,
+        reader: impl Read,
+        progress: impl FnMut(u64),
+    ) -> Result<SalvagedImport, BackupError> {
+        let path = path.as_ref();
+        let summary = Self::import_frames(path, reader, true, progress)?;
+        let store = Store::builder()
+            .path(path)
+            .lock_timeout(Duration::from_secs(10))
+            .open()?;
+        let repair = store.repair_counters()?;
+        let report = store.verify()?;
+        Ok(SalvagedImport {
+            summary,
+            repair,
+            report,
+        })
+    }
+}
+
+/// Every readable entry of a tree that is not a collection's: one scan, up to the damage.
+fn salvage_tree(
+    tree: &Tree,
+    label: &str,
+    unreadable: &mut Vec<Problem>,
+) -> Result<Entries, StoreError> {
+    let mut entries = Entries::new();
+    let damage = scan_range(tree, Vec::new(), None, &BTreeSet::new(), |key, value| {
+        entries.insert(key.to_vec(), value.into());
+    })?;
+    for stretch in damage {
+        unreadable.push(Problem::Unreadable {
+            tree: label.to_owned(),
+            after: escape(&stretch.after),
+            error: stretch.detail,
+        });
+    }
+    Ok(entries)
+}
+
+/// Every readable entry of a collection's tree: scans restarted at the keys the other key
+/// spaces name, then point reads of every revision a head names.
+fn salvage_collection(
+    tree: &Tree,
+    collection: &str,
+    label: &str,
+    unreadable: &mut Vec<Problem>,
+) -> Result<Entries, StoreError> {
+    let mut entries = Entries::new();
+    let mut hints = BTreeSet::new();
+    let mut damage = Vec::new();
+    // Each round restarts past damage at what the rounds before found; stop when one finds
+    // nothing new.
+    for _ in 0..3 {
+        let before = entries.len();
+        damage = scan_range(tree, Vec::new(), None, &hints, |key, value| {
+            entries.insert(key.to_vec(), value.into());
+        })?;
+        if damage.is_empty() || (entries.len() == before && before > 0) {
+            break;
+        }
+        hints = restart_points(&entries);
+    }
+    for stretch in damage {
+        unreadable.push(Problem::Unreadable {
+            tree: label.to_owned(),
+            after: escape(&stretch.after),
+            error: stretch.detail,
+        });
+    }
+    // Point reads reach revisions and heads no scan could.
+    let mut heads: BTreeMap<String, Option<Head>> = BTreeMap::new();
+    let mut revision_ids = BTreeSet::new();
+    for (key, value) in &entries {
+        if let Some(id) = keys::id_of_head(key).and_then(|id| valid_id(id.as_bytes())) {
+            heads.insert(id.to_owned(), Head::decode(value));
+        } else if let Some((id, _)) = parse_revision_key(key) {
+            revision_ids.insert(id.to_owned());
+        }
+    }
+    for id in revision_ids.iter().filter(|id| !heads.contains_key(*id)) {
+        let key = keys::head(id);
+        match point(tree, &key)? {
+            Point::Found(value) => {
+                entries.insert(key, value);
+            }
+            Point::Absent => {}
+            Point::Unreadable => unreadable.push(Problem::UnreadableHead {
+                collection: collection.to_owned(),
+                id: id.clone(),
+            }),
+        }
+    }
+    for (id, head) in &heads {
+        let Some(head) = head else { continue };
+        for number in 1..=head.revision.get().min(MAX_PROBED_REVISIONS) {
+            let Some(revision) = Revision::new(number) else {
+                continue;
+            };
+            let key = keys::revision(id, revision);
+            if entries.contains_key(&key) {
+                continue;
+            }
+            match point(tree, &key)? {
+                Point::Found(value) => {
+                    entries.insert(key, value);
+                }
+                Point::Absent => {}
+                Point::Unreadable => unreadable.push(Problem::UnreadableRevision {
+                    collection: collection.to_owned(),
+                    id: id.clone(),
+                    revision: number,
+                }),
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Where a scan may restart past damage: the start of every key space, and every key the
+/// documents found so far would have in each space.
+fn restart_points(entries: &Entries) -> BTreeSet<Vec<u8>> {
+    let mut ids = BTreeSet::new();
+    for key in entries.keys() {
+        if let Some(id) = keys::id_of_head(key).and_then(|id| valid_id(id.as_bytes())) {
+            ids.insert(id.to_owned());
+        } else if let Some((id, _)) = parse_revision_key(key) {
+            ids.insert(id.to_owned());
+        }
+    }
+    let mut hints: BTreeSet<Vec<u8>> = [
+        keys::COUNTER,
+        keys::FAILURE,
+        keys::HEAD,
+        keys::CURSOR,
+        keys::REVISION,
+    ]
+    .into_iter()
+    .map(|space| vec![space])
+    .collect();
+    for id in &ids {
+        hints.insert(keys::head(id));
+        hints.insert(keys::revisions_of(id));
+        hints.insert(keys::failure(id));
+    }
+    hints
+}
