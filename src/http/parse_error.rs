@@ -378,9 +378,9 @@ mod tests {
     /// service produced is hyper's own, and is replaced.
     #[tokio::test]
     async fn only_a_head_the_service_did_not_produce_is_replaced() {
+        const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
         let responses = Responses::default();
         let mut shim = ProblemOnParseError::new(Trickle::default(), responses.clone());
-        const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
         write_all(&mut shim, CONTINUE).await;
         responses.produced();
         write_all(&mut shim, HEAD).await;
