@@ -131,9 +131,7 @@ impl Router {
     pub fn collection<T: Schema>(mut self) -> Result<Self, BuildError> {
         let collection = self.store.collection::<T>()?;
         let name = collection.name().to_owned();
-        if name == "healthz"
-            || name == "readyz"
-            || openapi::OWN_SCHEMAS.contains(&name.as_str()) {
+        if name == "healthz" || name == "readyz" || openapi::OWN_SCHEMAS.contains(&name.as_str()) {
             return Err(BuildError::ReservedName { collection: name });
         }
         if self.collections.contains_key(&name) {
