@@ -35,8 +35,26 @@ use super::error::{ApiError, PROBLEM_JSON};
 /// The headers hyper writes, in this order, on its automatic response to a parse error.
 const AUTOMATIC_HEADERS: &[u8] = b"\r\nconnection: close\r\ncontent-length: 0\r\n";
 
-/// The start of every response head hyper writes (an interim `1xx` one included).
-const HEAD_START: &[u8] = b"HTTP/1.1 ";
+/// Whether `bytes` start a final response head (`HTTP/1.1 200`, or `HTTP/1.0` to an HTTP/1.0
+/// client), not an interim `100 Continue`, which hyper writes itself and is no response of its own.
+fn starts_final_head(bytes: &[u8]) -> bool {
+    matches!(
+        bytes,
+        [
+            b'H',
+            b'T',
+            b'T',
+            b'P',
+            b'/',
+            b'1',
+            b'.',
+            b'0' | b'1',
+            b' ',
+            b'2'..=b'5',
+            ..
+        ]
+    )
+}
 
 /// How many responses the service produced on one connection, shared between the service's
 /// wrapper (which counts) and the connection's [`ProblemOnParseError`] (which reads).
@@ -92,8 +110,7 @@ impl<I> ProblemOnParseError<I> {
             if before >= written {
                 break;
             }
-            // An interim `100 Continue`, which hyper writes itself, is no response of its own.
-            if slice.starts_with(HEAD_START) && slice.get(HEAD_START.len()) != Some(&b'1') {
+            if starts_final_head(slice) {
                 self.heads += 1;
             }
             before += slice.len();
@@ -267,6 +284,15 @@ mod tests {
     use super::*;
 
     const HEAD: &[u8] = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Sun, 06 Dec 2026 11:31:09 GMT\r\n\r\n";
+
+    #[test]
+    fn final_heads_are_told_from_interim_ones_and_bodies() {
+        assert!(starts_final_head(HEAD));
+        assert!(starts_final_head(b"HTTP/1.0 200 OK\r\n"));
+        assert!(!starts_final_head(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        assert!(!starts_final_head(b"{\"title\":1}"));
+        assert!(!starts_final_head(b"HTTP/1.1 "));
+    }
 
     #[test]
     fn only_hypers_automatic_head_is_recognised() {
