@@ -1,6 +1,7 @@
 //! Load over HTTP: the router from `revolve::http` serves one `issues` collection on
-//! 127.0.0.1 (an ephemeral port, a temporary store, plain `axum::serve`, a bearer token), and N
-//! client tasks, each on its own keep-alive connection (hyper's HTTP/1.1 client), run a mix of
+//! 127.0.0.1 (an ephemeral port, a temporary store, `revolve::http::Server` with its default
+//! limits, as an application ships it, and a bearer token), and N client tasks, each on its own
+//! keep-alive connection (hyper's HTTP/1.1 client), run a mix of
 //! creates (20 %), updates with `If-Match` (30 %), reads (40 %) and list pages (10 %) for a
 //! bounded time. Every acknowledged write (id → revision and body) is recorded; afterwards the
 //! runtime is dropped, the store is closed and opened again from disk, and every acknowledged
@@ -393,10 +394,11 @@ fn run(clients: usize, seconds: u64) -> Result<u64, BoxError> {
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
+            revolve::http::Server::new(app)
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
+                .serve(listener)
                 .await
         });
         let started = Instant::now();

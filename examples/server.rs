@@ -65,10 +65,15 @@ fn options() -> Result<Options, Box<dyn Error>> {
     Ok(options)
 }
 
-/// Logs to standard error, filtered by `RUST_LOG` (`info` when unset), as text or JSON lines.
+/// Logs to standard error, filtered by `RUST_LOG` (`info` when unset), as text or JSON lines. A
+/// `RUST_LOG` that does not parse is ignored with a warning, and `info` is logged.
 fn install_logger(json: bool) -> Result<(), Box<dyn Error>> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into());
+    let (filter, bad_filter) = match builder.from_env() {
+        Ok(filter) => (filter, None),
+        Err(error) => (builder.parse_lossy(""), Some(error)),
+    };
     let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -79,6 +84,9 @@ fn install_logger(json: bool) -> Result<(), Box<dyn Error>> {
         logger.try_init()
     }
     .map_err(|error| format!("cannot install the logger: {error}"))?;
+    if let Some(error) = bad_filter {
+        tracing::warn!(%error, "ignoring RUST_LOG; logging at info");
+    }
     Ok(())
 }
 

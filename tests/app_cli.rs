@@ -2,14 +2,13 @@
 //! `revolve::cli::run`) through every `migrate` command on a temporary store, and the log options
 //! of it and of the `revolve` binary (`RUST_LOG`, `--log-format`, `REVOLVE_LOG_FORMAT`).
 //!
-//! Cargo gives tests the path of the package's binaries (`CARGO_BIN_EXE_…`) but not of its
-//! examples, and `cargo test --test app_cli` does not build examples at all. So the test builds
-//! the example itself, once, with the cargo that runs it (`env!("CARGO")`), the same features
-//! and profile, and takes the executable's path from cargo's JSON messages: up to date after a
-//! change, and no fixed path under `target/`. Cargo releases its build lock before it runs tests.
+//! The example is built by the test itself, once (see `tests/common/example.rs`).
+
+#[path = "common/example.rs"]
+mod example_build;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -21,45 +20,7 @@ use serde_json::Value;
 /// The `issues_cli` example's executable, built on first use.
 fn issues_cli() -> &'static Path {
     static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
-    EXECUTABLE.get_or_init(|| {
-        let mut features = vec!["cli"];
-        if cfg!(feature = "http") {
-            features.push("http");
-        }
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .args([
-                "build",
-                "--example",
-                "issues_cli",
-                "--message-format",
-                "json",
-            ])
-            .args([
-                "--manifest-path",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
-            ])
-            .args(["--features", &features.join(",")])
-            .stderr(Stdio::inherit());
-        if !cfg!(debug_assertions) {
-            cargo.arg("--release");
-        }
-        let output = cargo.output().expect("run cargo");
-        assert!(
-            output.status.success(),
-            "cargo build --example issues_cli failed"
-        );
-        String::from_utf8(output.stdout)
-            .expect("cargo's messages are UTF-8")
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|message| {
-                message["reason"] == "compiler-artifact"
-                    && message["target"]["name"] == "issues_cli"
-            })
-            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-            .expect("cargo names the example's executable")
-    })
+    EXECUTABLE.get_or_init(|| example_build::build("issues_cli"))
 }
 
 /// Runs the example on the store at `data` with `args`; `RUST_LOG` unset unless `env` sets it.
@@ -214,6 +175,8 @@ fn the_example_says_when_the_store_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("issues");
     let _held = Store::open(&data).unwrap();
+    // Built before the clock starts: the bound is on the example, not on cargo.
+    issues_cli();
     let started = Instant::now();
     let locked = app(&data, &["migrate", "status"], &[]);
     assert_code(&locked, Status::Locked);

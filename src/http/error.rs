@@ -369,7 +369,7 @@ impl ApiError {
     /// Logs an internal error; every other kind is the client's and is not logged.
     pub(crate) fn log(&self) {
         if let Self::Internal(error) = self {
-            tracing::error!(error = %chain(&**error), "request failed");
+            tracing::error!(error = %log_chain(&**error), "request failed");
         }
     }
 }
@@ -484,9 +484,90 @@ pub(crate) fn chain(error: &dyn StdError) -> String {
     text
 }
 
+/// An error and its sources on one line, for the log: as [`chain`], except that a payload's decode
+/// error is named by its kind only, since its text may quote the stored value (`invalid type:
+/// string "…"`), and no payload may reach the log.
+pub(crate) fn log_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = String::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        if let Some(decode) = cause.downcast_ref::<rmp_serde::decode::Error>() {
+            text.push_str(decode_kind(decode));
+            break;
+        }
+        let _ = write!(text, "{cause}");
+        next = cause.source();
+    }
+    text
+}
+
+/// What kind of decode error `error` is, in words that quote nothing of the payload.
+fn decode_kind(error: &rmp_serde::decode::Error) -> &'static str {
+    use rmp_serde::decode::Error;
+    match error {
+        Error::InvalidMarkerRead(_) | Error::InvalidDataRead(_) => "the payload ends early",
+        Error::TypeMismatch(_) | Error::Syntax(_) | Error::Uncategorized(_) => {
+            "the payload does not have the type's shape (its text is not logged: it may quote the value)"
+        }
+        Error::OutOfRange => "a number in the payload is out of range",
+        Error::LengthMismatch(_) => "an array in the payload has the wrong length",
+        Error::Utf8Error(_) => "a string in the payload is not UTF-8",
+        Error::DepthLimitExceeded => "the payload nests too deep",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A payload that does not decode as its type: the logged chain says so without its value.
+    #[test]
+    fn a_decode_error_is_logged_without_the_payload() {
+        const SECRET: &str = "payload-that-must-not-be-logged-9012";
+        let payload = rmp_serde::to_vec_named(&serde_json::json!({ "n": SECRET })).unwrap();
+        let error = crate::record::decode_payload::<std::collections::BTreeMap<String, Vec<u32>>>(
+            &payload, 64,
+        )
+        .unwrap_err();
+        assert!(chain(&error).contains(SECRET), "{}", chain(&error));
+
+        let captured = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = std::sync::Arc::clone(&captured);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(std::sync::Arc::clone(&writer)))
+            .finish();
+        let status = tracing::subscriber::with_default(subscriber, || {
+            ApiError::internal(crate::Error::from(error))
+                .into_response()
+                .status()
+        });
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let log = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("request failed"), "{log}");
+        assert!(
+            log.contains("cannot decode payload: the payload does not have the type's shape"),
+            "{log}"
+        );
+        assert!(!log.contains(SECRET), "{log}");
+    }
+
+    struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogWriter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 
     #[test]
     fn internal_errors_keep_their_text_out_of_the_body() {

@@ -120,7 +120,7 @@ impl<S: Send + Sync> FromRequest<S> for ApiBody {
 async fn blocking<R: Send + 'static>(
     call: impl FnOnce() -> Result<R, ApiError> + Send + 'static,
 ) -> Result<R, ApiError> {
-    tokio::task::spawn_blocking(call)
+    tokio::task::spawn_blocking(super::trace::in_current_span(call))
         .await
         .map_err(ApiError::internal)?
 }

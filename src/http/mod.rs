@@ -115,7 +115,8 @@
 //! [`serve`] (or [`Server`], to change its limits) serves the router over HTTP/1.1 with what
 //! `axum::serve` does not set: a header read timeout ([`DEFAULT_HEADER_READ_TIMEOUT`], 10 s;
 //! idle kept-alive connections are closed after it too), a cap on open connections
-//! ([`DEFAULT_MAX_CONNECTIONS`], 1,024; at the cap it stops accepting, so new clients wait in the
+//! ([`DEFAULT_MAX_CONNECTIONS`], 1,024, lowered on Linux to the soft file descriptor limit less
+//! [`FD_RESERVE`] and logged at `info`; at the cap it stops accepting, so new clients wait in the
 //! kernel's listen queue, in order: a client behind `n` stalled connections waits at most about
 //! `ceil(n / cap)` header timeouts), and a graceful shutdown
 //! ([`Server::with_graceful_shutdown`]).
@@ -136,10 +137,12 @@
 //! # Logs
 //!
 //! The router emits `tracing` events; the application installs a subscriber (the example server
-//! does: `RUST_LOG`, `--log-format json`). Each request is an `info` event "request answered" with
+//! does: `RUST_LOG`, `--log-format json`). Each request is an event "request answered" with
 //! `status` and `latency_us`, inside a `request` span with `method` and `route` (the matched
-//! template, such as `/{collection}/docs/{id}`, never the path); each 5xx is also an `error`
-//! event "request failed" with the error and its causes. No header, token, query or body is
+//! template, such as `/{collection}/docs/{id}`, never the path): at `info`, at `warn` for a 503
+//! (the request timeout), at `error` for any other 5xx. A 5xx that an internal error caused is
+//! also an `error` event "request failed" with the error and its causes (a payload's decode error
+//! by its kind only: its text may quote the value). Store calls log inside the request's span. No header, token, query or body is
 //! logged. [`Server`] logs accept errors (`error`, such as running out of file descriptors), its
 //! shutdown (`info`), and at `debug` each connection that ends in an error (a header read
 //! timeout, a request hyper could not parse: these never reach the router, so they have no
@@ -166,4 +169,5 @@ mod view;
 pub use self::router::{BuildError, Router, DEFAULT_BODY_LIMIT, DEFAULT_TIMEOUT};
 pub use self::serve::{
     serve, Server, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
+    FD_RESERVE,
 };

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::error::Category;
 use serde_json::{json, Value};
 
-use super::error::{chain, ApiError};
+use super::error::ApiError;
 use super::fields::unknown_fields;
 use super::view;
 use crate::{
@@ -182,7 +182,7 @@ impl<T: Schema> Mount<T> {
             tracing::error!(
                 collection = self.collection.name(),
                 id,
-                error = %chain(&error),
+                error = %super::error::log_chain(&error),
                 "a listed document is damaged"
             );
             ApiError::Corrupt {

@@ -8,13 +8,23 @@
 //! the same head with `content-type: application/problem+json` and a problem body.
 //!
 //! It recognises only a whole head of that shape at the start of a write (of one slice of a
-//! vectored write), with a 4xx status. The router never answers an error without a body (its
-//! problem backstop gives every error one), so no response of the API has that shape. If a later
-//! hyper writes its automatic response differently, the client gets hyper's empty response again:
-//! the tests in `tests/http/serve.rs` would fail and say so.
+//! vectored write), with a 4xx status. A response of the service can have that very shape: hyper
+//! writes `connection: close` and `content-length: 0` on any empty response when keep-alive is off
+//! (the client sent `Connection: close`, or a graceful shutdown is under way), so an empty 401 or
+//! the answer to a `HEAD` looks the same. The shim therefore counts: the server wraps the service
+//! so that it counts the responses it produced ([`Responses`]), the shim counts the response heads
+//! written, and a head of that shape is replaced only when it is one more than the service
+//! produced. hyper serves one request at a time on an HTTP/1.1 connection and writes a response's
+//! head only after the service produced it, so a head written while the count of heads equals
+//! the count of responses is hyper's own. A head the shim fails to count (one that does not start a
+//! write) can only make it leave hyper's empty response as it is, never replace a service's.
+//! If a later hyper writes its automatic response differently, the client gets hyper's empty
+//! response again: the tests in `tests/http/serve.rs` would fail and say so.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use axum::http::StatusCode;
@@ -25,10 +35,51 @@ use super::error::{ApiError, PROBLEM_JSON};
 /// The headers hyper writes, in this order, on its automatic response to a parse error.
 const AUTOMATIC_HEADERS: &[u8] = b"\r\nconnection: close\r\ncontent-length: 0\r\n";
 
+/// Whether `bytes` start a final response head (`HTTP/1.1 200`, or `HTTP/1.0` to an HTTP/1.0
+/// client), not an interim `100 Continue`, which hyper writes itself and is no response of its own.
+fn starts_final_head(bytes: &[u8]) -> bool {
+    matches!(
+        bytes,
+        [
+            b'H',
+            b'T',
+            b'T',
+            b'P',
+            b'/',
+            b'1',
+            b'.',
+            b'0' | b'1',
+            b' ',
+            b'2'..=b'5',
+            ..
+        ]
+    )
+}
+
+/// How many responses the service produced on one connection, shared between the service's
+/// wrapper (which counts) and the connection's [`ProblemOnParseError`] (which reads).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Responses(Arc<AtomicUsize>);
+
+impl Responses {
+    /// Counts one response of the service; call it before hyper can write the response's head.
+    pub(crate) fn produced(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// An I/O stream that replaces hyper's empty response to an unparsable request by a problem.
 #[derive(Debug)]
 pub(crate) struct ProblemOnParseError<I> {
     inner: I,
+    /// The responses the service produced on this connection.
+    responses: Responses,
+    /// The response heads written so far (hyper's own included).
+    heads: usize,
     /// The response being written in place of hyper's, how much of it is written, and how many
     /// bytes of hyper's it stands for.
     replacing: Option<Replacement>,
@@ -42,10 +93,27 @@ struct Replacement {
 }
 
 impl<I> ProblemOnParseError<I> {
-    pub(crate) fn new(inner: I) -> Self {
+    pub(crate) fn new(inner: I, responses: Responses) -> Self {
         Self {
             inner,
+            responses,
+            heads: 0,
             replacing: None,
+        }
+    }
+
+    /// Counts the heads among the bytes just written: those of `slices` that start a response
+    /// head and of which the `written` bytes reached at least the first.
+    fn count_heads<'a>(&mut self, slices: impl IntoIterator<Item = &'a [u8]>, written: usize) {
+        let mut before = 0;
+        for slice in slices {
+            if before >= written {
+                break;
+            }
+            if starts_final_head(slice) {
+                self.heads += 1;
+            }
+            before += slice.len();
         }
     }
 }
@@ -93,9 +161,10 @@ fn problem_response(head: &[u8], status: StatusCode) -> Vec<u8> {
 }
 
 impl<I: AsyncWrite + Unpin> ProblemOnParseError<I> {
-    /// Starts replacing `head` if it is hyper's automatic response.
+    /// Starts replacing `head` if it is hyper's automatic response: of its shape, and one head
+    /// more than the service produced.
     fn recognise(&mut self, head: &[u8]) -> bool {
-        if self.replacing.is_none() {
+        if self.replacing.is_none() && self.heads >= self.responses.count() {
             if let Some(status) = automatic_status(head) {
                 tracing::debug!(%status, "answering a request hyper could not parse");
                 self.replacing = Some(Replacement {
@@ -126,6 +195,7 @@ impl<I: AsyncWrite + Unpin> ProblemOnParseError<I> {
         }
         let stands_for = replacement.stands_for;
         self.replacing = None;
+        self.heads += 1;
         Poll::Ready(Ok(stands_for))
     }
 }
@@ -150,7 +220,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ProblemOnParseError<I> {
         if this.recognise(buf) {
             return this.poll_replacement(cx);
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.count_heads([buf], written);
+        Poll::Ready(Ok(written))
     }
 
     fn poll_write_vectored(
@@ -167,23 +239,29 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ProblemOnParseError<I> {
         let found = bufs
             .iter()
             .position(|slice| automatic_status(slice).is_some());
-        match (found, bufs.first()) {
+        let bufs = match (found, bufs.first()) {
             (Some(0), Some(head)) => {
-                this.recognise(head);
-                this.poll_replacement(cx)
+                if this.recognise(head) {
+                    return this.poll_replacement(cx);
+                }
+                bufs
             }
-            (Some(before), _) => {
-                let before = bufs.get(..before).unwrap_or(bufs);
-                Pin::new(&mut this.inner).poll_write_vectored(cx, before)
-            }
-            (None, _) => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
-        }
+            (Some(before), _) => bufs.get(..before).unwrap_or(bufs),
+            (None, _) => bufs,
+        };
+        let written = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        this.count_heads(bufs.iter().map(|slice| &**slice), written);
+        Poll::Ready(Ok(written))
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 
+    // hyper writes all it has buffered before it flushes or shuts down, and after a `Pending`
+    // write it offers the same bytes again, so a replacement is always completed by a write and
+    // reported there. A replacement under way at a flush or a shutdown is completed here only so
+    // that the client never receives half of one; hyper would then believe its head unwritten.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.replacing.is_some() {
@@ -206,6 +284,15 @@ mod tests {
     use super::*;
 
     const HEAD: &[u8] = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Sun, 06 Dec 2026 11:31:09 GMT\r\n\r\n";
+
+    #[test]
+    fn final_heads_are_told_from_interim_ones_and_bodies() {
+        assert!(starts_final_head(HEAD));
+        assert!(starts_final_head(b"HTTP/1.0 200 OK\r\n"));
+        assert!(!starts_final_head(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        assert!(!starts_final_head(b"{\"title\":1}"));
+        assert!(!starts_final_head(b"HTTP/1.1 "));
+    }
 
     #[test]
     fn only_hypers_automatic_head_is_recognised() {
@@ -274,7 +361,7 @@ mod tests {
     /// writes, and the bytes around it pass unchanged.
     #[tokio::test]
     async fn the_replacement_survives_short_writes() {
-        let mut shim = ProblemOnParseError::new(Trickle::default());
+        let mut shim = ProblemOnParseError::new(Trickle::default(), Responses::default());
         write_all(&mut shim, b"before;").await;
         write_all(&mut shim, HEAD).await;
         write_all(&mut shim, b";after").await;
@@ -291,7 +378,7 @@ mod tests {
     #[tokio::test]
     async fn the_replacement_survives_vectored_writes() {
         let parts: [&[u8]; 3] = [b"before;", HEAD, b";after"];
-        let mut shim = ProblemOnParseError::new(Trickle::default());
+        let mut shim = ProblemOnParseError::new(Trickle::default(), Responses::default());
         let mut done = 0;
         let total: usize = parts.iter().map(|part| part.len()).sum();
         while done < total {
@@ -311,6 +398,29 @@ mod tests {
         let received = String::from_utf8(shim.inner.written).unwrap();
         let expected = String::from_utf8(problem_response(HEAD, StatusCode::BAD_REQUEST)).unwrap();
         assert_eq!(received, format!("before;{expected};after"));
+    }
+
+    /// A head of hyper's shape that the service produced passes unchanged; one more than the
+    /// service produced is hyper's own, and is replaced.
+    #[tokio::test]
+    async fn only_a_head_the_service_did_not_produce_is_replaced() {
+        const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+        let responses = Responses::default();
+        let mut shim = ProblemOnParseError::new(Trickle::default(), responses.clone());
+        write_all(&mut shim, CONTINUE).await;
+        responses.produced();
+        write_all(&mut shim, HEAD).await;
+        write_all(&mut shim, HEAD).await;
+        let received = String::from_utf8(shim.inner.written).unwrap();
+        let expected = String::from_utf8(problem_response(HEAD, StatusCode::BAD_REQUEST)).unwrap();
+        assert_eq!(
+            received,
+            format!(
+                "{}{}{expected}",
+                String::from_utf8_lossy(CONTINUE),
+                String::from_utf8_lossy(HEAD)
+            )
+        );
     }
 
     #[test]

@@ -14,14 +14,21 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 
-use super::parse_error::ProblemOnParseError;
+use super::parse_error::{ProblemOnParseError, Responses};
 
 /// How long a client may take to send a request's headers unless
 /// [`Server::header_read_timeout`] sets another: 10 s.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many connections may be open at once unless [`Server::max_connections`] sets another.
+///
+/// As many as a usual soft file descriptor limit (`ulimit -n` is often 1,024), so
+/// [`Server::serve`] lowers the cap it uses to that limit less [`FD_RESERVE`] on Linux.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// The file descriptors [`Server::serve`] leaves for the rest of the process (the store's files,
+/// the listener, logs) when it lowers the connection cap to the file descriptor limit.
+pub const FD_RESERVE: usize = 64;
 
 /// How long a graceful shutdown waits for open connections unless [`Server::shutdown_timeout`]
 /// sets another: 30 s.
@@ -120,8 +127,10 @@ impl Server {
 
     /// How many connections may be open at once (at least 1, at most tokio's
     /// `Semaphore::MAX_PERMITS`); [`DEFAULT_MAX_CONNECTIONS`] by
-    /// default. Keep it under the process's file descriptor limit (`ulimit -n`) less what the
-    /// store needs.
+    /// default. On Linux, [`serve`](Self::serve) lowers it to the process's soft file descriptor
+    /// limit (`ulimit -n`, read from `/proc/self/limits`) less [`FD_RESERVE`], and logs the cap it
+    /// uses at `info`; elsewhere keep it under that limit yourself. To serve more connections,
+    /// raise the limit.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.max_connections = connections.clamp(1, Semaphore::MAX_PERMITS);
         self
@@ -161,6 +170,15 @@ impl Server {
             signal,
         } = self;
         let mut signal = signal.unwrap_or_else(|| Box::pin(std::future::pending()));
+        let fd_limit = open_files_limit();
+        let max_connections = within_fd_limit(max_connections, fd_limit);
+        tracing::info!(
+            max_connections,
+            fd_limit = fd_limit.map_or_else(|| "unknown".to_owned(), |limit| limit.to_string()),
+            header_read_timeout_ms =
+                u64::try_from(header_read_timeout.as_millis()).unwrap_or(u64::MAX),
+            "serving"
+        );
         let permits = Arc::new(Semaphore::new(max_connections));
         let (stop, stopped) = watch::channel(false);
         let mut connections = JoinSet::new();
@@ -195,12 +213,21 @@ impl Server {
                     }
                 },
             };
-            let service = TowerToHyperService::new(router.clone());
+            // The shim tells hyper's own responses from the service's by counting the latter.
+            let responses = Responses::default();
+            let produced = responses.clone();
+            let service = TowerToHyperService::new(tower::util::MapResponse::new(
+                router.clone(),
+                move |response: axum::response::Response| {
+                    produced.produced();
+                    response
+                },
+            ));
             let builder = Arc::clone(&builder);
             let mut stopped = stopped.clone();
             connections.spawn(async move {
                 let _permit = permit;
-                let connection = builder.serve_connection(io(stream), service);
+                let connection = builder.serve_connection(io(stream, responses), service);
                 tokio::pin!(connection);
                 let result = tokio::select! {
                     result = connection.as_mut() => result,
@@ -241,6 +268,39 @@ impl Server {
     }
 }
 
+/// The process's soft limit on open files, where it can be read (Linux: `/proc/self/limits`);
+/// `None` if unlimited or unknown.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    soft_open_files(&limits)
+}
+
+/// The soft "Max open files" of a `/proc/self/limits` text.
+fn soft_open_files(limits: &str) -> Option<usize> {
+    let line = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// `requested` connections, lowered to leave [`FD_RESERVE`] of the file descriptor `limit` (at
+/// least half of it, and at least one connection).
+fn within_fd_limit(requested: usize, limit: Option<usize>) -> usize {
+    let Some(limit) = limit else {
+        return requested;
+    };
+    let usable = limit.saturating_sub(FD_RESERVE).max(limit / 2).max(1);
+    if requested > usable {
+        tracing::warn!(
+            requested,
+            limit,
+            usable,
+            "lowering the connection cap to the file descriptor limit (ulimit -n) less a reserve"
+        );
+    }
+    requested.min(usable)
+}
+
 /// Logs a connection's task that panicked (a handler's panic ends its connection).
 fn ended(joined: Result<(), JoinError>) {
     if let Err(error) = joined {
@@ -250,11 +310,11 @@ fn ended(joined: Result<(), JoinError>) {
     }
 }
 
-fn io(stream: TcpStream) -> TokioIo<ProblemOnParseError<TcpStream>> {
+fn io(stream: TcpStream, responses: Responses) -> TokioIo<ProblemOnParseError<TcpStream>> {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
-    TokioIo::new(ProblemOnParseError::new(stream))
+    TokioIo::new(ProblemOnParseError::new(stream, responses))
 }
 
 /// Logs an accept error; after one that is not one connection's, waits a little before the next
@@ -277,6 +337,26 @@ async fn accept_failed(error: &io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connection_cap_stays_under_the_file_descriptor_limit() {
+        let limits =
+            "Limit                     Soft Limit           Hard Limit           Units     \n\
+            Max processes             63704                63704                processes \n\
+            Max open files            1024                 1048576              files     \n";
+        assert_eq!(soft_open_files(limits), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(soft_open_files(unlimited), None);
+        assert_eq!(soft_open_files(""), None);
+
+        assert_eq!(within_fd_limit(1024, Some(1024)), 1024 - FD_RESERVE);
+        assert_eq!(within_fd_limit(100, Some(1024)), 100);
+        assert_eq!(within_fd_limit(1024, None), 1024);
+        assert_eq!(within_fd_limit(1024, Some(100)), 50);
+        assert_eq!(within_fd_limit(1024, Some(1)), 1);
+        assert_eq!(within_fd_limit(1024, Some(0)), 1);
+    }
 
     #[test]
     fn the_connection_cap_stays_in_the_semaphores_range() {

@@ -58,14 +58,16 @@ pub(crate) async fn respond(
     let (sender, mut receiver) = mpsc::unbounded_channel();
     let progress = sender.clone();
     // Not awaited: the run belongs to the blocking pool, not to this request.
-    drop(tokio::task::spawn_blocking(move || {
-        let sink = Box::new(move |line: Value| {
-            // A client that went away closed the channel; the run goes on.
-            let _ = progress.send(Event::Progress(line));
-        });
-        let result = mounted.migrate(options, Some(sink));
-        let _ = sender.send(Event::Done(result));
-    }));
+    drop(tokio::task::spawn_blocking(super::trace::in_current_span(
+        move || {
+            let sink = Box::new(move |line: Value| {
+                // A client that went away closed the channel; the run goes on.
+                let _ = progress.send(Event::Progress(line));
+            });
+            let result = mounted.migrate(options, Some(sink));
+            let _ = sender.send(Event::Done(result));
+        },
+    )));
     let first = match receiver.recv().await {
         None => {
             return Err(ApiError::internal(

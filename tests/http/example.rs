@@ -5,45 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The example server, built if need be in this test's profile and features (see the same helper
-/// in `tests/it/two_builds.rs`: Cargo does not build examples for `cargo test --test http`).
+/// The example server, built on first use (see `tests/common/example.rs`).
 fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // target/<profile>/deps/http-<hash>
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-        let features = if cfg!(feature = "cli") {
-            "http,cli"
-        } else {
-            "http"
-        };
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--quiet", "--example", "server", "--features"])
-            .arg(features)
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                cargo.arg("--release");
-            }
-            other => {
-                cargo.args(["--profile", other]);
-            }
-        }
-        let status = cargo.status().unwrap();
-        assert!(status.success(), "building the example failed: {status}");
-        let binary = profile_dir
-            .join("examples")
-            .join(format!("server{}", std::env::consts::EXE_SUFFIX));
-        assert!(binary.is_file(), "{} was not built", binary.display());
-        binary
-    })
+    BINARY.get_or_init(|| crate::example_build::build("server"))
 }
 
 fn run_server(args: &[&str]) -> Output {
@@ -69,6 +34,23 @@ fn a_port_in_use_fails_before_the_store_is_seeded() {
     );
     assert!(!data.exists(), "a store was created: {stderr}");
     assert!(!stderr.contains("seeded"), "{stderr}");
+}
+
+/// A `RUST_LOG` that does not parse is not silently ignored.
+#[test]
+fn a_bad_rust_log_is_warned_about() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(server_binary())
+        .args(["--dev", "--port", &port, "--data"])
+        .arg(dir.path().join("store"))
+        .env("RUST_LOG", "info,[unclosed")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("ignoring RUST_LOG"), "{stderr}");
 }
 
 #[test]
@@ -143,6 +125,9 @@ fn the_server_logs_json_lines_and_stops_on_ctrl_c() {
         .unwrap();
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream
         .write_all(
             b"GET /issues/docs/no-such-id HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
         )
@@ -167,17 +152,21 @@ fn the_server_logs_json_lines_and_stops_on_ctrl_c() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(exit) = child.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not stop on SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    // Waits for the exit on a thread of its own, so that the wait can have a bound.
+    let pid = child.0.id();
+    let (exited, exit) = mpsc::channel();
+    std::thread::spawn(move || {
+        let status = child.0.wait();
+        let _ = exited.send(status);
+        drop(child);
+    });
+    let Ok(exit) = exit.recv_timeout(Duration::from_secs(60)) else {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        panic!("the server did not stop on SIGINT");
     };
+    let exit = exit.unwrap();
     assert!(exit.success(), "{exit}");
 }
 

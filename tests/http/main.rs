@@ -16,6 +16,10 @@ mod support;
 mod unknown_fields;
 mod wire;
 
+/// Building the example server (shared with `tests/app_cli.rs`).
+#[path = "../common/example.rs"]
+mod example_build;
+
 /// The example server's issues and seed, so that the tests use the data it serves.
 #[path = "../../examples/common/issues.rs"]
 mod example_issues;

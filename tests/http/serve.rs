@@ -57,8 +57,9 @@ async fn spawn_server(server: Server) -> SocketAddr {
 /// accepted, and so on. A `/healthz` that arrives behind `STALLED` stalled sockets is therefore
 /// accepted after `ceil((STALLED + 1) / CAP) - 1` timeouts, and never before the first: that it
 /// waits at least one timeout shows the cap held (no more than `CAP` were open), that it is
-/// answered within the bound shows the timeout freed the slots. With only `CAP` stalled sockets
-/// ahead of it, it is answered within one timeout + 1 s. A stalled socket that sent part of a
+/// answered within the bound (plus 10 s of slack for a loaded CI machine) shows the timeout freed
+/// the slots. With only `CAP` stalled sockets ahead of it, it is answered within one timeout (plus
+/// 5 s). A stalled socket that sent part of a
 /// request head and one that sent nothing are both closed, each no sooner than the timeout after
 /// it connected, and without a response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,18 +92,18 @@ async fn stalled_connections_are_closed_and_healthz_gets_through() {
             "/healthz answered after {waited:?}, before any stalled socket timed out: the cap did not hold"
         );
         assert!(
-            waited <= TIMEOUT * rounds + Duration::from_secs(1),
+            waited <= TIMEOUT * rounds + Duration::from_secs(10),
             "/healthz answered only after {waited:?}"
         );
 
-        // Behind exactly CAP stalled sockets: within one timeout and a second.
+        // Behind exactly CAP stalled sockets: within one timeout (and slack for a loaded machine).
         let stalled = hold_stalled(addr, CAP);
         let sent = Instant::now();
         let (status, _, body) = exchange(addr, HEALTHZ);
         let waited = sent.elapsed();
         assert_eq!(status, 200, "{body}");
         assert!(
-            waited <= TIMEOUT + Duration::from_secs(1),
+            waited <= TIMEOUT + Duration::from_secs(5),
             "/healthz answered only after {waited:?}"
         );
         check_closed(stalled, TIMEOUT);
@@ -221,6 +222,76 @@ async fn requests_hyper_cannot_parse_get_a_problem() {
     .unwrap();
 }
 
+/// hyper writes the service's empty 4xx with `connection: close` and `content-length: 0` when
+/// keep-alive is off, just as its own answer to a request it cannot parse: such a response of the
+/// service passes unchanged, and a malformed request after it on the same connection still gets a
+/// problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_client_errors_of_the_service_pass_unchanged() {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/401", get(|| async { StatusCode::UNAUTHORIZED }))
+        .route("/400", get(|| async { StatusCode::BAD_REQUEST }));
+    let addr = spawn_server(Server::new(app)).await;
+    tokio::task::spawn_blocking(move || {
+        for (method, path, expected) in [
+            ("GET", "/401", 401),
+            ("GET", "/400", 400),
+            ("HEAD", "/401", 401),
+            ("HEAD", "/400", 400),
+        ] {
+            let raw =
+                format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+            let (status, head, body) = exchange(addr, raw.as_bytes());
+            assert_eq!(status, expected, "{method} {path}: {head}");
+            assert!(
+                head.contains("\r\ncontent-length: 0"),
+                "{method} {path}: {head}"
+            );
+            assert!(!head.contains("content-type"), "{method} {path}: {head}");
+            assert!(body.is_empty(), "{method} {path}: {body}");
+        }
+
+        // Kept alive, then closing, then malformed: only hyper's own answer is replaced.
+        let mut stream = connect(addr);
+        stream
+            .write_all(b"GET /401 HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        let mut first = [0u8; 1024];
+        let read = stream.read(&mut first).unwrap();
+        let first = String::from_utf8_lossy(&first[..read]).to_ascii_lowercase();
+        assert!(first.starts_with("http/1.1 401"), "{first}");
+        assert!(!first.contains("content-type"), "{first}");
+        stream
+            .write_all(b"GET /400 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let second = String::from_utf8(read_until_closed(&mut stream)).unwrap();
+        assert!(second.starts_with("HTTP/1.1 400"), "{second}");
+        assert!(second.ends_with("\r\n\r\n"), "{second}");
+        assert!(
+            !second.to_ascii_lowercase().contains("content-type"),
+            "{second}"
+        );
+
+        let mut stream = connect(addr);
+        stream
+            .write_all(b"GET /401 HTTP/1.1\r\nHost: test\r\n\r\nGARBAGE\r\n\r\n")
+            .unwrap();
+        let received = String::from_utf8(read_until_closed(&mut stream)).unwrap();
+        let (first, second) = received.split_once("\r\n\r\nHTTP/1.1 ").unwrap();
+        assert!(first.starts_with("HTTP/1.1 401"), "{received}");
+        assert!(!first.contains("content-type"), "{received}");
+        assert!(second.starts_with("400 Bad Request\r\n"), "{received}");
+        assert!(
+            second.contains("urn:revolve:problem:bad-request"),
+            "{received}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
 /// After the signal the server accepts no more connections, answers the request whose body is
 /// still arriving, closes that connection, and returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,17 +332,14 @@ async fn a_graceful_shutdown_finishes_the_request_under_way() {
 
     stop.send(()).unwrap();
     let (status, head) = tokio::task::spawn_blocking(move || {
-        // Wait until the listener is closed: that is the server acting on the signal.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).is_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "still accepting after the signal"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // The idle connection is closed once the server acted on the signal, and it closes the
+        // listener before it closes connections: from then on, no connection is accepted.
         let (stream, idle) = &mut under_way;
         read_until_closed(idle);
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "still accepting after the signal"
+        );
         stream.write_all(rest.as_bytes()).unwrap();
         let response = String::from_utf8(read_until_closed(stream)).unwrap();
         let head = response.split("\r\n\r\n").next().unwrap().to_owned();
