@@ -188,8 +188,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// The lock error somewhere in `error`'s chain.
+/// The lock error somewhere in `error`'s chain; not for a repair that stopped part-way, whose
+/// message names the directory of copies.
 fn locked(error: &anyhow::Error) -> Option<&StoreError> {
+    let repair = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<StoreError>(),
+            Some(StoreError::RepairIncomplete { .. })
+        )
+    });
+    if repair {
+        return None;
+    }
     error
         .chain()
         .filter_map(|cause| cause.downcast_ref::<StoreError>())

@@ -8,7 +8,8 @@
 //! so every later call returns [`StoreError::Poisoned`] until the store is opened again.
 //!
 //! Not caught, by design of Rust rather than choice: panics on sled's own background threads
-//! (the flusher, snapshotting), and any panic in a build with `panic = "abort"`. The process's
+//! (the flusher, snapshotting), and any panic in a build with `panic = "abort"`. Not caught
+//! either: a panic in sled's `Drop` when a poisoned store's handles are dropped (not guarded). The process's
 //! panic hook still runs for a caught panic (by default it prints the panic message to stderr).
 //!
 //! [`Tree`], [`Iter`] and [`Db`] wrap sled's types with the methods revolve uses and return
