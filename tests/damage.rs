@@ -707,13 +707,19 @@ fn backups_pipe_through_standard_streams_and_fifos_and_failed_imports_leave_noth
         .status()
         .unwrap();
     assert!(made.success());
-    let reader = {
+    // The reader's open blocks until a writer opens the FIFO: bounded, so that an export that
+    // replaced the FIFO fails the test rather than hanging it.
+    let (sender, received) = std::sync::mpsc::channel();
+    {
         let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::read(fifo).unwrap())
-    };
+        std::thread::spawn(move || sender.send(std::fs::read(fifo).unwrap()));
+    }
     let through = revolve(&["export".as_ref(), dir.as_os_str(), fifo.as_os_str()]);
     assert_eq!(through.status.code(), Some(0), "{through:?}");
-    assert_eq!(reader.join().unwrap(), exported.stdout);
+    let read = received
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the export wrote through the FIFO");
+    assert_eq!(read, exported.stdout);
     {
         use std::os::unix::fs::FileTypeExt as _;
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
