@@ -194,8 +194,11 @@ impl Tree {
         self.health.guard(|| self.tree.clear())
     }
 
+    /// Whether the tree has no entry. Not sled's `is_empty`, which reads an unreadable first
+    /// page as "not empty": the error of the first step is returned.
     pub(crate) fn is_empty(&self) -> Result<bool, Fault> {
-        self.health.guard_infallible(|| self.tree.is_empty())
+        self.health
+            .guard(|| Ok(self.tree.iter().next().transpose()?.is_none()))
     }
 
     #[cfg(test)]

@@ -1882,12 +1882,15 @@ fn advance_run_ids(path: &Path, max_run: u64) -> Result<(), StoreError> {
     let step = (max_run / 2 / SLED_ID_STEP + 1) * SLED_ID_STEP;
     let config = sled::Config::new().path(path).idgen_persist_interval(step);
     let deadline = Instant::now() + Duration::from_secs(10);
+    // Through the engine's guard like every other call into sled.
     let db = loop {
-        match config.open() {
+        match super::engine::open(&config, Some(path)) {
             Ok(db) => break db,
             // sled releases the import's lock from its background threads, shortly after the
             // store was dropped.
-            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+            Err(super::engine::OpenFault::Engine(sled::Error::Io(io)))
+                if io.to_string().contains("could not acquire lock") =>
+            {
                 if Instant::now() >= deadline {
                     return Err(StoreError::Locked {
                         path: path.to_owned(),
@@ -1895,9 +1898,16 @@ fn advance_run_ids(path: &Path, max_run: u64) -> Result<(), StoreError> {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(other) => return Err(backend(other)),
+            Err(super::engine::OpenFault::Engine(other)) => return Err(backend(other)),
+            Err(super::engine::OpenFault::Corrupt(damage)) => {
+                return Err(super::error::damaged(damage))
+            }
         }
     };
+    let db = Db::new(
+        db,
+        std::sync::Arc::new(super::engine::Health::new(Some(path.to_owned()))),
+    );
     db.generate_id().map_err(backend)?;
     db.flush().map_err(backend)?;
     Ok(())
