@@ -429,8 +429,15 @@ fn damage_matrix() {
                 tally.documents_named += named;
                 tally.revisions_salvaged += salvaged;
             }
-            Err(_) => {
-                eprintln!("{damage:?}: PANIC");
+            Err(payload) => {
+                // A failed assertion in `run` and a panic out of sled both land here: the
+                // message tells them apart.
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                eprintln!("{damage:?}: PANIC: {message}");
                 tally.panics += 1;
             }
         }

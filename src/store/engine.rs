@@ -31,8 +31,9 @@ use parking_lot::Mutex;
 #[non_exhaustive]
 pub enum StoreState {
     /// The store is being opened: sled is recovering its files. A [`Store`](crate::Store) value
-    /// is never in this state; an application that opens its store in the background reports it
-    /// until the open returns.
+    /// is never in this state, so neither `Store::state` nor the HTTP router's `GET /readyz`
+    /// (built from an open store) ever reports it; it is for an application that opens its store
+    /// in the background and reports readiness itself until the open returns.
     Opening,
     /// The store serves reads and writes.
     Ready,
