@@ -504,6 +504,22 @@ fn a_damaged_snapshot_is_named_and_rebuilt_from_the_log() {
 }
 
 #[test]
+fn a_rebuild_without_a_lock_timeout_still_waits_for_the_engine_to_let_go() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    let expected = pristine(&dir);
+    apply(&dir, &Damage::Flip("snap", 12345));
+    // sled releases the reopened store's lock from its own threads: with no wait at all the
+    // rebuild would stop with its files moved.
+    let outcome = Store::rebuild_snapshot(&dir, std::time::Duration::ZERO).unwrap();
+    assert!(
+        matches!(outcome, revolve::SnapshotRebuild::Rebuilt { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(read_all(&dir), expected);
+}
+
+#[test]
 fn a_rebuild_that_fails_puts_every_file_back() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("store");
