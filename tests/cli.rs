@@ -469,6 +469,40 @@ fn verify_finds_a_missing_revision_that_repair_cannot_fix() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn export_keeps_a_symbolic_link_and_never_truncates_a_partial_file() {
+    let fixture = fixture();
+    let backups = tempfile::tempdir().unwrap();
+    let real = backups.path().join("real.backup");
+    std::fs::write(&real, b"old").unwrap();
+    let link = backups.path().join("link.backup");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let exported = revolve(&["export", fixture.path(), link.to_str().unwrap()]);
+    assert_code(&exported, Status::Success);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read(&real).unwrap().starts_with(b"REVOLVE\0"));
+    assert!(!backups.path().join("link.backup.partial").exists());
+    assert!(!backups.path().join("real.backup.partial").exists());
+
+    // A `.partial` left behind (or being written by another export) is refused, not truncated.
+    let other = backups.path().join("other.backup");
+    let partial = backups.path().join("other.backup.partial");
+    std::fs::write(&partial, b"someone else's").unwrap();
+    let refused = revolve(&["export", fixture.path(), other.to_str().unwrap()]);
+    assert_code(&refused, Status::Error);
+    assert!(
+        stderr(&refused).contains("other.backup.partial"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(std::fs::read(&partial).unwrap(), b"someone else's");
+    assert!(!other.exists());
+}
+
 #[test]
 fn export_import_verify_round_trip_is_byte_for_byte() {
     let fixture = fixture();

@@ -429,8 +429,15 @@ fn damage_matrix() {
                 tally.documents_named += named;
                 tally.revisions_salvaged += salvaged;
             }
-            Err(_) => {
-                eprintln!("{damage:?}: PANIC");
+            Err(payload) => {
+                // A failed assertion in `run` and a panic out of sled both land here: the
+                // message tells them apart.
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                eprintln!("{damage:?}: PANIC: {message}");
                 tally.panics += 1;
             }
         }
@@ -497,6 +504,22 @@ fn a_damaged_snapshot_is_named_and_rebuilt_from_the_log() {
 }
 
 #[test]
+fn a_rebuild_without_a_lock_timeout_still_waits_for_the_engine_to_let_go() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    let expected = pristine(&dir);
+    apply(&dir, &Damage::Flip("snap", 12345));
+    // sled releases the reopened store's lock from its own threads: with no wait at all the
+    // rebuild would stop with its files moved.
+    let outcome = Store::rebuild_snapshot(&dir, std::time::Duration::ZERO).unwrap();
+    assert!(
+        matches!(outcome, revolve::SnapshotRebuild::Rebuilt { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(read_all(&dir), expected);
+}
+
+#[test]
 fn a_rebuild_that_fails_puts_every_file_back() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("store");
@@ -512,6 +535,112 @@ fn a_rebuild_that_fails_puts_every_file_back() {
     assert_eq!(files(&dir), before);
     let entries = std::fs::read_dir(&dir).unwrap().count();
     assert_eq!(entries, before.len() + 1, "only `blobs` besides the files");
+}
+
+/// Every file under `dir`, `blobs/` included, by path relative to `dir`.
+fn all_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut all = files(dir);
+    let blobs = dir.join("blobs");
+    if blobs.is_dir() {
+        for (name, bytes) in files(&blobs) {
+            all.insert(format!("blobs/{name}"), bytes);
+        }
+    }
+    all
+}
+
+#[test]
+fn a_rebuild_that_fails_puts_large_values_back() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    pristine(&dir);
+    {
+        // A value past sled's blob threshold lives in its own file under `blobs/`.
+        let store = Store::open(&dir).unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let big = Note {
+            text: "b".repeat(200 * 1024),
+            n: 1,
+        };
+        notes.insert_with_id("big", &big).unwrap();
+        store.flush().unwrap();
+    }
+    drop(Store::open(&dir).unwrap());
+    let blobs = std::fs::read_dir(dir.join("blobs")).unwrap().count();
+    assert!(blobs > 0, "the large value is in a blob");
+    apply(&dir, &Damage::Flip("snap", 4242));
+    // A shortened log recovers to a point before the blob, which sled's recovery then deletes.
+    apply(&dir, &Damage::Truncate("db", 0.8));
+    let before = all_files(&dir);
+    let outcome = Store::rebuild_snapshot(&dir, std::time::Duration::from_secs(5)).unwrap();
+    assert!(
+        matches!(outcome, revolve::SnapshotRebuild::PutBack { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        all_files(&dir).keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+    assert!(all_files(&dir) == before, "every byte is back");
+}
+
+#[test]
+fn a_rebuild_keeps_older_snapshots_and_removes_only_its_own() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    pristine(&dir);
+    // An older snapshot sled left behind (it deletes them when it writes a new one).
+    std::fs::write(dir.join("snap.0000000000000001"), b"older").unwrap();
+    apply(&dir, &Damage::Flip("snap", 777));
+    apply(&dir, &Damage::Zero("db", 0.0, 4096));
+    let before = all_files(&dir);
+    let outcome = Store::rebuild_snapshot(&dir, std::time::Duration::from_secs(5)).unwrap();
+    assert!(
+        matches!(outcome, revolve::SnapshotRebuild::PutBack { .. }),
+        "{outcome:?}"
+    );
+    assert!(
+        all_files(&dir) == before,
+        "every file is back, the older snapshot included"
+    );
+}
+
+#[test]
+fn a_rebuild_of_a_store_open_elsewhere_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    pristine(&dir);
+    let store = Store::open(&dir).unwrap();
+    let before = all_files(&dir);
+    let error = Store::rebuild_snapshot(&dir, std::time::Duration::from_millis(50)).unwrap_err();
+    assert!(matches!(error, StoreError::Locked { .. }), "{error:?}");
+    drop(store);
+    assert!(all_files(&dir) == before);
+    let entries = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(
+        entries,
+        before.len() - before.keys().filter(|k| k.starts_with("blobs/")).count() + 1,
+        "no directory of copies is left"
+    );
+}
+
+#[test]
+fn a_rebuild_removes_the_files_its_reopen_created() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    // A snapshot without its log: the reopen creates `db`, `conf` and `blobs`.
+    std::fs::write(dir.join("snap.0000000000100000"), b"a snapshot").unwrap();
+    let outcome = Store::rebuild_snapshot(&dir, std::time::Duration::from_secs(5)).unwrap();
+    assert!(
+        matches!(outcome, revolve::SnapshotRebuild::PutBack { .. }),
+        "{outcome:?}"
+    );
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["snap.0000000000100000"]);
 }
 
 fn revolve(args: &[&std::ffi::OsStr]) -> std::process::Output {
@@ -601,13 +730,19 @@ fn backups_pipe_through_standard_streams_and_fifos_and_failed_imports_leave_noth
         .status()
         .unwrap();
     assert!(made.success());
-    let reader = {
+    // The reader's open blocks until a writer opens the FIFO: bounded, so that an export that
+    // replaced the FIFO fails the test rather than hanging it.
+    let (sender, received) = std::sync::mpsc::channel();
+    {
         let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::read(fifo).unwrap())
-    };
+        std::thread::spawn(move || sender.send(std::fs::read(fifo).unwrap()));
+    }
     let through = revolve(&["export".as_ref(), dir.as_os_str(), fifo.as_os_str()]);
     assert_eq!(through.status.code(), Some(0), "{through:?}");
-    assert_eq!(reader.join().unwrap(), exported.stdout);
+    let read = received
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the export wrote through the FIFO");
+    assert_eq!(read, exported.stdout);
     {
         use std::os::unix::fs::FileTypeExt as _;
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());

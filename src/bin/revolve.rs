@@ -188,8 +188,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// The lock error somewhere in `error`'s chain.
+/// The lock error somewhere in `error`'s chain; not for a repair that stopped part-way, whose
+/// message names the directory of copies.
 fn locked(error: &anyhow::Error) -> Option<&StoreError> {
+    let repair = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<StoreError>(),
+            Some(StoreError::RepairIncomplete { .. })
+        )
+    });
+    if repair {
+        return None;
+    }
     error
         .chain()
         .filter_map(|cause| cause.downcast_ref::<StoreError>())
@@ -604,38 +614,83 @@ struct BackupOutput<'a, Summary, Unreadable> {
 enum Target {
     /// Standard output.
     Stdout,
-    /// A FIFO, a device or another file that is not regular: written through, never replaced.
+    /// A FIFO or a character device: written through, never replaced.
     Through(File),
     /// A regular file (or none yet): written next to it and renamed over it once complete.
-    Replace { partial: PathBuf, file: File },
+    Replace {
+        partial: PathBuf,
+        file: File,
+        /// The file renamed over: the target of a symbolic link, so that the link stays.
+        dest: PathBuf,
+    },
 }
 
-/// Opens where an export writes (see [`Target`]).
+/// Opens where an export writes (see [`Target`]). A symbolic link is followed: the backup is
+/// written beside its target and replaces the target, never the link. Block devices, sockets
+/// and directories are refused.
 fn export_target(file: &Path) -> anyhow::Result<Target> {
-    Ok(if file == Path::new("-") {
-        Target::Stdout
-    } else if fs::metadata(file).is_ok_and(|metadata| !metadata.is_file()) {
-        if fs::metadata(file).is_ok_and(|metadata| metadata.is_dir()) {
+    if file == Path::new("-") {
+        return Ok(Target::Stdout);
+    }
+    let is_link =
+        fs::symlink_metadata(file).is_ok_and(|metadata| metadata.file_type().is_symlink());
+    let dest = if is_link {
+        fs::canonicalize(file).with_context(|| {
+            format!(
+                "{} is a symbolic link whose target cannot be resolved; name the target",
+                file.display()
+            )
+        })?
+    } else {
+        file.to_owned()
+    };
+    if let Ok(metadata) = fs::metadata(&dest) {
+        let kind = metadata.file_type();
+        if kind.is_dir() {
             bail!("{} is a directory; name a file", file.display());
         }
-        Target::Through(
-            fs::OpenOptions::new()
-                .write(true)
-                .open(file)
-                .with_context(|| format!("cannot open {}", file.display()))?,
-        )
-    } else {
-        // Written next to the file and renamed once complete, so that a failed export never
-        // leaves a partial backup under the name asked for.
-        let mut partial = file.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
-        let writer = File::create(&partial)
-            .with_context(|| format!("cannot create {}", partial.display()))?;
-        Target::Replace {
-            partial,
-            file: writer,
+        if !kind.is_file() {
+            #[cfg(unix)]
+            let through = {
+                use std::os::unix::fs::FileTypeExt;
+                kind.is_fifo() || kind.is_char_device()
+            };
+            #[cfg(not(unix))]
+            let through = false;
+            if !through {
+                bail!(
+                    "{} is neither a regular file, a FIFO nor a character device (a block device or a socket); name another",
+                    file.display()
+                );
+            }
+            return Ok(Target::Through(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&dest)
+                    .with_context(|| format!("cannot open {}", file.display()))?,
+            ));
         }
+    }
+    // Written next to the file and renamed once complete, so that a failed export never leaves
+    // a partial backup under the name asked for. A `.partial` that exists already is another
+    // export's (or a crashed one's): refused, never truncated.
+    let mut partial = dest.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let writer = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .with_context(|| {
+            format!(
+                "cannot create {} (if an earlier export left it, remove it)",
+                partial.display()
+            )
+        })?;
+    Ok(Target::Replace {
+        partial,
+        file: writer,
+        dest,
     })
 }
 
@@ -682,9 +737,9 @@ fn export(
             return Err(error).context(format!("cannot export to {}", file.display()));
         }
     };
-    if let Target::Replace { partial, .. } = &target {
-        fs::rename(partial, file)
-            .with_context(|| format!("cannot move the backup to {}", file.display()))?;
+    if let Target::Replace { partial, dest, .. } = &target {
+        fs::rename(partial, dest)
+            .with_context(|| format!("cannot move the backup to {}", dest.display()))?;
     }
     // With the backup on standard output, the report goes to standard error.
     let mut stderr;

@@ -250,7 +250,8 @@ pub(crate) async fn healthz() -> Json<Value> {
 }
 
 /// Readiness: 200 while the store serves reads and writes, 503 otherwise (a store poisoned by a
-/// storage failure stays so until the process reopens it). `/healthz` is liveness only.
+/// storage failure stays so until the process reopens it). `/healthz` is liveness only. Never
+/// `opening`: the router holds an open store.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     match state.store.state() {
         crate::StoreState::Ready => Ok(Json(json!({ "status": "ready" }))),

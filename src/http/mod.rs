@@ -37,7 +37,10 @@
 //! | `POST /{c}/migrate/runs/{run_id}/revert` | revert a run | yes |
 //!
 //! And `GET /healthz` (liveness), `GET /readyz` (readiness: 200 while the store is ready, 503
-//! problem+json once it is poisoned, see [`Store::state`](crate::Store::state)), `GET
+//! problem+json once it is poisoned, see [`Store::state`](crate::Store::state); it never
+//! answers `opening`: the router is built from an open store, so
+//! [`StoreState::Opening`](crate::StoreState::Opening) is for an application that opens its store
+//! in the background and answers readiness itself until then), `GET
 //! /openapi.json` (an `OpenAPI` 3.1 document built from the mounted collections' JSON Schemas),
 //! all always open. A [`Router::read_only`] server mounts neither the
 //! writing routes nor any `/{c}/migrate` route, reading ones included (status, failures, runs):

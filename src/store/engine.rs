@@ -8,7 +8,8 @@
 //! so every later call returns [`StoreError::Poisoned`] until the store is opened again.
 //!
 //! Not caught, by design of Rust rather than choice: panics on sled's own background threads
-//! (the flusher, snapshotting), and any panic in a build with `panic = "abort"`. The process's
+//! (the flusher, snapshotting), and any panic in a build with `panic = "abort"`. Not caught
+//! either: a panic in sled's `Drop` when a poisoned store's handles are dropped (not guarded). The process's
 //! panic hook still runs for a caught panic (by default it prints the panic message to stderr).
 //!
 //! [`Tree`], [`Iter`] and [`Db`] wrap sled's types with the methods revolve uses and return
@@ -30,8 +31,9 @@ use parking_lot::Mutex;
 #[non_exhaustive]
 pub enum StoreState {
     /// The store is being opened: sled is recovering its files. A [`Store`](crate::Store) value
-    /// is never in this state; an application that opens its store in the background reports it
-    /// until the open returns.
+    /// is never in this state, so neither `Store::state` nor the HTTP router's `GET /readyz`
+    /// (built from an open store) ever reports it; it is for an application that opens its store
+    /// in the background and reports readiness itself until the open returns.
     Opening,
     /// The store serves reads and writes.
     Ready,
@@ -193,8 +195,11 @@ impl Tree {
         self.health.guard(|| self.tree.clear())
     }
 
+    /// Whether the tree has no entry. Not sled's `is_empty`, which reads an unreadable first
+    /// page as "not empty": the error of the first step is returned.
     pub(crate) fn is_empty(&self) -> Result<bool, Fault> {
-        self.health.guard_infallible(|| self.tree.is_empty())
+        self.health
+            .guard(|| Ok(self.tree.iter().next().transpose()?.is_none()))
     }
 
     #[cfg(test)]

@@ -68,6 +68,18 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A repair moved the store's files and then could not finish: the files as they were
+    /// before it are kept in `kept` (see [`Store::rebuild_snapshot`](crate::Store::rebuild_snapshot)).
+    #[error("{reason}; the store's files as they were are kept in {}", kept.display())]
+    RepairIncomplete {
+        /// The directory that keeps the files as they were before the repair.
+        kept: PathBuf,
+        /// What stopped the repair, and what was and was not put back.
+        reason: String,
+        /// The failure that stopped it.
+        #[source]
+        source: Box<StoreError>,
+    },
     /// Another process (or another `Store` in this one) has the database open.
     #[error("database at {path} is locked by another process; close it there first")]
     Locked {

@@ -882,8 +882,13 @@ impl Store {
         accept_salvaged: bool,
         progress: impl FnMut(u64),
     ) -> Result<BackupSummary, BackupError> {
-        let vacant = match std::fs::read_dir(path) {
-            Ok(mut entries) => entries.next().is_none(),
+        // Nothing at `path`, or an empty directory that is not a symbolic link (a link, even a
+        // dangling one, is imported through, never renamed over).
+        let vacant = match std::fs::symlink_metadata(path) {
+            Ok(metadata) if metadata.is_dir() => {
+                std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
+            }
+            Ok(_) => false,
             Err(error) => error.kind() == io::ErrorKind::NotFound,
         };
         if !vacant {
@@ -892,8 +897,13 @@ impl Store {
         let mut staging = path.as_os_str().to_owned();
         staging.push(format!(".importing-{}", std::process::id()));
         let staging = PathBuf::from(staging);
-        if staging.exists() {
-            return Err(BackupError::NotEmpty { path: staging });
+        // Claimed by creating it: an existing one (another import's) is refused, not reused.
+        match std::fs::create_dir(&staging) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(BackupError::NotEmpty { path: staging });
+            }
+            Err(error) => return Err(error.into()),
         }
         let result = Self::import_in_place(&staging, reader, accept_salvaged, progress).and_then(
             |summary| {
@@ -1872,12 +1882,15 @@ fn advance_run_ids(path: &Path, max_run: u64) -> Result<(), StoreError> {
     let step = (max_run / 2 / SLED_ID_STEP + 1) * SLED_ID_STEP;
     let config = sled::Config::new().path(path).idgen_persist_interval(step);
     let deadline = Instant::now() + Duration::from_secs(10);
+    // Through the engine's guard like every other call into sled.
     let db = loop {
-        match config.open() {
+        match super::engine::open(&config, Some(path)) {
             Ok(db) => break db,
             // sled releases the import's lock from its background threads, shortly after the
             // store was dropped.
-            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+            Err(super::engine::OpenFault::Engine(sled::Error::Io(io)))
+                if io.to_string().contains("could not acquire lock") =>
+            {
                 if Instant::now() >= deadline {
                     return Err(StoreError::Locked {
                         path: path.to_owned(),
@@ -1885,9 +1898,16 @@ fn advance_run_ids(path: &Path, max_run: u64) -> Result<(), StoreError> {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(other) => return Err(backend(other)),
+            Err(super::engine::OpenFault::Engine(other)) => return Err(backend(other)),
+            Err(super::engine::OpenFault::Corrupt(damage)) => {
+                return Err(super::error::damaged(damage))
+            }
         }
     };
+    let db = Db::new(
+        db,
+        std::sync::Arc::new(super::engine::Health::new(Some(path.to_owned()))),
+    );
     db.generate_id().map_err(backend)?;
     db.flush().map_err(backend)?;
     Ok(())
@@ -2391,6 +2411,36 @@ mod tests {
         let _ = source.export(&mut backup, |_| {}).unwrap();
         let error = Store::import(dir.path(), &backup[..], |_| {}).unwrap_err();
         assert!(matches!(error, BackupError::NotEmpty { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn import_claims_its_staging_directory_and_never_replaces_a_link() {
+        let source = Store::temporary().unwrap();
+        populate(&source);
+        let mut backup = Vec::new();
+        let _ = source.export(&mut backup, |_| {}).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        // Another import's staging directory (this process's id) is refused, not reused.
+        let target = root.path().join("target");
+        let staging = root
+            .path()
+            .join(format!("target.importing-{}", std::process::id()));
+        std::fs::create_dir(&staging).unwrap();
+        let error = Store::import(&target, &backup[..], |_| {}).unwrap_err();
+        assert!(matches!(error, BackupError::NotEmpty { .. }), "{error:?}");
+        assert!(staging.is_dir() && !target.exists());
+        std::fs::remove_dir(&staging).unwrap();
+        // A dangling symbolic link stays a link, whatever becomes of the import.
+        #[cfg(unix)]
+        {
+            let link = root.path().join("link");
+            std::os::unix::fs::symlink(root.path().join("missing"), &link).unwrap();
+            let _ = Store::import(&link, &backup[..], |_| {});
+            assert!(std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink());
+        }
     }
 
     #[test]
