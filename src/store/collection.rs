@@ -921,6 +921,11 @@ impl RawCollection {
         &self.store
     }
 
+    /// The run lock, unless a run or revert holds it.
+    pub(crate) fn try_run_lock(&self) -> Option<super::migration::RunLock<'_>> {
+        self.core.try_run_lock()
+    }
+
     /// The run under way on this collection in this process, if any.
     pub(crate) fn current_run(&self) -> Option<u64> {
         match self.core.running.load(std::sync::atomic::Ordering::SeqCst) {

@@ -179,6 +179,19 @@ impl Drop for RunGuard<'_> {
     }
 }
 
+/// A collection's run lock, held without starting a run: to settle a stopped run's record while
+/// no run or revert can write it.
+pub(crate) struct RunLock<'a> {
+    _held: MutexGuard<'a, ()>,
+}
+
+impl Core {
+    /// The run lock, unless a run or revert (or another settling) holds it.
+    pub(crate) fn try_run_lock(&self) -> Option<RunLock<'_>> {
+        self.run.try_lock().map(|held| RunLock { _held: held })
+    }
+}
+
 /// Live heads in id order over a range of ids, with their ids.
 pub(crate) struct HeadScan {
     iter: super::engine::Iter,
@@ -344,6 +357,11 @@ impl<T: Schema> Collection<T> {
     /// before it applies; migration chunks do not, as one run's chunks never share a document.
     pub(crate) fn foreign_writes(&self) -> u64 {
         self.core().foreign_writes.load(Ordering::SeqCst)
+    }
+
+    /// The run lock, unless a run or revert holds it: see [`RunLock`].
+    pub(crate) fn try_run_lock(&self) -> Option<RunLock<'_>> {
+        self.core().try_run_lock()
     }
 
     /// The run under way on this collection in this process, if any.

@@ -36,7 +36,7 @@ pub use self::maintenance::{
 };
 pub(crate) use self::migration::{
     Action, ChunkItem, Commit, EncodedRevision, FailureRecord, HeadScan, Outcome, PreparedBatch,
-    ProgressRecord, RevisionBytes, RevisionReader,
+    ProgressRecord, RevisionBytes, RevisionReader, RunLock,
 };
 pub use self::registry::{SchemaEvent, SchemaRecord};
 pub use self::repair::SnapshotRebuild;
