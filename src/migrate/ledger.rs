@@ -207,11 +207,19 @@ pub(crate) fn reconcile(
         let cap = MAX_REPORTED_FAILURES.min(usize::try_from(record.failed).unwrap_or(usize::MAX));
         let room = cap.saturating_sub(record.failures.len());
         let listed: BTreeSet<&str> = record.failures.iter().map(|f| f.id.as_str()).collect();
-        let found = if room == 0 {
-            Vec::new()
+        let (found, undecodable) = if room == 0 {
+            (Vec::new(), 0)
         } else {
             store.failures_of_run(name, record.id, room, &listed)?
         };
+        if undecodable > 0 {
+            tracing::warn!(
+                collection = name,
+                run = record.id,
+                undecodable,
+                "failure records that do not decode were skipped; `verify` reports them"
+            );
+        }
         for (id, failure) in found {
             let Some(revision) = Revision::new(failure.revision) else {
                 continue;
