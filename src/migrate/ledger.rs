@@ -275,6 +275,26 @@ pub(crate) fn settle(collection: &impl Ledgered) -> Result<(), MigrationError> {
     }
 }
 
+/// Settles the newest record of a collection's ledger as the collection is first opened in this
+/// process, under the run lock; whether it is settled (`false` after an error, logged, so that
+/// the next opening tries again). A run or revert that holds the lock settled it as it started.
+pub(crate) fn settle_opened(collection: &impl Ledgered) -> bool {
+    let Some(_lock) = collection.try_run_lock() else {
+        return true;
+    };
+    match settle(collection) {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(
+                collection = collection.name(),
+                error = %error,
+                "cannot settle the ledger as the collection opens; a later run settles it"
+            );
+            false
+        }
+    }
+}
+
 /// What the ledger needs of a collection handle, typed or raw.
 pub(crate) trait Ledgered {
     fn store(&self) -> &Store;
@@ -576,5 +596,45 @@ mod tests {
         assert_eq!(record.state, RunState::Interrupted);
         assert_eq!((record.scanned, record.migrated), (5, 5));
         assert_eq!(stored(&notes, 7).state, RunState::Interrupted);
+    }
+
+    /// A run found `running` when its collection is first opened is settled then, before any
+    /// write: the failures it recorded are listed although the document is updated at once.
+    #[test]
+    fn a_stopped_run_is_settled_when_its_collection_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let store = Store::open(dir.path()).unwrap();
+            let notes = store.collection::<Note>().unwrap();
+            let id = notes.insert(&Note { n: 1 }).unwrap();
+            let mut record = running(&notes, 7);
+            record.failed = 1;
+            save(&notes, &record, true).unwrap();
+            let seen = notes.scan_heads(None, None).next().unwrap().unwrap().1;
+            let item = ChunkItem {
+                id: id.to_string(),
+                seen,
+                action: Action::Fail(crate::store::FailureRecord {
+                    revision: seen.revision.get(),
+                    version: 1,
+                    class: "decode".to_owned(),
+                    error: "no".to_owned(),
+                    run: 7,
+                }),
+            };
+            notes
+                .commit_chunk(&[item], Commit::new(Origin::Migration { run: 7 }))
+                .unwrap();
+            store.flush().unwrap();
+            id
+        };
+        let store = Store::open(dir.path()).unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let settled = stored(&notes, 7);
+        assert_eq!(settled.state, RunState::Interrupted);
+        notes.update(&id, &Note { n: 2 }).unwrap();
+        let record = notes.run(7).unwrap().unwrap();
+        assert_eq!(record.failures.len(), 1);
+        assert_eq!(record.failures[0].id, id);
     }
 }
