@@ -556,11 +556,20 @@ impl<T: Schema> Committer<'_, T> {
             (false, Some(last)) => Some((T::VERSION, last.id.as_str())),
             _ => None,
         };
+        // Each failure's class, parsed once; the chunk's counts and the run's counts with the
+        // chunk, computed once: under the write lock for the chunk's progress record (the
+        // outcomes are known there only), after the commit for a dry run.
+        let classes = RunProgress::classes(&chunk.items);
+        let mut counted: Option<(RunProgress, RunProgress)> = None;
         let outcomes = {
-            // The chunk's batch also holds the run's counts with this chunk: one key per chunk.
             let counts = &self.tally.counts;
             let items = &chunk.items;
-            let mut encode = |outcomes: &[Outcome]| counts.encode_with(items, outcomes);
+            let classes = &classes;
+            let counted = &mut counted;
+            let mut encode = |outcomes: &[Outcome]| {
+                let (_, next) = counted.insert(count(counts, items, outcomes, classes));
+                record::encode_payload(next)
+            };
             self.collection.commit_chunk(
                 items,
                 Commit {
@@ -578,20 +587,23 @@ impl<T: Schema> Committer<'_, T> {
         };
         let committed = committing.elapsed();
         let tally = &mut self.tally;
-        let mut counts = RunProgress::default();
-        counts.add(&chunk.items, &outcomes);
-        tally.counts.merge(&counts);
+        let (counts, next) =
+            counted.unwrap_or_else(|| count(&tally.counts, &chunk.items, &outcomes, &classes));
+        tally.counts = next;
         let mut first_failed = None;
-        for ((item, outcome), known_failed) in
-            chunk.items.iter().zip(outcomes).zip(chunk.known_failed)
+        for (((item, outcome), known_failed), class) in chunk
+            .items
+            .iter()
+            .zip(outcomes)
+            .zip(chunk.known_failed)
+            .zip(classes)
         {
-            match (outcome, &item.action) {
-                (Outcome::Written, _) => {
+            match (outcome, &item.action, class) {
+                (Outcome::Written, _, _) => {
                     tally.settled_fresh += u64::from(!known_failed);
                 }
-                (Outcome::Failed, Action::Fail(failure)) => {
+                (Outcome::Failed, Action::Fail(failure), Some(class)) => {
                     tally.settled_fresh += u64::from(!known_failed);
-                    let class = FailureClass::parse(&failure.class);
                     first_failed.get_or_insert(item.id.as_str());
                     log::document_failed(
                         &item.id,
@@ -642,6 +654,19 @@ impl<T: Schema> Committer<'_, T> {
         }
         Ok(())
     }
+}
+
+/// A committed chunk's counts, and the run's counts with the chunk.
+fn count(
+    counts: &RunProgress,
+    items: &[ChunkItem],
+    outcomes: &[Outcome],
+    classes: &[Option<FailureClass>],
+) -> (RunProgress, RunProgress) {
+    let chunk = RunProgress::of_chunk(items, outcomes, classes);
+    let mut next = counts.clone();
+    next.merge(&chunk);
+    (chunk, next)
 }
 
 #[cfg(test)]

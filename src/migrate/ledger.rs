@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::{Failure, FailureClass, MigrationError, MAX_REPORTED_FAILURES};
 use crate::id::{DocId, Revision};
-use crate::record::{self, RecordError};
+use crate::record;
 use crate::schema::Schema;
 use crate::store::{Action, ChunkItem, Collection, Outcome, RawCollection, RunLock, Store};
 
@@ -128,32 +128,38 @@ pub(crate) struct RunProgress {
 }
 
 impl RunProgress {
-    /// Counts a committed chunk of a migration.
-    pub(crate) fn add(&mut self, items: &[ChunkItem], outcomes: &[Outcome]) {
-        for (item, outcome) in items.iter().zip(outcomes) {
-            self.scanned += 1;
-            self.from_versions.insert(item.seen.version);
-            match (outcome, &item.action) {
-                (Outcome::Written, _) => self.migrated += 1,
-                (Outcome::Failed, Action::Fail(failure)) => {
-                    self.failed += 1;
-                    let class = FailureClass::parse(&failure.class);
-                    *self.failures_by_class.entry(class).or_insert(0) += 1;
-                }
-                _ => self.skipped += 1,
-            }
-        }
-    }
-
-    /// The counts as this chunk's batch records them: these counts plus the chunk.
-    pub(crate) fn encode_with(
-        &self,
+    /// The counts of a committed chunk of a migration, given each item's failure class (`None`
+    /// for an item that is not a failure), parsed once per chunk by the caller.
+    pub(crate) fn of_chunk(
         items: &[ChunkItem],
         outcomes: &[Outcome],
-    ) -> Result<Vec<u8>, RecordError> {
-        let mut next = self.clone();
-        next.add(items, outcomes);
-        record::encode_payload(&next)
+        classes: &[Option<FailureClass>],
+    ) -> Self {
+        let mut counts = Self::default();
+        for ((item, outcome), class) in items.iter().zip(outcomes).zip(classes) {
+            counts.scanned += 1;
+            counts.from_versions.insert(item.seen.version);
+            match (outcome, class) {
+                (Outcome::Written, _) => counts.migrated += 1,
+                (Outcome::Failed, Some(class)) => {
+                    counts.failed += 1;
+                    *counts.failures_by_class.entry(*class).or_insert(0) += 1;
+                }
+                _ => counts.skipped += 1,
+            }
+        }
+        counts
+    }
+
+    /// The failure class of each item of a chunk: `None` for an item that is not a failure.
+    pub(crate) fn classes(items: &[ChunkItem]) -> Vec<Option<FailureClass>> {
+        items
+            .iter()
+            .map(|item| match &item.action {
+                Action::Fail(failure) => Some(FailureClass::parse(&failure.class)),
+                Action::Write(_) => None,
+            })
+            .collect()
     }
 
     /// Adds another's counts.
