@@ -249,6 +249,7 @@ pub(crate) fn finish(collection: &impl Ledgered, record: &RunRecord) -> Result<(
     let _ = collection
         .store()
         .forget_run_progress(collection.name(), record.id);
+    crate::fault::point();
     Ok(())
 }
 
@@ -355,6 +356,7 @@ pub(crate) fn save(
     collection
         .store()
         .ledger_put(collection.name(), record.id, &bytes, durable)?;
+    crate::fault::point();
     Ok(())
 }
 
