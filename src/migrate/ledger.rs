@@ -267,19 +267,36 @@ pub(crate) fn stopped(
 
 /// Settles the newest record of a collection's ledger if the run it records stopped: called by
 /// a new run or revert, once it holds the run lock, so that a stopped run is reconciled before
-/// any later chunk can rewrite the failure records it left.
+/// any later chunk can rewrite the failure records it left. Then removes the progress records
+/// left by runs no longer `running` (a removal lost in a crash), settling any run one still
+/// names that reads `running`.
 /// A record that does not decode does not stop the run: `verify` reports it.
 pub(crate) fn settle(collection: &impl Ledgered) -> Result<(), MigrationError> {
-    let newest = collection
-        .store()
-        .ledger_page(collection.name(), None, 1)?
+    let store = collection.store();
+    let name = collection.name();
+    let newest = store
+        .ledger_page(name, None, 1)?
         .into_iter()
         .map(|(run, bytes)| load(collection, run, &bytes, Lock::Held))
         .collect::<Result<Vec<_>, _>>();
     match newest {
-        Ok(_) | Err(MigrationError::Ledger { .. }) => Ok(()),
-        Err(error) => Err(error),
+        Ok(_) | Err(MigrationError::Ledger { .. }) => {}
+        Err(error) => return Err(error),
     }
+    for run in store.progress_runs(name)? {
+        // A progress record naming no ledger record is left for `verify` to report.
+        let Some(bytes) = store.ledger_get(name, run)? else {
+            continue;
+        };
+        match load(collection, run, &bytes, Lock::Held) {
+            Ok(record) if record.state != RunState::Running => {
+                store.forget_run_progress(name, run)?;
+            }
+            Ok(_) | Err(MigrationError::Ledger { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// Settles the newest record of a collection's ledger as the collection is first opened in this
@@ -644,5 +661,48 @@ mod tests {
         let record = notes.run(7).unwrap().unwrap();
         assert_eq!(record.failures.len(), 1);
         assert_eq!(record.failures[0].id, id);
+    }
+
+    fn progress_record(notes: &Collection<Note>, run: u64) {
+        let mut counts = |_: &[Outcome]| record::encode_payload(&RunProgress::default());
+        let mut commit = Commit::new(Origin::Migration { run });
+        commit.progress = Some(crate::store::ProgressRecord {
+            run,
+            encode: &mut counts,
+        });
+        notes.commit_chunk(&[], commit).unwrap();
+    }
+
+    /// A progress record left by a finished run (its removal lost in a crash) is removed when
+    /// the ledger is settled; one naming no run of the ledger is left alone, and `verify`
+    /// reports it.
+    #[test]
+    fn settling_removes_leftover_progress_records_and_verify_reports_orphans() {
+        let store = Store::temporary().unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let mut record = running(&notes, 7);
+        record.state = RunState::Done;
+        save(&notes, &record, true).unwrap();
+        progress_record(&notes, 7);
+        progress_record(&notes, 9);
+        assert!(store
+            .verify()
+            .unwrap()
+            .problems
+            .iter()
+            .any(|problem| matches!(problem, crate::Problem::OrphanProgress { run: 9, .. })));
+
+        let _guard = notes.start_run(10).unwrap();
+        settle(&notes).unwrap();
+        assert_eq!(store.progress_runs("notes").unwrap(), [9]);
+        assert_eq!(stored(&notes, 7).state, RunState::Done);
+        let problems = store.verify().unwrap().problems;
+        assert!(
+            matches!(
+                &problems[..],
+                [crate::Problem::OrphanProgress { run: 9, .. }]
+            ),
+            "{problems:?}"
+        );
     }
 }

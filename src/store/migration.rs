@@ -564,6 +564,19 @@ impl Store {
         Ok(())
     }
 
+    /// The runs that have a progress record in `collection`'s tree, in id order.
+    pub(crate) fn progress_runs(&self, collection: &str) -> Result<Vec<u64>, StoreError> {
+        let core = self.core(collection)?;
+        let mut runs = Vec::new();
+        for entry in core.tree.scan_prefix([keys::PROGRESS]) {
+            let (key, _) = entry.map_err(backend)?;
+            if let Some(run) = keys::run_of_progress(&key) {
+                runs.push(run);
+            }
+        }
+        Ok(runs)
+    }
+
     /// Up to `limit` failure records that name `run`, with their ids, in id order, leaving out
     /// the ids in `except`, and how many records on the way did not decode: those are skipped
     /// (whichever run they name; `verify` reports them), so that one bad record cannot stop
@@ -675,7 +688,7 @@ impl Store {
     }
 }
 
-fn ledger_key(collection: &str, run: u64) -> Vec<u8> {
+pub(super) fn ledger_key(collection: &str, run: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(collection.len() + 9);
     key.extend_from_slice(collection.as_bytes());
     key.push(0);
