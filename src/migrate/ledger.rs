@@ -22,9 +22,11 @@ pub enum RunState {
     DoneWithFailures,
     /// Stopped by a [`CancelToken`](super::CancelToken); the next run continues where it stopped.
     Cancelled,
-    /// Found running when the store was opened: the process stopped during the run (or the run
-    /// stopped on an error). Every chunk it committed stays, and the record's counts are those of
-    /// exactly these chunks; the next run continues from the cursor.
+    /// Stopped before it finished: the process stopped during the run (found `running` with no
+    /// run of this process under way, when the collection is first opened, when the record is
+    /// read, or when the next run starts), or the run stopped on an error. Every chunk it
+    /// committed stays, and the record's counts are those of exactly these chunks (a dry run's
+    /// stay zero); the next run continues from the cursor.
     Interrupted,
     /// Undone by a revert, named in [`RunRecord::reverted_by`].
     Reverted,
