@@ -590,41 +590,8 @@ impl<T: Schema> Committer<'_, T> {
         let (counts, next) =
             counted.unwrap_or_else(|| count(&tally.counts, &chunk.items, &outcomes, &classes));
         tally.counts = next;
-        let mut first_failed = None;
-        for (((item, outcome), known_failed), class) in chunk
-            .items
-            .iter()
-            .zip(outcomes)
-            .zip(chunk.known_failed)
-            .zip(classes)
-        {
-            match (outcome, &item.action, class) {
-                (Outcome::Written, _, _) => {
-                    tally.settled_fresh += u64::from(!known_failed);
-                }
-                (Outcome::Failed, Action::Fail(failure), Some(class)) => {
-                    tally.settled_fresh += u64::from(!known_failed);
-                    first_failed.get_or_insert(item.id.as_str());
-                    log::document_failed(
-                        &item.id,
-                        failure.revision,
-                        failure.version,
-                        class,
-                        &failure.error,
-                    );
-                    if tally.failures.len() < MAX_REPORTED_FAILURES {
-                        tally.failures.push(Failure {
-                            id: DocId::from_validated(item.id.clone()),
-                            revision: item.seen.revision,
-                            from_version: item.seen.version,
-                            class,
-                            error: failure.error.clone(),
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
+        let first_failed =
+            tally.chunk_outcomes(&chunk.items, &outcomes, &chunk.known_failed, &classes);
         log::chunk_committed(&span, &counts, committed, first_failed);
         let counts = &tally.counts;
         let elapsed = self.started.elapsed();
@@ -653,6 +620,51 @@ impl<T: Schema> Committer<'_, T> {
             }
         }
         Ok(())
+    }
+}
+
+impl Tally {
+    /// Counts a committed chunk's migrated and failed documents as settled, keeps its first
+    /// failures and logs each failure (at debug); returns the chunk's first failed id.
+    fn chunk_outcomes<'a>(
+        &mut self,
+        items: &'a [ChunkItem],
+        outcomes: &[Outcome],
+        known_failed: &[bool],
+        classes: &[Option<FailureClass>],
+    ) -> Option<&'a str> {
+        let mut first_failed = None;
+        for (((item, outcome), known_failed), class) in
+            items.iter().zip(outcomes).zip(known_failed).zip(classes)
+        {
+            match (*outcome, &item.action, *class) {
+                (Outcome::Written, _, _) => {
+                    self.settled_fresh += u64::from(!*known_failed);
+                }
+                (Outcome::Failed, Action::Fail(failure), Some(class)) => {
+                    self.settled_fresh += u64::from(!*known_failed);
+                    first_failed.get_or_insert(item.id.as_str());
+                    log::document_failed(
+                        &item.id,
+                        failure.revision,
+                        failure.version,
+                        class,
+                        &failure.error,
+                    );
+                    if self.failures.len() < MAX_REPORTED_FAILURES {
+                        self.failures.push(Failure {
+                            id: DocId::from_validated(item.id.clone()),
+                            revision: item.seen.revision,
+                            from_version: item.seen.version,
+                            class,
+                            error: failure.error.clone(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        first_failed
     }
 }
 
