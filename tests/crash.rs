@@ -263,12 +263,16 @@ struct Settings {
     forever: bool,
     /// Seed of the updater's choices.
     seed: u64,
+    /// Counts fault points from before the store is opened, so that an abort can land while the
+    /// collection's opening settles a killed run the parent did not read.
+    early: bool,
 }
 
 impl Settings {
     fn encode(&self) -> String {
         format!(
-            "abort_at={} limit={} retry_every={} flusher={} updates={} broken={} forever={} seed={}",
+            "abort_at={} limit={} retry_every={} flusher={} updates={} broken={} forever={} \
+             seed={} early={}",
             self.abort_at,
             self.limit,
             self.retry_every,
@@ -277,6 +281,7 @@ impl Settings {
             u8::from(self.broken),
             u8::from(self.forever),
             self.seed,
+            u8::from(self.early),
         )
     }
 
@@ -296,6 +301,7 @@ impl Settings {
                 "broken" => settings.broken = value != 0,
                 "forever" => settings.forever = value != 0,
                 "seed" => settings.seed = value,
+                "early" => settings.early = value != 0,
                 _ => return Err(format!("unknown setting {key:?}")),
             }
         }
@@ -321,6 +327,9 @@ fn child(path: &Path) -> ExitCode {
 /// Opens the store with the v2 program and migrates it in `limit`-sized runs; returns when nothing
 /// is left (unless `forever`), if it is not killed first.
 fn migrate_until_killed(path: &Path, settings: Settings) -> Result<(), String> {
+    if settings.early {
+        fault::abort_at_point(settings.abort_at);
+    }
     let store = open(path).map_err(|error| chain(&error))?;
     let notes = store
         .collection::<NoteV2>()
@@ -335,7 +344,9 @@ fn migrate_until_killed(path: &Path, settings: Settings) -> Result<(), String> {
             }
         });
     }
-    fault::abort_at_point(settings.abort_at);
+    if !settings.early {
+        fault::abort_at_point(settings.abort_at);
+    }
     // The first line: the parent starts its clock on it.
     println!("ready");
     if settings.updates {
@@ -449,7 +460,10 @@ fn run_child(
     let status = child.lock().unwrap().wait().unwrap();
     let stderr = stderr.join().unwrap();
     let killed = matches!(status.signal(), Some(6 | 9));
-    if hung || !ready || !(killed || status.success()) {
+    // A child that counts fault points from before it opens the store may abort before it is
+    // ready.
+    let started = ready || (settings.early && killed);
+    if hung || !started || !(killed || status.success()) {
         let what = if hung { "hung" } else { "ended" };
         let tail = rest.len().saturating_sub(2000);
         let tail = rest.get(tail..).unwrap_or_default();
@@ -1040,17 +1054,28 @@ fn kill_during_migration(kills: &mut Kills) -> Result<String, String> {
         ..Expect::default()
     };
 
-    // A chunk passes three points: before its batch, after it, after the flush. Aborting at
-    // 1..=7 lands on each of them in a child's first two runs and at the start of its third (which
-    // retries failures, so failure records are rewritten under the kills too). Half the children
-    // flush in a loop, so that an applied batch may or may not be on disk when they stop.
+    // A run of one chunk passes seven points: after its ledger record is saved at the start;
+    // before the chunk's batch, after it, after the flush; after the record is saved with the
+    // chunk's counts; after the final record is saved (and flushed), and after the progress
+    // record is removed. Aborting at 1..=15 lands on each of them in a child's first two runs and
+    // at the start of its third (which retries failures, so failure records are rewritten under
+    // the aborts too). Half the children flush in a loop, so that an applied batch may or may not
+    // be on disk when they stop. After every fourth abort the parent does not read the store:
+    // the next child settles the killed run as it opens the collection, and is aborted during
+    // that settling or just after it (its points counted from before the store is opened).
     let mut after_aborts = Digest::default();
     for round in 0..24u64 {
+        let early = round % 4 == 2;
         let settings = Settings {
-            abort_at: round % 7 + 1,
+            abort_at: if early {
+                round / 4 % 3 + 1
+            } else {
+                round % 15 + 1
+            },
             limit: [40, 25, 60][usize::try_from(round % 3).unwrap()],
             retry_every: 3,
-            flusher: (round / 7) % 2 == 1,
+            flusher: round % 2 == 1,
+            early,
             ..Settings::default()
         };
         let end = run_child(&path, settings, None)?;
@@ -1062,7 +1087,17 @@ fn kill_during_migration(kills: &mut Kills) -> Result<String, String> {
             ));
         }
         kills.aborted += 1;
-        after_aborts = check(&path, &mut model, interrupted)
+        if round % 4 == 1 {
+            continue;
+        }
+        // Aborted after a run's final record was saved: the newest run reads as done.
+        let finished = !early && (settings.abort_at - 1) % 7 >= 5;
+        let expect = if finished {
+            Expect::default()
+        } else {
+            interrupted
+        };
+        after_aborts = check(&path, &mut model, expect)
             .map_err(|error| format!("after abort ({}): {error}", settings.encode()))?;
     }
 
@@ -1265,15 +1300,16 @@ fn compare(resumed: &Digest, reference: &Digest) -> Result<(), String> {
 /// The same checker, after a child that commits heads before their revisions, must report a
 /// violation; after the same child with the correct write order, it must not.
 ///
-/// With the broken order a chunk passes four fault points: before the head batch, between the two
-/// batches, after the revision batch, after the flush. sled writes a batch's last log buffer only
+/// With the broken order a run passes a fault point once its ledger record is saved, then its
+/// chunk four: before the head batch, between the two batches, after the revision batch, after
+/// the flush. sled writes a batch's last log buffer only
 /// when the next batch starts (or at a flush), so an abort right between the batches loses the
 /// head batch too and leaves nothing to see; an abort after the revision batch, before the flush,
 /// finds the head batch on disk and the revision batch not.
 fn broken_write_order_is_seen(kills: &mut Kills) -> Result<String, String> {
     const ATTEMPTS: usize = 3;
     let broken = Settings {
-        abort_at: 3,
+        abort_at: 4,
         limit: 1000,
         broken: true,
         ..Settings::default()
@@ -1311,7 +1347,7 @@ fn broken_write_order_is_seen(kills: &mut Kills) -> Result<String, String> {
     let mut model = Model::default();
     check(&path, &mut model, Expect::default()).map_err(|error| format!("set-up: {error}"))?;
     let correct = Settings {
-        abort_at: 2,
+        abort_at: 3,
         broken: false,
         ..broken
     };

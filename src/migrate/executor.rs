@@ -556,11 +556,20 @@ impl<T: Schema> Committer<'_, T> {
             (false, Some(last)) => Some((T::VERSION, last.id.as_str())),
             _ => None,
         };
+        // Each failure's class, parsed once; the chunk's counts and the run's counts with the
+        // chunk, computed once: under the write lock for the chunk's progress record (the
+        // outcomes are known there only), after the commit for a dry run.
+        let classes = RunProgress::classes(&chunk.items);
+        let mut counted: Option<(RunProgress, RunProgress)> = None;
         let outcomes = {
-            // The chunk's batch also holds the run's counts with this chunk: one key per chunk.
             let counts = &self.tally.counts;
             let items = &chunk.items;
-            let mut encode = |outcomes: &[Outcome]| counts.encode_with(items, outcomes);
+            let classes = &classes;
+            let counted = &mut counted;
+            let mut encode = |outcomes: &[Outcome]| {
+                let (_, next) = counted.insert(count(counts, items, outcomes, classes));
+                record::encode_payload(next)
+            };
             self.collection.commit_chunk(
                 items,
                 Commit {
@@ -578,41 +587,11 @@ impl<T: Schema> Committer<'_, T> {
         };
         let committed = committing.elapsed();
         let tally = &mut self.tally;
-        let mut counts = RunProgress::default();
-        counts.add(&chunk.items, &outcomes);
-        tally.counts.merge(&counts);
-        let mut first_failed = None;
-        for ((item, outcome), known_failed) in
-            chunk.items.iter().zip(outcomes).zip(chunk.known_failed)
-        {
-            match (outcome, &item.action) {
-                (Outcome::Written, _) => {
-                    tally.settled_fresh += u64::from(!known_failed);
-                }
-                (Outcome::Failed, Action::Fail(failure)) => {
-                    tally.settled_fresh += u64::from(!known_failed);
-                    let class = FailureClass::parse(&failure.class);
-                    first_failed.get_or_insert(item.id.as_str());
-                    log::document_failed(
-                        &item.id,
-                        failure.revision,
-                        failure.version,
-                        class,
-                        &failure.error,
-                    );
-                    if tally.failures.len() < MAX_REPORTED_FAILURES {
-                        tally.failures.push(Failure {
-                            id: DocId::from_validated(item.id.clone()),
-                            revision: item.seen.revision,
-                            from_version: item.seen.version,
-                            class,
-                            error: failure.error.clone(),
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
+        let (counts, next) =
+            counted.unwrap_or_else(|| count(&tally.counts, &chunk.items, &outcomes, &classes));
+        tally.counts = next;
+        let first_failed =
+            tally.chunk_outcomes(&chunk.items, &outcomes, &chunk.known_failed, &classes);
         log::chunk_committed(&span, &counts, committed, first_failed);
         let counts = &tally.counts;
         let elapsed = self.started.elapsed();
@@ -642,6 +621,64 @@ impl<T: Schema> Committer<'_, T> {
         }
         Ok(())
     }
+}
+
+impl Tally {
+    /// Counts a committed chunk's migrated and failed documents as settled, keeps its first
+    /// failures and logs each failure (at debug); returns the chunk's first failed id.
+    fn chunk_outcomes<'a>(
+        &mut self,
+        items: &'a [ChunkItem],
+        outcomes: &[Outcome],
+        known_failed: &[bool],
+        classes: &[Option<FailureClass>],
+    ) -> Option<&'a str> {
+        let mut first_failed = None;
+        for (((item, outcome), known_failed), class) in
+            items.iter().zip(outcomes).zip(known_failed).zip(classes)
+        {
+            match (*outcome, &item.action, *class) {
+                (Outcome::Written, _, _) => {
+                    self.settled_fresh += u64::from(!*known_failed);
+                }
+                (Outcome::Failed, Action::Fail(failure), Some(class)) => {
+                    self.settled_fresh += u64::from(!*known_failed);
+                    first_failed.get_or_insert(item.id.as_str());
+                    log::document_failed(
+                        &item.id,
+                        failure.revision,
+                        failure.version,
+                        class,
+                        &failure.error,
+                    );
+                    if self.failures.len() < MAX_REPORTED_FAILURES {
+                        self.failures.push(Failure {
+                            id: DocId::from_validated(item.id.clone()),
+                            revision: item.seen.revision,
+                            from_version: item.seen.version,
+                            class,
+                            error: failure.error.clone(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        first_failed
+    }
+}
+
+/// A committed chunk's counts, and the run's counts with the chunk.
+fn count(
+    counts: &RunProgress,
+    items: &[ChunkItem],
+    outcomes: &[Outcome],
+    classes: &[Option<FailureClass>],
+) -> (RunProgress, RunProgress) {
+    let chunk = RunProgress::of_chunk(items, outcomes, classes);
+    let mut next = counts.clone();
+    next.merge(&chunk);
+    (chunk, next)
 }
 
 #[cfg(test)]

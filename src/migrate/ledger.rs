@@ -5,9 +5,9 @@ use std::time::SystemTime;
 
 use super::{Failure, FailureClass, MigrationError, MAX_REPORTED_FAILURES};
 use crate::id::{DocId, Revision};
-use crate::record::{self, RecordError};
+use crate::record;
 use crate::schema::Schema;
-use crate::store::{Action, ChunkItem, Collection, Outcome, RawCollection, Store};
+use crate::store::{Action, ChunkItem, Collection, Outcome, RawCollection, RunLock, Store};
 
 /// The state of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -22,9 +22,11 @@ pub enum RunState {
     DoneWithFailures,
     /// Stopped by a [`CancelToken`](super::CancelToken); the next run continues where it stopped.
     Cancelled,
-    /// Found running when the store was opened: the process stopped during the run (or the run
-    /// stopped on an error). Every chunk it committed stays, and the record's counts are those of
-    /// exactly these chunks; the next run continues from the cursor.
+    /// Stopped before it finished: the process stopped during the run (found `running` with no
+    /// run of this process under way, when the collection is first opened, when the record is
+    /// read, or when the next run starts), or the run stopped on an error. Every chunk it
+    /// committed stays, and the record's counts are those of exactly these chunks (a dry run's
+    /// stay zero); the next run continues from the cursor.
     Interrupted,
     /// Undone by a revert, named in [`RunRecord::reverted_by`].
     Reverted,
@@ -128,32 +130,38 @@ pub(crate) struct RunProgress {
 }
 
 impl RunProgress {
-    /// Counts a committed chunk of a migration.
-    pub(crate) fn add(&mut self, items: &[ChunkItem], outcomes: &[Outcome]) {
-        for (item, outcome) in items.iter().zip(outcomes) {
-            self.scanned += 1;
-            self.from_versions.insert(item.seen.version);
-            match (outcome, &item.action) {
-                (Outcome::Written, _) => self.migrated += 1,
-                (Outcome::Failed, Action::Fail(failure)) => {
-                    self.failed += 1;
-                    let class = FailureClass::parse(&failure.class);
-                    *self.failures_by_class.entry(class).or_insert(0) += 1;
-                }
-                _ => self.skipped += 1,
-            }
-        }
-    }
-
-    /// The counts as this chunk's batch records them: these counts plus the chunk.
-    pub(crate) fn encode_with(
-        &self,
+    /// The counts of a committed chunk of a migration, given each item's failure class (`None`
+    /// for an item that is not a failure), parsed once per chunk by the caller.
+    pub(crate) fn of_chunk(
         items: &[ChunkItem],
         outcomes: &[Outcome],
-    ) -> Result<Vec<u8>, RecordError> {
-        let mut next = self.clone();
-        next.add(items, outcomes);
-        record::encode_payload(&next)
+        classes: &[Option<FailureClass>],
+    ) -> Self {
+        let mut counts = Self::default();
+        for ((item, outcome), class) in items.iter().zip(outcomes).zip(classes) {
+            counts.scanned += 1;
+            counts.from_versions.insert(item.seen.version);
+            match (outcome, class) {
+                (Outcome::Written, _) => counts.migrated += 1,
+                (Outcome::Failed, Some(class)) => {
+                    counts.failed += 1;
+                    *counts.failures_by_class.entry(*class).or_insert(0) += 1;
+                }
+                _ => counts.skipped += 1,
+            }
+        }
+        counts
+    }
+
+    /// The failure class of each item of a chunk: `None` for an item that is not a failure.
+    pub(crate) fn classes(items: &[ChunkItem]) -> Vec<Option<FailureClass>> {
+        items
+            .iter()
+            .map(|item| match &item.action {
+                Action::Fail(failure) => Some(FailureClass::parse(&failure.class)),
+                Action::Write(_) => None,
+            })
+            .collect()
     }
 
     /// Adds another's counts.
@@ -181,32 +189,45 @@ impl RunProgress {
 
 /// Brings a record of a run that stopped up to what is on disk: its counts from the run's
 /// progress record, its listed failures completed from the failure set (the records that still
-/// name the run, up to [`MAX_REPORTED_FAILURES`]). Without a progress record, no chunk of the run
-/// was committed (or the record is final already) and the counts stay.
+/// name the run, up to [`MAX_REPORTED_FAILURES`]). Called with the collection's run lock held,
+/// by the run itself as it stops on an error or on a record re-read under the lock that still
+/// says `running`, so that no run can save its final record meanwhile. Without a progress
+/// record, no chunk of the run was committed and the counts stay; with one that does not decode,
+/// the counts the record saved stay, and a warning says so.
 pub(crate) fn reconcile(
     collection: &impl Ledgered,
     record: &mut RunRecord,
 ) -> Result<(), MigrationError> {
     let store = collection.store();
     let name = collection.name();
-    let corrupt = |source| MigrationError::Ledger {
-        collection: name.to_owned(),
-        run: record.id,
-        source,
-    };
     if let Some(bytes) = store.run_progress(name, record.id)? {
-        let progress: RunProgress = record::decode_payload(&bytes, 8).map_err(corrupt)?;
-        progress.fill(record);
+        match record::decode_payload::<RunProgress>(&bytes, 8) {
+            Ok(progress) => progress.fill(record),
+            Err(error) => tracing::warn!(
+                collection = name,
+                run = record.id,
+                error = %error,
+                "the run's progress record does not decode; the ledger keeps the counts it saved"
+            ),
+        }
     }
     if record.kind == RunKind::Migration && !record.dry_run {
         let cap = MAX_REPORTED_FAILURES.min(usize::try_from(record.failed).unwrap_or(usize::MAX));
         let room = cap.saturating_sub(record.failures.len());
         let listed: BTreeSet<&str> = record.failures.iter().map(|f| f.id.as_str()).collect();
-        let found = if room == 0 {
-            Vec::new()
+        let (found, undecodable) = if room == 0 {
+            (Vec::new(), 0)
         } else {
             store.failures_of_run(name, record.id, room, &listed)?
         };
+        if undecodable > 0 {
+            tracing::warn!(
+                collection = name,
+                run = record.id,
+                undecodable,
+                "failure records that do not decode were skipped; `verify` reports them"
+            );
+        }
         for (id, failure) in found {
             let Some(revision) = Revision::new(failure.revision) else {
                 continue;
@@ -230,6 +251,7 @@ pub(crate) fn finish(collection: &impl Ledgered, record: &RunRecord) -> Result<(
     let _ = collection
         .store()
         .forget_run_progress(collection.name(), record.id);
+    crate::fault::point();
     Ok(())
 }
 
@@ -247,12 +269,55 @@ pub(crate) fn stopped(
 
 /// Settles the newest record of a collection's ledger if the run it records stopped: called by
 /// a new run or revert, once it holds the run lock, so that a stopped run is reconciled before
-/// any later chunk can rewrite the failure records it left.
+/// any later chunk can rewrite the failure records it left. Then removes the progress records
+/// left by runs no longer `running` (a removal lost in a crash), settling any run one still
+/// names that reads `running`.
 /// A record that does not decode does not stop the run: `verify` reports it.
 pub(crate) fn settle(collection: &impl Ledgered) -> Result<(), MigrationError> {
-    match page(collection, None, 1) {
-        Ok(_) | Err(MigrationError::Ledger { .. }) => Ok(()),
-        Err(error) => Err(error),
+    let store = collection.store();
+    let name = collection.name();
+    let newest = store
+        .ledger_page(name, None, 1)?
+        .into_iter()
+        .map(|(run, bytes)| load(collection, run, &bytes, Lock::Held))
+        .collect::<Result<Vec<_>, _>>();
+    match newest {
+        Ok(_) | Err(MigrationError::Ledger { .. }) => {}
+        Err(error) => return Err(error),
+    }
+    for run in store.progress_runs(name)? {
+        // A progress record naming no ledger record is left for `verify` to report.
+        let Some(bytes) = store.ledger_get(name, run)? else {
+            continue;
+        };
+        match load(collection, run, &bytes, Lock::Held) {
+            Ok(record) if record.state != RunState::Running => {
+                store.forget_run_progress(name, run)?;
+            }
+            Ok(_) | Err(MigrationError::Ledger { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Settles the newest record of a collection's ledger as the collection is first opened in this
+/// process, under the run lock; whether it is settled (`false` after an error, logged, so that
+/// the next opening tries again). A run or revert that holds the lock settled it as it started.
+pub(crate) fn settle_opened(collection: &impl Ledgered) -> bool {
+    let Some(_lock) = collection.try_run_lock() else {
+        return true;
+    };
+    match settle(collection) {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(
+                collection = collection.name(),
+                error = %error,
+                "cannot settle the ledger as the collection opens; a later run settles it"
+            );
+            false
+        }
     }
 }
 
@@ -262,6 +327,8 @@ pub(crate) trait Ledgered {
     fn name(&self) -> &str;
     /// The run under way on the collection in this process, if any.
     fn current_run(&self) -> Option<u64>;
+    /// The collection's run lock, unless a run, a revert or another settling holds it.
+    fn try_run_lock(&self) -> Option<RunLock<'_>>;
 }
 
 impl<T: Schema> Ledgered for Collection<T> {
@@ -274,6 +341,9 @@ impl<T: Schema> Ledgered for Collection<T> {
     fn current_run(&self) -> Option<u64> {
         Collection::current_run(self)
     }
+    fn try_run_lock(&self) -> Option<RunLock<'_>> {
+        Collection::try_run_lock(self)
+    }
 }
 
 impl Ledgered for RawCollection {
@@ -285,6 +355,9 @@ impl Ledgered for RawCollection {
     }
     fn current_run(&self) -> Option<u64> {
         RawCollection::current_run(self)
+    }
+    fn try_run_lock(&self) -> Option<RunLock<'_>> {
+        RawCollection::try_run_lock(self)
     }
 }
 
@@ -302,23 +375,72 @@ pub(crate) fn save(
     collection
         .store()
         .ledger_put(collection.name(), record.id, &bytes, durable)?;
+    crate::fault::point();
     Ok(())
 }
 
-/// Decodes a record, and marks it interrupted if it says running but no run of this process
-/// holds it (a store is open in one process only, so the process that ran it has stopped).
-fn load(collection: &impl Ledgered, run: u64, bytes: &[u8]) -> Result<RunRecord, MigrationError> {
-    let mut record: RunRecord =
-        record::decode_payload(bytes, 64).map_err(|source| MigrationError::Ledger {
-            collection: collection.name().to_owned(),
-            run,
-            source,
-        })?;
-    if record.state == RunState::Running && collection.current_run() != Some(record.id) {
-        record.state = RunState::Interrupted;
-        reconcile(collection, &mut record)?;
-        finish(collection, &record)?;
+/// Whether the caller of [`load`] holds the collection's run lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// It does: a run or revert settling the ledger before it starts.
+    Held,
+    /// It does not: a reader, which settles a record only if it can take the lock.
+    Try,
+}
+
+/// Decodes a record, and marks it interrupted if it says running but no run holds the
+/// collection's run lock (a store is open in one process only, so the process that ran it has
+/// stopped, or the run stopped on an error before it could record so).
+///
+/// The record is settled under the run lock only, re-read once the lock is held: a reader that
+/// saw `running` while the run was under way must not write `interrupted` over the final record
+/// the run saved since. A reader that cannot take the lock returns the record as read.
+fn load(
+    collection: &impl Ledgered,
+    run: u64,
+    bytes: &[u8],
+    lock: Lock,
+) -> Result<RunRecord, MigrationError> {
+    let record = decode(collection, run, bytes)?;
+    if record.state != RunState::Running || collection.current_run() == Some(record.id) {
+        return Ok(record);
     }
+    match lock {
+        Lock::Held => interrupt(collection, record),
+        Lock::Try => {
+            let Some(_lock) = collection.try_run_lock() else {
+                return Ok(record);
+            };
+            let Some(bytes) = collection.store().ledger_get(collection.name(), run)? else {
+                return Ok(record);
+            };
+            let record = decode(collection, run, &bytes)?;
+            if record.state == RunState::Running {
+                interrupt(collection, record)
+            } else {
+                Ok(record)
+            }
+        }
+    }
+}
+
+fn decode(collection: &impl Ledgered, run: u64, bytes: &[u8]) -> Result<RunRecord, MigrationError> {
+    record::decode_payload(bytes, 64).map_err(|source| MigrationError::Ledger {
+        collection: collection.name().to_owned(),
+        run,
+        source,
+    })
+}
+
+/// Marks a record of a run that stopped `interrupted`, with the counts on disk; the caller holds
+/// the run lock.
+fn interrupt(
+    collection: &impl Ledgered,
+    mut record: RunRecord,
+) -> Result<RunRecord, MigrationError> {
+    record.state = RunState::Interrupted;
+    reconcile(collection, &mut record)?;
+    finish(collection, &record)?;
     Ok(record)
 }
 
@@ -331,13 +453,13 @@ fn page(
         .store()
         .ledger_page(collection.name(), before, limit)?
         .into_iter()
-        .map(|(run, bytes)| load(collection, run, &bytes))
+        .map(|(run, bytes)| load(collection, run, &bytes, Lock::Try))
         .collect()
 }
 
 fn one(collection: &impl Ledgered, id: u64) -> Result<Option<RunRecord>, MigrationError> {
     match collection.store().ledger_get(collection.name(), id)? {
-        Some(bytes) => load(collection, id, &bytes).map(Some),
+        Some(bytes) => load(collection, id, &bytes, Lock::Try).map(Some),
         None => Ok(None),
     }
 }
@@ -406,5 +528,183 @@ impl RawCollection {
     /// As [`Collection::runs`].
     pub fn run(&self, id: u64) -> Result<Option<RunRecord>, MigrationError> {
         one(self, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Origin;
+    use crate::store::Commit;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    struct Note {
+        n: u32,
+    }
+
+    impl Schema for Note {
+        const COLLECTION: &'static str = "notes";
+        const VERSION: u32 = 1;
+        type Previous = Self;
+        fn upgrade(previous: Self) -> Result<Self, crate::StepError> {
+            Ok(previous)
+        }
+    }
+
+    fn running(notes: &Collection<Note>, id: u64) -> RunRecord {
+        let mut record = RunRecord::new(id, notes.name(), RunKind::Migration, 1);
+        record.scanned = 5;
+        record.migrated = 5;
+        save(notes, &record, true).unwrap();
+        record
+    }
+
+    fn stored(notes: &Collection<Note>, id: u64) -> RunRecord {
+        let bytes = notes.store().ledger_get(notes.name(), id).unwrap().unwrap();
+        record::decode_payload(&bytes, 64).unwrap()
+    }
+
+    /// A reader read `running`, then the run saved its final record before the reader settled:
+    /// the reader re-reads under the run lock and leaves the final record as it is.
+    #[test]
+    fn a_reader_never_writes_interrupted_over_a_record_finished_since_it_read() {
+        let store = Store::temporary().unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let mut record = running(&notes, 7);
+        let read = notes.store().ledger_get(notes.name(), 7).unwrap().unwrap();
+        record.state = RunState::Done;
+        record.finished = Some(SystemTime::now());
+        finish(&notes, &record).unwrap();
+
+        let loaded = load(&notes, 7, &read, Lock::Try).unwrap();
+        assert_eq!(loaded.state, RunState::Done);
+        assert_eq!(stored(&notes, 7).state, RunState::Done);
+    }
+
+    /// While a run or revert holds the run lock, a reader settles nothing: it returns the record
+    /// as read. Once the lock is free, a record still `running` is interrupted.
+    #[test]
+    fn a_reader_settles_only_when_it_can_take_the_run_lock() {
+        let store = Store::temporary().unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        running(&notes, 7);
+        {
+            let _guard = notes.start_run(8).unwrap();
+            assert_eq!(notes.run(7).unwrap().unwrap().state, RunState::Running);
+            assert_eq!(stored(&notes, 7).state, RunState::Running);
+            assert!(notes.try_run_lock().is_none());
+        }
+        {
+            let _lock = notes.try_run_lock().unwrap();
+            assert_eq!(notes.runs().unwrap()[0].state, RunState::Running);
+        }
+        assert_eq!(notes.run(7).unwrap().unwrap().state, RunState::Interrupted);
+        assert_eq!(stored(&notes, 7).state, RunState::Interrupted);
+    }
+
+    /// A progress record that does not decode does not leave the run `running` for ever: it is
+    /// interrupted with the counts its ledger record saved.
+    #[test]
+    fn a_bad_progress_record_interrupts_the_run_with_its_saved_counts() {
+        let store = Store::temporary().unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        running(&notes, 7);
+        let mut garbage = |_: &[Outcome]| Ok(vec![0xc1]);
+        let mut commit = Commit::new(Origin::Migration { run: 7 });
+        commit.progress = Some(crate::store::ProgressRecord {
+            run: 7,
+            encode: &mut garbage,
+        });
+        notes.commit_chunk(&[], commit).unwrap();
+        assert!(notes.store().run_progress("notes", 7).unwrap().is_some());
+
+        let record = notes.run(7).unwrap().unwrap();
+        assert_eq!(record.state, RunState::Interrupted);
+        assert_eq!((record.scanned, record.migrated), (5, 5));
+        assert_eq!(stored(&notes, 7).state, RunState::Interrupted);
+    }
+
+    /// A run found `running` when its collection is first opened is settled then, before any
+    /// write: the failures it recorded are listed although the document is updated at once.
+    #[test]
+    fn a_stopped_run_is_settled_when_its_collection_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let store = Store::open(dir.path()).unwrap();
+            let notes = store.collection::<Note>().unwrap();
+            let id = notes.insert(&Note { n: 1 }).unwrap();
+            let mut record = running(&notes, 7);
+            record.failed = 1;
+            save(&notes, &record, true).unwrap();
+            let seen = notes.scan_heads(None, None).next().unwrap().unwrap().1;
+            let item = ChunkItem {
+                id: id.to_string(),
+                seen,
+                action: Action::Fail(crate::store::FailureRecord {
+                    revision: seen.revision.get(),
+                    version: 1,
+                    class: "decode".to_owned(),
+                    error: "no".to_owned(),
+                    run: 7,
+                }),
+            };
+            notes
+                .commit_chunk(&[item], Commit::new(Origin::Migration { run: 7 }))
+                .unwrap();
+            store.flush().unwrap();
+            id
+        };
+        let store = Store::open(dir.path()).unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let settled = stored(&notes, 7);
+        assert_eq!(settled.state, RunState::Interrupted);
+        notes.update(&id, &Note { n: 2 }).unwrap();
+        let record = notes.run(7).unwrap().unwrap();
+        assert_eq!(record.failures.len(), 1);
+        assert_eq!(record.failures[0].id, id);
+    }
+
+    fn progress_record(notes: &Collection<Note>, run: u64) {
+        let mut counts = |_: &[Outcome]| record::encode_payload(&RunProgress::default());
+        let mut commit = Commit::new(Origin::Migration { run });
+        commit.progress = Some(crate::store::ProgressRecord {
+            run,
+            encode: &mut counts,
+        });
+        notes.commit_chunk(&[], commit).unwrap();
+    }
+
+    /// A progress record left by a finished run (its removal lost in a crash) is removed when
+    /// the ledger is settled; one naming no run of the ledger is left alone, and `verify`
+    /// reports it.
+    #[test]
+    fn settling_removes_leftover_progress_records_and_verify_reports_orphans() {
+        let store = Store::temporary().unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let mut record = running(&notes, 7);
+        record.state = RunState::Done;
+        save(&notes, &record, true).unwrap();
+        progress_record(&notes, 7);
+        progress_record(&notes, 9);
+        assert!(store
+            .verify()
+            .unwrap()
+            .problems
+            .iter()
+            .any(|problem| matches!(problem, crate::Problem::OrphanProgress { run: 9, .. })));
+
+        let _guard = notes.start_run(10).unwrap();
+        settle(&notes).unwrap();
+        assert_eq!(store.progress_runs("notes").unwrap(), [9]);
+        assert_eq!(stored(&notes, 7).state, RunState::Done);
+        let problems = store.verify().unwrap().problems;
+        assert!(
+            matches!(
+                &problems[..],
+                [crate::Problem::OrphanProgress { run: 9, .. }]
+            ),
+            "{problems:?}"
+        );
     }
 }

@@ -71,7 +71,9 @@ pub(super) fn run_finished(span: &Span, record: &RunRecord, remaining: u64, elap
     );
 }
 
-/// The run stopped on an error; the chunks committed before it stay.
+/// The run stopped on an error; the chunks committed before it stay. The warning carries the
+/// error's own message only: its sources may quote stored values (a payload that does not
+/// decode), so the whole chain is at `debug`.
 pub(super) fn run_stopped(span: &Span, record: &RunRecord, error: &dyn StdError) {
     span.record("scanned", record.scanned)
         .record("migrated", record.migrated)
@@ -79,11 +81,12 @@ pub(super) fn run_stopped(span: &Span, record: &RunRecord, error: &dyn StdError)
         .record("skipped", record.skipped)
         .record("state", "Interrupted");
     warn!(
-        error = %chain(error),
+        error = %error,
         scanned = record.scanned,
         migrated = record.migrated,
         "migration run stopped on an error; the chunks committed before it stay"
     );
+    debug!(error = %chain(error), "the error that stopped the migration run");
 }
 
 /// The span of one chunk's commit.
@@ -169,4 +172,65 @@ pub(super) fn chain(error: &dyn StdError) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::record::RecordError;
+    use crate::store::StoreError;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A stored value quoted by the error's source is logged at `debug` only, never at `warn`.
+    #[test]
+    fn a_stopped_run_warns_without_the_stored_values_its_error_quotes() {
+        // As serde reports a stored value it did not expect.
+        let quoting: rmp_serde::decode::Error = serde::de::Error::invalid_value(
+            serde::de::Unexpected::Str("payload-secret"),
+            &"a version number",
+        );
+        assert!(quoting.to_string().contains("payload-secret"));
+        let error = crate::MigrationError::Store(StoreError::Corrupt {
+            collection: "notes".to_owned(),
+            id: "a".to_owned(),
+            revision: None,
+            source: RecordError::Payload(quoting),
+        });
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let record = RunRecord::new(7, "notes", super::super::RunKind::Migration, 2);
+            run_stopped(&Span::none(), &record, &error);
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let warned: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warned.len(), 1, "{text}");
+        assert!(warned[0].contains("corrupt record"), "{text}");
+        assert!(!warned[0].contains("payload-secret"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.contains("DEBUG") && l.contains("payload-secret")),
+            "{text}"
+        );
+    }
 }

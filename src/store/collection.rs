@@ -4,7 +4,7 @@ use std::any::TypeId;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +33,9 @@ pub(crate) struct Core {
     pub(super) run: Mutex<()>,
     /// The id of the run under way; 0 for none.
     pub(super) running: AtomicU64,
+    /// Whether the newest ledger record was settled since the store was opened: a run found
+    /// `running` then is one that stopped (see `Store::settled`).
+    pub(super) settled: AtomicBool,
     /// Writes other than migration chunks, counted under the write lock before they apply: a
     /// migration that finds it unchanged since its scan began need not re-read heads.
     pub(super) foreign_writes: AtomicU64,
@@ -74,6 +77,7 @@ impl Core {
             binding: Mutex::new(None),
             run: Mutex::new(()),
             running: AtomicU64::new(0),
+            settled: AtomicBool::new(false),
             foreign_writes: AtomicU64::new(0),
         })
     }
@@ -919,6 +923,11 @@ impl RawCollection {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The run lock, unless a run or revert holds it.
+    pub(crate) fn try_run_lock(&self) -> Option<super::migration::RunLock<'_>> {
+        self.core.try_run_lock()
     }
 
     /// The run under way on this collection in this process, if any.

@@ -80,6 +80,14 @@ pub(super) fn progress(run: u64) -> [u8; 9] {
     key
 }
 
+/// The run a progress key names, if it is one.
+pub(super) fn run_of_progress(key: &[u8]) -> Option<u64> {
+    match key.split_first() {
+        Some((&PROGRESS, run)) => <[u8; 8]>::try_from(run).ok().map(u64::from_be_bytes),
+        _ => None,
+    }
+}
+
 /// A document's current state: its latest revision and, unless removed, the version it is at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Head {

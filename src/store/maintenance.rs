@@ -39,7 +39,7 @@ use super::counters::{Counter, Counters};
 use super::engine::{Db, Fault, Iter, Tree};
 use super::error::backend;
 use super::keys::{self, Head};
-use super::migration::LEDGER_TREE;
+use super::migration::{ledger_key, LEDGER_TREE};
 use super::{
     validate_collection_name, Durability, FailureRecord, Store, StoreError, COLLECTION_TREE_PREFIX,
     META_TREE,
@@ -231,6 +231,14 @@ pub enum Problem {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A migration run's progress record (`p ‖ run`) that names no run of the ledger. Builds
+    /// before progress records existed report such keys as malformed.
+    OrphanProgress {
+        /// The collection.
+        collection: String,
+        /// The run it names.
+        run: u64,
+    },
     /// A collection's `_meta` record that does not decode.
     CorruptMeta {
         /// The collection.
@@ -395,6 +403,10 @@ impl fmt::Display for Problem {
             } => write!(
                 f,
                 "`{collection}`: the migration cursor to version {target} {reason}"
+            ),
+            Problem::OrphanProgress { collection, run } => write!(
+                f,
+                "`{collection}`: a progress record names run {run}, which the ledger does not hold"
             ),
             Problem::CorruptMeta { collection, error } => {
                 write!(f, "`{collection}`: the `_meta` record does not decode: {error}")
@@ -727,6 +739,13 @@ impl Store {
                 });
             }
             self.with_collection(name, tree_name, |tree, _| check.collection(name, tree))?;
+            self.with_collection(name, tree_name, |tree, _| {
+                match check.progress_records(self, name, tree) {
+                    // Damage is reported by the collection's own check.
+                    Err(StoreError::StorageCorrupt { .. }) => Ok(()),
+                    other => other,
+                }
+            })?;
         }
         if self.has_tree(LEDGER_TREE.as_bytes()) {
             let ledger = self.inner().db.open_tree(LEDGER_TREE).map_err(backend)?;
@@ -1247,6 +1266,41 @@ impl Check<'_> {
                     collection: name.to_owned(),
                     target: u32::from_be_bytes([a, b, c, d]),
                     reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports progress records that name no run of the ledger.
+    pub(super) fn progress_records(
+        &mut self,
+        store: &Store,
+        name: &str,
+        tree: &Tree,
+    ) -> Result<(), StoreError> {
+        let mut ledger = None;
+        for entry in tree.scan_prefix([keys::PROGRESS]) {
+            let (key, _) = entry.map_err(backend)?;
+            let Some(run) = keys::run_of_progress(&key) else {
+                self.report.problem(Problem::MalformedKey {
+                    tree: format!("{COLLECTION_TREE_PREFIX}{name}"),
+                    key: escape(&key),
+                    reason: "a progress key is `p` and a run id",
+                });
+                continue;
+            };
+            let ledger = match &ledger {
+                Some(ledger) => ledger,
+                None => ledger.insert(store.inner().db.open_tree(LEDGER_TREE).map_err(backend)?),
+            };
+            if !ledger
+                .contains_key(ledger_key(name, run))
+                .map_err(backend)?
+            {
+                self.report.problem(Problem::OrphanProgress {
+                    collection: name.to_owned(),
+                    run,
                 });
             }
         }
@@ -2057,6 +2111,7 @@ mod tests {
                 Problem::MalformedCounter { .. } => "malformed_counter",
                 Problem::StaleFailure { .. } => "stale_failure",
                 Problem::InvalidCursor { .. } => "invalid_cursor",
+                Problem::OrphanProgress { .. } => "orphan_progress",
                 Problem::CorruptMeta { .. } => "corrupt_meta",
                 Problem::CorruptLedger { .. } => "corrupt_ledger",
                 Problem::UnregisteredCollection { .. } => "unregistered_collection",

@@ -179,6 +179,19 @@ impl Drop for RunGuard<'_> {
     }
 }
 
+/// A collection's run lock, held without starting a run: to settle a stopped run's record while
+/// no run or revert can write it.
+pub(crate) struct RunLock<'a> {
+    _held: MutexGuard<'a, ()>,
+}
+
+impl Core {
+    /// The run lock, unless a run or revert (or another settling) holds it.
+    pub(crate) fn try_run_lock(&self) -> Option<RunLock<'_>> {
+        self.run.try_lock().map(|held| RunLock { _held: held })
+    }
+}
+
 /// Live heads in id order over a range of ids, with their ids.
 pub(crate) struct HeadScan {
     iter: super::engine::Iter,
@@ -344,6 +357,11 @@ impl<T: Schema> Collection<T> {
     /// before it applies; migration chunks do not, as one run's chunks never share a document.
     pub(crate) fn foreign_writes(&self) -> u64 {
         self.core().foreign_writes.load(Ordering::SeqCst)
+    }
+
+    /// The run lock, unless a run or revert holds it: see [`RunLock`].
+    pub(crate) fn try_run_lock(&self) -> Option<RunLock<'_>> {
+        self.core().try_run_lock()
     }
 
     /// The run under way on this collection in this process, if any.
@@ -546,35 +564,52 @@ impl Store {
         Ok(())
     }
 
+    /// The runs that have a progress record in `collection`'s tree, in id order.
+    pub(crate) fn progress_runs(&self, collection: &str) -> Result<Vec<u64>, StoreError> {
+        let core = self.core(collection)?;
+        let mut runs = Vec::new();
+        for entry in core.tree.scan_prefix([keys::PROGRESS]) {
+            let (key, _) = entry.map_err(backend)?;
+            if let Some(run) = keys::run_of_progress(&key) {
+                runs.push(run);
+            }
+        }
+        Ok(runs)
+    }
+
     /// Up to `limit` failure records that name `run`, with their ids, in id order, leaving out
-    /// the ids in `except`. Scans the failure set.
+    /// the ids in `except`, and how many records on the way did not decode: those are skipped
+    /// (whichever run they name; `verify` reports them), so that one bad record cannot stop
+    /// every later run from settling the ledger. Scans the failure set.
     pub(crate) fn failures_of_run(
         &self,
         collection: &str,
         run: u64,
         limit: usize,
         except: &std::collections::BTreeSet<&str>,
-    ) -> Result<Vec<(String, FailureRecord)>, StoreError> {
+    ) -> Result<(Vec<(String, FailureRecord)>, u64), StoreError> {
         let core = self.core(collection)?;
         let mut found = Vec::new();
+        let mut undecodable = 0u64;
         for entry in core.tree.scan_prefix([keys::FAILURE]) {
             if found.len() >= limit {
                 break;
             }
             let (key, value) = entry.map_err(backend)?;
             let Some(id) = key.get(1..).and_then(|id| std::str::from_utf8(id).ok()) else {
+                undecodable += 1;
                 continue;
             };
             if except.contains(id) {
                 continue;
             }
-            let failure: FailureRecord = record::decode_payload(&value, 8)
-                .map_err(|source| core.corrupt(id, None, source))?;
-            if failure.run == run {
-                found.push((id.to_owned(), failure));
+            match record::decode_payload::<FailureRecord>(&value, 8) {
+                Ok(failure) if failure.run == run => found.push((id.to_owned(), failure)),
+                Ok(_) => {}
+                Err(_) => undecodable += 1,
             }
         }
-        Ok(found)
+        Ok((found, undecodable))
     }
 
     fn ledger(&self) -> Result<super::engine::Tree, StoreError> {
@@ -653,7 +688,7 @@ impl Store {
     }
 }
 
-fn ledger_key(collection: &str, run: u64) -> Vec<u8> {
+pub(super) fn ledger_key(collection: &str, run: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(collection.len() + 9);
     key.extend_from_slice(collection.as_bytes());
     key.push(0);
@@ -752,5 +787,45 @@ mod tests {
         assert!(reader.read(&sorted[1], first).unwrap().is_some());
         assert!(reader.read(&sorted[2], first).unwrap().is_some());
         assert!(reader.read("zzzz", first).unwrap().is_none());
+    }
+
+    /// A failure record that does not decode, of whichever run, is skipped and counted: it does
+    /// not stop the records of the run asked for from being found.
+    #[test]
+    fn failures_of_run_skips_and_counts_undecodable_records() {
+        let store = Store::temporary().unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let mut ids: Vec<String> = (0..2)
+            .map(|n| notes.insert(&Note { n }).unwrap().to_string())
+            .collect();
+        ids.sort();
+        let (bad, good) = (&ids[0], &ids[1]);
+        let seen = notes.core().head(good).unwrap().unwrap();
+        let item = ChunkItem {
+            id: good.clone(),
+            seen,
+            action: Action::Fail(FailureRecord {
+                revision: seen.revision.get(),
+                version: 1,
+                class: "decode".to_owned(),
+                error: "no".to_owned(),
+                run: 7,
+            }),
+        };
+        notes
+            .commit_chunk(&[item], Commit::new(Origin::Migration { run: 7 }))
+            .unwrap();
+        notes
+            .core()
+            .tree
+            .insert(keys::failure(bad), &[0xc1][..])
+            .unwrap();
+
+        let (found, undecodable) = store
+            .failures_of_run("notes", 7, 10, &std::collections::BTreeSet::new())
+            .unwrap();
+        assert_eq!(undecodable, 1);
+        assert_eq!(found.len(), 1);
+        assert_eq!(&found[0].0, good);
     }
 }

@@ -36,7 +36,7 @@ pub use self::maintenance::{
 };
 pub(crate) use self::migration::{
     Action, ChunkItem, Commit, EncodedRevision, FailureRecord, HeadScan, Outcome, PreparedBatch,
-    ProgressRecord, RevisionBytes, RevisionReader,
+    ProgressRecord, RevisionBytes, RevisionReader, RunLock,
 };
 pub use self::registry::{SchemaEvent, SchemaRecord};
 pub use self::repair::SnapshotRebuild;
@@ -333,7 +333,9 @@ impl Store {
             T::VERSION,
             || self.register::<T>(&core),
         )?;
-        Ok(Collection::new(self.clone(), core, binding))
+        let collection = Collection::new(self.clone(), Arc::clone(&core), binding);
+        Self::settled(&core, &collection);
+        Ok(collection)
     }
 
     /// A collection by name, without its types: history and raw payloads, read only.
@@ -348,7 +350,21 @@ impl Store {
                 collection: name.to_owned(),
             });
         }
-        Ok(RawCollection::new(self.clone(), self.core(name)?))
+        let core = self.core(name)?;
+        let collection = RawCollection::new(self.clone(), Arc::clone(&core));
+        Self::settled(&core, &collection);
+        Ok(collection)
+    }
+
+    /// Settles the newest ledger record of a collection the first time it is opened in this
+    /// process, before anything can write to it: a run found `running` then stopped with the
+    /// process that ran it, and is marked interrupted with the counts on disk before a write can
+    /// remove the failure records it left. Reads one ledger record; nothing once done.
+    fn settled(core: &Core, collection: &impl crate::migrate::Ledgered) {
+        use std::sync::atomic::Ordering;
+        if !core.settled.load(Ordering::SeqCst) && crate::migrate::settle_opened(collection) {
+            core.settled.store(true, Ordering::SeqCst);
+        }
     }
 
     /// The names of every collection ever registered in this store, sorted.
