@@ -305,6 +305,11 @@ pub(crate) fn settle(collection: &impl Ledgered) -> Result<(), MigrationError> {
 /// process, under the run lock; whether it is settled (`false` after an error, logged, so that
 /// the next opening tries again). A run or revert that holds the lock settled it as it started.
 pub(crate) fn settle_opened(collection: &impl Ledgered) -> bool {
+    // A run saves its `running` record before its first chunk: without a ledger there is nothing
+    // to settle, and reading one would create its tree.
+    if !collection.store().has_ledger() {
+        return true;
+    }
     let Some(_lock) = collection.try_run_lock() else {
         return true;
     };

@@ -1027,7 +1027,7 @@ impl Store {
             .collect()
     }
 
-    fn has_tree(&self, name: &[u8]) -> bool {
+    pub(super) fn has_tree(&self, name: &[u8]) -> bool {
         self.inner()
             .db
             .tree_names()

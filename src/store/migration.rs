@@ -612,6 +612,12 @@ impl Store {
         Ok((found, undecodable))
     }
 
+    /// Whether the database has a ledger tree yet: one that never ran a migration has none, and
+    /// opening a collection must not create it (that would write to a store that may be damaged).
+    pub(crate) fn has_ledger(&self) -> bool {
+        self.has_tree(LEDGER_TREE.as_bytes())
+    }
+
     fn ledger(&self) -> Result<super::engine::Tree, StoreError> {
         self.inner().db.open_tree(LEDGER_TREE).map_err(backend)
     }
