@@ -48,8 +48,10 @@ pub(super) fn scan_around(
 }
 
 /// Scans the keys from `start` up to `end` (the tree's end for `None`), going on past what
-/// cannot be read: after a damaged stretch it restarts at the first of `hints` beyond every key
-/// read or tried, and returns the stretches it could not read.
+/// cannot be read: after a damaged stretch it restarts at the first of `hints` or of the keys
+/// past the last key read's prefixes (see [`skips`]) beyond every key read or tried, reads back
+/// from a restart towards the damage, then searches what it stepped over by bisection (see
+/// [`bisect`]). Returns the stretches it could not read. A key may be visited twice.
 pub(super) fn scan_range(
     tree: &Tree,
     mut start: Vec<u8>,
@@ -61,14 +63,27 @@ pub(super) fn scan_range(
     let mut damage: Vec<Unreadable> = Vec::new();
     // Whether a key was read since the last damaged stretch (so one stretch is reported once).
     let mut read_since = true;
+    // The last key read (the start before any was): skips go past its prefixes, shortest last.
+    let mut last_read = start.clone();
+    // Where the damaged stretch being stepped over begins: a restart past it that reads also
+    // reads backwards, down to here, what lies between the damage and the restart point.
+    let mut gap: Option<Vec<u8>> = None;
+    // The stretches stepped over, as (last key read before, first key read after): searched
+    // again by bisection once the scan is done.
+    let mut gaps: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     loop {
         let mut floor = start.clone();
+        let mut first = None;
         let mut failed = None;
         for entry in tree.range::<Vec<u8>, _>((Bound::Included(start.clone()), upper.clone())) {
             match entry {
                 Ok((key, value)) => {
                     floor = key.to_vec();
+                    last_read.clone_from(&floor);
                     read_since = true;
+                    if first.is_none() {
+                        first = Some(floor.clone());
+                    }
                     visit(&key, &value);
                 }
                 Err(Fault::Corrupt { detail, .. }) => {
@@ -78,9 +93,27 @@ pub(super) fn scan_range(
                 Err(fault) => return Err(backend(fault)),
             }
         }
+        if let (Some(low), Some(first)) = (gap.take(), first) {
+            let mut high = first;
+            let range = (Bound::Excluded(low.clone()), Bound::Excluded(high.clone()));
+            for entry in tree.range::<Vec<u8>, _>(range).rev() {
+                match entry {
+                    Ok((key, value)) => {
+                        visit(&key, &value);
+                        high = key.to_vec();
+                    }
+                    Err(Fault::Corrupt { .. }) => break,
+                    Err(fault) => return Err(backend(fault)),
+                }
+            }
+            gaps.push((low, Some(high)));
+        }
         let Some(detail) = failed else {
-            return Ok(damage);
+            break;
         };
+        if gap.is_none() {
+            gap = Some(last_read.clone());
+        }
         if read_since {
             damage.push(Unreadable {
                 after: floor.clone(),
@@ -88,14 +121,123 @@ pub(super) fn scan_range(
             });
             read_since = false;
         }
-        match hints
-            .range::<Vec<u8>, _>((Bound::Excluded(floor), Bound::Unbounded))
+        // Past every key read and every start tried: the next hint, or else the nearest key
+        // that differs from the last one read in an earlier byte (the damaged page holds a
+        // stretch of neighbouring keys; the next page starts further on).
+        // (A start is never past the keys read from it: `floor` is the furthest.) A skip that
+        // read nothing is followed by the skip past a shorter prefix of the same key.
+        let hint = hints
+            .range::<Vec<u8>, _>((Bound::Excluded(floor.clone()), Bound::Unbounded))
             .next()
-        {
-            Some(hint) if end.map_or(true, |end| hint.as_slice() < end) => start.clone_from(hint),
-            _ => return Ok(damage),
+            .cloned();
+        let skip = skips(&last_read).find(|key| *key > floor);
+        let next = match (hint, skip) {
+            (Some(hint), Some(skip)) => hint.min(skip),
+            (hint, skip) => match hint.or(skip) {
+                Some(next) => next,
+                None => break,
+            },
+        };
+        if end.is_some_and(|end| next.as_slice() >= end) {
+            break;
+        }
+        start = next;
+    }
+    if let Some(low) = gap {
+        gaps.push((low, end.map(<[u8]>::to_vec)));
+    }
+    bisect(tree, gaps, &mut visit)?;
+    Ok(damage)
+}
+
+/// Probes between a damaged stretch's ends before giving up on what lies there.
+const MAX_PROBES: usize = 1024;
+
+/// Searches the stretches a scan stepped over for pages still readable between damaged ones:
+/// scans from a key halfway between each stretch's ends, then halfway between what that read
+/// (or did not) and the ends, breadth first, up to [`MAX_PROBES`] probes in all.
+fn bisect(
+    tree: &Tree,
+    gaps: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    visit: &mut impl FnMut(&[u8], &[u8]),
+) -> Result<(), StoreError> {
+    let mut queue: std::collections::VecDeque<(Vec<u8>, Option<Vec<u8>>)> = gaps.into();
+    let mut probes = 0;
+    while let Some((low, high)) = queue.pop_front() {
+        if probes >= MAX_PROBES {
+            break;
+        }
+        let Some(mid) = between(&low, high.as_deref()) else {
+            continue;
+        };
+        probes += 1;
+        let upper = high.clone().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut last = None;
+        let mut failed = false;
+        for entry in tree.range::<Vec<u8>, _>((Bound::Included(mid.clone()), upper)) {
+            match entry {
+                Ok((key, value)) => {
+                    visit(&key, &value);
+                    last = Some(key.to_vec());
+                }
+                Err(Fault::Corrupt { .. }) => {
+                    failed = true;
+                    break;
+                }
+                Err(fault) => return Err(backend(fault)),
+            }
+        }
+        queue.push_back((low, Some(mid.clone())));
+        if failed {
+            queue.push_back((last.unwrap_or(mid), high));
         }
     }
+    Ok(())
+}
+
+/// A key strictly between `low` and `high` (the end of the key space for `None`), near the
+/// middle; `None` when there is none.
+fn between(low: &[u8], high: Option<&[u8]>) -> Option<Vec<u8>> {
+    let top = [0xff_u8, 0xff];
+    let high = high.unwrap_or(&top);
+    let len = low.len().max(high.len()) + 1;
+    let digits = |key: &[u8]| {
+        let mut padded = key.to_vec();
+        padded.resize(len, 0);
+        padded
+    };
+    let (low_digits, high_digits) = (digits(low), digits(high));
+    // (low + high) / 2 in base 256, most significant byte first.
+    let mut sum = vec![0u16; len + 1];
+    let mut carry = 0u16;
+    for at in (0..len).rev() {
+        let digit = u16::from(*low_digits.get(at)?) + u16::from(*high_digits.get(at)?) + carry;
+        *sum.get_mut(at + 1)? = digit & 0xff;
+        carry = digit >> 8;
+    }
+    *sum.first_mut()? = carry;
+    let mut mid = Vec::with_capacity(len);
+    let mut remainder = 0u16;
+    for digit in sum {
+        let value = remainder * 256 + digit;
+        mid.push(u8::try_from(value / 2).ok()?);
+        remainder = value % 2;
+    }
+    // `sum` has one more digit than the keys: its quotient's first byte is zero.
+    let mid = mid.split_off(1);
+    (low < mid.as_slice() && mid.as_slice() < high).then_some(mid)
+}
+
+/// The keys just past every prefix of `key`, nearest first: each prefix with its last byte
+/// incremented (a prefix ending in `0xff` has none).
+fn skips(key: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    (1..=key.len()).rev().filter_map(|len| {
+        let (last, prefix) = key.get(..len)?.split_last()?;
+        let last = last.checked_add(1)?;
+        let mut skip = prefix.to_vec();
+        skip.push(last);
+        Some(skip)
+    })
 }
 
 /// What a point read found.
@@ -363,5 +505,30 @@ impl Check<'_> {
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn between_finds_a_key_strictly_inside_or_none() {
+        let low = b"rn0025\0\0\0\0\0\0\0\0\x01".as_slice();
+        let high = b"rn0100".as_slice();
+        let mid = between(low, Some(high)).unwrap();
+        assert!(low < mid.as_slice() && mid.as_slice() < high, "{mid:?}");
+        assert!(mid.starts_with(b"rn00"), "{mid:?}");
+        let open = between(b"h", None).unwrap();
+        assert!(open.as_slice() > b"h".as_slice());
+        // Nothing lies between a key and the same key followed by a zero byte.
+        assert_eq!(between(b"a", Some(b"a\0")), None);
+        assert_eq!(between(b"a", Some(b"a")), None);
+    }
+
+    #[test]
+    fn skips_pass_each_prefix_nearest_first() {
+        let all: Vec<Vec<u8>> = skips(b"ab\xff").collect();
+        assert_eq!(all, [b"ac".to_vec(), b"b".to_vec()]);
     }
 }

@@ -115,6 +115,10 @@ impl Health {
                 file: self.db_file(),
                 detail: "the storage engine read corrupted data".to_owned(),
             }),
+            Ok(Err(sled::Error::Io(error))) if truncated(&error) => Err(Fault::Corrupt {
+                file: self.db_file(),
+                detail: format!("the storage engine read past the end of the file: {error}"),
+            }),
             Ok(Err(error)) => Err(Fault::Engine(error)),
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
@@ -131,6 +135,12 @@ impl Health {
     fn guard_infallible<R>(&self, call: impl FnOnce() -> R) -> Result<R, Fault> {
         self.guard(|| Ok(call()))
     }
+}
+
+/// Whether an I/O error is a read past the end of a file: sled reads only where its pages say
+/// data is, so a file shorter than that was truncated, which is damage, not a failing device.
+fn truncated(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::UnexpectedEof
 }
 
 /// The text of a panic's payload.
@@ -357,6 +367,12 @@ pub(crate) fn open(config: &sled::Config, path: Option<&Path>) -> Result<sled::D
             path,
             "the storage engine read corrupted data".to_owned(),
         ))),
+        Ok(Err(sled::Error::Io(error))) if truncated(&error) => {
+            Err(OpenFault::Corrupt(suspect_file(
+                path,
+                format!("the storage engine read past the end of the file: {error}"),
+            )))
+        }
         Ok(Err(error)) => Err(OpenFault::Engine(error)),
         Err(payload) => Err(OpenFault::Corrupt(suspect_file(
             path,
