@@ -361,8 +361,32 @@ impl Db {
 /// Opens a sled database under the guard. A panic or corruption is reported naming the file that
 /// most likely holds the damage (see [`suspect_file`]).
 pub(crate) fn open(config: &sled::Config, path: Option<&Path>) -> Result<sled::Db, OpenFault> {
+    // Without a snapshot sled rebuilds the store from the whole log, and a damaged page ends
+    // that early without an error: what the log's segments say was durable tells.
+    let durable = path
+        .filter(|path| newest_snapshot(path).is_none())
+        .and_then(durable_position);
     match catch_unwind(AssertUnwindSafe(|| config.open())) {
-        Ok(Ok(db)) => Ok(db),
+        Ok(Ok(db)) => {
+            let recovered = path
+                .and_then(newest_snapshot)
+                .as_deref()
+                .and_then(snapshot_position);
+            match (path, durable, recovered) {
+                (Some(path), Some(durable), Some(recovered)) if recovered < durable => {
+                    drop(db);
+                    Err(OpenFault::Corrupt(Damage {
+                        file: path.join("db"),
+                        detail: format!(
+                            "the log recovers only to position {recovered}, short of position \
+                             {durable} it holds as written: a damaged page ended recovery early"
+                        ),
+                        snapshot: false,
+                    }))
+                }
+                _ => Ok(db),
+            }
+        }
         Ok(Err(sled::Error::Corruption { .. })) => Err(OpenFault::Corrupt(suspect_file(
             path,
             "the storage engine read corrupted data".to_owned(),
@@ -382,6 +406,53 @@ pub(crate) fn open(config: &sled::Config, path: Option<&Path>) -> Result<sled::D
             ),
         ))),
     }
+}
+
+/// The log position a snapshot covers, from its name: `snap.<position, 16 hex digits>`.
+fn snapshot_position(file: &Path) -> Option<u64> {
+    let name = file.file_name()?.to_str()?;
+    u64::from_str_radix(name.strip_prefix("snap.")?, 16).ok()
+}
+
+/// The furthest log position the segments of the store at `path` record as durable (flushed
+/// before a later segment was begun), read from their headers as sled 0.34 writes them: a
+/// checksum of the rest, then the segment's position and that durable position, each masked
+/// with `0x7FFF_FFFF_FFFF_FFFF`, little-endian. `None` without a log or a readable
+/// configuration.
+fn durable_position(path: &Path) -> Option<u64> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    const MASK: u64 = 0x7FFF_FFFF_FFFF_FFFF;
+    // sled ends its configuration with a binary checksum.
+    let conf = std::fs::read(path.join("conf")).ok()?;
+    let segment_size: u64 = String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|line| line.strip_prefix("segment_size:"))?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&size| size > 0)?;
+    let mut file = std::fs::File::open(path.join("db")).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut durable = None;
+    let mut at = 0u64;
+    while at.checked_add(20)? <= len {
+        let mut header = [0u8; 20];
+        file.seek(SeekFrom::Start(at)).ok()?;
+        file.read_exact(&mut header).ok()?;
+        let (crc, rest) = header.split_at(4);
+        let crc = u32::from_le_bytes(crc.try_into().ok()?) ^ 0xFFFF_FFFF;
+        if crc32fast::hash(rest) == crc {
+            let stable = rest
+                .get(8..16)
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                .map(|bytes| u64::from_le_bytes(bytes) ^ MASK)
+                // A header not yet knowing any durable position records -1.
+                .filter(|&stable| stable < MASK);
+            durable = durable.max(stable);
+        }
+        at = at.checked_add(segment_size)?;
+    }
+    durable
 }
 
 /// Why [`open`] failed.
