@@ -579,6 +579,31 @@ mod tests {
     use crate::{Store, StoreError};
 
     #[test]
+    fn a_read_past_the_end_of_a_file_is_corruption_and_other_io_errors_are_not() {
+        let health = Health::new(Some(PathBuf::from("store")));
+        let eof = health.guard::<()>(|| {
+            Err(sled::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "failed to fill whole buffer",
+            )))
+        });
+        match eof {
+            Err(Fault::Corrupt { file, detail }) => {
+                assert_eq!(file, Path::new("store").join("db"));
+                assert!(detail.contains("past the end of the file"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let denied = health.guard::<()>(|| {
+            Err(sled::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::PermissionDenied,
+            )))
+        });
+        assert!(matches!(denied, Err(Fault::Engine(_))), "{denied:?}");
+        assert_eq!(health.state(), StoreState::Ready);
+    }
+
+    #[test]
     fn a_panic_in_sled_is_a_typed_error_and_poisons_the_store() {
         let store = Store::temporary().unwrap();
         assert_eq!(store.state(), StoreState::Ready);

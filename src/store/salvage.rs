@@ -1,8 +1,9 @@
 //! Salvage: a backup of everything still readable in a damaged store, and its import.
 //!
 //! [`Store::export_salvage`] walks every tree as `verify` does on damage (see `damaged`): scans
-//! restart past damaged pages at keys the other key spaces name, and every revision a head
-//! names is point-read. It writes what it read in the backup format, marked salvaged (format 2),
+//! restart past damaged pages at keys the other key spaces name or just past the last key read,
+//! read back towards the damage and search what they stepped over by bisection, and every
+//! revision a head names is point-read. It writes what it read in the backup format, marked salvaged (format 2),
 //! and lists what it could not read. [`Store::import`] refuses such a backup;
 //! [`Store::import_salvaged`] restores it, rebuilds the counters from the heads, and verifies,
 //! so that heads whose revisions were lost are reported.
