@@ -361,11 +361,11 @@ impl Db {
 /// Opens a sled database under the guard. A panic or corruption is reported naming the file that
 /// most likely holds the damage (see [`suspect_file`]).
 pub(crate) fn open(config: &sled::Config, path: Option<&Path>) -> Result<sled::Db, OpenFault> {
-    // Without a snapshot sled rebuilds the store from the whole log, and a damaged page ends
-    // that early without an error: what the log's segments say was durable tells.
-    let durable = path
-        .filter(|path| newest_snapshot(path).is_none())
-        .and_then(durable_position);
+    // sled rebuilds the store from the log (all of it without a snapshot), and a damaged page
+    // ends that early without an error: what the log's segments say was durable tells, against
+    // the snapshot sled writes when it has recovered, named after where it stopped. sled rewrites
+    // the torn segments then, so only the first open after the damage can tell.
+    let durable = path.and_then(durable_position);
     match catch_unwind(AssertUnwindSafe(|| config.open())) {
         Ok(Ok(db)) => {
             let recovered = path

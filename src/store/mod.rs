@@ -180,8 +180,8 @@ impl StoreBuilder {
     ///
     /// [`StoreError::Locked`] when another process has the database open,
     /// [`StoreError::StorageCorrupt`] naming the damaged file (the `db`, `conf` or a `snap.*`
-    /// file) when the storage engine finds corrupt data or panics on it (or, without a snapshot,
-    /// its log recovers short of what its segments hold as written), and
+    /// file) when the storage engine finds corrupt data or panics on it (or its log recovers
+    /// short of what its segments hold as written), and
     /// [`StoreError::Backend`] for I/O errors.
     pub fn open(self) -> Result<Store, StoreError> {
         let mut config = sled::Config::new()
