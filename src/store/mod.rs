@@ -4,12 +4,14 @@
 //! so that one `apply_batch` atomically writes a document's new revision, its head and the
 //! per-version counters. `_meta` holds one record per collection.
 
+mod backup;
 mod collection;
 mod commit;
 mod counters;
 mod damaged;
 mod engine;
 mod error;
+mod iter;
 mod keys;
 mod maintenance;
 mod migration;
@@ -26,13 +28,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-pub use self::collection::{Collection, Document, Iter, RawCollection, RawRevision, RevisionInfo};
+pub use self::backup::{BackupError, BackupSummary};
+pub use self::collection::{Collection, Document, RawCollection, RawRevision, RevisionInfo};
 pub use self::engine::StoreState;
 pub use self::error::{BackendError, StoreError};
+pub use self::iter::Iter;
 pub(crate) use self::keys::Head;
 pub use self::maintenance::{
-    BackupError, BackupSummary, CollectionStats, CounterChange, CounterKind, Problem, RepairReport,
-    StoreStats, VerifyReport, MAX_REPORTED_PROBLEMS,
+    CollectionStats, CounterChange, CounterKind, Problem, RepairReport, StoreStats, VerifyReport,
+    MAX_REPORTED_PROBLEMS,
 };
 pub(crate) use self::migration::{
     Action, ChunkItem, Commit, EncodedRevision, FailureRecord, HeadScan, Outcome, PreparedBatch,

@@ -9,21 +9,23 @@
 //! so that heads whose revisions were lost are reported.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
+use super::backup::{
+    BackupError, BackupSummary, HashingWriter, FORMAT_SALVAGED, FRAME_END, FRAME_ENTRY, FRAME_TREE,
+};
 use super::damaged::{point, scan_range, Point, MAX_PROBED_REVISIONS};
 use super::engine::Tree;
 use super::error::backend;
 use super::keys::{self, Head};
 use super::maintenance::{
-    collection_of_tree, escape, hex, parse_revision_key, valid_id, BackupError, BackupSummary,
-    HashingWriter, Problem, RepairReport, VerifyReport, DEFAULT_TREE, FORMAT_SALVAGED, FRAME_END,
-    FRAME_ENTRY, FRAME_TREE, MAGIC,
+    collection_of_tree, escape, hex, parse_revision_key, valid_id, Problem, RepairReport,
+    VerifyReport, DEFAULT_TREE,
 };
 use super::{Store, StoreError};
 use crate::id::Revision;
@@ -74,13 +76,7 @@ impl Store {
         writer: impl Write,
         mut progress: impl FnMut(u64),
     ) -> Result<SalvageReport, BackupError> {
-        let mut out = HashingWriter {
-            inner: BufWriter::new(writer),
-            hasher: Sha256::new(),
-            bytes: 0,
-        };
-        out.write(&MAGIC)?;
-        out.write(&FORMAT_SALVAGED.to_be_bytes())?;
+        let mut out = HashingWriter::begin(writer, FORMAT_SALVAGED)?;
         let db = &self.inner().db;
         let mut names = db.tree_names();
         names.sort();
