@@ -198,8 +198,8 @@ impl Store {
     /// into place only once complete: a failed import leaves nothing behind. Into an existing
     /// empty store the import goes in place: while it runs the store is marked incomplete
     /// ([`Problem::IncompleteImport`](crate::Problem::IncompleteImport)), and if the backup
-    /// turns out damaged, everything restored is removed again and the store is left empty. Migration run ids handed out later stay above
-    /// every run id the backup holds.
+    /// turns out damaged, everything restored is removed again and the store is left empty.
+    /// Migration run ids handed out later stay above every run id the backup holds.
     ///
     /// # Errors
     ///
