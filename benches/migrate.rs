@@ -98,7 +98,7 @@ fn child_migrate(
     let store = open_store(path, cache, durability);
     let issues = store.collection::<IssueV2>().unwrap();
     let open = opening.elapsed().as_secs_f64();
-    let pending = issues.pending().migratable();
+    let pending = issues.pending().unwrap().migratable();
     let hwm_open = vm_kib("VmHWM:");
     let cpu_before = cpu_secs();
     let mut migration = issues.migrate().validate_output(validate_output);
@@ -189,7 +189,7 @@ fn child_noop(path: &Path, cache: u64, calls: usize) -> String {
     let store = open_store(path, cache, Durability::Immediate);
     let issues = store.collection::<IssueV2>().unwrap();
     let open = started.elapsed();
-    let total: u64 = issues.count_by_version().values().sum();
+    let total: u64 = issues.count_by_version().unwrap().values().sum();
     let mut times: Vec<f64> = (0..calls)
         .map(|_| {
             let started = Instant::now();

@@ -109,7 +109,7 @@ fn run() -> Result<(), Box<dyn Error>> {
                 status: "open".into(),
             },
         )?;
-        println!("v1 program wrote {} issues", issues.len());
+        println!("v1 program wrote {} issues", issues.len().unwrap());
         first
     }; // the store closes here, as the old program exits
 
@@ -118,7 +118,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     let issues = store.collection::<Issue>()?;
     println!(
         "documents per stored version: {:?}",
-        issues.count_by_version()
+        issues.count_by_version()?
     );
     for doc in &issues {
         let doc = doc?;
@@ -156,7 +156,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     );
     println!(
         "documents per stored version: {:?}",
-        issues.count_by_version()
+        issues.count_by_version()?
     );
     drop(scratch);
     Ok(())

@@ -900,7 +900,7 @@ fn check_counts(
             violations.push(format!("iter: unknown or repeated id {id}"));
         }
     }
-    let counted = notes.count_by_version();
+    let counted = notes.count_by_version().unwrap();
     if counted != *live || iterated != *live {
         violations.push(format!(
             "count_by_version {counted:?}, iter finds {iterated:?}, get finds {live:?}"
@@ -914,13 +914,13 @@ fn check_counts(
             heads.len()
         ));
     }
-    if notes.removed_count() != removed {
+    if notes.removed_count().unwrap() != removed {
         violations.push(format!(
             "removed_count {}, get finds {removed} removed",
-            notes.removed_count()
+            notes.removed_count().unwrap()
         ));
     }
-    let pending = notes.pending();
+    let pending = notes.pending().unwrap();
     let at_v1 = pending.by_version.get(&1).copied();
     let (migratable, failed) = at_v1.map_or((0, 0), |count| (count.migratable, count.failed));
     let live_v1 = live.get(&1).copied().unwrap_or(0);

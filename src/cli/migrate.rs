@@ -425,12 +425,12 @@ impl Migrations {
     ) -> Result<Status, CommandError> {
         let mut collections = Vec::new();
         for target in targets {
-            let pending = target.pending();
+            let pending = target.pending()?;
             collections.push(CollectionStatus {
                 collection: target.name().to_owned(),
                 latest_version: target.latest(),
-                count_by_version: target.count_by_version(),
-                removed: target.removed(),
+                count_by_version: target.count_by_version()?,
+                removed: target.removed()?,
                 migratable: pending.migratable(),
                 failed: pending.failed(),
                 pending,
@@ -645,9 +645,9 @@ struct RunOptions {
 trait Target {
     fn name(&self) -> &str;
     fn latest(&self) -> u32;
-    fn count_by_version(&self) -> BTreeMap<u32, u64>;
-    fn removed(&self) -> u64;
-    fn pending(&self) -> Pending;
+    fn count_by_version(&self) -> Result<BTreeMap<u32, u64>, StoreError>;
+    fn removed(&self) -> Result<u64, StoreError>;
+    fn pending(&self) -> Result<Pending, StoreError>;
     /// Up to `limit` runs, newest first.
     fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, MigrationError>;
     fn run_record(&self, run: u64) -> Result<Option<RunRecord>, MigrationError>;
@@ -666,22 +666,22 @@ fn open<T: Schema>(store: &Store) -> Result<Box<dyn Target>, StoreError> {
 
 impl<T: Schema> Target for Collection<T> {
     fn name(&self) -> &str {
-        Collection::name(self)
+        self.raw().name()
     }
 
     fn latest(&self) -> u32 {
         T::VERSION
     }
 
-    fn count_by_version(&self) -> BTreeMap<u32, u64> {
-        Collection::count_by_version(self)
+    fn count_by_version(&self) -> Result<BTreeMap<u32, u64>, StoreError> {
+        self.raw().count_by_version()
     }
 
-    fn removed(&self) -> u64 {
-        self.removed_count()
+    fn removed(&self) -> Result<u64, StoreError> {
+        self.raw().removed_count()
     }
 
-    fn pending(&self) -> Pending {
+    fn pending(&self) -> Result<Pending, StoreError> {
         Collection::pending(self)
     }
 

@@ -404,7 +404,7 @@ impl<T: Schema> Mounted for Mount<T> {
     }
 
     fn status(&self, runs: usize) -> Result<Value, ApiError> {
-        let pending = self.collection.pending();
+        let pending = self.collection.pending()?;
         let runs = self.collection.runs_page(None, runs)?;
         let running = runs
             .iter()
@@ -414,8 +414,8 @@ impl<T: Schema> Mounted for Mount<T> {
             "collection": self.collection.name(),
             "version": T::VERSION,
             "fingerprint": self.collection.schema_fingerprint(),
-            "counts": self.collection.count_by_version(),
-            "removed": self.collection.removed_count(),
+            "counts": self.collection.count_by_version()?,
+            "removed": self.collection.removed_count()?,
             "pending": to_json(&pending)?,
             "migratable": pending.migratable(),
             "failed": pending.failed(),

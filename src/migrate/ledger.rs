@@ -338,16 +338,16 @@ pub(crate) trait Ledgered {
 
 impl<T: Schema> Ledgered for Collection<T> {
     fn store(&self) -> &Store {
-        Collection::store(self)
+        self.raw().store()
     }
     fn name(&self) -> &str {
-        Collection::name(self)
+        self.raw().name()
     }
     fn current_run(&self) -> Option<u64> {
-        Collection::current_run(self)
+        self.raw().current_run()
     }
     fn try_run_lock(&self) -> Option<RunLock<'_>> {
-        Collection::try_run_lock(self)
+        self.raw().try_run_lock()
     }
 }
 

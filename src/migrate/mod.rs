@@ -392,8 +392,11 @@ impl<T: Schema> Collection<T> {
     }
 
     /// What is left to migrate, from the counters: no scan.
-    #[must_use]
-    pub fn pending(&self) -> Pending {
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`](crate::StoreError::Backend) when the engine cannot answer.
+    pub fn pending(&self) -> Result<Pending, crate::StoreError> {
         let counters = self.counters();
         let failed = counters.failed();
         let by_version = counters
@@ -409,6 +412,6 @@ impl<T: Schema> Collection<T> {
                 (version, count)
             })
             .collect();
-        Pending { by_version }
+        Ok(Pending { by_version })
     }
 }

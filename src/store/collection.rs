@@ -277,8 +277,7 @@ fn validate_id(id: &str) -> Result<(), StoreError> {
 ///
 /// Cheap to clone, `Send` and `Sync`; every handle of a collection shares one write lock.
 pub struct Collection<T> {
-    pub(super) store: Store,
-    pub(super) core: Arc<Core>,
+    pub(super) raw: RawCollection,
     binding: Binding,
     _type: PhantomData<fn() -> T>,
 }
@@ -286,18 +285,35 @@ pub struct Collection<T> {
 impl<T> Clone for Collection<T> {
     fn clone(&self) -> Self {
         Self {
-            store: self.store.clone(),
-            core: Arc::clone(&self.core),
+            raw: self.raw.clone(),
             binding: self.binding,
             _type: PhantomData,
         }
     }
 }
 
+/// A typed collection is a [`RawCollection`] that also knows its documents' type: every untyped
+/// method (its name, history, raw revisions, counts) is the raw collection's.
+impl<T> std::ops::Deref for Collection<T> {
+    type Target = RawCollection;
+
+    fn deref(&self) -> &RawCollection {
+        &self.raw
+    }
+}
+
+impl<T> Collection<T> {
+    /// The untyped view of this collection.
+    #[must_use]
+    pub fn raw(&self) -> &RawCollection {
+        &self.raw
+    }
+}
+
 impl<T> fmt::Debug for Collection<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Collection")
-            .field("name", &self.core.name)
+            .field("name", &self.raw.core.name)
             .field("type", &self.binding.type_name)
             .finish_non_exhaustive()
     }
@@ -383,7 +399,8 @@ impl<T> Collection<T> {
     /// Test only: overwrites the head of `id` with bytes that do not decode, so that the HTTP
     /// layer's tests can provoke a real store error (500).
     pub(crate) fn damage_head_for_test(&self, id: &str) {
-        self.core
+        self.raw
+            .core
             .tree
             .insert(keys::head(id), &[9u8; 3][..])
             .unwrap();
@@ -393,28 +410,21 @@ impl<T> Collection<T> {
 impl<T: Schema> Collection<T> {
     pub(super) fn new(store: Store, core: Arc<Core>, binding: Binding) -> Self {
         Self {
-            store,
-            core,
+            raw: RawCollection::new(store, core),
             binding,
             _type: PhantomData,
         }
     }
 
-    /// The collection's name.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        &self.core.name
-    }
-
     pub(crate) fn max_depth(&self) -> usize {
-        self.store.inner().max_depth
+        self.raw.store.inner().max_depth
     }
 
     /// Refuses writes from a program older than the newest one that registered the collection.
     pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
         if self.binding.newest > T::VERSION {
             return Err(StoreError::VersionTooNew {
-                collection: self.core.name.clone(),
+                collection: self.raw.core.name.clone(),
                 stored: self.binding.newest,
                 known: T::VERSION,
             });
@@ -424,14 +434,14 @@ impl<T: Schema> Collection<T> {
 
     fn encode(&self, value: &T) -> Result<Vec<u8>, StoreError> {
         record::encode_payload(value).map_err(|source| StoreError::Encode {
-            collection: self.core.name.clone(),
+            collection: self.raw.core.name.clone(),
             source,
         })
     }
 
     /// Decodes a stored revision and upgrades it to `T`; `None` for a removal.
     pub(super) fn decode(&self, id: &str, bytes: &[u8]) -> Result<Option<Document<T>>, StoreError> {
-        let envelope = record::decode(bytes).map_err(|e| self.core.corrupt(id, None, e))?;
+        let envelope = record::decode(bytes).map_err(|e| self.raw.core.corrupt(id, None, e))?;
         if envelope.kind == Kind::Tombstone {
             return Ok(None);
         }
@@ -439,14 +449,14 @@ impl<T: Schema> Collection<T> {
         // decode as an older one without complaint.
         if envelope.version > T::VERSION {
             return Err(StoreError::VersionTooNew {
-                collection: self.core.name.clone(),
+                collection: self.raw.core.name.clone(),
                 stored: envelope.version,
                 known: T::VERSION,
             });
         }
         let data = schema::upgrade::<T>(envelope.version, envelope.payload, self.max_depth())
             .map_err(|source| StoreError::Upgrade {
-                collection: self.core.name.clone(),
+                collection: self.raw.core.name.clone(),
                 id: id.to_owned(),
                 revision: envelope.revision,
                 stored_version: envelope.version,
@@ -469,7 +479,8 @@ impl<T: Schema> Collection<T> {
     /// [`StoreError::Encode`], and [`StoreError::Backend`].
     pub fn insert(&self, value: &T) -> Result<DocId, StoreError> {
         let mut ids = self.insert_many(std::slice::from_ref(value))?;
-        ids.pop().ok_or_else(|| self.core.not_found("(generated)"))
+        ids.pop()
+            .ok_or_else(|| self.raw.core.not_found("(generated)"))
     }
 
     /// Inserts many documents under generated ids in one atomic batch: all are written, or none.
@@ -514,15 +525,15 @@ impl<T: Schema> Collection<T> {
             })
             .collect();
         let ticket = {
-            let mut counters = self.core.counters.lock();
+            let mut counters = self.raw.core.counters.lock();
             let mut writes = WriteSet::default();
             for staged in &staged {
                 writes.revision(staged);
             }
-            writes.apply(&self.core, &mut counters)?;
-            self.store.inner().commit.ticket()
+            writes.apply(&self.raw.core, &mut counters)?;
+            self.raw.store.inner().commit.ticket()
         };
-        self.store.inner().durable(ticket)?;
+        self.raw.store.inner().durable(ticket)?;
         Ok(ids)
     }
 
@@ -590,25 +601,28 @@ impl<T: Schema> Collection<T> {
         self.check_writable()?;
         let payload = value.map(|value| self.encode(value)).transpose()?;
         let ticket = {
-            let mut counters = self.core.counters.lock();
-            let current = self.core.head(id)?;
+            let mut counters = self.raw.core.counters.lock();
+            let current = self.raw.core.head(id)?;
             let live = current.filter(|head| !head.removed);
             match (expect, live) {
                 (Expect::Absent, Some(_)) => {
                     return Err(StoreError::AlreadyExists {
-                        collection: self.core.name.clone(),
+                        collection: self.raw.core.name.clone(),
                         id: id.to_owned(),
                     })
                 }
-                (Expect::Live | Expect::Revision(_), None) => return Err(self.core.not_found(id)),
+                (Expect::Live | Expect::Revision(_), None) => {
+                    return Err(self.raw.core.not_found(id))
+                }
                 (Expect::Revision(expected), Some(head)) if head.revision != expected => {
                     let transparent = expected < head.revision
                         && self
+                            .raw
                             .core
                             .only_transparent_since(id, expected, head.revision)?;
                     if !transparent {
                         return Err(StoreError::Conflict {
-                            collection: self.core.name.clone(),
+                            collection: self.raw.core.name.clone(),
                             id: id.to_owned(),
                             expected,
                             current: head.revision,
@@ -635,17 +649,18 @@ impl<T: Schema> Collection<T> {
             };
             let mut writes = WriteSet::default();
             writes.revision(&staged);
-            self.core
+            self.raw
+                .core
                 .foreign_writes
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if let Some(live) = live {
                 // A write changes the document, so a recorded migration failure no longer holds.
-                writes.clear_failure(&self.core, &counters, id, live.version)?;
+                writes.clear_failure(&self.raw.core, &counters, id, live.version)?;
             }
-            writes.apply(&self.core, &mut counters)?;
-            (self.store.inner().commit.ticket(), revision)
+            writes.apply(&self.raw.core, &mut counters)?;
+            (self.raw.store.inner().commit.ticket(), revision)
         };
-        self.store.inner().durable(ticket.0)?;
+        self.raw.store.inner().durable(ticket.0)?;
         Ok(ticket.1)
     }
 
@@ -661,17 +676,18 @@ impl<T: Schema> Collection<T> {
     /// untouched), [`StoreError::InvalidId`], and [`StoreError::Backend`].
     pub fn get(&self, id: &str) -> Result<Option<Document<T>>, StoreError> {
         validate_id(id)?;
-        let Some(head) = self.core.head(id)? else {
+        let Some(head) = self.raw.core.head(id)? else {
             return Ok(None);
         };
         if head.removed {
             return Ok(None);
         }
         let bytes = self
+            .raw
             .core
             .revision_bytes(id, head.revision)?
             .ok_or_else(|| {
-                self.core.corrupt(
+                self.raw.core.corrupt(
                     id,
                     Some(head.revision),
                     record::RecordError::Truncated { len: 0 },
@@ -680,7 +696,7 @@ impl<T: Schema> Collection<T> {
         let Some(mut document) = self.decode(id, &bytes)? else {
             return Ok(None);
         };
-        if self.store.inner().write_back_on_read
+        if self.raw.store.inner().write_back_on_read
             && document.stored_version < T::VERSION
             && self.check_writable().is_ok()
         {
@@ -716,74 +732,10 @@ impl<T: Schema> Collection<T> {
         revision: Revision,
     ) -> Result<Option<Document<T>>, StoreError> {
         validate_id(id)?;
-        match self.core.revision_bytes(id, revision)? {
+        match self.raw.core.revision_bytes(id, revision)? {
             Some(bytes) => self.decode(id, &bytes),
             None => Ok(None),
         }
-    }
-
-    /// One revision exactly as stored: its version and payload, not upgraded.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Corrupt`] for damaged bytes, [`StoreError::InvalidId`], and
-    /// [`StoreError::Backend`].
-    pub fn raw_revision(
-        &self,
-        id: &str,
-        revision: Revision,
-    ) -> Result<Option<RawRevision>, StoreError> {
-        self.core.raw_revision(id, revision, self.max_depth())
-    }
-
-    /// Every revision of a document, oldest first; empty for an id never written.
-    ///
-    /// # Errors
-    ///
-    /// As [`raw_revision`](Self::raw_revision).
-    pub fn history(&self, id: &str) -> Result<Vec<RevisionInfo>, StoreError> {
-        self.core.history(id)
-    }
-
-    /// A page of a document's history, oldest first: up to `limit` revisions numbered above
-    /// `after` (from the first when `None`). It reads only the page, so a document with a long
-    /// history can be listed in steps: pass the last revision of one page as the next `after`.
-    ///
-    /// # Errors
-    ///
-    /// As [`raw_revision`](Self::raw_revision).
-    pub fn history_page(
-        &self,
-        id: &str,
-        after: Option<Revision>,
-        limit: usize,
-    ) -> Result<Vec<RevisionInfo>, StoreError> {
-        self.core.history_page(id, after, limit)
-    }
-
-    /// How many live documents are at each schema version. Kept up to date by every write, so
-    /// this costs nothing like a scan.
-    #[must_use]
-    pub fn count_by_version(&self) -> BTreeMap<u32, u64> {
-        self.core.count_by_version()
-    }
-
-    /// How many documents are removed (their last revision is a removal).
-    #[must_use]
-    pub fn removed_count(&self) -> u64 {
-        self.core.removed_count()
-    }
-
-    /// How many live documents the collection holds.
-    #[must_use]
-    pub fn len(&self) -> u64 {
-        self.count_by_version().values().sum()
-    }
-
-    /// Whether the collection holds no live document.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The current documents in id order, upgraded to `T`; removed ones are left out.
@@ -793,7 +745,7 @@ impl<T: Schema> Collection<T> {
     /// ([`StoreError::Corrupt`]).
     #[must_use]
     pub fn iter(&self) -> Iter<T> {
-        Iter::new(self.clone(), self.core.tree.scan_prefix([keys::HEAD]))
+        Iter::new(self.clone(), self.raw.core.tree.scan_prefix([keys::HEAD]))
     }
 
     /// The current documents whose id comes after `id`, in id order: for paging.
@@ -802,15 +754,17 @@ impl<T: Schema> Collection<T> {
         let mut start = keys::head(id);
         start.push(0);
         let end = [keys::HEAD + 1];
-        Iter::new(self.clone(), self.core.tree.range(start..end.to_vec()))
+        Iter::new(self.clone(), self.raw.core.tree.range(start..end.to_vec()))
     }
 }
 
 /// A collection opened by name, without its types: history, raw payloads and counts, read only.
+///
+/// Every [`Collection`] dereferences to its raw collection.
 #[derive(Clone)]
 pub struct RawCollection {
-    store: Store,
-    core: Arc<Core>,
+    pub(super) store: Store,
+    pub(super) core: Arc<Core>,
 }
 
 impl fmt::Debug for RawCollection {
@@ -849,11 +803,12 @@ impl RawCollection {
         }
     }
 
-    /// As [`Collection::raw_revision`].
+    /// One revision exactly as stored: its version and payload, not upgraded.
     ///
     /// # Errors
     ///
-    /// As [`Collection::raw_revision`].
+    /// [`StoreError::Corrupt`] for damaged bytes, [`StoreError::InvalidId`], and
+    /// [`StoreError::Backend`].
     pub fn raw_revision(
         &self,
         id: &str,
@@ -863,25 +818,66 @@ impl RawCollection {
             .raw_revision(id, revision, self.store.inner().max_depth)
     }
 
-    /// As [`Collection::history`].
+    /// Every revision of a document, oldest first; empty for an id never written.
     ///
     /// # Errors
     ///
-    /// As [`Collection::history`].
+    /// As [`raw_revision`](Self::raw_revision).
     pub fn history(&self, id: &str) -> Result<Vec<RevisionInfo>, StoreError> {
         self.core.history(id)
     }
 
-    /// As [`Collection::count_by_version`].
-    #[must_use]
-    pub fn count_by_version(&self) -> BTreeMap<u32, u64> {
-        self.core.count_by_version()
+    /// A page of a document's history, oldest first: up to `limit` revisions numbered above
+    /// `after` (from the first when `None`). It reads only the page, so a document with a long
+    /// history can be listed in steps: pass the last revision of one page as the next `after`.
+    ///
+    /// # Errors
+    ///
+    /// As [`raw_revision`](Self::raw_revision).
+    pub fn history_page(
+        &self,
+        id: &str,
+        after: Option<Revision>,
+        limit: usize,
+    ) -> Result<Vec<RevisionInfo>, StoreError> {
+        self.core.history_page(id, after, limit)
     }
 
-    /// As [`Collection::removed_count`].
-    #[must_use]
-    pub fn removed_count(&self) -> u64 {
-        self.core.removed_count()
+    /// How many live documents are at each schema version. Kept up to date by every write, so
+    /// this costs nothing like a scan.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the engine cannot answer.
+    pub fn count_by_version(&self) -> Result<BTreeMap<u32, u64>, StoreError> {
+        Ok(self.core.count_by_version())
+    }
+
+    /// How many documents are removed (their last revision is a removal).
+    ///
+    /// # Errors
+    ///
+    /// As [`count_by_version`](Self::count_by_version).
+    pub fn removed_count(&self) -> Result<u64, StoreError> {
+        Ok(self.core.removed_count())
+    }
+
+    /// How many live documents the collection holds.
+    ///
+    /// # Errors
+    ///
+    /// As [`count_by_version`](Self::count_by_version).
+    pub fn len(&self) -> Result<u64, StoreError> {
+        Ok(self.count_by_version()?.values().sum())
+    }
+
+    /// Whether the collection holds no live document.
+    ///
+    /// # Errors
+    ///
+    /// As [`count_by_version`](Self::count_by_version).
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
     }
 
     /// Up to `limit` records of the failure set in id order, after `after` if given.
@@ -929,10 +925,10 @@ mod tests {
     fn truncated_and_corrupt_records_are_typed_errors() {
         let (_store, notes, id) = store_with_note();
         let key = keys::revision(&id, Revision::FIRST);
-        let good = notes.core.tree.get(&key).unwrap().unwrap().to_vec();
+        let good = notes.raw.core.tree.get(&key).unwrap().unwrap().to_vec();
 
         for len in [0, 1, 10, good.len() - 1] {
-            notes.core.tree.insert(&key, &good[..len]).unwrap();
+            notes.raw.core.tree.insert(&key, &good[..len]).unwrap();
             let err = notes.get(&id).unwrap_err();
             assert!(
                 matches!(err, StoreError::Corrupt { .. }),
@@ -944,14 +940,14 @@ mod tests {
         for i in 0..good.len() {
             let mut corrupt = good.clone();
             corrupt[i] ^= 0x55;
-            notes.core.tree.insert(&key, corrupt).unwrap();
+            notes.raw.core.tree.insert(&key, corrupt).unwrap();
             let err = notes.get(&id).unwrap_err();
             assert!(
                 matches!(err, StoreError::Corrupt { .. }),
                 "byte {i}: {err:?}"
             );
         }
-        notes.core.tree.insert(&key, good).unwrap();
+        notes.raw.core.tree.insert(&key, good).unwrap();
         assert_eq!(notes.get(&id).unwrap().unwrap().data, note("hello"));
     }
 
@@ -961,6 +957,7 @@ mod tests {
         let payload = record::encode_payload(&vec![1, 2, 3]).unwrap();
         let bytes = record::encode(Kind::Document, 1, Revision::FIRST, Origin::Write, &payload);
         notes
+            .raw
             .core
             .tree
             .insert(keys::revision(&id, Revision::FIRST), bytes)
@@ -987,6 +984,7 @@ mod tests {
     fn a_malformed_head_or_a_head_without_its_revision_is_corrupt() {
         let (_store, notes, id) = store_with_note();
         notes
+            .raw
             .core
             .tree
             .insert(keys::head(&id), &[9u8; 3][..])
@@ -1001,6 +999,7 @@ mod tests {
             removed: false,
         };
         notes
+            .raw
             .core
             .tree
             .insert(keys::head(&id), &dangling.encode()[..])
@@ -1021,8 +1020,8 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         let notes = store.collection::<Note>().unwrap();
-        assert_eq!(notes.count_by_version(), BTreeMap::from([(1, 2)]));
-        assert_eq!(notes.removed_count(), 1);
+        assert_eq!(notes.count_by_version().unwrap(), BTreeMap::from([(1, 2)]));
+        assert_eq!(notes.removed_count().unwrap(), 1);
     }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -1073,7 +1072,7 @@ mod tests {
         let tasks = store.collection::<TaskV2>().unwrap();
         let first = tasks.get(&id).unwrap().unwrap();
         assert_eq!((first.revision.get(), first.stored_version), (2, 2));
-        assert_eq!(tasks.count_by_version(), BTreeMap::from([(2, 1)]));
+        assert_eq!(tasks.count_by_version().unwrap(), BTreeMap::from([(2, 1)]));
         let history = tasks.history(&id).unwrap();
         assert_eq!(history[1].origin, Origin::UpgradeOnRead);
         assert_eq!(history[1].version, Some(2));

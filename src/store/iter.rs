@@ -49,7 +49,7 @@ impl<T> Iter<T> {
 impl<T> fmt::Debug for Iter<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Iter")
-            .field("collection", &self.collection.core.name)
+            .field("collection", &self.collection.raw.core.name)
             .finish_non_exhaustive()
     }
 }
@@ -65,7 +65,7 @@ impl<T: Schema> Iterator for Iter<T> {
                 Err(error) => return Some(Err(backend(error))),
             };
             self.last = Some((key.clone(), None));
-            let core = &self.collection.core;
+            let core = &self.collection.raw.core;
             let Some(id) = keys::id_of_head(&key) else {
                 return Some(Err(core.corrupt(
                     &String::from_utf8_lossy(&key),

@@ -1695,7 +1695,10 @@ pub(super) mod tests {
         assert!(store.verify().unwrap().is_ok());
         // The in-memory counters follow: the collection reports the repaired counts.
         let raw = store.raw_collection("tasks").unwrap();
-        assert_eq!(raw.count_by_version(), BTreeMap::from([(1, 1), (2, 2)]));
+        assert_eq!(
+            raw.count_by_version().unwrap(),
+            BTreeMap::from([(1, 1), (2, 2)])
+        );
         // The failed document is pending again.
         let stats = store.stats().unwrap();
         assert!(stats.collections[1].failed.is_empty());
@@ -1724,7 +1727,7 @@ pub(super) mod tests {
         assert_eq!(repair.malformed_counters_removed, 1);
         assert!(store.verify().unwrap().is_ok());
         let raw = store.raw_collection("notes").unwrap();
-        assert_eq!(raw.count_by_version(), BTreeMap::from([(1, 2)]));
+        assert_eq!(raw.count_by_version().unwrap(), BTreeMap::from([(1, 2)]));
     }
 
     proptest! {

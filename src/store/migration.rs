@@ -325,12 +325,7 @@ impl Core {
 
 impl<T: Schema> Collection<T> {
     fn core(&self) -> &Core {
-        &self.core
-    }
-
-    /// The store this collection is in.
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
+        &self.raw.core
     }
 
     /// A copy of the collection's counters.
@@ -357,19 +352,6 @@ impl<T: Schema> Collection<T> {
     /// before it applies; migration chunks do not, as one run's chunks never share a document.
     pub(crate) fn foreign_writes(&self) -> u64 {
         self.core().foreign_writes.load(Ordering::SeqCst)
-    }
-
-    /// The run lock, unless a run or revert holds it: see [`RunLock`].
-    pub(crate) fn try_run_lock(&self) -> Option<RunLock<'_>> {
-        self.core().try_run_lock()
-    }
-
-    /// The run under way on this collection in this process, if any.
-    pub(crate) fn current_run(&self) -> Option<u64> {
-        match self.core().running.load(Ordering::SeqCst) {
-            0 => None,
-            run => Some(run),
-        }
     }
 
     /// Live heads whose id is in the range `(after, up_to]`, in id order.
@@ -531,9 +513,9 @@ impl<T: Schema> Collection<T> {
                 writes.progress(progress.run, &bytes);
             }
             writes.apply(core, &mut counters)?;
-            self.store.inner().commit.ticket()
+            self.raw.store.inner().commit.ticket()
         };
-        self.store.inner().durable(ticket)?;
+        self.raw.store.inner().durable(ticket)?;
         crate::fault::point();
         Ok(outcomes)
     }

@@ -87,7 +87,15 @@ async fn start_streaming_run(app: &axum::Router) -> (Body, Vec<u8>, Value) {
 fn assert_under_way(gated: &Collection<GatedV2>, run: u64) {
     let record = gated.run(run).unwrap().unwrap();
     assert_eq!(record.state, RunState::Running);
-    assert!(gated.count_by_version().get(&1).copied().unwrap_or(0) > 0);
+    assert!(
+        gated
+            .count_by_version()
+            .unwrap()
+            .get(&1)
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +149,10 @@ async fn progress_lines_stream_before_the_last_chunk_commits() {
     assert_eq!(last["event"], "report", "{last}");
     assert_eq!(last["report"]["migrated"], 3000);
     assert_eq!(last["report"]["run_id"], run);
-    assert_eq!(gated.count_by_version(), BTreeMap::from([(2, 3000)]));
+    assert_eq!(
+        gated.count_by_version().unwrap(),
+        BTreeMap::from([(2, 3000)])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +171,10 @@ async fn a_run_whose_client_went_away_finishes_in_the_ledger() {
     let record = finished_run(&app, "gated", run).await;
     assert_eq!(record["state"], "done", "{record}");
     assert_eq!(record["migrated"], 2000);
-    assert_eq!(gated.count_by_version(), BTreeMap::from([(2, 2000)]));
+    assert_eq!(
+        gated.count_by_version().unwrap(),
+        BTreeMap::from([(2, 2000)])
+    );
     // The lock is released: the next run starts (and has nothing to do).
     let report = post("/gated/migrate/execute")
         .send(&app)

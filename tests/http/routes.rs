@@ -314,7 +314,7 @@ async fn migrate_test_execute_status_runs_and_revert() {
         (report["dry_run"].as_bool(), report["scanned"].as_u64()),
         (Some(true), Some(2))
     );
-    assert_eq!(issues.count_by_version(), BTreeMap::from([(1, 3)]));
+    assert_eq!(issues.count_by_version().unwrap(), BTreeMap::from([(1, 3)]));
 
     // The limit in the body.
     let report = post("/issues/migrate/execute")
@@ -327,7 +327,10 @@ async fn migrate_test_execute_status_runs_and_revert() {
         (Some(2), Some(1))
     );
     let run_id = report["run_id"].as_u64().unwrap();
-    assert_eq!(issues.count_by_version(), BTreeMap::from([(1, 1), (2, 2)]));
+    assert_eq!(
+        issues.count_by_version().unwrap(),
+        BTreeMap::from([(1, 1), (2, 2)])
+    );
     // Both, agreeing.
     let report = post("/issues/migrate/execute?limit=5")
         .json(&json!({ "limit": 5 }))
@@ -373,7 +376,10 @@ async fn migrate_test_execute_status_runs_and_revert() {
         (revert["reverted_run"].as_u64(), revert["reverted"].as_u64()),
         (Some(run_id), Some(2))
     );
-    assert_eq!(issues.count_by_version(), BTreeMap::from([(1, 2), (2, 1)]));
+    assert_eq!(
+        issues.count_by_version().unwrap(),
+        BTreeMap::from([(1, 2), (2, 1)])
+    );
     // Once only; a dry run cannot be reverted either.
     post(&format!("/issues/migrate/runs/{run_id}/revert"))
         .send(&app)

@@ -59,7 +59,7 @@ fn note() -> serde_json::Value {
 #[tokio::test]
 async fn a_misspelt_field_is_refused_and_nothing_is_written() {
     let (_dir, _store, app, issues) = issues();
-    let before = issues.len();
+    let before = issues.len().unwrap();
     let mut body = issue_json("typo");
     body["descripton"] = json!("this text would have been lost");
     let problem = post("/issues")
@@ -76,7 +76,7 @@ async fn a_misspelt_field_is_refused_and_nothing_is_written() {
             .contains("`/descripton`"),
         "{problem}"
     );
-    assert_eq!(issues.len(), before);
+    assert_eq!(issues.len().unwrap(), before);
 
     // The same on a replace and on a create under a chosen id.
     let id = issues.iter().next().unwrap().unwrap().id;

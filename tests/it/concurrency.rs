@@ -104,7 +104,7 @@ fn concurrent_updates_lose_nothing() {
     let head = counters.get("shared").unwrap().unwrap();
     assert_eq!(head.revision.get(), 1 + total);
     assert_unbroken_history(&counters, "shared", 1 + total);
-    assert_eq!(counters.len(), 1);
+    assert_eq!(counters.len().unwrap(), 1);
 }
 
 #[test]
@@ -186,6 +186,6 @@ fn concurrent_inserts_get_distinct_ids_and_exact_counts() {
     });
     let distinct: BTreeSet<&DocId> = ids.iter().flatten().collect();
     assert_eq!(distinct.len() as u64, u64::from(THREADS * INSERTS));
-    assert_eq!(counters.len(), u64::from(THREADS * INSERTS));
+    assert_eq!(counters.len().unwrap(), u64::from(THREADS * INSERTS));
     assert_eq!(counters.iter().count() as u64, u64::from(THREADS * INSERTS));
 }

@@ -153,7 +153,12 @@ impl Fixture {
 
     /// Live documents at version 1: what a migration takes.
     fn candidates(&self) -> u64 {
-        self.items.count_by_version().get(&1).copied().unwrap_or(0)
+        self.items
+            .count_by_version()
+            .unwrap()
+            .get(&1)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn end_state(&self) -> EndState {
@@ -210,9 +215,9 @@ fn end_state(items: &Collection<ItemV2>, ids: &[String]) -> EndState {
         .collect();
     EndState {
         docs,
-        counts: items.count_by_version(),
-        removed: items.removed_count(),
-        pending: items.pending(),
+        counts: items.count_by_version().unwrap(),
+        removed: items.removed_count().unwrap(),
+        pending: items.pending().unwrap(),
     }
 }
 
@@ -372,13 +377,16 @@ fn limit_three_over_ten_documents_with_one_failure() {
     assert_eq!(docs.runs().unwrap().len(), runs);
 
     // The failed document is pending apart, and stays as it was.
-    let pending = docs.pending();
+    let pending = docs.pending().unwrap();
     assert_eq!(pending.by_version.keys().copied().collect::<Vec<_>>(), [1]);
     let at_v1 = pending.by_version[&1];
     assert_eq!((at_v1.migratable, at_v1.failed), (0, 1));
     assert_eq!((pending.migratable(), pending.failed()), (0, 1));
     assert_eq!(history_len(&docs, "doc-04"), 1);
-    assert_eq!(docs.count_by_version(), BTreeMap::from([(1, 1), (2, 9)]));
+    assert_eq!(
+        docs.count_by_version().unwrap(),
+        BTreeMap::from([(1, 1), (2, 9)])
+    );
 
     // Fixed, it is still skipped until a retry is asked for.
     FIX_APPLIED.store(true, Ordering::SeqCst);
@@ -404,8 +412,8 @@ fn limit_three_over_ten_documents_with_one_failure() {
             fixed: true
         }
     );
-    assert!(docs.pending().by_version.is_empty());
-    assert_eq!(docs.count_by_version(), BTreeMap::from([(2, 10)]));
+    assert!(docs.pending().unwrap().by_version.is_empty());
+    assert_eq!(docs.count_by_version().unwrap(), BTreeMap::from([(2, 10)]));
     assert_eq!(
         docs.migrate().retry_failed().execute().unwrap().run_id,
         None
@@ -468,7 +476,7 @@ fn one_thread_and_four_threads_agree() {
         assert_eq!(normalized(single), normalized(parallel));
     }
     assert_eq!(one.end_state(), four.end_state());
-    assert_eq!(one.items.pending().migratable(), 0);
+    assert_eq!(one.items.pending().unwrap().migratable(), 0);
 }
 
 #[test]
@@ -582,7 +590,7 @@ fn dry_run_reports_what_execute_does_and_writes_nothing() {
         assert_eq!(normalized(executed), normalized(report), "round {round}");
         assert_eq!(dry.end_state(), real.end_state(), "round {round}");
     }
-    assert_eq!(dry.items.pending().migratable(), 0);
+    assert_eq!(dry.items.pending().unwrap().migratable(), 0);
     // Retrying the known failures: the same again.
     let state = dry.end_state();
     let preview = dry.items.migrate().retry_failed().dry_run().unwrap();
@@ -689,12 +697,15 @@ fn failing_and_panicking_steps_fail_only_their_documents() {
     for (id, before) in broken.iter().zip(&before) {
         assert_eq!(&raw_history(&items, id), before, "{id}");
     }
-    assert_eq!(items.count_by_version(), BTreeMap::from([(1, 4), (2, 26)]));
+    assert_eq!(
+        items.count_by_version().unwrap(),
+        BTreeMap::from([(1, 4), (2, 26)])
+    );
     for i in (0..30).filter(|i| ![3, 8, 12, 20].contains(i)) {
         let doc = items.get(&format!("doc-{i:02}")).unwrap().unwrap();
         assert_eq!(doc.stored_version, 2);
     }
-    let pending = items.pending();
+    let pending = items.pending().unwrap();
     assert_eq!((pending.migratable(), pending.failed()), (0, 4));
     let record = items.run(report.run_id.unwrap()).unwrap().unwrap();
     assert_eq!(record.state, RunState::DoneWithFailures);
@@ -706,9 +717,12 @@ fn failing_and_panicking_steps_fail_only_their_documents() {
     // Writing or removing a failed document settles its failure.
     items.update("doc-03", &item_v2("written", 3)).unwrap();
     items.remove("doc-12").unwrap();
-    let pending = items.pending();
+    let pending = items.pending().unwrap();
     assert_eq!((pending.migratable(), pending.failed()), (0, 2));
-    assert_eq!(items.count_by_version(), BTreeMap::from([(1, 2), (2, 27)]));
+    assert_eq!(
+        items.count_by_version().unwrap(),
+        BTreeMap::from([(1, 2), (2, 27)])
+    );
     let retry = items.migrate().retry_failed().execute().unwrap();
     let mut retried: Vec<&str> = retry.failures.iter().map(|f| f.id.as_str()).collect();
     retried.sort_unstable();
@@ -744,7 +758,7 @@ fn reports_list_the_first_failures_and_count_them_all() {
     let record = items.run(report.run_id.unwrap()).unwrap().unwrap();
     assert_eq!(record.failed, count);
     assert_eq!(record.failures, report.failures);
-    assert_eq!(items.pending().failed(), count);
+    assert_eq!(items.pending().unwrap().failed(), count);
 }
 
 // `lossy`: version 2 does not serialize a field it requires, so the step's output does not decode
@@ -804,7 +818,7 @@ fn an_output_that_does_not_decode_back_is_an_isolated_failure() {
     for (i, before) in before.iter().enumerate() {
         assert_eq!(&raw_history(&docs, &format!("doc-{i}")), before);
     }
-    assert_eq!(docs.count_by_version(), BTreeMap::from([(1, 5)]));
+    assert_eq!(docs.count_by_version().unwrap(), BTreeMap::from([(1, 5)]));
 }
 
 // `brittle`: version 2's own `Serialize` panics on a title starting with `boom`, outside any step.
@@ -877,7 +891,10 @@ fn a_panic_outside_the_steps_fails_only_its_document() {
         report.failures[0].error
     );
     assert_eq!(raw_history(&docs, "doc-1"), before);
-    assert_eq!(docs.count_by_version(), BTreeMap::from([(1, 3), (2, 6)]));
+    assert_eq!(
+        docs.count_by_version().unwrap(),
+        BTreeMap::from([(1, 3), (2, 6)])
+    );
 }
 
 // ---- Cancel and resume. ----
@@ -904,7 +921,10 @@ fn cancel_then_resume_equals_an_uninterrupted_run() {
     assert_counts_add_up(&first);
     assert_eq!(first.scanned, 1000, "stops at the first chunk boundary");
     assert_eq!(first.remaining, candidates - 1000);
-    assert_eq!(interrupted.items.pending().migratable(), candidates - 1000);
+    assert_eq!(
+        interrupted.items.pending().unwrap().migratable(),
+        candidates - 1000
+    );
     let record = interrupted
         .items
         .run(first.run_id.unwrap())
@@ -1058,9 +1078,12 @@ fn concurrent_writers_lose_no_update_during_a_migration() {
         }
     }
     assert_eq!(report.migrated, migrated);
-    assert_eq!(items.count_by_version(), BTreeMap::from([(2, N - N / 10)]));
-    assert_eq!(items.removed_count(), N / 10);
-    assert!(items.pending().by_version.is_empty());
+    assert_eq!(
+        items.count_by_version().unwrap(),
+        BTreeMap::from([(2, N - N / 10)])
+    );
+    assert_eq!(items.removed_count().unwrap(), N / 10);
+    assert!(items.pending().unwrap().by_version.is_empty());
 }
 
 // `gated`: the step of the document titled `gate` waits for the test to write that document, so
@@ -1145,7 +1168,7 @@ fn a_document_written_during_its_migration_is_skipped() {
     assert_eq!(history.len(), 2);
     assert_eq!(history[1].origin, Origin::Write);
     assert_eq!(docs.get("doc-06").unwrap().unwrap().data, user);
-    assert_eq!(docs.count_by_version(), BTreeMap::from([(2, 20)]));
+    assert_eq!(docs.count_by_version().unwrap(), BTreeMap::from([(2, 20)]));
     assert_eq!(docs.migrate().execute().unwrap().run_id, None);
 }
 
@@ -1304,10 +1327,13 @@ fn revert_restores_what_the_run_replaced() {
             }
         }
     }
-    let pending = docs.pending();
+    let pending = docs.pending().unwrap();
     let at_v1 = pending.by_version[&1];
     assert_eq!((at_v1.migratable, at_v1.failed), (17, 1));
-    assert_eq!(docs.count_by_version(), BTreeMap::from([(1, 18), (2, 1)]));
+    assert_eq!(
+        docs.count_by_version().unwrap(),
+        BTreeMap::from([(1, 18), (2, 1)])
+    );
 
     // The ledger: the run is reverted, the revert is a run of its own, newest first.
     let record = docs.run(run).unwrap().unwrap();

@@ -119,7 +119,7 @@ fn assert_unreadable<T: Schema + std::fmt::Debug>(collection: &Collection<T>, id
         other => panic!("raw_revision: expected a depth error, got {other:?}"),
     }
     assert_eq!(collection.history(id).unwrap().len(), 1);
-    assert_eq!(collection.len(), 1);
+    assert_eq!(collection.len().unwrap(), 1);
 }
 
 #[test]

@@ -1425,8 +1425,8 @@ fn snapshot<T: Schema>(path: &Path) -> Snapshot {
         }
     }
     Snapshot {
-        counts: collection.count_by_version(),
-        removed: collection.removed_count(),
+        counts: collection.count_by_version().unwrap(),
+        removed: collection.removed_count().unwrap(),
         revisions,
         history: collection.schema_history().unwrap(),
     }
@@ -2075,7 +2075,7 @@ fn a_version_heads_still_use_may_not_be_dropped_until_they_are_migrated() {
         (report.migrated, report.failed, report.remaining),
         (3, 0, 0)
     );
-    assert_eq!(notes.count_by_version(), BTreeMap::from([(2, 3)]));
+    assert_eq!(notes.count_by_version().unwrap(), BTreeMap::from([(2, 3)]));
     let history = notes.schema_history().unwrap();
     drop(notes);
 
