@@ -175,10 +175,14 @@ impl<T: Schema> Mount<T> {
                 id.clone(),
                 revision.or_else(|| last.and_then(|(_, revision)| revision)),
             ),
+            (StoreError::DanglingHead { id, revision, .. }, _) => (id.clone(), Some(*revision)),
             (StoreError::VersionTooNew { .. }, Some((id, revision))) => (id.to_owned(), revision),
             _ => return Err(error.into()),
         };
-        let problem = if matches!(error, StoreError::Corrupt { .. }) {
+        let problem = if matches!(
+            error,
+            StoreError::Corrupt { .. } | StoreError::DanglingHead { .. }
+        ) {
             tracing::error!(
                 collection = self.collection.name(),
                 id,

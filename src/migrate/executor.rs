@@ -14,7 +14,7 @@
 //! time. So one thread does all the reads and commits, as a plain loop over the store would, and
 //! the pool does the rest of the work, off that thread, a chunk ahead.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant, SystemTime};
@@ -31,29 +31,22 @@ use crate::id::DocId;
 use crate::record::{self, Kind, Origin};
 use crate::schema::{self, Schema};
 use crate::store::{
-    Action, ChunkItem, Collection, Commit, EncodedRevision, FailureRecord, Head, HeadScan, Outcome,
-    PreparedBatch, ProgressRecord, RevisionBytes, RevisionReader, StoreError,
+    Action, ChunkItem, Collection, Commit, EncodedRevision, FailureRecord, Outcome, PendingChunk,
+    PendingDocument, Position, Prepared, ProgressRecord, Seen, StoreError,
 };
 
-/// A document the scan took.
-struct Candidate {
-    id: String,
-    head: Head,
-    /// The head revision's stored bytes; `None` if the revision is missing.
-    bytes: Option<RevisionBytes>,
-    /// Whether a failure was recorded for it (only taken with `retry_failed`).
-    known_failed: bool,
-}
-
-/// A chunk after the rayon stage: what to commit for each candidate.
+/// A chunk after the rayon stage: what to commit for each document, and what its pending chunk
+/// said.
 struct Chunk {
     items: Vec<ChunkItem>,
+    /// Whether each item's document had a failure recorded before (taken with `retry_failed`).
     known_failed: Vec<bool>,
-    /// The revisions and heads of `items`, batched on the processing thread.
-    prepared: Option<PreparedBatch>,
+    /// The engine's work done ahead for the commit; none for a dry run.
+    prepared: Option<Prepared>,
+    position: Position,
+    stamp: crate::store::engine::Stamp,
 }
 
-/// Counts kept while chunks commit.
 #[derive(Default)]
 struct Tally {
     /// The counts, as the progress record of the last committed chunk holds them.
@@ -71,7 +64,7 @@ pub(super) fn run<T: Schema>(
     let started = Instant::now();
     let collection = migration.collection.clone();
     collection.check_writable()?;
-    let counters = collection.counters();
+    let counters = collection.counters()?;
     let migratable = counters.migratable(T::VERSION);
     let known_failed: BTreeMap<u32, u64> = counters
         .failed()
@@ -129,7 +122,6 @@ pub(super) fn run<T: Schema>(
         dry_run,
         run_id,
         total,
-        &known_failed,
         &mut record,
         started,
     );
@@ -146,7 +138,7 @@ pub(super) fn run<T: Schema>(
     let remaining = if dry_run {
         migratable.saturating_sub(tally.settled_fresh)
     } else {
-        collection.counters().migratable(T::VERSION)
+        collection.counters()?.migratable(T::VERSION)
     };
     record.state = if cancelled {
         RunState::Cancelled
@@ -199,7 +191,6 @@ fn pipeline<T: Schema>(
     dry_run: bool,
     run_id: u64,
     total: u64,
-    known_failed: &BTreeMap<u32, u64>,
     record: &mut RunRecord,
     started: Instant,
 ) -> Result<(Tally, bool), MigrationError> {
@@ -212,31 +203,31 @@ fn pipeline<T: Schema>(
             threads,
             message: error.to_string(),
         })?;
-    let cursor = collection.cursor(T::VERSION)?;
-    // Read before any head is scanned: if it is unchanged at a commit, so is every scanned head.
-    let unchanged_since = collection.foreign_writes();
-    let mut scan = Scan::new(
-        collection,
-        cursor.as_deref(),
+    let mut scan = Scan {
+        pending: collection.pending_documents(migration.retry_failed)?,
+        taken: 0,
         total,
-        migration.retry_failed,
-        known_failed.keys().copied().collect(),
-    );
+    };
     let target_schema = migration
         .validate_output
         .then(|| schema::canonical_schema(&collection.schema()));
     std::thread::scope(|scope| {
         // Made inside the scope, so that should this closure unwind (a progress callback that
         // panics, say), dropping them ends the processing thread, and the scope's join returns.
-        let (scanned_tx, scanned_rx) = sync_channel::<Vec<Candidate>>(AHEAD);
+        let (scanned_tx, scanned_rx) = sync_channel::<PendingChunk>(AHEAD);
         let (processed_tx, processed_rx) = sync_channel::<Chunk>(AHEAD);
         let (pool, target_schema) = (&pool, target_schema.as_ref());
         let processor = std::thread::Builder::new()
             .name("revolve-process".to_owned())
             .spawn_scoped(scope, move || {
                 for chunk in scanned_rx {
+                    let PendingChunk {
+                        documents,
+                        position,
+                        stamp,
+                    } = chunk;
                     let (items, known_failed): (Vec<ChunkItem>, Vec<bool>) = pool.install(|| {
-                        chunk
+                        documents
                             .into_par_iter()
                             .map(|candidate| {
                                 process::<T>(
@@ -248,12 +239,18 @@ fn pipeline<T: Schema>(
                             })
                             .unzip()
                     });
-                    let prepared = (!dry_run).then(|| PreparedBatch::new(&items));
+                    let prepared = if dry_run {
+                        None
+                    } else {
+                        collection.prepare_chunk(&items)
+                    };
                     if processed_tx
                         .send(Chunk {
                             items,
                             known_failed,
                             prepared,
+                            position,
+                            stamp,
                         })
                         .is_err()
                     {
@@ -274,7 +271,6 @@ fn pipeline<T: Schema>(
             record,
             tally: Tally::default(),
             started,
-            unchanged_since,
             chunks: 0,
         };
         let result = drive(&mut scan, &scanned_tx, &processed_rx, &mut committer);
@@ -304,8 +300,8 @@ fn pipeline<T: Schema>(
 /// applied. So the reads are done here, between two commits, in one forward pass over the heads and
 /// the revisions, while the pool decodes, steps, validates and encodes the chunks read before.
 fn drive<T: Schema>(
-    scan: &mut Scan<'_, T>,
-    scanned_tx: &SyncSender<Vec<Candidate>>,
+    scan: &mut Scan<'_>,
+    scanned_tx: &SyncSender<PendingChunk>,
     processed_rx: &Receiver<Chunk>,
     committer: &mut Committer<'_, T>,
 ) -> Result<End, MigrationError> {
@@ -354,88 +350,35 @@ enum End {
     ProcessorStopped,
 }
 
-/// Takes candidates in id order from the cursor to the end, then from the start up to the cursor
-/// (the wrap, at most once), with their head revisions' bytes.
-struct Scan<'a, T> {
-    collection: &'a Collection<T>,
-    heads: std::iter::Flatten<std::vec::IntoIter<HeadScan>>,
-    revisions: RevisionReader<'a>,
+/// The pending documents a run takes, up to its total.
+struct Scan<'a> {
+    pending: Box<dyn crate::store::engine::Pending + 'a>,
     taken: u64,
     total: u64,
-    retry: bool,
-    failed_versions: BTreeSet<u32>,
 }
 
-impl<'a, T: Schema> Scan<'a, T> {
-    fn new(
-        collection: &'a Collection<T>,
-        cursor: Option<&str>,
-        total: u64,
-        retry: bool,
-        failed_versions: BTreeSet<u32>,
-    ) -> Self {
-        let mut ranges = vec![collection.scan_heads(cursor, None)];
-        if cursor.is_some() {
-            ranges.push(collection.scan_heads(None, cursor));
-        }
-        Self {
-            collection,
-            heads: ranges.into_iter().flatten(),
-            revisions: collection.revision_reader(),
-            taken: 0,
-            total,
-            retry,
-            failed_versions,
-        }
-    }
-
-    /// The next chunk of candidates; `None` once every candidate has been taken.
-    fn next_chunk(&mut self) -> Result<Option<Vec<Candidate>>, StoreError> {
-        let mut chunk = Vec::with_capacity(CHUNK_SIZE);
-        while chunk.len() < CHUNK_SIZE && self.taken < self.total {
-            let Some(entry) = self.heads.next() else {
-                break;
-            };
-            let (id, head) = entry?;
-            if let Some(candidate) = self.candidate(id, head)? {
-                chunk.push(candidate);
-                self.taken += 1;
-            }
-        }
-        Ok((!chunk.is_empty()).then_some(chunk))
-    }
-
-    /// A live head below the latest version is a candidate unless its migration failed before
-    /// (and the run does not retry failures).
-    fn candidate(&mut self, id: String, head: Head) -> Result<Option<Candidate>, StoreError> {
-        if head.version >= T::VERSION {
+impl Scan<'_> {
+    fn next_chunk(&mut self) -> Result<Option<PendingChunk>, StoreError> {
+        let room = usize::try_from(self.total.saturating_sub(self.taken)).unwrap_or(usize::MAX);
+        if room == 0 {
             return Ok(None);
         }
-        // A failure record always names the current head (writes remove it), so its presence is
-        // enough; only versions with failures pay for the lookup.
-        let known_failed =
-            self.failed_versions.contains(&head.version) && self.collection.failure(&id)?.is_some();
-        if known_failed && !self.retry {
-            return Ok(None);
+        let chunk = self.pending.next_chunk(CHUNK_SIZE.min(room))?;
+        if let Some(chunk) = &chunk {
+            self.taken += chunk.documents.len() as u64;
         }
-        let bytes = self.revisions.read(&id, head.revision)?;
-        Ok(Some(Candidate {
-            id,
-            head,
-            bytes,
-            known_failed,
-        }))
+        Ok(chunk)
     }
 }
 
 /// Decodes, steps, validates and encodes one candidate.
 fn process<T: Schema>(
     max_depth: usize,
-    candidate: Candidate,
+    candidate: PendingDocument,
     run_id: u64,
     target_schema: Option<&serde_json::Value>,
 ) -> (ChunkItem, bool) {
-    let Candidate {
+    let PendingDocument {
         id,
         head,
         bytes,
@@ -445,7 +388,7 @@ fn process<T: Schema>(
         // Steps' panics are caught where they run; this catches any other (a `Serialize` or
         // `Deserialize` implementation, say), so that it too fails only its document.
         Some(bytes) => std::panic::catch_unwind(AssertUnwindSafe(|| {
-            convert::<T>(bytes.as_ref(), max_depth, target_schema)
+            convert::<T>(&bytes, max_depth, target_schema)
         }))
         .unwrap_or_else(|panic| {
             Err((
@@ -463,7 +406,7 @@ fn process<T: Schema>(
     };
     let action = match converted {
         Ok(payload) => Action::Write(EncodedRevision::new(
-            head,
+            Some(head),
             T::VERSION,
             Origin::Migration { run: run_id },
             &payload,
@@ -479,7 +422,7 @@ fn process<T: Schema>(
     (
         ChunkItem {
             id,
-            seen: head,
+            seen: Seen::Head(head),
             action,
         },
         known_failed,
@@ -541,7 +484,6 @@ struct Committer<'a, T: Schema> {
     record: &'a mut RunRecord,
     tally: Tally,
     started: Instant,
-    unchanged_since: u64,
     /// Chunks committed so far.
     chunks: u64,
 }
@@ -552,10 +494,7 @@ impl<T: Schema> Committer<'_, T> {
         let _entered = span.enter();
         self.chunks += 1;
         let committing = Instant::now();
-        let cursor = match (self.dry_run, chunk.items.last()) {
-            (false, Some(last)) => Some((T::VERSION, last.id.as_str())),
-            _ => None,
-        };
+        let position = (!self.dry_run).then(|| (T::VERSION, chunk.position.clone()));
         // Each failure's class, parsed once; the chunk's counts and the run's counts with the
         // chunk, computed once: under the write lock for the chunk's progress record (the
         // outcomes are known there only), after the commit for a dry run.
@@ -574,9 +513,10 @@ impl<T: Schema> Committer<'_, T> {
                 items,
                 Commit {
                     origin: Origin::Migration { run: self.run_id },
-                    cursor,
+                    writer: T::VERSION,
+                    position,
                     dry_run: self.dry_run,
-                    unchanged_since: Some(self.unchanged_since),
+                    stamp: Some(chunk.stamp),
                     prepared: chunk.prepared,
                     progress: (!self.dry_run).then_some(ProgressRecord {
                         run: self.run_id,
@@ -637,6 +577,9 @@ impl Tally {
         for (((item, outcome), known_failed), class) in
             items.iter().zip(outcomes).zip(known_failed).zip(classes)
         {
+            let Seen::Head(seen) = item.seen else {
+                continue;
+            };
             match (*outcome, &item.action, *class) {
                 (Outcome::Written, _, _) => {
                     self.settled_fresh += u64::from(!*known_failed);
@@ -654,8 +597,8 @@ impl Tally {
                     if self.failures.len() < MAX_REPORTED_FAILURES {
                         self.failures.push(Failure {
                             id: DocId::from_validated(item.id.clone()),
-                            revision: item.seen.revision,
-                            from_version: item.seen.version,
+                            revision: seen.revision,
+                            from_version: seen.version,
                             class,
                             error: failure.error.clone(),
                         });

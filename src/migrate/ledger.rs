@@ -7,7 +7,7 @@ use super::{Failure, FailureClass, MigrationError, MAX_REPORTED_FAILURES};
 use crate::id::{DocId, Revision};
 use crate::record;
 use crate::schema::Schema;
-use crate::store::{Action, ChunkItem, Collection, Outcome, RawCollection, RunLock, Store};
+use crate::store::{Action, ChunkItem, Collection, Outcome, RawCollection, RunLease, Store};
 
 /// The state of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -140,7 +140,9 @@ impl RunProgress {
         let mut counts = Self::default();
         for ((item, outcome), class) in items.iter().zip(outcomes).zip(classes) {
             counts.scanned += 1;
-            counts.from_versions.insert(item.seen.version);
+            if let Some(seen) = item.seen.head() {
+                counts.from_versions.insert(seen.version);
+            }
             match (outcome, class) {
                 (Outcome::Written, _) => counts.migrated += 1,
                 (Outcome::Failed, Some(class)) => {
@@ -330,10 +332,10 @@ pub(crate) fn settle_opened(collection: &impl Ledgered) -> bool {
 pub(crate) trait Ledgered {
     fn store(&self) -> &Store;
     fn name(&self) -> &str;
-    /// The run under way on the collection in this process, if any.
-    fn current_run(&self) -> Option<u64>;
+    /// Whether `run` is held by a live worker.
+    fn run_is_live(&self, run: u64) -> bool;
     /// The collection's run lock, unless a run, a revert or another settling holds it.
-    fn try_run_lock(&self) -> Option<RunLock<'_>>;
+    fn try_run_lock(&self) -> Option<RunLease<'_>>;
 }
 
 impl<T: Schema> Ledgered for Collection<T> {
@@ -343,10 +345,10 @@ impl<T: Schema> Ledgered for Collection<T> {
     fn name(&self) -> &str {
         self.raw().name()
     }
-    fn current_run(&self) -> Option<u64> {
-        self.raw().current_run()
+    fn run_is_live(&self, run: u64) -> bool {
+        self.raw().run_is_live(run)
     }
-    fn try_run_lock(&self) -> Option<RunLock<'_>> {
+    fn try_run_lock(&self) -> Option<RunLease<'_>> {
         self.raw().try_run_lock()
     }
 }
@@ -358,10 +360,10 @@ impl Ledgered for RawCollection {
     fn name(&self) -> &str {
         RawCollection::name(self)
     }
-    fn current_run(&self) -> Option<u64> {
-        RawCollection::current_run(self)
+    fn run_is_live(&self, run: u64) -> bool {
+        RawCollection::run_is_live(self, run)
     }
-    fn try_run_lock(&self) -> Option<RunLock<'_>> {
+    fn try_run_lock(&self) -> Option<RunLease<'_>> {
         RawCollection::try_run_lock(self)
     }
 }
@@ -407,7 +409,7 @@ fn load(
     lock: Lock,
 ) -> Result<RunRecord, MigrationError> {
     let record = decode(collection, run, bytes)?;
-    if record.state != RunState::Running || collection.current_run() == Some(record.id) {
+    if record.state != RunState::Running || collection.run_is_live(record.id) {
         return Ok(record);
     }
     match lock {
@@ -616,7 +618,7 @@ mod tests {
         let notes = store.collection::<Note>().unwrap();
         running(&notes, 7);
         let mut garbage = |_: &[Outcome]| Ok(vec![0xc1]);
-        let mut commit = Commit::new(Origin::Migration { run: 7 });
+        let mut commit = Commit::new(Origin::Migration { run: 7 }, 1);
         commit.progress = Some(crate::store::ProgressRecord {
             run: 7,
             encode: &mut garbage,
@@ -642,10 +644,10 @@ mod tests {
             let mut record = running(&notes, 7);
             record.failed = 1;
             save(&notes, &record, true).unwrap();
-            let seen = notes.scan_heads(None, None).next().unwrap().unwrap().1;
+            let seen = notes.scan_all_heads().next().unwrap().unwrap().1;
             let item = ChunkItem {
                 id: id.to_string(),
-                seen,
+                seen: crate::store::Seen::Head(seen),
                 action: Action::Fail(crate::store::FailureRecord {
                     revision: seen.revision.get(),
                     version: 1,
@@ -655,7 +657,7 @@ mod tests {
                 }),
             };
             notes
-                .commit_chunk(&[item], Commit::new(Origin::Migration { run: 7 }))
+                .commit_chunk(&[item], Commit::new(Origin::Migration { run: 7 }, 1))
                 .unwrap();
             store.flush().unwrap();
             id
@@ -672,7 +674,7 @@ mod tests {
 
     fn progress_record(notes: &Collection<Note>, run: u64) {
         let mut counts = |_: &[Outcome]| record::encode_payload(&RunProgress::default());
-        let mut commit = Commit::new(Origin::Migration { run });
+        let mut commit = Commit::new(Origin::Migration { run }, 1);
         commit.progress = Some(crate::store::ProgressRecord {
             run,
             encode: &mut counts,

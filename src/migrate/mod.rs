@@ -397,7 +397,7 @@ impl<T: Schema> Collection<T> {
     ///
     /// [`StoreError::Backend`](crate::StoreError::Backend) when the engine cannot answer.
     pub fn pending(&self) -> Result<Pending, crate::StoreError> {
-        let counters = self.counters();
+        let counters = self.counters()?;
         let failed = counters.failed();
         let by_version = counters
             .live()

@@ -9,7 +9,7 @@ use crate::id::DocId;
 use crate::record::{self, Envelope, Kind, Origin};
 use crate::schema::Schema;
 use crate::store::{
-    Action, ChunkItem, Collection, Commit, EncodedRevision, Head, Outcome, ProgressRecord,
+    Action, ChunkItem, Collection, Commit, EncodedRevision, Head, Outcome, ProgressRecord, Seen,
     StoreError,
 };
 
@@ -93,7 +93,7 @@ impl<T: Schema> Collection<T> {
             match self.restoring(&id, head, run, since)? {
                 Restore::Revert(action) => chunk.push(ChunkItem {
                     id,
-                    seen: head,
+                    seen: Seen::Head(head),
                     action,
                 }),
                 Restore::Changed => changed.push(DocId::from_validated(id)),
@@ -165,7 +165,7 @@ impl<T: Schema> Collection<T> {
                 run: revert_id,
                 encode: &mut encode,
             }),
-            ..Commit::new(Origin::Revert { run })
+            ..Commit::new(Origin::Revert { run }, T::VERSION)
         };
         let outcomes = self.commit_chunk(chunk, commit)?;
         let mut restored = 0;
@@ -197,7 +197,7 @@ impl<T: Schema> Collection<T> {
                 return Ok(Restore::Untouched);
             }
             return Ok(Restore::Revert(Action::Write(EncodedRevision::new(
-                head,
+                Some(head),
                 before.version,
                 Origin::Revert { run },
                 before.payload,

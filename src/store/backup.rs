@@ -27,11 +27,12 @@ use sha2::{Digest, Sha256};
 
 use std::collections::BTreeSet;
 
-use super::engine::{Db, Tree};
-use super::error::backend;
+use super::engine::sled::backend;
+use super::engine::sled::guard::{Db, Tree};
+use super::engine::sled::LEDGER_TREE;
+use super::engine::sled::{keys, COLLECTION_TREE_PREFIX};
 use super::maintenance::{collection_of_tree, hex, ledger_run, DEFAULT_TREE, PROGRESS_EVERY};
-use super::migration::LEDGER_TREE;
-use super::{keys, Durability, Store, StoreError, COLLECTION_TREE_PREFIX};
+use super::{Durability, Store, StoreError};
 use crate::record::{self, Origin};
 
 /// A key in the default tree while an import is under way; a store that holds it after the import
@@ -141,7 +142,7 @@ impl Store {
         mut progress: impl FnMut(u64),
     ) -> Result<BackupSummary, BackupError> {
         let mut out = HashingWriter::begin(writer, FORMAT)?;
-        let mut names = self.inner().db.tree_names();
+        let mut names = self.sled()?.db().tree_names();
         names.sort();
         let (mut trees, mut entries) = (0u64, 0u64);
         for name in names {
@@ -166,11 +167,11 @@ impl Store {
                 Ok(())
             };
             if &name[..] == DEFAULT_TREE {
-                copy(&self.inner().db)?;
+                copy(&self.sled()?.db())?;
             } else if let Some(collection) = collection_of_tree(&name) {
                 self.with_collection(&collection, &name, |tree, _| copy(tree))?;
             } else {
-                copy(&self.inner().db.open_tree(&name).map_err(backend)?)?;
+                copy(&self.sled()?.db().open_tree(&name).map_err(backend)?)?;
             }
         }
         out.write(&[FRAME_END])?;
@@ -272,7 +273,7 @@ impl Store {
             .path(path)
             .durability(Durability::Eventual)
             .open()?;
-        let db = &store.inner().db;
+        let db = store.sled()?.db();
         for name in db.tree_names() {
             let tree = if &name[..] == DEFAULT_TREE {
                 (**db).clone()
@@ -635,11 +636,11 @@ fn advance_run_ids(path: &Path, max_run: u64) -> Result<(), StoreError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     // Through the engine's guard like every other call into sled.
     let db = loop {
-        match super::engine::open(&config, Some(path)) {
+        match super::engine::sled::guard::open(&config, Some(path)) {
             Ok(db) => break db,
             // sled releases the import's lock from its background threads, shortly after the
             // store was dropped.
-            Err(super::engine::OpenFault::Engine(sled::Error::Io(io)))
+            Err(super::engine::sled::guard::OpenFault::Engine(sled::Error::Io(io)))
                 if io.to_string().contains("could not acquire lock") =>
             {
                 if Instant::now() >= deadline {
@@ -649,15 +650,19 @@ fn advance_run_ids(path: &Path, max_run: u64) -> Result<(), StoreError> {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(super::engine::OpenFault::Engine(other)) => return Err(backend(other)),
-            Err(super::engine::OpenFault::Corrupt(damage)) => {
-                return Err(super::error::damaged(damage))
+            Err(super::engine::sled::guard::OpenFault::Engine(other)) => {
+                return Err(backend(other))
+            }
+            Err(super::engine::sled::guard::OpenFault::Corrupt(damage)) => {
+                return Err(super::engine::sled::damaged(damage))
             }
         }
     };
     let db = Db::new(
         db,
-        std::sync::Arc::new(super::engine::Health::new(Some(path.to_owned()))),
+        std::sync::Arc::new(super::engine::sled::guard::Health::new(Some(
+            path.to_owned(),
+        ))),
     );
     db.generate_id().map_err(backend)?;
     db.flush().map_err(backend)?;
@@ -674,7 +679,7 @@ mod tests {
     type Trees = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
 
     fn all_trees(store: &Store) -> Trees {
-        let db = &store.inner().db;
+        let db = store.sled().unwrap().db();
         db.tree_names()
             .into_iter()
             .map(|name| {

@@ -1,100 +1,63 @@
-//! Collections: typed handles over one tree, and the write protocol.
+//! Collections: raw handles, typed views over them, and the write protocol.
 
 use std::any::TypeId;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use super::counters::{Counter, Counters};
-use super::error::backend;
+use super::engine::{
+    Action, Bytes, ChunkItem, CollectionEngine, Commit, EncodedRevision, Head, Outcome, Seen,
+};
 use super::iter::Iter;
-use super::keys::{self, Head};
-use super::migration::{Action, ChunkItem, Commit, EncodedRevision, FailureRecord, Outcome};
-use super::write::{Staged, WriteSet};
 use super::{Store, StoreError};
 use crate::id::{self, DocId, Revision};
 use crate::record::{self, Envelope, Kind, Origin};
 use crate::schema::{self, Schema};
 
-/// The state every handle of one collection name shares.
+/// The state every handle of one collection name shares in this process.
 pub(crate) struct Core {
     pub(super) name: String,
-    pub(super) tree: super::engine::Tree,
-    /// The collection's counters. Its mutex is the collection's write lock: every write holds it
-    /// from reading the heads it replaces until its batch is applied, so counters and heads never
-    /// disagree and no update is lost.
-    pub(super) counters: Mutex<Counters>,
+    pub(super) engine: Arc<dyn CollectionEngine>,
     binding: Mutex<Option<Binding>>,
-    /// Held by the migration run (or revert) under way, so that there is at most one at a time.
-    pub(super) run: Mutex<()>,
-    /// The id of the run under way; 0 for none.
-    pub(super) running: AtomicU64,
     /// Whether the newest ledger record was settled since the store was opened: a run found
     /// `running` then is one that stopped (see `Store::settled`).
     pub(super) settled: AtomicBool,
-    /// Writes other than migration chunks, counted under the write lock before they apply: a
-    /// migration that finds it unchanged since its scan began need not re-read heads.
-    pub(super) foreign_writes: AtomicU64,
 }
 
-/// The type a collection name is registered with in this process.
+/// The type a collection name is bound to in this process.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Binding {
+struct Binding {
     type_id: TypeId,
     type_name: &'static str,
-    /// The newest version of the collection any program has registered; when above the bound
-    /// type's version, this program may read but not write.
-    newest: u32,
 }
 
 impl Core {
-    pub(super) fn open(name: String, tree: super::engine::Tree) -> Result<Self, StoreError> {
-        let mut counters = Counters::default();
-        for entry in tree.scan_prefix([keys::COUNTER]) {
-            let (key, value) = entry.map_err(backend)?;
-            let counter = Counter::from_key(&key);
-            let count = <[u8; 8]>::try_from(&value[..]).ok().map(u64::from_be_bytes);
-            match (counter, count) {
-                (Some(counter), Some(count)) => counters.insert(counter, count),
-                _ => {
-                    return Err(StoreError::Corrupt {
-                        collection: name,
-                        id: "counters".to_owned(),
-                        revision: None,
-                        source: record::RecordError::InvalidHeader("malformed counter"),
-                    })
-                }
-            }
-        }
-        Ok(Self {
+    pub(super) fn new(name: String, engine: Arc<dyn CollectionEngine>) -> Self {
+        Self {
             name,
-            tree,
-            counters: Mutex::new(counters),
+            engine,
             binding: Mutex::new(None),
-            run: Mutex::new(()),
-            running: AtomicU64::new(0),
             settled: AtomicBool::new(false),
-            foreign_writes: AtomicU64::new(0),
-        })
+        }
     }
 
-    /// Binds the collection to a type on first use, and checks every later use names the same.
+    /// Binds the collection to a type on first use (registering it, and telling the engine the
+    /// newest version registered), and checks every later use names the same type.
     pub(super) fn bind(
         &self,
         type_id: TypeId,
         type_name: &'static str,
-        version: u32,
         register: impl FnOnce() -> Result<u32, StoreError>,
-    ) -> Result<Binding, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut binding = self.binding.lock();
         if let Some(bound) = *binding {
             return if bound.type_id == type_id {
-                Ok(bound)
+                Ok(())
             } else {
                 Err(StoreError::CollectionTypeMismatch {
                     collection: self.name.clone(),
@@ -103,38 +66,34 @@ impl Core {
                 })
             };
         }
-        let registered = register()?;
-        let stored = self.counters.lock().newest_version().unwrap_or(0);
-        let bound = Binding {
-            type_id,
-            type_name,
-            newest: registered.max(stored).max(version),
-        };
-        *binding = Some(bound);
-        Ok(bound)
+        let newest = register()?;
+        self.engine.registered(newest);
+        *binding = Some(Binding { type_id, type_name });
+        Ok(())
     }
 
     pub(super) fn head(&self, id: &str) -> Result<Option<Head>, StoreError> {
-        match self.tree.get(keys::head(id)).map_err(backend)? {
-            None => Ok(None),
-            Some(bytes) => Head::decode(&bytes)
-                .map(Some)
-                .ok_or_else(|| StoreError::Corrupt {
-                    collection: self.name.clone(),
-                    id: id.to_owned(),
-                    revision: None,
-                    source: record::RecordError::InvalidHeader("malformed head"),
-                }),
-        }
+        self.engine.head(id)
     }
 
-    /// The stored bytes of one revision.
-    pub(super) fn revision_bytes(
-        &self,
-        id: &str,
-        revision: Revision,
-    ) -> Result<Option<sled::IVec>, StoreError> {
-        self.tree.get(keys::revision(id, revision)).map_err(backend)
+    /// The sled engine of this collection, for tests that damage its records.
+    #[cfg(test)]
+    pub(crate) fn sled(&self) -> &super::engine::sled::collection::SledCollection {
+        self.engine
+            .as_any()
+            .downcast_ref()
+            .expect("tests run on sled")
+    }
+
+    /// The bytes of the revision a head names; a missing one is a dangling head.
+    pub(super) fn head_revision(&self, id: &str, head: Head) -> Result<Bytes, StoreError> {
+        self.engine
+            .revision(id, head.revision)?
+            .ok_or_else(|| StoreError::DanglingHead {
+                collection: self.name.clone(),
+                id: id.to_owned(),
+                revision: head.revision,
+            })
     }
 
     pub(super) fn corrupt(
@@ -158,17 +117,6 @@ impl Core {
         }
     }
 
-    fn history(&self, id: &str) -> Result<Vec<RevisionInfo>, StoreError> {
-        validate_id(id)?;
-        let mut out = Vec::new();
-        for entry in self.tree.scan_prefix(keys::revisions_of(id)) {
-            let (_, bytes) = entry.map_err(backend)?;
-            let envelope = record::decode(&bytes).map_err(|e| self.corrupt(id, None, e))?;
-            out.push(RevisionInfo::from(&envelope));
-        }
-        Ok(out)
-    }
-
     /// Up to `limit` revisions after `after` (from the first without it), oldest first: a range
     /// read, so a long history costs only the page.
     fn history_page(
@@ -178,27 +126,14 @@ impl Core {
         limit: usize,
     ) -> Result<Vec<RevisionInfo>, StoreError> {
         validate_id(id)?;
-        let prefix = keys::revisions_of(id);
-        let start = match after {
-            None => prefix.clone(),
-            Some(after) => match after.get().checked_add(1).and_then(Revision::new) {
-                Some(next) => keys::revision(id, next),
-                None => return Ok(Vec::new()),
-            },
-        };
-        let mut out = Vec::new();
-        for entry in self.tree.range(start..) {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, bytes) = entry.map_err(backend)?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let envelope = record::decode(&bytes).map_err(|e| self.corrupt(id, None, e))?;
-            out.push(RevisionInfo::from(&envelope));
-        }
-        Ok(out)
+        self.engine
+            .revisions(id, after, limit)?
+            .iter()
+            .map(|bytes| {
+                let envelope = record::decode(bytes).map_err(|e| self.corrupt(id, None, e))?;
+                Ok(RevisionInfo::from(&envelope))
+            })
+            .collect()
     }
 
     fn raw_revision(
@@ -208,7 +143,7 @@ impl Core {
         max_depth: usize,
     ) -> Result<Option<RawRevision>, StoreError> {
         validate_id(id)?;
-        let Some(bytes) = self.revision_bytes(id, revision)? else {
+        let Some(bytes) = self.engine.revision(id, revision)? else {
             return Ok(None);
         };
         let envelope = record::decode(&bytes).map_err(|e| self.corrupt(id, Some(revision), e))?;
@@ -226,14 +161,6 @@ impl Core {
         }))
     }
 
-    fn count_by_version(&self) -> BTreeMap<u32, u64> {
-        self.counters.lock().live()
-    }
-
-    fn removed_count(&self) -> u64 {
-        self.counters.lock().removed()
-    }
-
     /// Whether every revision after `expected` up to the head is a migration or a revert, which
     /// `update_if` looks through.
     fn only_transparent_since(
@@ -244,7 +171,7 @@ impl Core {
     ) -> Result<bool, StoreError> {
         let mut revision = expected.next();
         while revision <= head {
-            let Some(bytes) = self.revision_bytes(id, revision)? else {
+            let Some(bytes) = self.engine.revision(id, revision)? else {
                 return Ok(false);
             };
             let envelope =
@@ -278,7 +205,6 @@ fn validate_id(id: &str) -> Result<(), StoreError> {
 /// Cheap to clone, `Send` and `Sync`; every handle of a collection shares one write lock.
 pub struct Collection<T> {
     pub(super) raw: RawCollection,
-    binding: Binding,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -286,7 +212,6 @@ impl<T> Clone for Collection<T> {
     fn clone(&self) -> Self {
         Self {
             raw: self.raw.clone(),
-            binding: self.binding,
             _type: PhantomData,
         }
     }
@@ -314,7 +239,7 @@ impl<T> fmt::Debug for Collection<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Collection")
             .field("name", &self.raw.core.name)
-            .field("type", &self.binding.type_name)
+            .field("type", &std::any::type_name::<T>())
             .finish_non_exhaustive()
     }
 }
@@ -399,8 +324,10 @@ impl<T> Collection<T> {
     /// Test only: overwrites the head of `id` with bytes that do not decode, so that the HTTP
     /// layer's tests can provoke a real store error (500).
     pub(crate) fn damage_head_for_test(&self, id: &str) {
+        use super::engine::sled::keys;
         self.raw
             .core
+            .sled()
             .tree
             .insert(keys::head(id), &[9u8; 3][..])
             .unwrap();
@@ -408,10 +335,9 @@ impl<T> Collection<T> {
 }
 
 impl<T: Schema> Collection<T> {
-    pub(super) fn new(store: Store, core: Arc<Core>, binding: Binding) -> Self {
+    pub(super) fn new(store: Store, core: Arc<Core>) -> Self {
         Self {
             raw: RawCollection::new(store, core),
-            binding,
             _type: PhantomData,
         }
     }
@@ -422,14 +348,7 @@ impl<T: Schema> Collection<T> {
 
     /// Refuses writes from a program older than the newest one that registered the collection.
     pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
-        if self.binding.newest > T::VERSION {
-            return Err(StoreError::VersionTooNew {
-                collection: self.raw.core.name.clone(),
-                stored: self.binding.newest,
-                known: T::VERSION,
-            });
-        }
-        Ok(())
+        self.raw.core.engine.writable_by(T::VERSION)
     }
 
     fn encode(&self, value: &T) -> Result<Vec<u8>, StoreError> {
@@ -493,48 +412,32 @@ impl<T: Schema> Collection<T> {
         values: impl IntoIterator<Item = &'a T>,
     ) -> Result<Vec<DocId>, StoreError> {
         self.check_writable()?;
-        let mut ids = Vec::new();
-        let mut records = Vec::new();
+        let mut items = Vec::new();
         for value in values {
             let payload = self.encode(value)?;
-            ids.push(DocId::generate());
-            records.push(record::encode(
-                Kind::Document,
-                T::VERSION,
-                Revision::FIRST,
-                Origin::Write,
-                &payload,
-            ));
+            items.push(ChunkItem {
+                id: DocId::generate().into_string(),
+                // A generated id is new: no head is looked for.
+                seen: Seen::Fresh,
+                action: Action::Write(EncodedRevision::new(
+                    None,
+                    T::VERSION,
+                    Origin::Write,
+                    &payload,
+                )),
+            });
         }
-        if ids.is_empty() {
-            return Ok(ids);
+        if items.is_empty() {
+            return Ok(Vec::new());
         }
-        let head = Head {
-            revision: Revision::FIRST,
-            version: T::VERSION,
-            removed: false,
-        };
-        let staged: Vec<Staged<'_>> = ids
-            .iter()
-            .zip(records)
-            .map(|(id, record)| Staged {
-                id: id.as_str(),
-                replaces: None,
-                head,
-                record: record.into(),
-            })
-            .collect();
-        let ticket = {
-            let mut counters = self.raw.core.counters.lock();
-            let mut writes = WriteSet::default();
-            for staged in &staged {
-                writes.revision(staged);
-            }
-            writes.apply(&self.raw.core, &mut counters)?;
-            self.raw.store.inner().commit.ticket()
-        };
-        self.raw.store.inner().durable(ticket)?;
-        Ok(ids)
+        self.raw
+            .core
+            .engine
+            .commit(&items, Commit::new(Origin::Write, T::VERSION))?;
+        Ok(items
+            .into_iter()
+            .map(|item| DocId::from_validated(item.id))
+            .collect())
     }
 
     /// Inserts a document under an id the application chooses.
@@ -596,33 +499,30 @@ impl<T: Schema> Collection<T> {
         self.write(id, Expect::Revision(expected), None)
     }
 
+    /// A single-document write: decides from the head it reads, and commits only if that head
+    /// is still the document's; when another write moved it meanwhile, decides again.
     fn write(&self, id: &str, expect: Expect, value: Option<&T>) -> Result<Revision, StoreError> {
         validate_id(id)?;
         self.check_writable()?;
         let payload = value.map(|value| self.encode(value)).transpose()?;
-        let ticket = {
-            let mut counters = self.raw.core.counters.lock();
-            let current = self.raw.core.head(id)?;
+        let core = &self.raw.core;
+        loop {
+            let current = core.head(id)?;
             let live = current.filter(|head| !head.removed);
             match (expect, live) {
                 (Expect::Absent, Some(_)) => {
                     return Err(StoreError::AlreadyExists {
-                        collection: self.raw.core.name.clone(),
+                        collection: core.name.clone(),
                         id: id.to_owned(),
                     })
                 }
-                (Expect::Live | Expect::Revision(_), None) => {
-                    return Err(self.raw.core.not_found(id))
-                }
+                (Expect::Live | Expect::Revision(_), None) => return Err(core.not_found(id)),
                 (Expect::Revision(expected), Some(head)) if head.revision != expected => {
                     let transparent = expected < head.revision
-                        && self
-                            .raw
-                            .core
-                            .only_transparent_since(id, expected, head.revision)?;
+                        && core.only_transparent_since(id, expected, head.revision)?;
                     if !transparent {
                         return Err(StoreError::Conflict {
-                            collection: self.raw.core.name.clone(),
+                            collection: core.name.clone(),
                             id: id.to_owned(),
                             expected,
                             current: head.revision,
@@ -631,37 +531,27 @@ impl<T: Schema> Collection<T> {
                 }
                 _ => {}
             }
-            let revision = current.map_or(Revision::FIRST, |head| head.revision.next());
-            let (kind, version, payload) = match &payload {
-                Some(payload) => (Kind::Document, T::VERSION, &payload[..]),
-                None => (Kind::Tombstone, 0, &[][..]),
+            let revision = match (&payload, live) {
+                (Some(payload), _) => {
+                    EncodedRevision::new(current, T::VERSION, Origin::Write, payload)
+                }
+                (None, Some(live)) => EncodedRevision::tombstone(live, Origin::Write),
+                (None, None) => return Err(core.not_found(id)),
             };
-            let head = Head {
-                revision,
-                version,
-                removed: kind == Kind::Tombstone,
+            let written = revision.head.revision;
+            let item = ChunkItem {
+                id: id.to_owned(),
+                seen: current.map_or(Seen::Absent, Seen::Head),
+                action: Action::Write(revision),
             };
-            let staged = Staged {
-                id,
-                replaces: current,
-                head,
-                record: record::encode(kind, version, revision, Origin::Write, payload).into(),
-            };
-            let mut writes = WriteSet::default();
-            writes.revision(&staged);
-            self.raw
-                .core
-                .foreign_writes
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if let Some(live) = live {
-                // A write changes the document, so a recorded migration failure no longer holds.
-                writes.clear_failure(&self.raw.core, &counters, id, live.version)?;
+            let outcome = core.engine.commit(
+                std::slice::from_ref(&item),
+                Commit::new(Origin::Write, T::VERSION),
+            )?;
+            if outcome == [Outcome::Written] {
+                return Ok(written);
             }
-            writes.apply(&self.raw.core, &mut counters)?;
-            (self.raw.store.inner().commit.ticket(), revision)
-        };
-        self.raw.store.inner().durable(ticket.0)?;
-        Ok(ticket.1)
+        }
     }
 
     /// The current revision of a document, upgraded to `T`; `None` if there is none or it was
@@ -682,17 +572,7 @@ impl<T: Schema> Collection<T> {
         if head.removed {
             return Ok(None);
         }
-        let bytes = self
-            .raw
-            .core
-            .revision_bytes(id, head.revision)?
-            .ok_or_else(|| {
-                self.raw.core.corrupt(
-                    id,
-                    Some(head.revision),
-                    record::RecordError::Truncated { len: 0 },
-                )
-            })?;
+        let bytes = self.raw.core.head_revision(id, head)?;
         let Some(mut document) = self.decode(id, &bytes)? else {
             return Ok(None);
         };
@@ -703,16 +583,17 @@ impl<T: Schema> Collection<T> {
             let payload = self.encode(&document.data)?;
             let item = ChunkItem {
                 id: id.to_owned(),
-                seen: head,
+                seen: Seen::Head(head),
                 action: Action::Write(EncodedRevision::new(
-                    head,
+                    Some(head),
                     T::VERSION,
                     Origin::UpgradeOnRead,
                     &payload,
                 )),
             };
             // Skipped when another write replaced the head meanwhile: the read stays correct.
-            let outcome = self.commit_chunk(&[item], Commit::new(Origin::UpgradeOnRead))?;
+            let outcome =
+                self.commit_chunk(&[item], Commit::new(Origin::UpgradeOnRead, T::VERSION))?;
             if outcome == [Outcome::Written] {
                 document.revision = head.revision.next();
                 document.stored_version = T::VERSION;
@@ -732,7 +613,7 @@ impl<T: Schema> Collection<T> {
         revision: Revision,
     ) -> Result<Option<Document<T>>, StoreError> {
         validate_id(id)?;
-        match self.raw.core.revision_bytes(id, revision)? {
+        match self.raw.core.engine.revision(id, revision)? {
             Some(bytes) => self.decode(id, &bytes),
             None => Ok(None),
         }
@@ -745,16 +626,13 @@ impl<T: Schema> Collection<T> {
     /// ([`StoreError::Corrupt`]).
     #[must_use]
     pub fn iter(&self) -> Iter<T> {
-        Iter::new(self.clone(), self.raw.core.tree.scan_prefix([keys::HEAD]))
+        Iter::new(self.clone(), self.raw.core.engine.heads(None, false))
     }
 
     /// The current documents whose id comes after `id`, in id order: for paging.
     #[must_use]
     pub fn iter_after(&self, id: &str) -> Iter<T> {
-        let mut start = keys::head(id);
-        start.push(0);
-        let end = [keys::HEAD + 1];
-        Iter::new(self.clone(), self.raw.core.tree.range(start..end.to_vec()))
+        Iter::new(self.clone(), self.raw.core.engine.heads(Some(id), false))
     }
 }
 
@@ -790,19 +668,6 @@ impl RawCollection {
         &self.store
     }
 
-    /// The run lock, unless a run or revert holds it.
-    pub(crate) fn try_run_lock(&self) -> Option<super::migration::RunLock<'_>> {
-        self.core.try_run_lock()
-    }
-
-    /// The run under way on this collection in this process, if any.
-    pub(crate) fn current_run(&self) -> Option<u64> {
-        match self.core.running.load(std::sync::atomic::Ordering::SeqCst) {
-            0 => None,
-            run => Some(run),
-        }
-    }
-
     /// One revision exactly as stored: its version and payload, not upgraded.
     ///
     /// # Errors
@@ -824,7 +689,7 @@ impl RawCollection {
     ///
     /// As [`raw_revision`](Self::raw_revision).
     pub fn history(&self, id: &str) -> Result<Vec<RevisionInfo>, StoreError> {
-        self.core.history(id)
+        self.core.history_page(id, None, usize::MAX)
     }
 
     /// A page of a document's history, oldest first: up to `limit` revisions numbered above
@@ -850,7 +715,7 @@ impl RawCollection {
     ///
     /// [`StoreError::Backend`] when the engine cannot answer.
     pub fn count_by_version(&self) -> Result<BTreeMap<u32, u64>, StoreError> {
-        Ok(self.core.count_by_version())
+        Ok(self.core.engine.counts()?.live())
     }
 
     /// How many documents are removed (their last revision is a removal).
@@ -859,7 +724,7 @@ impl RawCollection {
     ///
     /// As [`count_by_version`](Self::count_by_version).
     pub fn removed_count(&self) -> Result<u64, StoreError> {
-        Ok(self.core.removed_count())
+        Ok(self.core.engine.counts()?.removed())
     }
 
     /// How many live documents the collection holds.
@@ -879,20 +744,12 @@ impl RawCollection {
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
-
-    /// Up to `limit` records of the failure set in id order, after `after` if given.
-    pub(crate) fn failure_records(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, FailureRecord)>, StoreError> {
-        self.core.failure_records(after, limit)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::engine::sled::keys;
     use crate::{Store, StoreError};
     use serde::{Deserialize, Serialize};
 
@@ -925,10 +782,24 @@ mod tests {
     fn truncated_and_corrupt_records_are_typed_errors() {
         let (_store, notes, id) = store_with_note();
         let key = keys::revision(&id, Revision::FIRST);
-        let good = notes.raw.core.tree.get(&key).unwrap().unwrap().to_vec();
+        let good = notes
+            .raw
+            .core
+            .sled()
+            .tree
+            .get(&key)
+            .unwrap()
+            .unwrap()
+            .to_vec();
 
         for len in [0, 1, 10, good.len() - 1] {
-            notes.raw.core.tree.insert(&key, &good[..len]).unwrap();
+            notes
+                .raw
+                .core
+                .sled()
+                .tree
+                .insert(&key, &good[..len])
+                .unwrap();
             let err = notes.get(&id).unwrap_err();
             assert!(
                 matches!(err, StoreError::Corrupt { .. }),
@@ -940,14 +811,14 @@ mod tests {
         for i in 0..good.len() {
             let mut corrupt = good.clone();
             corrupt[i] ^= 0x55;
-            notes.raw.core.tree.insert(&key, corrupt).unwrap();
+            notes.raw.core.sled().tree.insert(&key, corrupt).unwrap();
             let err = notes.get(&id).unwrap_err();
             assert!(
                 matches!(err, StoreError::Corrupt { .. }),
                 "byte {i}: {err:?}"
             );
         }
-        notes.raw.core.tree.insert(&key, good).unwrap();
+        notes.raw.core.sled().tree.insert(&key, good).unwrap();
         assert_eq!(notes.get(&id).unwrap().unwrap().data, note("hello"));
     }
 
@@ -959,6 +830,7 @@ mod tests {
         notes
             .raw
             .core
+            .sled()
             .tree
             .insert(keys::revision(&id, Revision::FIRST), bytes)
             .unwrap();
@@ -981,11 +853,12 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_head_or_a_head_without_its_revision_is_corrupt() {
+    fn a_malformed_head_is_corrupt_and_a_head_without_its_revision_dangles() {
         let (_store, notes, id) = store_with_note();
         notes
             .raw
             .core
+            .sled()
             .tree
             .insert(keys::head(&id), &[9u8; 3][..])
             .unwrap();
@@ -1001,10 +874,21 @@ mod tests {
         notes
             .raw
             .core
+            .sled()
             .tree
             .insert(keys::head(&id), &dangling.encode()[..])
             .unwrap();
-        assert!(matches!(notes.get(&id), Err(StoreError::Corrupt { .. })));
+        // A head naming a revision that is not there is a dangling head, named as such (it used
+        // to read as a truncated record of length 0).
+        for error in [
+            notes.get(&id).unwrap_err(),
+            notes.iter().next().unwrap().unwrap_err(),
+        ] {
+            assert!(
+                matches!(&error, StoreError::DanglingHead { revision, .. } if revision.get() == 5),
+                "{error:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,16 +1,10 @@
-//! Per-collection counters, kept in the collection's tree and changed in the same batch as the
-//! heads they count.
-//!
-//! ```text
-//! c ‖ 'l' ‖ version u32 BE → live documents whose head is at that version
-//! c ‖ 'r' ‖ 0u32           → removed documents (head is a tombstone)
-//! c ‖ 'f' ‖ version u32 BE → live documents at that version whose migration failed (recorded
-//!                            under `f ‖ id`); a subset of the live count
-//! ```
+//! A collection's counts: live documents per version, removed documents, and known migration
+//! failures per version (a subset of the live count). Engines keep them up to date in the same
+//! commit as the heads they count; how they store them is theirs.
 
 use std::collections::BTreeMap;
 
-use super::keys::{Head, COUNTER};
+use super::engine::Head;
 
 /// One counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,44 +16,21 @@ pub(crate) enum Counter {
 
 impl Counter {
     /// The counter a head is counted in.
-    pub(super) fn of(head: Head) -> Self {
+    pub(crate) fn of(head: Head) -> Self {
         if head.removed {
             Counter::Removed
         } else {
             Counter::Live(head.version)
         }
     }
-
-    pub(super) fn key(self) -> [u8; 6] {
-        let (class, version) = match self {
-            Counter::Live(version) => (b'l', version),
-            Counter::Removed => (b'r', 0),
-            Counter::Failed(version) => (b'f', version),
-        };
-        let v = version.to_be_bytes();
-        [COUNTER, class, v[0], v[1], v[2], v[3]]
-    }
-
-    pub(super) fn from_key(key: &[u8]) -> Option<Self> {
-        let [COUNTER, class, a, b, c, d] = *key else {
-            return None;
-        };
-        let version = u32::from_be_bytes([a, b, c, d]);
-        match class {
-            b'l' => Some(Counter::Live(version)),
-            b'r' if version == 0 => Some(Counter::Removed),
-            b'f' => Some(Counter::Failed(version)),
-            _ => None,
-        }
-    }
 }
 
-/// The in-memory copy of a collection's counters; guarded by the collection's write lock.
+/// A collection's counts, as an engine reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Counters(BTreeMap<Counter, u64>);
 
 impl Counters {
-    pub(super) fn insert(&mut self, counter: Counter, value: u64) {
+    pub(crate) fn insert(&mut self, counter: Counter, value: u64) {
         self.0.insert(counter, value);
     }
 
@@ -112,15 +83,15 @@ impl Counters {
 
 /// Counter changes staged for one batch.
 #[derive(Debug, Default)]
-pub(super) struct Delta(BTreeMap<Counter, i64>);
+pub(crate) struct Delta(BTreeMap<Counter, i64>);
 
 impl Delta {
-    pub(super) fn add(&mut self, counter: Counter, change: i64) {
+    pub(crate) fn add(&mut self, counter: Counter, change: i64) {
         *self.0.entry(counter).or_insert(0) += change;
     }
 
     /// A head replaced by another.
-    pub(super) fn replace(&mut self, old: Option<Head>, new: Head) {
+    pub(crate) fn replace(&mut self, old: Option<Head>, new: Head) {
         if let Some(old) = old {
             self.add(Counter::of(old), -1);
         }
@@ -128,7 +99,7 @@ impl Delta {
     }
 
     /// The new value of every changed counter.
-    pub(super) fn values(&self, counters: &Counters) -> Vec<(Counter, u64)> {
+    pub(crate) fn values(&self, counters: &Counters) -> Vec<(Counter, u64)> {
         self.0
             .iter()
             .filter(|&(_, &change)| change != 0)
@@ -149,19 +120,6 @@ impl Delta {
 mod tests {
     use super::*;
     use crate::Revision;
-
-    #[test]
-    fn keys_round_trip() {
-        for counter in [
-            Counter::Live(3),
-            Counter::Removed,
-            Counter::Failed(u32::MAX),
-        ] {
-            assert_eq!(Counter::from_key(&counter.key()), Some(counter));
-        }
-        assert_eq!(Counter::from_key(b"c"), None);
-        assert_eq!(Counter::from_key(&[COUNTER, b'x', 0, 0, 0, 1]), None);
-    }
 
     #[test]
     fn migratable_leaves_out_failed_and_latest() {

@@ -12,11 +12,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use super::counters::Counter;
-use super::engine::{Fault, Tree};
-use super::error::backend;
-use super::keys::{self, Head};
+use super::engine::sled::backend;
+use super::engine::sled::guard::{Fault, Tree};
+use super::engine::sled::keys::{self, Head};
+use super::engine::sled::COLLECTION_TREE_PREFIX;
 use super::maintenance::{decode_counter, escape, parse_revision_key, valid_id, Check, Problem};
-use super::{StoreError, COLLECTION_TREE_PREFIX};
+use super::StoreError;
 use crate::id::Revision;
 
 /// Revisions past this many are not point-read one by one on the word of a head alone.

@@ -4,13 +4,18 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::collection::RawRevision;
-use super::engine::{Damage, Fault};
 use crate::id::{InvalidId, Revision};
 use crate::record::RecordError;
 use crate::schema::{Compatibility, SchemaChange, SchemaError};
 
 /// An error of the storage engine, kept opaque so that its type is not part of revolve's API.
-pub struct BackendError(pub(super) sled::Error);
+pub struct BackendError(Box<dyn std::error::Error + Send + Sync>);
+
+impl BackendError {
+    pub(crate) fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(error))
+    }
+}
 
 impl fmt::Debug for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -26,7 +31,7 @@ impl fmt::Display for BackendError {
 
 impl std::error::Error for BackendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.0)
+        self.0.source()
     }
 }
 
@@ -179,6 +184,18 @@ pub enum StoreError {
         #[source]
         source: RecordError,
     },
+    /// A document's head names a revision that is not stored: the store is damaged (a revision
+    /// is always written in the same commit as the head that names it, and never removed).
+    /// `revolve verify` lists every such document.
+    #[error("the head of `{id}` in `{collection}` names revision {revision}, which is missing")]
+    DanglingHead {
+        /// The collection.
+        collection: String,
+        /// The document's id.
+        id: String,
+        /// The revision the head names.
+        revision: Revision,
+    },
     /// A stored revision could not be brought to the latest version: its payload does not decode,
     /// or a step failed.
     ///
@@ -253,6 +270,14 @@ pub enum StoreError {
         /// How many live documents are at it.
         documents: u64,
     },
+    /// The store's engine does not offer this operation (a sled-only repair on another engine).
+    #[error("{operation} is not supported by {engine}")]
+    Unsupported {
+        /// What was asked.
+        operation: &'static str,
+        /// The engine.
+        engine: &'static str,
+    },
     /// The type's schema chain is invalid.
     #[error(transparent)]
     Schema(#[from] SchemaError),
@@ -268,44 +293,14 @@ impl StoreError {
 }
 
 /// What to do about a damaged `db` file.
-pub(super) const DB_REMEDY: &str =
+pub(crate) const DB_REMEDY: &str =
     "run `revolve verify` to name the affected documents, `revolve export --salvage` to save what is readable, or restore a backup";
 /// What to do about a damaged snapshot.
-pub(super) const SNAPSHOT_REMEDY: &str =
+pub(crate) const SNAPSHOT_REMEDY: &str =
     "run `revolve repair --rebuild-snapshot <store>` to move it aside and rebuild it from the log";
 /// What to do about a damaged `conf` file.
-pub(super) const CONF_REMEDY: &str =
+pub(crate) const CONF_REMEDY: &str =
     "restore the file from a copy of the store, or restore a backup";
-
-/// Wraps a sled error or a guarded call's fault; a function rather than `From` so that sled
-/// stays out of the public API.
-pub(super) fn backend(error: impl Into<Fault>) -> StoreError {
-    match error.into() {
-        Fault::Engine(error) => StoreError::Backend(BackendError(error)),
-        Fault::Corrupt { file, detail } => StoreError::StorageCorrupt {
-            file,
-            detail,
-            remedy: DB_REMEDY,
-        },
-        Fault::Poisoned { path, cause } => StoreError::Poisoned { path, cause },
-    }
-}
-
-/// The error for a damaged file found at open.
-pub(super) fn damaged(damage: Damage) -> StoreError {
-    let remedy = if damage.snapshot {
-        SNAPSHOT_REMEDY
-    } else if damage.file.ends_with("conf") {
-        CONF_REMEDY
-    } else {
-        DB_REMEDY
-    };
-    StoreError::StorageCorrupt {
-        file: damage.file,
-        detail: damage.detail,
-        remedy,
-    }
-}
 
 fn schema_changed_message(
     collection: &str,

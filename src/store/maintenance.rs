@@ -17,13 +17,13 @@ use serde::Serialize;
 
 use super::backup::IMPORT_MARKER;
 use super::counters::{Counter, Counters};
-use super::engine::{Fault, Iter, Tree};
-use super::error::backend;
-use super::keys::{self, Head};
-use super::migration::{ledger_key, LEDGER_TREE};
-use super::{
-    validate_collection_name, FailureRecord, Store, StoreError, COLLECTION_TREE_PREFIX, META_TREE,
-};
+use super::engine::sled::backend;
+use super::engine::sled::guard::{Fault, Iter, Tree};
+use super::engine::sled::keys::ledger as ledger_key;
+use super::engine::sled::keys::{self, Head};
+use super::engine::sled::LEDGER_TREE;
+use super::engine::sled::{COLLECTION_TREE_PREFIX, META_TREE};
+use super::{validate_collection_name, FailureRecord, Store, StoreError};
 use crate::id;
 use crate::record::{self, Kind};
 
@@ -526,7 +526,7 @@ impl Store {
     ///
     /// [`StoreError::Backend`].
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.inner().db.size_on_disk().map_err(backend)
+        self.sled()?.db().size_on_disk().map_err(backend)
     }
 
     /// Every collection's counts per version, removed and failed documents, and the size on
@@ -540,7 +540,7 @@ impl Store {
         let mut collections = Vec::new();
         for name in self.collection_names()? {
             let newest_version = self.read_meta(&name)?.map_or(0, |meta| meta.newest_version);
-            let counters = self.core(&name)?.counters.lock().clone();
+            let counters = self.core(&name)?.engine.counts()?;
             collections.push(CollectionStats {
                 live: counters.live(),
                 removed: counters.removed(),
@@ -590,7 +590,7 @@ impl Store {
             progress: &mut progress,
         };
         let mut registered = BTreeSet::new();
-        for entry in &self.inner().meta {
+        for entry in &self.sled()?.meta {
             let key = match entry {
                 Ok((key, _)) => key,
                 Err(Fault::Corrupt { detail, .. }) => {
@@ -620,7 +620,7 @@ impl Store {
                 }),
             }
         }
-        let trees = self.collection_trees();
+        let trees = self.collection_trees()?;
         let mut names: BTreeSet<&String> = registered.iter().collect();
         names.extend(trees.keys());
         check.report.collections = u64::try_from(names.len()).unwrap_or(u64::MAX);
@@ -639,8 +639,8 @@ impl Store {
                 }
             })?;
         }
-        if self.has_tree(LEDGER_TREE.as_bytes()) {
-            let ledger = self.inner().db.open_tree(LEDGER_TREE).map_err(backend)?;
+        if self.sled()?.has_tree(LEDGER_TREE.as_bytes()) {
+            let ledger = self.sled()?.db().open_tree(LEDGER_TREE).map_err(backend)?;
             match check.ledger(&ledger) {
                 Err(StoreError::StorageCorrupt { detail, .. }) => {
                     check.report.problem(Problem::Unreadable {
@@ -653,8 +653,8 @@ impl Store {
             }
         }
         if self
-            .inner()
-            .db
+            .sled()?
+            .db()
             .contains_key(IMPORT_MARKER)
             .map_err(backend)?
         {
@@ -675,7 +675,7 @@ impl Store {
     /// [`StoreError::Backend`] when the storage engine fails.
     pub fn repair_counters(&self) -> Result<RepairReport, StoreError> {
         let mut report = RepairReport::default();
-        for (name, tree_name) in &self.collection_trees() {
+        for (name, tree_name) in &self.collection_trees()? {
             report.collections += 1;
             self.with_collection(name, tree_name, |tree, memory| {
                 repair_collection(name, tree, memory, &mut report)
@@ -686,21 +686,14 @@ impl Store {
     }
 
     /// The collection trees of the database, by collection name.
-    fn collection_trees(&self) -> BTreeMap<String, sled::IVec> {
-        self.inner()
-            .db
+    fn collection_trees(&self) -> Result<BTreeMap<String, sled::IVec>, StoreError> {
+        Ok(self
+            .sled()?
+            .db()
             .tree_names()
             .into_iter()
             .filter_map(|name| Some((collection_of_tree(&name)?, name)))
-            .collect()
-    }
-
-    pub(super) fn has_tree(&self, name: &[u8]) -> bool {
-        self.inner()
-            .db
-            .tree_names()
-            .iter()
-            .any(|tree| &tree[..] == name)
+            .collect())
     }
 
     /// Runs `work` on a collection's tree under its write lock, with its in-memory counters.
@@ -714,17 +707,17 @@ impl Store {
         tree_name: &[u8],
         work: impl FnOnce(&Tree, Option<&mut Counters>) -> Result<R, E>,
     ) -> Result<R, E> {
-        match self.core(name) {
+        match validate_collection_name(name).and_then(|()| self.sled()?.open_collection(name)) {
             Ok(core) => {
                 let mut counters = core.counters.lock();
                 work(&core.tree, Some(&mut counters))
             }
             Err(error @ StoreError::Backend(_)) => Err(error.into()),
             Err(_) => {
-                let _opening = self.inner().collections.lock();
+                let _opening = self.sled()?.collections.lock();
                 let tree = self
-                    .inner()
-                    .db
+                    .sled()?
+                    .db()
                     .open_tree(tree_name)
                     .map_err(|error| E::from(backend(error)))?;
                 work(&tree, None)
@@ -960,7 +953,7 @@ impl Check<'_> {
             };
             let ledger = match &ledger {
                 Some(ledger) => ledger,
-                None => ledger.insert(store.inner().db.open_tree(LEDGER_TREE).map_err(backend)?),
+                None => ledger.insert(store.sled()?.db().open_tree(LEDGER_TREE).map_err(backend)?),
             };
             if !ledger
                 .contains_key(ledger_key(name, run))
@@ -1455,7 +1448,12 @@ pub(super) mod tests {
     }
 
     fn tree(store: &Store, name: &str) -> Tree {
-        store.inner().db.open_tree(format!("c/{name}")).unwrap()
+        store
+            .sled()
+            .unwrap()
+            .db()
+            .open_tree(format!("c/{name}"))
+            .unwrap()
     }
 
     fn kinds(report: &VerifyReport) -> Vec<&'static str> {
@@ -1579,19 +1577,30 @@ pub(super) mod tests {
 
         // A broken `_meta` record, a broken ledger record, a stray collection tree, and the
         // import marker.
-        store.inner().meta.insert("tasks", &[0xc1u8][..]).unwrap();
-        let ledger = store.inner().db.open_tree(LEDGER_TREE).unwrap();
+        store
+            .sled()
+            .unwrap()
+            .meta
+            .insert("tasks", &[0xc1u8][..])
+            .unwrap();
+        let ledger = store.sled().unwrap().db().open_tree(LEDGER_TREE).unwrap();
         let (key, _) = ledger.first().unwrap().unwrap();
         ledger.insert(key, &[0x92u8][..]).unwrap();
         ledger.insert(b"short", &[0x90u8][..]).unwrap();
         store
-            .inner()
-            .db
+            .sled()
+            .unwrap()
+            .db()
             .open_tree("c/stray")
             .unwrap()
             .insert(b"zz", &b""[..])
             .unwrap();
-        store.inner().db.insert(IMPORT_MARKER, &[][..]).unwrap();
+        store
+            .sled()
+            .unwrap()
+            .db()
+            .insert(IMPORT_MARKER, &[][..])
+            .unwrap();
 
         let report = store.verify().unwrap();
         let mut found = kinds(&report);

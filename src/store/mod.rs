@@ -1,55 +1,49 @@
-//! The store: the only module that names sled.
-//!
-//! A [`Store`] is one sled database. Each collection is one sled tree (see `keys` for its layout),
-//! so that one `apply_batch` atomically writes a document's new revision, its head and the
-//! per-version counters. `_meta` holds one record per collection.
+//! The store protocol: [`Store`], collections, the write rules, registration, migration's store
+//! side and the ledger's records, written once against the engine boundary (`engine`). Only
+//! `engine/sled/` names its backend; see `docs/design.md` for the map.
 
 mod backup;
 mod collection;
-mod commit;
-mod counters;
+pub(crate) mod counters;
 mod damaged;
-mod engine;
-mod error;
+pub(crate) mod engine;
+pub(crate) mod error;
 mod iter;
-mod keys;
 mod maintenance;
 mod migration;
 mod registry;
 mod repair;
 mod salvage;
-mod write;
 
 use std::any::TypeId;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
 pub use self::backup::{BackupError, BackupSummary};
 pub use self::collection::{Collection, Document, RawCollection, RawRevision, RevisionInfo};
+pub(crate) use self::engine::Head;
 pub use self::engine::StoreState;
+pub(crate) use self::engine::{
+    Action, ChunkItem, Commit, EncodedRevision, FailureRecord, Outcome, PendingChunk,
+    PendingDocument, Position, Prepared, ProgressRecord, RunLease, Seen,
+};
 pub use self::error::{BackendError, StoreError};
 pub use self::iter::Iter;
-pub(crate) use self::keys::Head;
 pub use self::maintenance::{
     CollectionStats, CounterChange, CounterKind, Problem, RepairReport, StoreStats, VerifyReport,
     MAX_REPORTED_PROBLEMS,
-};
-pub(crate) use self::migration::{
-    Action, ChunkItem, Commit, EncodedRevision, FailureRecord, HeadScan, Outcome, PreparedBatch,
-    ProgressRecord, RevisionBytes, RevisionReader, RunLock,
 };
 pub use self::registry::{SchemaEvent, SchemaRecord};
 pub use self::repair::SnapshotRebuild;
 pub use self::salvage::{SalvageReport, SalvagedImport};
 
 use self::collection::Core;
-use self::commit::GroupCommit;
-use self::engine::{Db, Health, OpenFault, Tree};
-use self::error::{backend, damaged};
+use self::engine::sled::SledEngine;
+use self::engine::Engine;
 use crate::record::DEFAULT_MAX_DEPTH;
 use crate::schema::Schema;
 
@@ -59,8 +53,6 @@ pub const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
 /// How long `open` waits for a locked database unless the builder sets another time.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
-const META_TREE: &str = "_meta";
-const COLLECTION_TREE_PREFIX: &str = "c/";
 const MAX_COLLECTION_NAME: usize = 64;
 
 /// When a write is durable.
@@ -188,44 +180,20 @@ impl StoreBuilder {
     /// short of what its segments hold as written), and
     /// [`StoreError::Backend`] for I/O errors.
     pub fn open(self) -> Result<Store, StoreError> {
-        let mut config = sled::Config::new()
-            .cache_capacity(self.cache_capacity)
-            .temporary(self.temporary)
-            // Durability is ours to manage: Immediate flushes per write (grouped), Eventual relies
-            // on sled's default background flush.
-            .flush_every_ms(Some(500));
-        if let Some(path) = &self.path {
-            config = config.path(path);
-        }
-        let deadline = Instant::now() + self.lock_timeout;
-        let db = loop {
-            match engine::open(&config, self.path.as_deref()) {
-                Ok(db) => break db,
-                Err(OpenFault::Engine(sled::Error::Io(io)))
-                    if io.to_string().contains("could not acquire lock") =>
-                {
-                    if Instant::now() >= deadline {
-                        return Err(StoreError::Locked {
-                            path: self.path.unwrap_or_default(),
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(OpenFault::Engine(other)) => return Err(backend(other)),
-                Err(OpenFault::Corrupt(damage)) => return Err(damaged(damage)),
-            }
-        };
-        let db = Db::new(db, Arc::new(Health::new(self.path.clone())));
-        let meta = db.open_tree(META_TREE).map_err(backend)?;
+        let engine = SledEngine::open(engine::sled::Options {
+            path: self.path,
+            temporary: self.temporary,
+            cache_capacity: self.cache_capacity,
+            durability: self.durability,
+            lock_timeout: self.lock_timeout,
+        })?;
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
-                meta,
+                engine: Box::new(engine),
                 durability: self.durability,
                 max_depth: self.max_depth,
                 write_back_on_read: self.write_back_on_read,
                 accepted_changes: self.accepted_changes,
-                commit: GroupCommit::default(),
                 collections: Mutex::new(HashMap::new()),
             }),
         })
@@ -252,15 +220,13 @@ pub struct Store {
 }
 
 pub(crate) struct Inner {
-    db: Db,
-    meta: Tree,
+    engine: Box<dyn Engine>,
     durability: Durability,
     max_depth: usize,
     write_back_on_read: bool,
     accepted_changes: BTreeSet<(String, u32)>,
-    commit: GroupCommit,
-    /// One core per collection name, shared by every handle of that name: the write lock and the
-    /// registered type live here.
+    /// One core per collection name, shared by every handle of that name: the engine's
+    /// collection and the type bound to the name live here.
     collections: Mutex<HashMap<String, Arc<Core>>>,
 }
 
@@ -300,7 +266,7 @@ impl Store {
     /// storage engine panicked on damaged data. For a readiness check.
     #[must_use]
     pub fn state(&self) -> StoreState {
-        self.inner.db.health().state()
+        self.inner.engine.state()
     }
 
     /// Makes every write so far durable.
@@ -309,7 +275,7 @@ impl Store {
     ///
     /// [`StoreError::Backend`] if the flush fails.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush().map(drop).map_err(backend)
+        self.inner.engine.flush()
     }
 
     /// The collection of documents of type `T`, the latest version of its chain; documents stored
@@ -332,13 +298,10 @@ impl Store {
     /// claimed the name, [`StoreError::InvalidCollectionName`], and [`StoreError::Backend`].
     pub fn collection<T: Schema>(&self) -> Result<Collection<T>, StoreError> {
         let core = self.core(T::COLLECTION)?;
-        let binding = core.bind(
-            TypeId::of::<T>(),
-            std::any::type_name::<T>(),
-            T::VERSION,
-            || self.register::<T>(&core),
-        )?;
-        let collection = Collection::new(self.clone(), Arc::clone(&core), binding);
+        core.bind(TypeId::of::<T>(), std::any::type_name::<T>(), || {
+            self.register::<T>(&core)
+        })?;
+        let collection = Collection::new(self.clone(), Arc::clone(&core));
         Self::settled(&core, &collection);
         Ok(collection)
     }
@@ -378,32 +341,41 @@ impl Store {
     ///
     /// [`StoreError::Backend`].
     pub fn collection_names(&self) -> Result<Vec<String>, StoreError> {
-        self.inner
-            .meta
-            .iter()
-            .map(|entry| {
-                entry
-                    .map(|(key, _)| String::from_utf8_lossy(&key).into_owned())
-                    .map_err(backend)
-            })
-            .collect()
+        self.inner.engine.collection_names()
     }
 
-    /// The core of a collection, opening its tree and loading its counters on first use.
     fn core(&self, name: &str) -> Result<Arc<Core>, StoreError> {
         validate_collection_name(name)?;
         let mut collections = self.inner.collections.lock();
         if let Some(core) = collections.get(name) {
             return Ok(Arc::clone(core));
         }
-        let tree = self
-            .inner
-            .db
-            .open_tree(format!("{COLLECTION_TREE_PREFIX}{name}"))
-            .map_err(backend)?;
-        let core = Arc::new(Core::open(name.to_owned(), tree)?);
+        let core = Arc::new(Core::new(
+            name.to_owned(),
+            self.inner.engine.collection(name)?,
+        ));
         collections.insert(name.to_owned(), Arc::clone(&core));
         Ok(core)
+    }
+
+    /// The sled engine, for what only it offers (its files, its repairs).
+    pub(crate) fn sled(&self) -> Result<&SledEngine, StoreError> {
+        self.inner
+            .engine
+            .as_any()
+            .downcast_ref()
+            .ok_or(StoreError::Unsupported {
+                operation: "this operation",
+                engine: "this engine",
+            })
+    }
+
+    /// Runs a call that panics inside the engine (see `revolve::__private::fault::poison`).
+    pub(crate) fn panic_in_engine(&self) -> StoreError {
+        match self.sled() {
+            Ok(sled) => sled.db().panic_in_engine(),
+            Err(error) => error,
+        }
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -417,17 +389,6 @@ impl Inner {
         self.accepted_changes
             .iter()
             .any(|(name, accepted)| name == collection && *accepted == version)
-    }
-
-    /// Waits until the write holding `ticket` is durable, as the store's durability asks.
-    fn durable(&self, ticket: u64) -> Result<(), StoreError> {
-        match self.durability {
-            Durability::Immediate => self
-                .commit
-                .wait(ticket, || self.db.flush().map(drop))
-                .map_err(backend),
-            Durability::Eventual => Ok(()),
-        }
     }
 }
 

@@ -7,8 +7,6 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::collection::Core;
-use super::error::backend;
-use super::keys::{self, Head};
 use super::{Collection, Store, StoreError};
 use crate::record::{self, Kind};
 use crate::schema::{
@@ -72,7 +70,7 @@ pub struct SchemaRecord {
 
 impl Store {
     pub(super) fn read_meta(&self, collection: &str) -> Result<Option<CollectionMeta>, StoreError> {
-        let Some(bytes) = self.inner().meta.get(collection).map_err(backend)? else {
+        let Some(bytes) = self.inner().engine.meta(collection)? else {
             return Ok(None);
         };
         record::decode_payload(&bytes, self.inner().max_depth.max(128))
@@ -90,11 +88,7 @@ impl Store {
             collection: collection.to_owned(),
             source,
         })?;
-        self.inner()
-            .meta
-            .insert(collection, bytes)
-            .map_err(backend)?;
-        self.flush()
+        self.inner().engine.put_meta(collection, &bytes)
     }
 
     /// Checks `T`'s chain against what the store recorded and records what is new. Returns the
@@ -109,7 +103,7 @@ impl Store {
         let mut events = Vec::new();
 
         let oldest = links.last().map_or(T::VERSION, |link| link.version);
-        let counters = core.counters.lock().clone();
+        let counters = core.engine.counts()?;
         if let Some((&version, &documents)) = counters.live().range(..oldest).next() {
             tracing::warn!(
                 collection = name,
@@ -205,21 +199,19 @@ impl Store {
         changes: &[SchemaChange],
     ) -> Result<(), StoreError> {
         let mut tried = 0;
-        for entry in core.tree.scan_prefix([keys::HEAD]) {
+        // A malformed head or a dangling one is an error here, not a document skipped: the
+        // sample must not pass because it could not read what it should have tried.
+        for entry in core.engine.heads(None, false) {
             if tried == SAMPLE {
                 break;
             }
-            let (key, value) = entry.map_err(backend)?;
-            let (Some(id), Some(head)) = (keys::id_of_head(&key), Head::decode(&value)) else {
-                continue;
-            };
-            if head.removed || head.version != version {
+            let (id, head) = entry?;
+            let id = id.as_str();
+            if head.version != version {
                 continue;
             }
             tried += 1;
-            let Some(bytes) = core.revision_bytes(id, head.revision)? else {
-                continue;
-            };
+            let bytes = core.head_revision(id, head)?;
             let envelope =
                 record::decode(&bytes).map_err(|e| core.corrupt(id, Some(head.revision), e))?;
             if envelope.kind != Kind::Document {

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::engine::{newest_snapshot, snapshot_intact};
+use super::engine::sled::guard::{newest_snapshot, snapshot_intact};
 use super::{Store, StoreError, VerifyReport};
 
 /// What [`Store::rebuild_snapshot`] did.

@@ -20,9 +20,9 @@ use super::backup::{
     BackupError, BackupSummary, HashingWriter, FORMAT_SALVAGED, FRAME_END, FRAME_ENTRY, FRAME_TREE,
 };
 use super::damaged::{point, scan_range, Point, MAX_PROBED_REVISIONS};
-use super::engine::Tree;
-use super::error::backend;
-use super::keys::{self, Head};
+use super::engine::sled::backend;
+use super::engine::sled::guard::Tree;
+use super::engine::sled::keys::{self, Head};
 use super::maintenance::{
     collection_of_tree, escape, hex, parse_revision_key, valid_id, Problem, RepairReport,
     VerifyReport, DEFAULT_TREE,
@@ -77,7 +77,7 @@ impl Store {
         mut progress: impl FnMut(u64),
     ) -> Result<SalvageReport, BackupError> {
         let mut out = HashingWriter::begin(writer, FORMAT_SALVAGED)?;
-        let db = &self.inner().db;
+        let db = &self.sled()?.db();
         let mut names = db.tree_names();
         names.sort();
         let mut unreadable = Vec::new();

@@ -6,7 +6,7 @@ use parking_lot::{Condvar, Mutex};
 /// waits until a flush that started after that point has finished; whoever finds no flush running
 /// starts one for everybody waiting.
 #[derive(Debug, Default)]
-pub(super) struct GroupCommit {
+pub(crate) struct GroupCommit {
     state: Mutex<State>,
     flushed: Condvar,
 }
@@ -22,14 +22,14 @@ struct State {
 
 impl GroupCommit {
     /// A ticket for a write whose batch has been applied.
-    pub(super) fn ticket(&self) -> u64 {
+    pub(crate) fn ticket(&self) -> u64 {
         let mut state = self.state.lock();
         state.written += 1;
         state.written
     }
 
     /// Returns once `ticket` is durable, calling `flush` at most once on this thread.
-    pub(super) fn wait<E>(
+    pub(crate) fn wait<E>(
         &self,
         ticket: u64,
         flush: impl FnOnce() -> Result<(), E>,

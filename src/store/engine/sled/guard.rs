@@ -13,7 +13,7 @@
 //! panic hook still runs for a caught panic (by default it prints the panic message to stderr).
 //!
 //! [`Tree`], [`Iter`] and [`Db`] wrap sled's types with the methods revolve uses and return
-//! [`Fault`]; [`backend`](super::error::backend) turns a fault into a [`StoreError`], so call
+//! [`Fault`]; [`backend`](super::backend) turns a fault into a [`StoreError`], so call
 //! sites read `tree.get(key).map_err(backend)` as they would with sled itself.
 
 use std::any::Any;
@@ -25,22 +25,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-/// What a store is doing, for a readiness check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum StoreState {
-    /// The store is being opened: sled is recovering its files. A [`Store`](crate::Store) value
-    /// is never in this state, so neither `Store::state` nor the HTTP router's `GET /readyz`
-    /// (built from an open store) ever reports it; it is for an application that opens its store
-    /// in the background and reports readiness itself until the open returns.
-    Opening,
-    /// The store serves reads and writes.
-    Ready,
-    /// The storage engine panicked on damaged data: every call fails with
-    /// [`StoreError::Poisoned`](crate::StoreError::Poisoned) until the store is opened again.
-    Poisoned,
-}
+use crate::store::StoreState;
 
 const READY: u8 = 1;
 const POISONED: u8 = 2;
@@ -552,21 +537,19 @@ fn conf_intact(file: &Path) -> bool {
     <[u8; 4]>::try_from(crc).is_ok_and(|crc| crc32fast::hash(body) == u32::from_le_bytes(crc))
 }
 
-impl super::Store {
+impl Db {
     /// Runs a call that panics through the guard, as sled does on some damaged files: for tests
     /// of what follows a poisoned store (see `revolve::__private::fault::poison`).
     // The one deliberate panic: it stands for sled's, and the guard catches it.
     #[allow(clippy::panic)]
-    pub(crate) fn panic_in_engine(&self) -> super::StoreError {
+    pub(crate) fn panic_in_engine(&self) -> crate::store::StoreError {
         let fault = self
-            .inner()
-            .db
             .health()
             .guard(|| -> sled::Result<()> { panic!("simulated panic in sled") });
         match fault {
-            Err(fault) => super::error::backend(fault),
-            Ok(()) => super::StoreError::Poisoned {
-                path: self.inner().db.health().path(),
+            Err(fault) => super::backend(fault),
+            Ok(()) => crate::store::StoreError::Poisoned {
+                path: self.health().path(),
                 cause: String::new(),
             },
         }
@@ -608,12 +591,13 @@ mod tests {
         let store = Store::temporary().unwrap();
         assert_eq!(store.state(), StoreState::Ready);
         let fault = store
-            .inner()
-            .db
+            .sled()
+            .unwrap()
+            .db()
             .health()
             .guard(|| -> sled::Result<()> { panic!("index out of bounds") })
             .unwrap_err();
-        let error = crate::store::error::backend(fault);
+        let error = super::super::backend(fault);
         assert!(
             matches!(&error, StoreError::StorageCorrupt { detail, .. } if detail.contains("index out of bounds")),
             "{error:?}"
@@ -630,7 +614,7 @@ mod tests {
             store.flush().unwrap_err(),
             StoreError::Poisoned { .. }
         ));
-        let mut iter = store.inner().meta.iter();
+        let mut iter = store.sled().unwrap().meta.iter();
         assert!(matches!(iter.next(), Some(Err(Fault::Poisoned { .. }))));
         assert!(iter.next().is_none());
     }

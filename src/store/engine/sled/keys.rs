@@ -16,15 +16,17 @@
 //! `abc` (`r abc 00 …`) are disjoint ranges, and a prefix scan of one never meets the other.
 
 use crate::id::Revision;
+use crate::store::counters::Counter;
+pub(crate) use crate::store::engine::Head;
 
-pub(super) const HEAD: u8 = b'h';
-pub(super) const REVISION: u8 = b'r';
-pub(super) const COUNTER: u8 = b'c';
-pub(super) const FAILURE: u8 = b'f';
-pub(super) const CURSOR: u8 = b'm';
-pub(super) const PROGRESS: u8 = b'p';
+pub(crate) const HEAD: u8 = b'h';
+pub(crate) const REVISION: u8 = b'r';
+pub(crate) const COUNTER: u8 = b'c';
+pub(crate) const FAILURE: u8 = b'f';
+pub(crate) const CURSOR: u8 = b'm';
+pub(crate) const PROGRESS: u8 = b'p';
 
-pub(super) fn head(id: &str) -> Vec<u8> {
+pub(crate) fn head(id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.len());
     key.push(HEAD);
     key.extend_from_slice(id.as_bytes());
@@ -32,7 +34,7 @@ pub(super) fn head(id: &str) -> Vec<u8> {
 }
 
 /// The id a head key names; `None` for a key outside the head space or not UTF-8.
-pub(super) fn id_of_head(key: &[u8]) -> Option<&str> {
+pub(crate) fn id_of_head(key: &[u8]) -> Option<&str> {
     match key.split_first() {
         Some((&HEAD, id)) => std::str::from_utf8(id).ok(),
         _ => None,
@@ -40,7 +42,7 @@ pub(super) fn id_of_head(key: &[u8]) -> Option<&str> {
 }
 
 /// The prefix every revision key of `id` starts with.
-pub(super) fn revisions_of(id: &str) -> Vec<u8> {
+pub(crate) fn revisions_of(id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(2 + id.len() + 8);
     key.push(REVISION);
     key.extend_from_slice(id.as_bytes());
@@ -48,13 +50,13 @@ pub(super) fn revisions_of(id: &str) -> Vec<u8> {
     key
 }
 
-pub(super) fn revision(id: &str, revision: Revision) -> Vec<u8> {
+pub(crate) fn revision(id: &str, revision: Revision) -> Vec<u8> {
     let mut key = revisions_of(id);
     key.extend_from_slice(&revision.get().to_be_bytes());
     key
 }
 
-pub(super) fn failure(id: &str) -> Vec<u8> {
+pub(crate) fn failure(id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.len());
     key.push(FAILURE);
     key.extend_from_slice(id.as_bytes());
@@ -62,43 +64,57 @@ pub(super) fn failure(id: &str) -> Vec<u8> {
 }
 
 /// The id a failure key names; `None` for a key outside the failure space or not UTF-8.
-pub(super) fn id_of_failure(key: &[u8]) -> Option<&str> {
+pub(crate) fn id_of_failure(key: &[u8]) -> Option<&str> {
     match key.split_first() {
         Some((&FAILURE, id)) => std::str::from_utf8(id).ok(),
         _ => None,
     }
 }
 
-pub(super) fn cursor(target: u32) -> [u8; 5] {
+pub(crate) fn cursor(target: u32) -> [u8; 5] {
     let v = target.to_be_bytes();
     [CURSOR, v[0], v[1], v[2], v[3]]
 }
 
-pub(super) fn progress(run: u64) -> [u8; 9] {
+pub(crate) fn progress(run: u64) -> [u8; 9] {
     let mut key = [PROGRESS; 9];
     key[1..].copy_from_slice(&run.to_be_bytes());
     key
 }
 
 /// The run a progress key names, if it is one.
-pub(super) fn run_of_progress(key: &[u8]) -> Option<u64> {
+pub(crate) fn run_of_progress(key: &[u8]) -> Option<u64> {
     match key.split_first() {
         Some((&PROGRESS, run)) => <[u8; 8]>::try_from(run).ok().map(u64::from_be_bytes),
         _ => None,
     }
 }
 
-/// A document's current state: its latest revision and, unless removed, the version it is at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Head {
-    pub(crate) revision: Revision,
-    /// The schema version of the head revision; 0 when `removed`.
-    pub(crate) version: u32,
-    pub(crate) removed: bool,
+/// A ledger record's key in the `_ledger` tree: collection name ‖ 0x00 ‖ run id u64 BE.
+pub(crate) fn ledger(collection: &str, run: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(collection.len() + 9);
+    key.extend_from_slice(collection.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&run.to_be_bytes());
+    key
 }
 
+/// The run a ledger key names, if it is well formed.
+pub(crate) fn run_of_ledger(key: &[u8]) -> Option<u64> {
+    let at = key.len().checked_sub(9)?;
+    let (name, rest) = key.split_at(at);
+    let (&0, run) = rest.split_first()? else {
+        return None;
+    };
+    if name.is_empty() || name.contains(&0) {
+        return None;
+    }
+    <[u8; 8]>::try_from(run).ok().map(u64::from_be_bytes)
+}
+
+/// A head's record: flags u8, schema version u32 BE, revision u64 BE.
 impl Head {
-    pub(super) fn encode(self) -> [u8; 13] {
+    pub(crate) fn encode(self) -> [u8; 13] {
         let mut out = [0u8; 13];
         out[0] = u8::from(self.removed);
         out[1..5].copy_from_slice(&self.version.to_be_bytes());
@@ -106,7 +122,7 @@ impl Head {
         out
     }
 
-    pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
         let bytes: &[u8; 13] = bytes.try_into().ok()?;
         let removed = match bytes[0] {
             0 => false,
@@ -126,9 +142,48 @@ impl Head {
     }
 }
 
+/// A counter's key: `c ‖ class ‖ version u32 BE`.
+impl Counter {
+    pub(crate) fn key(self) -> [u8; 6] {
+        let (class, version) = match self {
+            Counter::Live(version) => (b'l', version),
+            Counter::Removed => (b'r', 0),
+            Counter::Failed(version) => (b'f', version),
+        };
+        let v = version.to_be_bytes();
+        [COUNTER, class, v[0], v[1], v[2], v[3]]
+    }
+
+    pub(crate) fn from_key(key: &[u8]) -> Option<Self> {
+        let [COUNTER, class, a, b, c, d] = *key else {
+            return None;
+        };
+        let version = u32::from_be_bytes([a, b, c, d]);
+        match class {
+            b'l' => Some(Counter::Live(version)),
+            b'r' if version == 0 => Some(Counter::Removed),
+            b'f' => Some(Counter::Failed(version)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_keys_round_trip() {
+        for counter in [
+            Counter::Live(3),
+            Counter::Removed,
+            Counter::Failed(u32::MAX),
+        ] {
+            assert_eq!(Counter::from_key(&counter.key()), Some(counter));
+        }
+        assert_eq!(Counter::from_key(b"c"), None);
+        assert_eq!(Counter::from_key(&[COUNTER, b'x', 0, 0, 0, 1]), None);
+    }
 
     #[test]
     fn one_ids_revisions_never_contain_anothers() {
@@ -175,5 +230,15 @@ mod tests {
         assert_ne!(cursor(1)[0], HEAD);
         assert_eq!(progress(7)[0], PROGRESS);
         assert_eq!(progress(7)[1..], 7u64.to_be_bytes());
+    }
+
+    #[test]
+    fn ledger_keys_round_trip_and_malformed_ones_name_no_run() {
+        assert_eq!(run_of_ledger(&ledger("issues", 42)), Some(42));
+        assert_eq!(run_of_ledger(b"issues"), None);
+        assert_eq!(run_of_ledger(&[0; 9]), None);
+        let mut short = ledger("issues", 42);
+        short.pop();
+        assert_eq!(run_of_ledger(&short), None);
     }
 }

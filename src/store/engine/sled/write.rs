@@ -1,11 +1,11 @@
 //! Batches: everything one atomic write changes in a collection's tree.
 
-use super::collection::Core;
-use super::counters::{Counter, Counters, Delta};
-use super::error::backend;
+use super::backend;
+use super::collection::SledCollection as Core;
 use super::keys::{self, Head};
-use super::StoreError;
 use crate::fault;
+use crate::store::counters::{Counter, Counters, Delta};
+use crate::store::StoreError;
 
 /// One new revision, ready to be applied.
 pub(super) struct Staged<'a> {
@@ -14,14 +14,14 @@ pub(super) struct Staged<'a> {
     pub(super) replaces: Option<Head>,
     pub(super) head: Head,
     /// The revision's envelope.
-    pub(super) record: sled::IVec,
+    pub(super) record: &'a [u8],
 }
 
 /// The keys and counter changes of one `apply_batch`.
 pub(super) struct WriteSet {
-    batch: sled::Batch,
+    batch: ::sled::Batch,
     /// Revisions held back for a second batch: only with the test-only broken write order.
-    late: Option<sled::Batch>,
+    late: Option<::sled::Batch>,
     delta: Delta,
     empty: bool,
 }
@@ -29,8 +29,8 @@ pub(super) struct WriteSet {
 impl Default for WriteSet {
     fn default() -> Self {
         Self {
-            batch: sled::Batch::default(),
-            late: fault::broken_write_order().then(sled::Batch::default),
+            batch: ::sled::Batch::default(),
+            late: fault::broken_write_order().then(::sled::Batch::default),
             delta: Delta::default(),
             empty: true,
         }
@@ -42,7 +42,7 @@ impl WriteSet {
     /// revisions put there by [`batch_revision`] ahead of the write lock; each must then be
     /// [`counted`](Self::counted). `None` in the test-only broken write order, which needs the
     /// revisions apart.
-    pub(super) fn with_batch(batch: sled::Batch) -> Option<Self> {
+    pub(super) fn with_batch(batch: ::sled::Batch) -> Option<Self> {
         (!fault::broken_write_order()).then(|| Self {
             batch,
             late: None,
@@ -58,7 +58,7 @@ impl WriteSet {
             Some(late) => {
                 late.insert(
                     keys::revision(staged.id, staged.head.revision),
-                    staged.record.clone(),
+                    staged.record,
                 );
                 self.batch
                     .insert(keys::head(staged.id), &staged.head.encode()[..]);
@@ -109,8 +109,8 @@ impl WriteSet {
     }
 
     /// Moves the migration cursor of `target` to `id`.
-    pub(super) fn cursor(&mut self, target: u32, id: &str) {
-        self.batch.insert(&keys::cursor(target)[..], id.as_bytes());
+    pub(super) fn cursor(&mut self, target: u32, id: &[u8]) {
+        self.batch.insert(&keys::cursor(target)[..], id);
         self.empty = false;
     }
 
@@ -151,10 +151,10 @@ impl WriteSet {
 }
 
 /// Puts a new revision's key and its document's new head into `batch`.
-pub(super) fn batch_revision(batch: &mut sled::Batch, staged: &Staged<'_>) {
+pub(super) fn batch_revision(batch: &mut ::sled::Batch, staged: &Staged<'_>) {
     batch.insert(
         keys::revision(staged.id, staged.head.revision),
-        staged.record.clone(),
+        staged.record,
     );
     batch.insert(keys::head(staged.id), &staged.head.encode()[..]);
 }
