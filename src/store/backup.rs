@@ -29,8 +29,10 @@ use std::collections::BTreeSet;
 
 use super::engine::{Db, Tree};
 use super::error::backend;
-use super::maintenance::{collection_of_tree, hex, ledger_run, DEFAULT_TREE, PROGRESS_EVERY};
+use super::keys::{collection_of_tree, ledger_run};
 use super::migration::LEDGER_TREE;
+use super::report::hex;
+use super::walk::{DEFAULT_TREE, PROGRESS_EVERY};
 use super::{keys, Durability, Store, StoreError, COLLECTION_TREE_PREFIX};
 use crate::record::{self, Origin};
 
@@ -669,7 +671,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::store::maintenance::tests::{migrated_store, populate};
+    use crate::store::fixtures::{migrated_store, populate};
 
     type Trees = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
 

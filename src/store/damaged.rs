@@ -14,9 +14,10 @@ use std::ops::Bound;
 use super::counters::Counter;
 use super::engine::{Fault, Tree};
 use super::error::backend;
-use super::keys::{self, Head};
-use super::maintenance::{decode_counter, escape, parse_revision_key, valid_id, Check, Problem};
-use super::{StoreError, COLLECTION_TREE_PREFIX};
+use super::keys::{self, parse_revision_key, valid_id, Head};
+use super::report::escape;
+use super::verify::{decode_counter, Check};
+use super::{Problem, StoreError, COLLECTION_TREE_PREFIX};
 use crate::id::Revision;
 
 /// Revisions past this many are not point-read one by one on the word of a head alone.

@@ -15,7 +15,8 @@
 //! Ids never contain NUL, so the 0x00 after an id ends it: the revisions of `ab` (`r ab 00 …`) and of
 //! `abc` (`r abc 00 …`) are disjoint ranges, and a prefix scan of one never meets the other.
 
-use crate::id::Revision;
+use super::COLLECTION_TREE_PREFIX;
+use crate::id::{self, Revision};
 
 pub(super) const HEAD: u8 = b'h';
 pub(super) const REVISION: u8 = b'r';
@@ -124,6 +125,47 @@ impl Head {
             removed,
         })
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing keys read back from disk
+
+/// The collection a tree holds, for a `c/<name>` tree.
+pub(super) fn collection_of_tree(tree: &[u8]) -> Option<String> {
+    tree.strip_prefix(COLLECTION_TREE_PREFIX.as_bytes())
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+}
+
+/// `r ‖ id ‖ 0x00 ‖ revision u64 BE` → the id and a revision above 0.
+pub(super) fn parse_revision_key(key: &[u8]) -> Option<(&str, u64)> {
+    let (&REVISION, rest) = key.split_first()? else {
+        return None;
+    };
+    let split = rest.len().checked_sub(9)?;
+    let (id, tail) = rest.split_at(split);
+    let (&0, number) = tail.split_first()? else {
+        return None;
+    };
+    let revision = u64::from_be_bytes(number.try_into().ok()?);
+    (revision > 0).then_some(())?;
+    Some((valid_id(id)?, revision))
+}
+
+pub(super) fn valid_id(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .filter(|id| id::validate(id).is_ok())
+}
+
+/// The run a ledger key names: `collection ‖ 0x00 ‖ run u64 BE`.
+pub(super) fn ledger_run(key: &[u8]) -> Option<u64> {
+    let split = key.len().checked_sub(9)?;
+    let (collection, tail) = key.split_at(split);
+    let (&0, run) = tail.split_first()? else {
+        return None;
+    };
+    (!collection.is_empty()).then_some(())?;
+    Some(u64::from_be_bytes(run.try_into().ok()?))
 }
 
 #[cfg(test)]

@@ -13,12 +13,19 @@ mod engine;
 mod error;
 mod iter;
 mod keys;
-mod maintenance;
 mod migration;
 mod registry;
 mod repair;
+mod repair_counters;
+mod report;
 mod salvage;
+mod stats;
+mod verify;
+mod walk;
 mod write;
+
+#[cfg(test)]
+mod fixtures;
 
 use std::any::TypeId;
 use std::collections::{BTreeSet, HashMap};
@@ -34,17 +41,17 @@ pub use self::engine::StoreState;
 pub use self::error::{BackendError, StoreError};
 pub use self::iter::Iter;
 pub(crate) use self::keys::Head;
-pub use self::maintenance::{
-    CollectionStats, CounterChange, CounterKind, Problem, RepairReport, StoreStats, VerifyReport,
-    MAX_REPORTED_PROBLEMS,
-};
 pub(crate) use self::migration::{
     Action, ChunkItem, Commit, EncodedRevision, FailureRecord, HeadScan, Outcome, PreparedBatch,
     ProgressRecord, RevisionBytes, RevisionReader, RunLock,
 };
 pub use self::registry::{SchemaEvent, SchemaRecord};
 pub use self::repair::SnapshotRebuild;
+pub use self::report::{
+    CounterChange, CounterKind, Problem, RepairReport, VerifyReport, MAX_REPORTED_PROBLEMS,
+};
 pub use self::salvage::{SalvageReport, SalvagedImport};
+pub use self::stats::{CollectionStats, StoreStats};
 
 use self::collection::Core;
 use self::commit::GroupCommit;

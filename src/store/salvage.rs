@@ -22,12 +22,10 @@ use super::backup::{
 use super::damaged::{point, scan_range, Point, MAX_PROBED_REVISIONS};
 use super::engine::Tree;
 use super::error::backend;
-use super::keys::{self, Head};
-use super::maintenance::{
-    collection_of_tree, escape, hex, parse_revision_key, valid_id, Problem, RepairReport,
-    VerifyReport, DEFAULT_TREE,
-};
-use super::{Store, StoreError};
+use super::keys::{self, collection_of_tree, parse_revision_key, valid_id, Head};
+use super::report::{escape, hex};
+use super::walk::DEFAULT_TREE;
+use super::{Problem, RepairReport, Store, StoreError, VerifyReport};
 use crate::id::Revision;
 
 /// What [`Store::export_salvage`] wrote, and what it could not read.

@@ -1,0 +1,64 @@
+//! What the maintenance jobs (verify, counter repair, backup, salvage) share to walk the
+//! database: its trees by collection, and a collection's tree under its write lock.
+
+use std::collections::BTreeMap;
+
+use super::counters::Counters;
+use super::engine::Tree;
+use super::error::backend;
+use super::keys::collection_of_tree;
+use super::{Store, StoreError};
+
+/// The name sled gives its default tree.
+pub(super) const DEFAULT_TREE: &[u8] = b"__sled__default";
+/// How often a walk reports progress, in items.
+pub(super) const PROGRESS_EVERY: u64 = 1024;
+
+impl Store {
+    /// The collection trees of the database, by collection name.
+    pub(super) fn collection_trees(&self) -> BTreeMap<String, sled::IVec> {
+        self.inner()
+            .db
+            .tree_names()
+            .into_iter()
+            .filter_map(|name| Some((collection_of_tree(&name)?, name)))
+            .collect()
+    }
+
+    pub(super) fn has_tree(&self, name: &[u8]) -> bool {
+        self.inner()
+            .db
+            .tree_names()
+            .iter()
+            .any(|tree| &tree[..] == name)
+    }
+
+    /// Runs `work` on a collection's tree under its write lock, with its in-memory counters.
+    ///
+    /// A collection that cannot be opened the usual way (a malformed counter, a tree name no
+    /// program could register) is worked on without counters, holding the lock every opening of a
+    /// collection takes, so that no handle to it appears meanwhile.
+    pub(super) fn with_collection<R, E: From<StoreError>>(
+        &self,
+        name: &str,
+        tree_name: &[u8],
+        work: impl FnOnce(&Tree, Option<&mut Counters>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        match self.core(name) {
+            Ok(core) => {
+                let mut counters = core.counters.lock();
+                work(&core.tree, Some(&mut counters))
+            }
+            Err(error @ StoreError::Backend(_)) => Err(error.into()),
+            Err(_) => {
+                let _opening = self.inner().collections.lock();
+                let tree = self
+                    .inner()
+                    .db
+                    .open_tree(tree_name)
+                    .map_err(|error| E::from(backend(error)))?;
+                work(&tree, None)
+            }
+        }
+    }
+}
