@@ -41,6 +41,7 @@ pub use self::engine::StoreState;
 pub use self::error::{BackendError, StoreError};
 pub use self::iter::Iter;
 pub(crate) use self::keys::Head;
+pub use self::keys::KeySpace;
 pub(crate) use self::migration::{
     Action, ChunkItem, Commit, EncodedRevision, FailureRecord, HeadScan, Outcome, PreparedBatch,
     ProgressRecord, RevisionBytes, RevisionReader, RunLock,

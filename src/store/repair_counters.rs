@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::counters::{Counter, Counters};
 use super::engine::Tree;
 use super::error::backend;
-use super::keys::{self, valid_id, Head};
+use super::keys::{self, parse_failure_key, parse_head_key, Head};
 use super::verify::{current_failure, decode_counter};
 use super::{CounterChange, RepairReport, Store, StoreError};
 
@@ -41,18 +41,20 @@ fn repair_collection(
     let mut actual: BTreeMap<Counter, u64> = BTreeMap::new();
     for entry in tree.scan_prefix([keys::HEAD]) {
         let (key, value) = entry.map_err(backend)?;
-        // Counted exactly as `verify` counts: heads with a valid id that decode.
-        let id = keys::id_of_head(&key).and_then(|id| valid_id(id.as_bytes()));
-        if let (Some(_), Some(head)) = (id, Head::decode(&value)) {
-            *actual.entry(Counter::of(head)).or_insert(0) += 1;
+        // Counted exactly as `verify` counts: heads with a valid id that decode. The others are
+        // left as they are and counted as such: `verify` names them.
+        match (parse_head_key(&key), Head::decode(&value)) {
+            (Ok(_), Some(head)) => *actual.entry(Counter::of(head)).or_insert(0) += 1,
+            _ => report.uncounted_heads += 1,
         }
     }
     let mut batch = sled::Batch::default();
     for entry in tree.scan_prefix([keys::FAILURE]) {
         let (key, value) = entry.map_err(backend)?;
-        let current = match key.get(1..).and_then(valid_id) {
-            Some(id) => current_failure(tree, id, &value)?,
-            None => Err(String::new()),
+        let current = match parse_failure_key(&key) {
+            Ok(id) => current_failure(tree, id, &value)?,
+            // A record whose key names no document names no head either.
+            Err(error) => Err(error.reason.to_owned()),
         };
         if let Ok(version) = current {
             *actual.entry(Counter::Failed(version)).or_insert(0) += 1;
@@ -64,7 +66,7 @@ fn repair_collection(
     let mut stored = BTreeMap::new();
     for entry in tree.scan_prefix([keys::COUNTER]) {
         let (key, value) = entry.map_err(backend)?;
-        if let Some((counter, count)) = decode_counter(&key, &value) {
+        if let Ok((counter, count)) = decode_counter(&key, &value) {
             stored.insert(counter, count);
         } else {
             batch.remove(key);
@@ -213,5 +215,26 @@ mod tests {
             let after = store.verify().unwrap();
             prop_assert!(after.problems.iter().all(|p| !p.is_repairable()), "{:#?} then {:#?}", report, after);
         }
+    }
+
+    #[test]
+    fn repair_counts_the_heads_it_leaves_out() {
+        let dir = tempfile::tempdir().unwrap();
+        migrated_store(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        let n = tree(&store, "notes");
+        // A head that does not decode, and a head key without a valid id.
+        n.insert(keys::head("broken"), &[9u8; 4][..]).unwrap();
+        let good = n.iter().find_map(|entry| {
+            let (key, value) = entry.unwrap();
+            (key.first() == Some(&keys::HEAD)).then_some(value)
+        });
+        n.insert(b"h\xff", good.unwrap()).unwrap();
+        let repair = store.repair_counters().unwrap();
+        assert_eq!(repair.uncounted_heads, 2);
+        assert!(!repair.changed_anything(), "{repair:#?}");
+        let after = store.verify().unwrap();
+        assert!(kinds(&after).contains(&"malformed_head"), "{after:#?}");
+        assert!(kinds(&after).contains(&"malformed_key"), "{after:#?}");
     }
 }

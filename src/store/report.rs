@@ -9,6 +9,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::counters::Counter;
+use super::keys::KeySpace;
 #[cfg(doc)]
 use super::Store;
 
@@ -65,6 +66,8 @@ pub enum Problem {
     MalformedKey {
         /// The tree: `c/<collection>`, `_meta` or `_ledger`.
         tree: String,
+        /// The key space it was found in; [`KeySpace::Unknown`] when it fits none.
+        space: KeySpace,
         /// The key, non-printable bytes escaped.
         key: String,
         /// What is wrong with it.
@@ -150,6 +153,8 @@ pub enum Problem {
         collection: String,
         /// The key, non-printable bytes escaped.
         key: String,
+        /// What is wrong with it: its key or its value.
+        reason: &'static str,
     },
     /// A failure record that does not decode or does not name the document's current live head.
     StaleFailure {
@@ -256,9 +261,18 @@ impl fmt::Display for Problem {
     #[allow(clippy::too_many_lines)]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::MalformedKey { tree, key, reason } => {
-                write!(f, "`{tree}`: malformed key {key}: {reason}")
-            }
+            Problem::MalformedKey {
+                tree,
+                space: KeySpace::Unknown,
+                key,
+                reason,
+            } => write!(f, "`{tree}`: malformed key {key}: {reason}"),
+            Problem::MalformedKey {
+                tree,
+                space,
+                key,
+                reason,
+            } => write!(f, "`{tree}`: malformed {space} key {key}: {reason}"),
             Problem::MalformedHead { collection, id } => {
                 write!(f, "`{collection}` `{id}`: the head does not decode")
             }
@@ -326,9 +340,11 @@ impl fmt::Display for Problem {
                 f,
                 "`{collection}`: the counter of {counter} is {stored}, but the heads say {actual}"
             ),
-            Problem::MalformedCounter { collection, key } => {
-                write!(f, "`{collection}`: malformed counter {key}")
-            }
+            Problem::MalformedCounter {
+                collection,
+                key,
+                reason,
+            } => write!(f, "`{collection}`: malformed counter {key}: {reason}"),
             Problem::StaleFailure {
                 collection,
                 id,
@@ -446,6 +462,10 @@ pub struct RepairReport {
     pub malformed_counters_removed: u64,
     /// Failure records removed because they no longer named their document's head.
     pub stale_failures_removed: u64,
+    /// Heads left out of the counters because their key or value does not decode: repair never
+    /// changes heads, and [`Store::verify`] names them ([`Problem::MalformedKey`],
+    /// [`Problem::MalformedHead`]).
+    pub uncounted_heads: u64,
 }
 
 impl RepairReport {

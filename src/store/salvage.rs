@@ -22,7 +22,7 @@ use super::backup::{
 use super::damaged::{point, scan_range, Point, MAX_PROBED_REVISIONS};
 use super::engine::Tree;
 use super::error::backend;
-use super::keys::{self, collection_of_tree, parse_revision_key, valid_id, Head};
+use super::keys::{self, collection_of_tree, parse_head_key, parse_revision_key, Head};
 use super::report::{escape, hex};
 use super::walk::DEFAULT_TREE;
 use super::{Problem, RepairReport, Store, StoreError, VerifyReport};
@@ -206,9 +206,9 @@ fn salvage_collection(
     let mut heads: BTreeMap<String, Option<Head>> = BTreeMap::new();
     let mut revision_ids = BTreeSet::new();
     for (key, value) in &entries {
-        if let Some(id) = keys::id_of_head(key).and_then(|id| valid_id(id.as_bytes())) {
+        if let Ok(id) = parse_head_key(key) {
             heads.insert(id.to_owned(), Head::decode(value));
-        } else if let Some((id, _)) = parse_revision_key(key) {
+        } else if let Ok((id, _)) = parse_revision_key(key) {
             revision_ids.insert(id.to_owned());
         }
     }
@@ -256,9 +256,9 @@ fn salvage_collection(
 fn restart_points(entries: &Entries) -> BTreeSet<Vec<u8>> {
     let mut ids = BTreeSet::new();
     for key in entries.keys() {
-        if let Some(id) = keys::id_of_head(key).and_then(|id| valid_id(id.as_bytes())) {
+        if let Ok(id) = parse_head_key(key) {
             ids.insert(id.to_owned());
-        } else if let Some((id, _)) = parse_revision_key(key) {
+        } else if let Ok((id, _)) = parse_revision_key(key) {
             ids.insert(id.to_owned());
         }
     }

@@ -58,11 +58,18 @@ impl Store {
     /// # Errors
     ///
     /// [`StoreError::Corrupt`] for an unreadable `_meta` record or counter (run
-    /// [`verify`](Self::verify)), and [`StoreError::Backend`].
+    /// [`verify`](Self::verify)), [`StoreError::UnknownCollection`] for a collection whose `_meta`
+    /// record is gone, and [`StoreError::Backend`].
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let mut collections = Vec::new();
         for name in self.collection_names()? {
-            let newest_version = self.read_meta(&name)?.map_or(0, |meta| meta.newest_version);
+            // Listed from `_meta`, so its record is there unless it went missing meanwhile.
+            let newest_version = self
+                .read_meta(&name)?
+                .ok_or_else(|| StoreError::UnknownCollection {
+                    collection: name.clone(),
+                })?
+                .newest_version;
             let counters = self.core(&name)?.counters.lock().clone();
             collections.push(CollectionStats {
                 live: counters.live(),

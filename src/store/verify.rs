@@ -15,7 +15,10 @@ use super::backup::IMPORT_MARKER;
 use super::counters::Counter;
 use super::engine::{Fault, Iter, Tree};
 use super::error::backend;
-use super::keys::{self, ledger_run, parse_revision_key, valid_id, Head};
+use super::keys::{
+    self, parse_cursor_key, parse_failure_key, parse_head_key, parse_ledger_key,
+    parse_progress_key, parse_revision_key, Head, KeyError, KeySpace,
+};
 use super::migration::{ledger_key, LEDGER_TREE};
 use super::report::escape;
 use super::walk::PROGRESS_EVERY;
@@ -87,6 +90,7 @@ impl Store {
                 }
                 _ => check.report.problem(Problem::MalformedKey {
                     tree: META_TREE.to_owned(),
+                    space: KeySpace::Meta,
                     key: escape(&key),
                     reason: "not a collection name",
                 }),
@@ -250,13 +254,12 @@ impl Check<'_> {
     ) -> Result<(), StoreError> {
         for entry in tree.scan_prefix([keys::FAILURE]) {
             let (key, value) = entry.map_err(backend)?;
-            let Some(id) = key.get(1..).and_then(valid_id) else {
-                self.report.problem(Problem::MalformedKey {
-                    tree: tree_name.to_owned(),
-                    key: escape(&key),
-                    reason: "a failure record key without a valid id",
-                });
-                continue;
+            let id = match parse_failure_key(&key) {
+                Ok(id) => id,
+                Err(error) => {
+                    self.report.problem(malformed_key(tree_name, &key, error));
+                    continue;
+                }
             };
             match current_failure(tree, id, &value)? {
                 Ok(version) => *actual.entry(Counter::Failed(version)).or_insert(0) += 1,
@@ -281,12 +284,13 @@ impl Check<'_> {
         for entry in tree.scan_prefix([keys::COUNTER]) {
             let (key, value) = entry.map_err(backend)?;
             match decode_counter(&key, &value) {
-                Some((counter, count)) => {
+                Ok((counter, count)) => {
                     stored.insert(counter, count);
                 }
-                None => self.report.problem(Problem::MalformedCounter {
+                Err(reason) => self.report.problem(Problem::MalformedCounter {
                     collection: name.to_owned(),
                     key: escape(&key),
+                    reason,
                 }),
             }
         }
@@ -315,13 +319,12 @@ impl Check<'_> {
     ) -> Result<(), StoreError> {
         for entry in tree.scan_prefix([keys::CURSOR]) {
             let (key, value) = entry.map_err(backend)?;
-            let Ok([keys::CURSOR, a, b, c, d]) = <[u8; 5]>::try_from(&key[..]) else {
-                self.report.problem(Problem::MalformedKey {
-                    tree: tree_name.to_owned(),
-                    key: escape(&key),
-                    reason: "a cursor key is `m` and a version",
-                });
-                continue;
+            let target = match parse_cursor_key(&key) {
+                Ok(target) => target,
+                Err(error) => {
+                    self.report.problem(malformed_key(tree_name, &key, error));
+                    continue;
+                }
             };
             let reason = match std::str::from_utf8(&value) {
                 Err(_) => Some("is not UTF-8"),
@@ -331,7 +334,7 @@ impl Check<'_> {
             if let Some(reason) = reason {
                 self.report.problem(Problem::InvalidCursor {
                     collection: name.to_owned(),
-                    target: u32::from_be_bytes([a, b, c, d]),
+                    target,
                     reason,
                 });
             }
@@ -349,13 +352,13 @@ impl Check<'_> {
         let mut ledger = None;
         for entry in tree.scan_prefix([keys::PROGRESS]) {
             let (key, _) = entry.map_err(backend)?;
-            let Some(run) = keys::run_of_progress(&key) else {
-                self.report.problem(Problem::MalformedKey {
-                    tree: format!("{COLLECTION_TREE_PREFIX}{name}"),
-                    key: escape(&key),
-                    reason: "a progress key is `p` and a run id",
-                });
-                continue;
+            let run = match parse_progress_key(&key) {
+                Ok(run) => run,
+                Err(error) => {
+                    let tree_name = format!("{COLLECTION_TREE_PREFIX}{name}");
+                    self.report.problem(malformed_key(&tree_name, &key, error));
+                    continue;
+                }
             };
             let ledger = match &ledger {
                 Some(ledger) => ledger,
@@ -391,6 +394,7 @@ impl Check<'_> {
                 let (key, _) = entry.map_err(backend)?;
                 self.report.problem(Problem::MalformedKey {
                     tree: tree_name.to_owned(),
+                    space: KeySpace::Unknown,
                     key: escape(&key),
                     reason: "outside every key space",
                 });
@@ -411,13 +415,9 @@ impl Check<'_> {
     ) -> Result<Option<FoundHead>, StoreError> {
         for entry in heads {
             let (key, value) = entry.map_err(backend)?;
-            match keys::id_of_head(&key).and_then(|id| valid_id(id.as_bytes())) {
-                Some(id) => return Ok(Some((id.to_owned(), Head::decode(&value)))),
-                None => self.report.problem(Problem::MalformedKey {
-                    tree: tree_name.to_owned(),
-                    key: escape(&key),
-                    reason: "a head key without a valid id",
-                }),
+            match parse_head_key(&key) {
+                Ok(id) => return Ok(Some((id.to_owned(), Head::decode(&value)))),
+                Err(error) => self.report.problem(malformed_key(tree_name, &key, error)),
             }
         }
         Ok(None)
@@ -532,12 +532,11 @@ impl Check<'_> {
     fn ledger(&mut self, ledger: &Tree) -> Result<(), StoreError> {
         for entry in ledger {
             let (key, value) = entry.map_err(backend)?;
-            let error = if ledger_run(&key).is_none() {
-                Some("the key is not a collection, a NUL and a run id".to_owned())
-            } else {
-                record::decode_payload::<IgnoredAny>(&value, 64)
+            let error = match parse_ledger_key(&key) {
+                Err(error) => Some(error.reason.to_owned()),
+                Ok(_) => record::decode_payload::<IgnoredAny>(&value, 64)
                     .err()
-                    .map(|error| error_chain(&error))
+                    .map(|error| error_chain(&error)),
             };
             if let Some(error) = error {
                 self.report.problem(Problem::CorruptLedger {
@@ -572,13 +571,12 @@ impl Groups {
                     None => return Ok(current),
                 },
             };
-            let Some((id, revision)) = parse_revision_key(&key) else {
-                check.report.problem(Problem::MalformedKey {
-                    tree: tree_name.to_owned(),
-                    key: escape(&key),
-                    reason: "a revision key is `r`, an id, a NUL and a revision number",
-                });
-                continue;
+            let (id, revision) = match parse_revision_key(&key) {
+                Ok(parsed) => parsed,
+                Err(error) => {
+                    check.report.problem(malformed_key(tree_name, &key, error));
+                    continue;
+                }
             };
             match &mut current {
                 None => current = Some((id.to_owned(), vec![(revision, value)])),
@@ -594,11 +592,24 @@ impl Groups {
     }
 }
 
-/// A counter's key and value as stored.
-pub(super) fn decode_counter(key: &[u8], value: &[u8]) -> Option<(Counter, u64)> {
-    let counter = Counter::from_key(key)?;
-    let count = u64::from_be_bytes(value.try_into().ok()?);
-    Some((counter, count))
+/// The problem a key that does not parse in its key space is.
+pub(super) fn malformed_key(tree_name: &str, key: &[u8], error: KeyError) -> Problem {
+    Problem::MalformedKey {
+        tree: tree_name.to_owned(),
+        space: error.space,
+        key: escape(key),
+        reason: error.reason,
+    }
+}
+
+/// A counter's key and value as stored; `Err` with what is wrong with them.
+///
+/// Here rather than in `keys`, which `counters` imports.
+pub(super) fn decode_counter(key: &[u8], value: &[u8]) -> Result<(Counter, u64), &'static str> {
+    let counter = Counter::from_key(key)
+        .ok_or("the key is not `c`, a class (`l`, `r` or `f`) and a version")?;
+    let count = <[u8; 8]>::try_from(value).map_err(|_| "the value is not an 8-byte count")?;
+    Ok((counter, u64::from_be_bytes(count)))
 }
 
 /// Whether a failure record names its document's current live head: `Ok` with the head's version
@@ -612,11 +623,10 @@ pub(super) fn current_failure(
         Ok(failure) => failure,
         Err(error) => return Ok(Err(format!("does not decode: {}", error_chain(&error)))),
     };
-    let head = tree
-        .get(keys::head(id))
-        .map_err(backend)?
-        .and_then(|bytes| Head::decode(&bytes));
-    Ok(match head {
+    let Some(bytes) = tree.get(keys::head(id)).map_err(backend)? else {
+        return Ok(Err("names a document without a head".to_owned()));
+    };
+    Ok(match Head::decode(&bytes) {
         Some(head)
             if !head.removed
                 && head.revision.get() == failure.revision
@@ -629,7 +639,7 @@ pub(super) fn current_failure(
             "names revision {} at version {}, but the head is revision {} at version {}",
             failure.revision, failure.version, head.revision, head.version
         )),
-        None => Err("names a document without a readable head".to_owned()),
+        None => Err("names a document whose head does not decode".to_owned()),
     })
 }
 
@@ -796,5 +806,138 @@ mod tests {
         for problem in &report.problems {
             assert!(!problem.to_string().is_empty());
         }
+    }
+
+    /// Every malformed key a check meets, with its key space and what is wrong with it.
+    fn malformed_keys(report: &VerifyReport) -> Vec<(String, KeySpace, &'static str)> {
+        report
+            .problems
+            .iter()
+            .filter_map(|problem| match problem {
+                Problem::MalformedKey {
+                    tree,
+                    space,
+                    reason,
+                    ..
+                } => Some((tree.clone(), *space, *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_malformed_key_names_its_key_space() {
+        let dir = tempfile::tempdir().unwrap();
+        migrated_store(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        let n = tree(&store, "notes");
+        for key in [
+            &b"h\xff"[..],
+            b"r-no-terminator",
+            b"f",
+            b"m12",
+            b"p1",
+            b"zzz",
+        ] {
+            n.insert(key, &b"?"[..]).unwrap();
+        }
+        let mut zero = keys::revisions_of("doc");
+        zero.extend_from_slice(&0u64.to_be_bytes());
+        n.insert(zero, &b"?"[..]).unwrap();
+        store.inner().meta.insert(b"\xff", &b"?"[..]).unwrap();
+
+        let report = store.verify().unwrap();
+        let mut found = malformed_keys(&report);
+        found.sort_unstable();
+        let notes = |space, reason| ("c/notes".to_owned(), space, reason);
+        assert_eq!(
+            found,
+            [
+                ("_meta".to_owned(), KeySpace::Meta, "not a collection name"),
+                notes(KeySpace::Heads, "the id is not UTF-8"),
+                notes(
+                    KeySpace::Revisions,
+                    "a revision key is `r`, an id, a NUL and a revision number"
+                ),
+                notes(KeySpace::Revisions, "revision numbers start at 1"),
+                notes(KeySpace::Failures, "the id breaks the id rules"),
+                notes(KeySpace::Cursors, "a cursor key is `m` and a version"),
+                notes(KeySpace::Progress, "a progress key is `p` and a run id"),
+                notes(KeySpace::Unknown, "outside every key space"),
+            ],
+            "{:#?}",
+            report.problems
+        );
+        let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            text.contains(&"`c/notes`: malformed head key h\\xff: the id is not UTF-8".to_owned()),
+            "{text:#?}"
+        );
+        assert!(
+            text.contains(&"`c/notes`: malformed key zzz: outside every key space".to_owned()),
+            "{text:#?}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_counter_says_whether_its_key_or_its_value_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        migrated_store(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        let n = tree(&store, "notes");
+        n.insert(b"cx\0\0\0\x01", &1u64.to_be_bytes()[..]).unwrap();
+        n.insert(Counter::Removed.key(), &[1u8, 2][..]).unwrap();
+        let report = store.verify().unwrap();
+        let mut reasons: Vec<&str> = report
+            .problems
+            .iter()
+            .filter_map(|problem| match problem {
+                Problem::MalformedCounter { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect();
+        reasons.sort_unstable();
+        assert_eq!(
+            reasons,
+            [
+                "the key is not `c`, a class (`l`, `r` or `f`) and a version",
+                "the value is not an 8-byte count",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stale_failure_tells_a_missing_head_from_one_that_does_not_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, tasks) = migrated_store(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        let t = tree(&store, "tasks");
+        // tasks[2] failed to migrate: its failure record names its head. Break the head, and
+        // copy the record to a document that has none.
+        let record = t.get(keys::failure(&tasks[2])).unwrap().unwrap();
+        t.insert(keys::failure("nohead"), record).unwrap();
+        t.insert(keys::head(&tasks[2]), &[9u8; 4][..]).unwrap();
+        let report = store.verify().unwrap();
+        let mut reasons: Vec<(String, String)> = report
+            .problems
+            .iter()
+            .filter_map(|problem| match problem {
+                Problem::StaleFailure { id, reason, .. } => Some((id.clone(), reason.clone())),
+                _ => None,
+            })
+            .collect();
+        reasons.sort_unstable();
+        let mut expected = vec![
+            (
+                tasks[2].to_string(),
+                "names a document whose head does not decode".to_owned(),
+            ),
+            (
+                "nohead".to_owned(),
+                "names a document without a head".to_owned(),
+            ),
+        ];
+        expected.sort_unstable();
+        assert_eq!(reasons, expected, "{:#?}", report.problems);
     }
 }
