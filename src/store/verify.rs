@@ -65,19 +65,22 @@ impl Store {
             progress: &mut progress,
         };
         let mut registered = BTreeSet::new();
+        // The last key read, malformed or not: where damage that stops the walk begins.
+        let mut last_read = String::new();
         for entry in &self.inner().meta {
             let key = match entry {
                 Ok((key, _)) => key,
                 Err(Fault::Corrupt { detail, .. }) => {
                     check.report.problem(Problem::Unreadable {
                         tree: META_TREE.to_owned(),
-                        after: registered.last().cloned().unwrap_or_default(),
+                        after: last_read,
                         error: detail,
                     });
                     break;
                 }
                 Err(fault) => return Err(backend(fault)),
             };
+            last_read = escape(&key);
             match std::str::from_utf8(&key) {
                 Ok(name) if validate_collection_name(name).is_ok() => {
                     if let Err(error) = self.read_meta(name) {
