@@ -192,10 +192,14 @@ impl KeyError {
 }
 
 /// The collection a tree holds, for a `c/<name>` tree; `None` for another tree (`_meta`,
-/// `_ledger`, the default tree).
+/// `_ledger`, the default tree). A name that is not UTF-8 (no program could register it) is
+/// given with its bytes escaped, so that two such names stay apart.
 pub(super) fn collection_of_tree(tree: &[u8]) -> Option<String> {
-    tree.strip_prefix(COLLECTION_TREE_PREFIX.as_bytes())
-        .map(|name| String::from_utf8_lossy(name).into_owned())
+    let name = tree.strip_prefix(COLLECTION_TREE_PREFIX.as_bytes())?;
+    Some(match std::str::from_utf8(name) {
+        Ok(name) => name.to_owned(),
+        Err(_) => name.escape_ascii().to_string(),
+    })
 }
 
 /// The id a key of `space` holds, if it is UTF-8 and keeps the id rules.

@@ -101,7 +101,7 @@ impl Store {
         }
         let trees = self.collection_trees();
         let mut names: BTreeSet<&String> = registered.iter().collect();
-        names.extend(trees.keys());
+        names.extend(trees.iter().map(|(name, _)| name));
         check.report.collections = u64::try_from(names.len()).unwrap_or(u64::MAX);
         for (name, tree_name) in &trees {
             if !registered.contains(name) {
@@ -942,5 +942,39 @@ mod tests {
         ];
         expected.sort_unstable();
         assert_eq!(reasons, expected, "{:#?}", report.problems);
+    }
+
+    #[test]
+    fn every_collection_tree_is_checked_even_two_whose_names_are_not_utf8() {
+        let store = Store::temporary().unwrap();
+        for tree_name in [&b"c/\xfe"[..], b"c/\xff"] {
+            let tree = store.inner().db.open_tree(tree_name).unwrap();
+            tree.insert(b"zz", &b""[..]).unwrap();
+        }
+        let report = store.verify().unwrap();
+        assert_eq!(report.collections, 2);
+        let mut found: Vec<(&str, String)> = report
+            .problems
+            .iter()
+            .filter_map(|problem| match problem {
+                Problem::UnregisteredCollection { collection } => {
+                    Some(("unregistered", collection.clone()))
+                }
+                Problem::MalformedKey { tree, .. } => Some(("malformed", tree.clone())),
+                _ => None,
+            })
+            .collect();
+        found.sort_unstable();
+        assert_eq!(
+            found,
+            [
+                ("malformed", "c/\\xfe".to_owned()),
+                ("malformed", "c/\\xff".to_owned()),
+                ("unregistered", "\\xfe".to_owned()),
+                ("unregistered", "\\xff".to_owned()),
+            ],
+            "{:#?}",
+            report.problems
+        );
     }
 }

@@ -15,16 +15,21 @@ pub(super) const DEFAULT_TREE: &[u8] = b"__sled__default";
 pub(super) const PROGRESS_EVERY: u64 = 1024;
 
 impl Store {
-    /// The collection trees of the database, by collection name.
-    pub(super) fn collection_trees(&self) -> BTreeMap<String, sled::IVec> {
-        self.inner()
+    /// The collection trees of the database with their collections' names, in the order of the
+    /// trees' names. Keyed by the tree, not the collection's name: every tree is walked, even
+    /// two whose names are not UTF-8 alike.
+    pub(super) fn collection_trees(&self) -> Vec<(String, sled::IVec)> {
+        let trees: BTreeMap<sled::IVec, String> = self
+            .inner()
             .db
             .tree_names()
             .into_iter()
-            .filter_map(|name| Some((collection_of_tree(&name)?, name)))
-            .collect()
+            .filter_map(|name| Some((name.clone(), collection_of_tree(&name)?)))
+            .collect();
+        trees.into_iter().map(|(tree, name)| (name, tree)).collect()
     }
 
+    /// Whether the database holds a tree of this name.
     pub(super) fn has_tree(&self, name: &[u8]) -> bool {
         self.inner()
             .db
