@@ -36,6 +36,7 @@ pub use crate::schema::{
     canonical_schema, compare_schemas, compare_schemas_with_aliases, is_breaking,
     schema_fingerprint, ChangeKind, Compatibility, Schema, SchemaChange, SchemaError, StepError,
 };
+pub use crate::store::KeySpace;
 pub use crate::store::{
     BackendError, Collection, Document, Durability, Iter, RawCollection, RawRevision, RevisionInfo,
     SchemaEvent, SchemaRecord, Store, StoreBuilder, StoreError, DEFAULT_CACHE_CAPACITY,

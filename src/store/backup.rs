@@ -29,9 +29,11 @@ use std::collections::BTreeSet;
 
 use super::engine::sled::backend;
 use super::engine::sled::guard::{Db, Tree};
+use super::engine::sled::keys::{collection_of_tree, ledger_run};
 use super::engine::sled::LEDGER_TREE;
 use super::engine::sled::{keys, COLLECTION_TREE_PREFIX};
-use super::maintenance::{collection_of_tree, hex, ledger_run, DEFAULT_TREE, PROGRESS_EVERY};
+use super::report::hex;
+use super::walk::{DEFAULT_TREE, PROGRESS_EVERY};
 use super::{Durability, Store, StoreError};
 use crate::record::{self, Origin};
 
@@ -674,7 +676,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::store::maintenance::tests::{migrated_store, populate};
+    use crate::store::fixtures::{migrated_store, populate};
 
     type Trees = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
 

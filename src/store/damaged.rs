@@ -14,10 +14,11 @@ use std::ops::Bound;
 use super::counters::Counter;
 use super::engine::sled::backend;
 use super::engine::sled::guard::{Fault, Tree};
-use super::engine::sled::keys::{self, Head};
+use super::engine::sled::keys::{self, parse_head_key, parse_revision_key, Head, KeyError};
 use super::engine::sled::COLLECTION_TREE_PREFIX;
-use super::maintenance::{decode_counter, escape, parse_revision_key, valid_id, Check, Problem};
-use super::StoreError;
+use super::report::escape;
+use super::verify::{decode_counter, malformed_key, Check};
+use super::{Problem, StoreError};
 use crate::id::Revision;
 
 /// Revisions past this many are not point-read one by one on the word of a head alone.
@@ -268,29 +269,31 @@ impl Check<'_> {
         // Heads, then revisions with the heads' ids as restart points, then heads again with the
         // revisions' ids if the first pass stopped at damage.
         let mut heads: BTreeMap<String, Option<Head>> = BTreeMap::new();
-        let mut malformed: Vec<Vec<u8>> = Vec::new();
-        let mut visit_head = |key: &[u8], value: &[u8]| match keys::id_of_head(key)
-            .and_then(|id| valid_id(id.as_bytes()))
-        {
-            Some(id) => {
+        // Keys that do not parse, by key: a second pass may meet them again.
+        let mut malformed: BTreeMap<Vec<u8>, KeyError> = BTreeMap::new();
+        let mut visit_head = |key: &[u8], value: &[u8]| match parse_head_key(key) {
+            Ok(id) => {
                 heads.insert(id.to_owned(), Head::decode(value));
             }
-            None => malformed.push(key.to_vec()),
+            Err(error) => {
+                malformed.insert(key.to_vec(), error);
+            }
         };
         let head_damage = scan_around(tree, keys::HEAD, &none, &mut visit_head)?;
         let head_hints: BTreeSet<Vec<u8>> = heads.keys().map(|id| keys::revisions_of(id)).collect();
         let mut revisions: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-        let mut bad_revision_keys: Vec<Vec<u8>> = Vec::new();
         let revision_damage =
             scan_around(
                 tree,
                 keys::REVISION,
                 &head_hints,
                 |key, _| match parse_revision_key(key) {
-                    Some((id, revision)) => {
+                    Ok((id, revision)) => {
                         revisions.entry(id.to_owned()).or_default().insert(revision);
                     }
-                    None => bad_revision_keys.push(key.to_vec()),
+                    Err(error) => {
+                        malformed.insert(key.to_vec(), error);
+                    }
                 },
             )?;
         let mut head_damage = head_damage;
@@ -298,11 +301,20 @@ impl Check<'_> {
             let revision_hints: BTreeSet<Vec<u8>> =
                 revisions.keys().map(|id| keys::head(id)).collect();
             let mut again: BTreeMap<String, Option<Head>> = BTreeMap::new();
-            head_damage = scan_around(tree, keys::HEAD, &revision_hints, |key, value| {
-                if let Some(id) = keys::id_of_head(key).and_then(|id| valid_id(id.as_bytes())) {
-                    again.insert(id.to_owned(), Head::decode(value));
-                }
-            })?;
+            head_damage =
+                scan_around(
+                    tree,
+                    keys::HEAD,
+                    &revision_hints,
+                    |key, value| match parse_head_key(key) {
+                        Ok(id) => {
+                            again.insert(id.to_owned(), Head::decode(value));
+                        }
+                        Err(error) => {
+                            malformed.insert(key.to_vec(), error);
+                        }
+                    },
+                )?;
             heads.extend(again);
         }
         for (space, damage) in [(keys::HEAD, head_damage), (keys::REVISION, revision_damage)] {
@@ -318,19 +330,8 @@ impl Check<'_> {
                 });
             }
         }
-        for key in malformed {
-            self.report.problem(Problem::MalformedKey {
-                tree: tree_name.clone(),
-                key: escape(&key),
-                reason: "a head key without a valid id",
-            });
-        }
-        for key in bad_revision_keys {
-            self.report.problem(Problem::MalformedKey {
-                tree: tree_name.clone(),
-                key: escape(&key),
-                reason: "a revision key is `r`, an id, a NUL and a revision number",
-            });
+        for (key, error) in malformed {
+            self.report.problem(malformed_key(&tree_name, &key, error));
         }
 
         // Every document either space names, cross-checked with point reads.
@@ -350,7 +351,7 @@ impl Check<'_> {
         // The counters: what they expect, against what was found.
         let mut stored: BTreeMap<Counter, u64> = BTreeMap::new();
         let counter_damage = scan_around(tree, keys::COUNTER, &none, |key, value| {
-            if let Some((counter, count)) = decode_counter(key, value) {
+            if let Ok((counter, count)) = decode_counter(key, value) {
                 stored.insert(counter, count);
             }
         })?;

@@ -9,11 +9,18 @@ mod damaged;
 pub(crate) mod engine;
 pub(crate) mod error;
 mod iter;
-mod maintenance;
 mod migration;
 mod registry;
 mod repair;
+mod repair_counters;
+mod report;
 mod salvage;
+mod stats;
+mod verify;
+mod walk;
+
+#[cfg(test)]
+mod fixtures;
 
 use std::any::TypeId;
 use std::collections::{BTreeSet, HashMap};
@@ -25,6 +32,7 @@ use parking_lot::Mutex;
 
 pub use self::backup::{BackupError, BackupSummary};
 pub use self::collection::{Collection, Document, RawCollection, RawRevision, RevisionInfo};
+pub use self::engine::sled::keys::KeySpace;
 pub(crate) use self::engine::Head;
 pub use self::engine::StoreState;
 pub(crate) use self::engine::{
@@ -33,13 +41,13 @@ pub(crate) use self::engine::{
 };
 pub use self::error::{BackendError, StoreError};
 pub use self::iter::Iter;
-pub use self::maintenance::{
-    CollectionStats, CounterChange, CounterKind, Problem, RepairReport, StoreStats, VerifyReport,
-    MAX_REPORTED_PROBLEMS,
-};
 pub use self::registry::{SchemaEvent, SchemaRecord};
 pub use self::repair::SnapshotRebuild;
+pub use self::report::{
+    CounterChange, CounterKind, Problem, RepairReport, VerifyReport, MAX_REPORTED_PROBLEMS,
+};
 pub use self::salvage::{SalvageReport, SalvagedImport};
+pub use self::stats::{CollectionStats, StoreStats};
 
 use self::collection::Core;
 use self::engine::sled::SledEngine;

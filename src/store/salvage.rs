@@ -22,12 +22,12 @@ use super::backup::{
 use super::damaged::{point, scan_range, Point, MAX_PROBED_REVISIONS};
 use super::engine::sled::backend;
 use super::engine::sled::guard::Tree;
-use super::engine::sled::keys::{self, Head};
-use super::maintenance::{
-    collection_of_tree, escape, hex, parse_revision_key, valid_id, Problem, RepairReport,
-    VerifyReport, DEFAULT_TREE,
+use super::engine::sled::keys::{
+    self, collection_of_tree, parse_head_key, parse_revision_key, Head,
 };
-use super::{Store, StoreError};
+use super::report::{escape, hex};
+use super::walk::DEFAULT_TREE;
+use super::{Problem, RepairReport, Store, StoreError, VerifyReport};
 use crate::id::Revision;
 
 /// What [`Store::export_salvage`] wrote, and what it could not read.
@@ -208,9 +208,9 @@ fn salvage_collection(
     let mut heads: BTreeMap<String, Option<Head>> = BTreeMap::new();
     let mut revision_ids = BTreeSet::new();
     for (key, value) in &entries {
-        if let Some(id) = keys::id_of_head(key).and_then(|id| valid_id(id.as_bytes())) {
+        if let Ok(id) = parse_head_key(key) {
             heads.insert(id.to_owned(), Head::decode(value));
-        } else if let Some((id, _)) = parse_revision_key(key) {
+        } else if let Ok((id, _)) = parse_revision_key(key) {
             revision_ids.insert(id.to_owned());
         }
     }
@@ -258,9 +258,9 @@ fn salvage_collection(
 fn restart_points(entries: &Entries) -> BTreeSet<Vec<u8>> {
     let mut ids = BTreeSet::new();
     for key in entries.keys() {
-        if let Some(id) = keys::id_of_head(key).and_then(|id| valid_id(id.as_bytes())) {
+        if let Ok(id) = parse_head_key(key) {
             ids.insert(id.to_owned());
-        } else if let Some((id, _)) = parse_revision_key(key) {
+        } else if let Ok((id, _)) = parse_revision_key(key) {
             ids.insert(id.to_owned());
         }
     }

@@ -15,7 +15,12 @@
 //! Ids never contain NUL, so the 0x00 after an id ends it: the revisions of `ab` (`r ab 00 …`) and of
 //! `abc` (`r abc 00 …`) are disjoint ranges, and a prefix scan of one never meets the other.
 
-use crate::id::Revision;
+use std::fmt;
+
+use serde::Serialize;
+
+use super::COLLECTION_TREE_PREFIX;
+use crate::id::{self, Revision};
 use crate::store::counters::Counter;
 pub(crate) use crate::store::engine::Head;
 
@@ -99,19 +104,6 @@ pub(crate) fn ledger(collection: &str, run: u64) -> Vec<u8> {
     key
 }
 
-/// The run a ledger key names, if it is well formed.
-pub(crate) fn run_of_ledger(key: &[u8]) -> Option<u64> {
-    let at = key.len().checked_sub(9)?;
-    let (name, rest) = key.split_at(at);
-    let (&0, run) = rest.split_first()? else {
-        return None;
-    };
-    if name.is_empty() || name.contains(&0) {
-        return None;
-    }
-    <[u8; 8]>::try_from(run).ok().map(u64::from_be_bytes)
-}
-
 /// A head's record: flags u8, schema version u32 BE, revision u64 BE.
 impl Head {
     pub(crate) fn encode(self) -> [u8; 13] {
@@ -166,6 +158,171 @@ impl Counter {
             _ => None,
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing keys read back from disk
+
+/// A key space of the store: where a key that does not parse was found, as
+/// [`Problem::MalformedKey`](crate::Problem::MalformedKey) names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum KeySpace {
+    /// `_meta`: one record per collection, keyed by its name.
+    Meta,
+    /// `_ledger`: one record per migration run, keyed by its collection and run id.
+    Ledger,
+    /// A collection's heads: `h ‖ id`.
+    Heads,
+    /// A collection's revisions: `r ‖ id ‖ 0x00 ‖ revision`.
+    Revisions,
+    /// A collection's counters: `c ‖ class ‖ version`.
+    Counters,
+    /// A collection's migration failure records: `f ‖ id`.
+    Failures,
+    /// A collection's migration cursors: `m ‖ target version`.
+    Cursors,
+    /// A collection's migration progress records: `p ‖ run id`.
+    Progress,
+    /// Outside every key space of its tree.
+    Unknown,
+}
+
+impl fmt::Display for KeySpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeySpace::Meta => "collection record",
+            KeySpace::Ledger => "ledger",
+            KeySpace::Heads => "head",
+            KeySpace::Revisions => "revision",
+            KeySpace::Counters => "counter",
+            KeySpace::Failures => "failure record",
+            KeySpace::Cursors => "migration cursor",
+            KeySpace::Progress => "progress record",
+            KeySpace::Unknown => "unknown",
+        })
+    }
+}
+
+/// Why a key read back does not parse in its key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyError {
+    /// The key space it was found in.
+    pub(crate) space: KeySpace,
+    /// What is wrong with it.
+    pub(crate) reason: &'static str,
+}
+
+impl KeyError {
+    fn new(space: KeySpace, reason: &'static str) -> Self {
+        Self { space, reason }
+    }
+}
+
+/// The collection a tree holds, for a `c/<name>` tree; `None` for another tree (`_meta`,
+/// `_ledger`, the default tree). A name that is not UTF-8 (no program could register it) is
+/// given with its bytes escaped, so that two such names stay apart.
+pub(crate) fn collection_of_tree(tree: &[u8]) -> Option<String> {
+    let name = tree.strip_prefix(COLLECTION_TREE_PREFIX.as_bytes())?;
+    Some(match std::str::from_utf8(name) {
+        Ok(name) => name.to_owned(),
+        Err(_) => name.escape_ascii().to_string(),
+    })
+}
+
+/// The id a key of `space` holds, if it is UTF-8 and keeps the id rules.
+fn parse_id(bytes: &[u8], space: KeySpace) -> Result<&str, KeyError> {
+    let id = std::str::from_utf8(bytes).map_err(|_| KeyError::new(space, "the id is not UTF-8"))?;
+    id::validate(id).map_err(|_| KeyError::new(space, "the id breaks the id rules"))?;
+    Ok(id)
+}
+
+/// `h ‖ id` → the id.
+pub(crate) fn parse_head_key(key: &[u8]) -> Result<&str, KeyError> {
+    match key.split_first() {
+        Some((&HEAD, id)) => parse_id(id, KeySpace::Heads),
+        _ => Err(KeyError::new(
+            KeySpace::Heads,
+            "a head key is `h` and an id",
+        )),
+    }
+}
+
+/// `f ‖ id` → the id.
+pub(crate) fn parse_failure_key(key: &[u8]) -> Result<&str, KeyError> {
+    match key.split_first() {
+        Some((&FAILURE, id)) => parse_id(id, KeySpace::Failures),
+        _ => Err(KeyError::new(
+            KeySpace::Failures,
+            "a failure record key is `f` and an id",
+        )),
+    }
+}
+
+/// `r ‖ id ‖ 0x00 ‖ revision u64 BE` → the id and a revision above 0.
+pub(crate) fn parse_revision_key(key: &[u8]) -> Result<(&str, u64), KeyError> {
+    let shape = KeyError::new(
+        KeySpace::Revisions,
+        "a revision key is `r`, an id, a NUL and a revision number",
+    );
+    let Some((&REVISION, rest)) = key.split_first() else {
+        return Err(shape);
+    };
+    let split = rest.len().checked_sub(9).ok_or(shape)?;
+    let (id, tail) = rest.split_at(split);
+    let Some((&0, number)) = tail.split_first() else {
+        return Err(shape);
+    };
+    let revision = u64::from_be_bytes(number.try_into().map_err(|_| shape)?);
+    if revision == 0 {
+        return Err(KeyError::new(
+            KeySpace::Revisions,
+            "revision numbers start at 1",
+        ));
+    }
+    Ok((parse_id(id, KeySpace::Revisions)?, revision))
+}
+
+/// `m ‖ target version u32 BE` → the target version.
+pub(crate) fn parse_cursor_key(key: &[u8]) -> Result<u32, KeyError> {
+    match key {
+        [CURSOR, a, b, c, d] => Ok(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => Err(KeyError::new(
+            KeySpace::Cursors,
+            "a cursor key is `m` and a version",
+        )),
+    }
+}
+
+/// `p ‖ run u64 BE` → the run.
+pub(crate) fn parse_progress_key(key: &[u8]) -> Result<u64, KeyError> {
+    run_of_progress(key).ok_or(KeyError::new(
+        KeySpace::Progress,
+        "a progress key is `p` and a run id",
+    ))
+}
+
+/// `collection ‖ 0x00 ‖ run u64 BE`, a `_ledger` key → the run.
+pub(crate) fn parse_ledger_key(key: &[u8]) -> Result<u64, KeyError> {
+    let shape = KeyError::new(
+        KeySpace::Ledger,
+        "a ledger key is a collection, a NUL and a run id",
+    );
+    let split = key.len().checked_sub(9).ok_or(shape)?;
+    let (collection, tail) = key.split_at(split);
+    let Some((&0, run)) = tail.split_first() else {
+        return Err(shape);
+    };
+    if collection.is_empty() {
+        return Err(KeyError::new(KeySpace::Ledger, "the collection is empty"));
+    }
+    Ok(u64::from_be_bytes(run.try_into().map_err(|_| shape)?))
+}
+
+/// The run a ledger key names, `None` for a malformed key (see [`parse_ledger_key`]).
+pub(crate) fn ledger_run(key: &[u8]) -> Option<u64> {
+    parse_ledger_key(key).ok()
 }
 
 #[cfg(test)]
@@ -233,12 +390,49 @@ mod tests {
     }
 
     #[test]
-    fn ledger_keys_round_trip_and_malformed_ones_name_no_run() {
-        assert_eq!(run_of_ledger(&ledger("issues", 42)), Some(42));
-        assert_eq!(run_of_ledger(b"issues"), None);
-        assert_eq!(run_of_ledger(&[0; 9]), None);
-        let mut short = ledger("issues", 42);
-        short.pop();
-        assert_eq!(run_of_ledger(&short), None);
+    fn malformed_keys_name_their_key_space() {
+        let revision_key = revision("doc", Revision::FIRST);
+        assert_eq!(parse_revision_key(&revision_key), Ok(("doc", 1)));
+        let mut zero = revisions_of("doc");
+        zero.extend_from_slice(&0u64.to_be_bytes());
+        let error = parse_revision_key(&zero).unwrap_err();
+        assert_eq!(error.space, KeySpace::Revisions);
+        assert_eq!(error.reason, "revision numbers start at 1");
+        assert_eq!(
+            parse_revision_key(b"r-no-terminator").unwrap_err().space,
+            KeySpace::Revisions
+        );
+        assert_eq!(parse_head_key(&head("doc")), Ok("doc"));
+        let error = parse_head_key(b"h\xff").unwrap_err();
+        assert_eq!(
+            (error.space, error.reason),
+            (KeySpace::Heads, "the id is not UTF-8")
+        );
+        let error = parse_failure_key(b"f").unwrap_err();
+        assert_eq!(
+            (error.space, error.reason),
+            (KeySpace::Failures, "the id breaks the id rules")
+        );
+        assert_eq!(parse_cursor_key(&cursor(7)), Ok(7));
+        assert_eq!(
+            parse_cursor_key(b"m12").unwrap_err().space,
+            KeySpace::Cursors
+        );
+        assert_eq!(parse_progress_key(&progress(9)), Ok(9));
+        assert_eq!(
+            parse_progress_key(b"p1").unwrap_err().space,
+            KeySpace::Progress
+        );
+        assert_eq!(parse_ledger_key(&ledger("notes", 3)), Ok(3));
+        let ledger = ledger("notes", 3);
+        let error = parse_ledger_key(&ledger[5..]).unwrap_err();
+        assert_eq!(
+            (error.space, error.reason),
+            (KeySpace::Ledger, "the collection is empty")
+        );
+        assert_eq!(
+            parse_ledger_key(b"short").unwrap_err().space,
+            KeySpace::Ledger
+        );
     }
 }

@@ -244,11 +244,12 @@ impl Engine for SledEngine {
             .take(limit)
             .map(|entry| {
                 let (key, bytes) = entry.map_err(backend)?;
-                let run = keys::run_of_ledger(&key).ok_or_else(|| StoreError::Corrupt {
+                // A malformed key is an error, never some run (it used to read as run 0).
+                let run = keys::parse_ledger_key(&key).map_err(|error| StoreError::Corrupt {
                     collection: collection.to_owned(),
                     id: "_ledger".to_owned(),
                     revision: None,
-                    source: crate::record::RecordError::InvalidHeader("malformed ledger key"),
+                    source: crate::record::RecordError::InvalidHeader(error.reason),
                 })?;
                 Ok((run, bytes.to_vec()))
             })
