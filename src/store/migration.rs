@@ -622,13 +622,9 @@ impl Store {
         self.inner().db.open_tree(LEDGER_TREE).map_err(backend)
     }
 
-    /// A new run id, unique in this database across restarts.
+    /// A new run id, unique in this database across restarts and above every run id imported.
     pub(crate) fn next_run_id(&self) -> Result<u64, StoreError> {
-        self.inner()
-            .db
-            .generate_id()
-            .map(|id| id.saturating_add(1))
-            .map_err(backend)
+        super::logical_sled::next_run_id(self)
     }
 
     /// Writes a ledger record; `durable` flushes it.

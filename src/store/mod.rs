@@ -13,6 +13,8 @@ mod engine;
 mod error;
 mod iter;
 mod keys;
+mod logical;
+mod logical_sled;
 mod maintenance;
 mod migration;
 mod registry;
