@@ -851,9 +851,17 @@ fn import(
         out,
         "imported {} {} of {} {} into {} ({}, {})",
         summary.entries,
-        if summary.format == 1 { "keys" } else { "records" },
+        if summary.format == 1 {
+            "keys"
+        } else {
+            "records"
+        },
         summary.trees,
-        if summary.format == 1 { "trees" } else { "collections" },
+        if summary.format == 1 {
+            "trees"
+        } else {
+            "collections"
+        },
         path.display(),
         human_bytes(summary.bytes),
         seconds(started.elapsed())

@@ -182,7 +182,8 @@ impl Store {
         let mut out = HashingWriter::begin(writer, false)?;
         logical_sled::export_records(self, &mut |record| {
             out.record(&record)?;
-            if out.records % PROGRESS_EVERY == 0 {
+            let counted = !matches!(record, LogicalRecord::Collection { .. });
+            if counted && out.records % PROGRESS_EVERY == 0 {
                 progress(out.records);
             }
             Ok(())

@@ -431,32 +431,52 @@ pub(super) fn salvaged_records(
             ),
             None => (String::new(), SalvagedTree::new()),
         };
-        let space =
-            |space: u8,
-             unreadable: &mut Vec<Problem>,
-             sink: &mut dyn FnMut(LogicalRecord) -> Result<(), BackupError>| {
-                for (key, value) in entries.range(vec![space]..vec![space + 1]) {
-                    match record_of(&name, key, value) {
-                        Ok(Some(record)) => sink(record)?,
-                        Ok(None) => {}
-                        Err(reason) => malformed(unreadable, &label, key, reason),
-                    }
-                }
-                Ok::<_, BackupError>(())
-            };
-        for kind in EXPORTED_SPACES {
-            space(kind, unreadable, sink)?;
-        }
-        emit_runs(&name, runs, sink)?;
-        space(keys::PROGRESS, unreadable, sink)?;
-        for (key, value) in &entries {
-            let known = [keys::COUNTER, keys::CURSOR, keys::PROGRESS]
-                .iter()
-                .chain(&EXPORTED_SPACES)
-                .any(|space| key.first() == Some(space));
-            if let (false, Err(reason)) = (known, record_of(&name, key, value)) {
-                malformed(unreadable, &label, key, reason);
+        salvaged_collection(&name, &label, &entries, runs, unreadable, sink)?;
+    }
+    Ok(())
+}
+
+/// The records of one salvaged collection tree, after its [`LogicalRecord::Collection`]: what
+/// no record can hold is listed as [`Problem::MalformedKey`].
+fn salvaged_collection(
+    name: &str,
+    label: &str,
+    entries: &SalvagedTree,
+    runs: Vec<(u64, Vec<u8>)>,
+    unreadable: &mut Vec<Problem>,
+    sink: &mut dyn FnMut(LogicalRecord) -> Result<(), BackupError>,
+) -> Result<(), BackupError> {
+    let malformed = |unreadable: &mut Vec<Problem>, key: &[u8], reason| {
+        unreadable.push(Problem::MalformedKey {
+            tree: label.to_owned(),
+            key: escape(key),
+            reason,
+        });
+    };
+    let space = |space: u8,
+                 unreadable: &mut Vec<Problem>,
+                 sink: &mut dyn FnMut(LogicalRecord) -> Result<(), BackupError>| {
+        for (key, value) in entries.range(vec![space]..vec![space + 1]) {
+            match record_of(name, key, value) {
+                Ok(Some(record)) => sink(record)?,
+                Ok(None) => {}
+                Err(reason) => malformed(unreadable, key, reason),
             }
+        }
+        Ok::<_, BackupError>(())
+    };
+    for kind in EXPORTED_SPACES {
+        space(kind, unreadable, sink)?;
+    }
+    emit_runs(name, runs, sink)?;
+    space(keys::PROGRESS, unreadable, sink)?;
+    for (key, value) in entries {
+        let known = [keys::COUNTER, keys::CURSOR, keys::PROGRESS]
+            .iter()
+            .chain(&EXPORTED_SPACES)
+            .any(|space| key.first() == Some(space));
+        if let (false, Err(reason)) = (known, record_of(name, key, value)) {
+            malformed(unreadable, key, reason);
         }
     }
     Ok(())
