@@ -761,6 +761,7 @@ mod tests {
     use crate::store::keys;
     use crate::store::maintenance::tests::{migrated_store, populate};
     use crate::store::maintenance::{Problem, DEFAULT_TREE};
+    use crate::store::migration::LEDGER_TREE;
 
     type Trees = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
 
@@ -1174,5 +1175,27 @@ mod tests {
         );
         let target = Store::open(target_dir.path()).unwrap();
         assert_eq!(all_trees(&source), all_trees(&target));
+    }
+
+    /// Run ids continue above a run only a revision's origin names (its ledger record gone).
+    #[test]
+    fn run_ids_continue_above_a_run_named_only_by_a_revision() {
+        let source_dir = tempfile::tempdir().unwrap();
+        migrated_store(source_dir.path());
+        let source = Store::open(source_dir.path()).unwrap();
+        let run = max_run(&source);
+        source
+            .inner()
+            .db
+            .open_tree(LEDGER_TREE)
+            .unwrap()
+            .clear()
+            .unwrap();
+        let mut backup = Vec::new();
+        let _ = source.export(&mut backup, |_| {}).unwrap();
+        let target_dir = tempfile::tempdir().unwrap();
+        let _ = Store::import(target_dir.path(), &backup[..], |_| {}).unwrap();
+        let target = Store::open(target_dir.path()).unwrap();
+        assert!(target.next_run_id().unwrap() > run);
     }
 }
