@@ -171,6 +171,15 @@ fn record_of(
 /// The key spaces of a collection's tree whose records are exported, in their logical order
 /// (the ledger, a tree of its own, comes between failures and progress).
 const EXPORTED_SPACES: [u8; 3] = [keys::HEAD, keys::REVISION, keys::FAILURE];
+/// Every key space of a collection's tree.
+const KEY_SPACES: [u8; 6] = [
+    keys::HEAD,
+    keys::REVISION,
+    keys::FAILURE,
+    keys::PROGRESS,
+    keys::COUNTER,
+    keys::CURSOR,
+];
 
 /// What the store holds beside its collection trees: `_meta` records and ledger records by
 /// collection, and the set of collections.
@@ -299,14 +308,20 @@ pub(super) fn export_records(
                     sink(record)?;
                 }
             }
-            // Keys outside the key spaces above, counters and cursors.
-            for entry in tree {
-                let (key, value) = entry.map_err(backend)?;
-                if !matches!(key.first().copied(), Some(keys::COUNTER | keys::CURSOR)) {
-                    if let Err(reason) = record_of(&name, &key, &value) {
-                        return Err(unexportable(&label, &key, reason));
-                    }
+            // A key outside every key space, found without reading the spaces again.
+            let mut spaces = KEY_SPACES;
+            spaces.sort_unstable();
+            let mut from = Vec::new();
+            for space in spaces {
+                if let Some(entry) = tree.range(from..vec![space]).next() {
+                    let (key, _) = entry.map_err(backend)?;
+                    return Err(unexportable(&label, &key, "a key outside every key space"));
                 }
+                from = vec![space + 1];
+            }
+            if let Some(entry) = tree.range(from..).next() {
+                let (key, _) = entry.map_err(backend)?;
+                return Err(unexportable(&label, &key, "a key outside every key space"));
             }
             Ok::<_, BackupError>(())
         })?;
@@ -471,10 +486,7 @@ fn salvaged_collection(
     emit_runs(name, runs, sink)?;
     space(keys::PROGRESS, unreadable, sink)?;
     for (key, value) in entries {
-        let known = [keys::COUNTER, keys::CURSOR, keys::PROGRESS]
-            .iter()
-            .chain(&EXPORTED_SPACES)
-            .any(|space| key.first() == Some(space));
+        let known = KEY_SPACES.iter().any(|space| key.first() == Some(space));
         if let (false, Err(reason)) = (known, record_of(name, key, value)) {
             malformed(unreadable, key, reason);
         }
