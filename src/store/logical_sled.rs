@@ -289,42 +289,54 @@ pub(super) fn export_records(
         };
         let label = String::from_utf8_lossy(tree_name).into_owned();
         store.with_collection(&name, tree_name, |tree, _| {
-            for space in EXPORTED_SPACES {
-                for entry in tree.scan_prefix([space]) {
-                    let (key, value) = entry.map_err(backend)?;
-                    if let Some(record) = record_of(&name, &key, &value)
-                        .map_err(|reason| unexportable(&label, &key, reason))?
-                    {
-                        sink(record)?;
-                    }
-                }
-            }
-            emit_runs(&name, runs, sink)?;
-            for entry in tree.scan_prefix([keys::PROGRESS]) {
-                let (key, value) = entry.map_err(backend)?;
-                if let Some(record) = record_of(&name, &key, &value)
-                    .map_err(|reason| unexportable(&label, &key, reason))?
-                {
-                    sink(record)?;
-                }
-            }
-            // A key outside every key space, found without reading the spaces again.
-            let mut spaces = KEY_SPACES;
-            spaces.sort_unstable();
-            let mut from = Vec::new();
-            for space in spaces {
-                if let Some(entry) = tree.range(from..vec![space]).next() {
-                    let (key, _) = entry.map_err(backend)?;
-                    return Err(unexportable(&label, &key, "a key outside every key space"));
-                }
-                from = vec![space + 1];
-            }
-            if let Some(entry) = tree.range(from..).next() {
-                let (key, _) = entry.map_err(backend)?;
-                return Err(unexportable(&label, &key, "a key outside every key space"));
-            }
-            Ok::<_, BackupError>(())
+            export_collection(&name, &label, tree, runs, sink)
         })?;
+    }
+    Ok(())
+}
+
+/// A collection's records after its [`LogicalRecord::Collection`], from its tree (under its
+/// write lock) and its ledger `runs`.
+fn export_collection(
+    name: &str,
+    label: &str,
+    tree: &Tree,
+    runs: Vec<(u64, Vec<u8>)>,
+    sink: &mut dyn FnMut(LogicalRecord) -> Result<(), BackupError>,
+) -> Result<(), BackupError> {
+    for space in EXPORTED_SPACES {
+        for entry in tree.scan_prefix([space]) {
+            let (key, value) = entry.map_err(backend)?;
+            if let Some(record) =
+                record_of(name, &key, &value).map_err(|reason| unexportable(label, &key, reason))?
+            {
+                sink(record)?;
+            }
+        }
+    }
+    emit_runs(name, runs, sink)?;
+    for entry in tree.scan_prefix([keys::PROGRESS]) {
+        let (key, value) = entry.map_err(backend)?;
+        if let Some(record) =
+            record_of(name, &key, &value).map_err(|reason| unexportable(label, &key, reason))?
+        {
+            sink(record)?;
+        }
+    }
+    // A key outside every key space, found without reading the spaces again.
+    let mut spaces = KEY_SPACES;
+    spaces.sort_unstable();
+    let mut from = Vec::new();
+    for space in spaces {
+        if let Some(entry) = tree.range(from..vec![space]).next() {
+            let (key, _) = entry.map_err(backend)?;
+            return Err(unexportable(label, &key, "a key outside every key space"));
+        }
+        from = vec![space + 1];
+    }
+    if let Some(entry) = tree.range(from..).next() {
+        let (key, _) = entry.map_err(backend)?;
+        return Err(unexportable(label, &key, "a key outside every key space"));
     }
     Ok(())
 }
