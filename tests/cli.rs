@@ -516,7 +516,10 @@ fn export_import_verify_round_trip_is_byte_for_byte() {
     let exported = revolve(&["export", "--json", fixture.path(), first.to_str().unwrap()]);
     assert_code(&exported, Status::Success);
     let exported = json(&exported);
-    assert!(exported["entries"].as_u64().unwrap() > 20);
+    // Six heads, ten revisions, a failure record and a ledger run, in two collections.
+    assert_eq!(exported["entries"].as_u64(), Some(18));
+    assert_eq!(exported["trees"].as_u64(), Some(2));
+    assert_eq!(exported["format"].as_u64(), Some(2));
     assert_eq!(
         exported["bytes"].as_u64(),
         Some(std::fs::metadata(&first).unwrap().len())
@@ -527,7 +530,7 @@ fn export_import_verify_round_trip_is_byte_for_byte() {
     assert_code(&imported, Status::Success);
     assert!(
         stdout(&imported).starts_with(&format!(
-            "imported {} keys of {} trees into {target_str}",
+            "imported {} records of {} collections into {target_str}",
             exported["entries"], exported["trees"]
         )),
         "{}",
@@ -535,8 +538,20 @@ fn export_import_verify_round_trip_is_byte_for_byte() {
     );
     assert_code(&revolve(&["verify", target_str]), Status::Success);
 
-    // Every key of every tree, byte for byte.
-    assert_eq!(dump(fixture.dir.path()), dump(&target_path));
+    // Every key of every tree, byte for byte, but the migration cursors a backup leaves out
+    // (counters are recomputed, to the same values).
+    let without_cursors = |mut trees: Trees| {
+        for (name, entries) in &mut trees {
+            if name.starts_with(b"c/") {
+                entries.retain(|(key, _)| key.first() != Some(&b'm'));
+            }
+        }
+        trees
+    };
+    assert_eq!(
+        without_cursors(dump(fixture.dir.path())),
+        without_cursors(dump(&target_path))
+    );
 
     // Through the public API: every raw revision, every history, the ledger.
     {

@@ -8,7 +8,7 @@
 //! revolve failures <PATH> <COLLECTION> [--after ID] [--limit N]
 //!                                                 documents whose migration failed
 //! revolve verify   <PATH> [--repair]              check every chain, head and counter
-//! revolve export   <PATH> <FILE|-> [--salvage]    a backup of every key (`-`: standard output)
+//! revolve export   <PATH> <FILE|-> [--salvage]    a backup of every record (`-`: standard output)
 //! revolve import   <FILE|-> <PATH> [--accept-salvaged]
 //!                                                 restore a backup into a new store
 //! revolve repair   <PATH> --rebuild-snapshot      rebuild a damaged snapshot from the log
@@ -122,7 +122,8 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Write a backup of every key of the store to a file.
+    /// Write a backup of the store (every collection, head, revision, failure record and ledger
+    /// run) to a file.
     Export {
         /// The store's directory.
         path: PathBuf,
@@ -768,7 +769,7 @@ fn export(
     }
     writeln!(
         out,
-        "exported {} keys of {} trees to {} ({}, sha256 {}){}",
+        "exported {} records of {} collections to {} ({}, sha256 {}){}",
         summary.entries,
         summary.trees,
         file.display(),
@@ -848,9 +849,19 @@ fn import(
     }
     writeln!(
         out,
-        "imported {} keys of {} trees into {} ({}, {})",
+        "imported {} {} of {} {} into {} ({}, {})",
         summary.entries,
+        if summary.format == 1 {
+            "keys"
+        } else {
+            "records"
+        },
         summary.trees,
+        if summary.format == 1 {
+            "trees"
+        } else {
+            "collections"
+        },
         path.display(),
         human_bytes(summary.bytes),
         seconds(started.elapsed())

@@ -1,70 +1,90 @@
-//! Backups: the export and import of a whole database, in the framed, checksummed format
-//! below.
+//! Backups: the export and import of a whole store, in the framed, checksummed format below.
 //!
-//! # The backup format
+//! # The backup format (2: logical)
 //!
 //! ```text
 //! "REVOLVE\0"  8 bytes   signature
-//! format       u32 BE    1
-//! frames, each a tag byte:
-//!   0x01 tree   name length u32 BE, name              a tree's entries follow, keys ascending
-//!   0x02 entry  key length u32 BE, key, value length u32 BE, value
+//! format       u32 BE    2
+//! flags        u32 BE    bit 0: salvaged from a damaged store; no other bit is defined
+//! frames, each a tag byte (ids and names UTF-8; strings are a length u32 BE, then the bytes):
+//!   0x10 collection   name string, meta present u8 (0 or 1), [meta string]
+//!   0x11 head         id string, removed u8, version u32 BE, revision u64 BE
+//!   0x12 revision     id string, revision u64 BE, envelope string
+//!   0x13 failure      id string, record string
+//!   0x14 ledger run   run u64 BE, record string
+//!   0x15 progress     run u64 BE, record string
+//!   0xff end          collections u64 BE, other records u64 BE, then the SHA-256 of every byte
+//!                     before the digest
+//! ```
+//!
+//! A backup holds the store's logical records (see `logical`): each collection with its `_meta`
+//! record (registered versions, schemas, schema history), then its heads, its revision envelopes
+//! (the bytes as stored), its failure records, its ledger runs and the progress records of its
+//! runs, in one order, so that exporting a store imported from a backup gives the same bytes.
+//! Nothing in it names the storage engine, so a store moves between engines through it. Counters
+//! are recomputed on import, migration cursors are left out (a run starts from the first id) and
+//! run ids handed out after an import stay above every run the backup names. There is no export
+//! time in it. Nothing may follow the end frame.
+//!
+//! A backup salvaged from a damaged store ([`Store::export_salvage`]) has the salvaged flag set;
+//! [`Store::import`] refuses it, and [`Store::import_salvaged`] takes it.
+//!
+//! # Format 1 (physical), still imported
+//!
+//! ```text
+//! "REVOLVE\0", format u32 BE 1, then frames:
+//!   0x01 tree   name string                a tree's entries follow, keys ascending
+//!   0x02 entry  key string, value string
 //!   0xff end    trees u64 BE, entries u64 BE, then the SHA-256 of every byte before the digest
 //! ```
 //!
-//! Every non-empty tree of the database is written, sorted by name: each collection tree (every
-//! head, revision, counter, failure record and cursor), `_meta`, `_ledger` and sled's default tree.
-//! Nothing may follow the end frame. A backup salvaged from a damaged store
-//! ([`Store::export_salvage`]) has format 2 and the same frames; [`Store::import`] refuses it, and
-//! [`Store::import_salvaged`] takes it.
+//! Every non-empty sled tree, byte for byte: written by earlier releases, restored key for key.
 
+use std::collections::BTreeSet;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use std::collections::BTreeSet;
-
-use super::engine::sled::backend;
-use super::engine::sled::guard::{Db, Tree};
-use super::engine::sled::keys::{collection_of_tree, ledger_run};
-use super::engine::sled::LEDGER_TREE;
-use super::engine::sled::{keys, COLLECTION_TREE_PREFIX};
+use super::engine::Head;
+use super::logical::{LogicalRecord, Sequence};
+use super::logical_sled::{self, Loader};
 use super::report::hex;
-use super::walk::{DEFAULT_TREE, PROGRESS_EVERY};
-use super::{Durability, Store, StoreError};
-use crate::record::{self, Origin};
+use super::walk::PROGRESS_EVERY;
+use super::{validate_collection_name, Durability, Store, StoreError};
+use crate::id::Revision;
 
-/// A key in the default tree while an import is under way; a store that holds it after the import
+/// A key in the store while an import is under way; a store that holds it after the import
 /// returned is incomplete.
 pub(super) const IMPORT_MARKER: &[u8] = b"revolve/import-incomplete";
 
 pub(super) const MAGIC: [u8; 8] = *b"REVOLVE\0";
-pub(super) const FORMAT: u32 = 1;
-/// A salvaged backup (`revolve export --salvage`): format 1's frames, written from a damaged
-/// store, holding only what could be read.
-pub(super) const FORMAT_SALVAGED: u32 = 2;
-pub(super) const FRAME_TREE: u8 = 0x01;
-pub(super) const FRAME_ENTRY: u8 = 0x02;
-pub(super) const FRAME_END: u8 = 0xff;
-/// Entries restored per `apply_batch`.
-const IMPORT_BATCH: usize = 1000;
-/// Run ids sled hands out stay far below this; a larger one in a backup is not taken as a run id
-/// to stay clear of (see [`advance_run_ids`]).
-const MAX_PLAUSIBLE_RUN_ID: u64 = 1 << 60;
-/// sled's default `idgen_persist_interval`, which [`Store`] opens databases with.
-const SLED_ID_STEP: u64 = 1_000_000;
+/// The format [`Store::export`] writes: logical records.
+pub(super) const FORMAT: u32 = 2;
+/// The physical format of earlier releases: sled's trees key for key.
+pub(super) const FORMAT_PHYSICAL: u32 = 1;
+/// The header flag of a backup salvaged from a damaged store.
+pub(super) const FLAG_SALVAGED: u32 = 1;
+const FRAME_TREE: u8 = 0x01;
+const FRAME_ENTRY: u8 = 0x02;
+const FRAME_COLLECTION: u8 = 0x10;
+const FRAME_HEAD: u8 = 0x11;
+const FRAME_REVISION: u8 = 0x12;
+const FRAME_FAILURE: u8 = 0x13;
+const FRAME_LEDGER_RUN: u8 = 0x14;
+const FRAME_PROGRESS: u8 = 0x15;
+const FRAME_END: u8 = 0xff;
 
 /// What an export wrote or an import restored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 #[must_use]
 pub struct BackupSummary {
-    /// Trees.
+    /// Collections (format 2); trees (format 1).
     pub trees: u64,
-    /// Keys, over every tree.
+    /// Records other than collections: heads, revisions, failure records, ledger runs and
+    /// progress records (format 2); keys over every tree (format 1).
     pub entries: u64,
     /// Bytes of the backup.
     pub bytes: u64,
@@ -72,6 +92,9 @@ pub struct BackupSummary {
     pub checksum: String,
     /// Whether the backup was salvaged from a damaged store: it holds only what could be read.
     pub salvaged: bool,
+    /// The backup's format: 2 (logical) for every backup this build writes, 1 (physical) for
+    /// one of an earlier release.
+    pub format: u32,
 }
 
 /// An error of [`Store::export`] or [`Store::import`].
@@ -124,77 +147,56 @@ pub enum BackupError {
     /// The backup was salvaged from a damaged store and holds only what could be read.
     #[error("the backup was salvaged from a damaged store and may lack documents; import it with `--accept-salvaged` (Store::import_salvaged)")]
     Salvaged,
+    /// The store holds a key no backup record can hold (a malformed key, a head that does not
+    /// decode, an unfinished import): `verify` names it; `repair` or `export --salvage`
+    /// ([`Store::export_salvage`], which leaves such keys out and lists them) get past it.
+    #[error("cannot export key `{key}` of `{place}`: {reason}; run `revolve verify`, then `repair` or `export --salvage`")]
+    Unexportable {
+        /// The tree (or key space) holding it.
+        place: String,
+        /// The key, escaped.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 impl Store {
-    /// Writes a backup of the whole database to `writer`: every key of every tree, in the
-    /// framed, checksummed format described in this module, restorable byte for byte with
-    /// [`import`](Self::import). `progress` is called with the number of keys written so far,
-    /// possibly while a collection's write lock is held: it must not write to the store.
+    /// Writes a backup of the whole store to `writer`: its logical records in the framed,
+    /// checksummed format described in this module (format 2), restorable with
+    /// [`import`](Self::import) into a store of any engine. `progress` is called with the number
+    /// of records written so far, possibly while a collection's write lock is held: it must not
+    /// write to the store.
     ///
     /// Each collection is copied under its write lock, so it is consistent in itself; stop the
     /// application's writers for a backup consistent across collections.
     ///
     /// # Errors
     ///
-    /// [`BackupError::Io`] when writing fails, and [`BackupError::Store`].
+    /// [`BackupError::Io`] when writing fails, [`BackupError::Unexportable`] for a key no
+    /// record can hold, and [`BackupError::Store`].
     pub fn export(
         &self,
         writer: impl Write,
         mut progress: impl FnMut(u64),
     ) -> Result<BackupSummary, BackupError> {
-        let mut out = HashingWriter::begin(writer, FORMAT)?;
-        let mut names = self.sled()?.db().tree_names();
-        names.sort();
-        let (mut trees, mut entries) = (0u64, 0u64);
-        for name in names {
-            let mut copy = |tree: &Tree| -> Result<(), BackupError> {
-                let mut started = false;
-                for entry in tree {
-                    let (key, value) = entry.map_err(backend)?;
-                    if !started {
-                        out.write(&[FRAME_TREE])?;
-                        out.chunk(&name)?;
-                        trees += 1;
-                        started = true;
-                    }
-                    out.write(&[FRAME_ENTRY])?;
-                    out.chunk(&key)?;
-                    out.chunk(&value)?;
-                    entries += 1;
-                    if entries % PROGRESS_EVERY == 0 {
-                        progress(entries);
-                    }
-                }
-                Ok(())
-            };
-            if &name[..] == DEFAULT_TREE {
-                copy(&self.sled()?.db())?;
-            } else if let Some(collection) = collection_of_tree(&name) {
-                self.with_collection(&collection, &name, |tree, _| copy(tree))?;
-            } else {
-                copy(&self.sled()?.db().open_tree(&name).map_err(backend)?)?;
+        let mut out = HashingWriter::begin(writer, false)?;
+        logical_sled::export_records(self, &mut |record| {
+            out.record(&record)?;
+            let counted = !matches!(record, LogicalRecord::Collection { .. });
+            if counted && out.records % PROGRESS_EVERY == 0 {
+                progress(out.records);
             }
-        }
-        out.write(&[FRAME_END])?;
-        out.write(&trees.to_be_bytes())?;
-        out.write(&entries.to_be_bytes())?;
-        let digest = out.hasher.clone().finalize();
-        out.inner.write_all(&digest)?;
-        out.inner.flush()?;
-        progress(entries);
-        Ok(BackupSummary {
-            trees,
-            entries,
-            bytes: out.bytes + 32,
-            checksum: hex(&digest),
-            salvaged: false,
-        })
+            Ok(())
+        })?;
+        let summary = out.end()?;
+        progress(summary.entries);
+        Ok(summary)
     }
 
-    /// Restores a backup written by [`export`](Self::export) into a new store at `path`, byte for
-    /// byte, and closes it; open it with [`Store::open`] afterwards. `progress` is called with the
-    /// number of keys restored so far.
+    /// Restores a backup written by [`export`](Self::export) (or a format-1 backup of an
+    /// earlier release) into a new store at `path`, and closes it; open it with [`Store::open`]
+    /// afterwards. `progress` is called with the number of records restored so far.
     ///
     /// The store must be new or empty. A new store (no directory at `path`, or an empty one) is
     /// written in a sibling directory `<path>.importing-<pid>` on the same filesystem and renamed
@@ -202,7 +204,8 @@ impl Store {
     /// empty store the import goes in place: while it runs the store is marked incomplete
     /// ([`Problem::IncompleteImport`](crate::Problem::IncompleteImport)), and if the backup
     /// turns out damaged, everything restored is removed again and the store is left empty.
-    /// Migration run ids handed out later stay above every run id the backup holds.
+    /// Counters are recomputed from the heads and failure records restored, and migration run
+    /// ids handed out later stay above every run id the backup names.
     ///
     /// # Errors
     ///
@@ -275,102 +278,70 @@ impl Store {
             .path(path)
             .durability(Durability::Eventual)
             .open()?;
-        let db = store.sled()?.db();
-        for name in db.tree_names() {
-            let tree = if &name[..] == DEFAULT_TREE {
-                (**db).clone()
-            } else {
-                db.open_tree(&name).map_err(backend)?
-            };
-            if !tree.is_empty().map_err(backend)? {
-                return Err(BackupError::NotEmpty {
-                    path: path.to_owned(),
-                });
-            }
-        }
-        db.insert(IMPORT_MARKER, &[][..]).map_err(backend)?;
-        store.flush()?;
-
-        let mut restore = Restore {
-            db,
-            tree: None,
-            batch: sled::Batch::default(),
-            pending: 0,
-            max_run: 0,
-        };
-        let mut result = read_backup(
+        logical_sled::begin_import(&store).map_err(|error| match error {
+            BackupError::NotEmpty { .. } => BackupError::NotEmpty {
+                path: path.to_owned(),
+            },
+            other => other,
+        })?;
+        let mut loader = Loader::new(&store)?;
+        let result = read_backup(
             reader,
             accept_salvaged,
-            &mut |frame| restore.frame(frame),
+            &mut |frame| loader.frame(frame),
             &mut progress,
-        );
-        if result.is_ok() {
-            if let Err(error) = restore.apply() {
-                result = Err(error);
+        )
+        .and_then(|summary| loader.finish().map(|()| summary));
+        let max_run = loader.max_run;
+        drop(loader);
+        match result {
+            Ok(summary) => {
+                logical_sled::end_import(&store, max_run)?;
+                Ok(summary)
             }
-        }
-        let summary = match result {
-            Ok(summary) => summary,
             Err(error) => {
-                // Leave the store as empty as it was found; the marker goes with the default tree.
-                for name in db.tree_names() {
-                    let tree = if &name[..] == DEFAULT_TREE {
-                        (**db).clone()
-                    } else {
-                        db.open_tree(&name).map_err(backend)?
-                    };
-                    tree.clear().map_err(backend)?;
-                }
-                store.flush()?;
-                return Err(error);
+                // Leave the store as empty as it was found.
+                logical_sled::abort_import(&store)?;
+                Err(error)
             }
-        };
-        db.remove(IMPORT_MARKER).map_err(backend)?;
-        store.flush()?;
-        let max_run = restore.max_run;
-        // Every tree handle keeps the database, and its file lock, alive.
-        drop(restore);
-        if max_run == 0 {
-            return Ok(summary);
         }
-        if db.was_recovered() {
-            // An empty database opened before: its id counter is unknown, so take ids until
-            // past the backup's (see `advance_run_ids` for the quick way a new database allows).
-            while db.generate_id().map_err(backend)? < max_run {}
-            store.flush()?;
-        } else {
-            drop(store);
-            advance_run_ids(path, max_run)?;
-        }
-        Ok(summary)
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backups
+// Writing
 
 pub(super) struct HashingWriter<W: Write> {
-    pub(super) inner: W,
-    pub(super) hasher: Sha256,
-    pub(super) bytes: u64,
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+    salvaged: bool,
+    collections: u64,
+    /// Records other than collections.
+    records: u64,
 }
 
 impl<W: Write> HashingWriter<BufWriter<W>> {
-    /// A backup of `format` begun on `writer`: its signature and format number written.
-    pub(super) fn begin(writer: W, format: u32) -> io::Result<Self> {
+    /// A backup (format 2) begun on `writer`: its signature, format number and flags written.
+    pub(super) fn begin(writer: W, salvaged: bool) -> io::Result<Self> {
         let mut out = Self {
             inner: BufWriter::new(writer),
             hasher: Sha256::new(),
             bytes: 0,
+            salvaged,
+            collections: 0,
+            records: 0,
         };
         out.write(&MAGIC)?;
-        out.write(&format.to_be_bytes())?;
+        out.write(&FORMAT.to_be_bytes())?;
+        let flags = if salvaged { FLAG_SALVAGED } else { 0 };
+        out.write(&flags.to_be_bytes())?;
         Ok(out)
     }
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub(super) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.inner.write_all(bytes)?;
         self.hasher.update(bytes);
         self.bytes += bytes.len() as u64;
@@ -378,7 +349,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// A length-prefixed byte string.
-    pub(super) fn chunk(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn chunk(&mut self, bytes: &[u8]) -> io::Result<()> {
         let len = u32::try_from(bytes.len()).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -388,13 +359,95 @@ impl<W: Write> HashingWriter<W> {
         self.write(&len.to_be_bytes())?;
         self.write(bytes)
     }
+
+    /// Records other than collections written so far.
+    pub(super) fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Writes one record's frame.
+    pub(super) fn record(&mut self, record: &LogicalRecord) -> io::Result<()> {
+        match record {
+            LogicalRecord::Collection { name, meta } => {
+                self.collections += 1;
+                self.write(&[FRAME_COLLECTION])?;
+                self.chunk(name.as_bytes())?;
+                match meta {
+                    Some(meta) => {
+                        self.write(&[1])?;
+                        self.chunk(meta)?;
+                    }
+                    None => self.write(&[0])?,
+                }
+                return Ok(());
+            }
+            LogicalRecord::Head { id, head, .. } => {
+                self.write(&[FRAME_HEAD])?;
+                self.chunk(id.as_bytes())?;
+                self.write(&head.encode())?;
+            }
+            LogicalRecord::Revision {
+                id,
+                revision,
+                envelope,
+                ..
+            } => {
+                self.write(&[FRAME_REVISION])?;
+                self.chunk(id.as_bytes())?;
+                self.write(&revision.get().to_be_bytes())?;
+                self.chunk(envelope)?;
+            }
+            LogicalRecord::Failure { id, record, .. } => {
+                self.write(&[FRAME_FAILURE])?;
+                self.chunk(id.as_bytes())?;
+                self.chunk(record)?;
+            }
+            LogicalRecord::LedgerRun { run, record, .. } => {
+                self.write(&[FRAME_LEDGER_RUN])?;
+                self.write(&run.to_be_bytes())?;
+                self.chunk(record)?;
+            }
+            LogicalRecord::RunProgress { run, record, .. } => {
+                self.write(&[FRAME_PROGRESS])?;
+                self.write(&run.to_be_bytes())?;
+                self.chunk(record)?;
+            }
+        }
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Writes the end frame and the checksum, and flushes.
+    pub(super) fn end(mut self) -> io::Result<BackupSummary> {
+        self.write(&[FRAME_END])?;
+        self.write(&self.collections.to_be_bytes())?;
+        self.write(&self.records.to_be_bytes())?;
+        let digest = self.hasher.clone().finalize();
+        self.inner.write_all(&digest)?;
+        self.inner.flush()?;
+        Ok(BackupSummary {
+            trees: self.collections,
+            entries: self.records,
+            bytes: self.bytes + 32,
+            checksum: hex(&digest),
+            salvaged: self.salvaged,
+            format: FORMAT,
+        })
+    }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reading
 
 /// One frame of a backup, as read.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Frame {
+    /// Format 1: a tree's entries follow.
     Tree(Vec<u8>),
+    /// Format 1: a key and its value.
     Entry(Vec<u8>, Vec<u8>),
+    /// Format 2: a logical record.
+    Record(LogicalRecord),
 }
 
 struct HashingReader<R: Read> {
@@ -452,9 +505,28 @@ impl<R: Read> HashingReader<R> {
     }
 }
 
-/// Reads and checks a whole backup, handing each frame to `sink` as it comes. Keys must ascend
-/// within a tree and no tree may appear twice. The summary is returned only once the end frame's
-/// counts and checksum match and nothing follows it.
+impl<R: Read> HashingReader<R> {
+    /// A length-prefixed string that must be UTF-8.
+    fn text(&mut self, at: u64, what: &'static str) -> Result<String, BackupError> {
+        String::from_utf8(self.chunk()?).map_err(|_| BackupError::Corrupt {
+            offset: at,
+            reason: what,
+        })
+    }
+
+    /// A document id, checked.
+    fn id(&mut self, at: u64) -> Result<String, BackupError> {
+        let id = self.text(at, "an id that is not UTF-8")?;
+        crate::id::validate(&id).map_err(|_| BackupError::Corrupt {
+            offset: at,
+            reason: "an invalid document id",
+        })?;
+        Ok(id)
+    }
+}
+
+/// Reads and checks a whole backup, handing each frame to `sink` as it comes. The summary is
+/// returned only once the end frame's counts and checksum match and nothing follows it.
 pub(super) fn read_backup(
     reader: impl Read,
     accept_salvaged: bool,
@@ -474,12 +546,71 @@ pub(super) fn read_backup(
         return Err(BackupError::NotABackup);
     }
     let format = input.u32()?;
-    match format {
-        FORMAT => {}
-        FORMAT_SALVAGED if accept_salvaged => {}
-        FORMAT_SALVAGED => return Err(BackupError::Salvaged),
+    let (trees, entries, salvaged) = match format {
+        FORMAT_PHYSICAL => {
+            let (trees, entries) = read_physical(&mut input, sink, progress)?;
+            (trees, entries, false)
+        }
+        FORMAT => {
+            let at = input.offset;
+            let flags = input.u32()?;
+            if flags & !FLAG_SALVAGED != 0 {
+                return Err(BackupError::Corrupt {
+                    offset: at,
+                    reason: "unknown header flags",
+                });
+            }
+            let salvaged = flags & FLAG_SALVAGED != 0;
+            if salvaged && !accept_salvaged {
+                return Err(BackupError::Salvaged);
+            }
+            let (collections, records) = read_logical(&mut input, sink, progress)?;
+            (collections, records, salvaged)
+        }
         format => return Err(BackupError::UnsupportedFormat { format }),
+    };
+    let recorded_trees = input.u64()?;
+    let recorded_entries = input.u64()?;
+    let computed = input.hasher.clone().finalize();
+    let mut recorded = [0u8; 32];
+    input.read_unhashed(&mut recorded)?;
+    if recorded[..] != computed[..] {
+        return Err(BackupError::Checksum {
+            recorded: hex(&recorded),
+            computed: hex(&computed),
+        });
     }
+    if (recorded_trees, recorded_entries) != (trees, entries) {
+        return Err(BackupError::Corrupt {
+            offset: input.offset,
+            reason: "the end frame's counts do not match the frames",
+        });
+    }
+    let mut rest = [0u8; 1];
+    if input.inner.read(&mut rest)? != 0 {
+        return Err(BackupError::Corrupt {
+            offset: input.offset,
+            reason: "bytes after the end frame",
+        });
+    }
+    progress(entries);
+    Ok(BackupSummary {
+        trees,
+        entries,
+        bytes: input.offset,
+        checksum: hex(&computed),
+        salvaged,
+        format,
+    })
+}
+
+/// Format 1's frames up to and including the end tag: trees and entries. Keys must ascend
+/// within a tree and no tree may appear twice.
+fn read_physical<R: Read>(
+    input: &mut HashingReader<R>,
+    sink: &mut dyn FnMut(Frame) -> Result<(), BackupError>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(u64, u64), BackupError> {
     let mut seen = BTreeSet::new();
     let mut last_key: Option<Vec<u8>> = None;
     let mut in_tree = false;
@@ -518,157 +649,109 @@ pub(super) fn read_backup(
                     progress(entries);
                 }
             }
-            FRAME_END => {
-                let recorded_trees = input.u64()?;
-                let recorded_entries = input.u64()?;
-                let computed = input.hasher.clone().finalize();
-                let mut recorded = [0u8; 32];
-                input.read_unhashed(&mut recorded)?;
-                if recorded[..] != computed[..] {
-                    return Err(BackupError::Checksum {
-                        recorded: hex(&recorded),
-                        computed: hex(&computed),
-                    });
-                }
-                if (recorded_trees, recorded_entries) != (trees, entries) {
-                    return Err(corrupt("the end frame's counts do not match the frames"));
-                }
-                let mut rest = [0u8; 1];
-                if input.inner.read(&mut rest)? != 0 {
-                    return Err(BackupError::Corrupt {
-                        offset: input.offset,
-                        reason: "bytes after the end frame",
-                    });
-                }
-                progress(entries);
-                return Ok(BackupSummary {
-                    trees,
-                    entries,
-                    bytes: input.offset,
-                    checksum: hex(&computed),
-                    salvaged: format == FORMAT_SALVAGED,
-                });
-            }
+            FRAME_END => return Ok((trees, entries)),
             _ => return Err(corrupt("unknown frame")),
         }
     }
 }
 
-/// Writes the frames of an import into the database, a batch at a time.
-struct Restore<'a> {
-    db: &'a Db,
-    tree: Option<(Vec<u8>, Tree)>,
-    batch: sled::Batch,
-    pending: usize,
-    /// The highest migration run id the backup mentions.
-    max_run: u64,
-}
-
-impl Restore<'_> {
-    fn frame(&mut self, frame: Frame) -> Result<(), BackupError> {
-        match frame {
-            Frame::Tree(name) => {
-                self.apply()?;
-                let tree = if name == DEFAULT_TREE {
-                    (**self.db).clone()
-                } else {
-                    self.db.open_tree(&name).map_err(backend)?
-                };
-                self.tree = Some((name, tree));
+/// Format 2's frames up to and including the end tag: collections and other records, in the
+/// order `logical` describes, ids and names checked.
+fn read_logical<R: Read>(
+    input: &mut HashingReader<R>,
+    sink: &mut dyn FnMut(Frame) -> Result<(), BackupError>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(u64, u64), BackupError> {
+    let mut sequence = Sequence::default();
+    let mut collection: Option<String> = None;
+    let (mut collections, mut records) = (0u64, 0u64);
+    loop {
+        let at = input.offset;
+        let corrupt = |reason| BackupError::Corrupt { offset: at, reason };
+        let [tag] = input.array::<1>()?;
+        if tag == FRAME_END {
+            return Ok((collections, records));
+        }
+        let record = if tag == FRAME_COLLECTION {
+            let name = input.text(at, "a collection name that is not UTF-8")?;
+            if validate_collection_name(&name).is_err() {
+                return Err(corrupt("an invalid collection name"));
             }
-            Frame::Entry(key, value) => {
-                if let Some(run) = self
-                    .tree
-                    .as_ref()
-                    .and_then(|(name, _)| run_of_entry(name, &key, &value))
-                {
-                    self.max_run = self.max_run.max(run);
+            let meta = match input.array::<1>()? {
+                [0] => None,
+                [1] => Some(input.chunk()?),
+                _ => return Err(corrupt("a malformed collection frame")),
+            };
+            collection = Some(name.clone());
+            LogicalRecord::Collection { name, meta }
+        } else {
+            let collection = collection
+                .clone()
+                .ok_or_else(|| corrupt("a record before any collection"))?;
+            match tag {
+                FRAME_HEAD => {
+                    let id = input.id(at)?;
+                    let head = Head::decode(&input.array::<13>()?)
+                        .ok_or_else(|| corrupt("a head that does not decode"))?;
+                    LogicalRecord::Head {
+                        collection,
+                        id,
+                        head,
+                    }
                 }
-                self.batch.insert(key, value);
-                self.pending += 1;
-                if self.pending == IMPORT_BATCH {
-                    self.apply()?;
+                FRAME_REVISION => {
+                    let id = input.id(at)?;
+                    let revision =
+                        Revision::new(input.u64()?).ok_or_else(|| corrupt("revision 0"))?;
+                    let envelope = input.chunk()?;
+                    LogicalRecord::Revision {
+                        collection,
+                        id,
+                        revision,
+                        envelope,
+                    }
                 }
+                FRAME_FAILURE => {
+                    let id = input.id(at)?;
+                    let record = input.chunk()?;
+                    LogicalRecord::Failure {
+                        collection,
+                        id,
+                        record,
+                    }
+                }
+                FRAME_LEDGER_RUN => {
+                    let run = input.u64()?;
+                    let record = input.chunk()?;
+                    LogicalRecord::LedgerRun {
+                        collection,
+                        run,
+                        record,
+                    }
+                }
+                FRAME_PROGRESS => {
+                    let run = input.u64()?;
+                    let record = input.chunk()?;
+                    LogicalRecord::RunProgress {
+                        collection,
+                        run,
+                        record,
+                    }
+                }
+                _ => return Err(corrupt("unknown frame")),
+            }
+        };
+        sequence.next(&record).map_err(corrupt)?;
+        if matches!(record, LogicalRecord::Collection { .. }) {
+            collections += 1;
+        } else {
+            records += 1;
+            if records % PROGRESS_EVERY == 0 {
+                progress(records);
             }
         }
-        Ok(())
+        sink(Frame::Record(record))?;
     }
-
-    fn apply(&mut self) -> Result<(), BackupError> {
-        if let Some((_, tree)) = &self.tree {
-            if self.pending > 0 {
-                tree.apply_batch(std::mem::take(&mut self.batch))
-                    .map_err(backend)?;
-                self.pending = 0;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The migration run a ledger key or a revision's origin names.
-fn run_of_entry(tree: &[u8], key: &[u8], value: &[u8]) -> Option<u64> {
-    let run = if tree == LEDGER_TREE.as_bytes() {
-        ledger_run(key)
-    } else if tree.starts_with(COLLECTION_TREE_PREFIX.as_bytes())
-        && key.first() == Some(&keys::REVISION)
-    {
-        match record::decode(value).map(|envelope| envelope.origin) {
-            Ok(Origin::Migration { run } | Origin::Revert { run }) => Some(run),
-            _ => None,
-        }
-    } else {
-        None
-    };
-    run.filter(|&run| run < MAX_PLAUSIBLE_RUN_ID)
-}
-
-/// Makes the new database at `path` hand out ids above `max_run` from now on.
-///
-/// Run ids come from sled's `generate_id`, which a new database starts at 0, so the imported
-/// ledger's ids would be handed out again. sled persists its id counter in steps of
-/// `idgen_persist_interval` (and asserts the persisted value is a multiple of the step it runs
-/// with), and a reopened database continues two steps above the last persisted value. Opening the
-/// new database (counter 0) once with a step that is a multiple of sled's default and at least half
-/// of `max_run`, and taking one id, persists twice that step; every later open, with the default
-/// step, continues above it.
-fn advance_run_ids(path: &Path, max_run: u64) -> Result<(), StoreError> {
-    let step = (max_run / 2 / SLED_ID_STEP + 1) * SLED_ID_STEP;
-    let config = sled::Config::new().path(path).idgen_persist_interval(step);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // Through the engine's guard like every other call into sled.
-    let db = loop {
-        match super::engine::sled::guard::open(&config, Some(path)) {
-            Ok(db) => break db,
-            // sled releases the import's lock from its background threads, shortly after the
-            // store was dropped.
-            Err(super::engine::sled::guard::OpenFault::Engine(sled::Error::Io(io)))
-                if io.to_string().contains("could not acquire lock") =>
-            {
-                if Instant::now() >= deadline {
-                    return Err(StoreError::Locked {
-                        path: path.to_owned(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(super::engine::sled::guard::OpenFault::Engine(other)) => {
-                return Err(backend(other))
-            }
-            Err(super::engine::sled::guard::OpenFault::Corrupt(damage)) => {
-                return Err(super::engine::sled::damaged(damage))
-            }
-        }
-    };
-    let db = Db::new(
-        db,
-        std::sync::Arc::new(super::engine::sled::guard::Health::new(Some(
-            path.to_owned(),
-        ))),
-    );
-    db.generate_id().map_err(backend)?;
-    db.flush().map_err(backend)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -676,10 +759,16 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::store::engine::sled::keys;
+    use crate::store::engine::sled::LEDGER_TREE;
     use crate::store::fixtures::{migrated_store, populate};
+    use crate::store::walk::DEFAULT_TREE;
+    use crate::store::Problem;
 
     type Trees = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
 
+    /// Every key of every non-empty tree but the migration cursors, which a logical backup
+    /// leaves out.
     fn all_trees(store: &Store) -> Trees {
         let db = store.sled().unwrap().db();
         db.tree_names()
@@ -690,12 +779,14 @@ mod tests {
                 } else {
                     db.open_tree(&name).unwrap()
                 };
+                let collection = name.starts_with(b"c/");
                 let entries: Vec<_> = tree
                     .iter()
                     .map(|entry| {
                         let (k, v) = entry.unwrap();
                         (k.to_vec(), v.to_vec())
                     })
+                    .filter(|(k, _)| !(collection && k.first() == Some(&keys::CURSOR)))
                     .collect();
                 (name.to_vec(), entries)
             })
@@ -703,14 +794,28 @@ mod tests {
             .collect()
     }
 
+    fn max_run(store: &Store) -> u64 {
+        store
+            .raw_collection("tasks")
+            .unwrap()
+            .runs()
+            .unwrap()
+            .iter()
+            .map(|run| run.id)
+            .max()
+            .unwrap()
+    }
+
     #[test]
-    fn export_then_import_restores_every_key_and_run_ids_stay_ahead() {
+    fn export_then_import_restores_every_record_and_run_ids_stay_ahead() {
         let source_dir = tempfile::tempdir().unwrap();
         migrated_store(source_dir.path());
         let source = Store::open(source_dir.path()).unwrap();
         let mut backup = Vec::new();
         let exported = source.export(&mut backup, |_| {}).unwrap();
         assert_eq!(exported.bytes, backup.len() as u64);
+        assert_eq!((exported.format, exported.trees), (FORMAT, 2));
+        assert_eq!(backup[8..12], FORMAT.to_be_bytes());
 
         let target_dir = tempfile::tempdir().unwrap();
         let mut seen = Vec::new();
@@ -719,26 +824,68 @@ mod tests {
         assert_eq!(seen.last(), Some(&exported.entries));
 
         let target = Store::open(target_dir.path()).unwrap();
+        // Heads, revisions, failures, ledger, meta, recomputed counters and the run id counter:
+        // every key but the cursors.
         assert_eq!(all_trees(&source), all_trees(&target));
         assert!(target.verify().unwrap().is_ok());
         let mut again = Vec::new();
         let _ = target.export(&mut again, |_| {}).unwrap();
         assert_eq!(again, backup);
 
-        let max_run = source
-            .raw_collection("tasks")
-            .unwrap()
-            .runs()
-            .unwrap()
-            .iter()
-            .map(|run| run.id)
-            .max()
-            .unwrap();
+        let max_run = max_run(&source);
         assert!(target.next_run_id().unwrap() > max_run);
         drop(target);
         // And after another reopen.
         let target = Store::open(target_dir.path()).unwrap();
         assert!(target.next_run_id().unwrap() > max_run);
+    }
+
+    /// The counters a backup's store held are not taken: they are counted from the heads and
+    /// the failure records (removed and failed documents included).
+    #[test]
+    fn import_recomputes_the_counters() {
+        use crate::store::counters::Counter;
+        let source_dir = tempfile::tempdir().unwrap();
+        migrated_store(source_dir.path());
+        let source = Store::open(source_dir.path()).unwrap();
+        let expected = all_trees(&source);
+        // Wrong counters in the source: every one doubled, and a stray one.
+        for name in ["c/notes", "c/tasks"] {
+            let tree = source.sled().unwrap().db().open_tree(name).unwrap();
+            for entry in tree.scan_prefix([keys::COUNTER]).collect::<Vec<_>>() {
+                let (key, value) = entry.unwrap();
+                let count = u64::from_be_bytes(value[..].try_into().unwrap());
+                tree.insert(key, &(count * 2 + 1).to_be_bytes()[..])
+                    .unwrap();
+            }
+            tree.insert(&Counter::Live(9).key()[..], &5u64.to_be_bytes()[..])
+                .unwrap();
+        }
+        let mut backup = Vec::new();
+        let _ = source.export(&mut backup, |_| {}).unwrap();
+        drop(source);
+
+        let target_dir = tempfile::tempdir().unwrap();
+        let _ = Store::import(target_dir.path(), &backup[..], |_| {}).unwrap();
+        let target = Store::open(target_dir.path()).unwrap();
+        assert_eq!(expected, all_trees(&target));
+        assert!(target.verify().unwrap().is_ok());
+        let notes = target.raw_collection("notes").unwrap();
+        assert_eq!(notes.removed_count().unwrap(), 1);
+        let tasks = target.raw_collection("tasks").unwrap();
+        assert_eq!(
+            tasks.count_by_version().unwrap(),
+            std::collections::BTreeMap::from([(1, 1), (2, 2)])
+        );
+        let counter = |name: &str, counter: Counter| {
+            let tree = target.sled().unwrap().db().open_tree(name).unwrap();
+            tree.get(counter.key())
+                .unwrap()
+                .map(|value| u64::from_be_bytes(value[..].try_into().unwrap()))
+        };
+        assert_eq!(counter("c/tasks", Counter::Failed(1)), Some(1));
+        assert_eq!(counter("c/notes", Counter::Removed), Some(1));
+        assert_eq!(counter("c/notes", Counter::Live(9)), None);
     }
 
     #[test]
@@ -748,15 +895,7 @@ mod tests {
         let source = Store::open(source_dir.path()).unwrap();
         let mut backup = Vec::new();
         let _ = source.export(&mut backup, |_| {}).unwrap();
-        let max_run = source
-            .raw_collection("tasks")
-            .unwrap()
-            .runs()
-            .unwrap()
-            .iter()
-            .map(|run| run.id)
-            .max()
-            .unwrap();
+        let max_run = max_run(&source);
 
         let target_dir = tempfile::tempdir().unwrap();
         drop(Store::open(target_dir.path()).unwrap());
@@ -867,8 +1006,14 @@ mod tests {
         assert!(matches!(parse(&longer), Err(BackupError::Corrupt { .. })));
         assert!(matches!(parse(b"hello"), Err(BackupError::NotABackup)));
         let mut salvaged = backup.clone();
-        salvaged[8..12].copy_from_slice(&FORMAT_SALVAGED.to_be_bytes());
+        salvaged[12..16].copy_from_slice(&FLAG_SALVAGED.to_be_bytes());
         assert!(matches!(parse(&salvaged), Err(BackupError::Salvaged)));
+        let mut flagged = backup.clone();
+        flagged[12..16].copy_from_slice(&2u32.to_be_bytes());
+        assert!(matches!(
+            parse(&flagged),
+            Err(BackupError::Corrupt { offset: 12, .. })
+        ));
         let mut future = backup.clone();
         future[8..12].copy_from_slice(&3u32.to_be_bytes());
         assert!(matches!(
@@ -881,9 +1026,179 @@ mod tests {
     fn a_huge_length_does_not_allocate_it() {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&FORMAT.to_be_bytes());
-        bytes.push(FRAME_TREE);
+        bytes.extend_from_slice(&0u32.to_be_bytes());
+        bytes.push(FRAME_COLLECTION);
         bytes.extend_from_slice(&u32::MAX.to_be_bytes());
         bytes.extend_from_slice(b"short");
         assert!(matches!(parse(&bytes), Err(BackupError::Truncated { .. })));
+    }
+
+    /// A backup of `records`, written as an export writes them, checksum and all.
+    fn written(records: &[LogicalRecord]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut out = HashingWriter::begin(&mut bytes, false).unwrap();
+        for record in records {
+            out.record(record).unwrap();
+        }
+        let _ = out.end().unwrap();
+        bytes
+    }
+
+    /// Records in the wrong order, or with an invalid id or name, are refused even under a
+    /// valid checksum.
+    #[test]
+    fn records_out_of_order_or_invalid_are_corrupt() {
+        let collection = |name: &str| LogicalRecord::Collection {
+            name: name.into(),
+            meta: None,
+        };
+        let head = |id: &str| LogicalRecord::Head {
+            collection: "a".into(),
+            id: id.into(),
+            head: Head {
+                revision: Revision::FIRST,
+                version: 1,
+                removed: false,
+            },
+        };
+        let good = written(&[collection("a"), head("01ARZ3NDEKTSV4RRFFQ69G5FAV")]);
+        let (summary, frames) = parse(&good).unwrap();
+        assert_eq!((summary.trees, summary.entries, frames.len()), (1, 1, 2));
+        for (records, reason) in [
+            (
+                vec![collection("b"), collection("a")],
+                "collections out of order",
+            ),
+            (
+                vec![
+                    collection("a"),
+                    head("01ARZ3NDEKTSV4RRFFQ69G5FAW"),
+                    head("01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+                ],
+                "records out of order",
+            ),
+            (vec![collection("a"), head("")], "an invalid document id"),
+            (vec![collection("_meta")], "an invalid collection name"),
+        ] {
+            match parse(&written(&records)) {
+                Err(BackupError::Corrupt { reason: found, .. }) => assert_eq!(found, reason),
+                other => panic!("{reason}: {other:?}"),
+            }
+        }
+        // A head record before any collection.
+        let mut bytes = good.clone();
+        let at = bytes.iter().position(|&b| b == FRAME_COLLECTION).unwrap();
+        bytes[at] = FRAME_HEAD;
+        assert!(matches!(parse(&bytes), Err(BackupError::Corrupt { .. })));
+    }
+
+    /// An empty store exports a backup that imports into an empty store.
+    #[test]
+    fn an_empty_store_round_trips() {
+        let source = Store::temporary().unwrap();
+        let mut backup = Vec::new();
+        let summary = source.export(&mut backup, |_| {}).unwrap();
+        assert_eq!((summary.trees, summary.entries), (0, 0));
+        let dir = tempfile::tempdir().unwrap();
+        let _ = Store::import(dir.path(), &backup[..], |_| {}).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.collection_names().unwrap().is_empty());
+        assert!(store.verify().unwrap().is_ok());
+    }
+
+    /// A key no record can hold stops an export with a typed error naming it.
+    #[test]
+    fn a_stray_key_is_unexportable() {
+        let source = Store::temporary().unwrap();
+        populate(&source);
+        let tree = source.sled().unwrap().db().open_tree("c/notes").unwrap();
+        tree.insert(b"zz", &b"?"[..]).unwrap();
+        let error = source.export(Vec::new(), |_| {}).unwrap_err();
+        assert!(
+            matches!(&error, BackupError::Unexportable { place, key, .. } if place == "c/notes" && key == "zz"),
+            "{error:?}"
+        );
+        tree.remove(b"zz").unwrap();
+        tree.insert(keys::head("01ARZ3NDEKTSV4RRFFQ69G5FAV"), &b"bad"[..])
+            .unwrap();
+        let error = source.export(Vec::new(), |_| {}).unwrap_err();
+        assert!(
+            matches!(&error, BackupError::Unexportable { reason, .. } if *reason == "a head that does not decode"),
+            "{error:?}"
+        );
+    }
+
+    /// A salvage leaves out what no record can hold and lists it; the rest imports.
+    #[test]
+    fn a_salvage_lists_a_stray_key_and_imports_the_rest() {
+        let source = Store::temporary().unwrap();
+        populate(&source);
+        let mut plain = Vec::new();
+        let _ = source.export(&mut plain, |_| {}).unwrap();
+        let tree = source.sled().unwrap().db().open_tree("c/notes").unwrap();
+        tree.insert(b"zz", &b"?"[..]).unwrap();
+        let mut salvaged = Vec::new();
+        let report = source.export_salvage(&mut salvaged, |_| {}).unwrap();
+        assert!(report.summary.salvaged);
+        assert!(
+            matches!(&report.unreadable[..], [Problem::MalformedKey { tree, key, .. }] if tree == "c/notes" && key == "zz"),
+            "{:?}",
+            report.unreadable
+        );
+        // Salvaged from a store whose records are intact, it holds what an export holds.
+        assert_eq!(salvaged.len(), plain.len());
+        assert!(salvaged[16..salvaged.len() - 32] == plain[16..plain.len() - 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let imported = Store::import_salvaged(dir.path(), &salvaged[..], |_| {}).unwrap();
+        assert!(imported.report.is_ok(), "{:?}", imported.report);
+    }
+
+    /// A run's progress record goes with its collection and comes back as it was.
+    #[test]
+    fn progress_records_round_trip() {
+        let source_dir = tempfile::tempdir().unwrap();
+        migrated_store(source_dir.path());
+        let source = Store::open(source_dir.path()).unwrap();
+        let run = max_run(&source);
+        let tree = source.sled().unwrap().db().open_tree("c/tasks").unwrap();
+        tree.insert(keys::progress(run), &b"progress"[..]).unwrap();
+        let mut backup = Vec::new();
+        let summary = source.export(&mut backup, |_| {}).unwrap();
+        let (_, frames) = parse(&backup).unwrap();
+        assert!(frames.iter().any(|frame| matches!(
+            frame,
+            Frame::Record(LogicalRecord::RunProgress { collection, run: r, record })
+                if collection == "tasks" && *r == run && record == b"progress"
+        )));
+        let target_dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Store::import(target_dir.path(), &backup[..], |_| {}).unwrap(),
+            summary
+        );
+        let target = Store::open(target_dir.path()).unwrap();
+        assert_eq!(all_trees(&source), all_trees(&target));
+    }
+
+    /// Run ids continue above a run only a revision's origin names (its ledger record gone).
+    #[test]
+    fn run_ids_continue_above_a_run_named_only_by_a_revision() {
+        let source_dir = tempfile::tempdir().unwrap();
+        migrated_store(source_dir.path());
+        let source = Store::open(source_dir.path()).unwrap();
+        let run = max_run(&source);
+        source
+            .sled()
+            .unwrap()
+            .db()
+            .open_tree(LEDGER_TREE)
+            .unwrap()
+            .clear()
+            .unwrap();
+        let mut backup = Vec::new();
+        let _ = source.export(&mut backup, |_| {}).unwrap();
+        let target_dir = tempfile::tempdir().unwrap();
+        let _ = Store::import(target_dir.path(), &backup[..], |_| {}).unwrap();
+        let target = Store::open(target_dir.path()).unwrap();
+        assert!(target.next_run_id().unwrap() > run);
     }
 }

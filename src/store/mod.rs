@@ -9,6 +9,8 @@ mod damaged;
 pub(crate) mod engine;
 pub(crate) mod error;
 mod iter;
+mod logical;
+pub(crate) mod logical_sled;
 mod migration;
 mod registry;
 mod repair;

@@ -3,8 +3,9 @@
 //! [`Store::export_salvage`] walks every tree as `verify` does on damage (see `damaged`): scans
 //! restart past damaged pages at keys the other key spaces name or just past the last key read,
 //! read back towards the damage and search what they stepped over by bisection, and every
-//! revision a head names is point-read. It writes what it read in the backup format, marked salvaged (format 2),
-//! and lists what it could not read. [`Store::import`] refuses such a backup;
+//! revision a head names is point-read. It writes what it read as a backup of format 2 with the salvaged flag set, and
+//! lists what it could not read, and what it read but no backup record can hold (malformed keys,
+//! heads that do not decode). [`Store::import`] refuses such a backup;
 //! [`Store::import_salvaged`] restores it, rebuilds the counters from the heads, and verifies,
 //! so that heads whose revisions were lost are reported.
 
@@ -14,18 +15,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
-use sha2::Digest;
 
-use super::backup::{
-    BackupError, BackupSummary, HashingWriter, FORMAT_SALVAGED, FRAME_END, FRAME_ENTRY, FRAME_TREE,
-};
+use super::backup::{BackupError, BackupSummary, HashingWriter};
 use super::damaged::{point, scan_range, Point, MAX_PROBED_REVISIONS};
 use super::engine::sled::backend;
 use super::engine::sled::guard::Tree;
 use super::engine::sled::keys::{
     self, collection_of_tree, parse_head_key, parse_revision_key, Head,
 };
-use super::report::{escape, hex};
+use super::logical::LogicalRecord;
+use super::logical_sled::{salvaged_records, SalvagedTree};
+use super::report::escape;
 use super::walk::DEFAULT_TREE;
 use super::{Problem, RepairReport, Store, StoreError, VerifyReport};
 use crate::id::Revision;
@@ -57,7 +57,7 @@ pub struct SalvagedImport {
     pub report: VerifyReport,
 }
 
-type Entries = BTreeMap<Vec<u8>, sled::IVec>;
+type Entries = SalvagedTree;
 
 impl Store {
     /// Writes a backup of everything readable in a damaged store to `writer`, marked salvaged,
@@ -65,7 +65,9 @@ impl Store {
     /// [`export`](Self::export) writes, marked salvaged.
     ///
     /// Each tree is held in memory while it is salvaged (scans go back over it with restart
-    /// points), so this needs memory for the largest collection.
+    /// points), so this needs memory for the largest collection. A key no backup record can
+    /// hold (a malformed key, a head that does not decode) is left out and listed as
+    /// [`Problem::MalformedKey`].
     ///
     /// # Errors
     ///
@@ -76,52 +78,47 @@ impl Store {
         writer: impl Write,
         mut progress: impl FnMut(u64),
     ) -> Result<SalvageReport, BackupError> {
-        let mut out = HashingWriter::begin(writer, FORMAT_SALVAGED)?;
-        let db = &self.sled()?.db();
-        let mut names = db.tree_names();
-        names.sort();
+        let mut out = HashingWriter::begin(writer, true)?;
+        let db = self.sled()?.db();
         let mut unreadable = Vec::new();
-        let (mut trees, mut entries) = (0u64, 0u64);
-        for name in names {
+        let mut outside = BTreeMap::new();
+        let mut collections = BTreeMap::new();
+        for name in db.tree_names() {
             let label = String::from_utf8_lossy(&name).into_owned();
-            let salvaged = if &name[..] == DEFAULT_TREE {
-                salvage_tree(db, &label, &mut unreadable)?
+            if &name[..] == DEFAULT_TREE {
+                outside.insert(name.to_vec(), salvage_tree(db, &label, &mut unreadable)?);
             } else if let Some(collection) = collection_of_tree(&name) {
-                self.with_collection(&collection, &name, |tree, _| {
-                    salvage_collection(tree, &collection, &label, &mut unreadable)
-                })?
+                collections.insert(collection, name.to_vec());
             } else {
                 let tree = db.open_tree(&name).map_err(backend)?;
-                salvage_tree(&tree, &label, &mut unreadable)?
-            };
-            if salvaged.is_empty() {
-                continue;
+                outside.insert(name.to_vec(), salvage_tree(&tree, &label, &mut unreadable)?);
             }
-            out.write(&[FRAME_TREE])?;
-            out.chunk(&name)?;
-            trees += 1;
-            for (key, value) in salvaged {
-                out.write(&[FRAME_ENTRY])?;
-                out.chunk(&key)?;
-                out.chunk(&value)?;
-                entries += 1;
-            }
-            progress(entries);
         }
-        out.write(&[FRAME_END])?;
-        out.write(&trees.to_be_bytes())?;
-        out.write(&entries.to_be_bytes())?;
-        let digest = out.hasher.clone().finalize();
-        out.inner.write_all(&digest)?;
-        out.inner.flush()?;
-        Ok(SalvageReport {
-            summary: BackupSummary {
-                trees,
-                entries,
-                bytes: out.bytes + 32,
-                checksum: hex(&digest),
-                salvaged: true,
+        let mut salvage = |collection: &str, tree_name: &[u8], unreadable: &mut Vec<Problem>| {
+            let label = String::from_utf8_lossy(tree_name).into_owned();
+            self.with_collection(collection, tree_name, |tree, _| {
+                salvage_collection(tree, collection, &label, unreadable)
+            })
+            .map_err(BackupError::from)
+        };
+        salvaged_records(
+            &outside,
+            &collections,
+            &mut salvage,
+            &mut unreadable,
+            &mut |record| {
+                let collection = matches!(record, LogicalRecord::Collection { .. });
+                out.record(&record)?;
+                if collection {
+                    progress(out.records());
+                }
+                Ok(())
             },
+        )?;
+        let summary = out.end()?;
+        progress(summary.entries);
+        Ok(SalvageReport {
+            summary,
             unreadable,
         })
     }

@@ -1,5 +1,6 @@
 //! Integration tests of revolve through its public API: one binary, one module per concern.
 
+mod backup;
 mod concurrency;
 mod crud;
 mod history;

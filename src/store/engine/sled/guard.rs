@@ -337,10 +337,6 @@ impl Db {
     pub(crate) fn generate_id(&self) -> Result<u64, Fault> {
         self.health().guard(|| self.db.generate_id())
     }
-
-    pub(crate) fn was_recovered(&self) -> bool {
-        self.db.was_recovered()
-    }
 }
 
 /// Opens a sled database under the guard. A panic or corruption is reported naming the file that

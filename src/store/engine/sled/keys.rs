@@ -205,6 +205,27 @@ impl fmt::Display for KeySpace {
     }
 }
 
+impl KeySpace {
+    /// The key space a key of the tree `tree` (`_meta`, `_ledger`, `c/<name>`) is in, by its
+    /// tree and first byte; [`KeySpace::Unknown`] when it fits none.
+    pub(crate) fn of(tree: &str, key: &[u8]) -> Self {
+        match tree {
+            "_meta" => return KeySpace::Meta,
+            "_ledger" => return KeySpace::Ledger,
+            _ => {}
+        }
+        match key.first() {
+            Some(&HEAD) => KeySpace::Heads,
+            Some(&REVISION) => KeySpace::Revisions,
+            Some(&COUNTER) => KeySpace::Counters,
+            Some(&FAILURE) => KeySpace::Failures,
+            Some(&CURSOR) => KeySpace::Cursors,
+            Some(&PROGRESS) => KeySpace::Progress,
+            _ => KeySpace::Unknown,
+        }
+    }
+}
+
 /// Why a key read back does not parse in its key space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KeyError {

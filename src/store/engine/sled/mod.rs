@@ -189,10 +189,7 @@ impl Engine for SledEngine {
     }
 
     fn next_run_id(&self) -> Result<u64, StoreError> {
-        self.db()
-            .generate_id()
-            .map(|id| id.saturating_add(1))
-            .map_err(backend)
+        crate::store::logical_sled::next_run_id(self)
     }
 
     fn has_ledger(&self) -> bool {
