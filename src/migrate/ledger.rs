@@ -153,13 +153,33 @@ impl RunProgress {
         counts
     }
 
-    /// The failure class of each item of a chunk: `None` for an item that is not a failure.
-    pub(crate) fn classes(items: &[ChunkItem]) -> Vec<Option<FailureClass>> {
+    /// The failure class of each item of a chunk of `collection`: `None` for an item that is not
+    /// a failure.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`](crate::StoreError::Corrupt) naming the class, should an item's
+    /// class be unknown (the executor writes only known ones).
+    pub(crate) fn classes(
+        collection: &str,
+        items: &[ChunkItem],
+    ) -> Result<Vec<Option<FailureClass>>, MigrationError> {
         items
             .iter()
             .map(|item| match &item.action {
-                Action::Fail(failure) => Some(FailureClass::parse(&failure.class)),
-                Action::Write(_) => None,
+                Action::Fail(failure) => {
+                    FailureClass::parse(&failure.class)
+                        .map(Some)
+                        .map_err(|source| {
+                            MigrationError::Store(crate::StoreError::Corrupt {
+                                collection: collection.to_owned(),
+                                id: item.id.clone(),
+                                revision: Revision::new(failure.revision),
+                                source,
+                            })
+                        })
+                }
+                Action::Write(_) => Ok(None),
             })
             .collect()
     }
@@ -232,11 +252,26 @@ pub(crate) fn reconcile(
             let Some(revision) = Revision::new(failure.revision) else {
                 continue;
             };
+            // Like a record that does not decode, one of an unknown class is left out of the
+            // list (the counts already hold it), named in a warning; `failures_page` refuses it.
+            let class = match FailureClass::parse(&failure.class) {
+                Ok(class) => class,
+                Err(error) => {
+                    tracing::warn!(
+                        collection = name,
+                        run = record.id,
+                        id = %id,
+                        error = %error,
+                        "a failure record of the run was left out of its record"
+                    );
+                    continue;
+                }
+            };
             record.failures.push(Failure {
                 id: DocId::from_validated(id),
                 revision,
                 from_version: failure.version,
-                class: FailureClass::parse(&failure.class),
+                class,
                 error: failure.error,
             });
         }
