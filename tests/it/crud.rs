@@ -26,7 +26,7 @@ fn rev(n: u64) -> Revision {
     Revision::new(n).unwrap()
 }
 
-/// A store that leaves flushing to sled: these tests check semantics, not durability.
+/// A store that leaves flushing to the engine: these tests check semantics, not durability.
 fn fast_store<E: Engine>() -> Store {
     E::fresh().durability(Durability::Eventual).open().unwrap()
 }
@@ -87,6 +87,7 @@ fn outcome(result: Result<Revision, StoreError>) -> Outcome {
 }
 
 /// A property test, run through proptest's runner so that it is an ordinary generic test body.
+#[allow(clippy::too_many_lines)] // One arm per operation against the model, read top to bottom.
 fn crud_matches_a_btreemap_model<E: Engine>() {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64));
     let result = runner.run(&proptest::collection::vec(op(), 1..=40), |ops| {

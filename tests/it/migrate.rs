@@ -615,6 +615,7 @@ fn dry_run_reports_what_execute_does_and_writes_nothing<E: Engine>() {
     assert_eq!(runs.iter().filter(|record| record.dry_run).count(), 4);
 }
 
+#[allow(clippy::too_many_lines)] // One scenario, read top to bottom.
 fn failing_and_panicking_steps_fail_only_their_documents<E: Engine>() {
     quiet_step_panics();
     let dir = E::place();
@@ -966,6 +967,7 @@ fn a_run_cancelled_before_it_starts_takes_nothing<E: Engine>() {
 
 // ---- Concurrent writers. ----
 
+#[allow(clippy::too_many_lines)] // One scenario, read top to bottom.
 fn concurrent_writers_lose_no_update_during_a_migration<E: Engine>() {
     const N: u64 = 2000;
     let dir = E::place();
