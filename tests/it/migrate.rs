@@ -83,8 +83,8 @@ fn quiet_step_panics() {
 }
 
 /// Runs `write` in a program that knows `T` as its latest version, then closes the store.
-fn with_program<T: Schema>(path: &impl Place, write: impl FnOnce(&Collection<T>)) {
-    let store = path
+fn with_program<T: Schema>(place: &impl Place, write: impl FnOnce(&Collection<T>)) {
+    let store = place
         .builder()
         .durability(Durability::Eventual)
         .open()
@@ -93,9 +93,9 @@ fn with_program<T: Schema>(path: &impl Place, write: impl FnOnce(&Collection<T>)
     store.flush().unwrap();
 }
 
-/// The store at `path`, opened by a program that knows `T` as its latest version.
-fn open<T: Schema>(path: &impl Place) -> Collection<T> {
-    path.open().collection::<T>().unwrap()
+/// The store at `place`, opened by a program that knows `T` as its latest version.
+fn open<T: Schema>(place: &impl Place) -> Collection<T> {
+    place.open().collection::<T>().unwrap()
 }
 
 /// Whether document `i` of a fixture fails its step.
@@ -1246,14 +1246,14 @@ fn is_not_revertible(result: &Result<revolve::RevertReport, MigrationError>, run
 
 /// Twenty documents at version 1, `doc-07` failing the first step; with each one's stored bytes.
 fn revertible(
-    path: &impl Place,
+    place: &impl Place,
 ) -> (
     Collection<RevertibleV2>,
     Vec<String>,
     BTreeMap<String, Vec<u8>>,
 ) {
     let ids: Vec<String> = (0..20).map(|i| format!("doc-{i:02}")).collect();
-    with_program::<RevertibleV1>(path, |docs| {
+    with_program::<RevertibleV1>(place, |docs| {
         for (i, id) in ids.iter().enumerate() {
             let title = if i == 7 {
                 "fail".to_owned()
@@ -1263,7 +1263,7 @@ fn revertible(
             docs.insert_with_id(id, &RevertibleV1 { title }).unwrap();
         }
     });
-    let docs = open::<RevertibleV2>(path);
+    let docs = open::<RevertibleV2>(place);
     let before = ids
         .iter()
         .map(|id| {

@@ -1334,26 +1334,27 @@ mod pair_retyped {
 
 const IDS: [&str; 3] = ["t1", "t2", "t3"];
 
-/// Opens `path` as a program defining `T` would: a new store, its collection.
-fn open<T: Schema>(path: &impl Place) -> Result<Collection<T>, StoreError> {
-    path.builder().open()?.collection::<T>()
+/// Opens `place` as a program defining `T` would: a new store, its collection.
+fn open<T: Schema>(place: &impl Place) -> Result<Collection<T>, StoreError> {
+    place.builder().open()?.collection::<T>()
 }
 
 /// As [`open`], with the operator's escape hatch for `collection`'s `version`.
 fn open_accepting<T: Schema>(
-    path: &impl Place,
+    place: &impl Place,
     collection: &str,
     version: u32,
 ) -> Result<Collection<T>, StoreError> {
-    path.builder()
+    place
+        .builder()
         .accept_schema_change(collection, version)
         .open()?
         .collection::<T>()
 }
 
 /// The first program: three tickets at version 1.
-fn seed(path: &impl Place) {
-    let tickets = open::<base::Ticket>(path).unwrap();
+fn seed(place: &impl Place) {
+    let tickets = open::<base::Ticket>(place).unwrap();
     for (points, id) in (1..).zip(IDS) {
         let ticket = base::Ticket {
             title: format!("ticket {points}"),
@@ -1412,8 +1413,8 @@ struct Snapshot {
 
 /// Reads the store through `T`, which must be the definition the store last recorded (so that
 /// opening with it records nothing).
-fn snapshot<T: Schema>(path: &impl Place) -> Snapshot {
-    let collection = open::<T>(path).unwrap();
+fn snapshot<T: Schema>(place: &impl Place) -> Snapshot {
+    let collection = open::<T>(place).unwrap();
     let mut revisions = Vec::new();
     for id in IDS {
         for info in collection.history(id).unwrap() {
@@ -1937,8 +1938,8 @@ impl Schema for NoteV3Gap {
     }
 }
 
-fn write_notes(path: &impl Place) {
-    let notes = open::<NoteV1>(path).unwrap();
+fn write_notes(place: &impl Place) {
+    let notes = open::<NoteV1>(place).unwrap();
     for (id, title) in IDS
         .into_iter()
         .zip(["one", "two words", "three more words"])

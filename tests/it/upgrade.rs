@@ -126,9 +126,9 @@ fn rev(n: u64) -> Revision {
     Revision::new(n).unwrap()
 }
 
-/// A program that knows `T` as its latest version, opening the store at `path`.
-fn open<T: Schema>(path: &impl Place) -> (Store, Collection<T>) {
-    let store = path.open();
+/// A program that knows `T` as its latest version, opening the store at `place`.
+fn open<T: Schema>(place: &impl Place) -> (Store, Collection<T>) {
+    let store = place.open();
     let collection = store.collection::<T>().unwrap();
     (store, collection)
 }
@@ -175,10 +175,10 @@ const IDS: [&str; 9] = [
 ];
 
 /// Writes documents as three builds would, each knowing one version more than the one before.
-fn write_with_three_older_builds(path: &impl Place) {
+fn write_with_three_older_builds(place: &impl Place) {
     // The build that knows only version 1.
     {
-        let (_store, tickets) = open::<TicketV1>(path);
+        let (_store, tickets) = open::<TicketV1>(place);
         tickets
             .insert_with_id("t1-low", &v1("one low", "low"))
             .unwrap();
@@ -197,7 +197,7 @@ fn write_with_three_older_builds(path: &impl Place) {
     }
     // The build that knows versions 1 and 2.
     {
-        let (_store, tickets) = open::<TicketV2>(path);
+        let (_store, tickets) = open::<TicketV2>(place);
         let edited = tickets.get("t1-edited").unwrap().unwrap();
         assert_eq!((edited.stored_version, &edited.data), (1, &v2("edited", 1)));
         tickets
@@ -209,7 +209,7 @@ fn write_with_three_older_builds(path: &impl Place) {
     }
     // The build that knows versions 1 to 3.
     {
-        let (_store, tickets) = open::<TicketV3>(path);
+        let (_store, tickets) = open::<TicketV3>(place);
         tickets
             .insert_with_id("t3", &v3("three", 0, &["x"]))
             .unwrap();
