@@ -4,9 +4,12 @@
 //! A behavioural test is a function generic over [`Engine`] (`fn name<E: Engine>()`) that makes
 //! its stores only through the fixture: [`Engine::temporary`] or [`Engine::fresh`] for a store
 //! that lives as long as the test, [`Engine::place`] for one that the test closes and opens again
-//! ([`Place::open`], [`Place::builder`]). The module lists its tests once in
+//! ([`Place::open`], [`Place::builder`]), [`Place::address`] and [`Engine::at`] to hand a store
+//! to a child process. The module lists its tests once in
 //! `engine_tests!`, which makes a `#[test]` per engine in a child module
 //! named after it: `crud::sled::insert_many_is_all_or_nothing`.
+
+use std::path::PathBuf;
 
 use revolve::{Store, StoreBuilder};
 
@@ -15,6 +18,10 @@ use revolve::{Store, StoreBuilder};
 pub(crate) trait Place {
     /// A builder for the store at this place; the test adds its options.
     fn builder(&self) -> StoreBuilder;
+
+    /// What names this place to another process (a directory, a database URL), for
+    /// [`Engine::at`].
+    fn address(&self) -> String;
 
     /// Opens the store at this place with default options.
     fn open(&self) -> Store {
@@ -33,6 +40,9 @@ pub(crate) trait Engine {
     /// A new, empty place for a store.
     fn place() -> Self::Place;
 
+    /// The place another process named by [`Place::address`]; dropping it leaves the store.
+    fn at(address: &str) -> Self::Place;
+
     /// A builder for a new, empty store that disappears when dropped; the test adds its options.
     fn fresh() -> StoreBuilder;
 
@@ -46,21 +56,20 @@ pub(crate) trait Engine {
 #[derive(Debug)]
 pub(crate) struct Sled;
 
-/// A temporary directory, removed when dropped.
+/// A store's directory: a temporary one, removed when dropped, or one another process made.
 #[derive(Debug)]
-pub(crate) struct SledPlace(tempfile::TempDir);
+pub(crate) struct SledPlace {
+    path: PathBuf,
+    _owned: Option<tempfile::TempDir>,
+}
 
 impl Place for SledPlace {
     fn builder(&self) -> StoreBuilder {
-        Store::builder().path(self.0.path())
+        Store::builder().path(&self.path)
     }
-}
 
-/// A sled store named by its directory: for the tests that stay on sled alone because they hand
-/// the store to another process by its path.
-impl Place for std::path::PathBuf {
-    fn builder(&self) -> StoreBuilder {
-        Store::builder().path(self)
+    fn address(&self) -> String {
+        self.path.to_str().unwrap().to_owned()
     }
 }
 
@@ -69,14 +78,24 @@ impl Engine for Sled {
     type Place = SledPlace;
 
     fn place() -> SledPlace {
-        SledPlace(tempfile::tempdir().unwrap())
+        let dir = tempfile::tempdir().unwrap();
+        SledPlace {
+            path: dir.path().to_owned(),
+            _owned: Some(dir),
+        }
+    }
+
+    fn at(address: &str) -> SledPlace {
+        SledPlace {
+            path: PathBuf::from(address),
+            _owned: None,
+        }
     }
 
     fn fresh() -> StoreBuilder {
         Store::builder().temporary(true)
     }
 }
-
 /// Makes one `#[test]` per engine for each generic test function named, in a child module per
 /// engine: `engine_tests! { a, b }` in `crud` gives `crud::sled::a` calling `a::<Sled>()`.
 /// Attributes written before a name (`#[ignore]`, a doc comment) are put on each of its tests.

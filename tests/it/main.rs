@@ -15,9 +15,10 @@
 //! it in `engine_tests!`, under the `cfg` (a feature, say) that builds the engine, calling each
 //! test with that engine. Nothing else changes: the test bodies are shared.
 //!
-//! Tests that stay on sled alone say why where they are: `two_builds` (example programs open the
-//! store by its directory) and `schema::drift_is_detected_across_processes` (child processes
-//! open the store by its directory).
+//! A test that hands its store to a child process names it by [`engine::Place::address`] and
+//! the child opens it with [`engine::Engine::at`]
+//! (`schema::sled::drift_is_detected_across_processes`). Only `two_builds` stays on sled alone, and says why: its example programs open the store by
+//! the directory given on their command line.
 
 #[macro_use]
 mod engine;

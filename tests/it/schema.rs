@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
-use std::path::Path;
 
 use revolve::{
     canonical_schema, compare_schemas, compare_schemas_with_aliases, is_breaking,
@@ -1756,10 +1755,6 @@ fn a_change_the_classifier_misses_is_still_caught_by_the_sample<E: Engine>() {
 }
 
 // ---- Two processes ----
-//
-// Sled only: the child processes open the store by its directory, handed to them in an
-// environment variable. An engine whose place can be named to another process (a database URL)
-// could run them too, through a fixture method that names it.
 
 const CHILD_ROLE: &str = "REVOLVE_IT_SCHEMA_CHILD";
 const CHILD_DB: &str = "REVOLVE_IT_SCHEMA_DB";
@@ -1767,14 +1762,11 @@ const CHILD_LINE: &str = "schema child: ";
 
 /// One program of `drift_is_detected_across_processes`, chosen by `CHILD_ROLE`: it prints its
 /// open's outcome. Run by hand without the variables, it does nothing.
-#[test]
-#[ignore = "a child process of `drift_is_detected_across_processes`, which starts it"]
-fn drift_child() {
+fn drift_child<E: Engine>() {
     let (Some(role), Some(db)) = (std::env::var_os(CHILD_ROLE), std::env::var_os(CHILD_DB)) else {
         return;
     };
-    let db = std::path::PathBuf::from(db);
-    let db = &db;
+    let db = &E::at(db.to_str().unwrap());
     let line = match role.to_str().unwrap() {
         "seed" => {
             seed(db);
@@ -1787,18 +1779,19 @@ fn drift_child() {
     println!("{CHILD_LINE}{line}");
 }
 
-/// Runs `drift_child` as `role` in a child process on `db`, and returns the line it printed.
-fn in_child(role: &str, db: &Path) -> String {
+/// Runs `drift_child` on engine `E` as `role` in a child process on `db`, and returns the line it
+/// printed.
+fn in_child<E: Engine>(role: &str, db: &E::Place) -> String {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "schema::drift_child",
+            &format!("schema::{}::drift_child", E::NAME),
             "--exact",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
         .env(CHILD_ROLE, role)
-        .env(CHILD_DB, db)
+        .env(CHILD_DB, db.address())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -1817,20 +1810,19 @@ fn in_child(role: &str, db: &Path) -> String {
     lines[0].to_owned()
 }
 
-#[test]
-fn drift_is_detected_across_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = &dir.path().to_path_buf();
-    assert_eq!(in_child("seed", db), "seeded");
+fn drift_is_detected_across_processes<E: Engine>() {
+    let dir = E::place();
+    let db = &dir;
+    assert_eq!(in_child::<E>("seed", db), "seeded");
     let seeded = snapshot::<base::Ticket>(db);
 
     assert_eq!(
-        in_child("points-text", db),
+        in_child::<E>("points-text", db),
         "SchemaChanged tickets v1: /points TypeChanged Breaking"
     );
     assert_eq!(snapshot::<base::Ticket>(db), seeded);
 
-    assert_eq!(in_child("with-done", db), "ok");
+    assert_eq!(in_child::<E>("with-done", db), "ok");
     let after = snapshot::<with_done::Ticket>(db);
     assert_eq!(after.revisions, seeded.revisions);
     assert_eq!(
@@ -1840,9 +1832,9 @@ fn drift_is_detected_across_processes() {
             "v1 Compatible [/done FieldAdded Compatible]"
         ]
     );
-    assert_eq!(in_child("with-done", db), "ok");
+    assert_eq!(in_child::<E>("with-done", db), "ok");
     assert_eq!(
-        in_child("points-text", db),
+        in_child::<E>("points-text", db),
         "SchemaChanged tickets v1: /done FieldRemoved Breaking, /points TypeChanged Breaking"
     );
     assert_eq!(snapshot::<with_done::Ticket>(db), after);
@@ -2162,6 +2154,9 @@ fn a_variant_removed_from_an_internally_tagged_enum_is_refused<E: Engine>() {
 }
 
 engine_tests! {
+    drift_is_detected_across_processes,
+    #[ignore = "a child process of `drift_is_detected_across_processes`, which starts it"]
+    drift_child,
     #[ignore = "LIMITATION: the derive records aliases of the root struct's own fields only, so a \
                 field of a nested struct renamed with `#[serde(alias)]` is refused as removed + \
                 added; use the escape hatch, or a new version"]
