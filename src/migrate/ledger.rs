@@ -705,6 +705,49 @@ mod tests {
         assert_eq!(record.failures[0].id, id);
     }
 
+    /// Settling a stopped run lists the failures it recorded, except one whose class this build
+    /// does not know: left out (with a warning), not listed as a `decode` failure.
+    #[test]
+    fn settling_leaves_out_a_failure_of_an_unknown_class() {
+        let store = Store::temporary().unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let mut record = running(&notes, 7);
+        record.failed = 2;
+        save(&notes, &record, true).unwrap();
+        let mut items = Vec::new();
+        for (n, class) in [(1, "step"), (2, "cosmic_ray")] {
+            let id = notes.insert(&Note { n }).unwrap();
+            let seen = notes
+                .scan_heads(None, None)
+                .map(Result::unwrap)
+                .find(|(head, _)| head == id.as_str())
+                .unwrap()
+                .1;
+            items.push(ChunkItem {
+                id: id.to_string(),
+                seen,
+                action: Action::Fail(crate::store::FailureRecord {
+                    revision: seen.revision.get(),
+                    version: 1,
+                    class: class.to_owned(),
+                    error: "no".to_owned(),
+                    run: 7,
+                }),
+            });
+        }
+        notes
+            .commit_chunk(&items, Commit::new(Origin::Migration { run: 7 }))
+            .unwrap();
+        let settled = notes.run(7).unwrap().unwrap();
+        assert_eq!(settled.state, RunState::Interrupted);
+        let listed: Vec<(&str, FailureClass)> = settled
+            .failures
+            .iter()
+            .map(|failure| (failure.id.as_str(), failure.class))
+            .collect();
+        assert_eq!(listed, [(items[0].id.as_str(), FailureClass::Step)]);
+    }
+
     fn progress_record(notes: &Collection<Note>, run: u64) {
         let mut counts = |_: &[Outcome]| record::encode_payload(&RunProgress::default());
         let mut commit = Commit::new(Origin::Migration { run });
