@@ -2,8 +2,6 @@
 
 use std::fmt;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -39,25 +37,25 @@ impl DocId {
     }
 
     /// A new id, greater than every id generated before it by this process.
+    ///
+    /// A ULID from [`ulid::Generator`], the monotonic generator, behind one process-wide mutex:
+    /// a millisecond timestamp then 80 random bits, counting up from the last id within one
+    /// millisecond (or if the clock stepped back). Each process draws its own random bits from
+    /// the operating system's generator, so processes generating ids at the same moment do not
+    /// collide.
+    ///
+    /// When the random bits of the last id are all ones, the generator cannot count up within
+    /// its millisecond and reports an overflow. That is not an error here: the id moves on to
+    /// the next millisecond with fresh random bits ([`ulid::Overflow::commit_overflow_random`]),
+    /// which keeps ids increasing and, unlike starting the next millisecond at zero, keeps two
+    /// processes that both overflow from producing the same id.
     pub(crate) fn generate() -> Self {
-        static LAST: Mutex<u128> = Mutex::new(0);
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_millis())
-            & ((1 << 48) - 1);
-        let candidate = (millis << 80) | (random_u128() & ((1 << 80) - 1));
-        let value = {
-            let mut last = LAST.lock();
-            // Monotonic: within one millisecond (or if the clock stepped back) count up from the last.
-            let next = if candidate > *last {
-                candidate
-            } else {
-                last.wrapping_add(1)
-            };
-            *last = next;
-            next
-        };
-        Self(encode_base32(value))
+        static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+        let mut generator = GENERATOR.lock();
+        let id = generator
+            .generate()
+            .unwrap_or_else(ulid::Overflow::commit_overflow_random);
+        Self(id.to_string())
     }
 }
 
@@ -177,33 +175,6 @@ impl fmt::Display for Revision {
     }
 }
 
-const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-fn encode_base32(mut value: u128) -> String {
-    let mut out = [b'0'; 26];
-    for slot in out.iter_mut().rev() {
-        *slot = CROCKFORD[(value & 31) as usize];
-        value >>= 5;
-    }
-    out.iter().map(|&b| char::from(b)).collect()
-}
-
-/// 128 random bits from the standard library's per-process hash keys and a counter, without a
-/// dependency on a random number crate. Ids need uniqueness, not secrecy.
-fn random_u128() -> u128 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let state = RandomState::new();
-    let mut halves = [0u64; 2];
-    for half in &mut halves {
-        let mut hasher = state.build_hasher();
-        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        *half = hasher.finish();
-    }
-    (u128::from(halves[0]) << 64) | u128::from(halves[1])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +189,108 @@ mod tests {
             assert_eq!(id.len(), 26);
             validate(id).unwrap();
         }
+    }
+
+    /// Set in the children of [`ids_from_several_processes_at_once_are_distinct`]: how many ids to
+    /// print.
+    const CHILD_ENV: &str = "REVOLVE_ID_TEST_CHILD_COUNT";
+    const CHILD_TEST: &str = "id::tests::generate_ids_in_a_child_process";
+    const PROCESSES: usize = 4;
+    const IDS_PER_PROCESS: usize = 20_000;
+
+    /// Does nothing in a normal run. Run as a child of
+    /// [`ids_from_several_processes_at_once_are_distinct`]: says it is ready, waits for its
+    /// standard input to close (so that all children start generating together), then prints
+    /// ids, one a line, each prefixed so that the test harness's own lines are told apart.
+    #[test]
+    fn generate_ids_in_a_child_process() {
+        use std::io::{Read, Write};
+        let Ok(count) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let count: usize = count.parse().unwrap();
+        // The harness has begun a line ("test … ... "): end it.
+        println!("\nready");
+        std::io::stdout().flush().unwrap();
+        std::io::stdin().read_to_end(&mut Vec::new()).unwrap();
+        let ids: Vec<DocId> = (0..count).map(|_| DocId::generate()).collect();
+        let mut out = std::io::stdout().lock();
+        for id in ids {
+            writeln!(out, "id:{id}").unwrap();
+        }
+        out.flush().unwrap();
+    }
+
+    #[test]
+    fn ids_from_several_processes_at_once_are_distinct() {
+        use std::collections::HashSet;
+        use std::io::{BufRead, BufReader, Read};
+        use std::process::{Command, Stdio};
+        let exe = std::env::current_exe().unwrap();
+        let mut children: Vec<_> = (0..PROCESSES)
+            .map(|_| {
+                let mut child = Command::new(&exe)
+                    .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+                    .env(CHILD_ENV, IDS_PER_PROCESS.to_string())
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .unwrap();
+                let stdout = BufReader::new(child.stdout.take().unwrap());
+                (child, stdout)
+            })
+            .collect();
+        // Every child says it is ready, then blocks on its standard input: release them together.
+        for (_, stdout) in &mut children {
+            let mut line = String::new();
+            while line.trim_end() != "ready" {
+                line.clear();
+                assert!(
+                    stdout.read_line(&mut line).unwrap() > 0,
+                    "a child ended early"
+                );
+            }
+        }
+        for (child, _) in &mut children {
+            drop(child.stdin.take());
+        }
+        let mut all = HashSet::new();
+        let mut spans = Vec::new();
+        for (mut child, mut stdout) in children {
+            let mut printed = String::new();
+            stdout.read_to_string(&mut printed).unwrap();
+            let status = child.wait().unwrap();
+            assert!(status.success(), "child failed: {status:?}");
+            let ids: Vec<&str> = printed
+                .lines()
+                .filter_map(|line| line.strip_prefix("id:"))
+                .collect();
+            assert_eq!(ids.len(), IDS_PER_PROCESS);
+            for pair in ids.windows(2) {
+                assert!(
+                    pair[0] < pair[1],
+                    "{} !< {} within one process",
+                    pair[0],
+                    pair[1]
+                );
+            }
+            for id in &ids {
+                assert_eq!(id.len(), 26, "{id}");
+                assert!(all.insert((*id).to_owned()), "{id} generated twice");
+            }
+            let millis = |id: &str| ulid::Ulid::from_string(id).unwrap().timestamp_ms();
+            spans.push((millis(ids[0]), millis(ids[IDS_PER_PROCESS - 1])));
+        }
+        assert_eq!(all.len(), PROCESSES * IDS_PER_PROCESS);
+        // At least two children generated ids in the same milliseconds, or the test proved
+        // nothing about concurrent generation. (Not all of them: on a loaded machine one may be
+        // scheduled only after another finished.)
+        spans.sort_unstable();
+        assert!(
+            spans.windows(2).any(|pair| pair[1].0 <= pair[0].1),
+            "no two children generated ids at the same time: {spans:?}"
+        );
     }
 
     #[test]

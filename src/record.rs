@@ -117,6 +117,12 @@ pub enum RecordError {
     /// A value could not be encoded as MessagePack.
     #[error("cannot encode payload")]
     Encode(#[source] rmp_serde::encode::Error),
+    /// A failure record names a failure class this build does not know.
+    #[error("unknown failure class `{class}`")]
+    UnknownFailureClass {
+        /// The class as stored.
+        class: String,
+    },
 }
 
 /// Encodes a value as field-named MessagePack.

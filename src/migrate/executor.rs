@@ -498,7 +498,7 @@ impl<T: Schema> Committer<'_, T> {
         // Each failure's class, parsed once; the chunk's counts and the run's counts with the
         // chunk, computed once: under the write lock for the chunk's progress record (the
         // outcomes are known there only), after the commit for a dry run.
-        let classes = RunProgress::classes(&chunk.items);
+        let classes = RunProgress::classes(self.collection.name(), &chunk.items)?;
         let mut counted: Option<(RunProgress, RunProgress)> = None;
         let outcomes = {
             let counts = &self.tally.counts;

@@ -116,12 +116,16 @@ impl FailureClass {
         }
     }
 
-    pub(crate) fn parse(name: &str) -> Self {
+    /// The class named `name` (as [`FailureClass::as_str`] writes it).
+    pub(crate) fn parse(name: &str) -> Result<Self, RecordError> {
         match name {
-            "step" => FailureClass::Step,
-            "panic" => FailureClass::Panic,
-            "invalid_output" => FailureClass::InvalidOutput,
-            _ => FailureClass::Decode,
+            "step" => Ok(FailureClass::Step),
+            "panic" => Ok(FailureClass::Panic),
+            "decode" => Ok(FailureClass::Decode),
+            "invalid_output" => Ok(FailureClass::InvalidOutput),
+            _ => Err(RecordError::UnknownFailureClass {
+                class: name.to_owned(),
+            }),
         }
     }
 }

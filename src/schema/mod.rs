@@ -214,6 +214,19 @@ pub enum SchemaError {
         /// Which rule it breaks.
         reason: String,
     },
+    /// The JSON Schema of a version's type cannot be generated: its `JsonSchema` implementation
+    /// panicked (the panic was caught).
+    #[error("cannot generate the JSON Schema of `{type_name}` (version {version} of `{collection}`): {message}")]
+    SchemaGeneration {
+        /// The collection.
+        collection: &'static str,
+        /// The version of the type.
+        version: u32,
+        /// The type.
+        type_name: &'static str,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// One version of a chain, as registration sees it.
@@ -259,9 +272,7 @@ fn push_links<T: Schema>(
     if T::VERSION == 0 {
         return Err(invalid("versions start at 1".to_owned()));
     }
-    let schema =
-        serde_json::to_value(schemars::SchemaGenerator::default().into_root_schema_for::<T>())
-            .unwrap_or(serde_json::Value::Bool(true));
+    let schema = generate_schema::<T>()?;
     links.push(Link {
         version: T::VERSION,
         schema,
@@ -275,6 +286,22 @@ fn push_links<T: Schema>(
         )),
         (version, false) => push_links::<T::Previous>(collection, version - 1, links),
     }
+}
+
+/// The JSON Schema of `T`'s version, as schemars generates it. A `JsonSchema` implementation
+/// that panics makes a [`SchemaError::SchemaGeneration`], never an accept-everything schema.
+fn generate_schema<T: Schema>() -> Result<serde_json::Value, SchemaError> {
+    panic::catch_unwind(|| {
+        schemars::SchemaGenerator::default()
+            .into_root_schema_for::<T>()
+            .to_value()
+    })
+    .map_err(|payload| SchemaError::SchemaGeneration {
+        collection: T::COLLECTION,
+        version: T::VERSION,
+        type_name: std::any::type_name::<T>(),
+        message: panic_message(payload.as_ref()).to_owned(),
+    })
 }
 
 /// Decodes a payload stored at `version` as the chain's type of that version, without stepping.
@@ -466,5 +493,53 @@ mod tests {
             upgrade::<B>(0, &bytes, 64),
             Err(SchemaError::UnknownVersion { version: 0, .. })
         ));
+    }
+
+    /// A type whose `JsonSchema` implementation panics.
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Unschemable {
+        n: u32,
+    }
+
+    impl schemars::JsonSchema for Unschemable {
+        fn schema_name() -> std::borrow::Cow<'static, str> {
+            "Unschemable".into()
+        }
+        fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+            panic!("no schema for you")
+        }
+    }
+
+    impl Schema for Unschemable {
+        const COLLECTION: &'static str = "unschemable";
+        const VERSION: u32 = 1;
+        type Previous = Self;
+        fn upgrade(previous: Self) -> Result<Self, StepError> {
+            Ok(previous)
+        }
+    }
+
+    /// A schema that cannot be generated is refused at registration, not recorded as a schema
+    /// that accepts everything.
+    #[test]
+    fn a_schema_that_cannot_be_generated_is_refused_at_registration() {
+        assert!(matches!(
+            chain::<Unschemable>(),
+            Err(SchemaError::SchemaGeneration {
+                collection: "unschemable",
+                version: 1,
+                ref message,
+                ..
+            }) if message == "no schema for you"
+        ));
+        let store = crate::Store::temporary().unwrap();
+        let error = store.collection::<Unschemable>().unwrap_err();
+        match error {
+            crate::StoreError::Schema(SchemaError::SchemaGeneration { type_name, .. }) => {
+                assert!(type_name.ends_with("Unschemable"), "{type_name}");
+            }
+            other => panic!("unexpected error: {other:?}"),
+        }
+        assert!(store.collection_names().unwrap().is_empty());
     }
 }

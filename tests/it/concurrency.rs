@@ -7,6 +7,8 @@ use std::thread;
 use revolve::{Collection, DocId, Durability, Revision, Schema, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Engine;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
 #[schema(collection = "counters", version = 1)]
 struct Counter {
@@ -17,12 +19,8 @@ struct Counter {
 
 const THREADS: u32 = 4;
 
-fn store(durability: Durability) -> Store {
-    Store::builder()
-        .temporary(true)
-        .durability(durability)
-        .open()
-        .unwrap()
+fn store<E: Engine>(durability: Durability) -> Store {
+    E::fresh().durability(durability).open().unwrap()
 }
 
 /// Runs `work(thread)` on `THREADS` threads started together, and collects what each returns.
@@ -55,10 +53,9 @@ fn assert_unbroken_history(counters: &Collection<Counter>, id: &str, revisions: 
     }
 }
 
-#[test]
-fn concurrent_updates_lose_nothing() {
+fn concurrent_updates_lose_nothing<E: Engine>() {
     const UPDATES: u32 = 150;
-    let store = store(Durability::Eventual);
+    let store = store::<E>(Durability::Eventual);
     let counters = store.collection::<Counter>().unwrap();
     let start = Counter {
         count: 0,
@@ -107,12 +104,11 @@ fn concurrent_updates_lose_nothing() {
     assert_eq!(counters.len().unwrap(), 1);
 }
 
-#[test]
-fn update_if_retry_loops_count_every_increment() {
+fn update_if_retry_loops_count_every_increment<E: Engine>() {
     // Immediate durability: each successful write waits for a flush, shared by the writers that
     // committed meanwhile (group commit).
     const INCREMENTS: u32 = 25;
-    let store = store(Durability::Immediate);
+    let store = store::<E>(Durability::Immediate);
     let counters = store.collection::<Counter>().unwrap();
     counters
         .insert_with_id(
@@ -167,10 +163,9 @@ fn update_if_retry_loops_count_every_increment() {
     }
 }
 
-#[test]
-fn concurrent_inserts_get_distinct_ids_and_exact_counts() {
+fn concurrent_inserts_get_distinct_ids_and_exact_counts<E: Engine>() {
     const INSERTS: u32 = 100;
-    let store = store(Durability::Eventual);
+    let store = store::<E>(Durability::Eventual);
     let counters = store.collection::<Counter>().unwrap();
     let ids: Vec<Vec<DocId>> = on_threads(|thread| {
         (0..INSERTS)
@@ -188,4 +183,10 @@ fn concurrent_inserts_get_distinct_ids_and_exact_counts() {
     assert_eq!(distinct.len() as u64, u64::from(THREADS * INSERTS));
     assert_eq!(counters.len().unwrap(), u64::from(THREADS * INSERTS));
     assert_eq!(counters.iter().count() as u64, u64::from(THREADS * INSERTS));
+}
+
+engine_tests! {
+    concurrent_updates_lose_nothing,
+    update_if_retry_loops_count_every_increment,
+    concurrent_inserts_get_distinct_ids_and_exact_counts,
 }

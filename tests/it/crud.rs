@@ -6,6 +6,8 @@ use proptest::prelude::*;
 use revolve::{DocId, Durability, InvalidId, Revision, Schema, Store, StoreError, MAX_ID_LEN};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Engine;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
 #[schema(collection = "notes", version = 1)]
 struct Note {
@@ -24,13 +26,9 @@ fn rev(n: u64) -> Revision {
     Revision::new(n).unwrap()
 }
 
-/// A store that leaves flushing to sled: these tests check semantics, not durability.
-fn fast_store() -> Store {
-    Store::builder()
-        .temporary(true)
-        .durability(Durability::Eventual)
-        .open()
-        .unwrap()
+/// A store that leaves flushing to the engine: these tests check semantics, not durability.
+fn fast_store<E: Engine>() -> Store {
+    E::fresh().durability(Durability::Eventual).open().unwrap()
 }
 
 /// Ids that share prefixes, so that a key layout mixing `ab` into `abc` would show.
@@ -88,12 +86,12 @@ fn outcome(result: Result<Revision, StoreError>) -> Outcome {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    #[test]
-    fn crud_matches_a_btreemap_model(ops in proptest::collection::vec(op(), 1..=40)) {
-        let store = fast_store();
+/// A property test, run through proptest's runner so that it is an ordinary generic test body.
+#[allow(clippy::too_many_lines)] // One arm per operation against the model, read top to bottom.
+fn crud_matches_a_btreemap_model<E: Engine>() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64));
+    let result = runner.run(&proptest::collection::vec(op(), 1..=40), |ops| {
+        let store = fast_store::<E>();
         let notes = store.collection::<Note>().unwrap();
         let mut model: BTreeMap<&str, Entry> = BTreeMap::new();
 
@@ -111,11 +109,22 @@ proptest! {
                             Outcome::Written(entry.revision)
                         }
                         None => {
-                            model.insert(id, Entry { revision: 1, value: Some(value.clone()) });
+                            model.insert(
+                                id,
+                                Entry {
+                                    revision: 1,
+                                    value: Some(value.clone()),
+                                },
+                            );
                             Outcome::Written(1)
                         }
                     };
-                    prop_assert_eq!(outcome(notes.insert_with_id(id, &value)), expected, "insert {}", id);
+                    prop_assert_eq!(
+                        outcome(notes.insert_with_id(id, &value)),
+                        expected,
+                        "insert {}",
+                        id
+                    );
                 }
                 Op::Update { id, n } => {
                     let id = IDS[id];
@@ -142,7 +151,10 @@ proptest! {
                                 entry.value = Some(value.clone());
                                 Outcome::Written(entry.revision)
                             } else {
-                                Outcome::Conflict { expected: wanted, current: entry.revision }
+                                Outcome::Conflict {
+                                    expected: wanted,
+                                    current: entry.revision,
+                                }
                             }
                         }
                         _ => Outcome::NotFound,
@@ -150,7 +162,9 @@ proptest! {
                     prop_assert_eq!(
                         outcome(notes.update_if(id, rev(wanted), &value)),
                         expected,
-                        "update_if {} expecting {}", id, wanted
+                        "update_if {} expecting {}",
+                        id,
+                        wanted
                     );
                 }
                 Op::Remove { id } => {
@@ -169,7 +183,10 @@ proptest! {
                     let id = IDS[id];
                     let got = notes.get(id).unwrap();
                     match model.get(id) {
-                        Some(Entry { revision, value: Some(value) }) => {
+                        Some(Entry {
+                            revision,
+                            value: Some(value),
+                        }) => {
                             let got = got.expect("a live document reads as Some");
                             prop_assert_eq!(got.id.as_str(), id);
                             prop_assert_eq!(got.revision.get(), *revision);
@@ -183,8 +200,11 @@ proptest! {
 
             let live = model.values().filter(|entry| entry.value.is_some()).count() as u64;
             let removed = model.len() as u64 - live;
-            let expected_counts: BTreeMap<u32, u64> =
-                if live == 0 { BTreeMap::new() } else { BTreeMap::from([(1, live)]) };
+            let expected_counts: BTreeMap<u32, u64> = if live == 0 {
+                BTreeMap::new()
+            } else {
+                BTreeMap::from([(1, live)])
+            };
             prop_assert_eq!(notes.count_by_version().unwrap(), expected_counts);
             prop_assert_eq!(notes.removed_count().unwrap(), removed);
             prop_assert_eq!(notes.len().unwrap(), live);
@@ -208,12 +228,15 @@ proptest! {
             .filter_map(|(id, entry)| entry.value.clone().map(|value| ((*id).to_owned(), value)))
             .collect();
         prop_assert_eq!(listed, expected);
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
     }
 }
 
-#[test]
-fn generated_ids_are_unique_and_sort_by_insertion() {
-    let store = fast_store();
+fn generated_ids_are_unique_and_sort_by_insertion<E: Engine>() {
+    let store = fast_store::<E>();
     let notes = store.collection::<Note>().unwrap();
     let mut ids: Vec<DocId> = Vec::new();
     for n in 0..200 {
@@ -237,9 +260,8 @@ fn generated_ids_are_unique_and_sort_by_insertion() {
     );
 }
 
-#[test]
-fn insert_many_writes_every_document_at_revision_one() {
-    let store = fast_store();
+fn insert_many_writes_every_document_at_revision_one<E: Engine>() {
+    let store = fast_store::<E>();
     let notes = store.collection::<Note>().unwrap();
     assert_eq!(notes.insert_many(&[]).unwrap(), Vec::<DocId>::new());
     assert!(notes.is_empty().unwrap());
@@ -280,9 +302,8 @@ struct Batched {
     poison: Poison,
 }
 
-#[test]
-fn insert_many_is_all_or_nothing() {
-    let store = fast_store();
+fn insert_many_is_all_or_nothing<E: Engine>() {
+    let store = fast_store::<E>();
     let batches = store.collection::<Batched>().unwrap();
     let values: Vec<Batched> = (0..10)
         .map(|n| Batched {
@@ -303,9 +324,8 @@ fn insert_many_is_all_or_nothing() {
     );
 }
 
-#[test]
-fn ids_sharing_a_prefix_keep_separate_histories() {
-    let store = fast_store();
+fn ids_sharing_a_prefix_keep_separate_histories<E: Engine>() {
+    let store = fast_store::<E>();
     let notes = store.collection::<Note>().unwrap();
     let ids = ["a", "ab", "abc", "abd", "b"];
     for (writes, id) in (1..).zip(ids) {
@@ -348,9 +368,8 @@ fn ids_sharing_a_prefix_keep_separate_histories() {
     assert_eq!(after, ["abc", "abd", "b"], "the removed `ab` is left out");
 }
 
-#[test]
-fn invalid_ids_are_refused_and_write_nothing() {
-    let store = fast_store();
+fn invalid_ids_are_refused_and_write_nothing<E: Engine>() {
+    let store = fast_store::<E>();
     let notes = store.collection::<Note>().unwrap();
     let too_long = "x".repeat(MAX_ID_LEN + 1);
     // Multibyte: the limit is in bytes, not characters.
@@ -416,9 +435,8 @@ fn invalid_ids_are_refused_and_write_nothing() {
     }
 }
 
-#[test]
-fn removed_documents_are_gone_but_their_history_stays() {
-    let store = fast_store();
+fn removed_documents_are_gone_but_their_history_stays<E: Engine>() {
+    let store = fast_store::<E>();
     let notes = store.collection::<Note>().unwrap();
     assert!(matches!(
         notes.update("ghost", &note("ghost", 0)),
@@ -488,4 +506,14 @@ fn removed_documents_are_gone_but_their_history_stays() {
     );
     assert_eq!(notes.count_by_version().unwrap(), BTreeMap::from([(1, 1)]));
     assert_eq!(notes.removed_count().unwrap(), 0);
+}
+
+engine_tests! {
+    crud_matches_a_btreemap_model,
+    generated_ids_are_unique_and_sort_by_insertion,
+    insert_many_writes_every_document_at_revision_one,
+    insert_many_is_all_or_nothing,
+    ids_sharing_a_prefix_keep_separate_histories,
+    invalid_ids_are_refused_and_write_nothing,
+    removed_documents_are_gone_but_their_history_stays,
 }

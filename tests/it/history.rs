@@ -2,8 +2,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use revolve::{Origin, Revision, Schema, Store};
+use revolve::{Origin, Revision, Schema};
 use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, Place};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
 #[schema(collection = "pages", version = 1)]
@@ -28,14 +30,13 @@ fn rev(n: u64) -> Revision {
 
 const EDITS: u32 = 60;
 
-#[test]
-fn older_revisions_never_change() {
-    let dir = tempfile::tempdir().unwrap();
+fn older_revisions_never_change<E: Engine>() {
+    let dir = E::place();
     // Timestamps are stored in microseconds: allow for the truncation.
     let started = SystemTime::now() - Duration::from_micros(1);
     let mut written: Vec<Vec<u8>> = Vec::new();
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = dir.open();
         let pages = store.collection::<Page>().unwrap();
         assert_eq!(
             pages.insert_with_id("home", &page(0)).unwrap(),
@@ -67,7 +68,7 @@ fn older_revisions_never_change() {
         }
     }
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = dir.open();
     let pages = store.collection::<Page>().unwrap();
     let finished = SystemTime::now();
     for (number, bytes) in (1..).zip(&written) {
@@ -122,9 +123,8 @@ fn older_revisions_never_change() {
     assert_eq!(pages.history("home2").unwrap().len(), EDITS as usize);
 }
 
-#[test]
-fn history_through_a_removal_and_a_second_life() {
-    let store = Store::temporary().unwrap();
+fn history_through_a_removal_and_a_second_life<E: Engine>() {
+    let store = E::temporary();
     let pages = store.collection::<Page>().unwrap();
     pages.insert_with_id("p", &page(0)).unwrap();
     pages.update("p", &page(1)).unwrap();
@@ -165,4 +165,9 @@ fn history_through_a_removal_and_a_second_life() {
     }
     assert_eq!(pages.revision("p", rev(2)).unwrap().unwrap().data, page(1));
     assert_eq!(pages.revision("p", rev(4)).unwrap().unwrap().data, page(3));
+}
+
+engine_tests! {
+    older_revisions_never_change,
+    history_through_a_removal_and_a_second_life,
 }

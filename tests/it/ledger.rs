@@ -3,8 +3,10 @@
 
 use std::panic::AssertUnwindSafe;
 
-use revolve::{FailureClass, Origin, RunState, Schema, StepError, Store};
+use revolve::{FailureClass, Origin, RunState, Schema, StepError};
 use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, Place};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
 #[schema(collection = "tasks", version = 1)]
@@ -43,11 +45,10 @@ fn written_by(tasks: &revolve::Collection<TaskV2>, ids: &[String], run: u64) -> 
 
 /// The progress callback runs after a chunk is durable and before the ledger is updated; one that
 /// panics stops the run exactly there, as a `kill -9` at that moment would.
-#[test]
-fn a_run_stopped_after_a_durable_chunk_reads_as_what_is_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_run_stopped_after_a_durable_chunk_reads_as_what_is_on_disk<E: Engine>() {
+    let dir = E::place();
     let ids: Vec<String> = {
-        let store = Store::open(dir.path()).unwrap();
+        let store = dir.open();
         let tasks = store.collection::<TaskV1>().unwrap();
         (0..2500)
             .map(|n| {
@@ -57,7 +58,7 @@ fn a_run_stopped_after_a_durable_chunk_reads_as_what_is_on_disk() {
             })
             .collect()
     };
-    let store = Store::open(dir.path()).unwrap();
+    let store = dir.open();
     let tasks = store.collection::<TaskV2>().unwrap();
     let migration = tasks.migrate().threads(2).on_progress(|progress| {
         assert!(progress.done < 2000, "stopped after the second chunk");
@@ -87,4 +88,8 @@ fn a_run_stopped_after_a_durable_chunk_reads_as_what_is_on_disk() {
     let next = tasks.run(report.run_id.unwrap()).unwrap().unwrap();
     assert_eq!(next.migrated, written_by(&tasks, &ids, next.id));
     assert!(store.verify().unwrap().problems.is_empty());
+}
+
+engine_tests! {
+    a_run_stopped_after_a_durable_chunk_reads_as_what_is_on_disk,
 }

@@ -8,12 +8,14 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
-use revolve::{Schema, StepError, Store};
+use revolve::{Schema, StepError};
 use serde::{Deserialize, Serialize};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
+
+use crate::engine::{Engine, Place};
 
 /// Every document's title holds this; a step error quotes the title.
 const PAYLOAD: &str = "payload-secret";
@@ -204,14 +206,14 @@ fn capture<R>(max: Level, f: impl FnOnce() -> R) -> (R, Captured) {
     (result, captured)
 }
 
-/// 1,500 v1 documents, one in ten failing; returns the store's directory and the failing ids.
-fn seeded() -> (tempfile::TempDir, Vec<String>, Captured) {
-    let dir = tempfile::tempdir().unwrap();
+/// 1,500 v1 documents, one in ten failing; returns the store's place and the failing ids.
+fn seeded<E: Engine>() -> (E::Place, Vec<String>, Captured) {
+    let dir = E::place();
     let ((), registered) = capture(Level::INFO, || {
-        let store = Store::open(dir.path()).unwrap();
+        let store = dir.open();
         let _ = store.collection::<LoggedV1>().unwrap();
     });
-    let store = Store::open(dir.path()).unwrap();
+    let store = dir.open();
     let logged = store.collection::<LoggedV1>().unwrap();
     let mut failing = Vec::new();
     for n in 0..1500 {
@@ -226,16 +228,15 @@ fn seeded() -> (tempfile::TempDir, Vec<String>, Captured) {
     (dir, failing, registered)
 }
 
-#[test]
-fn a_run_is_one_span_and_each_chunk_with_failures_one_warning_without_payloads() {
+fn a_run_is_one_span_and_each_chunk_with_failures_one_warning_without_payloads<E: Engine>() {
     install();
-    let (dir, failing, registered) = seeded();
+    let (dir, failing, registered) = seeded::<E>();
     let registration = registered.events(Level::INFO, "schema version registered");
     assert_eq!(registration.len(), 1, "{registered:?}");
     assert_eq!(registration[0]["collection"], "logged");
     assert_eq!(registration[0]["version"], "1");
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = dir.open();
     let (report, captured) = capture(Level::DEBUG, || {
         let logged = store.collection::<LoggedV2>().unwrap();
         logged.migrate().threads(2).execute().unwrap()
@@ -311,11 +312,10 @@ fn a_run_is_one_span_and_each_chunk_with_failures_one_warning_without_payloads()
     assert_eq!(reverted.reverted, 1350);
 }
 
-#[test]
-fn an_incompatible_schema_change_is_refused_with_a_warning() {
+fn an_incompatible_schema_change_is_refused_with_a_warning<E: Engine>() {
     install();
-    let (dir, _, _) = seeded();
-    let store = Store::open(dir.path()).unwrap();
+    let (dir, _, _) = seeded::<E>();
+    let store = dir.open();
     let (refused, captured) = capture(Level::INFO, || {
         store.collection::<LoggedV1Changed>().map(drop)
     });
@@ -326,11 +326,10 @@ fn an_incompatible_schema_change_is_refused_with_a_warning() {
     assert_eq!(warnings[0]["version"], "1");
 }
 
-#[test]
-fn step_messages_and_chunk_spans_are_at_debug() {
+fn step_messages_and_chunk_spans_are_at_debug<E: Engine>() {
     install();
-    let (dir, failing, _) = seeded();
-    let store = Store::open(dir.path()).unwrap();
+    let (dir, failing, _) = seeded::<E>();
+    let store = dir.open();
     let (report, captured) = capture(Level::DEBUG, || {
         let logged = store.collection::<LoggedV2>().unwrap();
         logged.migrate().threads(2).dry_run().unwrap()
@@ -361,4 +360,10 @@ fn step_messages_and_chunk_spans_are_at_debug() {
         .spans
         .values()
         .all(|(_, fields)| !format!("{fields:?}").contains(PAYLOAD)));
+}
+
+engine_tests! {
+    a_run_is_one_span_and_each_chunk_with_failures_one_warning_without_payloads,
+    an_incompatible_schema_change_is_refused_with_a_warning,
+    step_messages_and_chunk_spans_are_at_debug,
 }

@@ -2,7 +2,6 @@
 //! concurrent writers, revert, the ledger, throttling and progress.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Mutex, Once};
 use std::thread;
@@ -11,11 +10,12 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use revolve::{
     CancelToken, Collection, Durability, FailureClass, MigrationError, MigrationReport, Origin,
-    Pending, Progress, RawRevision, Revision, RunKind, RunState, Schema, StepError, Store,
-    StoreError, MAX_REPORTED_FAILURES,
+    Pending, Progress, RawRevision, Revision, RunKind, RunState, Schema, StepError, StoreError,
+    MAX_REPORTED_FAILURES,
 };
 use serde::{Deserialize, Serialize};
-use tempfile::TempDir;
+
+use crate::engine::{Engine, Place};
 
 // ---- `items`: a title starting with `fail` makes the step return an error, `panic` makes it panic.
 
@@ -83,9 +83,9 @@ fn quiet_step_panics() {
 }
 
 /// Runs `write` in a program that knows `T` as its latest version, then closes the store.
-fn with_program<T: Schema>(path: &Path, write: impl FnOnce(&Collection<T>)) {
-    let store = Store::builder()
-        .path(path)
+fn with_program<T: Schema>(place: &impl Place, write: impl FnOnce(&Collection<T>)) {
+    let store = place
+        .builder()
         .durability(Durability::Eventual)
         .open()
         .unwrap();
@@ -93,9 +93,9 @@ fn with_program<T: Schema>(path: &Path, write: impl FnOnce(&Collection<T>)) {
     store.flush().unwrap();
 }
 
-/// The store at `path`, opened by a program that knows `T` as its latest version.
-fn open<T: Schema>(path: &Path) -> Collection<T> {
-    Store::open(path).unwrap().collection::<T>().unwrap()
+/// The store at `place`, opened by a program that knows `T` as its latest version.
+fn open<T: Schema>(place: &impl Place) -> Collection<T> {
+    place.open().collection::<T>().unwrap()
 }
 
 /// Whether document `i` of a fixture fails its step.
@@ -106,7 +106,7 @@ fn fails(i: u64, fail_percent: u64) -> bool {
 /// A store of `items` written by two programs; two fixtures with the same arguments hold the same
 /// documents under the same ids.
 struct Fixture {
-    _dir: TempDir,
+    _place: Box<dyn Place>,
     items: Collection<ItemV2>,
     ids: Vec<String>,
 }
@@ -115,10 +115,10 @@ impl Fixture {
     /// `n` documents written at version 1 (every 7th edited once at version 1; `fail_percent` of them
     /// failing their step, a third of those by panicking if `panics`), then a version 2 program
     /// updates every 11th and removes every 13th.
-    fn new(n: u64, fail_percent: u64, panics: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+    fn new<E: Engine>(n: u64, fail_percent: u64, panics: bool) -> Self {
+        let dir = E::place();
         let ids: Vec<String> = (0..n).map(|i| format!("doc-{i:05}")).collect();
-        with_program::<ItemV1>(dir.path(), |items| {
+        with_program::<ItemV1>(&dir, |items| {
             for (i, id) in (0..).zip(&ids) {
                 let title = match (fails(i, fail_percent), panics && i % 3 == 0) {
                     (false, _) => format!("item {i}"),
@@ -133,7 +133,7 @@ impl Fixture {
                 }
             }
         });
-        with_program::<ItemV2>(dir.path(), |items| {
+        with_program::<ItemV2>(&dir, |items| {
             for (i, id) in (0..).zip(&ids) {
                 if i % 11 == 5 {
                     items.update(id, &item_v2("rewritten", i)).unwrap();
@@ -143,9 +143,9 @@ impl Fixture {
                 }
             }
         });
-        let items = open::<ItemV2>(dir.path());
+        let items = open::<ItemV2>(&dir);
         Self {
-            _dir: dir,
+            _place: Box::new(dir),
             items,
             ids,
         }
@@ -312,10 +312,9 @@ fn fixable_v1_to_v2(old: FixableV1) -> Result<FixableV2, StepError> {
     })
 }
 
-#[test]
-fn limit_three_over_ten_documents_with_one_failure() {
-    let dir = tempfile::tempdir().unwrap();
-    with_program::<FixableV1>(dir.path(), |docs| {
+fn limit_three_over_ten_documents_with_one_failure<E: Engine>() {
+    let dir = E::place();
+    with_program::<FixableV1>(&dir, |docs| {
         for i in 0..10 {
             let title = if i == 4 {
                 "fail".to_owned()
@@ -326,7 +325,7 @@ fn limit_three_over_ten_documents_with_one_failure() {
                 .unwrap();
         }
     });
-    let docs = open::<FixableV2>(dir.path());
+    let docs = open::<FixableV2>(&dir);
 
     // (scanned, migrated, failed, remaining) per call. The cursor takes ids in order; doc-04 fails
     // in the second call and counts against its limit.
@@ -422,43 +421,49 @@ fn limit_three_over_ten_documents_with_one_failure() {
 
 // ---- Limits, threads and the logical end state. ----
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+/// A property test, run through proptest's runner so that it is an ordinary generic test body.
+fn limited_runs_converge_to_one_unlimited_run<E: Engine>() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 12,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(
+        &(0u64..200, 1u64..50, 0u64..40, 1usize..=4),
+        |(n, limit, fail_percent, threads)| {
+            let limited = Fixture::new::<E>(n, fail_percent, false);
+            let candidates = limited.candidates();
+            let reports = run_to_completion(&limited.items, Some(limit), threads);
+            prop_assert_eq!(reports.len() as u64, candidates.div_ceil(limit));
+            prop_assert_eq!(reports.iter().map(|r| r.scanned).sum::<u64>(), candidates);
+            if let Some(last) = reports.last() {
+                prop_assert_eq!(last.remaining, 0);
+            }
 
-    #[test]
-    fn limited_runs_converge_to_one_unlimited_run(
-        n in 0u64..200,
-        limit in 1u64..50,
-        fail_percent in 0u64..40,
-        threads in 1usize..=4,
-    ) {
-        let limited = Fixture::new(n, fail_percent, false);
-        let candidates = limited.candidates();
-        let reports = run_to_completion(&limited.items, Some(limit), threads);
-        prop_assert_eq!(reports.len() as u64, candidates.div_ceil(limit));
-        prop_assert_eq!(reports.iter().map(|r| r.scanned).sum::<u64>(), candidates);
-        if let Some(last) = reports.last() {
-            prop_assert_eq!(last.remaining, 0);
-        }
-
-        let whole = Fixture::new(n, fail_percent, false);
-        let single = run_to_completion(&whole.items, None, 1);
-        prop_assert!(single.len() <= 1);
-        let total = |reports: &[MigrationReport], count: fn(&MigrationReport) -> u64| {
-            reports.iter().map(count).sum::<u64>()
-        };
-        prop_assert_eq!(total(&single, |r| r.scanned), candidates);
-        prop_assert_eq!(total(&reports, |r| r.migrated), total(&single, |r| r.migrated));
-        prop_assert_eq!(total(&reports, |r| r.failed), total(&single, |r| r.failed));
-        prop_assert_eq!(limited.end_state(), whole.end_state());
+            let whole = Fixture::new::<E>(n, fail_percent, false);
+            let single = run_to_completion(&whole.items, None, 1);
+            prop_assert!(single.len() <= 1);
+            let total = |reports: &[MigrationReport], count: fn(&MigrationReport) -> u64| {
+                reports.iter().map(count).sum::<u64>()
+            };
+            prop_assert_eq!(total(&single, |r| r.scanned), candidates);
+            prop_assert_eq!(
+                total(&reports, |r| r.migrated),
+                total(&single, |r| r.migrated)
+            );
+            prop_assert_eq!(total(&reports, |r| r.failed), total(&single, |r| r.failed));
+            prop_assert_eq!(limited.end_state(), whole.end_state());
+            Ok(())
+        },
+    );
+    if let Err(failure) = result {
+        panic!("{failure}");
     }
 }
 
-#[test]
-fn one_thread_and_four_threads_agree() {
+fn one_thread_and_four_threads_agree<E: Engine>() {
     quiet_step_panics();
-    let one = Fixture::new(2500, 6, true);
-    let four = Fixture::new(2500, 6, true);
+    let one = Fixture::new::<E>(2500, 6, true);
+    let four = Fixture::new::<E>(2500, 6, true);
     assert_eq!(one.end_state(), four.end_state());
     for limit in [Some(1200), None] {
         let with = |fixture: &Fixture, threads: usize| {
@@ -479,9 +484,8 @@ fn one_thread_and_four_threads_agree() {
     assert_eq!(one.items.pending().unwrap().migratable(), 0);
 }
 
-#[test]
-fn rerunning_a_finished_migration_writes_nothing() {
-    let fixture = Fixture::new(300, 5, false);
+fn rerunning_a_finished_migration_writes_nothing<E: Engine>() {
+    let fixture = Fixture::new::<E>(300, 5, false);
     let first = fixture.items.migrate().execute().unwrap();
     assert!(first.failed > 0);
     assert_eq!(first.remaining, 0);
@@ -507,9 +511,8 @@ fn rerunning_a_finished_migration_writes_nothing() {
     assert_eq!(fixture.raw(), raw);
 }
 
-#[test]
-fn migration_appends_revisions_and_agrees_with_lazy_reads() {
-    let fixture = Fixture::new(300, 5, false);
+fn migration_appends_revisions_and_agrees_with_lazy_reads<E: Engine>() {
+    let fixture = Fixture::new::<E>(300, 5, false);
     let items = &fixture.items;
     let lazy: BTreeMap<String, Head> = fixture
         .end_state()
@@ -559,11 +562,10 @@ fn migration_appends_revisions_and_agrees_with_lazy_reads() {
     assert_eq!(report.failed, failed.len() as u64);
 }
 
-#[test]
-fn dry_run_reports_what_execute_does_and_writes_nothing() {
+fn dry_run_reports_what_execute_does_and_writes_nothing<E: Engine>() {
     quiet_step_panics();
-    let dry = Fixture::new(400, 8, true);
-    let real = Fixture::new(400, 8, true);
+    let dry = Fixture::new::<E>(400, 8, true);
+    let real = Fixture::new::<E>(400, 8, true);
     let mut dry_ids = Vec::new();
     for round in 0.. {
         let state = dry.end_state();
@@ -613,10 +615,10 @@ fn dry_run_reports_what_execute_does_and_writes_nothing() {
     assert_eq!(runs.iter().filter(|record| record.dry_run).count(), 4);
 }
 
-#[test]
-fn failing_and_panicking_steps_fail_only_their_documents() {
+#[allow(clippy::too_many_lines)] // One scenario, read top to bottom.
+fn failing_and_panicking_steps_fail_only_their_documents<E: Engine>() {
     quiet_step_panics();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = E::place();
     let titles = |i: u64| match i {
         3 => "fail three".to_owned(),
         8 => "fail eight".to_owned(),
@@ -624,7 +626,7 @@ fn failing_and_panicking_steps_fail_only_their_documents() {
         20 => "panic twenty".to_owned(),
         _ => format!("fine {i}"),
     };
-    with_program::<ItemV1>(dir.path(), |items| {
+    with_program::<ItemV1>(&dir, |items| {
         for i in 0..30 {
             let id = format!("doc-{i:02}");
             items
@@ -650,7 +652,7 @@ fn failing_and_panicking_steps_fail_only_their_documents() {
             }
         }
     });
-    let items = open::<ItemV2>(dir.path());
+    let items = open::<ItemV2>(&dir);
     let broken = ["doc-03", "doc-08", "doc-12", "doc-20"];
     let before: Vec<Vec<RawRevision>> = broken.iter().map(|id| raw_history(&items, id)).collect();
 
@@ -730,11 +732,10 @@ fn failing_and_panicking_steps_fail_only_their_documents() {
     assert_eq!(retried, ["doc-08", "doc-20"]);
 }
 
-#[test]
-fn reports_list_the_first_failures_and_count_them_all() {
-    let dir = tempfile::tempdir().unwrap();
+fn reports_list_the_first_failures_and_count_them_all<E: Engine>() {
+    let dir = E::place();
     let count = MAX_REPORTED_FAILURES as u64 + 150;
-    with_program::<ItemV1>(dir.path(), |items| {
+    with_program::<ItemV1>(&dir, |items| {
         let docs: Vec<ItemV1> = (0..count)
             .map(|n| ItemV1 {
                 title: format!("fail {n}"),
@@ -743,7 +744,7 @@ fn reports_list_the_first_failures_and_count_them_all() {
             .collect();
         items.insert_many(&docs).unwrap();
     });
-    let items = open::<ItemV2>(dir.path());
+    let items = open::<ItemV2>(&dir);
     let report = items.migrate().execute().unwrap();
     assert_counts_add_up(&report);
     assert_eq!(
@@ -787,10 +788,9 @@ impl From<LossyV1> for LossyV2 {
     }
 }
 
-#[test]
-fn an_output_that_does_not_decode_back_is_an_isolated_failure() {
-    let dir = tempfile::tempdir().unwrap();
-    with_program::<LossyV1>(dir.path(), |docs| {
+fn an_output_that_does_not_decode_back_is_an_isolated_failure<E: Engine>() {
+    let dir = E::place();
+    with_program::<LossyV1>(&dir, |docs| {
         for i in 0..5 {
             docs.insert_with_id(
                 &format!("doc-{i}"),
@@ -801,7 +801,7 @@ fn an_output_that_does_not_decode_back_is_an_isolated_failure() {
             .unwrap();
         }
     });
-    let docs = open::<LossyV2>(dir.path());
+    let docs = open::<LossyV2>(&dir);
     let before: Vec<Vec<RawRevision>> = (0..5)
         .map(|i| raw_history(&docs, &format!("doc-{i}")))
         .collect();
@@ -854,11 +854,10 @@ impl Serialize for BrittleV2 {
     }
 }
 
-#[test]
-fn a_panic_outside_the_steps_fails_only_its_document() {
+fn a_panic_outside_the_steps_fails_only_its_document<E: Engine>() {
     quiet_step_panics();
-    let dir = tempfile::tempdir().unwrap();
-    with_program::<BrittleV1>(dir.path(), |docs| {
+    let dir = E::place();
+    with_program::<BrittleV1>(&dir, |docs| {
         for i in 0..9 {
             let title = if i % 3 == 1 { "boom" } else { "fine" };
             docs.insert_with_id(
@@ -870,7 +869,7 @@ fn a_panic_outside_the_steps_fails_only_its_document() {
             .unwrap();
         }
     });
-    let docs = open::<BrittleV2>(dir.path());
+    let docs = open::<BrittleV2>(&dir);
     let before = raw_history(&docs, "doc-1");
     let preview = docs.migrate().threads(2).dry_run().unwrap();
     let report = docs.migrate().threads(2).execute().unwrap();
@@ -899,10 +898,9 @@ fn a_panic_outside_the_steps_fails_only_its_document() {
 
 // ---- Cancel and resume. ----
 
-#[test]
-fn cancel_then_resume_equals_an_uninterrupted_run() {
-    let interrupted = Fixture::new(3500, 3, false);
-    let uninterrupted = Fixture::new(3500, 3, false);
+fn cancel_then_resume_equals_an_uninterrupted_run<E: Engine>() {
+    let interrupted = Fixture::new::<E>(3500, 3, false);
+    let uninterrupted = Fixture::new::<E>(3500, 3, false);
     let candidates = interrupted.candidates();
     assert!(candidates > 2000);
 
@@ -953,9 +951,8 @@ fn cancel_then_resume_equals_an_uninterrupted_run() {
     assert_eq!(interrupted.end_state(), uninterrupted.end_state());
 }
 
-#[test]
-fn a_run_cancelled_before_it_starts_takes_nothing() {
-    let fixture = Fixture::new(50, 0, false);
+fn a_run_cancelled_before_it_starts_takes_nothing<E: Engine>() {
+    let fixture = Fixture::new::<E>(50, 0, false);
     let state = fixture.end_state();
     let migration = fixture.items.migrate();
     migration.canceller().cancel();
@@ -970,12 +967,12 @@ fn a_run_cancelled_before_it_starts_takes_nothing() {
 
 // ---- Concurrent writers. ----
 
-#[test]
-fn concurrent_writers_lose_no_update_during_a_migration() {
+#[allow(clippy::too_many_lines)] // One scenario, read top to bottom.
+fn concurrent_writers_lose_no_update_during_a_migration<E: Engine>() {
     const N: u64 = 2000;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = E::place();
     let ids: Vec<String> = (0..N).map(|i| format!("doc-{i:05}")).collect();
-    with_program::<ItemV1>(dir.path(), |items| {
+    with_program::<ItemV1>(&dir, |items| {
         for (i, id) in (0..).zip(&ids) {
             items
                 .insert_with_id(
@@ -988,7 +985,7 @@ fn concurrent_writers_lose_no_update_during_a_migration() {
                 .unwrap();
         }
     });
-    let items = open::<ItemV2>(dir.path());
+    let items = open::<ItemV2>(&dir);
     // Every 10th document is updated twice with `update`, every 10th + 3 removed, every 10th + 5
     // updated once with `update_if` against the revision read before the migration; newest ids
     // first, so that some writes land before the migrator reaches their document and some after.
@@ -1120,10 +1117,9 @@ impl From<GatedV1> for GatedV2 {
     }
 }
 
-#[test]
-fn a_document_written_during_its_migration_is_skipped() {
-    let dir = tempfile::tempdir().unwrap();
-    with_program::<GatedV1>(dir.path(), |docs| {
+fn a_document_written_during_its_migration_is_skipped<E: Engine>() {
+    let dir = E::place();
+    with_program::<GatedV1>(&dir, |docs| {
         for i in 0..20 {
             let title = if i == 6 {
                 "gate".to_owned()
@@ -1134,7 +1130,7 @@ fn a_document_written_during_its_migration_is_skipped() {
                 .unwrap();
         }
     });
-    let docs = open::<GatedV2>(dir.path());
+    let docs = open::<GatedV2>(&dir);
     let (reached_tx, reached_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel();
     *GATE.lock().unwrap() = Some((reached_tx, go_rx));
@@ -1172,10 +1168,9 @@ fn a_document_written_during_its_migration_is_skipped() {
     assert_eq!(docs.migrate().execute().unwrap().run_id, None);
 }
 
-#[test]
-fn update_if_looks_through_migration_revisions_only() {
-    let dir = tempfile::tempdir().unwrap();
-    with_program::<ItemV1>(dir.path(), |items| {
+fn update_if_looks_through_migration_revisions_only<E: Engine>() {
+    let dir = E::place();
+    with_program::<ItemV1>(&dir, |items| {
         for id in ["migrated", "written-after", "written-before"] {
             items
                 .insert_with_id(
@@ -1188,7 +1183,7 @@ fn update_if_looks_through_migration_revisions_only() {
                 .unwrap();
         }
     });
-    let items = open::<ItemV2>(dir.path());
+    let items = open::<ItemV2>(&dir);
     let read = Revision::FIRST;
     items
         .update("written-before", &item_v2("before", 2))
@@ -1251,14 +1246,14 @@ fn is_not_revertible(result: &Result<revolve::RevertReport, MigrationError>, run
 
 /// Twenty documents at version 1, `doc-07` failing the first step; with each one's stored bytes.
 fn revertible(
-    path: &Path,
+    place: &impl Place,
 ) -> (
     Collection<RevertibleV2>,
     Vec<String>,
     BTreeMap<String, Vec<u8>>,
 ) {
     let ids: Vec<String> = (0..20).map(|i| format!("doc-{i:02}")).collect();
-    with_program::<RevertibleV1>(path, |docs| {
+    with_program::<RevertibleV1>(place, |docs| {
         for (i, id) in ids.iter().enumerate() {
             let title = if i == 7 {
                 "fail".to_owned()
@@ -1268,7 +1263,7 @@ fn revertible(
             docs.insert_with_id(id, &RevertibleV1 { title }).unwrap();
         }
     });
-    let docs = open::<RevertibleV2>(path);
+    let docs = open::<RevertibleV2>(place);
     let before = ids
         .iter()
         .map(|id| {
@@ -1279,10 +1274,9 @@ fn revertible(
     (docs, ids, before)
 }
 
-#[test]
-fn revert_restores_what_the_run_replaced() {
-    let dir = tempfile::tempdir().unwrap();
-    let (docs, ids, before) = revertible(dir.path());
+fn revert_restores_what_the_run_replaced<E: Engine>() {
+    let dir = E::place();
+    let (docs, ids, before) = revertible(&dir);
     let preview = docs.migrate().dry_run().unwrap().run_id.unwrap();
     let report = docs.migrate().execute().unwrap();
     let run = report.run_id.unwrap();
@@ -1390,9 +1384,8 @@ fn revert_restores_what_the_run_replaced() {
 
 // ---- One run at a time. ----
 
-#[test]
-fn a_second_run_on_a_collection_is_refused_while_one_is_under_way() {
-    let fixture = Fixture::new(1500, 0, false);
+fn a_second_run_on_a_collection_is_refused_while_one_is_under_way<E: Engine>() {
+    let fixture = Fixture::new::<E>(1500, 0, false);
     let items = &fixture.items;
     let earlier = items.migrate().limit(10).execute().unwrap().run_id.unwrap();
     assert!(fixture.candidates() > 1000);
@@ -1466,10 +1459,9 @@ impl From<OtherV1> for OtherV2 {
     }
 }
 
-#[test]
-fn the_ledger_lists_runs_newest_first_in_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    with_program::<ItemV1>(dir.path(), |items| {
+fn the_ledger_lists_runs_newest_first_in_pages<E: Engine>() {
+    let dir = E::place();
+    with_program::<ItemV1>(&dir, |items| {
         for i in 0..10 {
             let title = if i == 5 {
                 "fail five".to_owned()
@@ -1481,7 +1473,7 @@ fn the_ledger_lists_runs_newest_first_in_pages() {
                 .unwrap();
         }
     });
-    with_program::<OtherV1>(dir.path(), |others| {
+    with_program::<OtherV1>(&dir, |others| {
         others
             .insert_with_id(
                 "other",
@@ -1491,7 +1483,7 @@ fn the_ledger_lists_runs_newest_first_in_pages() {
             )
             .unwrap();
     });
-    let store = Store::open(dir.path()).unwrap();
+    let store = dir.open();
     let items = store.collection::<ItemV2>().unwrap();
     let others = store.collection::<OtherV2>().unwrap();
 
@@ -1568,10 +1560,9 @@ fn the_ledger_lists_runs_newest_first_in_pages() {
 
 // ---- Throttle and progress. ----
 
-#[test]
-fn max_rate_throttles_the_run() {
-    let dir = tempfile::tempdir().unwrap();
-    with_program::<ItemV1>(dir.path(), |items| {
+fn max_rate_throttles_the_run<E: Engine>() {
+    let dir = E::place();
+    with_program::<ItemV1>(&dir, |items| {
         let docs: Vec<ItemV1> = (0..1000)
             .map(|n| ItemV1 {
                 title: format!("item {n}"),
@@ -1580,7 +1571,7 @@ fn max_rate_throttles_the_run() {
             .collect();
         items.insert_many(&docs).unwrap();
     });
-    let items = open::<ItemV2>(dir.path());
+    let items = open::<ItemV2>(&dir);
     let started = Instant::now();
     let report = items.migrate().max_rate(2000).execute().unwrap();
     let elapsed = started.elapsed();
@@ -1590,9 +1581,8 @@ fn max_rate_throttles_the_run() {
     assert!(report.elapsed >= Duration::from_millis(400), "{report:?}");
 }
 
-#[test]
-fn progress_is_reported_after_every_chunk() {
-    let fixture = Fixture::new(2800, 4, false);
+fn progress_is_reported_after_every_chunk<E: Engine>() {
+    let fixture = Fixture::new::<E>(2800, 4, false);
     assert!(fixture.candidates() > 2200);
     for dry_run in [true, false] {
         let seen: Arc<Mutex<Vec<Progress>>> = Arc::default();
@@ -1631,4 +1621,27 @@ fn progress_is_reported_after_every_chunk() {
         );
         assert!(report.failed > 0);
     }
+}
+
+engine_tests! {
+    limited_runs_converge_to_one_unlimited_run,
+    limit_three_over_ten_documents_with_one_failure,
+    one_thread_and_four_threads_agree,
+    rerunning_a_finished_migration_writes_nothing,
+    migration_appends_revisions_and_agrees_with_lazy_reads,
+    dry_run_reports_what_execute_does_and_writes_nothing,
+    failing_and_panicking_steps_fail_only_their_documents,
+    reports_list_the_first_failures_and_count_them_all,
+    an_output_that_does_not_decode_back_is_an_isolated_failure,
+    a_panic_outside_the_steps_fails_only_its_document,
+    cancel_then_resume_equals_an_uninterrupted_run,
+    a_run_cancelled_before_it_starts_takes_nothing,
+    concurrent_writers_lose_no_update_during_a_migration,
+    a_document_written_during_its_migration_is_skipped,
+    update_if_looks_through_migration_revisions_only,
+    revert_restores_what_the_run_replaced,
+    a_second_run_on_a_collection_is_refused_while_one_is_under_way,
+    the_ledger_lists_runs_newest_first_in_pages,
+    max_rate_throttles_the_run,
+    progress_is_reported_after_every_chunk,
 }

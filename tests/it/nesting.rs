@@ -9,6 +9,8 @@ use revolve::{Collection, RecordError, Revision, Schema, SchemaError, Store, Sto
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::engine::Engine;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
 #[schema(collection = "blobs", version = 1)]
 struct Blob {
@@ -122,9 +124,8 @@ fn assert_unreadable<T: Schema + std::fmt::Debug>(collection: &Collection<T>, id
     assert_eq!(collection.len().unwrap(), 1);
 }
 
-#[test]
-fn nesting_within_the_default_limit_reads_back() {
-    let store = Store::temporary().unwrap();
+fn nesting_within_the_default_limit_reads_back<E: Engine>() {
+    let store = E::temporary();
     let blobs = store.collection::<Blob>().unwrap();
     let trees = store.collection::<Tree>().unwrap();
     let blob = Blob {
@@ -141,14 +142,9 @@ fn nesting_within_the_default_limit_reads_back() {
     });
 }
 
-#[test]
-fn a_custom_limit_is_enforced_at_its_boundary() {
+fn a_custom_limit_is_enforced_at_its_boundary<E: Engine>() {
     const LIMIT: usize = 16;
-    let store = Store::builder()
-        .temporary(true)
-        .max_depth(LIMIT)
-        .open()
-        .unwrap();
+    let store = E::fresh().max_depth(LIMIT).open().unwrap();
     let blobs = store.collection::<Blob>().unwrap();
     // The document's own struct is one level: arrays nested `LIMIT - 2` deep make `LIMIT - 1`.
     let fits = Blob {
@@ -167,14 +163,9 @@ fn a_custom_limit_is_enforced_at_its_boundary() {
 
 /// `max_depth(n)` is documented as "the deepest nesting a stored payload may have": a payload
 /// nested exactly `n` deep should read.
-#[test]
-fn max_depth_allows_exactly_that_depth() {
+fn max_depth_allows_exactly_that_depth<E: Engine>() {
     const LIMIT: usize = 16;
-    let store = Store::builder()
-        .temporary(true)
-        .max_depth(LIMIT)
-        .open()
-        .unwrap();
+    let store = E::fresh().max_depth(LIMIT).open().unwrap();
     let blobs = store.collection::<Blob>().unwrap();
     // One level for the struct, `LIMIT - 1` arrays: nested exactly `LIMIT` deep.
     let exact = Blob {
@@ -184,13 +175,8 @@ fn max_depth_allows_exactly_that_depth() {
     assert_eq!(blobs.get("exact").unwrap().unwrap().data, exact);
 }
 
-#[test]
-fn a_custom_limit_counts_enum_nesting() {
-    let store = Store::builder()
-        .temporary(true)
-        .max_depth(16)
-        .open()
-        .unwrap();
+fn a_custom_limit_counts_enum_nesting<E: Engine>() {
+    let store = E::fresh().max_depth(16).open().unwrap();
     let trees = store.collection::<Tree>().unwrap();
     trees
         .insert_with_id(
@@ -259,46 +245,58 @@ fn enum_bomb(store: &Store) {
     with_stack(SMALL_STACK, || assert_unreadable(&trees, "bomb"));
 }
 
-#[test]
-fn an_array_bomb_is_a_typed_error_with_the_default_limit() {
-    run_in_child("nesting::child_array_bomb_default_limit");
+fn an_array_bomb_is_a_typed_error_with_the_default_limit<E: Engine>() {
+    run_in_child(&format!(
+        "nesting::{}::child_array_bomb_default_limit",
+        E::NAME
+    ));
 }
 
-#[test]
-fn an_array_bomb_is_a_typed_error_with_a_custom_limit() {
-    run_in_child("nesting::child_array_bomb_custom_limit");
+fn an_array_bomb_is_a_typed_error_with_a_custom_limit<E: Engine>() {
+    run_in_child(&format!(
+        "nesting::{}::child_array_bomb_custom_limit",
+        E::NAME
+    ));
 }
 
-#[test]
-fn an_enum_bomb_is_a_typed_error_with_the_default_limit() {
-    run_in_child("nesting::child_enum_bomb_default_limit");
+fn an_enum_bomb_is_a_typed_error_with_the_default_limit<E: Engine>() {
+    run_in_child(&format!(
+        "nesting::{}::child_enum_bomb_default_limit",
+        E::NAME
+    ));
 }
 
-#[test]
-#[ignore = "run in a child process by an_array_bomb_is_a_typed_error_with_the_default_limit"]
-fn child_array_bomb_default_limit() {
+fn child_array_bomb_default_limit<E: Engine>() {
     if is_child() {
-        array_bomb(&Store::temporary().unwrap());
+        array_bomb(&E::temporary());
     }
 }
 
-#[test]
-#[ignore = "run in a child process by an_array_bomb_is_a_typed_error_with_a_custom_limit"]
-fn child_array_bomb_custom_limit() {
+fn child_array_bomb_custom_limit<E: Engine>() {
     if is_child() {
-        let store = Store::builder()
-            .temporary(true)
-            .max_depth(32)
-            .open()
-            .unwrap();
+        let store = E::fresh().max_depth(32).open().unwrap();
         array_bomb(&store);
     }
 }
 
-#[test]
-#[ignore = "run in a child process by an_enum_bomb_is_a_typed_error_with_the_default_limit"]
-fn child_enum_bomb_default_limit() {
+fn child_enum_bomb_default_limit<E: Engine>() {
     if is_child() {
-        enum_bomb(&Store::temporary().unwrap());
+        enum_bomb(&E::temporary());
     }
+}
+
+engine_tests! {
+    nesting_within_the_default_limit_reads_back,
+    a_custom_limit_is_enforced_at_its_boundary,
+    max_depth_allows_exactly_that_depth,
+    a_custom_limit_counts_enum_nesting,
+    an_array_bomb_is_a_typed_error_with_the_default_limit,
+    an_array_bomb_is_a_typed_error_with_a_custom_limit,
+    an_enum_bomb_is_a_typed_error_with_the_default_limit,
+    #[ignore = "run in a child process by an_array_bomb_is_a_typed_error_with_the_default_limit"]
+    child_array_bomb_default_limit,
+    #[ignore = "run in a child process by an_array_bomb_is_a_typed_error_with_a_custom_limit"]
+    child_array_bomb_custom_limit,
+    #[ignore = "run in a child process by an_enum_bomb_is_a_typed_error_with_the_default_limit"]
+    child_enum_bomb_default_limit,
 }

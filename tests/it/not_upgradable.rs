@@ -7,6 +7,8 @@ use revolve::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::engine::{Engine, Place};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
 #[schema(collection = "cards", version = 1)]
 struct CardV1 {
@@ -43,16 +45,16 @@ fn card(n: usize) -> CardV1 {
 
 /// Ten version-1 cards written by a program that knew only version 1, read by one that knows
 /// version 2; the ids in id order and, among them, the refused ones.
-fn cards() -> (
-    tempfile::TempDir,
+fn cards<E: Engine>() -> (
+    E::Place,
     Store,
     Collection<CardV2>,
     Vec<String>,
     Vec<String>,
 ) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = E::place();
     let ids: Vec<DocId> = {
-        let store = Store::open(dir.path()).unwrap();
+        let store = dir.open();
         let cards: Vec<CardV1> = (0..10).map(card).collect();
         store
             .collection::<CardV1>()
@@ -70,14 +72,13 @@ fn cards() -> (
     all.sort();
     let mut refused = refused;
     refused.sort();
-    let store = Store::open(dir.path()).unwrap();
+    let store = dir.open();
     let collection = store.collection::<CardV2>().unwrap();
     (dir, store, collection, all, refused)
 }
 
-#[test]
-fn get_of_a_refused_document_gives_its_version_and_raw_revision() {
-    let (_dir, _store, cards, _, refused) = cards();
+fn get_of_a_refused_document_gives_its_version_and_raw_revision<E: Engine>() {
+    let (_dir, _store, cards, _, refused) = cards::<E>();
     let error = cards.get(&refused[0]).unwrap_err();
     let StoreError::Upgrade {
         collection,
@@ -121,9 +122,8 @@ fn get_of_a_refused_document_gives_its_version_and_raw_revision() {
     ));
 }
 
-#[test]
-fn iter_yields_one_error_per_refused_document_and_goes_on() {
-    let (_dir, _store, cards, all, refused) = cards();
+fn iter_yields_one_error_per_refused_document_and_goes_on<E: Engine>() {
+    let (_dir, _store, cards, all, refused) = cards::<E>();
     let mut seen = Vec::new();
     let mut errors = Vec::new();
     for item in &cards {
@@ -152,9 +152,8 @@ fn iter_yields_one_error_per_refused_document_and_goes_on() {
     assert_eq!(after, all[at + 1..]);
 }
 
-#[test]
-fn the_failure_set_is_listed_page_by_page() {
-    let (dir, store, cards, _, refused) = cards();
+fn the_failure_set_is_listed_page_by_page<E: Engine>() {
+    let (dir, store, cards, _, refused) = cards::<E>();
     assert!(cards.failures_page(None, 100).unwrap().is_empty());
     let report = cards.migrate().execute().unwrap();
     assert_eq!((report.migrated, report.failed), (7, 3));
@@ -209,4 +208,10 @@ fn the_failure_set_is_listed_page_by_page() {
         .collect();
     assert_eq!(raw_left, [refused[2].clone()]);
     drop(dir);
+}
+
+engine_tests! {
+    get_of_a_refused_document_gives_its_version_and_raw_revision,
+    iter_yields_one_error_per_refused_document_and_goes_on,
+    the_failure_set_is_listed_page_by_page,
 }

@@ -3,16 +3,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
-use std::path::Path;
 
 use revolve::{
     canonical_schema, compare_schemas, compare_schemas_with_aliases, is_breaking,
     schema_fingerprint, ChangeKind, Collection, Compatibility, RawRevision, Revision, Schema,
-    SchemaChange, SchemaError, SchemaRecord, StepError, Store, StoreError,
+    SchemaChange, SchemaError, SchemaRecord, StepError, StoreError,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+use crate::engine::{Engine, Place};
 
 // ---- The classification table ----
 
@@ -833,8 +834,7 @@ fn table() -> Vec<Case> {
 }
 
 /// Every row is run and every wrong one reported, so that one run shows them all.
-#[test]
-fn the_classification_table() {
+fn the_classification_table<E: Engine>() {
     let rows = table();
     // Nested: a change below a field of a field, such as `/assignee/email` or `/lines/*/qty`.
     let nested = rows
@@ -897,8 +897,7 @@ fn the_classification_table() {
 
 // ---- The canonical form and its fingerprint ----
 
-#[test]
-fn the_fingerprint_ignores_order_documentation_names_and_reference_layout() {
+fn the_fingerprint_ignores_order_documentation_names_and_reference_layout<E: Engine>() {
     // Real types: other type names (so other `$defs` keys and titles), field order, documentation.
     let (issue, ticket) = rust_pair! {
         old {
@@ -966,8 +965,7 @@ fn the_fingerprint_ignores_order_documentation_names_and_reference_layout() {
     assert_eq!(schema_fingerprint(&plain), schema_fingerprint(&decorated));
 }
 
-#[test]
-fn the_fingerprint_changes_with_meaning() {
+fn the_fingerprint_changes_with_meaning<E: Engine>() {
     let base = json!({
         "type": "object",
         "properties": {
@@ -1042,8 +1040,7 @@ fn the_fingerprint_changes_with_meaning() {
 
 /// Fingerprints are stored: a new canonical form or hash would make every stored collection look
 /// changed at its next open. This pins both for one schema.
-#[test]
-fn the_canonical_form_and_fingerprint_are_pinned() {
+fn the_canonical_form_and_fingerprint_are_pinned<E: Engine>() {
     let schema = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Issue",
@@ -1090,8 +1087,7 @@ fn the_canonical_form_and_fingerprint_are_pinned() {
     );
 }
 
-#[test]
-fn recursive_types_canonicalise_to_a_marker() {
+fn recursive_types_canonicalise_to_a_marker<E: Engine>() {
     let (tree, _) = rust_pair! {
         old {
             struct Doc { label: String, children: Vec<Doc>, parent: Option<Box<Node>> }
@@ -1337,27 +1333,27 @@ mod pair_retyped {
 
 const IDS: [&str; 3] = ["t1", "t2", "t3"];
 
-/// Opens `path` as a program defining `T` would: a new store, its collection.
-fn open<T: Schema>(path: &Path) -> Result<Collection<T>, StoreError> {
-    Store::open(path)?.collection::<T>()
+/// Opens `place` as a program defining `T` would: a new store, its collection.
+fn open<T: Schema>(place: &impl Place) -> Result<Collection<T>, StoreError> {
+    place.builder().open()?.collection::<T>()
 }
 
 /// As [`open`], with the operator's escape hatch for `collection`'s `version`.
 fn open_accepting<T: Schema>(
-    path: &Path,
+    place: &impl Place,
     collection: &str,
     version: u32,
 ) -> Result<Collection<T>, StoreError> {
-    Store::builder()
-        .path(path)
+    place
+        .builder()
         .accept_schema_change(collection, version)
         .open()?
         .collection::<T>()
 }
 
 /// The first program: three tickets at version 1.
-fn seed(path: &Path) {
-    let tickets = open::<base::Ticket>(path).unwrap();
+fn seed(place: &impl Place) {
+    let tickets = open::<base::Ticket>(place).unwrap();
     for (points, id) in (1..).zip(IDS) {
         let ticket = base::Ticket {
             title: format!("ticket {points}"),
@@ -1416,8 +1412,8 @@ struct Snapshot {
 
 /// Reads the store through `T`, which must be the definition the store last recorded (so that
 /// opening with it records nothing).
-fn snapshot<T: Schema>(path: &Path) -> Snapshot {
-    let collection = open::<T>(path).unwrap();
+fn snapshot<T: Schema>(place: &impl Place) -> Snapshot {
+    let collection = open::<T>(place).unwrap();
     let mut revisions = Vec::new();
     for id in IDS {
         for info in collection.history(id).unwrap() {
@@ -1451,10 +1447,9 @@ fn events(history: &[SchemaRecord]) -> Vec<String> {
     history.iter().map(event).collect()
 }
 
-#[test]
-fn an_unchanged_definition_reopens_without_reading_or_writing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn an_unchanged_definition_reopens_without_reading_or_writing<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     seed(path);
     let first = snapshot::<base::Ticket>(path);
     assert_eq!(events(&first.history), ["v1 Registered []"]);
@@ -1476,10 +1471,9 @@ fn an_unchanged_definition_reopens_without_reading_or_writing() {
     assert_eq!(snapshot::<base::Ticket>(path), first);
 }
 
-#[test]
-fn a_field_added_with_a_default_is_tried_recorded_and_then_free() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn a_field_added_with_a_default_is_tried_recorded_and_then_free<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     seed(path);
     let before = snapshot::<base::Ticket>(path);
 
@@ -1528,10 +1522,9 @@ fn a_field_added_with_a_default_is_tried_recorded_and_then_free() {
     assert_eq!(snapshot::<with_done::Ticket>(path), after);
 }
 
-#[test]
-fn breaking_changes_are_refused_before_anything_is_read_or_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn breaking_changes_are_refused_before_anything_is_read_or_written<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     seed(path);
     let before = snapshot::<base::Ticket>(path);
     let refusals = [
@@ -1566,10 +1559,9 @@ fn breaking_changes_are_refused_before_anything_is_read_or_written() {
     assert_eq!(tickets.get("t3").unwrap().unwrap().data.points, 3);
 }
 
-#[test]
-fn the_schema_changed_message_names_the_fields_and_the_way_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn the_schema_changed_message_names_the_fields_and_the_way_out<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     seed(path);
     let error = open::<points_text::Ticket>(path).unwrap_err();
     assert_eq!(
@@ -1587,10 +1579,9 @@ fn the_schema_changed_message_names_the_fields_and_the_way_out() {
     );
 }
 
-#[test]
-fn a_rename_with_an_alias_is_compatible_and_reads_the_old_documents() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn a_rename_with_an_alias_is_compatible_and_reads_the_old_documents<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     seed(path);
     let before = snapshot::<base::Ticket>(path);
 
@@ -1619,8 +1610,8 @@ fn a_rename_with_an_alias_is_compatible_and_reads_the_old_documents() {
         <renamed_derived::Ticket as Schema>::ALIASES,
         <renamed::Ticket as Schema>::ALIASES
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+    let dir = E::place();
+    let path = &dir;
     seed(path);
     let tickets = open::<renamed_derived::Ticket>(path).unwrap();
     assert_eq!(tickets.get("t3").unwrap().unwrap().data.estimate, 3);
@@ -1633,13 +1624,9 @@ fn a_rename_with_an_alias_is_compatible_and_reads_the_old_documents() {
     );
 }
 
-#[test]
-#[ignore = "LIMITATION: the derive records aliases of the root struct's own fields only, so a \
-            field of a nested struct renamed with `#[serde(alias)]` is refused as removed + added; \
-            use the escape hatch, or a new version"]
-fn a_nested_rename_with_an_alias_is_compatible() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn a_nested_rename_with_an_alias_is_compatible<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     let tasks = open::<assigned::Task>(path).unwrap();
     let task = assigned::Task {
         assignee: assigned::Person {
@@ -1655,10 +1642,9 @@ fn a_nested_rename_with_an_alias_is_compatible() {
     assert_eq!(task.assignee.email, "a@example.invalid");
 }
 
-#[test]
-fn the_escape_hatch_accepts_a_breaking_change_for_its_version_only_and_records_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn the_escape_hatch_accepts_a_breaking_change_for_its_version_only_and_records_it<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     seed(path);
     let before = snapshot::<base::Ticket>(path);
     let refused = "SchemaChanged tickets v1: /points TypeChanged Breaking";
@@ -1698,10 +1684,9 @@ fn the_escape_hatch_accepts_a_breaking_change_for_its_version_only_and_records_i
     assert_eq!(snapshot::<small_points::Ticket>(path), after);
 }
 
-#[test]
-fn a_compatible_change_that_stored_documents_do_not_decode_with_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn a_compatible_change_that_stored_documents_do_not_decode_with_is_refused<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     let tickets = open::<legacy::Ticket>(path).unwrap();
     for id in IDS {
         let ticket = legacy::Ticket {
@@ -1741,10 +1726,9 @@ fn a_compatible_change_that_stored_documents_do_not_decode_with_is_refused() {
     assert_eq!(snapshot::<base::Ticket>(path), before);
 }
 
-#[test]
-fn a_change_the_classifier_misses_is_still_caught_by_the_sample() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn a_change_the_classifier_misses_is_still_caught_by_the_sample<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     let pairs = open::<pair::Pair>(path).unwrap();
     pairs
         .insert_with_id(
@@ -1778,13 +1762,11 @@ const CHILD_LINE: &str = "schema child: ";
 
 /// One program of `drift_is_detected_across_processes`, chosen by `CHILD_ROLE`: it prints its
 /// open's outcome. Run by hand without the variables, it does nothing.
-#[test]
-#[ignore = "a child process of `drift_is_detected_across_processes`, which starts it"]
-fn drift_child() {
+fn drift_child<E: Engine>() {
     let (Some(role), Some(db)) = (std::env::var_os(CHILD_ROLE), std::env::var_os(CHILD_DB)) else {
         return;
     };
-    let db = Path::new(&db);
+    let db = &E::at(db.to_str().unwrap());
     let line = match role.to_str().unwrap() {
         "seed" => {
             seed(db);
@@ -1797,18 +1779,19 @@ fn drift_child() {
     println!("{CHILD_LINE}{line}");
 }
 
-/// Runs `drift_child` as `role` in a child process on `db`, and returns the line it printed.
-fn in_child(role: &str, db: &Path) -> String {
+/// Runs `drift_child` on engine `E` as `role` in a child process on `db`, and returns the line it
+/// printed.
+fn in_child<E: Engine>(role: &str, db: &E::Place) -> String {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "schema::drift_child",
+            &format!("schema::{}::drift_child", E::NAME),
             "--exact",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
         .env(CHILD_ROLE, role)
-        .env(CHILD_DB, db)
+        .env(CHILD_DB, db.address())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -1827,20 +1810,19 @@ fn in_child(role: &str, db: &Path) -> String {
     lines[0].to_owned()
 }
 
-#[test]
-fn drift_is_detected_across_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path();
-    assert_eq!(in_child("seed", db), "seeded");
+fn drift_is_detected_across_processes<E: Engine>() {
+    let dir = E::place();
+    let db = &dir;
+    assert_eq!(in_child::<E>("seed", db), "seeded");
     let seeded = snapshot::<base::Ticket>(db);
 
     assert_eq!(
-        in_child("points-text", db),
+        in_child::<E>("points-text", db),
         "SchemaChanged tickets v1: /points TypeChanged Breaking"
     );
     assert_eq!(snapshot::<base::Ticket>(db), seeded);
 
-    assert_eq!(in_child("with-done", db), "ok");
+    assert_eq!(in_child::<E>("with-done", db), "ok");
     let after = snapshot::<with_done::Ticket>(db);
     assert_eq!(after.revisions, seeded.revisions);
     assert_eq!(
@@ -1850,9 +1832,9 @@ fn drift_is_detected_across_processes() {
             "v1 Compatible [/done FieldAdded Compatible]"
         ]
     );
-    assert_eq!(in_child("with-done", db), "ok");
+    assert_eq!(in_child::<E>("with-done", db), "ok");
     assert_eq!(
-        in_child("points-text", db),
+        in_child::<E>("points-text", db),
         "SchemaChanged tickets v1: /done FieldRemoved Breaking, /points TypeChanged Breaking"
     );
     assert_eq!(snapshot::<with_done::Ticket>(db), after);
@@ -1948,8 +1930,8 @@ impl Schema for NoteV3Gap {
     }
 }
 
-fn write_notes(path: &Path) {
-    let notes = open::<NoteV1>(path).unwrap();
+fn write_notes(place: &impl Place) {
+    let notes = open::<NoteV1>(place).unwrap();
     for (id, title) in IDS
         .into_iter()
         .zip(["one", "two words", "three more words"])
@@ -1965,10 +1947,9 @@ fn write_notes(path: &Path) {
     }
 }
 
-#[test]
-fn schema_accessors_and_history_of_a_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn schema_accessors_and_history_of_a_chain<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     let opened = std::time::SystemTime::now();
     let notes = open::<NoteV2>(path).unwrap();
 
@@ -2023,19 +2004,17 @@ fn schema_accessors_and_history_of_a_chain() {
     );
 }
 
-#[test]
-fn the_way_out_of_a_change_to_an_older_version_names_a_free_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn the_way_out_of_a_change_to_an_older_version_names_a_free_version<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     drop(open::<NoteV2>(path).unwrap());
     let message = open::<NoteV2OverChanged>(path).unwrap_err().to_string();
     assert!(!message.contains("as version 2"), "{message}");
 }
 
-#[test]
-fn a_chain_with_a_gap_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let error = open::<NoteV3Gap>(dir.path()).unwrap_err();
+fn a_chain_with_a_gap_is_refused<E: Engine>() {
+    let dir = E::place();
+    let error = open::<NoteV3Gap>(&dir).unwrap_err();
     assert!(
         matches!(&error, StoreError::Schema(SchemaError::InvalidChain { .. })),
         "{error:?}"
@@ -2045,17 +2024,16 @@ fn a_chain_with_a_gap_is_refused() {
         "{error}"
     );
     // Nothing was recorded: the store does not know the collection.
-    let store = Store::open(dir.path()).unwrap();
+    let store = dir.open();
     assert!(matches!(
         store.raw_collection("notes"),
         Err(StoreError::UnknownCollection { .. })
     ));
 }
 
-#[test]
-fn a_version_heads_still_use_may_not_be_dropped_until_they_are_migrated() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn a_version_heads_still_use_may_not_be_dropped_until_they_are_migrated<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     write_notes(path);
     let before = snapshot::<NoteV1>(path);
 
@@ -2140,10 +2118,9 @@ mod tagged_without_closed {
     }
 }
 
-#[test]
-fn a_variant_removed_from_an_internally_tagged_enum_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn a_variant_removed_from_an_internally_tagged_enum_is_refused<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     let entries = open::<tagged::Entry>(path).unwrap();
     let created: Vec<(String, tagged::Entry)> = (0..100)
         .map(|i| {
@@ -2174,4 +2151,32 @@ fn a_variant_removed_from_an_internally_tagged_enum_is_refused() {
         "{}",
         outcome(&result)
     );
+}
+
+engine_tests! {
+    drift_is_detected_across_processes,
+    #[ignore = "a child process of `drift_is_detected_across_processes`, which starts it"]
+    drift_child,
+    #[ignore = "LIMITATION: the derive records aliases of the root struct's own fields only, so a \
+                field of a nested struct renamed with `#[serde(alias)]` is refused as removed + \
+                added; use the escape hatch, or a new version"]
+    a_nested_rename_with_an_alias_is_compatible,
+    the_classification_table,
+    the_fingerprint_ignores_order_documentation_names_and_reference_layout,
+    the_fingerprint_changes_with_meaning,
+    the_canonical_form_and_fingerprint_are_pinned,
+    recursive_types_canonicalise_to_a_marker,
+    an_unchanged_definition_reopens_without_reading_or_writing,
+    a_field_added_with_a_default_is_tried_recorded_and_then_free,
+    breaking_changes_are_refused_before_anything_is_read_or_written,
+    the_schema_changed_message_names_the_fields_and_the_way_out,
+    a_rename_with_an_alias_is_compatible_and_reads_the_old_documents,
+    the_escape_hatch_accepts_a_breaking_change_for_its_version_only_and_records_it,
+    a_compatible_change_that_stored_documents_do_not_decode_with_is_refused,
+    a_change_the_classifier_misses_is_still_caught_by_the_sample,
+    schema_accessors_and_history_of_a_chain,
+    the_way_out_of_a_change_to_an_older_version_names_a_free_version,
+    a_chain_with_a_gap_is_refused,
+    a_version_heads_still_use_may_not_be_dropped_until_they_are_migrated,
+    a_variant_removed_from_an_internally_tagged_enum_is_refused,
 }

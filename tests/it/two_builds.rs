@@ -1,5 +1,8 @@
 //! The upgrade path across two separate builds: `examples/deploy_v1.rs` writes, `deploy_v2.rs`
 //! reads its documents upgraded and writes version 2, and then the old build is refused.
+//!
+//! Sled only, not written against the engine fixture: the example binaries open the store by the
+//! directory given on their command line, as a deployed program does.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,10 +2,11 @@
 //! for the reader, and collection registration errors.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use revolve::{Collection, Revision, Schema, SchemaError, StepError, Store, StoreError};
 use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, Place};
 
 // ---- A chain of four versions: a `step` function, `From` and `TryFrom`. ----
 
@@ -125,9 +126,9 @@ fn rev(n: u64) -> Revision {
     Revision::new(n).unwrap()
 }
 
-/// A program that knows `T` as its latest version, opening the store at `path`.
-fn open<T: Schema>(path: &Path) -> (Store, Collection<T>) {
-    let store = Store::open(path).unwrap();
+/// A program that knows `T` as its latest version, opening the store at `place`.
+fn open<T: Schema>(place: &impl Place) -> (Store, Collection<T>) {
+    let store = place.open();
     let collection = store.collection::<T>().unwrap();
     (store, collection)
 }
@@ -174,10 +175,10 @@ const IDS: [&str; 9] = [
 ];
 
 /// Writes documents as three builds would, each knowing one version more than the one before.
-fn write_with_three_older_builds(path: &Path) {
+fn write_with_three_older_builds(place: &impl Place) {
     // The build that knows only version 1.
     {
-        let (_store, tickets) = open::<TicketV1>(path);
+        let (_store, tickets) = open::<TicketV1>(place);
         tickets
             .insert_with_id("t1-low", &v1("one low", "low"))
             .unwrap();
@@ -196,7 +197,7 @@ fn write_with_three_older_builds(path: &Path) {
     }
     // The build that knows versions 1 and 2.
     {
-        let (_store, tickets) = open::<TicketV2>(path);
+        let (_store, tickets) = open::<TicketV2>(place);
         let edited = tickets.get("t1-edited").unwrap().unwrap();
         assert_eq!((edited.stored_version, &edited.data), (1, &v2("edited", 1)));
         tickets
@@ -208,7 +209,7 @@ fn write_with_three_older_builds(path: &Path) {
     }
     // The build that knows versions 1 to 3.
     {
-        let (_store, tickets) = open::<TicketV3>(path);
+        let (_store, tickets) = open::<TicketV3>(place);
         tickets
             .insert_with_id("t3", &v3("three", 0, &["x"]))
             .unwrap();
@@ -222,10 +223,9 @@ fn write_with_three_older_builds(path: &Path) {
     }
 }
 
-#[test]
-fn lazy_reads_upgrade_data_written_by_three_older_builds() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn lazy_reads_upgrade_data_written_by_three_older_builds<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
 
     write_with_three_older_builds(path);
 
@@ -360,11 +360,10 @@ fn default_font() -> String {
     "mono".to_owned()
 }
 
-#[test]
-fn a_defaulted_field_fills_in_on_old_documents() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_defaulted_field_fills_in_on_old_documents<E: Engine>() {
+    let dir = E::place();
     {
-        let (_store, prefs) = open::<PrefsBefore>(dir.path());
+        let (_store, prefs) = open::<PrefsBefore>(&dir);
         prefs
             .insert_with_id(
                 "ada",
@@ -374,7 +373,7 @@ fn a_defaulted_field_fills_in_on_old_documents() {
             )
             .unwrap();
     }
-    let (_store, prefs) = open::<PrefsAfter>(dir.path());
+    let (_store, prefs) = open::<PrefsAfter>(&dir);
     let doc = prefs.get("ada").unwrap().unwrap();
     assert_eq!(doc.stored_version, 1);
     assert_eq!(
@@ -434,10 +433,9 @@ fn assert_too_new<T: std::fmt::Debug>(what: &str, result: Result<T, StoreError>)
     }
 }
 
-#[test]
-fn an_older_build_cannot_read_newer_documents_nor_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn an_older_build_cannot_read_newer_documents_nor_write<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     {
         let (_store, letters) = open::<LetterV1>(path);
         letters.insert_with_id("old", &letter("from one")).unwrap();
@@ -503,10 +501,9 @@ fn an_older_build_cannot_read_newer_documents_nor_write() {
     assert!(letters.history("third").unwrap().is_empty());
 }
 
-#[test]
-fn registering_a_newer_version_is_enough_to_stop_older_writers() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
+fn registering_a_newer_version_is_enough_to_stop_older_writers<E: Engine>() {
+    let dir = E::place();
+    let path = &dir;
     {
         let (_store, letters) = open::<LetterV1>(path);
         letters.insert_with_id("old", &letter("one")).unwrap();
@@ -540,9 +537,8 @@ struct Invoice {
     total: u64,
 }
 
-#[test]
-fn one_store_binds_one_type_per_collection_name() {
-    let store = Store::temporary().unwrap();
+fn one_store_binds_one_type_per_collection_name<E: Engine>() {
+    let store = E::temporary();
     let cats = store.collection::<Cat>().unwrap();
     cats.insert_with_id(
         "tom",
@@ -577,9 +573,8 @@ fn one_store_binds_one_type_per_collection_name() {
     assert_eq!(cats.get("tom").unwrap().unwrap().data.name, "Tom");
 }
 
-#[test]
-fn raw_collections_exist_only_once_registered() {
-    let store = Store::temporary().unwrap();
+fn raw_collections_exist_only_once_registered<E: Engine>() {
+    let store = E::temporary();
     match store.raw_collection("nope") {
         Err(StoreError::UnknownCollection { collection }) => assert_eq!(collection, "nope"),
         other => panic!("expected UnknownCollection, got {other:?}"),
@@ -647,9 +642,8 @@ impl Schema for GapTop {
     }
 }
 
-#[test]
-fn a_broken_hand_written_chain_is_refused() {
-    let store = Store::temporary().unwrap();
+fn a_broken_hand_written_chain_is_refused<E: Engine>() {
+    let store = E::temporary();
     match store.collection::<GapTop>() {
         Err(StoreError::Schema(SchemaError::InvalidChain { collection, .. })) => {
             assert_eq!(collection, "gaps");
@@ -657,4 +651,14 @@ fn a_broken_hand_written_chain_is_refused() {
         other => panic!("expected InvalidChain, got {other:?}"),
     }
     assert!(store.collection_names().unwrap().is_empty());
+}
+
+engine_tests! {
+    lazy_reads_upgrade_data_written_by_three_older_builds,
+    a_defaulted_field_fills_in_on_old_documents,
+    an_older_build_cannot_read_newer_documents_nor_write,
+    registering_a_newer_version_is_enough_to_stop_older_writers,
+    one_store_binds_one_type_per_collection_name,
+    raw_collections_exist_only_once_registered,
+    a_broken_hand_written_chain_is_refused,
 }
