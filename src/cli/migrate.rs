@@ -17,6 +17,7 @@ use super::format::{
 };
 use super::logs::{self, LogFormat};
 use super::Status;
+use crate::error::Chain;
 use crate::{
     Collection, Failure, MigrationError, MigrationReport, Pending, RevertReport, RunRecord, Schema,
     Store, StoreError,
@@ -313,7 +314,7 @@ impl Migrations {
         match self.execute(&args, out) {
             Ok(status) => status,
             Err(error) => {
-                let _ = writeln!(err, "error: {}", error_chain(&error));
+                let _ = writeln!(err, "error: {}", Chain(&error));
                 error.status()
             }
         }
@@ -779,16 +780,4 @@ struct FailuresOutput<'a> {
 #[derive(Serialize)]
 struct RunsOutput<'a> {
     runs: &'a [RunRecord],
-}
-
-/// An error and its sources, joined by `: `.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }

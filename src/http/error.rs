@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::handlers::encode_segment;
+use crate::error::chain;
 use crate::{FailureClass, MigrationError, Revision, SchemaError, StoreError};
 
 /// The media type of every error body.
@@ -473,18 +474,7 @@ impl From<MigrationError> for ApiError {
     }
 }
 
-/// An error and its sources on one line, for errors whose text is the client's to read.
-pub(crate) fn chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
-}
-
-/// An error and its sources on one line, for the log: as [`chain`], except that a payload's decode
+/// An error and its sources on one line, for the log: as [`chain`](crate::error::chain), except that a payload's decode
 /// error is named by its kind only, since its text may quote the stored value (`invalid type:
 /// string "…"`), and no payload may reach the log.
 pub(crate) fn log_chain(error: &(dyn StdError + 'static)) -> String {
