@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::handlers::encode_segment;
+use super::path::encode_segment;
 use crate::error::chain;
 use crate::{FailureClass, MigrationError, Revision, SchemaError, StoreError};
 

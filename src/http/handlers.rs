@@ -1,9 +1,6 @@
 //! The route handlers, the extractors whose rejections are problems, and the middleware.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Deref;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -21,9 +18,10 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
-use super::auth::Token;
 use super::error::{ApiError, PROBLEM_JSON};
-use super::mount::{check_id, parse_json, Mounted, RunOptions, Shown};
+use super::mount::{check_id, parse_json, RunOptions, Shown};
+use super::path::encode_segment;
+use super::state::AppState;
 use super::stream;
 use super::view;
 use crate::Revision;
@@ -34,36 +32,6 @@ pub(crate) const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 /// How many recent runs `migrate/status` lists.
 const STATUS_RUNS: usize = 10;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub(crate) struct AppState(pub(crate) Arc<Shared>);
-
-impl Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-pub(crate) struct Shared {
-    pub(crate) collections: BTreeMap<String, Arc<dyn Mounted>>,
-    pub(crate) token: Option<Token>,
-    pub(crate) protect_reads: bool,
-    pub(crate) require_if_match: bool,
-    pub(crate) openapi: Value,
-    /// The store, for the readiness check.
-    pub(crate) store: crate::Store,
-}
-
-impl Shared {
-    fn mounted(&self, name: &str) -> Result<Arc<dyn Mounted>, ApiError> {
-        self.collections
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ApiError::UnknownCollection(name.to_owned()))
-    }
-}
 
 /// `Path`, with its rejection as a problem.
 pub(crate) struct ApiPath<T>(T);
@@ -209,27 +177,6 @@ fn if_none_match_any(headers: &HeaderMap) -> Result<bool, ApiError> {
 
 fn etag(revision: Revision) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(&format!("\"{revision}\"")).map_err(ApiError::internal)
-}
-
-/// Percent-encodes an id as one path segment: every byte but the unreserved ones, and the dots
-/// of `.` and `..`, which clients would otherwise resolve away.
-pub(crate) fn encode_segment(id: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let dots_only = id.bytes().all(|b| b == b'.');
-    let mut out = String::with_capacity(id.len());
-    for byte in id.bytes() {
-        let keep = byte.is_ascii_alphanumeric()
-            || matches!(byte, b'-' | b'_' | b'~')
-            || (byte == b'.' && !dots_only);
-        if keep {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xF)]));
-        }
-    }
-    out
 }
 
 fn shown(status: StatusCode, shown: Shown, location: Option<String>) -> Result<Response, ApiError> {
@@ -802,15 +749,6 @@ pub(crate) async fn problem_backstop(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_become_one_path_segment() {
-        assert_eq!(encode_segment("01ABC"), "01ABC");
-        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
-        assert_eq!(encode_segment(".."), "%2E%2E");
-        assert_eq!(encode_segment("a.b"), "a.b");
-        assert_eq!(encode_segment("é"), "%C3%A9");
-    }
 
     #[test]
     fn if_match_takes_one_strong_tag_or_a_star() {

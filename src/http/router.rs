@@ -10,10 +10,11 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use super::auth::{authorize, Token};
-use super::handlers::{self as h, AppState, Shared};
+use super::auth::{authorize, Guard, Token};
+use super::handlers as h;
 use super::mount::{Mount, Mounted};
 use super::openapi;
+use super::state::{AppState, Shared};
 use super::trace;
 use crate::{Schema, Store, StoreError};
 
@@ -241,10 +242,12 @@ impl Router {
                 protect_reads: self.protect_reads,
             },
         );
-        let state = AppState(Arc::new(Shared {
-            collections: self.collections,
+        let guard = Arc::new(Guard {
             token: self.token,
             protect_reads: self.protect_reads,
+        });
+        let state = AppState(Arc::new(Shared {
+            collections: self.collections,
             require_if_match: self.require_if_match,
             openapi,
             store: self.store.clone(),
@@ -294,7 +297,7 @@ impl Router {
             );
         }
         Ok(router
-            .route_layer(from_fn_with_state(state.clone(), authorize))
+            .route_layer(from_fn_with_state(guard, authorize))
             .fallback(h::no_route)
             .method_not_allowed_fallback(h::wrong_method)
             .layer(DefaultBodyLimit::max(self.body_limit))
