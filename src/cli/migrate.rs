@@ -725,7 +725,7 @@ impl<T: Schema> Target for Collection<T> {
     }
 
     fn failures(&self, after: Option<&str>, limit: usize) -> Result<Vec<Failure>, StoreError> {
-        Collection::failures_page(self, after, limit)
+        self.raw().failures_page(after, limit)
     }
 }
 

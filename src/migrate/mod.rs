@@ -22,7 +22,7 @@ use crate::record::RecordError;
 use crate::schema::Schema;
 use crate::store::{Collection, StoreError};
 
-pub(crate) use self::ledger::{settle_opened, Ledgered};
+pub(crate) use self::ledger::settle_opened;
 pub use self::ledger::{RunKind, RunRecord, RunState};
 pub use self::revert::RevertReport;
 

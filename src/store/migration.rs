@@ -396,15 +396,6 @@ impl<T: Schema> Collection<T> {
         }
     }
 
-    /// Up to `limit` records of the failure set in id order, after `after` if given.
-    pub(crate) fn failure_records(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, FailureRecord)>, StoreError> {
-        self.core().failure_records(after, limit)
-    }
-
     /// The failure recorded for a document, if any.
     pub(crate) fn failure(&self, id: &str) -> Result<Option<FailureRecord>, StoreError> {
         match self.core().tree.get(keys::failure(id)).map_err(backend)? {

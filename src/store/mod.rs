@@ -40,7 +40,7 @@ pub use self::maintenance::{
 };
 pub(crate) use self::migration::{
     Action, ChunkItem, Commit, EncodedRevision, FailureRecord, HeadScan, Outcome, PreparedBatch,
-    ProgressRecord, RevisionBytes, RevisionReader, RunLock,
+    ProgressRecord, RevisionBytes, RevisionReader,
 };
 pub use self::registry::{SchemaEvent, SchemaRecord};
 pub use self::repair::SnapshotRebuild;
@@ -365,7 +365,7 @@ impl Store {
     /// process, before anything can write to it: a run found `running` then stopped with the
     /// process that ran it, and is marked interrupted with the counts on disk before a write can
     /// remove the failure records it left. Reads one ledger record; nothing once done.
-    fn settled(core: &Core, collection: &impl crate::migrate::Ledgered) {
+    fn settled(core: &Core, collection: &RawCollection) {
         use std::sync::atomic::Ordering;
         if !core.settled.load(Ordering::SeqCst) && crate::migrate::settle_opened(collection) {
             core.settled.store(true, Ordering::SeqCst);
