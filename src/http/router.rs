@@ -12,10 +12,11 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::auth::{authorize, Guard, Token};
 use super::handlers as h;
-use super::mount::{Mount, Mounted};
+use super::mount::Mount;
 use super::openapi;
 use super::state::{AppState, Shared};
 use super::trace;
+use crate::erased;
 use crate::{Schema, Store, StoreError};
 
 /// The largest request body accepted unless [`Router::body_limit`] sets another: 1 MiB.
@@ -79,7 +80,7 @@ pub enum BuildError {
 #[allow(clippy::struct_excessive_bools)] // a builder's independent switches, not a state machine
 pub struct Router {
     store: Store,
-    collections: BTreeMap<String, Arc<dyn Mounted>>,
+    collections: BTreeMap<String, Arc<Mount>>,
     token: Option<Token>,
     empty_token: bool,
     local_development: bool,
@@ -133,8 +134,8 @@ impl Router {
     /// [`BuildError::DuplicateCollection`], and [`BuildError::ReservedName`] for `healthz`,
     /// `readyz` and the names of the `OpenAPI` document's own schemas (`Problem`, `Status`, `Failure`, …).
     pub fn collection<T: Schema>(mut self) -> Result<Self, BuildError> {
-        let collection = self.store.collection::<T>()?;
-        let name = collection.name().to_owned();
+        let collection = erased::open::<T>(&self.store)?;
+        let name = collection.raw().name().to_owned();
         if name == "healthz" || name == "readyz" || openapi::OWN_SCHEMAS.contains(&name.as_str()) {
             return Err(BuildError::ReservedName { collection: name });
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::mount::Mounted;
+use super::mount::Mount;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -22,7 +22,7 @@ impl Deref for AppState {
 }
 
 pub(crate) struct Shared {
-    pub(crate) collections: BTreeMap<String, Arc<dyn Mounted>>,
+    pub(crate) collections: BTreeMap<String, Arc<Mount>>,
     pub(crate) require_if_match: bool,
     pub(crate) openapi: Value,
     /// The store, for the readiness check.
@@ -30,7 +30,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn mounted(&self, name: &str) -> Result<Arc<dyn Mounted>, ApiError> {
+    pub(crate) fn mounted(&self, name: &str) -> Result<Arc<Mount>, ApiError> {
         self.collections
             .get(name)
             .cloned()
