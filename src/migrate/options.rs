@@ -156,4 +156,67 @@ mod tests {
             assert!(read(refused).is_err(), "{refused}");
         }
     }
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    struct NoteV1 {
+        n: u32,
+    }
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    struct NoteV2 {
+        n: u64,
+    }
+
+    impl crate::Schema for NoteV1 {
+        const COLLECTION: &'static str = "notes";
+        const VERSION: u32 = 1;
+        type Previous = Self;
+        fn upgrade(previous: Self) -> Result<Self, crate::StepError> {
+            Ok(previous)
+        }
+    }
+
+    impl crate::Schema for NoteV2 {
+        const COLLECTION: &'static str = "notes";
+        const VERSION: u32 = 2;
+        type Previous = NoteV1;
+        fn upgrade(previous: NoteV1) -> Result<Self, crate::StepError> {
+            Ok(Self {
+                n: previous.n.into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_run_takes_its_options_and_each_progress_names_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = crate::Store::open(dir.path()).unwrap();
+            let notes = store.collection::<NoteV1>().unwrap();
+            for n in 0..3 {
+                notes.insert(&NoteV1 { n }).unwrap();
+            }
+        }
+        let store = crate::Store::open(dir.path()).unwrap();
+        let notes = store.collection::<NoteV2>().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let progress = std::sync::Arc::clone(&seen);
+        let report = notes
+            .migrate()
+            .options(&MigrateOptions::new().limit(2).dry_run(true).threads(1))
+            .on_progress(move |p| progress.lock().unwrap().push(p.run_id))
+            .run()
+            .unwrap();
+        assert!(report.dry_run);
+        assert_eq!((report.scanned, report.remaining), (2, 1));
+        assert_eq!(*seen.lock().unwrap(), [report.run_id.unwrap()]);
+
+        let report = notes
+            .migrate()
+            .options(&MigrateOptions::new())
+            .run()
+            .unwrap();
+        assert!(!report.dry_run);
+        assert_eq!((report.migrated, report.remaining), (3, 0));
+    }
 }
