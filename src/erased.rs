@@ -193,16 +193,12 @@ impl<T: Schema> Decoded for Typed<'_, T> {
     }
 
     fn insert(&self, id: Option<&str>) -> Result<(String, Revision), StoreError> {
-        match id {
-            Some(id) => {
-                let revision = self.collection.insert_with_id(id, &self.data)?;
-                Ok((id.to_owned(), revision))
-            }
-            None => {
-                let id = self.collection.insert(&self.data)?;
-                Ok((id.to_string(), Revision::FIRST))
-            }
+        if let Some(id) = id {
+            let revision = self.collection.insert_with_id(id, &self.data)?;
+            return Ok((id.to_owned(), revision));
         }
+        let id = self.collection.insert(&self.data)?;
+        Ok((id.to_string(), Revision::FIRST))
     }
 
     fn update(&self, id: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {

@@ -10,12 +10,14 @@ use serde::Serialize;
 use crate::{Failure, RunKind, RunRecord, RunState};
 
 /// A time as RFC 3339 in UTC, to the microsecond: `2026-12-06T11:16:19.123456Z`.
+#[must_use]
 pub fn timestamp(time: SystemTime) -> String {
     crate::time::rfc3339(time)
 }
 
 /// A progress bar on standard error, hidden when standard error is not a terminal. `len` unknown
 /// draws a counter instead of a bar; a `unit` of `bytes` counts in KiB, MiB, ….
+#[must_use]
 pub fn progress_bar(len: Option<u64>, unit: &'static str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
     let template = match (len.is_some(), unit) {
@@ -34,17 +36,26 @@ pub fn progress_bar(len: Option<u64>, unit: &'static str) -> ProgressBar {
 }
 
 /// `value` as pretty JSON and a newline.
+///
+/// # Errors
+///
+/// When `out` cannot be written or `value` does not serialize.
 pub fn write_json(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::other)?;
     writeln!(out)
 }
 
 /// Seconds with two decimals: `1.25 s`.
+#[must_use]
 pub fn seconds(duration: Duration) -> String {
     format!("{:.2} s", duration.as_secs_f64())
 }
 
 /// Runs as a table, one line each.
+///
+/// # Errors
+///
+/// When `out` cannot be written.
 pub fn write_runs(out: &mut dyn Write, runs: &[RunRecord]) -> io::Result<()> {
     writeln!(
         out,
@@ -108,6 +119,10 @@ const FAILURE_PAGE: usize = 1000;
 
 /// Up to `limit` documents of a failure set (all of them for `None`) after the id `after`, read
 /// page by page with `fetch(after, limit)`; and the id to list after when more follow.
+///
+/// # Errors
+///
+/// The first error of `fetch`.
 pub fn collect_failures<E>(
     mut fetch: impl FnMut(Option<&str>, usize) -> Result<Vec<Failure>, E>,
     after: Option<&str>,
@@ -138,6 +153,10 @@ pub fn collect_failures<E>(
 /// A collection's failed documents, one line each, and how to list the ones that follow. The
 /// count heads the lines as the whole failure set's only when the listing started at its
 /// beginning (`paged` false) and nothing follows; otherwise it counts the lines listed.
+///
+/// # Errors
+///
+/// When `out` cannot be written.
 pub fn write_failures(
     out: &mut dyn Write,
     collection: &str,
