@@ -18,7 +18,7 @@ use super::format::{
 use super::logs::{self, LogFormat};
 use super::Status;
 use crate::erased::{self, AnyCollection};
-use crate::error::Chain;
+use crate::error::format::Chain;
 use crate::{
     Failure, MigrateOptions, MigrationError, MigrationReport, Pending, Progress, RevertReport,
     RunRecord, Schema, Store, StoreError,

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::path::encode_segment;
-use crate::error::chain;
+use crate::error::format::chain;
 use crate::{FailureClass, MigrationError, Revision, SchemaError, StoreError};
 
 /// The media type of every error body.
@@ -474,7 +474,7 @@ impl From<MigrationError> for ApiError {
     }
 }
 
-/// An error and its sources on one line, for the log: as [`chain`](crate::error::chain), except that a payload's decode
+/// An error and its sources on one line, for the log: as [`chain`], except that a payload's decode
 /// error is named by its kind only, since its text may quote the stored value (`invalid type:
 /// string "…"`), and no payload may reach the log.
 pub(crate) fn log_chain(error: &(dyn StdError + 'static)) -> String {

@@ -162,7 +162,7 @@ pub(super) fn revert_finished(reverted: u64, changed: usize, elapsed: Duration) 
     );
 }
 
-pub(super) use crate::error::chain;
+pub(super) use crate::error::format::chain;
 
 #[cfg(test)]
 mod tests {
