@@ -47,8 +47,11 @@ pub(crate) trait AnyCollection: Send + Sync + 'static {
     fn aliases(&self) -> &'static [(&'static str, &'static str)];
     /// The JSON Schema of `T`.
     fn schema(&self) -> Value;
+    /// The fingerprint of `T`'s JSON Schema.
     fn schema_fingerprint(&self) -> String;
+    /// The JSON Schema recorded for `version`, if any.
     fn schema_at(&self, version: u32) -> Result<Option<Value>, StoreError>;
+    /// Every schema recorded for the collection.
     fn schema_history(&self) -> Result<Vec<SchemaRecord>, StoreError>;
 
     /// What is left to migrate to `T`'s version.
@@ -59,6 +62,7 @@ pub(crate) trait AnyCollection: Send + Sync + 'static {
         options: &MigrateOptions,
         on_progress: Option<ProgressFn>,
     ) -> Result<MigrationReport, MigrationError>;
+    /// Reverts a run.
     fn revert(&self, run: u64) -> Result<RevertReport, MigrationError>;
 
     /// Decodes a JSON body as `T`, ready to write.
