@@ -1,5 +1,7 @@
 //! The top-level error, for applications that want one type for everything revolve returns.
 
+pub(crate) mod format;
+
 use crate::migrate::MigrationError;
 use crate::record::RecordError;
 use crate::schema::SchemaError;

@@ -5,6 +5,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+#[cfg(any(feature = "http", feature = "cli"))]
+mod erased;
 mod error;
 mod fault;
 mod id;
@@ -28,8 +30,9 @@ pub mod __private;
 pub use crate::error::Error;
 pub use crate::id::{DocId, InvalidId, Revision, MAX_ID_LEN};
 pub use crate::migrate::{
-    CancelToken, Failure, FailureClass, Migration, MigrationError, MigrationReport, Pending,
-    PendingCount, Progress, RevertReport, RunKind, RunRecord, RunState, MAX_REPORTED_FAILURES,
+    CancelToken, Failure, FailureClass, MigrateOptions, Migration, MigrationError, MigrationReport,
+    Pending, PendingCount, Progress, RevertReport, RunKind, RunRecord, RunState,
+    MAX_REPORTED_FAILURES,
 };
 pub use crate::record::{Origin, RecordError};
 pub use crate::schema::{

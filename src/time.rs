@@ -1,8 +1,8 @@
 //! Times as text: the one RFC 3339 formatter that the HTTP API and the command line share.
 //!
 //! The library's own types keep `SystemTime` and `Duration` (the ledger stores them); only the
-//! HTTP and command-line layers render them, through this module. The `revolve` binary includes
-//! this file with `#[path]`, so it stays out of the public API.
+//! HTTP and command-line layers render them, through this module. The `revolve` binary reaches it
+//! through the hidden `cli::__bin::timestamp`; it is not public API.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

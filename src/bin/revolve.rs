@@ -20,13 +20,6 @@
 //! (`verify`), 4 database locked by another process (see `revolve::cli::Status`). Migrations need
 //! the application's types: see `revolve::cli::run` for the `migrate` commands in its own binary.
 
-#[path = "../cli/format.rs"]
-mod format;
-#[path = "../cli/logs.rs"]
-mod logs;
-#[path = "../time.rs"]
-mod time;
-
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -36,13 +29,12 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use revolve::cli::Status;
-use revolve::{
-    Failure, Origin, Problem, RunKind, RunRecord, RunState, SnapshotRebuild, Store, StoreError,
-};
+use revolve::{Failure, Origin, Problem, RunRecord, SnapshotRebuild, Store, StoreError};
 use serde::Serialize;
 
-use crate::format::{progress_bar, seconds, timestamp, write_json, write_runs};
-use crate::logs::LogFormat;
+use revolve::cli::__bin::{
+    self as render, progress_bar, seconds, timestamp, write_json, write_runs, LogFormat,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -170,7 +162,7 @@ fn main() -> ExitCode {
             .into();
         }
     };
-    if let Some(warning) = logs::install(cli.log_format) {
+    if let Some(warning) = render::install(cli.log_format) {
         eprintln!("revolve: warning: {warning}");
     }
     match run(&cli) {
@@ -472,7 +464,7 @@ fn failures(
     let raw = store.raw_collection(collection)?;
     let limit = limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
     let (failures, next) =
-        format::collect_failures(|after, limit| raw.failures_page(after, limit), after, limit)?;
+        render::collect_failures(|after, limit| raw.failures_page(after, limit), after, limit)?;
     if json {
         write_json(
             out,
@@ -483,7 +475,7 @@ fn failures(
             },
         )?;
     } else {
-        format::write_failures(out, collection, &failures, after.is_some(), next.as_deref())?;
+        render::write_failures(out, collection, &failures, after.is_some(), next.as_deref())?;
     }
     Ok(Status::Success)
 }

@@ -1,21 +1,24 @@
-//! Text, JSON and progress rendering shared by the `cli` module and the `revolve` binary.
-//!
-//! The binary includes this file with `#[path]` rather than reaching it through the library, so
-//! none of it becomes public API. It names revolve's types through `super::`, which resolves to
-//! the `cli` module in the library and to the crate root in the binary.
+//! Text, JSON and progress rendering shared by the `cli` module and the `revolve` binary, which
+//! reaches it through the hidden [`__bin`](super::__bin) module: it is not public API.
 
 use std::io::{self, Write};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-pub(crate) use super::time::rfc3339 as timestamp;
-use super::{Failure, RunKind, RunRecord, RunState};
+use crate::{Failure, RunKind, RunRecord, RunState};
+
+/// A time as RFC 3339 in UTC, to the microsecond: `2026-12-06T11:16:19.123456Z`.
+#[must_use]
+pub fn timestamp(time: SystemTime) -> String {
+    crate::time::rfc3339(time)
+}
 
 /// A progress bar on standard error, hidden when standard error is not a terminal. `len` unknown
 /// draws a counter instead of a bar; a `unit` of `bytes` counts in KiB, MiB, ….
-pub(crate) fn progress_bar(len: Option<u64>, unit: &'static str) -> ProgressBar {
+#[must_use]
+pub fn progress_bar(len: Option<u64>, unit: &'static str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
     let template = match (len.is_some(), unit) {
         (true, "bytes") => "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta})",
@@ -33,21 +36,27 @@ pub(crate) fn progress_bar(len: Option<u64>, unit: &'static str) -> ProgressBar 
 }
 
 /// `value` as pretty JSON and a newline.
-pub(crate) fn write_json(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
+///
+/// # Errors
+///
+/// When `out` cannot be written or `value` does not serialize.
+pub fn write_json(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::other)?;
     writeln!(out)
 }
 
 /// Seconds with two decimals: `1.25 s`.
-pub(crate) fn seconds(duration: Duration) -> String {
+#[must_use]
+pub fn seconds(duration: Duration) -> String {
     format!("{:.2} s", duration.as_secs_f64())
 }
 
 /// Runs as a table, one line each.
-// The enums are `#[non_exhaustive]` for the binary that includes this file, so it needs the
-// wildcard arms, which inside the library can never match.
-#[allow(unreachable_patterns)]
-pub(crate) fn write_runs(out: &mut dyn Write, runs: &[RunRecord]) -> io::Result<()> {
+///
+/// # Errors
+///
+/// When `out` cannot be written.
+pub fn write_runs(out: &mut dyn Write, runs: &[RunRecord]) -> io::Result<()> {
     writeln!(
         out,
         "{:>10}  {:<16}  {:<16}  {:<20}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  STARTED",
@@ -66,7 +75,6 @@ pub(crate) fn write_runs(out: &mut dyn Write, runs: &[RunRecord]) -> io::Result<
             RunKind::Migration if run.dry_run => "dry run".to_owned(),
             RunKind::Migration => "migration".to_owned(),
             RunKind::Revert { of } => format!("revert of {of}"),
-            _ => "other".to_owned(),
         };
         let state = match run.state {
             RunState::Running => "running".to_owned(),
@@ -78,7 +86,6 @@ pub(crate) fn write_runs(out: &mut dyn Write, runs: &[RunRecord]) -> io::Result<
                 Some(by) => format!("reverted by {by}"),
                 None => "reverted".to_owned(),
             },
-            _ => "other".to_owned(),
         };
         let from = if run.from_versions.is_empty() {
             "-".to_owned()
@@ -112,7 +119,11 @@ const FAILURE_PAGE: usize = 1000;
 
 /// Up to `limit` documents of a failure set (all of them for `None`) after the id `after`, read
 /// page by page with `fetch(after, limit)`; and the id to list after when more follow.
-pub(crate) fn collect_failures<E>(
+///
+/// # Errors
+///
+/// The first error of `fetch`.
+pub fn collect_failures<E>(
     mut fetch: impl FnMut(Option<&str>, usize) -> Result<Vec<Failure>, E>,
     after: Option<&str>,
     limit: Option<usize>,
@@ -142,7 +153,11 @@ pub(crate) fn collect_failures<E>(
 /// A collection's failed documents, one line each, and how to list the ones that follow. The
 /// count heads the lines as the whole failure set's only when the listing started at its
 /// beginning (`paged` false) and nothing follows; otherwise it counts the lines listed.
-pub(crate) fn write_failures(
+///
+/// # Errors
+///
+/// When `out` cannot be written.
+pub fn write_failures(
     out: &mut dyn Write,
     collection: &str,
     failures: &[Failure],

@@ -6,7 +6,7 @@ use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 /// How log events are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     /// One line of text per event.
     #[default]
     Text,
@@ -17,7 +17,7 @@ pub(crate) enum LogFormat {
 /// Installs a global subscriber writing to standard error in `format`, filtered by `RUST_LOG`,
 /// unless the process already has one (an application may install its own first). Returns a
 /// warning to show when `RUST_LOG` does not parse: warnings and errors are logged then.
-pub(crate) fn install(format: LogFormat) -> Option<String> {
+pub fn install(format: LogFormat) -> Option<String> {
     let builder = EnvFilter::builder().with_default_directive(LevelFilter::WARN.into());
     let (filter, warning) = match builder.from_env() {
         Ok(filter) => (filter, None),

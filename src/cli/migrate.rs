@@ -6,10 +6,10 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::format::{
@@ -17,9 +17,11 @@ use super::format::{
 };
 use super::logs::{self, LogFormat};
 use super::Status;
+use crate::erased::{self, AnyCollection};
+use crate::error::format::Chain;
 use crate::{
-    Collection, Failure, MigrationError, MigrationReport, Pending, RevertReport, RunRecord, Schema,
-    Store, StoreError,
+    Failure, MigrateOptions, MigrationError, MigrationReport, Pending, Progress, RevertReport,
+    RunRecord, Schema, Store, StoreError,
 };
 
 /// How many runs `migrate status` lists per collection.
@@ -228,7 +230,7 @@ pub struct Migrations {
 
 struct Registered {
     name: &'static str,
-    open: fn(&Store) -> Result<Box<dyn Target>, StoreError>,
+    open: fn(&Store) -> Result<Arc<dyn AnyCollection>, StoreError>,
 }
 
 impl fmt::Debug for Migrations {
@@ -258,7 +260,7 @@ impl Migrations {
         self.collections.retain(|c| c.name != T::COLLECTION);
         self.collections.push(Registered {
             name: T::COLLECTION,
-            open: open::<T>,
+            open: erased::open::<T>,
         });
         self
     }
@@ -313,7 +315,7 @@ impl Migrations {
         match self.execute(&args, out) {
             Ok(status) => status,
             Err(error) => {
-                let _ = writeln!(err, "error: {}", error_chain(&error));
+                let _ = writeln!(err, "error: {}", Chain(&error));
                 error.status()
             }
         }
@@ -340,11 +342,11 @@ impl Migrations {
                 threads,
                 retry_failed,
             } => {
-                let options = RunOptions {
-                    dry_run: true,
+                let options = MigrateOptions {
                     limit: *limit,
-                    threads: *threads,
                     retry_failed: *retry_failed,
+                    dry_run: true,
+                    threads: *threads,
                 };
                 let targets = self.targets(collection.as_deref())?;
                 migrate(&targets, &options, args.json, out)
@@ -355,11 +357,11 @@ impl Migrations {
                 threads,
                 retry_failed,
             } => {
-                let options = RunOptions {
-                    dry_run: false,
+                let options = MigrateOptions {
                     limit: *limit,
-                    threads: *threads,
                     retry_failed: *retry_failed,
+                    dry_run: false,
+                    threads: *threads,
                 };
                 let targets = self.targets(collection.as_deref())?;
                 migrate(&targets, &options, args.json, out)
@@ -372,7 +374,7 @@ impl Migrations {
                 let targets = self.targets(collection.as_deref())?;
                 let mut runs = Vec::new();
                 for target in &targets {
-                    runs.extend(target.runs(usize::MAX)?);
+                    runs.extend(target.raw().runs_page(None, usize::MAX)?);
                 }
                 runs.sort_by_key(|run| std::cmp::Reverse(run.id));
                 if args.json {
@@ -396,7 +398,7 @@ impl Migrations {
     }
 
     /// The registered collections `name` selects (all of them for `None`), opened.
-    fn targets(&self, name: Option<&str>) -> Result<Vec<Box<dyn Target>>, CommandError> {
+    fn targets(&self, name: Option<&str>) -> Result<Vec<Arc<dyn AnyCollection>>, CommandError> {
         if self.collections.is_empty() {
             return Err(CommandError::NoCollections);
         }
@@ -419,7 +421,7 @@ impl Migrations {
     }
 
     fn status(
-        targets: &[Box<dyn Target>],
+        targets: &[Arc<dyn AnyCollection>],
         json: bool,
         out: &mut dyn Write,
     ) -> Result<Status, CommandError> {
@@ -427,14 +429,14 @@ impl Migrations {
         for target in targets {
             let pending = target.pending()?;
             collections.push(CollectionStatus {
-                collection: target.name().to_owned(),
-                latest_version: target.latest(),
-                count_by_version: target.count_by_version()?,
-                removed: target.removed()?,
+                collection: target.raw().name().to_owned(),
+                latest_version: target.version(),
+                count_by_version: target.raw().count_by_version()?,
+                removed: target.raw().removed_count()?,
                 migratable: pending.migratable(),
                 failed: pending.failed(),
                 pending,
-                runs: target.runs(STATUS_RUNS)?,
+                runs: target.raw().runs_page(None, STATUS_RUNS)?,
             });
         }
         if json {
@@ -475,18 +477,25 @@ impl Migrations {
 }
 
 fn migrate(
-    targets: &[Box<dyn Target>],
-    options: &RunOptions,
+    targets: &[Arc<dyn AnyCollection>],
+    options: &MigrateOptions,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<Status, CommandError> {
     let mut reports = Vec::new();
     for target in targets {
         let bar = progress_bar(None, "documents");
-        let report = target.migrate(options, &bar);
+        let shown = bar.clone();
+        let report = target.migrate(
+            options,
+            Some(Box::new(move |progress: &Progress| {
+                shown.set_length(progress.total);
+                shown.set_position(progress.done);
+            })),
+        );
         bar.finish_and_clear();
         reports.push(CollectionReport {
-            collection: target.name().to_owned(),
+            collection: target.raw().name().to_owned(),
             report: report?,
         });
     }
@@ -511,7 +520,7 @@ fn migrate(
 }
 
 fn failures(
-    targets: &[Box<dyn Target>],
+    targets: &[Arc<dyn AnyCollection>],
     after: Option<&str>,
     limit: Option<u64>,
     json: bool,
@@ -520,10 +529,13 @@ fn failures(
     let limit = limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
     let mut listed = Vec::new();
     for target in targets {
-        let (failures, next) =
-            collect_failures(|after, limit| target.failures(after, limit), after, limit)?;
+        let (failures, next) = collect_failures(
+            |after, limit| target.raw().failures_page(after, limit),
+            after,
+            limit,
+        )?;
         listed.push(CollectionFailures {
-            collection: target.name().to_owned(),
+            collection: target.raw().name().to_owned(),
             failures,
             next,
         });
@@ -589,14 +601,14 @@ fn write_report(out: &mut dyn Write, collection: &str, report: &MigrationReport)
 }
 
 fn revert(
-    targets: &[Box<dyn Target>],
+    targets: &[Arc<dyn AnyCollection>],
     run: u64,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<Status, CommandError> {
     let mut owner = None;
     for target in targets {
-        if target.run_record(run)?.is_some() {
+        if target.raw().run(run)?.is_some() {
             owner = Some(target);
             break;
         }
@@ -611,7 +623,7 @@ fn revert(
         write_json(
             out,
             &RevertOutput {
-                collection: target.name(),
+                collection: target.raw().name(),
                 report: &report,
             },
         )?;
@@ -619,7 +631,7 @@ fn revert(
         writeln!(
             out,
             "{}: reverted run {} (revert {}): {} documents restored, {} changed since and left alone ({})",
-            target.name(),
+            target.raw().name(),
             report.reverted_run,
             report.run_id,
             report.reverted,
@@ -631,101 +643,6 @@ fn revert(
         }
     }
     Ok(Status::Success)
-}
-
-/// What `test` and `execute` ask of a migration.
-struct RunOptions {
-    dry_run: bool,
-    limit: Option<u64>,
-    threads: Option<usize>,
-    retry_failed: bool,
-}
-
-/// A registered collection, opened, with its type erased.
-trait Target {
-    fn name(&self) -> &str;
-    fn latest(&self) -> u32;
-    fn count_by_version(&self) -> Result<BTreeMap<u32, u64>, StoreError>;
-    fn removed(&self) -> Result<u64, StoreError>;
-    fn pending(&self) -> Result<Pending, StoreError>;
-    /// Up to `limit` runs, newest first.
-    fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, MigrationError>;
-    fn run_record(&self, run: u64) -> Result<Option<RunRecord>, MigrationError>;
-    fn migrate(
-        &self,
-        options: &RunOptions,
-        bar: &ProgressBar,
-    ) -> Result<MigrationReport, MigrationError>;
-    fn revert(&self, run: u64) -> Result<RevertReport, MigrationError>;
-    fn failures(&self, after: Option<&str>, limit: usize) -> Result<Vec<Failure>, StoreError>;
-}
-
-fn open<T: Schema>(store: &Store) -> Result<Box<dyn Target>, StoreError> {
-    Ok(Box::new(store.collection::<T>()?))
-}
-
-impl<T: Schema> Target for Collection<T> {
-    fn name(&self) -> &str {
-        self.raw().name()
-    }
-
-    fn latest(&self) -> u32 {
-        T::VERSION
-    }
-
-    fn count_by_version(&self) -> Result<BTreeMap<u32, u64>, StoreError> {
-        self.raw().count_by_version()
-    }
-
-    fn removed(&self) -> Result<u64, StoreError> {
-        self.raw().removed_count()
-    }
-
-    fn pending(&self) -> Result<Pending, StoreError> {
-        Collection::pending(self)
-    }
-
-    fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, MigrationError> {
-        self.runs_page(None, limit)
-    }
-
-    fn run_record(&self, run: u64) -> Result<Option<RunRecord>, MigrationError> {
-        self.run(run)
-    }
-
-    fn migrate(
-        &self,
-        options: &RunOptions,
-        bar: &ProgressBar,
-    ) -> Result<MigrationReport, MigrationError> {
-        let bar = bar.clone();
-        let mut migration = Collection::migrate(self).on_progress(move |progress| {
-            bar.set_length(progress.total);
-            bar.set_position(progress.done);
-        });
-        if let Some(limit) = options.limit {
-            migration = migration.limit(limit);
-        }
-        if let Some(threads) = options.threads {
-            migration = migration.threads(threads);
-        }
-        if options.retry_failed {
-            migration = migration.retry_failed();
-        }
-        if options.dry_run {
-            migration.dry_run()
-        } else {
-            migration.execute()
-        }
-    }
-
-    fn revert(&self, run: u64) -> Result<RevertReport, MigrationError> {
-        Collection::revert(self, run)
-    }
-
-    fn failures(&self, after: Option<&str>, limit: usize) -> Result<Vec<Failure>, StoreError> {
-        Collection::failures_page(self, after, limit)
-    }
 }
 
 #[derive(Serialize)]
@@ -779,16 +696,4 @@ struct FailuresOutput<'a> {
 #[derive(Serialize)]
 struct RunsOutput<'a> {
     runs: &'a [RunRecord],
-}
-
-/// An error and its sources, joined by `: `.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }

@@ -74,10 +74,19 @@ mod migrate;
 
 use std::process::ExitCode;
 
-use crate::time;
-use crate::{Failure, RunKind, RunRecord, RunState, StoreError};
+use crate::StoreError;
 
 pub use self::migrate::{run, CommandError, MigrateArgs, MigrateCommand, Migrations};
+
+/// What the `revolve` binary shares with this module (rendering and the log subscriber), so that
+/// it is compiled once. Not public API: hidden, and it may change in any release.
+#[doc(hidden)]
+pub mod __bin {
+    pub use super::format::{
+        collect_failures, progress_bar, seconds, timestamp, write_failures, write_json, write_runs,
+    };
+    pub use super::logs::{install, LogFormat};
+}
 
 /// How a command ended; [`code`](Self::code) is its process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,6 +1,7 @@
 //! The bearer token: kept only as a SHA-256 digest, compared in constant time, never logged.
 
 use std::fmt;
+use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -11,13 +12,21 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::handlers::AppState;
 
 /// The configured token. Only its digest is kept, so that the secret is not in memory for a
 /// `Debug` or a core dump to show, and comparing digests of equal length leaks neither the
 /// token's bytes nor its length through timing.
 #[derive(Clone)]
 pub(crate) struct Token([u8; 32]);
+
+/// What [`authorize`] checks requests against.
+#[derive(Debug, Clone)]
+pub(crate) struct Guard {
+    /// The token; without one, every request passes.
+    pub(crate) token: Option<Token>,
+    /// Whether reading routes need the token too.
+    pub(crate) protect_reads: bool,
+}
 
 impl Token {
     pub(crate) fn new(secret: &str) -> Self {
@@ -61,16 +70,16 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Middleware on every matched route: refuses a guarded request without the right token (401), or
 /// with more than one `Authorization` header (400), whatever they hold.
 pub(crate) async fn authorize(
-    State(state): State<AppState>,
+    State(guard): State<Arc<Guard>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &state.token {
+    if let Some(token) = &guard.token {
         let route = request
             .extensions()
             .get::<MatchedPath>()
             .map_or("", MatchedPath::as_str);
-        if needs_token(request.method(), route, state.protect_reads) {
+        if needs_token(request.method(), route, guard.protect_reads) {
             if request
                 .headers()
                 .get_all(AUTHORIZATION)

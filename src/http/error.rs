@@ -13,7 +13,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::handlers::encode_segment;
+use super::path::encode_segment;
+use crate::error::format::chain;
 use crate::{FailureClass, MigrationError, Revision, SchemaError, StoreError};
 
 /// The media type of every error body.
@@ -471,17 +472,6 @@ impl From<MigrationError> for ApiError {
             other => Self::internal(other),
         }
     }
-}
-
-/// An error and its sources on one line, for errors whose text is the client's to read.
-pub(crate) fn chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 /// An error and its sources on one line, for the log: as [`chain`], except that a payload's decode

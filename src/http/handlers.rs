@@ -1,9 +1,6 @@
 //! The route handlers, the extractors whose rejections are problems, and the middleware.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Deref;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -17,16 +14,17 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::de::{self, DeserializeOwned, Visitor};
-use serde::{Deserialize, Deserializer};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
 
-use super::auth::Token;
 use super::error::{ApiError, PROBLEM_JSON};
-use super::mount::{check_id, parse_json, Mounted, RunOptions, Shown};
+use super::mount::{check_id, parse_json, Shown};
+use super::path::encode_segment;
+use super::state::AppState;
 use super::stream;
 use super::view;
-use crate::Revision;
+use crate::{MigrateOptions, Revision};
 
 /// The most documents or runs one page returns.
 pub(crate) const MAX_PAGE: usize = 1000;
@@ -34,36 +32,6 @@ pub(crate) const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 /// How many recent runs `migrate/status` lists.
 const STATUS_RUNS: usize = 10;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub(crate) struct AppState(pub(crate) Arc<Shared>);
-
-impl Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-pub(crate) struct Shared {
-    pub(crate) collections: BTreeMap<String, Arc<dyn Mounted>>,
-    pub(crate) token: Option<Token>,
-    pub(crate) protect_reads: bool,
-    pub(crate) require_if_match: bool,
-    pub(crate) openapi: Value,
-    /// The store, for the readiness check.
-    pub(crate) store: crate::Store,
-}
-
-impl Shared {
-    fn mounted(&self, name: &str) -> Result<Arc<dyn Mounted>, ApiError> {
-        self.collections
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ApiError::UnknownCollection(name.to_owned()))
-    }
-}
 
 /// `Path`, with its rejection as a problem.
 pub(crate) struct ApiPath<T>(T);
@@ -209,27 +177,6 @@ fn if_none_match_any(headers: &HeaderMap) -> Result<bool, ApiError> {
 
 fn etag(revision: Revision) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(&format!("\"{revision}\"")).map_err(ApiError::internal)
-}
-
-/// Percent-encodes an id as one path segment: every byte but the unreserved ones, and the dots
-/// of `.` and `..`, which clients would otherwise resolve away.
-pub(crate) fn encode_segment(id: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let dots_only = id.bytes().all(|b| b == b'.');
-    let mut out = String::with_capacity(id.len());
-    for byte in id.bytes() {
-        let keep = byte.is_ascii_alphanumeric()
-            || matches!(byte, b'-' | b'_' | b'~')
-            || (byte == b'.' && !dots_only);
-        if keep {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xF)]));
-        }
-    }
-    out
 }
 
 fn shown(status: StatusCode, shown: Shown, location: Option<String>) -> Result<Response, ApiError> {
@@ -503,113 +450,63 @@ pub(crate) async fn migrate_status(
         .map(Json)
 }
 
-/// A migration's options, as a query string or a JSON body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct MigrateOptions {
-    #[serde(default, deserialize_with = "whole_number")]
-    limit: Option<u64>,
-    retry_failed: Option<bool>,
-}
-
-/// The same options in a query string, where every value is text.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct MigrateQuery {
-    #[serde(default, deserialize_with = "whole_number_in_text")]
-    limit: Option<u64>,
-    retry_failed: Option<bool>,
-}
-
-impl From<MigrateQuery> for MigrateOptions {
-    fn from(query: MigrateQuery) -> Self {
-        Self {
-            limit: query.limit,
-            retry_failed: query.retry_failed,
+/// A migration's options in a query string, as JSON: every value is text there, read as a
+/// number or a boolean where it spells one, so that the options deserialize from the query as
+/// from a body (where `"3"` is not a number).
+fn query_options(pairs: Vec<(String, String)>) -> Result<Map<String, Value>, ApiError> {
+    let mut options = Map::new();
+    for (key, text) in pairs {
+        let value = if let Ok(number) = text.parse::<u64>() {
+            Value::from(number)
+        } else if let Some(number) = text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+        {
+            Value::Number(number)
+        } else {
+            match text.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => Value::String(text),
+            }
+        };
+        if options.insert(key.clone(), value).is_some() {
+            return Err(query_rejected(&format!("duplicate field `{key}`")));
         }
     }
+    Ok(options)
 }
 
-/// A count as JSON Schema's `integer` allows it: `214`, and also `214.0` (JSON has one number
-/// type); `null` is none.
-fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-    deserializer.deserialize_any(Whole { text: false })
+/// A query string that does not fit, as axum's `Query` rejects one.
+fn query_rejected(error: &dyn fmt::Display) -> ApiError {
+    ApiError::rejected(
+        StatusCode::BAD_REQUEST,
+        format!("Failed to deserialize query string: {error}"),
+    )
 }
 
-/// As [`whole_number`], written as text (`?limit=214.0`).
-fn whole_number_in_text<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<u64>, D::Error> {
-    deserializer.deserialize_any(Whole { text: true })
-}
-
-/// Takes a whole number; from text too if `text`.
-struct Whole {
-    text: bool,
-}
-
-impl Visitor<'_> for Whole {
-    type Value = Option<u64>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a whole number from 0 to 18446744073709551615")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
-        Ok(Some(value))
-    }
-
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
-        u64::try_from(value)
-            .map(Some)
-            .map_err(|_| E::invalid_value(de::Unexpected::Signed(value), &self))
-    }
-
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
-        // 2^64: every whole f64 below it fits in a u64.
-        const LIMIT: f64 = 18_446_744_073_709_551_616.0;
-        if value.fract() == 0.0 && (0.0..LIMIT).contains(&value) {
-            // Whole and in range: the cast is exact.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            return Ok(Some(value as u64));
+/// The options given in the query and in the body; one given in both must have the same value in
+/// each.
+fn merge_options(
+    query: Map<String, Value>,
+    mut body: Map<String, Value>,
+) -> Result<MigrateOptions, ApiError> {
+    // `null` is as good as absent.
+    body.retain(|_, value| !value.is_null());
+    for (name, value) in query {
+        if let Some(in_body) = body.get(&name) {
+            let alone =
+                |value: &Value| MigrateOptions::deserialize(json!({ name.as_str(): value })).ok();
+            if alone(in_body) != alone(&value) {
+                return Err(ApiError::BadRequest(format!(
+                    "`{name}` is given in the query and in the body with different values"
+                )));
+            }
         }
-        Err(E::invalid_value(de::Unexpected::Float(value), &self))
+        body.insert(name, value);
     }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-        if !self.text {
-            return Err(E::invalid_type(de::Unexpected::Str(text), &self));
-        }
-        match text.parse::<u64>() {
-            Ok(value) => Ok(Some(value)),
-            Err(_) => match text.parse::<f64>() {
-                Ok(value) if value.is_finite() => self.visit_f64(value),
-                _ => Err(E::invalid_value(de::Unexpected::Str(text), &self)),
-            },
-        }
-    }
-}
-
-/// One option given in the query, the body, or both (then they must agree).
-fn either<T: PartialEq + Copy>(
-    name: &str,
-    query: Option<T>,
-    body: Option<T>,
-) -> Result<Option<T>, ApiError> {
-    match (query, body) {
-        (Some(query), Some(body)) if query != body => Err(ApiError::BadRequest(format!(
-            "`{name}` is given in the query and in the body with different values"
-        ))),
-        (query, body) => Ok(query.or(body)),
-    }
+    MigrateOptions::deserialize(Value::Object(body)).map_err(ApiError::internal)
 }
 
 /// Whether the client asked for a progress stream.
@@ -630,59 +527,59 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
 async fn migrate(
     state: &AppState,
     collection: &str,
-    query: MigrateOptions,
+    query: Vec<(String, String)>,
     headers: &HeaderMap,
     body: &[u8],
     dry_run: bool,
 ) -> Result<Response, ApiError> {
+    let query = query_options(query)?;
+    MigrateOptions::deserialize(Value::Object(query.clone()))
+        .map(drop)
+        .map_err(|error| query_rejected(&error))?;
     let mounted = state.mounted(collection)?;
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
-        MigrateOptions::default()
+        Map::new()
     } else {
         require_json(headers)?;
         // An object: serde would also take a struct from an array (`[null, null]`).
-        let value: Value = parse_json(body)?;
-        if !value.is_object() {
+        let Value::Object(value) = parse_json(body)? else {
             return Err(ApiError::Unprocessable(
                 "the body must be a JSON object such as {\"limit\": 100}".to_owned(),
             ));
-        }
-        MigrateOptions::deserialize(value)
-            .map_err(|error| ApiError::Unprocessable(format!("the body does not fit: {error}")))?
+        };
+        MigrateOptions::deserialize(Value::Object(value.clone()))
+            .map(drop)
+            .map_err(|error| ApiError::Unprocessable(format!("the body does not fit: {error}")))?;
+        value
     };
-    let options = RunOptions {
-        limit: either("limit", query.limit, from_body.limit)?,
-        retry_failed: either("retry_failed", query.retry_failed, from_body.retry_failed)?
-            .unwrap_or(false),
-        dry_run,
-    };
+    let options = merge_options(query, from_body)?.dry_run(dry_run);
     if wants_ndjson(headers) {
         return stream::respond(mounted, options).await;
     }
     // On the blocking pool, not in this future: if the client goes away, the run goes on and
     // finishes in the ledger.
-    let report = blocking(move || mounted.migrate(options, None)).await?;
+    let report = blocking(move || mounted.migrate(&options, None)).await?;
     Ok(Json(view::report(&report)?).into_response())
 }
 
 pub(crate) async fn migrate_test(
     State(state): State<AppState>,
     ApiPath(collection): ApiPath<String>,
-    ApiQuery(query): ApiQuery<MigrateQuery>,
+    ApiQuery(query): ApiQuery<Vec<(String, String)>>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
-    migrate(&state, &collection, query.into(), &headers, &body, true).await
+    migrate(&state, &collection, query, &headers, &body, true).await
 }
 
 pub(crate) async fn migrate_execute(
     State(state): State<AppState>,
     ApiPath(collection): ApiPath<String>,
-    ApiQuery(query): ApiQuery<MigrateQuery>,
+    ApiQuery(query): ApiQuery<Vec<(String, String)>>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
-    migrate(&state, &collection, query.into(), &headers, &body, false).await
+    migrate(&state, &collection, query, &headers, &body, false).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -802,15 +699,6 @@ pub(crate) async fn problem_backstop(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_become_one_path_segment() {
-        assert_eq!(encode_segment("01ABC"), "01ABC");
-        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
-        assert_eq!(encode_segment(".."), "%2E%2E");
-        assert_eq!(encode_segment("a.b"), "a.b");
-        assert_eq!(encode_segment("é"), "%C3%A9");
-    }
 
     #[test]
     fn if_match_takes_one_strong_tag_or_a_star() {

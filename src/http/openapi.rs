@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::auth::needs_token;
 use super::handlers::MAX_PAGE;
-use super::mount::Mounted;
+use super::mount::Mount;
 use crate::MAX_ID_LEN;
 use axum::http::Method;
 
@@ -252,10 +252,7 @@ impl Op<'_> {
 
 /// The whole document.
 #[allow(clippy::too_many_lines)] // one declarative table of routes, read top to bottom
-pub(crate) fn document(
-    collections: &BTreeMap<String, Arc<dyn Mounted>>,
-    options: &Options,
-) -> Value {
+pub(crate) fn document(collections: &BTreeMap<String, Arc<Mount>>, options: &Options) -> Value {
     let mut schemas = Map::new();
     schemas.insert(
         "Problem".to_owned(),

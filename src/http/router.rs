@@ -10,11 +10,13 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use super::auth::{authorize, Token};
-use super::handlers::{self as h, AppState, Shared};
-use super::mount::{Mount, Mounted};
+use super::auth::{authorize, Guard, Token};
+use super::handlers as h;
+use super::mount::Mount;
 use super::openapi;
+use super::state::{AppState, Shared};
 use super::trace;
+use crate::erased;
 use crate::{Schema, Store, StoreError};
 
 /// The largest request body accepted unless [`Router::body_limit`] sets another: 1 MiB.
@@ -78,7 +80,7 @@ pub enum BuildError {
 #[allow(clippy::struct_excessive_bools)] // a builder's independent switches, not a state machine
 pub struct Router {
     store: Store,
-    collections: BTreeMap<String, Arc<dyn Mounted>>,
+    collections: BTreeMap<String, Arc<Mount>>,
     token: Option<Token>,
     empty_token: bool,
     local_development: bool,
@@ -132,8 +134,8 @@ impl Router {
     /// [`BuildError::DuplicateCollection`], and [`BuildError::ReservedName`] for `healthz`,
     /// `readyz` and the names of the `OpenAPI` document's own schemas (`Problem`, `Status`, `Failure`, …).
     pub fn collection<T: Schema>(mut self) -> Result<Self, BuildError> {
-        let collection = self.store.collection::<T>()?;
-        let name = collection.name().to_owned();
+        let collection = erased::open::<T>(&self.store)?;
+        let name = collection.raw().name().to_owned();
         if name == "healthz" || name == "readyz" || openapi::OWN_SCHEMAS.contains(&name.as_str()) {
             return Err(BuildError::ReservedName { collection: name });
         }
@@ -241,10 +243,12 @@ impl Router {
                 protect_reads: self.protect_reads,
             },
         );
-        let state = AppState(Arc::new(Shared {
-            collections: self.collections,
+        let guard = Arc::new(Guard {
             token: self.token,
             protect_reads: self.protect_reads,
+        });
+        let state = AppState(Arc::new(Shared {
+            collections: self.collections,
             require_if_match: self.require_if_match,
             openapi,
             store: self.store.clone(),
@@ -294,7 +298,7 @@ impl Router {
             );
         }
         Ok(router
-            .route_layer(from_fn_with_state(state.clone(), authorize))
+            .route_layer(from_fn_with_state(guard, authorize))
             .fallback(h::no_route)
             .method_not_allowed_fallback(h::wrong_method)
             .layer(DefaultBodyLimit::max(self.body_limit))

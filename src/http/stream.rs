@@ -17,9 +17,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
-use super::mount::{Mounted, RunOptions};
+use super::mount::Mount;
 use super::view;
-use crate::MigrationReport;
+use crate::{MigrateOptions, MigrationReport};
 
 /// The media type of the stream.
 pub(crate) const NDJSON: &str = "application/x-ndjson";
@@ -52,8 +52,8 @@ impl Event {
 
 /// Starts the run in the background and answers with its lines.
 pub(crate) async fn respond(
-    mounted: Arc<dyn Mounted>,
-    options: RunOptions,
+    mounted: Arc<Mount>,
+    options: MigrateOptions,
 ) -> Result<Response, ApiError> {
     let (sender, mut receiver) = mpsc::unbounded_channel();
     let progress = sender.clone();
@@ -64,7 +64,7 @@ pub(crate) async fn respond(
                 // A client that went away closed the channel; the run goes on.
                 let _ = progress.send(Event::Progress(line));
             });
-            let result = mounted.migrate(options, Some(sink));
+            let result = mounted.migrate(&options, Some(sink));
             let _ = sender.send(Event::Done(result));
         },
     )));

@@ -539,6 +539,7 @@ impl<T: Schema> Committer<'_, T> {
             #[allow(clippy::cast_precision_loss)] // a rate, not a count
             let rate = counts.scanned as f64 / elapsed.as_secs_f64().max(1e-9);
             callback(&Progress {
+                run_id: self.run_id,
                 done: counts.scanned,
                 total: self.total,
                 migrated: counts.migrated,

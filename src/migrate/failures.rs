@@ -4,8 +4,8 @@
 use super::{Failure, FailureClass};
 use crate::id::{DocId, Revision};
 use crate::record::RecordError;
-use crate::schema::{Schema, SchemaError};
-use crate::store::{Collection, FailureRecord, RawCollection, StoreError};
+use crate::schema::SchemaError;
+use crate::store::{FailureRecord, RawCollection, StoreError};
 
 impl FailureClass {
     /// The class of a failure to upgrade a stored revision, named as a migration names it.
@@ -49,7 +49,7 @@ fn failures(
         .collect()
 }
 
-impl<T: Schema> Collection<T> {
+impl RawCollection {
     /// The documents of the failure set, in id order: up to `limit` of them, those whose id
     /// comes after `after` if given. Page on with the last id returned; a page shorter than
     /// `limit` is the last.
@@ -95,27 +95,12 @@ impl<T: Schema> Collection<T> {
     }
 }
 
-impl RawCollection {
-    /// As [`Collection::failures_page`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Collection::failures_page`].
-    pub fn failures_page(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Failure>, StoreError> {
-        failures(self.name(), self.failure_records(after, limit)?)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::Origin;
     use crate::store::{Action, ChunkItem, Commit};
-    use crate::Store;
+    use crate::{Collection, Schema, Store};
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -6,8 +6,7 @@ use std::time::SystemTime;
 use super::{Failure, FailureClass, MigrationError, MAX_REPORTED_FAILURES};
 use crate::id::{DocId, Revision};
 use crate::record;
-use crate::schema::Schema;
-use crate::store::{Action, ChunkItem, Collection, Outcome, RawCollection, RunLease, Store};
+use crate::store::{Action, ChunkItem, Outcome, RawCollection};
 
 /// The state of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -217,7 +216,7 @@ impl RunProgress {
 /// record, no chunk of the run was committed and the counts stay; with one that does not decode,
 /// the counts the record saved stay, and a warning says so.
 pub(crate) fn reconcile(
-    collection: &impl Ledgered,
+    collection: &RawCollection,
     record: &mut RunRecord,
 ) -> Result<(), MigrationError> {
     let store = collection.store();
@@ -283,7 +282,7 @@ pub(crate) fn reconcile(
 
 /// Saves a run's final record, flushed, then removes its progress record. Should the removal
 /// fail, the progress record stays, unused: only a record still `running` is reconciled.
-pub(crate) fn finish(collection: &impl Ledgered, record: &RunRecord) -> Result<(), MigrationError> {
+pub(crate) fn finish(collection: &RawCollection, record: &RunRecord) -> Result<(), MigrationError> {
     save(collection, record, true)?;
     let _ = collection
         .store()
@@ -295,7 +294,7 @@ pub(crate) fn finish(collection: &impl Ledgered, record: &RunRecord) -> Result<(
 /// Records a run that stopped on an error: its counts are taken from what is on disk, since the
 /// chunk that failed may have been applied before the error.
 pub(crate) fn stopped(
-    collection: &impl Ledgered,
+    collection: &RawCollection,
     record: &mut RunRecord,
 ) -> Result<(), MigrationError> {
     record.state = RunState::Interrupted;
@@ -310,7 +309,7 @@ pub(crate) fn stopped(
 /// left by runs no longer `running` (a removal lost in a crash), settling any run one still
 /// names that reads `running`.
 /// A record that does not decode does not stop the run: `verify` reports it.
-pub(crate) fn settle(collection: &impl Ledgered) -> Result<(), MigrationError> {
+pub(crate) fn settle(collection: &RawCollection) -> Result<(), MigrationError> {
     let store = collection.store();
     let name = collection.name();
     let newest = store
@@ -341,7 +340,7 @@ pub(crate) fn settle(collection: &impl Ledgered) -> Result<(), MigrationError> {
 /// Settles the newest record of a collection's ledger as the collection is first opened in this
 /// process, under the run lock; whether it is settled (`false` after an error, logged, so that
 /// the next opening tries again). A run or revert that holds the lock settled it as it started.
-pub(crate) fn settle_opened(collection: &impl Ledgered) -> bool {
+pub(crate) fn settle_opened(collection: &RawCollection) -> bool {
     // A run saves its `running` record before its first chunk: without a ledger there is nothing
     // to settle, and reading one would create its tree.
     if !collection.store().has_ledger() {
@@ -363,49 +362,9 @@ pub(crate) fn settle_opened(collection: &impl Ledgered) -> bool {
     }
 }
 
-/// What the ledger needs of a collection handle, typed or raw.
-pub(crate) trait Ledgered {
-    fn store(&self) -> &Store;
-    fn name(&self) -> &str;
-    /// Whether `run` is held by a live worker.
-    fn run_is_live(&self, run: u64) -> bool;
-    /// The collection's run lock, unless a run, a revert or another settling holds it.
-    fn try_run_lock(&self) -> Option<RunLease<'_>>;
-}
-
-impl<T: Schema> Ledgered for Collection<T> {
-    fn store(&self) -> &Store {
-        self.raw().store()
-    }
-    fn name(&self) -> &str {
-        self.raw().name()
-    }
-    fn run_is_live(&self, run: u64) -> bool {
-        self.raw().run_is_live(run)
-    }
-    fn try_run_lock(&self) -> Option<RunLease<'_>> {
-        self.raw().try_run_lock()
-    }
-}
-
-impl Ledgered for RawCollection {
-    fn store(&self) -> &Store {
-        RawCollection::store(self)
-    }
-    fn name(&self) -> &str {
-        RawCollection::name(self)
-    }
-    fn run_is_live(&self, run: u64) -> bool {
-        RawCollection::run_is_live(self, run)
-    }
-    fn try_run_lock(&self) -> Option<RunLease<'_>> {
-        RawCollection::try_run_lock(self)
-    }
-}
-
 /// Writes a record; `durable` flushes it (at the start and the end of a run, not per chunk).
 pub(crate) fn save(
-    collection: &impl Ledgered,
+    collection: &RawCollection,
     record: &RunRecord,
     durable: bool,
 ) -> Result<(), MigrationError> {
@@ -438,7 +397,7 @@ enum Lock {
 /// saw `running` while the run was under way must not write `interrupted` over the final record
 /// the run saved since. A reader that cannot take the lock returns the record as read.
 fn load(
-    collection: &impl Ledgered,
+    collection: &RawCollection,
     run: u64,
     bytes: &[u8],
     lock: Lock,
@@ -466,7 +425,7 @@ fn load(
     }
 }
 
-fn decode(collection: &impl Ledgered, run: u64, bytes: &[u8]) -> Result<RunRecord, MigrationError> {
+fn decode(collection: &RawCollection, run: u64, bytes: &[u8]) -> Result<RunRecord, MigrationError> {
     record::decode_payload(bytes, 64).map_err(|source| MigrationError::Ledger {
         collection: collection.name().to_owned(),
         run,
@@ -477,7 +436,7 @@ fn decode(collection: &impl Ledgered, run: u64, bytes: &[u8]) -> Result<RunRecor
 /// Marks a record of a run that stopped `interrupted`, with the counts on disk; the caller holds
 /// the run lock.
 fn interrupt(
-    collection: &impl Ledgered,
+    collection: &RawCollection,
     mut record: RunRecord,
 ) -> Result<RunRecord, MigrationError> {
     record.state = RunState::Interrupted;
@@ -487,7 +446,7 @@ fn interrupt(
 }
 
 fn page(
-    collection: &impl Ledgered,
+    collection: &RawCollection,
     before: Option<u64>,
     limit: usize,
 ) -> Result<Vec<RunRecord>, MigrationError> {
@@ -499,16 +458,17 @@ fn page(
         .collect()
 }
 
-fn one(collection: &impl Ledgered, id: u64) -> Result<Option<RunRecord>, MigrationError> {
+fn one(collection: &RawCollection, id: u64) -> Result<Option<RunRecord>, MigrationError> {
     match collection.store().ledger_get(collection.name(), id)? {
         Some(bytes) => load(collection, id, &bytes, Lock::Try).map(Some),
         None => Ok(None),
     }
 }
 
-impl<T: Schema> Collection<T> {
+impl RawCollection {
     /// The ledger of this collection's runs, newest first: up to 100. Use
-    /// [`runs_page`](Self::runs_page) for more.
+    /// [`runs_page`](Self::runs_page) for more. A record that says `running` although no run
+    /// holds the collection is settled as it is read: marked interrupted, with the counts on disk.
     ///
     /// # Errors
     ///
@@ -540,44 +500,13 @@ impl<T: Schema> Collection<T> {
     }
 }
 
-impl RawCollection {
-    /// As [`Collection::runs`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Collection::runs`].
-    pub fn runs(&self) -> Result<Vec<RunRecord>, MigrationError> {
-        page(self, None, 100)
-    }
-
-    /// As [`Collection::runs_page`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Collection::runs`].
-    pub fn runs_page(
-        &self,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<RunRecord>, MigrationError> {
-        page(self, before, limit)
-    }
-
-    /// As [`Collection::run`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Collection::runs`].
-    pub fn run(&self, id: u64) -> Result<Option<RunRecord>, MigrationError> {
-        one(self, id)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::Origin;
+    use crate::schema::Schema;
     use crate::store::Commit;
+    use crate::store::{Collection, Store};
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

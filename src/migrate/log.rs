@@ -162,17 +162,7 @@ pub(super) fn revert_finished(reverted: u64, changed: usize, elapsed: Duration) 
     );
 }
 
-/// An error and its sources, as one line.
-pub(super) fn chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(super) use crate::error::format::chain;
 
 #[cfg(test)]
 mod tests {

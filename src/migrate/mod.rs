@@ -9,6 +9,7 @@ mod executor;
 mod failures;
 mod ledger;
 mod log;
+mod options;
 mod revert;
 
 use std::collections::BTreeMap;
@@ -22,8 +23,9 @@ use crate::record::RecordError;
 use crate::schema::Schema;
 use crate::store::{Collection, StoreError};
 
-pub(crate) use self::ledger::{settle_opened, Ledgered};
+pub(crate) use self::ledger::settle_opened;
 pub use self::ledger::{RunKind, RunRecord, RunState};
+pub use self::options::MigrateOptions;
 pub use self::revert::RevertReport;
 
 /// How many documents one chunk commits in one atomic batch.
@@ -190,6 +192,8 @@ pub struct MigrationReport {
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Progress {
+    /// The run's id in the ledger (a dry run has one too), as its report will give it.
+    pub run_id: u64,
     /// Candidates handled so far.
     pub done: u64,
     /// Candidates the run expects to handle: the pending count, capped by the limit.
@@ -276,6 +280,8 @@ pub struct Migration<T> {
     retry_failed: bool,
     validate_output: bool,
     cancel: CancelToken,
+    /// What [`run`](Migration::run) does.
+    dry_run: bool,
 }
 
 impl<T> fmt::Debug for Migration<T> {
@@ -287,6 +293,7 @@ impl<T> fmt::Debug for Migration<T> {
             .field("max_rate", &self.max_rate)
             .field("retry_failed", &self.retry_failed)
             .field("validate_output", &self.validate_output)
+            .field("dry_run", &self.dry_run)
             .finish_non_exhaustive()
     }
 }
@@ -333,6 +340,18 @@ impl<T: Schema> Migration<T> {
         self
     }
 
+    /// Takes `options`: their limit, whether to retry failed documents, their thread count if
+    /// they give one, and whether [`run`](Self::run) is a dry run.
+    pub fn options(mut self, options: &MigrateOptions) -> Self {
+        self.limit = options.limit;
+        self.retry_failed = options.retry_failed;
+        if let Some(threads) = options.threads {
+            self = self.threads(threads);
+        }
+        self.dry_run = options.dry_run;
+        self
+    }
+
     /// Runs with this token, so that [`CancelToken::cancel`] from another thread stops the run.
     pub fn cancel_token(mut self, token: CancelToken) -> Self {
         self.cancel = token;
@@ -366,6 +385,17 @@ impl<T: Schema> Migration<T> {
     pub fn dry_run(self) -> Result<MigrationReport, MigrationError> {
         executor::run(self, true)
     }
+
+    /// [`dry_run`](Self::dry_run) if the [`options`](Self::options) ask for one, otherwise
+    /// [`execute`](Self::execute).
+    ///
+    /// # Errors
+    ///
+    /// As [`execute`](Self::execute).
+    pub fn run(self) -> Result<MigrationReport, MigrationError> {
+        let dry_run = self.dry_run;
+        executor::run(self, dry_run)
+    }
 }
 
 impl<T: Schema> Collection<T> {
@@ -392,6 +422,7 @@ impl<T: Schema> Collection<T> {
             retry_failed: false,
             validate_output: true,
             cancel: CancelToken::new(),
+            dry_run: false,
         }
     }
 

@@ -39,7 +39,7 @@ pub(crate) use self::engine::Head;
 pub use self::engine::StoreState;
 pub(crate) use self::engine::{
     Action, ChunkItem, Commit, EncodedRevision, FailureRecord, Outcome, PendingChunk,
-    PendingDocument, Position, Prepared, ProgressRecord, RunLease, Seen,
+    PendingDocument, Position, Prepared, ProgressRecord, Seen,
 };
 pub use self::error::{BackendError, StoreError};
 pub use self::iter::Iter;
@@ -338,7 +338,7 @@ impl Store {
     /// process, before anything can write to it: a run found `running` then stopped with the
     /// process that ran it, and is marked interrupted with the counts on disk before a write can
     /// remove the failure records it left. Reads one ledger record; nothing once done.
-    fn settled(core: &Core, collection: &impl crate::migrate::Ledgered) {
+    fn settled(core: &Core, collection: &RawCollection) {
         use std::sync::atomic::Ordering;
         if !core.settled.load(Ordering::SeqCst) && crate::migrate::settle_opened(collection) {
             core.settled.store(true, Ordering::SeqCst);

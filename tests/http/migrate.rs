@@ -202,3 +202,46 @@ async fn a_stream_with_nothing_to_do_is_just_the_report() {
     assert_eq!(lines[0]["event"], "report");
     assert_eq!(lines[0]["report"]["dry_run"], true);
 }
+
+#[tokio::test]
+async fn options_in_the_query_and_the_body_merge_and_must_agree() {
+    let (_dir, store) = store_with(&gated_documents(5, 99, "never"));
+    let app = gated_router(&store);
+    // A `null` in the body gives nothing: the query's value holds.
+    let report = post("/gated/migrate/test?limit=2")
+        .json(&serde_json::json!({ "limit": null }))
+        .send(&app)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (report["dry_run"].as_bool(), report["scanned"].as_u64()),
+        (Some(true), Some(2))
+    );
+    // The same value, written two ways.
+    let report = post("/gated/migrate/test?limit=3")
+        .json(&serde_json::json!({ "limit": 3.0 }))
+        .send(&app)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(report["scanned"], 3);
+    // Different values, a `false` included.
+    post("/gated/migrate/test?retry_failed=false")
+        .json(&serde_json::json!({ "retry_failed": true }))
+        .send(&app)
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    // One option twice in the query.
+    post("/gated/migrate/test?limit=1&limit=1")
+        .send(&app)
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    // Nothing was written by any of these.
+    assert_eq!(
+        store
+            .collection::<GatedV2>()
+            .unwrap()
+            .count_by_version()
+            .unwrap(),
+        BTreeMap::from([(1, 5)])
+    );
+}
