@@ -160,12 +160,15 @@ impl Mount {
         base: &str,
     ) -> Result<(String, Option<Revision>, Value), ApiError> {
         let (id, revision) = match (&error, last) {
-            (StoreError::Upgrade { id, revision, .. }, _) => (id.clone(), Some(*revision)),
+            (
+                StoreError::Upgrade { id, revision, .. }
+                | StoreError::DanglingHead { id, revision, .. },
+                _,
+            ) => (id.clone(), Some(*revision)),
             (StoreError::Corrupt { id, revision, .. }, last) => (
                 id.clone(),
                 revision.or_else(|| last.and_then(|(_, revision)| revision)),
             ),
-            (StoreError::DanglingHead { id, revision, .. }, _) => (id.clone(), Some(*revision)),
             (StoreError::VersionTooNew { .. }, Some((id, revision))) => (id.to_owned(), revision),
             _ => return Err(error.into()),
         };

@@ -538,7 +538,7 @@ pub(super) fn begin_import(store: &Store) -> Result<(), BackupError> {
 
 /// Removes everything an import wrote, the incomplete mark with it.
 pub(super) fn abort_import(store: &Store) -> Result<(), StoreError> {
-    for tree in every_tree(&store.sled()?.db())? {
+    for tree in every_tree(store.sled()?.db())? {
         tree.clear().map_err(backend)?;
     }
     store.flush()

@@ -310,7 +310,7 @@ impl CollectionEngine for SledCollection {
             .collect();
         Ok(Box::new(SledPending::new(
             self,
-            cursor,
+            cursor.as_deref(),
             target,
             retry_failed,
             failed_versions,

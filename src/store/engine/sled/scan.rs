@@ -165,14 +165,14 @@ pub(super) struct SledPending<'a> {
 impl<'a> SledPending<'a> {
     pub(super) fn new(
         collection: &'a SledCollection,
-        cursor: Option<String>,
+        cursor: Option<&str>,
         target: u32,
         retry: bool,
         failed_versions: BTreeSet<u32>,
     ) -> Self {
-        let mut ranges = vec![HeadScan::new(collection, cursor.as_deref(), None, false)];
+        let mut ranges = vec![HeadScan::new(collection, cursor, None, false)];
         if cursor.is_some() {
-            ranges.push(HeadScan::new(collection, None, cursor.as_deref(), false));
+            ranges.push(HeadScan::new(collection, None, cursor, false));
         }
         Self {
             collection,
