@@ -49,23 +49,22 @@ use sha2::{Digest, Sha256};
 
 use super::engine::Head;
 use super::logical::{LogicalRecord, Sequence};
-use super::logical_sled::{self, Loader};
 use super::report::hex;
-use super::walk::PROGRESS_EVERY;
+use super::report::PROGRESS_EVERY;
 use super::{validate_collection_name, Durability, Store, StoreError};
 use crate::id::Revision;
 
 /// A key in the store while an import is under way; a store that holds it after the import
 /// returned is incomplete.
-pub(super) const IMPORT_MARKER: &[u8] = b"revolve/import-incomplete";
+pub(crate) const IMPORT_MARKER: &[u8] = b"revolve/import-incomplete";
 
-pub(super) const MAGIC: [u8; 8] = *b"REVOLVE\0";
+pub(crate) const MAGIC: [u8; 8] = *b"REVOLVE\0";
 /// The format [`Store::export`] writes: logical records.
-pub(super) const FORMAT: u32 = 2;
+pub(crate) const FORMAT: u32 = 2;
 /// The physical format of earlier releases: sled's trees key for key.
-pub(super) const FORMAT_PHYSICAL: u32 = 1;
+pub(crate) const FORMAT_PHYSICAL: u32 = 1;
 /// The header flag of a backup salvaged from a damaged store.
-pub(super) const FLAG_SALVAGED: u32 = 1;
+pub(crate) const FLAG_SALVAGED: u32 = 1;
 const FRAME_TREE: u8 = 0x01;
 const FRAME_ENTRY: u8 = 0x02;
 const FRAME_COLLECTION: u8 = 0x10;
@@ -181,7 +180,7 @@ impl Store {
         mut progress: impl FnMut(u64),
     ) -> Result<BackupSummary, BackupError> {
         let mut out = HashingWriter::begin(writer, false)?;
-        logical_sled::export_records(self, &mut |record| {
+        self.inner().engine.export(self, &mut |record| {
             out.record(&record)?;
             let counted = !matches!(record, LogicalRecord::Collection { .. });
             if counted && out.records % PROGRESS_EVERY == 0 {
@@ -278,30 +277,30 @@ impl Store {
             .path(path)
             .durability(Durability::Eventual)
             .open()?;
-        logical_sled::begin_import(&store).map_err(|error| match error {
-            BackupError::NotEmpty { .. } => BackupError::NotEmpty {
-                path: path.to_owned(),
-            },
-            other => other,
-        })?;
-        let mut loader = Loader::new(&store)?;
+        let mut import = store
+            .inner()
+            .engine
+            .import(&store)
+            .map_err(|error| match error {
+                BackupError::NotEmpty { .. } => BackupError::NotEmpty {
+                    path: path.to_owned(),
+                },
+                other => other,
+            })?;
         let result = read_backup(
             reader,
             accept_salvaged,
-            &mut |frame| loader.frame(frame),
+            &mut |frame| import.frame(frame),
             &mut progress,
-        )
-        .and_then(|summary| loader.finish().map(|()| summary));
-        let max_run = loader.max_run;
-        drop(loader);
+        );
         match result {
             Ok(summary) => {
-                logical_sled::end_import(&store, max_run)?;
+                import.finish()?;
                 Ok(summary)
             }
             Err(error) => {
                 // Leave the store as empty as it was found.
-                logical_sled::abort_import(&store)?;
+                import.abort()?;
                 Err(error)
             }
         }
@@ -311,7 +310,7 @@ impl Store {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-pub(super) struct HashingWriter<W: Write> {
+pub(crate) struct HashingWriter<W: Write> {
     inner: W,
     hasher: Sha256,
     bytes: u64,
@@ -441,7 +440,7 @@ impl<W: Write> HashingWriter<W> {
 
 /// One frame of a backup, as read.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Frame {
+pub(crate) enum Frame {
     /// Format 1: a tree's entries follow.
     Tree(Vec<u8>),
     /// Format 1: a key and its value.
@@ -527,7 +526,7 @@ impl<R: Read> HashingReader<R> {
 
 /// Reads and checks a whole backup, handing each frame to `sink` as it comes. The summary is
 /// returned only once the end frame's counts and checksum match and nothing follows it.
-pub(super) fn read_backup(
+pub(crate) fn read_backup(
     reader: impl Read,
     accept_salvaged: bool,
     sink: &mut dyn FnMut(Frame) -> Result<(), BackupError>,
@@ -759,10 +758,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::store::engine::sled::fixtures::{migrated_store, populate};
     use crate::store::engine::sled::keys;
+    use crate::store::engine::sled::walk::DEFAULT_TREE;
     use crate::store::engine::sled::LEDGER_TREE;
-    use crate::store::fixtures::{migrated_store, populate};
-    use crate::store::walk::DEFAULT_TREE;
     use crate::store::Problem;
 
     type Trees = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;

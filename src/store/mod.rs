@@ -5,24 +5,14 @@
 mod backup;
 mod collection;
 pub(crate) mod counters;
-mod damaged;
 pub(crate) mod engine;
 pub(crate) mod error;
 mod iter;
 mod logical;
-pub(crate) mod logical_sled;
 mod migration;
 mod registry;
-mod repair;
-mod repair_counters;
 mod report;
-mod salvage;
 mod stats;
-mod verify;
-mod walk;
-
-#[cfg(test)]
-mod fixtures;
 
 use std::any::TypeId;
 use std::collections::{BTreeSet, HashMap};
@@ -34,7 +24,8 @@ use parking_lot::Mutex;
 
 pub use self::backup::{BackupError, BackupSummary};
 pub use self::collection::{Collection, Document, RawCollection, RawRevision, RevisionInfo};
-pub use self::engine::sled::keys::KeySpace;
+pub use self::engine::sled::repair::SnapshotRebuild;
+pub use self::engine::sled::salvage::{SalvageReport, SalvagedImport};
 pub(crate) use self::engine::Head;
 pub use self::engine::StoreState;
 pub(crate) use self::engine::{
@@ -44,11 +35,10 @@ pub(crate) use self::engine::{
 pub use self::error::{BackendError, StoreError};
 pub use self::iter::Iter;
 pub use self::registry::{SchemaEvent, SchemaRecord};
-pub use self::repair::SnapshotRebuild;
 pub use self::report::{
-    CounterChange, CounterKind, Problem, RepairReport, VerifyReport, MAX_REPORTED_PROBLEMS,
+    CounterChange, CounterKind, KeySpace, Problem, RepairReport, VerifyReport,
+    MAX_REPORTED_PROBLEMS,
 };
-pub use self::salvage::{SalvageReport, SalvagedImport};
 pub use self::stats::{CollectionStats, StoreStats};
 
 use self::collection::Core;

@@ -9,9 +9,52 @@ use std::fmt;
 use serde::Serialize;
 
 use super::counters::Counter;
-use super::engine::sled::keys::KeySpace;
-#[cfg(doc)]
-use super::Store;
+use super::{Store, StoreError};
+
+/// A key space of the store: where a key that does not parse was found, as
+/// [`Problem::MalformedKey`](crate::Problem::MalformedKey) names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum KeySpace {
+    /// `_meta`: one record per collection, keyed by its name.
+    Meta,
+    /// `_ledger`: one record per migration run, keyed by its collection and run id.
+    Ledger,
+    /// A collection's heads: `h ‖ id`.
+    Heads,
+    /// A collection's revisions: `r ‖ id ‖ 0x00 ‖ revision`.
+    Revisions,
+    /// A collection's counters: `c ‖ class ‖ version`.
+    Counters,
+    /// A collection's migration failure records: `f ‖ id`.
+    Failures,
+    /// A collection's migration cursors: `m ‖ target version`.
+    Cursors,
+    /// A collection's migration progress records: `p ‖ run id`.
+    Progress,
+    /// Outside every key space of its tree.
+    Unknown,
+}
+
+impl fmt::Display for KeySpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeySpace::Meta => "collection record",
+            KeySpace::Ledger => "ledger",
+            KeySpace::Heads => "head",
+            KeySpace::Revisions => "revision",
+            KeySpace::Counters => "counter",
+            KeySpace::Failures => "failure record",
+            KeySpace::Cursors => "migration cursor",
+            KeySpace::Progress => "progress record",
+            KeySpace::Unknown => "unknown",
+        })
+    }
+}
+
+/// How often a walk (verify, export, import) reports progress, in items.
+pub(crate) const PROGRESS_EVERY: u64 = 1024;
 
 /// How many problems a [`VerifyReport`] lists; [`VerifyReport::problem_count`] counts them all.
 pub const MAX_REPORTED_PROBLEMS: usize = 1000;
@@ -475,6 +518,52 @@ impl RepairReport {
         !self.counters.is_empty()
             || self.malformed_counters_removed > 0
             || self.stale_failures_removed > 0
+    }
+}
+
+impl Store {
+    /// Checks every collection: every revision of every document decodes (envelope and
+    /// MessagePack payload), each document's revisions count 1, 2, 3, … without gaps, every head
+    /// names its last revision with the same version and removed flag, the counters equal what the
+    /// heads and failure records say, every failure record names its document's current head, and
+    /// every migration cursor is a valid id. Also checks `_meta` and `_ledger` records decode.
+    ///
+    /// Reads everything, so it takes as long as reading the whole database; each collection is
+    /// walked under its write lock, so writes to it wait meanwhile. Problems are reported, never
+    /// raised: no bytes on disk make it fail or panic.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the storage engine fails.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.verify_with_progress(|_| {})
+    }
+
+    /// As [`verify`](Self::verify), calling `progress` with the number of documents checked so
+    /// far, every thousand or so documents and at the end of each collection.
+    ///
+    /// `progress` runs while a collection's write lock is held: it must not write to the store.
+    ///
+    /// # Errors
+    ///
+    /// As [`verify`](Self::verify).
+    pub fn verify_with_progress(
+        &self,
+        mut progress: impl FnMut(u64),
+    ) -> Result<VerifyReport, StoreError> {
+        self.inner().engine.verify(self, &mut progress)
+    }
+
+    /// Recomputes every collection's counters from its heads and failure records, and persists
+    /// those that differ, in one atomic batch per collection under its write lock. Failure
+    /// records that no longer name their document's live head, and malformed counter keys, are
+    /// removed in the same batch. Heads and revisions are never changed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the storage engine fails.
+    pub fn repair_counters(&self) -> Result<RepairReport, StoreError> {
+        self.inner().engine.repair_counters(self)
     }
 }
 

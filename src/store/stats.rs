@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::engine::sled::backend;
 use super::{Store, StoreError};
 
 /// One collection's counts, from its counters: no scan.
@@ -49,7 +48,7 @@ impl Store {
     ///
     /// [`StoreError::Backend`].
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.sled()?.db().size_on_disk().map_err(backend)
+        self.inner().engine.size_on_disk()
     }
 
     /// Every collection's counts per version, removed and failed documents, and the size on
@@ -89,7 +88,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fixtures::migrated_store;
+    use crate::store::engine::sled::fixtures::migrated_store;
 
     #[test]
     fn stats_read_the_counters() {

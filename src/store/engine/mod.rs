@@ -22,8 +22,11 @@ pub(crate) mod sled;
 use std::collections::BTreeSet;
 use std::fmt;
 
+use super::backup::{BackupError, Frame};
 use super::counters::Counters;
 use super::error::StoreError;
+use super::logical::LogicalRecord;
+use super::{RepairReport, Store, VerifyReport};
 use crate::id::Revision;
 use crate::record::{self, Kind, Origin, RecordError};
 
@@ -103,11 +106,48 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug {
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
 
+    /// The bytes the store takes on disk.
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+
+    /// The consistency check behind [`Store::verify_with_progress`]: walks every record.
+    fn verify(
+        &self,
+        store: &Store,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyReport, StoreError>;
+
+    /// Recomputes the counts from the heads and failure records (see
+    /// [`Store::repair_counters`]).
+    fn repair_counters(&self, store: &Store) -> Result<RepairReport, StoreError>;
+
+    /// Streams every logical record of the store to `sink`, in backup order (see `logical`).
+    fn export(
+        &self,
+        store: &Store,
+        sink: &mut dyn FnMut(LogicalRecord) -> Result<(), BackupError>,
+    ) -> Result<(), BackupError>;
+
+    /// Starts loading a backup into the store, which must be empty.
+    fn import<'a>(&'a self, store: &'a Store) -> Result<Box<dyn Import + 'a>, BackupError>;
+
     /// Whether the engine can still be used.
     fn state(&self) -> StoreState;
 
     /// The engine as itself, for what only one engine offers (its files, its repairs).
     fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// A backup being loaded into a store, frame by frame.
+pub(crate) trait Import {
+    /// Loads one frame of the backup.
+    fn frame(&mut self, frame: Frame) -> Result<(), BackupError>;
+
+    /// Completes the import once every frame is loaded: counts recomputed, run ids handed out
+    /// later above every run the backup names.
+    fn finish(self: Box<Self>) -> Result<(), BackupError>;
+
+    /// Removes whatever was loaded, leaving the store as empty as it was found.
+    fn abort(self: Box<Self>) -> Result<(), StoreError>;
 }
 
 /// One collection's engine.

@@ -15,14 +15,11 @@
 //! Ids never contain NUL, so the 0x00 after an id ends it: the revisions of `ab` (`r ab 00 …`) and of
 //! `abc` (`r abc 00 …`) are disjoint ranges, and a prefix scan of one never meets the other.
 
-use std::fmt;
-
-use serde::Serialize;
-
 use super::COLLECTION_TREE_PREFIX;
 use crate::id::{self, Revision};
 use crate::store::counters::Counter;
 pub(crate) use crate::store::engine::Head;
+pub(crate) use crate::store::report::KeySpace;
 
 pub(crate) const HEAD: u8 = b'h';
 pub(crate) const REVISION: u8 = b'r';
@@ -162,48 +159,6 @@ impl Counter {
 
 // ---------------------------------------------------------------------------------------------
 // Parsing keys read back from disk
-
-/// A key space of the store: where a key that does not parse was found, as
-/// [`Problem::MalformedKey`](crate::Problem::MalformedKey) names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum KeySpace {
-    /// `_meta`: one record per collection, keyed by its name.
-    Meta,
-    /// `_ledger`: one record per migration run, keyed by its collection and run id.
-    Ledger,
-    /// A collection's heads: `h ‖ id`.
-    Heads,
-    /// A collection's revisions: `r ‖ id ‖ 0x00 ‖ revision`.
-    Revisions,
-    /// A collection's counters: `c ‖ class ‖ version`.
-    Counters,
-    /// A collection's migration failure records: `f ‖ id`.
-    Failures,
-    /// A collection's migration cursors: `m ‖ target version`.
-    Cursors,
-    /// A collection's migration progress records: `p ‖ run id`.
-    Progress,
-    /// Outside every key space of its tree.
-    Unknown,
-}
-
-impl fmt::Display for KeySpace {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeySpace::Meta => "collection record",
-            KeySpace::Ledger => "ledger",
-            KeySpace::Heads => "head",
-            KeySpace::Revisions => "revision",
-            KeySpace::Counters => "counter",
-            KeySpace::Failures => "failure record",
-            KeySpace::Cursors => "migration cursor",
-            KeySpace::Progress => "progress record",
-            KeySpace::Unknown => "unknown",
-        })
-    }
-}
 
 impl KeySpace {
     /// The key space a key of the tree `tree` (`_meta`, `_ledger`, `c/<name>`) is in, by its

@@ -7,9 +7,18 @@
 
 pub(crate) mod collection;
 pub(crate) mod commit;
+pub(crate) mod damaged;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub(crate) mod guard;
 pub(crate) mod keys;
+pub(crate) mod logical;
+pub(crate) mod repair;
+pub(crate) mod repair_counters;
+pub(crate) mod salvage;
 pub(crate) mod scan;
+pub(crate) mod verify;
+pub(crate) mod walk;
 pub(crate) mod write;
 
 use std::collections::HashMap;
@@ -22,9 +31,12 @@ use parking_lot::Mutex;
 use self::collection::SledCollection;
 use self::commit::GroupCommit;
 use self::guard::{Damage, Db, Fault, Health, OpenFault, Tree};
-use super::{Bytes, CollectionEngine, Engine, StoreState};
+use super::{Bytes, CollectionEngine, Engine, Import, StoreState};
+use crate::store::backup::BackupError;
 use crate::store::error::{BackendError, CONF_REMEDY, DB_REMEDY, SNAPSHOT_REMEDY};
+use crate::store::logical::LogicalRecord;
 use crate::store::{Durability, StoreError};
+use crate::store::{RepairReport, Store, VerifyReport};
 
 pub(crate) const META_TREE: &str = "_meta";
 pub(crate) const LEDGER_TREE: &str = "_ledger";
@@ -189,7 +201,7 @@ impl Engine for SledEngine {
     }
 
     fn next_run_id(&self) -> Result<u64, StoreError> {
-        crate::store::logical_sled::next_run_id(self)
+        logical::next_run_id(self)
     }
 
     fn has_ledger(&self) -> bool {
@@ -259,6 +271,38 @@ impl Engine for SledEngine {
 
     fn state(&self) -> StoreState {
         self.db().health().state()
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.db().size_on_disk().map_err(backend)
+    }
+
+    fn verify(
+        &self,
+        store: &Store,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyReport, StoreError> {
+        store.verify_sled(progress)
+    }
+
+    fn repair_counters(&self, store: &Store) -> Result<RepairReport, StoreError> {
+        store.repair_counters_sled()
+    }
+
+    fn export(
+        &self,
+        store: &Store,
+        sink: &mut dyn FnMut(LogicalRecord) -> Result<(), BackupError>,
+    ) -> Result<(), BackupError> {
+        logical::export_records(store, sink)
+    }
+
+    fn import<'a>(&'a self, store: &'a Store) -> Result<Box<dyn Import + 'a>, BackupError> {
+        logical::begin_import(store)?;
+        Ok(Box::new(logical::SledImport {
+            store,
+            loader: logical::Loader::new(store)?,
+        }))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

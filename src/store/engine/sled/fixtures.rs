@@ -4,8 +4,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::sled::guard::Tree;
-use super::{Problem, Store, VerifyReport};
+use crate::store::engine::sled::guard::Tree;
+use crate::store::{Problem, Store, VerifyReport};
 use crate::{DocId, StepError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -63,7 +63,7 @@ fn note(text: &str) -> Note {
 }
 
 /// A store with notes (one updated, one removed) and tasks at version 1.
-pub(super) fn populate(store: &Store) -> (Vec<DocId>, Vec<DocId>) {
+pub(crate) fn populate(store: &Store) -> (Vec<DocId>, Vec<DocId>) {
     let notes = store.collection::<Note>().unwrap();
     let ids = notes
         .insert_many(&[note("a"), note("b"), note("c")])
@@ -85,7 +85,7 @@ pub(super) fn populate(store: &Store) -> (Vec<DocId>, Vec<DocId>) {
 }
 
 /// A store at `dir` whose tasks were migrated to version 2 (one failed), closed again.
-pub(super) fn migrated_store(dir: &Path) -> (Vec<DocId>, Vec<DocId>) {
+pub(crate) fn migrated_store(dir: &Path) -> (Vec<DocId>, Vec<DocId>) {
     let ids = {
         let store = Store::open(dir).unwrap();
         populate(&store)
@@ -97,7 +97,7 @@ pub(super) fn migrated_store(dir: &Path) -> (Vec<DocId>, Vec<DocId>) {
     ids
 }
 
-pub(super) fn tree(store: &Store, name: &str) -> Tree {
+pub(crate) fn tree(store: &Store, name: &str) -> Tree {
     store
         .sled()
         .unwrap()
@@ -106,7 +106,7 @@ pub(super) fn tree(store: &Store, name: &str) -> Tree {
         .unwrap()
 }
 
-pub(super) fn kinds(report: &VerifyReport) -> Vec<&'static str> {
+pub(crate) fn kinds(report: &VerifyReport) -> Vec<&'static str> {
     report
         .problems
         .iter()

@@ -16,19 +16,19 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::backup::{BackupError, BackupSummary, HashingWriter};
-use super::damaged::{point, scan_range, Point, MAX_PROBED_REVISIONS};
-use super::engine::sled::backend;
-use super::engine::sled::guard::Tree;
-use super::engine::sled::keys::{
+use crate::id::Revision;
+use crate::store::backup::{BackupError, BackupSummary, HashingWriter};
+use crate::store::engine::sled::backend;
+use crate::store::engine::sled::damaged::{point, scan_range, Point, MAX_PROBED_REVISIONS};
+use crate::store::engine::sled::guard::Tree;
+use crate::store::engine::sled::keys::{
     self, collection_of_tree, parse_head_key, parse_revision_key, Head,
 };
-use super::logical::LogicalRecord;
-use super::logical_sled::{salvaged_records, SalvagedTree};
-use super::report::escape;
-use super::walk::DEFAULT_TREE;
-use super::{Problem, RepairReport, Store, StoreError, VerifyReport};
-use crate::id::Revision;
+use crate::store::engine::sled::logical::{salvaged_records, SalvagedTree};
+use crate::store::engine::sled::walk::DEFAULT_TREE;
+use crate::store::logical::LogicalRecord;
+use crate::store::report::escape;
+use crate::store::{Problem, RepairReport, Store, StoreError, VerifyReport};
 
 /// What [`Store::export_salvage`] wrote, and what it could not read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

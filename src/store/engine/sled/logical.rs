@@ -11,24 +11,27 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, PoisonError};
 
-use super::backup::{BackupError, Frame, IMPORT_MARKER};
-use super::counters::Counter;
-use super::engine::sled::guard::{Db, Tree};
-use super::engine::sled::keys::{
+use crate::id::Revision;
+use crate::record::{self, RecordError};
+use crate::store::backup::{BackupError, Frame, IMPORT_MARKER};
+use crate::store::counters::Counter;
+use crate::store::engine::sled::guard::{Db, Tree};
+use crate::store::engine::sled::keys::{
     self, collection_of_tree, ledger as ledger_key, ledger_run, parse_failure_key, parse_head_key,
     parse_revision_key, Head,
 };
-use super::engine::sled::{backend, SledEngine, COLLECTION_TREE_PREFIX, LEDGER_TREE, META_TREE};
-use super::engine::FailureRecord;
-use super::logical::LogicalRecord;
-use super::report::escape;
-use super::walk::DEFAULT_TREE;
-use super::{validate_collection_name, Problem, Store, StoreError};
-use crate::id::Revision;
-use crate::record::{self, RecordError};
+use crate::store::engine::sled::walk::DEFAULT_TREE;
+use crate::store::engine::sled::{
+    backend, SledEngine, COLLECTION_TREE_PREFIX, LEDGER_TREE, META_TREE,
+};
+use crate::store::engine::FailureRecord;
+use crate::store::engine::Import;
+use crate::store::logical::LogicalRecord;
+use crate::store::report::escape;
+use crate::store::{validate_collection_name, Problem, Store, StoreError};
 
 /// The key of the run id counter, in the default tree.
-pub(super) const RUN_COUNTER: &[u8] = b"revolve/last-run-id";
+pub(crate) const RUN_COUNTER: &[u8] = b"revolve/last-run-id";
 /// Serialises run id allocation within the process; sled lets one process open a database.
 static RUN_IDS: Mutex<()> = Mutex::new(());
 /// Keys restored per `apply_batch`.
@@ -213,7 +216,7 @@ impl Outside {
 /// collection's records under its write lock. A key no record can hold (a malformed key, a head
 /// that does not decode, a stray tree, an unfinished import) stops the export with
 /// [`BackupError::Unexportable`]: counters and cursors are left out as derived.
-pub(super) fn export_records(
+pub(crate) fn export_records(
     store: &Store,
     sink: &mut dyn FnMut(LogicalRecord) -> Result<(), BackupError>,
 ) -> Result<(), BackupError> {
@@ -353,18 +356,18 @@ fn emit_runs(
 }
 
 /// What a salvage read of a tree holds: every readable entry.
-pub(super) type SalvagedTree = BTreeMap<Vec<u8>, sled::IVec>;
+pub(crate) type SalvagedTree = BTreeMap<Vec<u8>, sled::IVec>;
 
 /// Salvages one collection's tree: given the collection and the tree's name, what it could read
 /// (what it could not is added to the problems).
-pub(super) type SalvageCollection<'s> =
+pub(crate) type SalvageCollection<'s> =
     dyn FnMut(&str, &[u8], &mut Vec<Problem>) -> Result<SalvagedTree, BackupError> + 's;
 
 /// The logical records of what a salvage read, in order: `outside` holds what was read of the
 /// trees that are not a collection's, by tree name; each collection tree (by collection, with its
 /// tree name) is read by `salvage` when its turn comes, so that one is held in memory at a time.
 /// What no record can hold is listed in `unreadable` as [`Problem::MalformedKey`] and left out.
-pub(super) fn salvaged_records(
+pub(crate) fn salvaged_records(
     outside_trees: &BTreeMap<Vec<u8>, SalvagedTree>,
     collection_trees: &BTreeMap<String, Vec<u8>>,
     salvage: &mut SalvageCollection<'_>,
@@ -522,7 +525,7 @@ fn every_tree(db: &Db) -> Result<Vec<Tree>, StoreError> {
 }
 
 /// Begins an import into `store`: refuses one that holds data, then marks it incomplete.
-pub(super) fn begin_import(store: &Store) -> Result<(), BackupError> {
+pub(crate) fn begin_import(store: &Store) -> Result<(), BackupError> {
     let db = store.sled()?.db();
     for tree in every_tree(db)? {
         if !tree.is_empty().map_err(backend)? {
@@ -537,7 +540,7 @@ pub(super) fn begin_import(store: &Store) -> Result<(), BackupError> {
 }
 
 /// Removes everything an import wrote, the incomplete mark with it.
-pub(super) fn abort_import(store: &Store) -> Result<(), StoreError> {
+pub(crate) fn abort_import(store: &Store) -> Result<(), StoreError> {
     for tree in every_tree(store.sled()?.db())? {
         tree.clear().map_err(backend)?;
     }
@@ -545,7 +548,7 @@ pub(super) fn abort_import(store: &Store) -> Result<(), StoreError> {
 }
 
 /// Ends an import: run ids handed out later stay above `max_run`, and the mark goes.
-pub(super) fn end_import(store: &Store, max_run: u64) -> Result<(), StoreError> {
+pub(crate) fn end_import(store: &Store, max_run: u64) -> Result<(), StoreError> {
     let db = store.sled()?.db();
     raise_run_counter(db, max_run)?;
     db.remove(IMPORT_MARKER).map_err(backend)?;
@@ -553,7 +556,7 @@ pub(super) fn end_import(store: &Store, max_run: u64) -> Result<(), StoreError> 
 }
 
 /// Loads an import's frames, physical (format 1) or logical, into a store `begin_import` marked.
-pub(super) struct Loader<'a> {
+pub(crate) struct Loader<'a> {
     db: &'a Db,
     /// The tree frames go to, with its name; for a logical import, the collection's.
     tree: Option<(Vec<u8>, Tree)>,
@@ -564,11 +567,11 @@ pub(super) struct Loader<'a> {
     meta: Option<Tree>,
     ledger: Option<Tree>,
     /// The highest migration run id the backup names.
-    pub(super) max_run: u64,
+    pub(crate) max_run: u64,
 }
 
 impl<'a> Loader<'a> {
-    pub(super) fn new(store: &'a Store) -> Result<Self, StoreError> {
+    pub(crate) fn new(store: &'a Store) -> Result<Self, StoreError> {
         Ok(Self {
             db: store.sled()?.db(),
             tree: None,
@@ -581,7 +584,7 @@ impl<'a> Loader<'a> {
         })
     }
 
-    pub(super) fn frame(&mut self, frame: Frame) -> Result<(), BackupError> {
+    pub(crate) fn frame(&mut self, frame: Frame) -> Result<(), BackupError> {
         match frame {
             Frame::Tree(name) => {
                 self.apply()?;
@@ -728,7 +731,7 @@ impl<'a> Loader<'a> {
     }
 
     /// Writes everything staged; called once the last frame is read.
-    pub(super) fn finish(&mut self) -> Result<(), BackupError> {
+    pub(crate) fn finish(&mut self) -> Result<(), BackupError> {
         self.finish_collection()
     }
 
@@ -757,5 +760,32 @@ fn run_of_entry(tree: &[u8], key: &[u8], value: &[u8]) -> Option<u64> {
         }
     } else {
         None
+    }
+}
+
+/// A backup being loaded into a sled store (see [`Import`]).
+pub(crate) struct SledImport<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) loader: Loader<'a>,
+}
+
+impl Import for SledImport<'_> {
+    fn frame(&mut self, frame: Frame) -> Result<(), BackupError> {
+        self.loader.frame(frame)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), BackupError> {
+        self.loader.finish()?;
+        let max_run = self.loader.max_run;
+        let store = self.store;
+        drop(self);
+        end_import(store, max_run)?;
+        Ok(())
+    }
+
+    fn abort(self: Box<Self>) -> Result<(), StoreError> {
+        let store = self.store;
+        drop(self);
+        abort_import(store)
     }
 }

@@ -11,57 +11,35 @@ use std::ops::Bound;
 
 use serde::de::IgnoredAny;
 
-use super::backup::IMPORT_MARKER;
-use super::counters::Counter;
-use super::engine::sled::backend;
-use super::engine::sled::guard::{Fault, Iter, Tree};
-use super::engine::sled::keys::ledger as ledger_key;
-use super::engine::sled::keys::{
+use crate::id;
+use crate::record::{self, Kind};
+use crate::store::backup::IMPORT_MARKER;
+use crate::store::counters::Counter;
+use crate::store::engine::sled::backend;
+use crate::store::engine::sled::guard::{Fault, Iter, Tree};
+use crate::store::engine::sled::keys::ledger as ledger_key;
+use crate::store::engine::sled::keys::{
     self, parse_cursor_key, parse_failure_key, parse_head_key, parse_ledger_key,
     parse_progress_key, parse_revision_key, Head, KeyError, KeySpace,
 };
-use super::engine::sled::LEDGER_TREE;
-use super::engine::sled::{COLLECTION_TREE_PREFIX, META_TREE};
-use super::report::escape;
-use super::walk::PROGRESS_EVERY;
-use super::{validate_collection_name, FailureRecord, Problem, Store, StoreError, VerifyReport};
-use crate::id;
-use crate::record::{self, Kind};
+use crate::store::engine::sled::walk::PROGRESS_EVERY;
+use crate::store::engine::sled::LEDGER_TREE;
+use crate::store::engine::sled::{COLLECTION_TREE_PREFIX, META_TREE};
+use crate::store::report::escape;
+use crate::store::{
+    validate_collection_name, FailureRecord, Problem, Store, StoreError, VerifyReport,
+};
 
 impl Store {
-    /// Checks every collection: every revision of every document decodes (envelope and
-    /// MessagePack payload), each document's revisions count 1, 2, 3, … without gaps, every head
-    /// names its last revision with the same version and removed flag, the counters equal what the
-    /// heads and failure records say, every failure record names its document's current head, and
-    /// every migration cursor is a valid id. Also checks `_meta` and `_ledger` records decode.
-    ///
-    /// Reads everything, so it takes as long as reading the whole database; each collection is
-    /// walked under its write lock, so writes to it wait meanwhile. Problems are reported, never
-    /// raised: no bytes on disk make it fail or panic.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Backend`] when the storage engine fails.
-    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        self.verify_with_progress(|_| {})
-    }
-
-    /// As [`verify`](Self::verify), calling `progress` with the number of documents checked so
-    /// far, every thousand or so documents and at the end of each collection.
-    ///
-    /// `progress` runs while a collection's write lock is held: it must not write to the store.
-    ///
-    /// # Errors
-    ///
-    /// As [`verify`](Self::verify).
-    pub fn verify_with_progress(
+    /// The walk behind [`Store::verify_with_progress`] on sled.
+    pub(crate) fn verify_sled(
         &self,
-        mut progress: impl FnMut(u64),
+        progress: &mut dyn FnMut(u64),
     ) -> Result<VerifyReport, StoreError> {
         let mut check = Check {
             report: VerifyReport::default(),
             max_depth: self.inner().max_depth,
-            progress: &mut progress,
+            progress,
         };
         let mut registered = BTreeSet::new();
         // The last key read, malformed or not: where damage that stops the walk begins.
@@ -147,15 +125,15 @@ impl Store {
 // ---------------------------------------------------------------------------------------------
 // Verify
 
-pub(super) struct Check<'p> {
-    pub(super) report: VerifyReport,
+pub(crate) struct Check<'p> {
+    pub(crate) report: VerifyReport,
     max_depth: usize,
-    pub(super) progress: &'p mut dyn FnMut(u64),
+    pub(crate) progress: &'p mut dyn FnMut(u64),
 }
 
 /// What a revision's envelope says of the document.
 #[derive(Clone, Copy)]
-pub(super) enum Stored {
+pub(crate) enum Stored {
     /// The envelope does not decode.
     Unreadable,
     /// At this version; `None` for a removal.
@@ -163,7 +141,7 @@ pub(super) enum Stored {
 }
 
 /// A head as found: `None` when its value does not decode.
-pub(super) type FoundHead = (String, Option<Head>);
+pub(crate) type FoundHead = (String, Option<Head>);
 /// One document's revisions as found, in key order.
 type FoundRevisions = (String, Vec<(u64, sled::IVec)>);
 
@@ -247,7 +225,7 @@ impl Check<'_> {
     }
 
     /// Checks every failure record names its document's live head, and counts those that do.
-    pub(super) fn failures(
+    pub(crate) fn failures(
         &mut self,
         name: &str,
         tree_name: &str,
@@ -276,7 +254,7 @@ impl Check<'_> {
     }
 
     /// Compares the stored counters with what the heads and failure records say.
-    pub(super) fn counters(
+    pub(crate) fn counters(
         &mut self,
         name: &str,
         tree: &Tree,
@@ -313,7 +291,7 @@ impl Check<'_> {
     }
 
     /// Checks every migration cursor holds a valid id.
-    pub(super) fn cursors(
+    pub(crate) fn cursors(
         &mut self,
         name: &str,
         tree_name: &str,
@@ -345,7 +323,7 @@ impl Check<'_> {
     }
 
     /// Reports progress records that name no run of the ledger.
-    pub(super) fn progress_records(
+    pub(crate) fn progress_records(
         &mut self,
         store: &Store,
         name: &str,
@@ -380,7 +358,7 @@ impl Check<'_> {
     }
 
     /// Reports keys outside every key space.
-    pub(super) fn stray_keys(&mut self, tree_name: &str, tree: &Tree) -> Result<(), StoreError> {
+    pub(crate) fn stray_keys(&mut self, tree_name: &str, tree: &Tree) -> Result<(), StoreError> {
         let spaces = [
             keys::COUNTER,
             keys::FAILURE,
@@ -426,7 +404,7 @@ impl Check<'_> {
     }
 
     /// Checks a document's head against its revisions, and counts it.
-    pub(super) fn document(
+    pub(crate) fn document(
         &mut self,
         collection: &str,
         (id, head): FoundHead,
@@ -477,7 +455,7 @@ impl Check<'_> {
 
     /// Decodes a document's revisions and checks they count up from 1 without gaps. Returns the
     /// last revision's number and what its envelope says.
-    pub(super) fn chain(
+    pub(crate) fn chain(
         &mut self,
         collection: &str,
         id: &str,
@@ -595,7 +573,7 @@ impl Groups {
 }
 
 /// The problem a key that does not parse in its key space is.
-pub(super) fn malformed_key(tree_name: &str, key: &[u8], error: KeyError) -> Problem {
+pub(crate) fn malformed_key(tree_name: &str, key: &[u8], error: KeyError) -> Problem {
     Problem::MalformedKey {
         tree: tree_name.to_owned(),
         space: error.space,
@@ -607,7 +585,7 @@ pub(super) fn malformed_key(tree_name: &str, key: &[u8], error: KeyError) -> Pro
 /// A counter's key and value as stored; `Err` with what is wrong with them.
 ///
 /// Here rather than in `keys`, which `counters` imports.
-pub(super) fn decode_counter(key: &[u8], value: &[u8]) -> Result<(Counter, u64), &'static str> {
+pub(crate) fn decode_counter(key: &[u8], value: &[u8]) -> Result<(Counter, u64), &'static str> {
     let counter = Counter::from_key(key)
         .ok_or("the key is not `c`, a class (`l`, `r` or `f`) and a version")?;
     let count = <[u8; 8]>::try_from(value).map_err(|_| "the value is not an 8-byte count")?;
@@ -616,7 +594,7 @@ pub(super) fn decode_counter(key: &[u8], value: &[u8]) -> Result<(Counter, u64),
 
 /// Whether a failure record names its document's current live head: `Ok` with the head's version
 /// if it does, `Err` with the reason if not.
-pub(super) fn current_failure(
+pub(crate) fn current_failure(
     tree: &Tree,
     id: &str,
     bytes: &[u8],
@@ -661,7 +639,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::id::Revision;
-    use crate::store::fixtures::{kinds, migrated_store, tree};
+    use crate::store::engine::sled::fixtures::{kinds, migrated_store, tree};
     use crate::store::CounterKind;
 
     #[test]

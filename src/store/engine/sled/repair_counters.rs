@@ -3,23 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::counters::{Counter, Counters};
-use super::engine::sled::backend;
-use super::engine::sled::guard::Tree;
-use super::engine::sled::keys::{self, parse_failure_key, parse_head_key, Head};
-use super::verify::{current_failure, decode_counter};
-use super::{CounterChange, RepairReport, Store, StoreError};
+use crate::store::counters::{Counter, Counters};
+use crate::store::engine::sled::backend;
+use crate::store::engine::sled::guard::Tree;
+use crate::store::engine::sled::keys::{self, parse_failure_key, parse_head_key, Head};
+use crate::store::engine::sled::verify::{current_failure, decode_counter};
+use crate::store::{CounterChange, RepairReport, Store, StoreError};
 
 impl Store {
-    /// Recomputes every collection's counters from its heads and failure records, and persists
-    /// those that differ, in one atomic batch per collection under its write lock. Failure
-    /// records that no longer name their document's live head, and malformed counter keys, are
-    /// removed in the same batch. Heads and revisions are never changed.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Backend`] when the storage engine fails.
-    pub fn repair_counters(&self) -> Result<RepairReport, StoreError> {
+    /// The repair behind [`Store::repair_counters`] on sled.
+    pub(crate) fn repair_counters_sled(&self) -> Result<RepairReport, StoreError> {
         let mut report = RepairReport::default();
         for (name, tree_name) in &self.collection_trees()? {
             report.collections += 1;
@@ -106,7 +99,7 @@ mod tests {
 
     use super::*;
     use crate::record;
-    use crate::store::fixtures::{kinds, migrated_store, populate, tree};
+    use crate::store::engine::sled::fixtures::{kinds, migrated_store, populate, tree};
     use crate::store::{CounterKind, FailureRecord, Problem};
 
     #[test]

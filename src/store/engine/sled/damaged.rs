@@ -11,30 +11,30 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
-use super::counters::Counter;
-use super::engine::sled::backend;
-use super::engine::sled::guard::{Fault, Tree};
-use super::engine::sled::keys::{self, parse_head_key, parse_revision_key, Head, KeyError};
-use super::engine::sled::COLLECTION_TREE_PREFIX;
-use super::report::escape;
-use super::verify::{decode_counter, malformed_key, Check};
-use super::{Problem, StoreError};
 use crate::id::Revision;
+use crate::store::counters::Counter;
+use crate::store::engine::sled::backend;
+use crate::store::engine::sled::guard::{Fault, Tree};
+use crate::store::engine::sled::keys::{self, parse_head_key, parse_revision_key, Head, KeyError};
+use crate::store::engine::sled::verify::{decode_counter, malformed_key, Check};
+use crate::store::engine::sled::COLLECTION_TREE_PREFIX;
+use crate::store::report::escape;
+use crate::store::{Problem, StoreError};
 
 /// Revisions past this many are not point-read one by one on the word of a head alone.
-pub(super) const MAX_PROBED_REVISIONS: u64 = 100_000;
+pub(crate) const MAX_PROBED_REVISIONS: u64 = 100_000;
 
 /// A stretch of a key space that could not be read.
-pub(super) struct Unreadable {
+pub(crate) struct Unreadable {
     /// The last key read before it; the space's prefix when none was.
-    pub(super) after: Vec<u8>,
+    pub(crate) after: Vec<u8>,
     /// What the storage engine reported.
-    pub(super) detail: String,
+    pub(crate) detail: String,
 }
 
 /// Scans the key space starting with `prefix`, going on past what cannot be read (see
 /// [`scan_range`]).
-pub(super) fn scan_around(
+pub(crate) fn scan_around(
     tree: &Tree,
     prefix: u8,
     hints: &BTreeSet<Vec<u8>>,
@@ -54,7 +54,7 @@ pub(super) fn scan_around(
 /// past the last key read's prefixes (see [`skips`]) beyond every key read or tried, reads back
 /// from a restart towards the damage, then searches what it stepped over by bisection (see
 /// [`bisect`]). Returns the stretches it could not read. A key may be visited twice.
-pub(super) fn scan_range(
+pub(crate) fn scan_range(
     tree: &Tree,
     mut start: Vec<u8>,
     end: Option<&[u8]>,
@@ -243,13 +243,13 @@ fn skips(key: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
 }
 
 /// What a point read found.
-pub(super) enum Point<T> {
+pub(crate) enum Point<T> {
     Found(T),
     Absent,
     Unreadable,
 }
 
-pub(super) fn point(tree: &Tree, key: &[u8]) -> Result<Point<sled::IVec>, StoreError> {
+pub(crate) fn point(tree: &Tree, key: &[u8]) -> Result<Point<sled::IVec>, StoreError> {
     match tree.get(key) {
         Ok(Some(value)) => Ok(Point::Found(value)),
         Ok(None) => Ok(Point::Absent),
@@ -262,7 +262,7 @@ impl Check<'_> {
     /// Checks a collection whose tree cannot be walked in order (see the module's notes).
     // Scan, cross-check, count: one pass each, in order; splitting further only scatters them.
     #[allow(clippy::too_many_lines)]
-    pub(super) fn damaged_collection(&mut self, name: &str, tree: &Tree) -> Result<(), StoreError> {
+    pub(crate) fn damaged_collection(&mut self, name: &str, tree: &Tree) -> Result<(), StoreError> {
         let tree_name = format!("{COLLECTION_TREE_PREFIX}{name}");
         let none = BTreeSet::new();
 

@@ -3,22 +3,21 @@
 
 use std::collections::BTreeMap;
 
-use super::counters::Counters;
-use super::engine::sled::backend;
-use super::engine::sled::guard::Tree;
-use super::engine::sled::keys::collection_of_tree;
-use super::{validate_collection_name, Store, StoreError};
+use crate::store::counters::Counters;
+use crate::store::engine::sled::backend;
+use crate::store::engine::sled::guard::Tree;
+use crate::store::engine::sled::keys::collection_of_tree;
+use crate::store::{validate_collection_name, Store, StoreError};
 
 /// The name sled gives its default tree.
-pub(super) const DEFAULT_TREE: &[u8] = b"__sled__default";
-/// How often a walk reports progress, in items.
-pub(super) const PROGRESS_EVERY: u64 = 1024;
+pub(crate) const DEFAULT_TREE: &[u8] = b"__sled__default";
+pub(crate) use crate::store::report::PROGRESS_EVERY;
 
 impl Store {
     /// The collection trees of the database with their collections' names, in the order of the
     /// trees' names. Keyed by the tree, not the collection's name: every tree is walked, even
     /// two whose names are not UTF-8 alike.
-    pub(super) fn collection_trees(&self) -> Result<Vec<(String, sled::IVec)>, StoreError> {
+    pub(crate) fn collection_trees(&self) -> Result<Vec<(String, sled::IVec)>, StoreError> {
         let trees: BTreeMap<sled::IVec, String> = self
             .sled()?
             .db()
@@ -34,7 +33,7 @@ impl Store {
     /// A collection that cannot be opened the usual way (a malformed counter, a tree name no
     /// program could register) is worked on without counters, holding the lock every opening of a
     /// collection takes, so that no handle to it appears meanwhile.
-    pub(super) fn with_collection<R, E: From<StoreError>>(
+    pub(crate) fn with_collection<R, E: From<StoreError>>(
         &self,
         name: &str,
         tree_name: &[u8],

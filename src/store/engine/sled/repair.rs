@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::engine::sled::guard::{newest_snapshot, snapshot_intact};
-use super::{Store, StoreError, VerifyReport};
+use crate::store::engine::sled::guard::{newest_snapshot, snapshot_intact};
+use crate::store::{Store, StoreError, VerifyReport};
 
 /// What [`Store::rebuild_snapshot`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
