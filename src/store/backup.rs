@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::engine::Head;
+use super::head::Head;
 use super::logical::{LogicalRecord, Sequence};
 use super::report::hex;
 use super::report::PROGRESS_EVERY;

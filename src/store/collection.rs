@@ -13,7 +13,6 @@ use parking_lot::Mutex;
 use super::engine::{
     Action, Bytes, ChunkItem, CollectionEngine, Commit, EncodedRevision, Head, Outcome, Seen,
 };
-use super::iter::Iter;
 use super::{Store, StoreError};
 use crate::id::{self, DocId, Revision};
 use crate::record::{self, Envelope, Kind, Origin};
@@ -617,22 +616,6 @@ impl<T: Schema> Collection<T> {
             Some(bytes) => self.decode(id, &bytes),
             None => Ok(None),
         }
-    }
-
-    /// The current documents in id order, upgraded to `T`; removed ones are left out.
-    ///
-    /// A document that cannot be upgraded yields one [`StoreError::Upgrade`] (naming it, with its
-    /// raw revision) and the iterator goes on to the next; so does one whose bytes are damaged
-    /// ([`StoreError::Corrupt`]).
-    #[must_use]
-    pub fn iter(&self) -> Iter<T> {
-        Iter::new(self.clone(), self.raw.core.engine.heads(None, false))
-    }
-
-    /// The current documents whose id comes after `id`, in id order: for paging.
-    #[must_use]
-    pub fn iter_after(&self, id: &str) -> Iter<T> {
-        Iter::new(self.clone(), self.raw.core.engine.heads(Some(id), false))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::engine::Head;
+use super::head::Head;
 
 /// One counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

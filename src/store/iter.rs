@@ -8,6 +8,24 @@ use super::StoreError;
 use crate::id::Revision;
 use crate::schema::Schema;
 
+impl<T: Schema> Collection<T> {
+    /// The current documents in id order, upgraded to `T`; removed ones are left out.
+    ///
+    /// A document that cannot be upgraded yields one [`StoreError::Upgrade`] (naming it, with its
+    /// raw revision) and the iterator goes on to the next; so does one whose bytes are damaged
+    /// ([`StoreError::Corrupt`]).
+    #[must_use]
+    pub fn iter(&self) -> Iter<T> {
+        Iter::new(self.clone(), self.raw.core.engine.heads(None, false))
+    }
+
+    /// The current documents whose id comes after `id`, in id order: for paging.
+    #[must_use]
+    pub fn iter_after(&self, id: &str) -> Iter<T> {
+        Iter::new(self.clone(), self.raw.core.engine.heads(Some(id), false))
+    }
+}
+
 impl<T: Schema> IntoIterator for &Collection<T> {
     type Item = Result<Document<T>, StoreError>;
     type IntoIter = Iter<T>;

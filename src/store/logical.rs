@@ -16,7 +16,7 @@
 
 use crate::id::Revision;
 
-use super::engine::Head;
+use super::head::Head;
 
 /// One logical record of a store. Every record but [`Collection`](Self::Collection) names the
 /// collection it belongs to, which streams before it.

@@ -25,6 +25,7 @@ use std::fmt;
 use super::backup::{BackupError, Frame};
 use super::counters::Counters;
 use super::error::StoreError;
+pub(crate) use super::head::Head;
 use super::logical::LogicalRecord;
 use super::{RepairReport, Store, VerifyReport};
 use crate::id::Revision;
@@ -49,15 +50,6 @@ pub enum StoreState {
 
 /// The stored bytes of one revision: its envelope, exactly as written.
 pub(crate) type Bytes = Vec<u8>;
-
-/// Where a document's current revision is: the head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Head {
-    pub(crate) revision: Revision,
-    /// The schema version of the head revision; 0 for a removed document.
-    pub(crate) version: u32,
-    pub(crate) removed: bool,
-}
 
 /// The current documents of a collection in id order: each a head, or the error that its head is
 /// malformed ([`StoreError::Corrupt`] naming the id), after which the iteration goes on.

@@ -168,7 +168,7 @@ impl CollectionEngine for SledCollection {
     }
 
     fn heads(&self, after: Option<&str>, removed: bool) -> Heads {
-        Box::new(HeadScan::new(self, after, None, removed))
+        Box::new(HeadScan::new(&self.name, &self.tree, after, None, removed))
     }
 
     fn counts(&self) -> Result<Counters, StoreError> {
@@ -247,7 +247,7 @@ impl CollectionEngine for SledCollection {
                 }
                 // A write changes the document, so a recorded migration failure no longer holds.
                 if let Some(seen) = staged.replaces {
-                    writes.clear_failure(self, &counters, staged.id, seen.version)?;
+                    writes.clear_failure(&self.tree, &counters, staged.id, seen.version)?;
                 }
             }
             if let Some((target, position)) = &commit.position {
@@ -260,7 +260,7 @@ impl CollectionEngine for SledCollection {
                 })?;
                 writes.progress(progress.run, &bytes);
             }
-            writes.apply(self, &mut counters)?;
+            writes.apply(&self.tree, &mut counters)?;
             self.shared.commit.ticket()
         };
         self.shared.durable(ticket)?;
@@ -309,11 +309,11 @@ impl CollectionEngine for SledCollection {
             .filter(|&version| version < target)
             .collect();
         Ok(Box::new(SledPending::new(
-            self,
+            (&self.name, &self.tree),
+            Box::new(|| self.stamp()),
             cursor.as_deref(),
             target,
-            retry_failed,
-            failed_versions,
+            (retry_failed, failed_versions),
         )))
     }
 

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use super::backend;
-use super::collection::SledCollection;
 use super::guard::Iter;
+use super::guard::Tree;
 use super::keys::{self, Head};
 use crate::id::Revision;
 use crate::record::RecordError;
@@ -22,7 +22,8 @@ pub(crate) struct HeadScan {
 impl HeadScan {
     /// The heads after `after` up to and including `up_to`; removed ones too when `removed`.
     pub(super) fn new(
-        collection: &SledCollection,
+        collection: &str,
+        tree: &Tree,
         after: Option<&str>,
         up_to: Option<&str>,
         removed: bool,
@@ -36,8 +37,8 @@ impl HeadScan {
             None => Bound::Excluded(vec![keys::HEAD + 1]),
         };
         Self {
-            collection: collection.name.clone(),
-            iter: collection.tree.range::<Vec<u8>, _>((start, end)),
+            collection: collection.to_owned(),
+            iter: tree.range::<Vec<u8>, _>((start, end)),
             removed,
         }
     }
@@ -86,16 +87,16 @@ const MAX_STEPS: u64 = 16;
 /// the key (the iterator's view of the tree may be older than the head that named it), the seek
 /// that follows reads the tree as it is now.
 pub(crate) struct RevisionReader<'a> {
-    collection: &'a SledCollection,
+    tree: &'a Tree,
     iter: Option<Iter>,
     /// The entry a seek found after a missing revision, not yet used.
     peeked: Option<(::sled::IVec, ::sled::IVec)>,
 }
 
 impl<'a> RevisionReader<'a> {
-    pub(crate) fn new(collection: &'a SledCollection) -> Self {
+    pub(crate) fn new(tree: &'a Tree) -> Self {
         Self {
-            collection,
+            tree,
             iter: None,
             peeked: None,
         }
@@ -126,8 +127,7 @@ impl<'a> RevisionReader<'a> {
         self.peeked = None;
         let end = [keys::REVISION + 1];
         let iter = self.iter.insert(
-            self.collection
-                .tree
+            self.tree
                 .range::<&[u8], _>((Bound::Included(&target[..]), Bound::Excluded(&end[..]))),
         );
         match iter.next().transpose().map_err(backend)? {
@@ -153,7 +153,9 @@ impl<'a> RevisionReader<'a> {
 /// Pending documents on sled: the heads from the cursor to the end, then from the start up to
 /// the cursor, with their head revisions read by a [`RevisionReader`].
 pub(super) struct SledPending<'a> {
-    collection: &'a SledCollection,
+    tree: &'a Tree,
+    /// The collection's stamp, read under its write lock (see `SledCollection::stamp`).
+    stamp: Box<dyn Fn() -> u64 + 'a>,
     heads: std::iter::Flatten<std::vec::IntoIter<HeadScan>>,
     revisions: RevisionReader<'a>,
     target: u32,
@@ -164,20 +166,21 @@ pub(super) struct SledPending<'a> {
 
 impl<'a> SledPending<'a> {
     pub(super) fn new(
-        collection: &'a SledCollection,
+        (name, tree): (&str, &'a Tree),
+        stamp: Box<dyn Fn() -> u64 + 'a>,
         cursor: Option<&str>,
         target: u32,
-        retry: bool,
-        failed_versions: BTreeSet<u32>,
+        (retry, failed_versions): (bool, BTreeSet<u32>),
     ) -> Self {
-        let mut ranges = vec![HeadScan::new(collection, cursor, None, false)];
+        let mut ranges = vec![HeadScan::new(name, tree, cursor, None, false)];
         if cursor.is_some() {
-            ranges.push(HeadScan::new(collection, None, cursor, false));
+            ranges.push(HeadScan::new(name, tree, None, cursor, false));
         }
         Self {
-            collection,
+            tree,
+            stamp,
             heads: ranges.into_iter().flatten(),
-            revisions: RevisionReader::new(collection),
+            revisions: RevisionReader::new(tree),
             target,
             retry,
             failed_versions,
@@ -192,7 +195,6 @@ impl<'a> SledPending<'a> {
         // enough; only versions with failures pay for the lookup.
         let known_failed = self.failed_versions.contains(&head.version)
             && self
-                .collection
                 .tree
                 .contains_key(keys::failure(&id))
                 .map_err(backend)?;
@@ -213,7 +215,7 @@ impl Pending for SledPending<'_> {
     fn next_chunk(&mut self, limit: usize) -> Result<Option<PendingChunk>, StoreError> {
         // Taken before any head of the chunk is read: if it still holds at the commit, no head
         // the chunk read has changed.
-        let stamp = Stamp(self.collection.stamp());
+        let stamp = Stamp((self.stamp)());
         let mut documents = Vec::with_capacity(limit);
         while documents.len() < limit {
             let Some(entry) = self.heads.next() else {
@@ -242,6 +244,7 @@ mod tests {
 
     use super::*;
     use crate::record::Origin;
+    use crate::store::engine::sled::collection::SledCollection;
     use crate::store::engine::{Action, ChunkItem, CollectionEngine, Commit, FailureRecord, Seen};
     use crate::{Schema, Store};
     use serde::{Deserialize, Serialize};
@@ -251,7 +254,7 @@ mod tests {
     }
 
     fn heads(notes: &SledCollection) -> HeadScan {
-        HeadScan::new(notes, None, None, false)
+        HeadScan::new(&notes.name, &notes.tree, None, None, false)
     }
 
     fn lookup(notes: &SledCollection, id: &str, revision: Revision) -> Option<::sled::IVec> {
@@ -293,7 +296,7 @@ mod tests {
             }
         }
         let engine = sled(&store);
-        let mut reader = RevisionReader::new(&engine);
+        let mut reader = RevisionReader::new(&engine.tree);
         let mut read = 0;
         for entry in heads(&engine) {
             let (id, head) = entry.unwrap();
@@ -321,7 +324,7 @@ mod tests {
             .collect();
         ids.sort();
         let engine = sled(&store);
-        let mut reader = RevisionReader::new(&engine);
+        let mut reader = RevisionReader::new(&engine.tree);
         let first = Revision::FIRST;
         assert!(reader.read(&ids[0], first).unwrap().is_some());
         let updated = notes.update(&ids[1], &Note { n: 1000 }).unwrap();
@@ -341,7 +344,7 @@ mod tests {
         sorted.sort();
         let first = Revision::FIRST;
         let engine = sled(&store);
-        let mut reader = RevisionReader::new(&engine);
+        let mut reader = RevisionReader::new(&engine.tree);
         assert!(reader.read(&sorted[0], first).unwrap().is_some());
         assert!(reader.read(&sorted[1], first.next()).unwrap().is_none());
         assert!(reader.read(&sorted[1], first).unwrap().is_some());

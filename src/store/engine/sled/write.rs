@@ -1,7 +1,7 @@
 //! Batches: everything one atomic write changes in a collection's tree.
 
 use super::backend;
-use super::collection::SledCollection as Core;
+use super::guard::Tree;
 use super::keys::{self, Head};
 use crate::fault;
 use crate::store::counters::{Counter, Counters, Delta};
@@ -95,13 +95,13 @@ impl WriteSet {
     /// `version` has failed.
     pub(super) fn clear_failure(
         &mut self,
-        core: &Core,
+        tree: &Tree,
         counters: &Counters,
         id: &str,
         version: u32,
     ) -> Result<(), StoreError> {
         if counters.get(Counter::Failed(version)) > 0
-            && core.tree.contains_key(keys::failure(id)).map_err(backend)?
+            && tree.contains_key(keys::failure(id)).map_err(backend)?
         {
             self.delete_failure(id, version);
         }
@@ -122,7 +122,7 @@ impl WriteSet {
 
     /// Applies everything in one atomic batch, with the new counter values, and updates the
     /// in-memory counters once it is applied. The caller holds the write lock as `counters`.
-    pub(super) fn apply(self, core: &Core, counters: &mut Counters) -> Result<(), StoreError> {
+    pub(super) fn apply(self, tree: &Tree, counters: &mut Counters) -> Result<(), StoreError> {
         if self.empty {
             return Ok(());
         }
@@ -137,10 +137,10 @@ impl WriteSet {
             batch.insert(&counter.key()[..], &value.to_be_bytes()[..]);
         }
         fault::point();
-        core.tree.apply_batch(batch).map_err(backend)?;
+        tree.apply_batch(batch).map_err(backend)?;
         if let Some(late) = late {
             fault::point();
-            core.tree.apply_batch(late).map_err(backend)?;
+            tree.apply_batch(late).map_err(backend)?;
         }
         fault::point();
         for (counter, value) in values {
