@@ -403,7 +403,7 @@ fn load(
     lock: Lock,
 ) -> Result<RunRecord, MigrationError> {
     let record = decode(collection, run, bytes)?;
-    if record.state != RunState::Running || collection.run_is_live(record.id) {
+    if record.state != RunState::Running || collection.run_is_live(record.id)? {
         return Ok(record);
     }
     match lock {

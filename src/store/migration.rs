@@ -23,7 +23,7 @@ impl RawCollection {
     }
 
     /// Whether `run` is held by a live worker.
-    pub(crate) fn run_is_live(&self, run: u64) -> bool {
+    pub(crate) fn run_is_live(&self, run: u64) -> Result<bool, StoreError> {
         self.core.engine.run_is_live(run)
     }
 

@@ -211,8 +211,10 @@ pub(crate) trait CollectionEngine: Send + Sync {
     /// The run lock without a run (to settle the ledger), unless a run or a settling holds it.
     fn try_run_lock(&self) -> Option<RunLease<'_>>;
 
-    /// Whether `run` is held by a live worker, so that its ledger record's `running` is true.
-    fn run_is_live(&self, run: u64) -> bool;
+    /// Whether `run` is held by a live worker, so that its ledger record's `running` is true. An
+    /// engine that cannot tell says so with an error, never with `false` (which would mark
+    /// another process's live run interrupted).
+    fn run_is_live(&self, run: u64) -> Result<bool, StoreError>;
 
     /// Refuses ([`StoreError::VersionTooNew`]) a program whose version is older than the newest
     /// registered for the collection: it may read but not write.

@@ -18,7 +18,7 @@ use crate::record::{self, Origin, RecordError};
 use crate::store::counters::{Counter, Counters};
 use crate::store::engine::{
     Action, Bytes, ChunkItem, CollectionEngine, Commit, FailureRecord, Heads, Held, Outcome,
-    Pending, Prepared, RunLease, Seen,
+    Pending, Prepared, RunLease, Seen, Stamp,
 };
 use crate::store::StoreError;
 
@@ -230,7 +230,9 @@ impl CollectionEngine for SledCollection {
                                     source,
                                 }
                             })?;
-                            writes.put_failure(&item.id, failure.version, &bytes, known);
+                            // Counted at the version of the head it names, as a write clears it.
+                            let version = item.seen.head().map_or(failure.version, |h| h.version);
+                            writes.put_failure(&item.id, version, &bytes, known);
                         }
                         outcomes.push(Outcome::Failed);
                     }
@@ -295,7 +297,7 @@ impl CollectionEngine for SledCollection {
             None => None,
             Some(bytes) => Some(String::from_utf8(bytes.to_vec()).map_err(|_| {
                 self.corrupt(
-                    "(migration cursor)",
+                    "cursor",
                     None,
                     RecordError::InvalidHeader("cursor is not UTF-8"),
                 )
@@ -308,9 +310,11 @@ impl CollectionEngine for SledCollection {
             .into_keys()
             .filter(|&version| version < target)
             .collect();
+        // Before the scan's iterators exist (see `SledPending`).
+        let stamp = Stamp(self.stamp());
         Ok(Box::new(SledPending::new(
             (&self.name, &self.tree),
-            Box::new(|| self.stamp()),
+            stamp,
             cursor.as_deref(),
             target,
             (retry_failed, failed_versions),
@@ -388,15 +392,10 @@ impl CollectionEngine for SledCollection {
         let mut runs = Vec::new();
         for entry in self.tree.scan_prefix([keys::PROGRESS]) {
             let (key, _) = entry.map_err(backend)?;
-            match keys::run_of_progress(&key) {
-                Some(run) => runs.push(run),
-                None => {
-                    return Err(self.corrupt(
-                        "(progress records)",
-                        None,
-                        RecordError::InvalidHeader("malformed progress key"),
-                    ))
-                }
+            // A malformed key is `verify`'s to report (`Problem::MalformedKey`); it must not
+            // block settling, and so every later run.
+            if let Some(run) = keys::run_of_progress(&key) {
+                runs.push(run);
             }
         }
         Ok(runs)
@@ -418,9 +417,9 @@ impl CollectionEngine for SledCollection {
         self.run.try_lock().map(|held| RunLease(Box::new(held)))
     }
 
-    fn run_is_live(&self, run: u64) -> bool {
+    fn run_is_live(&self, run: u64) -> Result<bool, StoreError> {
         // One process has the database: a run is live while this process holds it.
-        run != 0 && self.running.load(Ordering::SeqCst) == run
+        Ok(run != 0 && self.running.load(Ordering::SeqCst) == run)
     }
 
     fn writable_by(&self, writer: u32) -> Result<(), StoreError> {

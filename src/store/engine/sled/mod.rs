@@ -173,16 +173,11 @@ impl Engine for SledEngine {
     fn collection_names(&self) -> Result<Vec<String>, StoreError> {
         self.meta
             .iter()
+            // A name no program could register (not UTF-8) is listed lossily, as before: `verify`
+            // reports it, and it must not hide the other collections.
             .map(|entry| {
                 let (key, _) = entry.map_err(backend)?;
-                String::from_utf8(key.to_vec()).map_err(|_| StoreError::Corrupt {
-                    collection: String::from_utf8_lossy(&key).into_owned(),
-                    id: "_meta".to_owned(),
-                    revision: None,
-                    source: crate::record::RecordError::InvalidHeader(
-                        "collection name in _meta is not UTF-8",
-                    ),
-                })
+                Ok(String::from_utf8_lossy(&key).into_owned())
             })
             .collect()
     }

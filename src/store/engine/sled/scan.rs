@@ -154,8 +154,9 @@ impl<'a> RevisionReader<'a> {
 /// the cursor, with their head revisions read by a [`RevisionReader`].
 pub(super) struct SledPending<'a> {
     tree: &'a Tree,
-    /// The collection's stamp, read under its write lock (see `SledCollection::stamp`).
-    stamp: Box<dyn Fn() -> u64 + 'a>,
+    /// The collection's foreign-write count, read under its write lock before any head iterator
+    /// of this scan existed (see `SledCollection::stamp`).
+    stamp: Stamp,
     heads: std::iter::Flatten<std::vec::IntoIter<HeadScan>>,
     revisions: RevisionReader<'a>,
     target: u32,
@@ -167,7 +168,7 @@ pub(super) struct SledPending<'a> {
 impl<'a> SledPending<'a> {
     pub(super) fn new(
         (name, tree): (&str, &'a Tree),
-        stamp: Box<dyn Fn() -> u64 + 'a>,
+        stamp: Stamp,
         cursor: Option<&str>,
         target: u32,
         (retry, failed_versions): (bool, BTreeSet<u32>),
@@ -213,9 +214,10 @@ impl<'a> SledPending<'a> {
 
 impl Pending for SledPending<'_> {
     fn next_chunk(&mut self, limit: usize) -> Result<Option<PendingChunk>, StoreError> {
-        // Taken before any head of the chunk is read: if it still holds at the commit, no head
-        // the chunk read has changed.
-        let stamp = Stamp((self.stamp)());
+        // Taken once, before the head iterators were made: a sled iterator serves later heads
+        // from a copy of a leaf it read earlier, so a stamp taken per chunk could postdate a head
+        // the chunk reads. If it still holds at a commit, no head the scan read has changed.
+        let stamp = self.stamp;
         let mut documents = Vec::with_capacity(limit);
         while documents.len() < limit {
             let Some(entry) = self.heads.next() else {

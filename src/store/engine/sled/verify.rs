@@ -11,6 +11,7 @@ use std::ops::Bound;
 
 use serde::de::IgnoredAny;
 
+use crate::error::format::chain as error_chain;
 use crate::id;
 use crate::record::{self, Kind};
 use crate::store::backup::IMPORT_MARKER;
@@ -621,18 +622,6 @@ pub(crate) fn current_failure(
         )),
         None => Err("names a document whose head does not decode".to_owned()),
     })
-}
-
-/// An error and its sources, joined by `: `.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]
