@@ -74,7 +74,6 @@ impl Health {
             *cause = Some(message.to_owned());
         }
         self.state.store(POISONED, Ordering::SeqCst);
-        #[cfg(feature = "http")]
         tracing::error!(
             path = %self.path().display(),
             panic = message,

@@ -103,7 +103,6 @@ impl Store {
             }
         };
         drop(held);
-        #[cfg(feature = "http")]
         tracing::warn!(
             snapshot = %snapshot.display(),
             intact = snapshot_intact(&saved.aside),
