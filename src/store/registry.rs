@@ -70,10 +70,18 @@ pub struct SchemaRecord {
 
 impl Store {
     pub(super) fn read_meta(&self, collection: &str) -> Result<Option<CollectionMeta>, StoreError> {
-        let Some(bytes) = self.inner().engine.meta(collection)? else {
+        self.decode_meta(collection, self.inner().engine.meta(collection)?.as_deref())
+    }
+
+    fn decode_meta(
+        &self,
+        collection: &str,
+        bytes: Option<&[u8]>,
+    ) -> Result<Option<CollectionMeta>, StoreError> {
+        let Some(bytes) = bytes else {
             return Ok(None);
         };
-        record::decode_payload(&bytes, self.inner().max_depth.max(128))
+        record::decode_payload(bytes, self.inner().max_depth.max(128))
             .map(Some)
             .map_err(|source| StoreError::Corrupt {
                 collection: collection.to_owned(),
@@ -83,12 +91,18 @@ impl Store {
             })
     }
 
-    fn write_meta(&self, collection: &str, meta: &CollectionMeta) -> Result<(), StoreError> {
+    /// Replaces the record if it is still `expected`; `false` when another program changed it.
+    fn write_meta(
+        &self,
+        collection: &str,
+        expected: Option<&[u8]>,
+        meta: &CollectionMeta,
+    ) -> Result<bool, StoreError> {
         let bytes = record::encode_payload(meta).map_err(|source| StoreError::Encode {
             collection: collection.to_owned(),
             source,
         })?;
-        self.inner().engine.put_meta(collection, &bytes)
+        self.inner().engine.put_meta(collection, expected, &bytes)
     }
 
     /// Checks `T`'s chain against what the store recorded and records what is new. Returns the
@@ -97,97 +111,107 @@ impl Store {
     pub(super) fn register<T: Schema>(&self, core: &Core) -> Result<u32, StoreError> {
         let name = T::COLLECTION;
         let links = schema::chain::<T>()?;
-        let mut meta = self.read_meta(name)?.unwrap_or_default();
-        let mut dirty = false;
-        // Logged once recorded.
-        let mut events = Vec::new();
+        // Read, decide, and record only if no other program recorded meanwhile; otherwise decide
+        // again on what it recorded.
+        loop {
+            let current = self.inner().engine.meta(name)?;
+            let mut meta = self
+                .decode_meta(name, current.as_deref())?
+                .unwrap_or_default();
+            let mut dirty = false;
+            // Logged once recorded.
+            let mut events = Vec::new();
 
-        let oldest = links.last().map_or(T::VERSION, |link| link.version);
-        let counters = core.engine.counts()?;
-        if let Some((&version, &documents)) = counters.live().range(..oldest).next() {
-            tracing::warn!(
-                collection = name,
-                version,
-                documents,
-                oldest,
-                "refused: documents are stored at a version the program no longer defines"
-            );
-            return Err(StoreError::VersionNotDefined {
-                collection: name.to_owned(),
-                version,
-                documents,
-            });
-        }
+            let oldest = links.last().map_or(T::VERSION, |link| link.version);
+            let counters = core.engine.counts()?;
+            if let Some((&version, &documents)) = counters.live().range(..oldest).next() {
+                tracing::warn!(
+                    collection = name,
+                    version,
+                    documents,
+                    oldest,
+                    "refused: documents are stored at a version the program no longer defines"
+                );
+                return Err(StoreError::VersionNotDefined {
+                    collection: name.to_owned(),
+                    version,
+                    documents,
+                });
+            }
 
-        for link in &links {
-            let canonical = canonical_schema(&link.schema);
-            let fingerprint = fingerprint_canonical(&canonical);
-            let (event, changes) = match meta.versions.get(&link.version) {
-                Some(recorded) if recorded.fingerprint == fingerprint => continue,
-                None => (SchemaEvent::Registered, Vec::new()),
-                Some(recorded) => {
-                    let found =
-                        compare_schemas_with_aliases(&recorded.schema, &link.schema, link.aliases);
-                    if is_breaking(&found) {
-                        if !self.inner().accepts(name, link.version) {
-                            tracing::warn!(
-                                collection = name,
-                                version = link.version,
-                                latest = T::VERSION,
-                                changes = found.len(),
-                                "refused: the schema of a version changed incompatibly; bump \
-                                 the version or accept the change"
-                            );
-                            return Err(StoreError::SchemaChanged {
-                                collection: name.to_owned(),
-                                version: link.version,
-                                latest: T::VERSION,
-                                changes: found,
-                            });
-                        }
-                        (SchemaEvent::Accepted, found)
-                    } else {
-                        self.try_sample::<T>(core, link.version, &found)
-                            .inspect_err(|_| {
+            for link in &links {
+                let canonical = canonical_schema(&link.schema);
+                let fingerprint = fingerprint_canonical(&canonical);
+                let (event, changes) = match meta.versions.get(&link.version) {
+                    Some(recorded) if recorded.fingerprint == fingerprint => continue,
+                    None => (SchemaEvent::Registered, Vec::new()),
+                    Some(recorded) => {
+                        let found = compare_schemas_with_aliases(
+                            &recorded.schema,
+                            &link.schema,
+                            link.aliases,
+                        );
+                        if is_breaking(&found) {
+                            if !self.inner().accepts(name, link.version) {
                                 tracing::warn!(
+                                    collection = name,
+                                    version = link.version,
+                                    latest = T::VERSION,
+                                    changes = found.len(),
+                                    "refused: the schema of a version changed incompatibly; bump \
+                                 the version or accept the change"
+                                );
+                                return Err(StoreError::SchemaChanged {
+                                    collection: name.to_owned(),
+                                    version: link.version,
+                                    latest: T::VERSION,
+                                    changes: found,
+                                });
+                            }
+                            (SchemaEvent::Accepted, found)
+                        } else {
+                            self.try_sample::<T>(core, link.version, &found)
+                                .inspect_err(|_| {
+                                    tracing::warn!(
                                     collection = name,
                                     version = link.version,
                                     changes = found.len(),
                                     "refused: a compatible-looking schema change does not decode \
                                      stored documents"
                                 );
-                            })?;
-                        (SchemaEvent::Compatible, found)
+                                })?;
+                            (SchemaEvent::Compatible, found)
+                        }
                     }
-                }
-            };
-            meta.versions.insert(
-                link.version,
-                VersionMeta {
-                    fingerprint: fingerprint.clone(),
+                };
+                meta.versions.insert(
+                    link.version,
+                    VersionMeta {
+                        fingerprint: fingerprint.clone(),
+                        schema: link.schema.clone(),
+                    },
+                );
+                events.push((link.version, event, changes.len()));
+                meta.history.push(SchemaRecord {
+                    version: link.version,
+                    fingerprint,
+                    recorded: SystemTime::now(),
+                    event,
+                    changes,
                     schema: link.schema.clone(),
-                },
-            );
-            events.push((link.version, event, changes.len()));
-            meta.history.push(SchemaRecord {
-                version: link.version,
-                fingerprint,
-                recorded: SystemTime::now(),
-                event,
-                changes,
-                schema: link.schema.clone(),
-            });
-            dirty = true;
+                });
+                dirty = true;
+            }
+            if meta.newest_version < T::VERSION {
+                meta.newest_version = T::VERSION;
+                dirty = true;
+            }
+            if dirty && !self.write_meta(name, current.as_deref(), &meta)? {
+                continue;
+            }
+            log_recorded(name, &events);
+            return Ok(meta.newest_version);
         }
-        if meta.newest_version < T::VERSION {
-            meta.newest_version = T::VERSION;
-            dirty = true;
-        }
-        if dirty {
-            self.write_meta(name, &meta)?;
-        }
-        log_recorded(name, &events);
-        Ok(meta.newest_version)
     }
 
     /// Decodes up to [`SAMPLE`] stored documents at `version` with the program's definition of it:

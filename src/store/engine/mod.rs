@@ -66,8 +66,14 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug {
     /// A collection's metadata record (registered versions, schemas, schema history), as stored.
     fn meta(&self, collection: &str) -> Result<Option<Bytes>, StoreError>;
 
-    /// Replaces a collection's metadata record; durable when it returns.
-    fn put_meta(&self, collection: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Replaces a collection's metadata record if it is still `expected` (`None`: no record),
+    /// durably; `false`, writing nothing, when another writer changed it since it was read.
+    fn put_meta(
+        &self,
+        collection: &str,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError>;
 
     /// A new run id, above every run id handed out or imported before.
     fn next_run_id(&self) -> Result<u64, StoreError>;

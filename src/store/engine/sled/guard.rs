@@ -177,6 +177,17 @@ impl Tree {
         self.health.guard(|| self.tree.insert(key, value))
     }
 
+    /// Replaces the value under `key` if it is still `old` (`None`: absent); `false` otherwise.
+    pub(crate) fn compare_and_swap(
+        &self,
+        key: impl AsRef<[u8]>,
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, Fault> {
+        self.health
+            .guard(|| Ok(self.tree.compare_and_swap(key, old, new)?.is_ok()))
+    }
+
     pub(crate) fn remove(&self, key: impl AsRef<[u8]>) -> Result<Option<sled::IVec>, Fault> {
         self.health.guard(|| self.tree.remove(key))
     }

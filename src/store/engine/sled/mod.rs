@@ -190,9 +190,20 @@ impl Engine for SledEngine {
             .map(|bytes| bytes.to_vec()))
     }
 
-    fn put_meta(&self, collection: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(collection, bytes).map_err(backend)?;
-        self.flush()
+    fn put_meta(
+        &self,
+        collection: &str,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError> {
+        let swapped = self
+            .meta
+            .compare_and_swap(collection, expected, Some(bytes))
+            .map_err(backend)?;
+        if swapped {
+            self.flush()?;
+        }
+        Ok(swapped)
     }
 
     fn next_run_id(&self) -> Result<u64, StoreError> {
@@ -332,5 +343,31 @@ pub(crate) fn damaged(damage: Damage) -> StoreError {
         file: damage.file,
         detail: damage.detail,
         remedy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A metadata record is replaced only if it is still what the writer read: registrations by
+    /// two programs at once cannot lose one another's schema history.
+    #[test]
+    fn meta_is_replaced_only_if_unchanged() {
+        let store = Store::temporary().unwrap();
+        let engine = store.sled().unwrap();
+        assert!(engine.put_meta("notes", None, b"first").unwrap());
+        // Another writer read nothing: it is refused and writes nothing.
+        assert!(!engine.put_meta("notes", None, b"lost").unwrap());
+        assert!(!engine.put_meta("notes", Some(b"stale"), b"lost").unwrap());
+        assert_eq!(
+            engine.meta("notes").unwrap().as_deref(),
+            Some(&b"first"[..])
+        );
+        assert!(engine.put_meta("notes", Some(b"first"), b"second").unwrap());
+        assert_eq!(
+            engine.meta("notes").unwrap().as_deref(),
+            Some(&b"second"[..])
+        );
     }
 }
