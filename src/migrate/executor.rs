@@ -98,7 +98,7 @@ pub(super) fn run<T: Schema>(
 
     let run_id = collection.store().next_run_id()?;
     let _guard = collection
-        .start_run(run_id)
+        .start_run(run_id)?
         .map_err(|run| MigrationError::RunInProgress {
             collection: collection.name().to_owned(),
             run,

@@ -346,8 +346,18 @@ pub(crate) fn settle_opened(collection: &RawCollection) -> bool {
     if !collection.store().has_ledger() {
         return true;
     }
-    let Some(_lock) = collection.try_run_lock() else {
-        return true;
+    let _lock = match collection.try_run_lock() {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return true,
+        Err(error) => {
+            tracing::warn!(
+                collection = collection.name(),
+                error = %error,
+                "cannot take the run lock to settle the ledger as the collection opens; a later \
+                 opening or run settles it"
+            );
+            return false;
+        }
     };
     match settle(collection) {
         Ok(()) => true,
@@ -409,7 +419,7 @@ fn load(
     match lock {
         Lock::Held => interrupt(collection, record),
         Lock::Try => {
-            let Some(_lock) = collection.try_run_lock() else {
+            let Some(_lock) = collection.try_run_lock()? else {
                 return Ok(record);
             };
             let Some(bytes) = collection.store().ledger_get(collection.name(), run)? else {
@@ -561,13 +571,13 @@ mod tests {
         let notes = store.collection::<Note>().unwrap();
         running(&notes, 7);
         {
-            let _guard = notes.start_run(8).unwrap();
+            let _guard = notes.start_run(8).unwrap().unwrap();
             assert_eq!(notes.run(7).unwrap().unwrap().state, RunState::Running);
             assert_eq!(stored(&notes, 7).state, RunState::Running);
-            assert!(notes.try_run_lock().is_none());
+            assert!(notes.try_run_lock().unwrap().is_none());
         }
         {
-            let _lock = notes.try_run_lock().unwrap();
+            let _lock = notes.try_run_lock().unwrap().unwrap();
             assert_eq!(notes.runs().unwrap()[0].state, RunState::Running);
         }
         assert_eq!(notes.run(7).unwrap().unwrap().state, RunState::Interrupted);
@@ -708,7 +718,7 @@ mod tests {
             .iter()
             .any(|problem| matches!(problem, crate::Problem::OrphanProgress { run: 9, .. })));
 
-        let _guard = notes.start_run(10).unwrap();
+        let _guard = notes.start_run(10).unwrap().unwrap();
         settle(&notes).unwrap();
         assert_eq!(store.progress_runs("notes").unwrap(), [9]);
         assert_eq!(stored(&notes, 7).state, RunState::Done);

@@ -68,7 +68,7 @@ impl<T: Schema> Collection<T> {
 
         let revert_id = self.store().next_run_id()?;
         let _guard =
-            self.start_run(revert_id)
+            self.start_run(revert_id)?
                 .map_err(|current| MigrationError::RunInProgress {
                     collection: self.name().to_owned(),
                     run: current,

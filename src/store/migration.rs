@@ -18,7 +18,7 @@ impl RawCollection {
     }
 
     /// The run lock, unless a run or revert holds it.
-    pub(crate) fn try_run_lock(&self) -> Option<RunLease<'_>> {
+    pub(crate) fn try_run_lock(&self) -> Result<Option<RunLease<'_>>, StoreError> {
         self.core.engine.try_run_lock()
     }
 
@@ -53,7 +53,7 @@ impl RawCollection {
 
 impl<T: Schema> Collection<T> {
     /// Makes `run` the collection's run while the lease lives; the run under way otherwise.
-    pub(crate) fn start_run(&self, run: u64) -> Result<RunLease<'_>, u64> {
+    pub(crate) fn start_run(&self, run: u64) -> Result<Result<RunLease<'_>, u64>, StoreError> {
         self.raw.core.engine.begin_run(run)
     }
 

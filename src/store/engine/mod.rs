@@ -211,11 +211,13 @@ pub(crate) trait CollectionEngine: Send + Sync {
     /// The runs with a progress record.
     fn progress_runs(&self) -> Result<Vec<u64>, StoreError>;
 
-    /// Makes `run` the collection's run until the lease is dropped; the run under way otherwise.
-    fn begin_run(&self, run: u64) -> Result<RunLease<'_>, u64>;
+    /// Makes `run` the collection's run until the lease is dropped; `Ok(Err(run))` names the run
+    /// under way instead. An engine that cannot tell (a database it cannot reach) says so with
+    /// the outer error.
+    fn begin_run(&self, run: u64) -> Result<Result<RunLease<'_>, u64>, StoreError>;
 
     /// The run lock without a run (to settle the ledger), unless a run or a settling holds it.
-    fn try_run_lock(&self) -> Option<RunLease<'_>>;
+    fn try_run_lock(&self) -> Result<Option<RunLease<'_>>, StoreError>;
 
     /// Whether `run` is held by a live worker, so that its ledger record's `running` is true. An
     /// engine that cannot tell says so with an error, never with `false` (which would mark

@@ -401,20 +401,19 @@ impl CollectionEngine for SledCollection {
         Ok(runs)
     }
 
-    fn begin_run(&self, run: u64) -> Result<RunLease<'_>, u64> {
-        let exclusive = self
-            .run
-            .try_lock()
-            .ok_or_else(|| self.running.load(Ordering::SeqCst))?;
+    fn begin_run(&self, run: u64) -> Result<Result<RunLease<'_>, u64>, StoreError> {
+        let Some(exclusive) = self.run.try_lock() else {
+            return Ok(Err(self.running.load(Ordering::SeqCst)));
+        };
         self.running.store(run, Ordering::SeqCst);
-        Ok(RunLease(Box::new(RunGuard {
+        Ok(Ok(RunLease(Box::new(RunGuard {
             _exclusive: exclusive,
             running: &self.running,
-        })))
+        }))))
     }
 
-    fn try_run_lock(&self) -> Option<RunLease<'_>> {
-        self.run.try_lock().map(|held| RunLease(Box::new(held)))
+    fn try_run_lock(&self) -> Result<Option<RunLease<'_>>, StoreError> {
+        Ok(self.run.try_lock().map(|held| RunLease(Box::new(held))))
     }
 
     fn run_is_live(&self, run: u64) -> Result<bool, StoreError> {
