@@ -7,6 +7,7 @@ mod collection;
 pub(crate) mod counters;
 pub(crate) mod engine;
 pub(crate) mod error;
+mod frames;
 mod head;
 mod iter;
 mod logical;

@@ -210,6 +210,22 @@ impl Outside {
             .push((run, value.to_vec()));
         Ok(())
     }
+
+    /// Every collection named by a `_meta` record, a ledger record or a tree, in name order.
+    fn names<'a>(&self, trees: impl Iterator<Item = &'a String>) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = trees.cloned().collect();
+        names.extend(self.meta.keys().chain(self.ledger.keys()).cloned());
+        names
+    }
+
+    /// Takes out a collection's record (with its `_meta` record, if any) and its ledger runs.
+    fn take(&mut self, name: &str) -> (LogicalRecord, Vec<(u64, Vec<u8>)>) {
+        let record = LogicalRecord::Collection {
+            name: name.to_owned(),
+            meta: self.meta.remove(name),
+        };
+        (record, self.ledger.remove(name).unwrap_or_default())
+    }
 }
 
 /// Streams every logical record of the store to `sink`, in the order `logical` describes; each
@@ -269,19 +285,9 @@ pub(crate) fn export_records(
             return Err(unexportable(&label, b"", "a tree revolve does not know"));
         }
     }
-    let names: BTreeSet<String> = outside
-        .meta
-        .keys()
-        .chain(outside.ledger.keys())
-        .chain(trees.keys())
-        .cloned()
-        .collect();
-    for name in names {
-        sink(LogicalRecord::Collection {
-            name: name.clone(),
-            meta: outside.meta.remove(&name),
-        })?;
-        let runs = outside.ledger.remove(&name).unwrap_or_default();
+    for name in outside.names(trees.keys()) {
+        let (record, runs) = outside.take(&name);
+        sink(record)?;
         let Some(tree_name) = trees.get(&name) else {
             emit_runs(&name, runs, sink)?;
             continue;
@@ -438,19 +444,9 @@ pub(crate) fn salvaged_records(
             }
         }
     }
-    let names: BTreeSet<String> = outside
-        .meta
-        .keys()
-        .chain(outside.ledger.keys())
-        .chain(valid.keys())
-        .cloned()
-        .collect();
-    for name in names {
-        sink(LogicalRecord::Collection {
-            name: name.clone(),
-            meta: outside.meta.remove(&name),
-        })?;
-        let runs = outside.ledger.remove(&name).unwrap_or_default();
+    for name in outside.names(valid.keys()) {
+        let (record, runs) = outside.take(&name);
+        sink(record)?;
         let (label, entries) = match valid.get(&name) {
             Some(tree_name) => (
                 String::from_utf8_lossy(tree_name).into_owned(),
