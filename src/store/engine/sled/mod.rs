@@ -370,4 +370,25 @@ mod tests {
             Some(&b"second"[..])
         );
     }
+
+    /// A ledger key that does not parse is an error naming the ledger, never some run (it used
+    /// to read as run 0).
+    #[test]
+    fn a_malformed_ledger_key_is_an_error_not_run_0() {
+        let store = Store::temporary().unwrap();
+        let engine = store.sled().unwrap();
+        engine.put_run("notes", 7, b"record", false).unwrap();
+        assert_eq!(engine.runs("notes", None, 10).unwrap()[0].0, 7);
+        // A key in the collection's range whose run part is cut short.
+        let mut key = keys::ledger("notes", 8);
+        key.truncate(key.len() - 3);
+        key.push(0xff);
+        engine.ledger().unwrap().insert(&key, &b"x"[..]).unwrap();
+        let error = engine.runs("notes", None, 10).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Corrupt { collection, id, .. }
+                if collection == "notes" && id == "_ledger"),
+            "{error:?}"
+        );
+    }
 }
