@@ -40,6 +40,8 @@ pub use crate::schema::{
     schema_fingerprint, ChangeKind, Compatibility, Schema, SchemaChange, SchemaError, StepError,
 };
 pub use crate::store::KeySpace;
+#[cfg(feature = "postgres")]
+pub use crate::store::DATABASE_URL_VARIABLE;
 pub use crate::store::{
     BackendError, Collection, Document, Durability, Iter, RawCollection, RawRevision, RevisionInfo,
     SchemaEvent, SchemaRecord, Store, StoreBuilder, StoreError, DEFAULT_CACHE_CAPACITY,

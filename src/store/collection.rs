@@ -66,7 +66,7 @@ impl Core {
             };
         }
         let newest = register()?;
-        self.engine.registered(newest);
+        self.engine.registered(newest)?;
         *binding = Some(Binding { type_id, type_name });
         Ok(())
     }

@@ -278,6 +278,70 @@ pub enum StoreError {
         /// The engine.
         engine: &'static str,
     },
+    /// Every connection of the pool stayed in use for as long as a caller may wait for one.
+    #[error("no database connection came free within {waited:?} (pool of {size}); raise the pool size or lower the load")]
+    PoolExhausted {
+        /// The pool's size.
+        size: usize,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
+    /// The database could not be reached or refused the connection: nothing listens there, the
+    /// password is wrong, the database does not exist. `target` names the server without the
+    /// password.
+    #[error("cannot connect to {target}")]
+    Connect {
+        /// `user@host:port/database`.
+        target: String,
+        /// What the server or the network said.
+        #[source]
+        source: BackendError,
+    },
+    /// The database URL does not parse.
+    #[error("invalid database URL: {reason}")]
+    InvalidUrl {
+        /// Why.
+        reason: String,
+    },
+    /// The connection to the database was lost (the server restarted or the network failed);
+    /// what the statement under way did is rolled back.
+    #[error("the connection to the database was lost")]
+    ConnectionLost {
+        /// What the client saw.
+        #[source]
+        source: BackendError,
+    },
+    /// The database cancelled a statement that ran longer than its `statement_timeout`.
+    #[error("the database cancelled a statement that ran past its timeout")]
+    Timeout {
+        /// What the server said.
+        #[source]
+        source: BackendError,
+    },
+    /// Concurrent transactions kept conflicting (serialization failure or deadlock) after a
+    /// retry; nothing of the write was applied.
+    #[error("the write kept conflicting with concurrent writes; nothing was applied, try again")]
+    Contention {
+        /// What the server said.
+        #[source]
+        source: BackendError,
+    },
+    /// The store's tables were made by a newer revolve: this program refuses to touch them.
+    #[error("the store's layout is version {found}, newer than this program knows ({known}); upgrade revolve")]
+    LayoutTooNew {
+        /// The layout version recorded in the store.
+        found: u32,
+        /// The newest this program knows.
+        known: u32,
+    },
+    /// One of the store's tables is not as revolve made it (altered by hand).
+    #[error("the store's table `{table}` is not as revolve made it: {detail}")]
+    LayoutAltered {
+        /// The table.
+        table: String,
+        /// What differs.
+        detail: String,
+    },
     /// The type's schema chain is invalid.
     #[error(transparent)]
     Schema(#[from] SchemaError),

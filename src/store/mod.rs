@@ -95,7 +95,37 @@ pub struct StoreBuilder {
     lock_timeout: Duration,
     write_back_on_read: bool,
     accepted_changes: BTreeSet<(String, u32)>,
+    #[cfg(feature = "postgres")]
+    database: Database,
 }
+
+/// Where a PostgreSQL store is and how to reach it.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Clone)]
+struct Database {
+    url: Option<String>,
+    schema: Option<String>,
+    pool_size: usize,
+    checkout_timeout: Duration,
+    run_lease: Duration,
+}
+
+#[cfg(feature = "postgres")]
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            url: None,
+            schema: None,
+            pool_size: 8,
+            checkout_timeout: Duration::from_secs(30),
+            run_lease: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The environment variable [`Store::connect_env`] reads the database URL from.
+#[cfg(feature = "postgres")]
+pub const DATABASE_URL_VARIABLE: &str = "REVOLVE_DATABASE_URL";
 
 impl Default for StoreBuilder {
     fn default() -> Self {
@@ -108,6 +138,8 @@ impl Default for StoreBuilder {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             write_back_on_read: false,
             accepted_changes: BTreeSet::new(),
+            #[cfg(feature = "postgres")]
+            database: Database::default(),
         }
     }
 }
@@ -119,7 +151,52 @@ impl StoreBuilder {
         self
     }
 
-    /// A database removed when the store is dropped. Without a path, one in a fresh directory.
+    /// A PostgreSQL database (`postgres://user:password@host:port/database`, with `sslmode`
+    /// and the other libpq URL parameters) instead of a directory: see "Choosing an engine" in
+    /// the README.
+    #[cfg(feature = "postgres")]
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.database.url = Some(url.into());
+        self
+    }
+
+    /// The PostgreSQL schema the store's tables live in, created if missing; by default the
+    /// first schema of the connection's search path (`public`). Stores in different schemas of
+    /// one database are independent.
+    #[cfg(feature = "postgres")]
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.database.schema = Some(schema.into());
+        self
+    }
+
+    /// At most this many connections to PostgreSQL at once (8 by default); a call that finds
+    /// them all in use waits for one (see [`checkout_timeout`](Self::checkout_timeout)).
+    #[cfg(feature = "postgres")]
+    pub fn pool_size(mut self, connections: usize) -> Self {
+        self.database.pool_size = connections.max(1);
+        self
+    }
+
+    /// How long a call waits for a free connection before it fails with
+    /// [`StoreError::PoolExhausted`]; 30 s by default.
+    #[cfg(feature = "postgres")]
+    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.database.checkout_timeout = timeout;
+        self
+    }
+
+    /// How long a migration run's claim on a collection outlives its last renewal on
+    /// PostgreSQL (20 s by default; renewed every quarter of it). A process that dies holding a
+    /// run frees it after this long, and another may resume the run.
+    #[cfg(feature = "postgres")]
+    pub fn run_lease(mut self, lease: Duration) -> Self {
+        self.database.run_lease = lease.max(Duration::from_millis(100));
+        self
+    }
+
+    /// A database removed when the store is dropped. Without a path, one in a fresh directory;
+    /// with a [`url`](Self::url) and no [`schema`](Self::schema), a fresh schema, dropped with
+    /// the store.
     pub fn temporary(mut self, temporary: bool) -> Self {
         self.temporary = temporary;
         self
@@ -182,16 +259,10 @@ impl StoreBuilder {
     /// short of what its segments hold as written), and
     /// [`StoreError::Backend`] for I/O errors.
     pub fn open(self) -> Result<Store, StoreError> {
-        let engine = SledEngine::open(engine::sled::Options {
-            path: self.path,
-            temporary: self.temporary,
-            cache_capacity: self.cache_capacity,
-            durability: self.durability,
-            lock_timeout: self.lock_timeout,
-        })?;
+        let engine = self.engine()?;
         Ok(Store {
             inner: Arc::new(Inner {
-                engine: Box::new(engine),
+                engine,
                 durability: self.durability,
                 max_depth: self.max_depth,
                 write_back_on_read: self.write_back_on_read,
@@ -199,6 +270,32 @@ impl StoreBuilder {
                 collections: Mutex::new(HashMap::new()),
             }),
         })
+    }
+}
+
+impl StoreBuilder {
+    fn engine(&self) -> Result<Box<dyn Engine>, StoreError> {
+        #[cfg(feature = "postgres")]
+        if let Some(url) = &self.database.url {
+            return Ok(Box::new(engine::postgres::PgEngine::open(
+                engine::postgres::Options {
+                    url: url.clone(),
+                    schema: self.database.schema.clone(),
+                    temporary: self.temporary,
+                    durability: self.durability,
+                    pool_size: self.database.pool_size,
+                    checkout_timeout: self.database.checkout_timeout,
+                    run_lease: self.database.run_lease,
+                },
+            )?));
+        }
+        Ok(Box::new(SledEngine::open(engine::sled::Options {
+            path: self.path.clone(),
+            temporary: self.temporary,
+            cache_capacity: self.cache_capacity,
+            durability: self.durability,
+            lock_timeout: self.lock_timeout,
+        })?))
     }
 }
 
@@ -248,6 +345,38 @@ impl Store {
     /// As [`StoreBuilder::open`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::builder().path(path).open()
+    }
+
+    /// Connects to the store in a PostgreSQL database, with the default settings; the tables
+    /// are created on first use (see `revolve pg-layout --print` for roles without `CREATE`).
+    ///
+    /// ```no_run
+    /// let store = revolve::Store::connect("postgres://app:secret@db.internal/app")?;
+    /// # Ok::<(), revolve::StoreError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidUrl`], [`StoreError::Connect`] when the server cannot be reached or
+    /// refuses the login, [`StoreError::LayoutTooNew`] and [`StoreError::LayoutAltered`] when the
+    /// tables are not as this program makes them.
+    #[cfg(feature = "postgres")]
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder().url(url).open()
+    }
+
+    /// [`connect`](Self::connect) to the URL in `REVOLVE_DATABASE_URL`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidUrl`] when the variable is not set, and as
+    /// [`connect`](Self::connect).
+    #[cfg(feature = "postgres")]
+    pub fn connect_env() -> Result<Self, StoreError> {
+        let url = std::env::var(DATABASE_URL_VARIABLE).map_err(|_| StoreError::InvalidUrl {
+            reason: format!("{DATABASE_URL_VARIABLE} is not set"),
+        })?;
+        Self::connect(&url)
     }
 
     /// A store in a fresh temporary directory, removed when the store is dropped.

@@ -17,6 +17,8 @@
 //! - Run exclusion and liveness are the engine's ([`CollectionEngine::begin_run`],
 //!   [`CollectionEngine::run_is_live`]); run ids come from [`Engine::next_run_id`].
 
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod sled;
 
 use std::collections::BTreeSet;
@@ -230,7 +232,7 @@ pub(crate) trait CollectionEngine: Send + Sync {
 
     /// The newest version registered for the collection is at least `newest` (from its metadata,
     /// just read or written): from now on, commits from older programs are refused.
-    fn registered(&self, newest: u32);
+    fn registered(&self, newest: u32) -> Result<(), StoreError>;
 
     /// The collection's engine as itself, for what only one engine offers.
     #[cfg_attr(not(test), allow(dead_code))] // tests reach sled's records through it

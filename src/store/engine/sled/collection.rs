@@ -433,8 +433,9 @@ impl CollectionEngine for SledCollection {
         Ok(())
     }
 
-    fn registered(&self, newest: u32) {
+    fn registered(&self, newest: u32) -> Result<(), StoreError> {
         self.newest.fetch_max(newest, Ordering::SeqCst);
+        Ok(())
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -1,0 +1,719 @@
+//! One collection on PostgreSQL. A commit is one transaction: the newest registered version
+//! read, heads moved only where they are still what the items saw (`UPDATE … WHERE revision =
+//! seen`, `INSERT … ON CONFLICT DO NOTHING`), the revisions inserted, failure records cleared or
+//! written, the count deltas added last, in key order, to this connection's shard.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use super::error::{db, retryable};
+use super::lease::{self, Lease};
+use super::pending::{self, HeadPages, PgPending};
+use super::{sql_run, Shared};
+use crate::id::Revision;
+use crate::record::{self, RecordError};
+use crate::store::counters::{Counter, Counters};
+use crate::store::engine::{
+    Action, Bytes, ChunkItem, CollectionEngine, Commit, FailureRecord, Head, Heads, Outcome,
+    Pending, Prepared, RunLease, Seen,
+};
+use crate::store::StoreError;
+
+const HEAD: &str =
+    "SELECT revision, version, removed FROM revolve_heads WHERE collection = $1 AND id = $2";
+const REVISION: &str =
+    "SELECT record FROM revolve_revisions WHERE collection = $1 AND id = $2 AND revision = $3";
+const REVISIONS: &str = "SELECT record FROM revolve_revisions
+     WHERE collection = $1 AND id = $2 AND revision > $3 ORDER BY revision LIMIT $4";
+const COUNTS: &str = "SELECT counter, version, sum(n)::bigint FROM revolve_counts
+     WHERE collection = $1 GROUP BY counter, version";
+const NEWEST: &str = "SELECT newest FROM revolve_collections WHERE id = $1";
+const REGISTERED: &str = "UPDATE revolve_collections SET newest = $2 WHERE id = $1 AND newest < $2";
+const MOVE: &str = "UPDATE revolve_heads h
+     SET revision = u.revision, version = u.version, removed = u.removed
+     FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int4[], $6::bool[])
+         AS u(id, seen, revision, version, removed)
+     WHERE h.collection = $1 AND h.id = u.id AND h.revision = u.seen
+     RETURNING h.id";
+const CREATE: &str = "INSERT INTO revolve_heads (collection, id, revision, version, removed)
+     SELECT $1, u.id, u.revision, u.version, u.removed
+     FROM unnest($2::text[], $3::int8[], $4::int4[], $5::bool[]) AS u(id, revision, version, removed)
+     ON CONFLICT (collection, id) DO NOTHING
+     RETURNING id";
+const LOCK: &str = "SELECT h.id FROM revolve_heads h
+     JOIN unnest($2::text[], $3::int8[]) AS u(id, seen) ON h.id = u.id
+     WHERE h.collection = $1 AND h.revision = u.seen
+     ORDER BY h.id FOR UPDATE OF h";
+const CHECK: &str = "SELECT h.id FROM revolve_heads h
+     JOIN unnest($2::text[], $3::int8[]) AS u(id, seen) ON h.id = u.id
+     WHERE h.collection = $1 AND h.revision = u.seen";
+const EXISTING: &str = "SELECT id FROM revolve_heads WHERE collection = $1 AND id = ANY($2)";
+const REVISIONS_INSERT: &str = "INSERT INTO revolve_revisions (collection, id, revision, record)
+     SELECT $1, u.id, u.revision, u.record
+     FROM unnest($2::text[], $3::int8[], $4::bytea[]) AS u(id, revision, record)";
+const CLEAR_FAILURES: &str =
+    "DELETE FROM revolve_failures WHERE collection = $1 AND id = ANY($2) RETURNING version";
+const FAILURES_INSERT: &str = "INSERT INTO revolve_failures (collection, id, version, run, record)
+     SELECT $1, u.id, u.version, u.run, u.record
+     FROM unnest($2::text[], $3::int4[], $4::int8[], $5::bytea[]) AS u(id, version, run, record)";
+const ADD_COUNTS: &str = "INSERT INTO revolve_counts (collection, counter, version, shard, n)
+     SELECT $1, u.counter, u.version, (pg_backend_pid() % 16)::int2, u.n
+     FROM unnest($2::int2[], $3::int4[], $4::int8[]) AS u(counter, version, n)
+     ORDER BY u.counter, u.version
+     ON CONFLICT (collection, counter, version, shard) DO UPDATE SET n = revolve_counts.n + excluded.n";
+const PROGRESS_PUT: &str =
+    "INSERT INTO revolve_progress (collection, run, record) VALUES ($1, $2, $3)
+     ON CONFLICT (collection, run) DO UPDATE SET record = excluded.record";
+const PROGRESS: &str = "SELECT record FROM revolve_progress WHERE collection = $1 AND run = $2";
+const PROGRESS_FORGET: &str = "DELETE FROM revolve_progress WHERE collection = $1 AND run = $2";
+const PROGRESS_RUNS: &str = "SELECT run FROM revolve_progress WHERE collection = $1 ORDER BY run";
+const FAILURES: &str = "SELECT id, record FROM revolve_failures
+     WHERE collection = $1 AND id > $2 ORDER BY id LIMIT $3";
+const FAILURES_OF_RUN: &str =
+    "SELECT id, record FROM revolve_failures WHERE collection = $1 AND run = $2 ORDER BY id";
+
+/// The PostgreSQL engine of one collection.
+pub(crate) struct PgCollection {
+    pub(crate) name: String,
+    /// The collection's row in `revolve_collections`.
+    pub(crate) id: i32,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl PgCollection {
+    pub(crate) fn new(name: String, id: i32, shared: Arc<Shared>) -> Self {
+        Self { name, id, shared }
+    }
+
+    fn corrupt(&self, id: &str, revision: Option<Revision>, source: RecordError) -> StoreError {
+        StoreError::Corrupt {
+            collection: self.name.clone(),
+            id: id.to_owned(),
+            revision,
+            source,
+        }
+    }
+
+    fn encode_error(&self, source: RecordError) -> StoreError {
+        StoreError::Encode {
+            collection: self.name.clone(),
+            source,
+        }
+    }
+
+    /// One attempt at a commit, in one transaction.
+    fn try_commit(
+        &self,
+        items: &[ChunkItem],
+        commit: &mut Commit<'_>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let (
+            client,
+            [newest, moving, creating, locking, checking, existing, revisions, clear, fail, counts, progress],
+        ) = conn.prepared([
+            NEWEST,
+            MOVE,
+            CREATE,
+            LOCK,
+            CHECK,
+            EXISTING,
+            REVISIONS_INSERT,
+            CLEAR_FAILURES,
+            FAILURES_INSERT,
+            ADD_COUNTS,
+            PROGRESS_PUT,
+        ])?;
+        let mut tx = client.transaction().map_err(db)?;
+        let collection = self.id;
+        if !commit.dry_run {
+            let newest: i32 = tx.query_one(&newest, &[&collection]).map_err(db)?.get(0);
+            let newest = u32::try_from(newest).unwrap_or(0);
+            if newest > commit.writer {
+                return Err(StoreError::VersionTooNew {
+                    collection: self.name.clone(),
+                    stored: newest,
+                    known: commit.writer,
+                });
+            }
+        }
+
+        // Which items still see what they saw.
+        let mut moved: HashSet<String> = HashSet::new();
+        let mut created: HashSet<String> = HashSet::new();
+        let mut kept: HashSet<String> = HashSet::new();
+        if commit.dry_run {
+            let (ids, seen) = seen_heads(items, |_| true);
+            if !ids.is_empty() {
+                for row in tx
+                    .query(&checking, &[&collection, &ids, &seen])
+                    .map_err(db)?
+                {
+                    kept.insert(row.get(0));
+                }
+            }
+            let absent: Vec<&str> = items
+                .iter()
+                .filter(|item| item.seen == Seen::Absent)
+                .map(|item| item.id.as_str())
+                .collect();
+            let mut taken = HashSet::new();
+            if !absent.is_empty() {
+                for row in tx.query(&existing, &[&collection, &absent]).map_err(db)? {
+                    taken.insert(row.get::<_, String>(0));
+                }
+            }
+            return Ok(items
+                .iter()
+                .map(|item| {
+                    let applies = match item.seen {
+                        Seen::Fresh => true,
+                        Seen::Absent => !taken.contains(&item.id),
+                        Seen::Head(_) => kept.contains(&item.id),
+                    };
+                    match (&item.action, applies) {
+                        (_, false) => Outcome::Skipped,
+                        (Action::Write(_), true) => Outcome::Written,
+                        (Action::Fail(_), true) => Outcome::Failed,
+                    }
+                })
+                .collect());
+        }
+
+        // Failures first lock the heads they name (in id order); writes move theirs.
+        let (ids, seen) = seen_heads(items, |action| matches!(action, Action::Fail(_)));
+        if !ids.is_empty() {
+            for row in tx
+                .query(&locking, &[&collection, &ids, &seen])
+                .map_err(db)?
+            {
+                kept.insert(row.get(0));
+            }
+        }
+        let mut move_ids = Vec::new();
+        let mut move_seen = Vec::new();
+        let mut move_revision = Vec::new();
+        let mut move_version = Vec::new();
+        let mut move_removed = Vec::new();
+        let mut create_ids = Vec::new();
+        let mut create_revision = Vec::new();
+        let mut create_version = Vec::new();
+        let mut create_removed = Vec::new();
+        for item in items {
+            let Action::Write(revision) = &item.action else {
+                continue;
+            };
+            let new = sql_head(revision.head);
+            match item.seen {
+                Seen::Head(seen) => {
+                    move_ids.push(item.id.as_str());
+                    move_seen.push(sql_revision(seen.revision));
+                    move_revision.push(new.0);
+                    move_version.push(new.1);
+                    move_removed.push(new.2);
+                }
+                Seen::Absent | Seen::Fresh => {
+                    create_ids.push(item.id.as_str());
+                    create_revision.push(new.0);
+                    create_version.push(new.1);
+                    create_removed.push(new.2);
+                }
+            }
+        }
+        if !move_ids.is_empty() {
+            for row in tx
+                .query(
+                    &moving,
+                    &[
+                        &collection,
+                        &move_ids,
+                        &move_seen,
+                        &move_revision,
+                        &move_version,
+                        &move_removed,
+                    ],
+                )
+                .map_err(db)?
+            {
+                moved.insert(row.get(0));
+            }
+        }
+        if !create_ids.is_empty() {
+            for row in tx
+                .query(
+                    &creating,
+                    &[
+                        &collection,
+                        &create_ids,
+                        &create_revision,
+                        &create_version,
+                        &create_removed,
+                    ],
+                )
+                .map_err(db)?
+            {
+                created.insert(row.get(0));
+            }
+        }
+
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut deltas: BTreeMap<Counter, i64> = BTreeMap::new();
+        let mut revision_ids = Vec::new();
+        let mut revision_numbers = Vec::new();
+        let mut revision_records: Vec<&[u8]> = Vec::new();
+        let mut cleared: Vec<&str> = Vec::new();
+        let mut failure_ids = Vec::new();
+        let mut failure_versions = Vec::new();
+        let mut failure_runs = Vec::new();
+        let mut failure_records = Vec::new();
+        for item in items {
+            match &item.action {
+                Action::Write(revision) => {
+                    let applied = match item.seen {
+                        Seen::Head(_) => moved.contains(&item.id),
+                        Seen::Absent | Seen::Fresh => created.contains(&item.id),
+                    };
+                    if !applied {
+                        outcomes.push(Outcome::Skipped);
+                        continue;
+                    }
+                    if let Some(seen) = item.seen.head() {
+                        *deltas.entry(Counter::of(seen)).or_default() -= 1;
+                        cleared.push(&item.id);
+                    }
+                    *deltas.entry(Counter::of(revision.head)).or_default() += 1;
+                    revision_ids.push(item.id.as_str());
+                    revision_numbers.push(sql_revision(revision.head.revision));
+                    revision_records.push(&revision.record);
+                    outcomes.push(Outcome::Written);
+                }
+                Action::Fail(failure) => {
+                    if !kept.contains(&item.id) {
+                        outcomes.push(Outcome::Skipped);
+                        continue;
+                    }
+                    // Counted at the version of the head it names, as a write clears it.
+                    let version = item.seen.head().map_or(failure.version, |h| h.version);
+                    let bytes = record::encode_payload(failure)
+                        .map_err(|source| self.encode_error(source))?;
+                    cleared.push(&item.id);
+                    *deltas.entry(Counter::Failed(version)).or_default() += 1;
+                    failure_ids.push(item.id.as_str());
+                    failure_versions.push(sql_version(version));
+                    failure_runs.push(sql_run(failure.run)?);
+                    failure_records.push(bytes);
+                    outcomes.push(Outcome::Failed);
+                }
+            }
+        }
+        if !revision_ids.is_empty() {
+            tx.execute(
+                &revisions,
+                &[
+                    &collection,
+                    &revision_ids,
+                    &revision_numbers,
+                    &revision_records,
+                ],
+            )
+            .map_err(db)?;
+        }
+        // A write changes the document, so a recorded migration failure no longer holds; a
+        // new failure replaces the old.
+        if !cleared.is_empty() {
+            for row in tx.query(&clear, &[&collection, &cleared]).map_err(db)? {
+                let version: i32 = row.get(0);
+                *deltas
+                    .entry(Counter::Failed(u32::try_from(version).unwrap_or(0)))
+                    .or_default() -= 1;
+            }
+        }
+        if !failure_ids.is_empty() {
+            tx.execute(
+                &fail,
+                &[
+                    &collection,
+                    &failure_ids,
+                    &failure_versions,
+                    &failure_runs,
+                    &failure_records,
+                ],
+            )
+            .map_err(db)?;
+        }
+        if let Some(record) = commit.progress.as_mut() {
+            let bytes = (record.encode)(&outcomes).map_err(|source| self.encode_error(source))?;
+            tx.execute(&progress, &[&collection, &sql_run(record.run)?, &bytes])
+                .map_err(db)?;
+        }
+        // Last, in key order: the count rows are the most contended.
+        let (kinds, versions, amounts) = count_rows(&deltas);
+        if !kinds.is_empty() {
+            tx.execute(&counts, &[&collection, &kinds, &versions, &amounts])
+                .map_err(db)?;
+        }
+        match tx.commit() {
+            Ok(()) => Ok(outcomes),
+            Err(error) => {
+                let error = db(error);
+                if matches!(error, StoreError::ConnectionLost { .. })
+                    && !revision_ids.is_empty()
+                    && self.committed(items, &outcomes)?
+                {
+                    return Ok(outcomes);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// After a connection was lost during `COMMIT`: whether the commit applied, read from the
+    /// heads it wrote (all moved, or none).
+    fn committed(&self, items: &[ChunkItem], outcomes: &[Outcome]) -> Result<bool, StoreError> {
+        for (item, outcome) in items.iter().zip(outcomes) {
+            if let (Action::Write(revision), Outcome::Written) = (&item.action, outcome) {
+                return Ok(self.head(&item.id)? == Some(revision.head));
+            }
+        }
+        Ok(false)
+    }
+
+    fn query_bytes(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Option<Bytes>, StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(sql)?;
+        Ok(conn
+            .client
+            .query_opt(&statement, params)
+            .map_err(db)?
+            .map(|row| row.get(0)))
+    }
+
+    fn decode_failure(&self, id: &str, bytes: &[u8]) -> Result<FailureRecord, StoreError> {
+        record::decode_payload(bytes, 8).map_err(|source| self.corrupt(id, None, source))
+    }
+}
+
+/// The ids and seen revisions of the items whose action `which` selects and that saw a head.
+fn seen_heads<'a>(
+    items: &'a [ChunkItem],
+    which: impl Fn(&Action) -> bool,
+) -> (Vec<&'a str>, Vec<i64>) {
+    items
+        .iter()
+        .filter(|item| which(&item.action))
+        .filter_map(|item| {
+            let seen = item.seen.head()?;
+            Some((item.id.as_str(), sql_revision(seen.revision)))
+        })
+        .unzip()
+}
+
+/// A head as its columns: revision, version, removed.
+fn sql_head(head: Head) -> (i64, i32, bool) {
+    (
+        sql_revision(head.revision),
+        sql_version(head.version),
+        head.removed,
+    )
+}
+
+fn sql_revision(revision: Revision) -> i64 {
+    i64::try_from(revision.get()).unwrap_or(i64::MAX)
+}
+
+fn sql_version(version: u32) -> i32 {
+    i32::try_from(version).unwrap_or(i32::MAX)
+}
+
+/// A counter as its key columns.
+fn counter_key(counter: Counter) -> (i16, i32) {
+    match counter {
+        Counter::Live(version) => (0, sql_version(version)),
+        Counter::Removed => (1, 0),
+        Counter::Failed(version) => (2, sql_version(version)),
+    }
+}
+
+/// The non-zero deltas as rows, in key order.
+fn count_rows(deltas: &BTreeMap<Counter, i64>) -> (Vec<i16>, Vec<i32>, Vec<i64>) {
+    let mut rows: Vec<((i16, i32), i64)> = deltas
+        .iter()
+        .filter(|(_, &n)| n != 0)
+        .map(|(&counter, &n)| (counter_key(counter), n))
+        .collect();
+    rows.sort_unstable();
+    let mut kinds = Vec::with_capacity(rows.len());
+    let mut versions = Vec::with_capacity(rows.len());
+    let mut amounts = Vec::with_capacity(rows.len());
+    for ((kind, version), n) in rows {
+        kinds.push(kind);
+        versions.push(version);
+        amounts.push(n);
+    }
+    (kinds, versions, amounts)
+}
+
+impl CollectionEngine for PgCollection {
+    fn head(&self, id: &str) -> Result<Option<Head>, StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(HEAD)?;
+        let row = conn
+            .client
+            .query_opt(&statement, &[&self.id, &id])
+            .map_err(db)?;
+        drop(conn);
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let revision: i64 = row.get(0);
+                let version: i32 = row.get(1);
+                match (
+                    u64::try_from(revision).ok().and_then(Revision::new),
+                    u32::try_from(version).ok(),
+                ) {
+                    (Some(revision), Some(version)) => Ok(Some(Head {
+                        revision,
+                        version,
+                        removed: row.get(2),
+                    })),
+                    _ => Err(self.corrupt(id, None, RecordError::InvalidHeader("malformed head"))),
+                }
+            }
+        }
+    }
+
+    fn revision(&self, id: &str, revision: Revision) -> Result<Option<Bytes>, StoreError> {
+        self.query_bytes(REVISION, &[&self.id, &id, &sql_revision(revision)])
+    }
+
+    fn revisions(
+        &self,
+        id: &str,
+        after: Option<Revision>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let after = after.map_or(0, sql_revision);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(REVISIONS)?;
+        Ok(conn
+            .client
+            .query(&statement, &[&self.id, &id, &after, &limit])
+            .map_err(db)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
+    fn heads(&self, after: Option<&str>, removed: bool) -> Heads {
+        Box::new(HeadPages::new(
+            Arc::clone(&self.shared),
+            (&self.name, self.id),
+            after,
+            removed,
+        ))
+    }
+
+    fn counts(&self) -> Result<Counters, StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(COUNTS)?;
+        let rows = conn.client.query(&statement, &[&self.id]).map_err(db)?;
+        let mut counters = Counters::default();
+        for row in rows {
+            let kind: i16 = row.get(0);
+            let version: i32 = row.get(1);
+            let n: i64 = row.get(2);
+            let version = u32::try_from(version).ok();
+            let counter = match (kind, version) {
+                (0, Some(version)) => Counter::Live(version),
+                (1, _) => Counter::Removed,
+                (2, Some(version)) => Counter::Failed(version),
+                _ => {
+                    return Err(self.corrupt(
+                        "counters",
+                        None,
+                        RecordError::InvalidHeader("malformed counter"),
+                    ))
+                }
+            };
+            let Ok(n) = u64::try_from(n) else {
+                return Err(self.corrupt(
+                    "counters",
+                    None,
+                    RecordError::InvalidHeader("negative counter"),
+                ));
+            };
+            counters.insert(counter, n);
+        }
+        Ok(counters)
+    }
+
+    fn commit(
+        &self,
+        items: &[ChunkItem],
+        mut commit: Commit<'_>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        match self.try_commit(items, &mut commit) {
+            // A serialization failure or deadlock rolled everything back: try once more.
+            Err(error) if retryable(&error) => self.try_commit(items, &mut commit),
+            result => result,
+        }
+    }
+
+    fn prepare(&self, _items: &[ChunkItem]) -> Option<Prepared> {
+        None
+    }
+
+    fn pending(
+        &self,
+        target: u32,
+        retry_failed: bool,
+    ) -> Result<Box<dyn Pending + '_>, StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(pending::VERSIONS)?;
+        let versions = conn
+            .client
+            .query(&statement, &[&self.id, &sql_version(target)])
+            .map_err(db)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        Ok(Box::new(PgPending::new(
+            Arc::clone(&self.shared),
+            (&self.name, self.id),
+            versions,
+            retry_failed,
+        )))
+    }
+
+    fn failures(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, FailureRecord)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(FAILURES)?;
+        let rows = conn
+            .client
+            .query(&statement, &[&self.id, &after.unwrap_or(""), &limit])
+            .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.get(0);
+                let bytes: Vec<u8> = row.get(1);
+                let failure = self.decode_failure(&id, &bytes)?;
+                Ok((id, failure))
+            })
+            .collect()
+    }
+
+    fn failures_of_run(
+        &self,
+        run: u64,
+        limit: usize,
+        except: &BTreeSet<&str>,
+    ) -> Result<(Vec<(String, FailureRecord)>, u64), StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(FAILURES_OF_RUN)?;
+        let rows = conn
+            .client
+            .query(&statement, &[&self.id, &sql_run(run)?])
+            .map_err(db)?;
+        let mut found = Vec::new();
+        let mut undecodable = 0u64;
+        for row in &rows {
+            if found.len() >= limit {
+                break;
+            }
+            let id: String = row.get(0);
+            if except.contains(id.as_str()) {
+                continue;
+            }
+            let bytes: Vec<u8> = row.get(1);
+            match record::decode_payload::<FailureRecord>(&bytes, 8) {
+                Ok(failure) if failure.run == run => found.push((id, failure)),
+                Ok(_) => {}
+                Err(_) => undecodable += 1,
+            }
+        }
+        Ok((found, undecodable))
+    }
+
+    fn progress(&self, run: u64) -> Result<Option<Bytes>, StoreError> {
+        self.query_bytes(PROGRESS, &[&self.id, &sql_run(run)?])
+    }
+
+    fn forget_progress(&self, run: u64) -> Result<(), StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(PROGRESS_FORGET)?;
+        conn.client
+            .execute(&statement, &[&self.id, &sql_run(run)?])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn progress_runs(&self) -> Result<Vec<u64>, StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(PROGRESS_RUNS)?;
+        Ok(conn
+            .client
+            .query(&statement, &[&self.id])
+            .map_err(db)?
+            .iter()
+            .map(|row| row.get::<_, i64>(0).unsigned_abs())
+            .collect())
+    }
+
+    fn begin_run(&self, run: u64) -> Result<Result<RunLease<'_>, u64>, StoreError> {
+        Ok(lease::acquire(&self.shared, self.id, run)?.map(lease))
+    }
+
+    fn try_run_lock(&self) -> Result<Option<RunLease<'_>>, StoreError> {
+        Ok(lease::acquire(&self.shared, self.id, 0)?.ok().map(lease))
+    }
+
+    fn run_is_live(&self, run: u64) -> Result<bool, StoreError> {
+        lease::is_live(&self.shared, self.id, run)
+    }
+
+    fn writable_by(&self, writer: u32) -> Result<(), StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(NEWEST)?;
+        let newest: i32 = conn
+            .client
+            .query_one(&statement, &[&self.id])
+            .map_err(db)?
+            .get(0);
+        let newest = u32::try_from(newest).unwrap_or(0);
+        if newest > writer {
+            return Err(StoreError::VersionTooNew {
+                collection: self.name.clone(),
+                stored: newest,
+                known: writer,
+            });
+        }
+        Ok(())
+    }
+
+    fn registered(&self, newest: u32) -> Result<(), StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(REGISTERED)?;
+        conn.client
+            .execute(&statement, &[&self.id, &sql_version(newest)])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn lease(lease: Lease) -> RunLease<'static> {
+    RunLease(Box::new(lease))
+}

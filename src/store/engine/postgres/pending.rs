@@ -1,0 +1,231 @@
+//! Reading in id order a page at a time: the heads of a collection, and the documents pending a
+//! migration, claimed per source version through `revolve_heads_by_version` with a keyset
+//! (`id > last`), never a sort of every pending row or a walk from the start.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use postgres::Row;
+
+use super::error::db;
+use super::Shared;
+use crate::id::Revision;
+use crate::record::RecordError;
+use crate::store::engine::{Head, Pending, PendingChunk, PendingDocument, Position, Stamp};
+use crate::store::StoreError;
+
+/// Heads read per page.
+const PAGE: i64 = 1000;
+
+const HEADS: &str = "SELECT id, revision, version, removed FROM revolve_heads
+     WHERE collection = $1 AND id > $2 AND ($3 OR NOT removed)
+     ORDER BY id LIMIT $4";
+
+const PENDING: &str = "SELECT h.id, h.revision, h.version, r.record, false
+     FROM revolve_heads h
+     LEFT JOIN revolve_revisions r
+         ON r.collection = h.collection AND r.id = h.id AND r.revision = h.revision
+     WHERE h.collection = $1 AND NOT h.removed AND h.version = $2 AND h.id > $3
+       AND NOT EXISTS (SELECT 1 FROM revolve_failures f
+                       WHERE f.collection = h.collection AND f.id = h.id)
+     ORDER BY h.id LIMIT $4";
+
+const PENDING_WITH_FAILED: &str = "SELECT h.id, h.revision, h.version, r.record,
+         EXISTS (SELECT 1 FROM revolve_failures f WHERE f.collection = h.collection AND f.id = h.id)
+     FROM revolve_heads h
+     LEFT JOIN revolve_revisions r
+         ON r.collection = h.collection AND r.id = h.id AND r.revision = h.revision
+     WHERE h.collection = $1 AND NOT h.removed AND h.version = $2 AND h.id > $3
+     ORDER BY h.id LIMIT $4";
+
+/// The versions below `target` that live documents are at, oldest first.
+pub(crate) const VERSIONS: &str = "SELECT version FROM revolve_counts
+     WHERE collection = $1 AND counter = 0 AND version < $2
+     GROUP BY version HAVING sum(n) > 0 ORDER BY version";
+
+/// A head read from a row: `id, revision, version, removed`.
+pub(crate) fn head(collection: &str, row: &Row, at: usize) -> Result<Head, StoreError> {
+    let malformed = |id: &str| StoreError::Corrupt {
+        collection: collection.to_owned(),
+        id: id.to_owned(),
+        revision: None,
+        source: RecordError::InvalidHeader("malformed head"),
+    };
+    let revision: i64 = row.get(at);
+    let version: i32 = row.get(at + 1);
+    let removed: bool = row.get(at + 2);
+    let revision = u64::try_from(revision).ok().and_then(Revision::new);
+    let version = u32::try_from(version).ok();
+    match (revision, version) {
+        (Some(revision), Some(version)) => Ok(Head {
+            revision,
+            version,
+            removed,
+        }),
+        _ => Err(malformed(row.get(0))),
+    }
+}
+
+/// The heads of a collection in id order, a page at a time.
+pub(crate) struct HeadPages {
+    shared: Arc<Shared>,
+    name: String,
+    collection: i32,
+    last: String,
+    removed: bool,
+    page: VecDeque<Result<(String, Head), StoreError>>,
+    done: bool,
+}
+
+impl HeadPages {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        (name, collection): (&str, i32),
+        after: Option<&str>,
+        removed: bool,
+    ) -> Self {
+        Self {
+            shared,
+            name: name.to_owned(),
+            collection,
+            last: after.unwrap_or("").to_owned(),
+            removed,
+            page: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    fn fill(&mut self) -> Result<(), StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(HEADS)?;
+        let rows = conn
+            .client
+            .query(
+                &statement,
+                &[&self.collection, &self.last, &self.removed, &PAGE],
+            )
+            .map_err(db)?;
+        self.done = rows.len() < usize::try_from(PAGE).unwrap_or(usize::MAX);
+        for row in &rows {
+            let id: String = row.get(0);
+            let entry = head(&self.name, row, 1).map(|head| (id.clone(), head));
+            self.last = id;
+            self.page.push_back(entry);
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for HeadPages {
+    type Item = Result<(String, Head), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.page.is_empty() && !self.done {
+            if let Err(error) = self.fill() {
+                self.done = true;
+                return Some(Err(error));
+            }
+        }
+        self.page.pop_front()
+    }
+}
+
+/// Pending documents on PostgreSQL: per source version, oldest first, in id order.
+pub(crate) struct PgPending {
+    shared: Arc<Shared>,
+    name: String,
+    collection: i32,
+    versions: VecDeque<i32>,
+    last: String,
+    retry: bool,
+}
+
+impl PgPending {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        (name, collection): (&str, i32),
+        versions: Vec<i32>,
+        retry: bool,
+    ) -> Self {
+        Self {
+            shared,
+            name: name.to_owned(),
+            collection,
+            versions: versions.into(),
+            last: String::new(),
+            retry,
+        }
+    }
+}
+
+impl Pending for PgPending {
+    fn next_chunk(&mut self, limit: usize) -> Result<Option<PendingChunk>, StoreError> {
+        let mut documents = Vec::with_capacity(limit);
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(if self.retry {
+            PENDING_WITH_FAILED
+        } else {
+            PENDING
+        })?;
+        while documents.len() < limit {
+            let Some(&version) = self.versions.front() else {
+                break;
+            };
+            let want = limit - documents.len();
+            let rows = conn
+                .client
+                .query(
+                    &statement,
+                    &[
+                        &self.collection,
+                        &version,
+                        &self.last,
+                        &i64::try_from(want).unwrap_or(i64::MAX),
+                    ],
+                )
+                .map_err(db)?;
+            if rows.len() < want {
+                self.versions.pop_front();
+            }
+            for row in &rows {
+                let id: String = row.get(0);
+                let revision: i64 = row.get(1);
+                let version: i32 = row.get(2);
+                let (Some(revision), Some(version)) = (
+                    u64::try_from(revision).ok().and_then(Revision::new),
+                    u32::try_from(version).ok(),
+                ) else {
+                    return Err(StoreError::Corrupt {
+                        collection: self.name.clone(),
+                        id,
+                        revision: None,
+                        source: RecordError::InvalidHeader("malformed head"),
+                    });
+                };
+                documents.push(PendingDocument {
+                    head: Head {
+                        revision,
+                        version,
+                        removed: false,
+                    },
+                    bytes: row.get(3),
+                    known_failed: row.get(4),
+                    id: id.clone(),
+                });
+                self.last = id;
+            }
+            if rows.len() < want {
+                self.last = String::new();
+            }
+        }
+        let Some(last) = documents.last() else {
+            return Ok(None);
+        };
+        let position = Position(last.id.as_bytes().to_vec());
+        Ok(Some(PendingChunk {
+            documents,
+            position,
+            stamp: Stamp(0),
+        }))
+    }
+}
