@@ -96,6 +96,107 @@ impl Engine for Sled {
         Store::builder().temporary(true)
     }
 }
+/// The PostgreSQL engine: a store is a schema of the test server's database
+/// (`REVOLVE_TEST_DATABASE_URL`, which `scripts/with-postgres` sets).
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+pub(crate) struct Postgres;
+
+/// The test server's URL. Without one, a test is skipped with one printed line, except under
+/// `CI=true`, where it fails: CI must run the PostgreSQL tests.
+#[cfg(feature = "postgres")]
+pub(crate) fn postgres_url() -> Option<String> {
+    match std::env::var("REVOLVE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "REVOLVE_TEST_DATABASE_URL is not set: under CI=true the PostgreSQL tests must run (scripts/with-postgres)"
+            );
+            eprintln!("skipped: no PostgreSQL (run under scripts/with-postgres)");
+            None
+        }
+    }
+}
+
+/// A schema of the test database: a fresh one, dropped with the place, or one another process
+/// made.
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+pub(crate) struct PgPlace {
+    url: String,
+    schema: String,
+    owned: bool,
+}
+
+#[cfg(feature = "postgres")]
+impl Place for PgPlace {
+    fn builder(&self) -> StoreBuilder {
+        Store::builder()
+            .url(&self.url)
+            .schema(&self.schema)
+            .run_lease(std::time::Duration::from_secs(2))
+    }
+
+    fn address(&self) -> String {
+        format!("{}|{}", self.url, self.schema)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for PgPlace {
+    fn drop(&mut self) {
+        if self.owned {
+            if let Ok(mut client) = postgres::Client::connect(&self.url, postgres::NoTls) {
+                let _ = client.batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                    self.schema
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Engine for Postgres {
+    const NAME: &'static str = "postgres";
+    type Place = PgPlace;
+
+    fn place() -> PgPlace {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        PgPlace {
+            url: postgres_url().expect("a PostgreSQL test runs only with a server"),
+            schema: format!(
+                "t_{}_{}_{nanos}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::SeqCst)
+            ),
+            owned: true,
+        }
+    }
+
+    fn at(address: &str) -> PgPlace {
+        let (url, schema) = address.rsplit_once('|').unwrap();
+        PgPlace {
+            url: url.to_owned(),
+            schema: schema.to_owned(),
+            owned: false,
+        }
+    }
+
+    fn fresh() -> StoreBuilder {
+        Store::builder()
+            .url(postgres_url().expect("a PostgreSQL test runs only with a server"))
+            .temporary(true)
+            .run_lease(std::time::Duration::from_secs(2))
+    }
+}
+
 /// Makes one `#[test]` per engine for each generic test function named, in a child module per
 /// engine: `engine_tests! { a, b }` in `crud` gives `crud::sled::a` calling `a::<Sled>()`.
 /// Attributes written before a name (`#[ignore]`, a doc comment) are put on each of its tests.
@@ -110,6 +211,20 @@ macro_rules! engine_tests {
                 #[test]
                 fn $test() {
                     super::$test::<crate::engine::Sled>();
+                }
+            )*
+        }
+
+        /// The tests of this module on the PostgreSQL engine.
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                $(#[$meta])*
+                #[test]
+                fn $test() {
+                    if crate::engine::postgres_url().is_some() {
+                        super::$test::<crate::engine::Postgres>();
+                    }
                 }
             )*
         }
