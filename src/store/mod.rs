@@ -278,7 +278,7 @@ impl StoreBuilder {
         #[cfg(feature = "postgres")]
         if let Some(url) = &self.database.url {
             return Ok(Box::new(engine::postgres::PgEngine::open(
-                engine::postgres::Options {
+                &engine::postgres::Options {
                     url: url.clone(),
                     schema: self.database.schema.clone(),
                     temporary: self.temporary,

@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
+use postgres::{Statement, Transaction};
+
 use super::error::{db, retryable};
 use super::lease::{self, Lease};
 use super::pending::{self, HeadPages, PgPending};
@@ -108,10 +110,7 @@ impl PgCollection {
         commit: &mut Commit<'_>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let mut conn = self.shared.pool.get()?;
-        let (
-            client,
-            [newest, moving, creating, locking, checking, existing, revisions, clear, fail, counts, progress],
-        ) = conn.prepared([
+        let (client, statements) = conn.prepared([
             NEWEST,
             MOVE,
             CREATE,
@@ -124,247 +123,272 @@ impl PgCollection {
             ADD_COUNTS,
             PROGRESS_PUT,
         ])?;
+        let statements = Statements::from(statements);
         let mut tx = client.transaction().map_err(db)?;
-        let collection = self.id;
-        if !commit.dry_run {
-            let newest: i32 = tx.query_one(&newest, &[&collection]).map_err(db)?.get(0);
-            let newest = u32::try_from(newest).unwrap_or(0);
-            if newest > commit.writer {
-                return Err(StoreError::VersionTooNew {
-                    collection: self.name.clone(),
-                    stored: newest,
-                    known: commit.writer,
-                });
-            }
-        }
-
-        // Which items still see what they saw.
-        let mut moved: HashSet<String> = HashSet::new();
-        let mut created: HashSet<String> = HashSet::new();
-        let mut kept: HashSet<String> = HashSet::new();
         if commit.dry_run {
-            let (ids, seen) = seen_heads(items, |_| true);
-            if !ids.is_empty() {
-                for row in tx
-                    .query(&checking, &[&collection, &ids, &seen])
-                    .map_err(db)?
-                {
-                    kept.insert(row.get(0));
-                }
-            }
-            let absent: Vec<&str> = items
-                .iter()
-                .filter(|item| item.seen == Seen::Absent)
-                .map(|item| item.id.as_str())
-                .collect();
-            let mut taken = HashSet::new();
-            if !absent.is_empty() {
-                for row in tx.query(&existing, &[&collection, &absent]).map_err(db)? {
-                    taken.insert(row.get::<_, String>(0));
-                }
-            }
-            return Ok(items
-                .iter()
-                .map(|item| {
-                    let applies = match item.seen {
-                        Seen::Fresh => true,
-                        Seen::Absent => !taken.contains(&item.id),
-                        Seen::Head(_) => kept.contains(&item.id),
-                    };
-                    match (&item.action, applies) {
-                        (_, false) => Outcome::Skipped,
-                        (Action::Write(_), true) => Outcome::Written,
-                        (Action::Fail(_), true) => Outcome::Failed,
-                    }
-                })
-                .collect());
+            return self.dry_run(&mut tx, &statements, items);
         }
+        let newest: i32 = tx
+            .query_one(&statements.newest, &[&self.id])
+            .map_err(db)?
+            .get(0);
+        let newest = u32::try_from(newest).unwrap_or(0);
+        if newest > commit.writer {
+            return Err(StoreError::VersionTooNew {
+                collection: self.name.clone(),
+                stored: newest,
+                known: commit.writer,
+            });
+        }
+        let applied = self.claim(&mut tx, &statements, items)?;
+        let mut writes = self.gather(items, &applied)?;
+        self.write(&mut tx, &statements, &mut writes, commit)?;
+        match tx.commit() {
+            Ok(()) => Ok(writes.outcomes),
+            Err(error) => {
+                let error = db(error);
+                if matches!(error, StoreError::ConnectionLost { .. })
+                    && !writes.revision_ids.is_empty()
+                    && self.committed(items, &writes.outcomes)?
+                {
+                    return Ok(writes.outcomes);
+                }
+                Err(error)
+            }
+        }
+    }
 
-        // Failures first lock the heads they name (in id order); writes move theirs.
+    /// A dry run's outcomes: which items still see what they saw; nothing written or locked.
+    fn dry_run(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &Statements,
+        items: &[ChunkItem],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut kept = HashSet::new();
+        let (ids, seen) = seen_heads(items, |_| true);
+        if !ids.is_empty() {
+            for row in tx
+                .query(&statements.checking, &[&self.id, &ids, &seen])
+                .map_err(db)?
+            {
+                kept.insert(row.get::<_, String>(0));
+            }
+        }
+        let absent: Vec<&str> = items
+            .iter()
+            .filter(|item| item.seen == Seen::Absent)
+            .map(|item| item.id.as_str())
+            .collect();
+        let mut taken = HashSet::new();
+        if !absent.is_empty() {
+            for row in tx
+                .query(&statements.existing, &[&self.id, &absent])
+                .map_err(db)?
+            {
+                taken.insert(row.get::<_, String>(0));
+            }
+        }
+        Ok(items
+            .iter()
+            .map(|item| {
+                let applies = match item.seen {
+                    Seen::Fresh => true,
+                    Seen::Absent => !taken.contains(&item.id),
+                    Seen::Head(_) => kept.contains(&item.id),
+                };
+                match (&item.action, applies) {
+                    (_, false) => Outcome::Skipped,
+                    (Action::Write(_), true) => Outcome::Written,
+                    (Action::Fail(_), true) => Outcome::Failed,
+                }
+            })
+            .collect())
+    }
+
+    /// Moves the heads of the writes that still see what they saw and locks those the failures
+    /// name, in SQL: an item whose head changed meanwhile is left out.
+    fn claim(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &Statements,
+        items: &[ChunkItem],
+    ) -> Result<Applied, StoreError> {
+        let mut applied = Applied::default();
+        // Failures lock the heads they name, in id order.
         let (ids, seen) = seen_heads(items, |action| matches!(action, Action::Fail(_)));
         if !ids.is_empty() {
             for row in tx
-                .query(&locking, &[&collection, &ids, &seen])
+                .query(&statements.locking, &[&self.id, &ids, &seen])
                 .map_err(db)?
             {
-                kept.insert(row.get(0));
+                applied.kept.insert(row.get(0));
             }
         }
-        let mut move_ids = Vec::new();
-        let mut move_seen = Vec::new();
-        let mut move_revision = Vec::new();
-        let mut move_version = Vec::new();
-        let mut move_removed = Vec::new();
-        let mut create_ids = Vec::new();
-        let mut create_revision = Vec::new();
-        let mut create_version = Vec::new();
-        let mut create_removed = Vec::new();
+        let mut moving = HeadRows::default();
+        let mut creating = HeadRows::default();
         for item in items {
             let Action::Write(revision) = &item.action else {
                 continue;
             };
-            let new = sql_head(revision.head);
             match item.seen {
-                Seen::Head(seen) => {
-                    move_ids.push(item.id.as_str());
-                    move_seen.push(sql_revision(seen.revision));
-                    move_revision.push(new.0);
-                    move_version.push(new.1);
-                    move_removed.push(new.2);
-                }
-                Seen::Absent | Seen::Fresh => {
-                    create_ids.push(item.id.as_str());
-                    create_revision.push(new.0);
-                    create_version.push(new.1);
-                    create_removed.push(new.2);
-                }
+                Seen::Head(seen) => moving.push(&item.id, Some(seen), revision.head),
+                Seen::Absent | Seen::Fresh => creating.push(&item.id, None, revision.head),
             }
         }
-        if !move_ids.is_empty() {
-            for row in tx
+        if !moving.ids.is_empty() {
+            let rows = tx
                 .query(
-                    &moving,
+                    &statements.moving,
                     &[
-                        &collection,
-                        &move_ids,
-                        &move_seen,
-                        &move_revision,
-                        &move_version,
-                        &move_removed,
+                        &self.id,
+                        &moving.ids,
+                        &moving.seen,
+                        &moving.revision,
+                        &moving.version,
+                        &moving.removed,
                     ],
                 )
-                .map_err(db)?
-            {
-                moved.insert(row.get(0));
-            }
+                .map_err(db)?;
+            applied.moved.extend(rows.iter().map(|row| row.get(0)));
         }
-        if !create_ids.is_empty() {
-            for row in tx
+        if !creating.ids.is_empty() {
+            let rows = tx
                 .query(
-                    &creating,
+                    &statements.creating,
                     &[
-                        &collection,
-                        &create_ids,
-                        &create_revision,
-                        &create_version,
-                        &create_removed,
+                        &self.id,
+                        &creating.ids,
+                        &creating.revision,
+                        &creating.version,
+                        &creating.removed,
                     ],
                 )
-                .map_err(db)?
-            {
-                created.insert(row.get(0));
-            }
+                .map_err(db)?;
+            applied.created.extend(rows.iter().map(|row| row.get(0)));
         }
+        Ok(applied)
+    }
 
-        let mut outcomes = Vec::with_capacity(items.len());
-        let mut deltas: BTreeMap<Counter, i64> = BTreeMap::new();
-        let mut revision_ids = Vec::new();
-        let mut revision_numbers = Vec::new();
-        let mut revision_records: Vec<&[u8]> = Vec::new();
-        let mut cleared: Vec<&str> = Vec::new();
-        let mut failure_ids = Vec::new();
-        let mut failure_versions = Vec::new();
-        let mut failure_runs = Vec::new();
-        let mut failure_records = Vec::new();
+    /// The outcomes, and what the items that apply write besides their heads.
+    fn gather<'a>(
+        &self,
+        items: &'a [ChunkItem],
+        applied: &Applied,
+    ) -> Result<Writes<'a>, StoreError> {
+        let mut writes = Writes::default();
         for item in items {
             match &item.action {
                 Action::Write(revision) => {
-                    let applied = match item.seen {
-                        Seen::Head(_) => moved.contains(&item.id),
-                        Seen::Absent | Seen::Fresh => created.contains(&item.id),
+                    let done = match item.seen {
+                        Seen::Head(_) => applied.moved.contains(&item.id),
+                        Seen::Absent | Seen::Fresh => applied.created.contains(&item.id),
                     };
-                    if !applied {
-                        outcomes.push(Outcome::Skipped);
+                    if !done {
+                        writes.outcomes.push(Outcome::Skipped);
                         continue;
                     }
                     if let Some(seen) = item.seen.head() {
-                        *deltas.entry(Counter::of(seen)).or_default() -= 1;
-                        cleared.push(&item.id);
+                        *writes.deltas.entry(Counter::of(seen)).or_default() -= 1;
+                        writes.cleared.push(&item.id);
                     }
-                    *deltas.entry(Counter::of(revision.head)).or_default() += 1;
-                    revision_ids.push(item.id.as_str());
-                    revision_numbers.push(sql_revision(revision.head.revision));
-                    revision_records.push(&revision.record);
-                    outcomes.push(Outcome::Written);
+                    *writes.deltas.entry(Counter::of(revision.head)).or_default() += 1;
+                    writes.revision_ids.push(&item.id);
+                    writes
+                        .revision_numbers
+                        .push(sql_revision(revision.head.revision));
+                    writes.revision_records.push(&revision.record);
+                    writes.outcomes.push(Outcome::Written);
                 }
                 Action::Fail(failure) => {
-                    if !kept.contains(&item.id) {
-                        outcomes.push(Outcome::Skipped);
+                    if !applied.kept.contains(&item.id) {
+                        writes.outcomes.push(Outcome::Skipped);
                         continue;
                     }
                     // Counted at the version of the head it names, as a write clears it.
                     let version = item.seen.head().map_or(failure.version, |h| h.version);
                     let bytes = record::encode_payload(failure)
                         .map_err(|source| self.encode_error(source))?;
-                    cleared.push(&item.id);
-                    *deltas.entry(Counter::Failed(version)).or_default() += 1;
-                    failure_ids.push(item.id.as_str());
-                    failure_versions.push(sql_version(version));
-                    failure_runs.push(sql_run(failure.run)?);
-                    failure_records.push(bytes);
-                    outcomes.push(Outcome::Failed);
+                    writes.cleared.push(&item.id);
+                    *writes.deltas.entry(Counter::Failed(version)).or_default() += 1;
+                    writes.failure_ids.push(&item.id);
+                    writes.failure_versions.push(sql_version(version));
+                    writes.failure_runs.push(sql_run(failure.run)?);
+                    writes.failure_records.push(bytes);
+                    writes.outcomes.push(Outcome::Failed);
                 }
             }
         }
-        if !revision_ids.is_empty() {
+        Ok(writes)
+    }
+
+    /// Writes the revisions, failure records, progress record and count deltas.
+    fn write(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &Statements,
+        writes: &mut Writes<'_>,
+        commit: &mut Commit<'_>,
+    ) -> Result<(), StoreError> {
+        let collection = self.id;
+        if !writes.revision_ids.is_empty() {
             tx.execute(
-                &revisions,
+                &statements.revisions,
                 &[
                     &collection,
-                    &revision_ids,
-                    &revision_numbers,
-                    &revision_records,
+                    &writes.revision_ids,
+                    &writes.revision_numbers,
+                    &writes.revision_records,
                 ],
             )
             .map_err(db)?;
         }
         // A write changes the document, so a recorded migration failure no longer holds; a
         // new failure replaces the old.
-        if !cleared.is_empty() {
-            for row in tx.query(&clear, &[&collection, &cleared]).map_err(db)? {
+        if !writes.cleared.is_empty() {
+            for row in tx
+                .query(&statements.clear, &[&collection, &writes.cleared])
+                .map_err(db)?
+            {
                 let version: i32 = row.get(0);
-                *deltas
+                *writes
+                    .deltas
                     .entry(Counter::Failed(u32::try_from(version).unwrap_or(0)))
                     .or_default() -= 1;
             }
         }
-        if !failure_ids.is_empty() {
+        if !writes.failure_ids.is_empty() {
             tx.execute(
-                &fail,
+                &statements.fail,
                 &[
                     &collection,
-                    &failure_ids,
-                    &failure_versions,
-                    &failure_runs,
-                    &failure_records,
+                    &writes.failure_ids,
+                    &writes.failure_versions,
+                    &writes.failure_runs,
+                    &writes.failure_records,
                 ],
             )
             .map_err(db)?;
         }
         if let Some(record) = commit.progress.as_mut() {
-            let bytes = (record.encode)(&outcomes).map_err(|source| self.encode_error(source))?;
-            tx.execute(&progress, &[&collection, &sql_run(record.run)?, &bytes])
-                .map_err(db)?;
+            let bytes =
+                (record.encode)(&writes.outcomes).map_err(|source| self.encode_error(source))?;
+            tx.execute(
+                &statements.progress,
+                &[&collection, &sql_run(record.run)?, &bytes],
+            )
+            .map_err(db)?;
         }
         // Last, in key order: the count rows are the most contended.
-        let (kinds, versions, amounts) = count_rows(&deltas);
+        let (kinds, versions, amounts) = count_rows(&writes.deltas);
         if !kinds.is_empty() {
-            tx.execute(&counts, &[&collection, &kinds, &versions, &amounts])
-                .map_err(db)?;
+            tx.execute(
+                &statements.counts,
+                &[&collection, &kinds, &versions, &amounts],
+            )
+            .map_err(db)?;
         }
-        match tx.commit() {
-            Ok(()) => Ok(outcomes),
-            Err(error) => {
-                let error = db(error);
-                if matches!(error, StoreError::ConnectionLost { .. })
-                    && !revision_ids.is_empty()
-                    && self.committed(items, &outcomes)?
-                {
-                    return Ok(outcomes);
-                }
-                Err(error)
-            }
-        }
+        Ok(())
     }
 
     /// After a connection was lost during `COMMIT`: whether the commit applied, read from the
@@ -397,11 +421,90 @@ impl PgCollection {
     }
 }
 
+/// The statements of a commit, prepared on its connection.
+struct Statements {
+    newest: Statement,
+    moving: Statement,
+    creating: Statement,
+    locking: Statement,
+    checking: Statement,
+    existing: Statement,
+    revisions: Statement,
+    clear: Statement,
+    fail: Statement,
+    counts: Statement,
+    progress: Statement,
+}
+
+impl From<[Statement; 11]> for Statements {
+    fn from(
+        [newest, moving, creating, locking, checking, existing, revisions, clear, fail, counts, progress]: [Statement; 11],
+    ) -> Self {
+        Self {
+            newest,
+            moving,
+            creating,
+            locking,
+            checking,
+            existing,
+            revisions,
+            clear,
+            fail,
+            counts,
+            progress,
+        }
+    }
+}
+
+/// The items that still saw what they saw, by id: writes whose heads moved or were created,
+/// failures whose heads are locked.
+#[derive(Default)]
+struct Applied {
+    moved: HashSet<String>,
+    created: HashSet<String>,
+    kept: HashSet<String>,
+}
+
+/// Head changes as columns, for `unnest`.
+#[derive(Default)]
+struct HeadRows<'a> {
+    ids: Vec<&'a str>,
+    seen: Vec<i64>,
+    revision: Vec<i64>,
+    version: Vec<i32>,
+    removed: Vec<bool>,
+}
+
+impl<'a> HeadRows<'a> {
+    fn push(&mut self, id: &'a str, seen: Option<Head>, head: Head) {
+        self.ids.push(id);
+        if let Some(seen) = seen {
+            self.seen.push(sql_revision(seen.revision));
+        }
+        self.revision.push(sql_revision(head.revision));
+        self.version.push(sql_version(head.version));
+        self.removed.push(head.removed);
+    }
+}
+
+/// What a commit writes besides heads, as columns, and the outcomes.
+#[derive(Default)]
+struct Writes<'a> {
+    outcomes: Vec<Outcome>,
+    deltas: BTreeMap<Counter, i64>,
+    revision_ids: Vec<&'a str>,
+    revision_numbers: Vec<i64>,
+    revision_records: Vec<&'a [u8]>,
+    /// Documents whose failure record goes: written ones, and failed ones (replaced).
+    cleared: Vec<&'a str>,
+    failure_ids: Vec<&'a str>,
+    failure_versions: Vec<i32>,
+    failure_runs: Vec<i64>,
+    failure_records: Vec<Vec<u8>>,
+}
+
 /// The ids and seen revisions of the items whose action `which` selects and that saw a head.
-fn seen_heads<'a>(
-    items: &'a [ChunkItem],
-    which: impl Fn(&Action) -> bool,
-) -> (Vec<&'a str>, Vec<i64>) {
+fn seen_heads(items: &[ChunkItem], which: impl Fn(&Action) -> bool) -> (Vec<&str>, Vec<i64>) {
     items
         .iter()
         .filter(|item| which(&item.action))
@@ -410,15 +513,6 @@ fn seen_heads<'a>(
             Some((item.id.as_str(), sql_revision(seen.revision)))
         })
         .unzip()
-}
-
-/// A head as its columns: revision, version, removed.
-fn sql_head(head: Head) -> (i64, i32, bool) {
-    (
-        sql_revision(head.revision),
-        sql_version(head.version),
-        head.removed,
-    )
 }
 
 fn sql_revision(revision: Revision) -> i64 {

@@ -68,7 +68,7 @@ impl std::fmt::Debug for PgEngine {
 
 impl PgEngine {
     /// Connects, and creates or checks the layout.
-    pub(crate) fn open(options: Options) -> Result<Self, StoreError> {
+    pub(crate) fn open(options: &Options) -> Result<Self, StoreError> {
         let config: postgres::Config =
             options
                 .url
@@ -368,4 +368,21 @@ pub(crate) fn sql_run(run: u64) -> Result<i64, StoreError> {
         operation: "a run id above 2^63",
         engine: "PostgreSQL",
     })
+}
+
+/// The test server's URL (`REVOLVE_TEST_DATABASE_URL`, set by `scripts/with-postgres`): without
+/// one a test is skipped with one printed line, except under `CI=true`, where it fails.
+#[cfg(test)]
+pub(crate) fn test_url() -> Option<String> {
+    match std::env::var("REVOLVE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "REVOLVE_TEST_DATABASE_URL is not set: under CI=true the PostgreSQL tests must run"
+            );
+            eprintln!("skipped: no PostgreSQL (run under scripts/with-postgres)");
+            None
+        }
+    }
 }

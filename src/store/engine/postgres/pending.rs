@@ -25,18 +25,18 @@ const PENDING: &str = "SELECT h.id, h.revision, h.version, r.record, false
      FROM revolve_heads h
      LEFT JOIN revolve_revisions r
          ON r.collection = h.collection AND r.id = h.id AND r.revision = h.revision
-     WHERE h.collection = $1 AND NOT h.removed AND h.version = $2 AND h.id > $3
+     WHERE h.collection = $1 AND NOT h.removed AND h.version = $2 AND (h.version, h.id) > ($2, $3)
        AND NOT EXISTS (SELECT 1 FROM revolve_failures f
                        WHERE f.collection = h.collection AND f.id = h.id)
-     ORDER BY h.id LIMIT $4";
+     ORDER BY h.version, h.id LIMIT $4";
 
 const PENDING_WITH_FAILED: &str = "SELECT h.id, h.revision, h.version, r.record,
          EXISTS (SELECT 1 FROM revolve_failures f WHERE f.collection = h.collection AND f.id = h.id)
      FROM revolve_heads h
      LEFT JOIN revolve_revisions r
          ON r.collection = h.collection AND r.id = h.id AND r.revision = h.revision
-     WHERE h.collection = $1 AND NOT h.removed AND h.version = $2 AND h.id > $3
-     ORDER BY h.id LIMIT $4";
+     WHERE h.collection = $1 AND NOT h.removed AND h.version = $2 AND (h.version, h.id) > ($2, $3)
+     ORDER BY h.version, h.id LIMIT $4";
 
 /// The versions below `target` that live documents are at, oldest first.
 pub(crate) const VERSIONS: &str = "SELECT version FROM revolve_counts
@@ -227,5 +227,86 @@ impl Pending for PgPending {
             position,
             stamp: Stamp(0),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Schema, StepError, Store};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+    struct Note {
+        n: u32,
+    }
+
+    impl Schema for Note {
+        const COLLECTION: &'static str = "notes";
+        const VERSION: u32 = 1;
+        type Previous = Self;
+        fn upgrade(previous: Self) -> Result<Self, StepError> {
+            Ok(previous)
+        }
+    }
+
+    /// The plan of a pending claim: an index scan of the version index in id order, with
+    /// neither a sort of the pending rows nor a scan of the heads table.
+    #[test]
+    fn pending_documents_are_claimed_through_the_version_index_without_a_sort() {
+        let Some(url) = super::super::test_url() else {
+            return;
+        };
+        let schema = format!("plan_{}", std::process::id());
+        let store = Store::builder().url(&url).schema(&schema).open().unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let values: Vec<Note> = (0..5000).map(|n| Note { n }).collect();
+        notes.insert_many(&values).unwrap();
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("SET search_path TO \"{schema}\"; ANALYZE"))
+            .unwrap();
+        // Custom plans (the values known) and the generic plan a prepared statement may switch
+        // to after five executions.
+        let cases = [
+            (PENDING, "pending", "auto"),
+            (PENDING_WITH_FAILED, "pending with failed", "auto"),
+            (PENDING, "pending, generic plan", "force_generic_plan"),
+            (
+                PENDING_WITH_FAILED,
+                "pending with failed, generic plan",
+                "force_generic_plan",
+            ),
+        ];
+        for (sql, what, mode) in cases {
+            client
+                .batch_execute(&format!("SET plan_cache_mode = {mode}"))
+                .unwrap();
+            let statement = client.prepare(&format!("EXPLAIN {sql}")).unwrap();
+            let plan: Vec<String> = client
+                .query(&statement, &[&1i32, &1i32, &"", &1000i64])
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(
+                plan.contains("revolve_heads_by_version"),
+                "{what} does not use the version index:\n{plan}"
+            );
+            assert!(
+                !plan.contains("Sort Key: h."),
+                "{what} sorts heads:\n{plan}"
+            );
+            assert!(
+                !plan.contains("Seq Scan on revolve_heads"),
+                "{what} scans every head:\n{plan}"
+            );
+        }
+        drop(notes);
+        drop(store);
+        client
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .unwrap();
     }
 }

@@ -64,7 +64,7 @@ impl Connector {
     ) -> Self {
         let mut setup = String::new();
         if let Some(schema) = schema {
-            setup.push_str(&format!("SET search_path TO {};", quote(schema)));
+            setup = format!("SET search_path TO {};", quote(schema));
         }
         if durability == Durability::Eventual {
             setup.push_str("SET synchronous_commit TO off;");
