@@ -224,7 +224,7 @@ fn envelope(revision: u64, run: u64, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The hand-written migration: claim, upgrade, insert revisions, move heads, commit.
-fn run_handwritten(url: &str, schema: &str, docs: usize) -> f64 {
+fn run_handwritten(url: &str, schema: &str, docs: usize) -> (f64, (f64, f64)) {
     let mut db = client(url);
     db.batch_execute(&format!("SET search_path TO \"{schema}\""))
         .unwrap();
@@ -240,7 +240,7 @@ fn run_handwritten(url: &str, schema: &str, docs: usize) -> f64 {
             "SELECT h.id, h.revision, r.record FROM revolve_heads h
              JOIN revolve_revisions r
                  ON r.collection = h.collection AND r.id = h.id AND r.revision = h.revision
-             WHERE h.collection = $1 AND NOT h.removed AND h.version = 1
+             WHERE h.collection = $1 AND NOT h.removed AND h.version = 1 AND h.id > $2
              ORDER BY h.id LIMIT 1000 FOR UPDATE OF h SKIP LOCKED",
         )
         .unwrap();
@@ -260,9 +260,11 @@ fn run_handwritten(url: &str, schema: &str, docs: usize) -> f64 {
         .unwrap();
     let started = Instant::now();
     let mut migrated = 0;
+    let mut last = String::new();
+    let mut samples = Vec::new();
     loop {
         let mut tx = db.transaction().unwrap();
-        let rows = tx.query(&claim, &[&collection]).unwrap();
+        let rows = tx.query(&claim, &[&collection, &last]).unwrap();
         if rows.is_empty() {
             tx.commit().unwrap();
             break;
@@ -287,10 +289,27 @@ fn run_handwritten(url: &str, schema: &str, docs: usize) -> f64 {
             .unwrap();
         tx.commit().unwrap();
         migrated += rows.len();
+        last = ids.pop().unwrap();
+        samples.push((migrated as u64, started.elapsed()));
     }
     let elapsed = started.elapsed();
     assert_eq!(migrated, docs);
-    docs as f64 / elapsed.as_secs_f64()
+    (docs as f64 / elapsed.as_secs_f64(), tenths(&samples, docs as u64))
+}
+
+/// Checkpoints the server has made so far.
+fn checkpoints(url: &str) -> i64 {
+    client(url)
+        .query_one(
+            "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+fn checkpoints_since(url: &str, before: i64) -> i64 {
+    checkpoints(url) - before
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -402,13 +421,15 @@ fn main() {
         for kind in order {
             copy(&args.url, &golden, "bench_run");
             if kind == "revolve" {
+                let checkpoints = checkpoints(&args.url);
                 let result = run_revolve(&args.url, "bench_run", args.docs, args.threads);
                 println!(
-                    "run {run}: revolve {:.0} docs/s (first tenth {:.0}, last tenth {:.0}: {:.2}x)",
+                    "run {run}: revolve {:.0} docs/s (first tenth {:.0}, last tenth {:.0}: {:.2}x; {} checkpoints)",
                     result.docs_per_second,
                     result.first_tenth,
                     result.last_tenth,
-                    result.last_tenth / result.first_tenth
+                    result.last_tenth / result.first_tenth,
+                    checkpoints_since(&args.url, checkpoints)
                 );
                 last_over_first.push(result.last_tenth / result.first_tenth);
                 pair.0 = result.docs_per_second;
@@ -416,8 +437,13 @@ fn main() {
                     pending_checks(&args.url, "bench_run");
                 }
             } else {
-                let rate = run_handwritten(&args.url, "bench_run", args.docs);
-                println!("run {run}: hand-written SQL {rate:.0} docs/s");
+                let checkpoints = checkpoints(&args.url);
+                let (rate, (first, last)) = run_handwritten(&args.url, "bench_run", args.docs);
+                println!(
+                    "run {run}: hand-written SQL {rate:.0} docs/s (first tenth {first:.0}, last tenth {last:.0}: {:.2}x; {} checkpoints)",
+                    last / first,
+                    checkpoints_since(&args.url, checkpoints)
+                );
                 pair.1 = rate;
             }
         }
