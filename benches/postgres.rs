@@ -294,7 +294,10 @@ fn run_handwritten(url: &str, schema: &str, docs: usize) -> (f64, (f64, f64)) {
     }
     let elapsed = started.elapsed();
     assert_eq!(migrated, docs);
-    (docs as f64 / elapsed.as_secs_f64(), tenths(&samples, docs as u64))
+    (
+        docs as f64 / elapsed.as_secs_f64(),
+        tenths(&samples, docs as u64),
+    )
 }
 
 /// Checkpoints the server has made so far.

@@ -326,6 +326,18 @@ pub enum StoreError {
         #[source]
         source: BackendError,
     },
+    /// A migration or revert run's lease on its collection passed to another run (its process
+    /// stopped renewing it for longer than the lease): the run stops at a chunk boundary, and
+    /// nothing of the chunk was written.
+    #[error(
+        "run {run} of `{collection}` lost its lease to another run; it stopped at a chunk boundary"
+    )]
+    RunLeaseLost {
+        /// The collection.
+        collection: String,
+        /// The run.
+        run: u64,
+    },
     /// The store's tables were made by a newer revolve: this program refuses to touch them.
     #[error("the store's layout is version {found}, newer than this program knows ({known}); upgrade revolve")]
     LayoutTooNew {

@@ -30,6 +30,9 @@ const REVISIONS: &str = "SELECT record FROM revolve_revisions
 const COUNTS: &str = "SELECT counter, version, sum(n)::bigint FROM revolve_counts
      WHERE collection = $1 GROUP BY counter, version";
 const NEWEST: &str = "SELECT newest FROM revolve_collections WHERE id = $1";
+/// A run's chunk commits only while the run holds the collection's lease; the share lock keeps
+/// another run from taking it over until the chunk is committed.
+const FENCE: &str = "SELECT 1 FROM revolve_run_leases WHERE collection = $1 AND run = $2 FOR SHARE";
 const REGISTERED: &str = "UPDATE revolve_collections SET newest = $2 WHERE id = $1 AND newest < $2";
 const MOVE: &str = "UPDATE revolve_heads h
      SET revision = u.revision, version = u.version, removed = u.removed
@@ -122,6 +125,7 @@ impl PgCollection {
             FAILURES_INSERT,
             ADD_COUNTS,
             PROGRESS_PUT,
+            FENCE,
         ])?;
         let statements = Statements::from(statements);
         let mut tx = client.transaction().map_err(db)?;
@@ -139,6 +143,18 @@ impl PgCollection {
                 stored: newest,
                 known: commit.writer,
             });
+        }
+        if let Some(progress) = &commit.progress {
+            let run = progress.run;
+            let held = tx
+                .query_opt(&statements.fence, &[&self.id, &sql_run(run)?])
+                .map_err(db)?;
+            if held.is_none() {
+                return Err(StoreError::RunLeaseLost {
+                    collection: self.name.clone(),
+                    run,
+                });
+            }
         }
         let applied = self.claim(&mut tx, &statements, items)?;
         let mut writes = self.gather(items, &applied)?;
@@ -434,11 +450,12 @@ struct Statements {
     fail: Statement,
     counts: Statement,
     progress: Statement,
+    fence: Statement,
 }
 
-impl From<[Statement; 11]> for Statements {
+impl From<[Statement; 12]> for Statements {
     fn from(
-        [newest, moving, creating, locking, checking, existing, revisions, clear, fail, counts, progress]: [Statement; 11],
+        [newest, moving, creating, locking, checking, existing, revisions, clear, fail, counts, progress, fence]: [Statement; 12],
     ) -> Self {
         Self {
             newest,
@@ -452,6 +469,7 @@ impl From<[Statement; 11]> for Statements {
             fail,
             counts,
             progress,
+            fence,
         }
     }
 }
