@@ -648,7 +648,7 @@ fn check_items(store: &Store, what: &str) -> u64 {
     let mut by_version: BTreeMap<u32, u64> = BTreeMap::new();
     let mut ids = BTreeSet::new();
     let mut indexes = BTreeSet::new();
-    for document in items.iter() {
+    for document in &items {
         let document =
             document.unwrap_or_else(|error| panic!("{what}: a read failed: {}", chain(&error)));
         let index = document.data.n;
@@ -924,6 +924,75 @@ fn shard(pid: i32) -> i16 {
     i16::try_from(pid % 16).unwrap()
 }
 
+/// The shard most of the connections `seen` write their counts to; at least two shards are used.
+fn busiest_shard(seen: &BTreeSet<i32>) -> i16 {
+    let mut per_shard: BTreeMap<i16, usize> = BTreeMap::new();
+    for &pid in seen {
+        *per_shard.entry(shard(pid)).or_default() += 1;
+    }
+    assert!(
+        per_shard.len() >= 2,
+        "the inserters' {} connections all map to one shard ({per_shard:?}): nothing to show",
+        seen.len()
+    );
+    per_shard
+        .iter()
+        .max_by_key(|&(_, &n)| n)
+        .map(|(&shard, _)| shard)
+        .unwrap()
+}
+
+/// Two writers whose counts go to one shard may queue on its row; a writer waiting on a writer of
+/// another shard would show a row (or lock) all writers share.
+fn check_waits(backends: &[(i32, bool, Vec<i32>)], holder_pid: i32, held: i16) {
+    for (pid, _, blockers) in backends.iter().filter(|(_, waits, _)| *waits) {
+        for &blocker in blockers {
+            let expected = if blocker == holder_pid {
+                held
+            } else {
+                shard(blocker)
+            };
+            assert_eq!(
+                shard(*pid),
+                expected,
+                "backend {pid} (shard {}) waits on {blocker} (the holder of shard {held} is \
+                 {holder_pid})",
+                shard(*pid)
+            );
+        }
+    }
+}
+
+/// The shards of the connections `seen`, and the shards holding counts of v1 documents, which
+/// must be several and among the former.
+fn count_shards(
+    observer: &mut postgres::Client,
+    collection: i32,
+    seen: &BTreeSet<i32>,
+) -> (BTreeSet<i16>, BTreeSet<i16>) {
+    let shards: BTreeMap<i16, i64> = observer
+        .query(
+            "SELECT shard, n FROM revolve_counts WHERE collection = $1 AND counter = 0 AND version = 1",
+            &[&collection],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let used: BTreeSet<i16> = shards
+        .iter()
+        .filter(|&(_, &n)| n > 0)
+        .map(|(&shard, _)| shard)
+        .collect();
+    let possible: BTreeSet<i16> = seen.iter().map(|&pid| shard(pid)).collect();
+    assert!(used.len() >= 2, "counts on one shard: {shards:?}");
+    assert!(
+        used.is_subset(&possible),
+        "count rows {used:?} outside the writers' shards {possible:?}"
+    );
+    (possible, used)
+}
+
 fn inserters_are_not_serialised(url: &str) -> String {
     let schema = TestSchema::new(url, "inserters");
     let store = schema.store();
@@ -948,17 +1017,8 @@ fn inserters_are_not_serialised(url: &str) -> String {
         .into_iter()
         .map(|(pid, _, _)| pid)
         .collect();
-    let mut per_shard: BTreeMap<i16, usize> = BTreeMap::new();
-    for &pid in &seen {
-        *per_shard.entry(shard(pid)).or_default() += 1;
-    }
-    assert!(
-        per_shard.len() >= 2,
-        "the inserters' {} connections all map to one shard ({per_shard:?}): nothing to show",
-        seen.len()
-    );
     // Hold the count row of the most used shard, as a writer would.
-    let (&held, _) = per_shard.iter().max_by_key(|&(_, &n)| n).unwrap();
+    let held = busiest_shard(&seen);
     let mut holder = schema.client();
     let holder_pid: i32 = holder
         .query_one("SELECT pg_backend_pid()", &[])
@@ -986,8 +1046,6 @@ fn inserters_are_not_serialised(url: &str) -> String {
         proc.send("go");
     }
     // While the row is held: some inserter waits for it, and the others keep committing.
-    // Two writers whose counts go to one shard may queue on its row; a writer waiting on a
-    // writer of another shard would show a row (or lock) all writers share.
     let mut waiting = Vec::new();
     let mut after = before;
     poll(
@@ -996,22 +1054,7 @@ fn inserters_are_not_serialised(url: &str) -> String {
         || {
             let now = backends(&mut observer, &schema.name);
             seen.extend(now.iter().map(|&(pid, _, _)| pid));
-            for (pid, _, blockers) in now.iter().filter(|(_, waits, _)| *waits) {
-                for &blocker in blockers {
-                    let expected = if blocker == holder_pid {
-                        held
-                    } else {
-                        shard(blocker)
-                    };
-                    assert_eq!(
-                        shard(*pid),
-                        expected,
-                        "backend {pid} (shard {}) waits on {blocker} (the holder of shard \
-                         {held} is {holder_pid})",
-                        shard(*pid)
-                    );
-                }
-            }
+            check_waits(&now, holder_pid, held);
             waiting = now
                 .into_iter()
                 .filter(|(_, waits, blockers)| *waits && blockers.contains(&holder_pid))
@@ -1032,26 +1075,7 @@ fn inserters_are_not_serialised(url: &str) -> String {
         BTreeMap::from([(1, expected)])
     );
     // The counts are spread over the shards of the connections that wrote them.
-    let shards: BTreeMap<i16, i64> = observer
-        .query(
-            "SELECT shard, n FROM revolve_counts WHERE collection = $1 AND counter = 0 AND version = 1",
-            &[&collection],
-        )
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    let used: BTreeSet<i16> = shards
-        .iter()
-        .filter(|&(_, &n)| n > 0)
-        .map(|(&shard, _)| shard)
-        .collect();
-    let possible: BTreeSet<i16> = seen.iter().map(|&pid| shard(pid)).collect();
-    assert!(used.len() >= 2, "counts on one shard: {shards:?}");
-    assert!(
-        used.is_subset(&possible),
-        "count rows {used:?} outside the writers' shards {possible:?}"
-    );
+    let (possible, used) = count_shards(&mut observer, collection, &seen);
     drop(items);
     drop(store);
     format!(
@@ -1121,15 +1145,12 @@ fn main() -> ExitCode {
     });
     let (mut passed, mut failed) = (0, 0);
     for (name, result) in results {
-        match result {
-            Ok((summary, elapsed)) => {
-                passed += 1;
-                println!("test {name} ... ok ({elapsed:.1?}): {summary}");
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED (its panic is printed above)");
-            }
+        if let Ok((summary, elapsed)) = result {
+            passed += 1;
+            println!("test {name} ... ok ({elapsed:.1?}): {summary}");
+        } else {
+            failed += 1;
+            println!("test {name} ... FAILED (its panic is printed above)");
         }
     }
     println!(
