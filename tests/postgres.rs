@@ -729,14 +729,15 @@ fn kill_once(url: &str, point: KillPoint) -> bool {
     }
     let killed = proc.kill9();
     drop(proc);
-    if !killed {
-        // It finished the migration before the delay was up: nothing was killed.
-        assert!(matches!(point, KillPoint::After(_)), "{what}: not killed");
-    }
-
     // A fresh process's view (this one never opened the store at v2).
     let store = schema.store();
     let at_v2 = check_items(&store, &what);
+    if !killed {
+        // It finished the migration before the delay was up: nothing was killed.
+        assert!(matches!(point, KillPoint::After(_)), "{what}: not killed");
+        assert_eq!(at_v2, ITEMS, "{what}: the child ended well before the end");
+        return false;
+    }
     // The killed run reads as interrupted once its lease expired.
     let mut runs = Vec::new();
     poll(
@@ -854,7 +855,17 @@ fn run_lease_keeps_a_second_process_out(url: &str) -> String {
 
     let store = schema.store();
     let items = store.collection::<ItemV2>().unwrap();
-    // The child is alive and renews its lease: refused, naming its run.
+    // The child is alive and renews its lease: its run reads as running, not interrupted.
+    // (Its record is saved after the progress callback: it may not count the chunk yet.)
+    let runs = migration_runs(&store);
+    assert_eq!(
+        runs.iter()
+            .map(|&(id, state, _)| (id, state))
+            .collect::<Vec<_>>(),
+        [(holder, RunState::Running)],
+        "the ledger while the run's holder lives: {runs:?}"
+    );
+    // And a second run is refused, naming it.
     match items.migrate().execute() {
         Err(MigrationError::RunInProgress { run, .. }) => assert_eq!(run, holder),
         other => panic!("a second process migrated while the run's holder lived: {other:?}"),
