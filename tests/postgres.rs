@@ -27,9 +27,7 @@ use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use revolve::{
-    Collection, MigrationError, RunKind, RunState, Schema, StepError, Store, StoreError,
-};
+use revolve::{MigrationError, RunKind, RunState, Schema, StepError, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// Set to the role in a child.
@@ -38,6 +36,8 @@ const CHILD_ENV: &str = "REVOLVE_PG_CHILD";
 const SCHEMA_ENV: &str = "REVOLVE_PG_SCHEMA";
 /// The child's settings, as `key=value` words.
 const SETTINGS_ENV: &str = "REVOLVE_PG_SETTINGS";
+/// The documents an editing child writes, separated by commas.
+const IDS_ENV: &str = "REVOLVE_PG_IDS";
 /// How long a child may take to say what the parent waits for: a hang fails the test, not CI.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 /// The run lease of every store here: short, so that a killed run's lease expires quickly.
@@ -212,7 +212,19 @@ struct Proc {
 
 impl Proc {
     fn spawn(role: &str, url: &str, schema: &str, settings: &str) -> Self {
+        Self::spawn_with(role, url, schema, settings, &[])
+    }
+
+    /// As [`spawn`](Self::spawn), with more environment variables.
+    fn spawn_with(
+        role: &str,
+        url: &str,
+        schema: &str,
+        settings: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
+            .envs(env.iter().copied())
             .env(CHILD_ENV, role)
             .env(SCHEMA_ENV, schema)
             .env(SETTINGS_ENV, settings)
@@ -376,7 +388,9 @@ fn child(role: &str) -> ExitCode {
             &schema,
             setting("stop_at_chunk"),
             setting("stop_at_step"),
+            setting("rate"),
         ),
+        "editor" => editor(&url, &schema, setting("seed")),
         "inserter" => inserter(&url, &schema, setting("docs")),
         _ => panic!("unknown role {role:?}"),
     }
@@ -447,17 +461,22 @@ fn updater(url: &str, schema: &str, seed: u64) {
 
 /// Migrates `items` to v2 until nothing is left; with `stop_at_chunk` or `stop_at_step`, stops
 /// there and waits to be killed.
-fn migrator(url: &str, schema: &str, stop_at_chunk: u64, stop_at_step: u64) {
+fn migrator(url: &str, schema: &str, stop_at_chunk: u64, stop_at_step: u64, rate: u64) {
     STOP_AT_STEP.store(stop_at_step, Ordering::SeqCst);
     let store = open_store(url, schema);
     let items = store.collection::<ItemV2>().unwrap();
     println!("ready");
     let _ = std::io::stdout().flush();
+    if rate > 0 {
+        wait_for_go();
+    }
     loop {
         let mut chunks = 0;
-        let report = items
-            .migrate()
-            .threads(2)
+        let mut migration = items.migrate().threads(2);
+        if rate > 0 {
+            migration = migration.max_rate(rate);
+        }
+        let report = migration
             .on_progress(move |progress| {
                 chunks += 1;
                 if chunks == stop_at_chunk {
@@ -471,6 +490,46 @@ fn migrator(url: &str, schema: &str, stop_at_chunk: u64, stop_at_step: u64) {
         }
     }
     println!("done");
+}
+
+/// Updates per editing process.
+const EDITS: u64 = 300;
+
+/// Rewrites random documents among those [`IDS_ENV`] names with `update_if` on the revision read,
+/// retrying on a conflict, while another process migrates them; prints each acknowledged write
+/// as `ack <id> <expected> <revision> <text>`.
+fn editor(url: &str, schema: &str, seed: u64) {
+    let store = open_store(url, schema);
+    let items = store.collection::<ItemV2>().unwrap();
+    let ids: Vec<String> = std::env::var(IDS_ENV)
+        .unwrap()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    wait_for_go();
+    let mut random = XorShift::new(seed);
+    for edit in 0..EDITS {
+        let id = &ids[usize::try_from(random.below(ids.len() as u64)).unwrap()];
+        let text = format!("edit-{seed}-{edit}");
+        loop {
+            let read = items.get(id).unwrap().unwrap();
+            let next = ItemV2 {
+                n: read.data.n,
+                text: text.clone(),
+                words: 1,
+            };
+            match items.update_if(id, read.revision, &next) {
+                Ok(revision) => {
+                    println!("ack {id} {} {} {text}", read.revision.get(), revision.get());
+                    break;
+                }
+                Err(StoreError::Conflict { .. }) => {}
+                Err(error) => panic!("update_if {id}: {}", chain(&error)),
+            }
+        }
+    }
 }
 
 /// Inserts one document from each of four threads at once, says `ready`, waits for `go`, then
@@ -632,13 +691,22 @@ enum KillPoint {
     After(Duration),
 }
 
-fn set_up_items(store: &Store) -> Collection<ItemV1> {
+/// Inserts the v1 documents; returns their ids in order.
+fn set_up_items(store: &Store) -> Vec<String> {
     let items = store.collection::<ItemV1>().unwrap();
     let all: Vec<ItemV1> = (0..ITEMS).map(item).collect();
+    let mut ids = Vec::new();
     for batch in all.chunks(1000) {
-        items.insert_many(batch).unwrap();
+        ids.extend(
+            items
+                .insert_many(batch)
+                .unwrap()
+                .iter()
+                .map(ToString::to_string),
+        );
     }
-    items
+    ids.sort();
+    ids
 }
 
 /// Reads every document through the public API: each id once, decoding, at v1 (revision 1) or
@@ -837,6 +905,117 @@ fn kill_during_migration(url: &str) -> String {
     format!(
         "{} kills of {ITEMS}-document migrations, {in_run} inside a run; each checked and resumed",
         points.len()
+    )
+}
+
+// ---- Scenario 5: `update_if` in two processes while a third migrates. ----
+
+/// An acknowledged write: the revision it expected, the revision it made, its text.
+type Ack = (u64, u64, String);
+
+fn update_if_during_a_migration(url: &str) -> String {
+    let schema = TestSchema::new(url, "editors");
+    // Every tenth document, so that the migration reaches them all through its run.
+    let edited = set_up_items(&schema.store())
+        .into_iter()
+        .step_by(10)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut procs = vec![Proc::spawn("migrator", url, &schema.name, "rate=2000")];
+    procs.extend((1..=2).map(|seed| {
+        Proc::spawn_with(
+            "editor",
+            url,
+            &schema.name,
+            &format!("seed={seed}"),
+            &[(IDS_ENV, &edited)],
+        )
+    }));
+    for proc in &mut procs {
+        proc.wait_for("ready");
+    }
+    for proc in &mut procs {
+        proc.send("go");
+    }
+    let mut acks: BTreeMap<String, Vec<Ack>> = BTreeMap::new();
+    for proc in procs {
+        for line in proc.finish() {
+            if let ["ack", id, expected, revision, text] =
+                line.split(' ').collect::<Vec<_>>().as_slice()
+            {
+                acks.entry((*id).to_owned()).or_default().push((
+                    expected.parse().unwrap(),
+                    revision.parse().unwrap(),
+                    (*text).to_owned(),
+                ));
+            }
+        }
+    }
+    let store = schema.store();
+    let items = store.collection::<ItemV2>().unwrap();
+    assert_eq!(
+        items.count_by_version().unwrap(),
+        BTreeMap::from([(2, ITEMS)])
+    );
+    assert_eq!(items.len().unwrap(), ITEMS);
+    let (mut migrated_first, mut transparent) = (0, 0);
+    for (id, acked) in &acks {
+        let history = items.history(id).unwrap();
+        let head = items.get(id).unwrap().unwrap();
+        // The writes after the insert are exactly the acknowledged ones.
+        let writes: BTreeSet<u64> = history
+            .iter()
+            .skip(1)
+            .filter(|info| info.origin == revolve::Origin::Write)
+            .map(|info| info.revision.get())
+            .collect();
+        let acked_revisions: BTreeSet<u64> =
+            acked.iter().map(|&(_, revision, _)| revision).collect();
+        assert_eq!(
+            writes, acked_revisions,
+            "{id}: writes in the history vs acknowledged"
+        );
+        // A migration revision, if any, follows the insert directly: a migration never
+        // overwrote a write.
+        let migrations: Vec<u64> = history
+            .iter()
+            .filter(|info| matches!(info.origin, revolve::Origin::Migration { .. }))
+            .map(|info| info.revision.get())
+            .collect();
+        assert!(
+            migrations.is_empty() || migrations == [2],
+            "{id}: migrations {migrations:?} in {history:?}"
+        );
+        migrated_first += usize::from(!migrations.is_empty());
+        // The newest acknowledged write is the head.
+        let (_, newest, text) = acked
+            .iter()
+            .max_by_key(|&&(_, revision, _)| revision)
+            .unwrap();
+        assert_eq!(head.revision.get(), *newest, "{id}: head");
+        assert_eq!(&head.data.text, text, "{id}: content");
+        assert_eq!(history.len() as u64, head.revision.get(), "{id}: revisions");
+        // A write whose expected revision was superseded by the migration went through.
+        transparent += acked
+            .iter()
+            .filter(|&&(expected, revision, _)| revision > expected + 1)
+            .count();
+    }
+    let runs = migration_runs(&store);
+    let migrated: u64 = runs.iter().map(|&(_, _, migrated)| migrated).sum();
+    let written_first = acks.len() - migrated_first;
+    assert_eq!(
+        migrated,
+        ITEMS - written_first as u64,
+        "migrated over runs {runs:?} vs documents a write took to v2 first ({written_first})"
+    );
+    drop(items);
+    drop(store);
+    format!(
+        "{} acknowledged writes on {} documents during the migration; {written_first} written \
+         at v2 before the migration reached them, {transparent} went through a migration revision",
+        acks.values().map(Vec::len).sum::<usize>(),
+        acks.len()
     )
 }
 
@@ -1111,7 +1290,7 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|arg| !arg.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 4] = [
+    let scenarios: [(&str, Scenario); 5] = [
         (
             "three_processes_lose_no_update",
             three_processes_lose_no_update,
@@ -1122,6 +1301,7 @@ fn main() -> ExitCode {
             run_lease_keeps_a_second_process_out,
         ),
         ("inserters_are_not_serialised", inserters_are_not_serialised),
+        ("update_if_during_a_migration", update_if_during_a_migration),
     ];
     let chosen: Vec<_> = scenarios
         .into_iter()
