@@ -200,11 +200,16 @@ impl Drop for TestSchema {
     }
 }
 
+/// Opens a store with the run lease [`LEASE`], or as many milliseconds as a child's `lease_ms`
+/// setting says.
 fn open_store(url: &str, schema: &str) -> Store {
+    let lease = settings()
+        .get("lease_ms")
+        .map_or(LEASE, |&ms| Duration::from_millis(ms));
     Store::builder()
         .url(url)
         .schema(schema)
-        .run_lease(LEASE)
+        .run_lease(lease)
         .open()
         .unwrap_or_else(|error| panic!("cannot open the store: {}", chain(&error)))
 }
@@ -1074,7 +1079,14 @@ fn run_lease_keeps_a_second_process_out(url: &str) -> String {
         let store = schema.store();
         set_up_items(&store);
     }
-    let mut proc = Proc::spawn("migrator", url, &schema.name, "stop_at_chunk=1");
+    // A longer lease: the holder must not lose it to a slow renewal on a loaded machine while the
+    // test asserts that it holds it.
+    let mut proc = Proc::spawn(
+        "migrator",
+        url,
+        &schema.name,
+        "stop_at_chunk=1 lease_ms=3000",
+    );
     proc.wait_for("ready");
     let line = proc.wait_for("kill-me");
     let holder: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
