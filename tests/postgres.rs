@@ -577,7 +577,9 @@ fn editor(url: &str, schema: &str, seed: u64) {
                     println!("ack {id} {} {} {text}", read.revision.get(), revision.get());
                     break;
                 }
-                Err(StoreError::Conflict { .. }) => {}
+                Err(StoreError::Conflict {
+                    expected, current, ..
+                }) => println!("conflict {id} {} {}", expected.get(), current.get()),
                 Err(error) => panic!("update_if {id}: {}", chain(&error)),
             }
         }
@@ -990,16 +992,23 @@ fn update_if_during_a_migration(url: &str) -> String {
         proc.send("go");
     }
     let mut acks: BTreeMap<String, Vec<Ack>> = BTreeMap::new();
+    let mut conflicts: Vec<(String, u64, u64)> = Vec::new();
     for proc in procs {
         for line in proc.finish() {
-            if let ["ack", id, expected, revision, text] =
-                line.split(' ').collect::<Vec<_>>().as_slice()
-            {
-                acks.entry((*id).to_owned()).or_default().push((
+            match line.split(' ').collect::<Vec<_>>().as_slice() {
+                ["ack", id, expected, revision, text] => {
+                    acks.entry((*id).to_owned()).or_default().push((
+                        expected.parse().unwrap(),
+                        revision.parse().unwrap(),
+                        (*text).to_owned(),
+                    ));
+                }
+                ["conflict", id, expected, current] => conflicts.push((
+                    (*id).to_owned(),
                     expected.parse().unwrap(),
-                    revision.parse().unwrap(),
-                    (*text).to_owned(),
-                ));
+                    current.parse().unwrap(),
+                )),
+                _ => {}
             }
         }
     }
@@ -1053,6 +1062,18 @@ fn update_if_during_a_migration(url: &str) -> String {
             .filter(|&&(expected, revision, _)| revision > expected + 1)
             .count();
     }
+    // A conflict is a write in between, never only a migration (which keeps the meaning).
+    for (id, expected, current) in &conflicts {
+        let history = items.history(id).unwrap();
+        assert!(
+            history.iter().any(|info| {
+                (expected + 1..=*current).contains(&info.revision.get())
+                    && info.origin == revolve::Origin::Write
+            }),
+            "{id}: update_if on {expected} conflicted with {current}, with no write between: \
+             {history:?}"
+        );
+    }
     let runs = migration_runs(&store);
     let migrated: u64 = runs.iter().map(|&(_, _, migrated)| migrated).sum();
     let written_first = acks.len() - migrated_first;
@@ -1065,9 +1086,11 @@ fn update_if_during_a_migration(url: &str) -> String {
     drop(store);
     format!(
         "{} acknowledged writes on {} documents during the migration; {written_first} written \
-         at v2 before the migration reached them, {transparent} went through a migration revision",
+         at v2 before the migration reached them, {transparent} went through a migration \
+         revision, {} conflicts with a write",
         acks.values().map(Vec::len).sum::<usize>(),
-        acks.len()
+        acks.len(),
+        conflicts.len()
     )
 }
 
