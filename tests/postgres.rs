@@ -47,7 +47,9 @@ use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use revolve::{MigrationError, RunKind, RunState, Schema, StepError, Store, StoreError};
+use revolve::{
+    Collection, MigrationError, RunKind, RunState, Schema, StepError, Store, StoreError,
+};
 use serde::{Deserialize, Serialize};
 
 /// Set to the role in a child.
@@ -967,6 +969,77 @@ fn kill_during_migration(url: &str) -> String {
 /// An acknowledged write: the revision it expected, the revision it made, its text.
 type Ack = (u64, u64, String);
 
+/// The editors' acknowledged writes per document, and their conflicts (id, expected, current).
+#[allow(clippy::type_complexity)]
+fn editors_output(procs: Vec<Proc>) -> (BTreeMap<String, Vec<Ack>>, Vec<(String, u64, u64)>) {
+    let mut acks: BTreeMap<String, Vec<Ack>> = BTreeMap::new();
+    let mut conflicts: Vec<(String, u64, u64)> = Vec::new();
+    for proc in procs {
+        for line in proc.finish() {
+            match line.split(' ').collect::<Vec<_>>().as_slice() {
+                ["ack", id, expected, revision, text] => {
+                    acks.entry((*id).to_owned()).or_default().push((
+                        expected.parse().unwrap(),
+                        revision.parse().unwrap(),
+                        (*text).to_owned(),
+                    ));
+                }
+                ["conflict", id, expected, current] => conflicts.push((
+                    (*id).to_owned(),
+                    expected.parse().unwrap(),
+                    current.parse().unwrap(),
+                )),
+                _ => {}
+            }
+        }
+    }
+    (acks, conflicts)
+}
+
+/// Checks one edited document; returns whether the migration took it before any write, and how
+/// many of its writes went through a migration revision.
+fn check_edited(items: &Collection<ItemV2>, id: &str, acked: &[Ack]) -> (bool, usize) {
+    let history = items.history(id).unwrap();
+    let head = items.get(id).unwrap().unwrap();
+    // The writes after the insert are exactly the acknowledged ones.
+    let writes: BTreeSet<u64> = history
+        .iter()
+        .skip(1)
+        .filter(|info| info.origin == revolve::Origin::Write)
+        .map(|info| info.revision.get())
+        .collect();
+    let acked_revisions: BTreeSet<u64> = acked.iter().map(|&(_, revision, _)| revision).collect();
+    assert_eq!(
+        writes, acked_revisions,
+        "{id}: writes in the history vs acknowledged"
+    );
+    // A migration revision, if any, follows the insert directly: a migration never
+    // overwrote a write.
+    let migrations: Vec<u64> = history
+        .iter()
+        .filter(|info| matches!(info.origin, revolve::Origin::Migration { .. }))
+        .map(|info| info.revision.get())
+        .collect();
+    assert!(
+        migrations.is_empty() || migrations == [2],
+        "{id}: migrations {migrations:?} in {history:?}"
+    );
+    // The newest acknowledged write is the head.
+    let (_, newest, text) = acked
+        .iter()
+        .max_by_key(|&&(_, revision, _)| revision)
+        .unwrap();
+    assert_eq!(head.revision.get(), *newest, "{id}: head");
+    assert_eq!(&head.data.text, text, "{id}: content");
+    assert_eq!(history.len() as u64, head.revision.get(), "{id}: revisions");
+    // A write whose expected revision was superseded by the migration went through.
+    let through = acked
+        .iter()
+        .filter(|&&(expected, revision, _)| revision > expected + 1)
+        .count();
+    (!migrations.is_empty(), through)
+}
+
 fn update_if_during_a_migration(url: &str) -> String {
     let schema = TestSchema::new(url, "editors");
     // Every tenth document, so that the migration reaches them all through its run.
@@ -991,27 +1064,7 @@ fn update_if_during_a_migration(url: &str) -> String {
     for proc in &mut procs {
         proc.send("go");
     }
-    let mut acks: BTreeMap<String, Vec<Ack>> = BTreeMap::new();
-    let mut conflicts: Vec<(String, u64, u64)> = Vec::new();
-    for proc in procs {
-        for line in proc.finish() {
-            match line.split(' ').collect::<Vec<_>>().as_slice() {
-                ["ack", id, expected, revision, text] => {
-                    acks.entry((*id).to_owned()).or_default().push((
-                        expected.parse().unwrap(),
-                        revision.parse().unwrap(),
-                        (*text).to_owned(),
-                    ));
-                }
-                ["conflict", id, expected, current] => conflicts.push((
-                    (*id).to_owned(),
-                    expected.parse().unwrap(),
-                    current.parse().unwrap(),
-                )),
-                _ => {}
-            }
-        }
-    }
+    let (acks, conflicts) = editors_output(procs);
     let store = schema.store();
     let items = store.collection::<ItemV2>().unwrap();
     assert_eq!(
@@ -1021,46 +1074,9 @@ fn update_if_during_a_migration(url: &str) -> String {
     assert_eq!(items.len().unwrap(), ITEMS);
     let (mut migrated_first, mut transparent) = (0, 0);
     for (id, acked) in &acks {
-        let history = items.history(id).unwrap();
-        let head = items.get(id).unwrap().unwrap();
-        // The writes after the insert are exactly the acknowledged ones.
-        let writes: BTreeSet<u64> = history
-            .iter()
-            .skip(1)
-            .filter(|info| info.origin == revolve::Origin::Write)
-            .map(|info| info.revision.get())
-            .collect();
-        let acked_revisions: BTreeSet<u64> =
-            acked.iter().map(|&(_, revision, _)| revision).collect();
-        assert_eq!(
-            writes, acked_revisions,
-            "{id}: writes in the history vs acknowledged"
-        );
-        // A migration revision, if any, follows the insert directly: a migration never
-        // overwrote a write.
-        let migrations: Vec<u64> = history
-            .iter()
-            .filter(|info| matches!(info.origin, revolve::Origin::Migration { .. }))
-            .map(|info| info.revision.get())
-            .collect();
-        assert!(
-            migrations.is_empty() || migrations == [2],
-            "{id}: migrations {migrations:?} in {history:?}"
-        );
-        migrated_first += usize::from(!migrations.is_empty());
-        // The newest acknowledged write is the head.
-        let (_, newest, text) = acked
-            .iter()
-            .max_by_key(|&&(_, revision, _)| revision)
-            .unwrap();
-        assert_eq!(head.revision.get(), *newest, "{id}: head");
-        assert_eq!(&head.data.text, text, "{id}: content");
-        assert_eq!(history.len() as u64, head.revision.get(), "{id}: revisions");
-        // A write whose expected revision was superseded by the migration went through.
-        transparent += acked
-            .iter()
-            .filter(|&&(expected, revision, _)| revision > expected + 1)
-            .count();
+        let (migration, through) = check_edited(&items, id, acked);
+        migrated_first += usize::from(migration);
+        transparent += through;
     }
     // A conflict is a write in between, never only a migration (which keeps the meaning).
     for (id, expected, current) in &conflicts {
