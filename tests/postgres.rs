@@ -20,7 +20,7 @@
 //! - `update_if_during_a_migration`: two processes rewrite documents with `update_if` while a
 //!   third migrates them: every acknowledged write is in the history and the newest is the head,
 //!   no migration revision follows a write, and the runs' `migrated` add up.
-//! - `a_paused_holder_stops_after_losing_its_lease` (ignored: a known engine bug): a holder
+//! - `a_paused_holder_stops_after_losing_its_lease`: a holder
 //!   stopped (SIGSTOP) past its lease, while another process migrates to the end, must not go on
 //!   committing or record its run as done when it wakes up.
 //!
@@ -1473,10 +1473,7 @@ fn main() -> ExitCode {
         ),
     ];
     // As libtest's `#[ignore]`: run only with `--ignored` or `--include-ignored`.
-    let ignored: [(&str, &str); 1] = [(
-        "a_paused_holder_stops_after_losing_its_lease",
-        "engine bug: a run's chunk commits and ledger writes are not fenced by its lease",
-    )];
+    let ignored: [(&str, &str); 0] = [];
     let only_ignored = std::env::args().any(|arg| arg == "--ignored");
     let include_ignored = only_ignored || std::env::args().any(|arg| arg == "--include-ignored");
     let chosen: Vec<_> = scenarios
