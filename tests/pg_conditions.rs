@@ -538,3 +538,23 @@ fn a_store_dropped_inside_an_async_runtime_does_not_panic() {
         .block_on(runtime.spawn(async move { drop(store) }))
         .unwrap_or_else(|error| panic!("a store dropped on a worker thread: {error}"));
 }
+
+#[test]
+#[ignore = "needs PgEngine::drop to drop the schema through pool::off_runtime"]
+fn a_temporary_store_dropped_inside_an_async_runtime_does_not_panic() {
+    let Some(server) = Server::get() else { return };
+    let store = Store::builder()
+        .url(&server.url)
+        .temporary(true)
+        .open()
+        .unwrap();
+    store
+        .collection::<NoteV1>()
+        .unwrap()
+        .insert(&note("one"))
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async move { drop(store) });
+}

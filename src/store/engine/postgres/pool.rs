@@ -366,24 +366,36 @@ impl Pool {
 }
 
 impl Drop for Pool {
-    /// Closes the idle connections on a thread of its own: a connection runs its own small
-    /// runtime, which must not be dropped on a thread that runs an async runtime (a store dropped
-    /// inside `block_on` or on a tokio worker would panic).
+    /// Closes the idle connections on a thread of its own (see [`off_runtime`]).
     fn drop(&mut self) {
         let idle = std::mem::take(&mut self.state.get_mut().idle);
         if idle.is_empty() {
             return;
         }
-        std::thread::scope(|scope| {
-            let closing = std::thread::Builder::new()
-                .name("revolve-pg-close".to_owned())
-                .spawn_scoped(scope, move || drop(idle));
-            if let Err(error) = closing {
-                // The connections were dropped here, with the thread's closure.
-                tracing::warn!(%error, "could not start a thread to close the pool's connections");
-            }
-        });
+        if let Err(error) = off_runtime(move || drop(idle)) {
+            // The connections were closed here, with the thread's closure.
+            tracing::warn!(%error, "could not start a thread to close the pool's connections");
+        }
     }
+}
+
+/// Runs `f` on a thread of its own and waits for it. A connection blocks on a small runtime of
+/// its own, which panics on a thread that drives an async runtime: what may run there (a store
+/// dropped inside `block_on` or on a tokio worker, closing its connections or dropping a
+/// temporary schema) goes through this.
+///
+/// # Errors
+///
+/// The thread could not be started; `f` was dropped unrun.
+pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> std::io::Result<R> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("revolve-pg".to_owned())
+            .spawn_scoped(scope, f)?;
+        Ok(thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
 }
 
 /// A checked-out connection, back in the pool when dropped.
