@@ -509,7 +509,7 @@ fn a_migration_whose_connections_are_ended_stops_typed_and_resumes() {
         notes.count_by_version().unwrap(),
         BTreeMap::from([(2, DOCUMENTS as u64)])
     );
-    for document in notes.iter() {
+    for document in &notes {
         let document = document.unwrap();
         let history = notes.history(document.id.as_str()).unwrap();
         assert_eq!(history.len(), 2, "{}: {history:?}", document.id);

@@ -93,7 +93,7 @@ impl Connector {
     ) -> Self {
         let mut setup = String::new();
         if let Some(schema) = schema {
-            setup.push_str(&format!("SET search_path TO {};", quote(schema)));
+            setup = format!("SET search_path TO {};", quote(schema));
         }
         if durability == Durability::Eventual {
             setup.push_str("SET synchronous_commit TO off;");
@@ -327,18 +327,18 @@ impl Pool {
     fn put(&self, mut conn: Conn) {
         conn.returned = Instant::now();
         let mut state = self.state.lock();
-        let stale = if conn.client.is_closed() {
-            let mut stale = std::mem::take(&mut state.idle);
-            state.open -= 1 + stale.len();
-            stale.push(conn);
-            stale
+        let broken = if conn.client.is_closed() {
+            let mut broken = std::mem::take(&mut state.idle);
+            state.open -= 1 + broken.len();
+            broken.push(conn);
+            broken
         } else {
             state.idle.push(conn);
             Vec::new()
         };
         drop(state);
         self.freed.notify_all();
-        drop(stale);
+        drop(broken);
     }
 }
 
