@@ -346,12 +346,22 @@ fn an_unknown_sslmode_is_an_invalid_url() {
 
 #[test]
 fn a_statement_past_its_timeout_is_a_timeout_error() {
+    past_a_timeout("statement_timeout");
+}
+
+#[test]
+fn a_lock_wait_past_its_timeout_is_a_timeout_error() {
+    past_a_timeout("lock_timeout");
+}
+
+/// An insert that waits for a lock another session holds, with `setting` at 300 ms.
+fn past_a_timeout(setting: &str) {
     let Some(scratch) = Scratch::new() else {
         return;
     };
     let store = Store::builder()
         .url(scratch.server.with(&format!(
-            "application_name={}&options=-c%20statement_timeout%3D300",
+            "application_name={}&options=-c%20{setting}%3D300",
             scratch.application
         )))
         .schema(&scratch.schema)
