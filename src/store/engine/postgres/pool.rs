@@ -109,6 +109,17 @@ impl Connector {
         }
     }
 
+    /// Trusts the roots in `path` (a URL's `sslrootcert`, see [`parse_url`]) rather than those of
+    /// `PGSSLROOTCERT`; `None` changes nothing.
+    // Used once `PgEngine::open` parses the URL with `parse_url`.
+    #[allow(dead_code)]
+    pub(crate) fn root_cert(mut self, path: Option<PathBuf>) -> Self {
+        if path.is_some() {
+            self.root_cert = path;
+        }
+        self
+    }
+
     /// `user@host:port/database`, never the password.
     pub(crate) fn target(&self) -> String {
         target(&self.config)
@@ -176,6 +187,72 @@ impl Connector {
             returned: Instant::now(),
         })
     }
+}
+
+/// A database URL parsed by the client, less what the client's parser does not know, which is
+/// taken here: `sslrootcert=FILE` (the roots to trust besides Mozilla's, returned), and
+/// `sslmode=verify-ca` or `verify-full` (read as `require`, which checks the certificate and the
+/// host name). Only the URL form (`postgres://…?…`) is rewritten; the `key=value` form goes to
+/// the client as it is.
+///
+/// # Errors
+///
+/// [`StoreError::InvalidUrl`] when the client refuses the URL or a parameter is badly encoded.
+// Used once `PgEngine::open` parses the URL with it.
+#[allow(dead_code)]
+pub(crate) fn parse_url(url: &str) -> Result<(postgres::Config, Option<PathBuf>), StoreError> {
+    let invalid = |reason: String| StoreError::InvalidUrl { reason };
+    let mut root_cert = None;
+    let url = match url.split_once('?') {
+        Some((base, query))
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") =>
+        {
+            let mut kept = Vec::new();
+            for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let (key, value) = (
+                    percent_decode(key).map_err(invalid)?,
+                    percent_decode(value).map_err(invalid)?,
+                );
+                match (key.as_str(), value.as_str()) {
+                    ("sslrootcert", path) => root_cert = Some(PathBuf::from(path)),
+                    ("sslmode", "verify-ca" | "verify-full") => kept.push("sslmode=require"),
+                    _ => kept.push(pair),
+                }
+            }
+            if kept.is_empty() {
+                base.to_owned()
+            } else {
+                format!("{base}?{}", kept.join("&"))
+            }
+        }
+        _ => url.to_owned(),
+    };
+    let config = url
+        .parse()
+        .map_err(|error: postgres::Error| invalid(error.to_string()))?;
+    Ok((config, root_cert))
+}
+
+/// A URL query's key or value, `%XX` decoded.
+fn percent_decode(text: &str) -> Result<String, String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = tail
+                .get(..2)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| format!("bad percent-encoding in URL parameter {text:?}"))?;
+            bytes.push(hex);
+            rest = tail.get(2..).unwrap_or_default();
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| format!("URL parameter {text:?} is not UTF-8"))
 }
 
 /// Adds the certificates of a PEM file to `roots`.
@@ -439,6 +516,39 @@ mod tests {
         let target = target(&config);
         assert_eq!(target, "ann@db.example:6543/shop");
         assert!(!target.contains("s3cret"));
+    }
+
+    #[test]
+    fn a_url_may_name_root_certificates_and_verify_modes() {
+        let (config, root) = parse_url(
+            "postgres://ann:pw@db.example/shop?sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20dir%2Froot.pem&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(root, Some(PathBuf::from("/etc/ca dir/root.pem")));
+        assert_eq!(config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(config.get_application_name(), Some("x"));
+        assert_eq!(target(&config), "ann@db.example:5432/shop");
+        let (config, root) =
+            parse_url("postgresql://ann@db.example/shop?sslmode=verify-ca").unwrap();
+        assert_eq!((config.get_ssl_mode(), root), (SslMode::Require, None));
+        let (config, root) =
+            parse_url("postgres://ann@db.example/shop?sslrootcert=ca.pem").unwrap();
+        assert_eq!(
+            (config.get_ssl_mode(), root),
+            (SslMode::Prefer, Some(PathBuf::from("ca.pem")))
+        );
+        let (config, root) = parse_url("host=db.example user=ann sslmode=disable").unwrap();
+        assert_eq!((config.get_ssl_mode(), root), (SslMode::Disable, None));
+        for bad in [
+            "postgres://ann@db.example/shop?sslmode=sometimes",
+            "postgres://ann@db.example/shop?sslrootcert=%zz",
+            "postgres://ann@db.example/shop?nonsense=1",
+        ] {
+            assert!(
+                matches!(parse_url(bad), Err(StoreError::InvalidUrl { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
