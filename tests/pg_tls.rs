@@ -1,7 +1,8 @@
 //! TLS on the PostgreSQL engine, on a private server of the test's own with a certificate from a
 //! test authority: `sslmode=require` connects when `PGSSLROOTCERT` trusts the authority and is
 //! refused when it does not; `prefer` (the default) uses TLS when it can and goes on without it
-//! when the certificate is not trusted; `disable` never asks.
+//! when the certificate is not trusted; `disable` never asks. The same private server is also
+//! restarted under a store, which goes on.
 //!
 //! The server refuses the `revolve` role without TLS (`hostssl` only) and takes the role `plain`
 //! only without it, so which one connected shows whether TLS was used. The tests are in their own
@@ -346,4 +347,60 @@ fn sslrootcert_and_verify_full_in_the_url() {
         let refused = connect_error(opens(&url));
         assert!(refused.contains("TLS"), "{refused}");
     }
+}
+
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    revolve::Schema,
+)]
+#[schema(collection = "notes", version = 1)]
+struct Note {
+    text: String,
+}
+
+#[test]
+fn a_store_goes_on_after_the_server_restarts() {
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some((server, _trust)) = tls_server() else {
+        return;
+    };
+    let store = Store::builder()
+        .url(server.url("plain", "sslmode=disable"))
+        .schema("restart")
+        .pool_size(3)
+        .open()
+        .unwrap();
+    let notes = store.collection::<Note>().unwrap();
+    let note = Note {
+        text: "kept".to_owned(),
+    };
+    let id = notes.insert(&note).unwrap();
+    let restarted = server
+        .command("pg_ctl")
+        .arg("-D")
+        .arg(&server.data)
+        .args(["-m", "fast", "-w", "-t", "60", "restart"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(restarted.success());
+    // Every connection of the pool was closed by the restart: at most one operation sees it.
+    let mut lost = 0;
+    let found = loop {
+        match notes.get(id.as_str()) {
+            Ok(found) => break found,
+            Err(StoreError::ConnectionLost { .. }) if lost == 0 => lost += 1,
+            Err(error) => panic!("after {lost} lost: {error:?}"),
+        }
+    };
+    assert_eq!(found.unwrap().data, note);
+    notes.insert(&note).unwrap();
+    assert_eq!(notes.len().unwrap(), 2);
 }
