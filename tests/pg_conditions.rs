@@ -568,3 +568,12 @@ fn a_temporary_store_dropped_inside_an_async_runtime_does_not_panic() {
         .unwrap();
     runtime.block_on(async move { drop(store) });
 }
+
+#[test]
+#[ignore = "needs StoreBuilder's Debug to show the URL through pool::redact_url"]
+fn a_builder_debug_never_shows_the_password() {
+    let builder = Store::builder().url("postgres://ann:s3cret-0815@db.example/shop");
+    let debug = format!("{builder:?}");
+    assert!(!debug.contains("s3cret-0815"), "{debug}");
+    assert!(debug.contains("db.example"), "{debug}");
+}

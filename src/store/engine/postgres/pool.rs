@@ -234,6 +234,56 @@ pub(crate) fn parse_url(url: &str) -> Result<(postgres::Config, Option<PathBuf>)
     Ok((config, root_cert))
 }
 
+/// A database URL with its password replaced by `***`, for a `Debug` or a log: in the user
+/// information (`postgres://user:password@…`), a `password=` query parameter, or a
+/// `password=` pair of the `key=value` form.
+// For `StoreBuilder`'s `Debug`, which shows the URL.
+#[allow(dead_code)]
+pub(crate) fn redact_url(url: &str) -> String {
+    const HIDDEN: &str = "***";
+    let mut out = String::with_capacity(url.len());
+    let rest = if let Some(at) = url.find("://") {
+        let (scheme, after) = url.split_at(at + 3);
+        out.push_str(scheme);
+        let end = after.find(['/', '?']).unwrap_or(after.len());
+        let (authority, rest) = after.split_at(end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                match userinfo.split_once(':') {
+                    Some((user, _)) => {
+                        out.push_str(user);
+                        out.push(':');
+                        out.push_str(HIDDEN);
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push('@');
+                out.push_str(host);
+            }
+            None => out.push_str(authority),
+        }
+        rest
+    } else {
+        url
+    };
+    // `password=` as a query parameter or a `key=value` pair: up to `&`, a space, or the end
+    // (a quoted value up to its closing quote).
+    let mut rest = rest;
+    while let Some(found) = rest.find("password=") {
+        let (before, after) = rest.split_at(found + "password=".len());
+        out.push_str(before);
+        out.push_str(HIDDEN);
+        let end = if let Some(quoted) = after.strip_prefix('\'') {
+            quoted.find('\'').map_or(after.len(), |close| close + 2)
+        } else {
+            after.find(['&', ' ']).unwrap_or(after.len())
+        };
+        rest = after.get(end..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A URL query's key or value, `%XX` decoded.
 fn percent_decode(text: &str) -> Result<String, String> {
     let mut bytes = Vec::with_capacity(text.len());
@@ -548,6 +598,31 @@ mod tests {
                 matches!(parse_url(bad), Err(StoreError::InvalidUrl { .. })),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn a_redacted_url_has_no_password() {
+        for (url, redacted) in [
+            (
+                "postgres://ann:s3cret@db.example:6543/shop?sslmode=require",
+                "postgres://ann:***@db.example:6543/shop?sslmode=require",
+            ),
+            (
+                "postgresql://ann@db.example/shop?password=s3cret&application_name=x",
+                "postgresql://ann@db.example/shop?password=***&application_name=x",
+            ),
+            (
+                "host=db.example password='s3 cret' user=ann",
+                "host=db.example password=*** user=ann",
+            ),
+            (
+                "host=db.example password=s3cret",
+                "host=db.example password=***",
+            ),
+            ("postgres://db.example/shop", "postgres://db.example/shop"),
+        ] {
+            assert_eq!(redact_url(url), redacted);
         }
     }
 
