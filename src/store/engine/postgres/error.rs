@@ -15,9 +15,14 @@ pub(crate) fn db(error: postgres::Error) -> StoreError {
         };
     }
     match error.code() {
-        Some(code) if *code == SqlState::QUERY_CANCELED => StoreError::Timeout {
-            source: BackendError::new(error),
-        },
+        // `statement_timeout` cancels the statement; `lock_timeout` fails a wait for a lock.
+        Some(code)
+            if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE =>
+        {
+            StoreError::Timeout {
+                source: BackendError::new(error),
+            }
+        }
         Some(code) if is_conflict(code) => StoreError::Contention {
             source: BackendError::new(error),
         },
