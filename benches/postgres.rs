@@ -23,6 +23,14 @@
 //! 4. Latency of `insert`, `get` and `update_if`, one document at a time, on PostgreSQL and on
 //!    sled (immediate durability on both): medians and 99th percentiles of 2,000 calls.
 
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)] // figures for display, and counts far below 2^52
+
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
@@ -137,9 +145,10 @@ fn copy(url: &str, golden: &str, schema: &str) {
         "INSERT INTO \"{schema}\".revolve_collections OVERRIDING SYSTEM VALUE SELECT * FROM \"{golden}\".revolve_collections;"
     );
     for table in tables {
-        sql.push_str(&format!(
+        let _ = write!(
+            sql,
             "INSERT INTO \"{schema}\".{table} SELECT * FROM \"{golden}\".{table};"
-        ));
+        );
     }
     db.batch_execute(&format!("BEGIN; {sql} COMMIT;")).unwrap();
     for table in tables {
@@ -160,7 +169,7 @@ fn tenths(samples: &[(u64, Duration)], total: u64) -> (f64, f64) {
             .unwrap_or((0, Duration::ZERO))
     };
     let rate = |(d0, t0): (u64, Duration), (d1, t1): (u64, Duration)| {
-        (d1 - d0) as f64 / (t1 - t0).as_secs_f64().max(1e-9)
+        (d1 - d0) as f64 / t1.saturating_sub(t0).as_secs_f64().max(1e-9)
     };
     let first = rate((0, Duration::ZERO), at(0.1));
     let last = rate(at(0.9), *samples.last().unwrap());

@@ -550,7 +550,6 @@ fn a_store_dropped_inside_an_async_runtime_does_not_panic() {
 }
 
 #[test]
-#[ignore = "needs PgEngine::drop to drop the schema through pool::off_runtime"]
 fn a_temporary_store_dropped_inside_an_async_runtime_does_not_panic() {
     let Some(server) = Server::get() else { return };
     let store = Store::builder()
@@ -570,7 +569,6 @@ fn a_temporary_store_dropped_inside_an_async_runtime_does_not_panic() {
 }
 
 #[test]
-#[ignore = "needs StoreBuilder's Debug to show the URL through pool::redact_url"]
 fn a_builder_debug_never_shows_the_password() {
     let builder = Store::builder().url("postgres://ann:s3cret-0815@db.example/shop");
     let debug = format!("{builder:?}");

@@ -317,7 +317,6 @@ fn sslmode_require_prefer_and_disable() {
 }
 
 #[test]
-#[ignore = "needs PgEngine::open to parse the URL with pool::parse_url"]
 fn sslrootcert_and_verify_full_in_the_url() {
     let _turn = TURN
         .lock()

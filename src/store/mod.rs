@@ -101,13 +101,27 @@ pub struct StoreBuilder {
 
 /// Where a PostgreSQL store is and how to reach it.
 #[cfg(feature = "postgres")]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Database {
     url: Option<String>,
     schema: Option<String>,
     pool_size: usize,
     checkout_timeout: Duration,
     run_lease: Duration,
+}
+
+#[cfg(feature = "postgres")]
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.url.as_deref().map(engine::postgres::pool::redact_url);
+        f.debug_struct("Database")
+            .field("url", &url)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("checkout_timeout", &self.checkout_timeout)
+            .field("run_lease", &self.run_lease)
+            .finish()
+    }
 }
 
 #[cfg(feature = "postgres")]

@@ -69,14 +69,7 @@ impl std::fmt::Debug for PgEngine {
 impl PgEngine {
     /// Connects, and creates or checks the layout.
     pub(crate) fn open(options: &Options) -> Result<Self, StoreError> {
-        let config: postgres::Config =
-            options
-                .url
-                .parse()
-                .map_err(|error: postgres::Error| StoreError::InvalidUrl {
-                    reason: error.to_string(),
-                })?;
-        let mut config = config;
+        let (mut config, root_cert) = pool::parse_url(&options.url)?;
         if config.get_application_name().is_none() {
             config.application_name("revolve");
         }
@@ -94,7 +87,8 @@ impl PgEngine {
         if let Some(schema) = &schema {
             validate_schema(schema)?;
         }
-        let connector = Connector::new(config, schema.as_deref(), options.durability);
+        let connector =
+            Connector::new(config, schema.as_deref(), options.durability).root_cert(root_cert);
         let pool = Pool::new(connector, options.pool_size, options.checkout_timeout);
         {
             let mut conn = pool.get()?;
@@ -149,10 +143,19 @@ impl PgEngine {
 impl Drop for PgEngine {
     fn drop(&mut self) {
         if let Some(schema) = self.temporary.take() {
-            let dropped = self.shared.pool.get().and_then(|mut conn| {
-                conn.client
-                    .batch_execute(&format!("DROP SCHEMA {} CASCADE", pool::quote(&schema)))
-                    .map_err(db)
+            // Off any async runtime: a store may be dropped inside one.
+            let pool = &self.shared.pool;
+            let dropped = pool::off_runtime(|| {
+                pool.get().and_then(|mut conn| {
+                    conn.client
+                        .batch_execute(&format!("DROP SCHEMA {} CASCADE", pool::quote(&schema)))
+                        .map_err(db)
+                })
+            })
+            .unwrap_or_else(|error| {
+                Err(StoreError::Backend(crate::store::error::BackendError::new(
+                    error,
+                )))
             });
             if let Err(error) = dropped {
                 tracing::warn!(%schema, error = %crate::error::format::chain(&error), "could not drop a temporary store's schema");

@@ -111,8 +111,6 @@ impl Connector {
 
     /// Trusts the roots in `path` (a URL's `sslrootcert`, see [`parse_url`]) rather than those of
     /// `PGSSLROOTCERT`; `None` changes nothing.
-    // Used once `PgEngine::open` parses the URL with `parse_url`.
-    #[allow(dead_code)]
     pub(crate) fn root_cert(mut self, path: Option<PathBuf>) -> Self {
         if path.is_some() {
             self.root_cert = path;
@@ -198,8 +196,6 @@ impl Connector {
 /// # Errors
 ///
 /// [`StoreError::InvalidUrl`] when the client refuses the URL or a parameter is badly encoded.
-// Used once `PgEngine::open` parses the URL with it.
-#[allow(dead_code)]
 pub(crate) fn parse_url(url: &str) -> Result<(postgres::Config, Option<PathBuf>), StoreError> {
     let invalid = |reason: String| StoreError::InvalidUrl { reason };
     let mut root_cert = None;
@@ -237,8 +233,6 @@ pub(crate) fn parse_url(url: &str) -> Result<(postgres::Config, Option<PathBuf>)
 /// A database URL with its password replaced by `***`, for a `Debug` or a log: in the user
 /// information (`postgres://user:password@…`), a `password=` query parameter, or a
 /// `password=` pair of the `key=value` form.
-// For `StoreBuilder`'s `Debug`, which shows the URL.
-#[allow(dead_code)]
 pub(crate) fn redact_url(url: &str) -> String {
     const HIDDEN: &str = "***";
     let mut out = String::with_capacity(url.len());
