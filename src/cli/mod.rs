@@ -69,6 +69,7 @@
 //! | 4 | [`Status::Locked`] | another process has the database open |
 
 mod format;
+mod location;
 mod logs;
 mod migrate;
 
@@ -76,6 +77,7 @@ use std::process::ExitCode;
 
 use crate::StoreError;
 
+pub use self::location::{redact, Location};
 pub use self::migrate::{run, CommandError, MigrateArgs, MigrateCommand, Migrations};
 
 /// What the `revolve` binary shares with this module (rendering and the log subscriber), so that
