@@ -5,19 +5,19 @@
 //! dropping the last handle on the store — goes through [`off_runtime`].
 
 /// Runs `work` where the store may block: right here on a thread outside any tokio runtime,
-/// otherwise on a thread of its own (in the caller's tracing span), joined before returning. A
-/// panic in `work` resumes in the caller.
+/// otherwise on a thread of its own (with the caller's tracing subscriber and span), joined
+/// before returning. A panic in `work` resumes in the caller.
 pub(crate) fn off_runtime<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     if tokio::runtime::Handle::try_current().is_err() {
         return work();
     }
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
     let span = tracing::Span::current();
-    std::thread::scope(
-        |scope| match scope.spawn(move || span.in_scope(work)).join() {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic),
-        },
-    )
+    let traced = move || tracing::dispatcher::with_default(&dispatch, || span.in_scope(work));
+    std::thread::scope(|scope| match scope.spawn(traced).join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 #[cfg(test)]
