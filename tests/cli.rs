@@ -1302,10 +1302,56 @@ mod postgres {
         }
     }
 
-    /// `pg-layout --print` prints the layout's DDL; run by an administrator in a schema, it makes
-    /// tables the store accepts as its own, and commands work on them.
+    /// A login role of the test database with a password, dropped at the end.
+    struct Role {
+        admin: String,
+        name: String,
+    }
+
+    impl Drop for Role {
+        fn drop(&mut self) {
+            if let Ok(mut client) = ::postgres::Client::connect(&self.admin, ::postgres::NoTls) {
+                let _ = client.batch_execute(&format!(
+                    "DROP OWNED BY \"{0}\"; DROP ROLE IF EXISTS \"{0}\"",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    /// `url` with `user:password` as its user information.
+    fn as_user(url: &str, user: &str, password: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        let tail = match tail.split_once('?') {
+            // Another user or password in the parameters would win over ours.
+            Some((path, query)) => {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|parameter| {
+                        !parameter.starts_with("user=") && !parameter.starts_with("password=")
+                    })
+                    .collect();
+                if kept.is_empty() {
+                    path.to_owned()
+                } else {
+                    format!("{path}?{}", kept.join("&"))
+                }
+            }
+            None => tail.to_owned(),
+        };
+        format!("{scheme}://{user}:{password}@{host}{tail}")
+    }
+
+    /// `pg-layout --print` prints the layout's DDL. Run by an administrator in a schema, it makes
+    /// tables a store accepts as its own, and a role that may not `CREATE` anything then uses
+    /// the store (writes, a migration run) and the commands show it, its password hidden.
     #[test]
-    fn pg_layout_prints_the_ddl_a_store_accepts() {
+    fn pg_layout_prints_the_ddl_a_role_without_create_then_uses() {
         let output = revolve(&["pg-layout", "--print"]);
         assert_code(&output, Status::Success);
         assert_eq!(stdout(&output), revolve::POSTGRES_LAYOUT);
@@ -1314,31 +1360,70 @@ mod postgres {
 
         let Some(url) = postgres_url() else { return };
         let schema = Schema::new(&url, "layout");
+        let role = Role {
+            admin: url.clone(),
+            name: format!("t_nocreate_{}", schema.name),
+        };
+        let password = "layout-test-secret";
         let mut admin = client(&url);
         admin
             .batch_execute(&format!(
-                "SET search_path TO \"{}\"; {}",
-                schema.name,
-                stdout(&output)
+                "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}';
+                 SET search_path TO \"{schema}\";
+                 {ddl}
+                 GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\";
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO \"{role}\";
+                 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA \"{schema}\" TO \"{role}\";",
+                role = role.name,
+                schema = schema.name,
+                ddl = stdout(&output),
             ))
             .unwrap();
-        drop(admin);
-        let store = Store::builder()
-            .url(url.as_str())
-            .schema(schema.name.as_str())
-            .open()
-            .unwrap();
-        store
-            .collection::<Note>()
+        let may_create: bool = admin
+            .query_one(
+                "SELECT has_database_privilege($1, current_database(), 'CREATE')
+                     OR has_schema_privilege($1, $2, 'CREATE')",
+                &[&role.name, &schema.name],
+            )
             .unwrap()
-            .insert(&note("n"))
+            .get(0);
+        assert!(!may_create);
+        drop(admin);
+
+        let location = schema.url_from(&as_user(&url, &role.name, password));
+        let store = Store::connect(&location).unwrap();
+        let tasks = store.collection::<TaskV1>().unwrap();
+        for title in ["ok 1", "fail 2"] {
+            tasks
+                .insert(&TaskV1 {
+                    title: title.to_owned(),
+                })
+                .unwrap();
+        }
+        drop((tasks, store));
+        let store = Store::connect(&location).unwrap();
+        let report = store
+            .collection::<TaskV2>()
+            .unwrap()
+            .migrate()
+            .execute()
             .unwrap();
+        assert_eq!((report.migrated, report.failed), (1, 1));
         drop(store);
-        let stats = revolve(&["stats", "--json", &schema.url()]);
+
+        let stats = revolve(&["stats", &location]);
         assert_code(&stats, Status::Success);
-        assert_eq!(
-            json(&stats)["collections"][0]["live"],
-            serde_json::json!({"1": 1})
+        let text = stdout(&stats);
+        assert!(
+            text.contains("tasks: 2 documents, 0 removed (newest version 2)"),
+            "{text}"
         );
+        assert!(text.contains(&format!("{}:****@", role.name)), "{text}");
+        assert!(!text.contains(password), "{text}");
+        // A wrong password is refused (by a server that asks for one), and never printed.
+        let wrong = schema.url_from(&as_user(&url, &role.name, "wrong-secret-xyz"));
+        let output = revolve(&["runs", &wrong]);
+        let all = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(!all.contains("wrong-secret-xyz"), "{all}");
     }
 }
