@@ -49,6 +49,14 @@
 //! already parsed [`MigrateArgs`], for applications that embed the commands in their own clap
 //! parser.
 //!
+//! # Stores: a directory or a URL
+//!
+//! Every store the `revolve` binary takes is a directory or a PostgreSQL URL
+//! (`postgres://user:password@host/database`; with `?options=-csearch_path%3Dschema` for a schema
+//! other than `public`), told apart by [`Location`]; an application's binary opens its store the
+//! same way with [`Location::open`]. A location is shown (`Display`, `Debug`) without its
+//! password. The `cli` feature enables `postgres`.
+//!
 //! # Logs
 //!
 //! [`run`] installs a [`tracing`](https://docs.rs/tracing) subscriber (unless the process already
