@@ -117,11 +117,13 @@ impl std::fmt::Display for Data {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Data::Dir(path) => write!(f, "{}", path.display()),
-            // Never the password: the host and what follows it.
-            Data::Url(url) => match url.rsplit_once('@') {
-                Some((_, host)) => write!(f, "postgres://…@{host}"),
-                None => f.write_str(url),
-            },
+            // Never the password: the host and the database, without the parameters.
+            Data::Url(url) => {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+                let rest = rest.split('?').next().unwrap_or_default();
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                write!(f, "postgres://…@{host}")
+            }
         }
     }
 }
