@@ -6,7 +6,12 @@
 //! ```sh
 //! REVOLVE_TOKEN=change-me cargo run --example server --features http -- [--port 3000] [--data DIR] [--log-format json]
 //! cargo run --example server --features http -- --dev    # no token: reachable from this machine only
+//! cargo run --example server --features http,postgres -- --dev --data postgres://user:password@host/db
 //! ```
+//!
+//! `--data` names the store's directory, or a PostgreSQL database (`postgres://…`, with the
+//! `postgres` feature; its tables are created on first use). Ctrl-C stops the server: it finishes
+//! the requests under way and closes the store.
 //!
 //! Without `REVOLVE_TOKEN` it refuses to start unless given `--dev`. It listens on 127.0.0.1
 //! (the port is taken before the store is opened or seeded) with [`revolve::http::Server`]'s
@@ -15,7 +20,7 @@
 
 use std::error::Error;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,7 +35,7 @@ type Issue = IssueV2;
 
 struct Options {
     port: u16,
-    data: PathBuf,
+    data: Data,
     dev: bool,
     json_logs: bool,
 }
@@ -38,7 +43,7 @@ struct Options {
 fn options() -> Result<Options, Box<dyn Error>> {
     let mut options = Options {
         port: 3000,
-        data: std::env::temp_dir().join("revolve-example-server"),
+        data: Data::Dir(std::env::temp_dir().join("revolve-example-server")),
         dev: false,
         json_logs: false,
     };
@@ -46,7 +51,9 @@ fn options() -> Result<Options, Box<dyn Error>> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => options.port = args.next().ok_or("--port needs a number")?.parse()?,
-            "--data" => options.data = args.next().ok_or("--data needs a directory")?.into(),
+            "--data" => {
+                options.data = Data::from(args.next().ok_or("--data needs a directory or a URL")?);
+            }
             "--dev" => options.dev = true,
             "--log-format" => {
                 options.json_logs = match args.next().as_deref() {
@@ -56,7 +63,7 @@ fn options() -> Result<Options, Box<dyn Error>> {
                 }
             }
             "-h" | "--help" => {
-                println!("usage: server [--port N] [--data DIR] [--dev] [--log-format text|json]; the token is read from REVOLVE_TOKEN, the log filter from RUST_LOG (default `info`)");
+                println!("usage: server [--port N] [--data DIR|URL] [--dev] [--log-format text|json]; the token is read from REVOLVE_TOKEN, the log filter from RUST_LOG (default `info`)");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}`; try --help").into()),
@@ -90,10 +97,59 @@ fn install_logger(json: bool) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// Where the store is: a directory, or a PostgreSQL database.
+enum Data {
+    Dir(PathBuf),
+    Url(String),
+}
+
+impl From<String> for Data {
+    fn from(argument: String) -> Self {
+        if argument.starts_with("postgres://") || argument.starts_with("postgresql://") {
+            Data::Url(argument)
+        } else {
+            Data::Dir(argument.into())
+        }
+    }
+}
+
+impl std::fmt::Display for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Data::Dir(path) => write!(f, "{}", path.display()),
+            // Never the password: the host and the database, without the parameters.
+            Data::Url(url) => {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+                let rest = rest.split('?').next().unwrap_or_default();
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                write!(f, "postgres://…@{host}")
+            }
+        }
+    }
+}
+
+impl Data {
+    /// Opens the store, waiting up to `lock_timeout` for a directory another process has open.
+    fn open(&self, lock_timeout: Duration) -> Result<Store, Box<dyn Error>> {
+        match self {
+            Data::Dir(path) => Ok(Store::builder()
+                .path(path)
+                .lock_timeout(lock_timeout)
+                .open()?),
+            #[cfg(feature = "postgres")]
+            Data::Url(url) => Ok(Store::builder().url(url.as_str()).open()?),
+            #[cfg(not(feature = "postgres"))]
+            Data::Url(_) => Err(
+                "this build has no PostgreSQL engine: build it with `--features postgres`".into(),
+            ),
+        }
+    }
+}
+
 /// Opens the store, seeding version-1 issues the first time, as last year's program would have.
-fn open(path: &Path) -> Result<Store, Box<dyn Error>> {
+fn open(data: &Data) -> Result<Store, Box<dyn Error>> {
     let fresh = {
-        let store = Store::open(path)?;
+        let store = data.open(Duration::from_secs(2))?;
         if store.collection_names()?.is_empty() {
             // One in 50 has a status the step refuses: a migration reports it.
             store
@@ -105,12 +161,9 @@ fn open(path: &Path) -> Result<Store, Box<dyn Error>> {
         }
     }; // last year's program exits here
     if fresh {
-        eprintln!("seeded 2500 version-1 issues in {}", path.display());
+        eprintln!("seeded 2500 version-1 issues in {data}");
     }
-    Ok(Store::builder()
-        .path(path)
-        .lock_timeout(Duration::from_secs(10))
-        .open()?)
+    data.open(Duration::from_secs(10))
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
@@ -134,7 +187,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     let store = open(&options.data).map_err(|error| {
         format!(
             "cannot open the store in {}: {}",
-            options.data.display(),
+            options.data,
             chain(&*error)
         )
     })?;
@@ -146,7 +199,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     .build()?;
 
     tracing::info!(
-        data = %options.data.display(),
+        data = %options.data,
         address = %listener.local_addr()?,
         "serving issues"
     );

@@ -40,8 +40,6 @@ pub use crate::schema::{
     schema_fingerprint, ChangeKind, Compatibility, Schema, SchemaChange, SchemaError, StepError,
 };
 pub use crate::store::KeySpace;
-#[cfg(feature = "postgres")]
-pub use crate::store::DATABASE_URL_VARIABLE;
 pub use crate::store::{
     BackendError, Collection, Document, Durability, Iter, RawCollection, RawRevision, RevisionInfo,
     SchemaEvent, SchemaRecord, Store, StoreBuilder, StoreError, DEFAULT_CACHE_CAPACITY,
@@ -51,4 +49,6 @@ pub use crate::store::{
     StoreStats, VerifyReport, MAX_REPORTED_PROBLEMS,
 };
 pub use crate::store::{SalvageReport, SalvagedImport, SnapshotRebuild, StoreState};
+#[cfg(feature = "postgres")]
+pub use crate::store::{DATABASE_URL_VARIABLE, POSTGRES_LAYOUT};
 pub use revolve_derive::Schema;

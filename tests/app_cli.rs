@@ -309,3 +309,88 @@ fn revolve_errors_print_their_cause_chain() {
     );
     assert!(err.contains("\n  caused by: "), "{err}");
 }
+
+/// A schema of the test database, dropped at the end of the test.
+#[cfg(feature = "postgres")]
+struct DroppedSchema(postgres::Client, String);
+
+#[cfg(feature = "postgres")]
+impl Drop for DroppedSchema {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.1));
+    }
+}
+
+/// The example's store in a PostgreSQL database: `REVOLVE_DATA` takes a URL, which the example
+/// opens as the `revolve` binary does (`revolve::cli::Location`), and both see one store. A URL's
+/// password is never printed. Skipped with one line without `REVOLVE_TEST_DATABASE_URL`, failing
+/// under `CI=true`.
+#[cfg(feature = "postgres")]
+#[test]
+fn the_example_and_revolve_share_a_store_in_postgres() {
+    let url = match std::env::var("REVOLVE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "REVOLVE_TEST_DATABASE_URL is not set: under CI=true the PostgreSQL tests must run (scripts/with-postgres)"
+            );
+            eprintln!("skipped: no PostgreSQL (run under scripts/with-postgres)");
+            return;
+        }
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let schema = format!("t_app_cli_{}_{nanos}", std::process::id());
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+        .unwrap();
+    let _schema = DroppedSchema(admin, schema.clone());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let location = format!("{url}{separator}options=-csearch_path%3D{schema}");
+    let data = Path::new(&location);
+
+    let status = app(data, &["migrate", "status"], &[]);
+    assert_code(&status, Status::Success);
+    assert!(
+        stderr(&status).contains("seeded 2500 version-1 issues in postgres"),
+        "{}",
+        stderr(&status)
+    );
+    let execute = app(data, &["migrate", "execute", "--json"], &[]);
+    assert_code(&execute, Status::Problems);
+    let report = &json(&execute)["collections"][0];
+    assert_eq!(
+        (&report["migrated"], &report["failed"]),
+        (&Value::from(2450), &Value::from(50))
+    );
+    let runs = revolve(&["runs", "--json", &location], &[]);
+    assert_code(&runs, Status::Success);
+    let runs = json(&runs)["runs"].as_array().unwrap().clone();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["collection"], "issues");
+    assert_eq!(runs[0]["migrated"], 2450);
+
+    // A password in the URL stays out of what the example prints, even when it cannot connect.
+    let refused = app(
+        Path::new("postgres://someone:hunter2-never-shown@127.0.0.1:1/nothing"),
+        &["migrate", "status"],
+        &[],
+    );
+    assert_code(&refused, Status::Error);
+    assert!(
+        stderr(&refused).contains("someone:****@"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        !stderr(&refused).contains("hunter2"),
+        "{}",
+        stderr(&refused)
+    );
+}

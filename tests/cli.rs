@@ -1093,3 +1093,337 @@ fn typed_failures_and_a_dry_run_that_retries_them() {
         5
     );
 }
+
+// ---- On PostgreSQL: every command takes a URL as well as a directory.
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+
+    /// The test server's URL, or `None` (with a line saying so) when no server is configured;
+    /// under `CI=true` a missing server fails the test.
+    fn postgres_url() -> Option<String> {
+        match std::env::var("REVOLVE_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "REVOLVE_TEST_DATABASE_URL is not set: under CI=true the PostgreSQL tests must run (scripts/with-postgres)"
+                );
+                eprintln!("skipped: no PostgreSQL (run under scripts/with-postgres)");
+                None
+            }
+        }
+    }
+
+    /// A fresh schema of the test database, dropped at the end.
+    struct Schema {
+        url: String,
+        name: String,
+    }
+
+    impl Schema {
+        fn new(url: &str, tag: &str) -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            let name = format!("t_{tag}_{}_{nanos}", std::process::id());
+            client(url)
+                .batch_execute(&format!("CREATE SCHEMA \"{name}\""))
+                .unwrap();
+            Self {
+                url: url.to_owned(),
+                name,
+            }
+        }
+
+        /// `url` (the test server's, perhaps with a password added) naming this schema as the
+        /// search path, as a user of the command line would.
+        fn url_from(&self, url: &str) -> String {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}options=-csearch_path%3D{}", self.name)
+        }
+
+        fn url(&self) -> String {
+            self.url_from(&self.url)
+        }
+    }
+
+    impl Drop for Schema {
+        fn drop(&mut self) {
+            if let Ok(mut client) = ::postgres::Client::connect(&self.url, ::postgres::NoTls) {
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+            }
+        }
+    }
+
+    fn client(url: &str) -> ::postgres::Client {
+        ::postgres::Client::connect(url, ::postgres::NoTls).unwrap()
+    }
+
+    /// `url` with a password, and the password: the one it has, or one added where it names a
+    /// user without one (a server that trusts the test's connections ignores it).
+    fn with_password(url: &str) -> (String, Option<String>) {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return (url.to_owned(), None);
+        };
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let Some((user_info, _)) = authority.rsplit_once('@') else {
+            return (url.to_owned(), None);
+        };
+        if let Some((_, password)) = user_info.split_once(':') {
+            return (url.to_owned(), Some(password.to_owned()));
+        }
+        let secret = "hunter2-never-shown";
+        let rest = rest.replacen(user_info, &format!("{user_info}:{secret}"), 1);
+        (format!("{scheme}://{rest}"), Some(secret.to_owned()))
+    }
+
+    /// Notes and tasks as [`fixture`] makes them, in a schema of the test database.
+    fn pg_fixture(url: &str) -> (Schema, Vec<DocId>) {
+        let schema = Schema::new(url, "cli");
+        let store = Store::builder()
+            .url(url)
+            .schema(schema.name.as_str())
+            .open()
+            .unwrap();
+        let notes = store.collection::<Note>().unwrap();
+        let ids = notes
+            .insert_many(&[note("first"), note("second"), note("third")])
+            .unwrap();
+        notes.update(&ids[0], &note("first edited")).unwrap();
+        notes.remove(&ids[1]).unwrap();
+        let tasks = store.collection::<TaskV1>().unwrap();
+        for title in ["ok 1", "ok 2", "fail 3"] {
+            tasks
+                .insert(&TaskV1 {
+                    title: title.to_owned(),
+                })
+                .unwrap();
+        }
+        drop((tasks, store));
+        // This year's program.
+        let store = Store::builder()
+            .url(url)
+            .schema(schema.name.as_str())
+            .open()
+            .unwrap();
+        let report = store
+            .collection::<TaskV2>()
+            .unwrap()
+            .migrate()
+            .execute()
+            .unwrap();
+        assert_eq!((report.migrated, report.failed), (2, 1));
+        (schema, ids)
+    }
+
+    #[test]
+    fn stats_runs_and_history_take_a_url() {
+        let Some(url) = postgres_url() else { return };
+        let (schema, notes) = pg_fixture(&url);
+        let (with_password, secret) = with_password(&url);
+        let location = schema.url_from(&with_password);
+
+        let text = revolve(&["stats", &location]);
+        assert_code(&text, Status::Success);
+        let text = stdout(&text);
+        assert!(text.contains(": 2 collections, "), "{text}");
+        assert!(
+            text.contains(
+                "tasks: 3 documents, 0 removed (newest version 2)\n  version 1: 1 documents, 1 failed to migrate\n  version 2: 2 documents\n"
+            ),
+            "{text}"
+        );
+        if let Some(secret) = &secret {
+            assert!(!text.contains(secret.as_str()), "{text}");
+            assert!(text.contains(":****@"), "{text}");
+        }
+
+        let runs = revolve(&["runs", "--json", &location]);
+        assert_code(&runs, Status::Success);
+        let runs = json(&runs)["runs"].as_array().unwrap().clone();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0]["collection"], "tasks");
+        assert_eq!(runs[0]["state"], "done_with_failures");
+
+        let first = &notes[0];
+        let history = revolve(&["history", "--json", &location, "notes", first.as_str()]);
+        assert_code(&history, Status::Success);
+        let history = json(&history);
+        assert_eq!(
+            history["revisions"].as_array().unwrap().len(),
+            2,
+            "{history}"
+        );
+        assert_eq!(history["revisions"][1]["payload"]["text"], "first edited");
+        assert_eq!(
+            revolve(&["failures", "--json", &schema.url(), "tasks"])
+                .status
+                .code(),
+            Some(0)
+        );
+    }
+
+    /// Salvage and snapshot repairs read a directory's files: on a URL they fail clearly (exit
+    /// 1), before connecting, and a URL's password is never printed, not even when the
+    /// connection fails.
+    #[test]
+    fn directory_only_commands_refuse_a_url_and_passwords_stay_hidden() {
+        let Some(url) = postgres_url() else { return };
+        let (url, secret) = with_password(&url);
+        let unreachable = "postgres://someone:hunter2-never-shown@127.0.0.1:1/nothing";
+        for args in [
+            vec!["repair", unreachable, "--rebuild-snapshot"],
+            vec!["export", unreachable, "-", "--salvage"],
+            vec!["import", "-", unreachable, "--accept-salvaged"],
+        ] {
+            let output = revolve(&args);
+            assert_code(&output, Status::Error);
+            let text = stderr(&output);
+            assert!(text.contains("is not supported by PostgreSQL"), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        let output = revolve(&["stats", unreachable]);
+        assert_code(&output, Status::Error);
+        let text = stderr(&output);
+        assert!(
+            text.contains("cannot open the store at postgres://someone:****@127.0.0.1:1/nothing"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        // A database that refuses a login: its error says who, never with what password.
+        let output = revolve(&["stats", &format!("{url}?user=no_such_role_here")]);
+        assert_code(&output, Status::Error);
+        if let Some(secret) = secret {
+            assert!(!stderr(&output).contains(&secret), "{}", stderr(&output));
+        }
+    }
+
+    /// A login role of the test database with a password, dropped at the end.
+    struct Role {
+        admin: String,
+        name: String,
+    }
+
+    impl Drop for Role {
+        fn drop(&mut self) {
+            if let Ok(mut client) = ::postgres::Client::connect(&self.admin, ::postgres::NoTls) {
+                let _ = client.batch_execute(&format!(
+                    "DROP OWNED BY \"{0}\"; DROP ROLE IF EXISTS \"{0}\"",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    /// `url` with `user:password` as its user information.
+    fn as_user(url: &str, user: &str, password: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        let tail = match tail.split_once('?') {
+            // Another user or password in the parameters would win over ours.
+            Some((path, query)) => {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|parameter| {
+                        !parameter.starts_with("user=") && !parameter.starts_with("password=")
+                    })
+                    .collect();
+                if kept.is_empty() {
+                    path.to_owned()
+                } else {
+                    format!("{path}?{}", kept.join("&"))
+                }
+            }
+            None => tail.to_owned(),
+        };
+        format!("{scheme}://{user}:{password}@{host}{tail}")
+    }
+
+    /// `pg-layout --print` prints the layout's DDL. Run by an administrator in a schema, it makes
+    /// tables a store accepts as its own, and a role that may not `CREATE` anything then uses
+    /// the store (writes, a migration run) and the commands show it, its password hidden.
+    #[test]
+    fn pg_layout_prints_the_ddl_a_role_without_create_then_uses() {
+        let output = revolve(&["pg-layout", "--print"]);
+        assert_code(&output, Status::Success);
+        assert_eq!(stdout(&output), revolve::POSTGRES_LAYOUT);
+        assert!(revolve::POSTGRES_LAYOUT.contains("CREATE TABLE revolve_heads"));
+        assert_code(&revolve(&["pg-layout"]), Status::Usage);
+
+        let Some(url) = postgres_url() else { return };
+        let schema = Schema::new(&url, "layout");
+        let role = Role {
+            admin: url.clone(),
+            name: format!("t_nocreate_{}", schema.name),
+        };
+        let password = "layout-test-secret";
+        let mut admin = client(&url);
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}';
+                 SET search_path TO \"{schema}\";
+                 {ddl}
+                 GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\";
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO \"{role}\";
+                 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA \"{schema}\" TO \"{role}\";",
+                role = role.name,
+                schema = schema.name,
+                ddl = stdout(&output),
+            ))
+            .unwrap();
+        let may_create: bool = admin
+            .query_one(
+                "SELECT has_database_privilege($1, current_database(), 'CREATE')
+                     OR has_schema_privilege($1, $2, 'CREATE')",
+                &[&role.name, &schema.name],
+            )
+            .unwrap()
+            .get(0);
+        assert!(!may_create);
+        drop(admin);
+
+        let location = schema.url_from(&as_user(&url, &role.name, password));
+        let store = Store::connect(&location).unwrap();
+        let tasks = store.collection::<TaskV1>().unwrap();
+        for title in ["ok 1", "fail 2"] {
+            tasks
+                .insert(&TaskV1 {
+                    title: title.to_owned(),
+                })
+                .unwrap();
+        }
+        drop((tasks, store));
+        let store = Store::connect(&location).unwrap();
+        let report = store
+            .collection::<TaskV2>()
+            .unwrap()
+            .migrate()
+            .execute()
+            .unwrap();
+        assert_eq!((report.migrated, report.failed), (1, 1));
+        drop(store);
+
+        let stats = revolve(&["stats", &location]);
+        assert_code(&stats, Status::Success);
+        let text = stdout(&stats);
+        assert!(
+            text.contains("tasks: 2 documents, 0 removed (newest version 2)"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{}:****@", role.name)), "{text}");
+        assert!(!text.contains(password), "{text}");
+        // A wrong password is refused (by a server that asks for one), and never printed.
+        let wrong = schema.url_from(&as_user(&url, &role.name, "wrong-secret-xyz"));
+        let output = revolve(&["runs", &wrong]);
+        let all = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(!all.contains("wrong-secret-xyz"), "{all}");
+    }
+}

@@ -12,7 +12,14 @@
 //! revolve import   <FILE|-> <PATH> [--accept-salvaged]
 //!                                                 restore a backup into a new store
 //! revolve repair   <PATH> --rebuild-snapshot      rebuild a damaged snapshot from the log
+//! revolve pg-layout --print                       the PostgreSQL tables' DDL, for roles without CREATE
 //! ```
+//!
+//! `<PATH>` is a store's directory or a PostgreSQL URL (`postgres://user:password@host/database`,
+//! `postgresql://…`; a schema other than `public` with `?options=-csearch_path%3Dschema`). Where
+//! a command names the store it opened, a URL's password shows as `****`. `salvage` (`export
+//! --salvage`, `import --accept-salvaged`) and `repair` are for a directory's files: on a URL
+//! they fail.
 //!
 //! Every command takes `--json`, and `--log-format text|json` (or `REVOLVE_LOG_FORMAT`) for the log
 //! events written to standard error, which `RUST_LOG` filters (warnings and errors by default).
@@ -28,7 +35,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
-use revolve::cli::Status;
+use revolve::cli::{Location, Status};
 use revolve::{Failure, Origin, Problem, RunRecord, SnapshotRebuild, Store, StoreError};
 use serde::Serialize;
 
@@ -73,13 +80,15 @@ struct Cli {
 enum Command {
     /// Collections, documents per version, removed and failed documents, size on disk.
     Stats {
-        /// The store's directory.
-        path: PathBuf,
+        /// The store's directory, or a `postgres://` URL.
+        #[arg(value_name = "STORE")]
+        path: Location,
     },
     /// Every revision of one document, with its payload as JSON.
     History {
-        /// The store's directory.
-        path: PathBuf,
+        /// The store's directory, or a `postgres://` URL.
+        #[arg(value_name = "STORE")]
+        path: Location,
         /// The collection.
         collection: String,
         /// The document's id.
@@ -87,15 +96,17 @@ enum Command {
     },
     /// The migration ledger, newest first.
     Runs {
-        /// The store's directory.
-        path: PathBuf,
+        /// The store's directory, or a `postgres://` URL.
+        #[arg(value_name = "STORE")]
+        path: Location,
         /// One collection; all of them by default.
         collection: Option<String>,
     },
     /// The failure set: documents whose migration failed, and that runs skip, in id order.
     Failures {
-        /// The store's directory.
-        path: PathBuf,
+        /// The store's directory, or a `postgres://` URL.
+        #[arg(value_name = "STORE")]
+        path: Location,
         /// The collection.
         collection: String,
         /// List the documents after this id (as a previous listing's last line says).
@@ -107,8 +118,9 @@ enum Command {
     },
     /// Check every revision, chain, head, counter, failure record and cursor.
     Verify {
-        /// The store's directory.
-        path: PathBuf,
+        /// The store's directory, or a `postgres://` URL.
+        #[arg(value_name = "STORE")]
+        path: Location,
         /// Recompute the counters from the heads (and drop stale failure records), then check
         /// again.
         #[arg(long)]
@@ -117,8 +129,9 @@ enum Command {
     /// Write a backup of the store (every collection, head, revision, failure record and ledger
     /// run) to a file.
     Export {
-        /// The store's directory.
-        path: PathBuf,
+        /// The store's directory, or a `postgres://` URL.
+        #[arg(value_name = "STORE")]
+        path: Location,
         /// The backup file to write; `-` for standard output. A FIFO or device is written
         /// through, never replaced.
         file: PathBuf,
@@ -129,8 +142,9 @@ enum Command {
     },
     /// Repair the files of a closed store.
     Repair {
-        /// The store's directory.
-        path: PathBuf,
+        /// The store's directory, or a `postgres://` URL.
+        #[arg(value_name = "STORE")]
+        path: Location,
         /// Move the newest `snap.*` file aside, rebuild it from the log, and verify the store;
         /// put everything back as it was if the store does not open or verify without it.
         #[arg(long, required = true)]
@@ -140,12 +154,21 @@ enum Command {
     Import {
         /// The backup file; `-` for standard input.
         file: PathBuf,
-        /// The new store's directory.
-        path: PathBuf,
+        /// The new store's directory, or a `postgres://` URL.
+        #[arg(value_name = "STORE")]
+        path: Location,
         /// Accept a backup salvaged from a damaged store: rebuild the counters from the heads
         /// restored and report heads whose revisions were lost.
         #[arg(long)]
         accept_salvaged: bool,
+    },
+    /// The PostgreSQL layout: the SQL that creates revolve's tables, for an administrator to run
+    /// once (with the search path set to the store's schema) where the store's role may not
+    /// `CREATE`.
+    PgLayout {
+        /// Print the DDL to standard output.
+        #[arg(long, required = true)]
+        print: bool,
     },
 }
 
@@ -248,28 +271,43 @@ fn run(cli: &Cli) -> anyhow::Result<Status> {
             path,
             file,
             salvage,
-        } => export(&open(cli, path)?, path, file, *salvage, cli.json, out),
+        } => {
+            if *salvage {
+                // Before connecting: salvage reads a directory's files.
+                path.require_path("export --salvage")?;
+            }
+            export(&open(cli, path)?, path, file, *salvage, cli.json, out)
+        }
         Command::Import {
             file,
             path,
             accept_salvaged,
         } => import(file, path, *accept_salvaged, cli.json, out),
         Command::Repair { path, .. } => rebuild_snapshot(cli, path, out),
+        Command::PgLayout { .. } => {
+            out.write_all(revolve::POSTGRES_LAYOUT.as_bytes())?;
+            out.flush()?;
+            Ok(Status::Success)
+        }
     }
 }
 
-/// Opens an existing store; refuses a path that holds none rather than creating one.
-fn open(cli: &Cli, path: &Path) -> anyhow::Result<Store> {
-    if !path.join("db").is_file() {
-        bail!("no revolve store at {}", path.display());
+/// Opens an existing store; refuses a path that holds none rather than creating one. A URL's
+/// store is opened as a program would (its tables created on first use).
+fn open(cli: &Cli, location: &Location) -> anyhow::Result<Store> {
+    if let Some(path) = location.path() {
+        if !path.join("db").is_file() {
+            bail!("no revolve store at {}", path.display());
+        }
     }
-    let timeout = Duration::try_from_secs_f64(cli.lock_timeout)
-        .context("--lock-timeout must be a number of seconds, 0 or more")?;
-    Store::builder()
-        .path(path)
-        .lock_timeout(timeout)
-        .open()
-        .with_context(|| format!("cannot open the store at {}", path.display()))
+    location
+        .open(lock_timeout(cli)?)
+        .with_context(|| format!("cannot open the store at {location}"))
+}
+
+fn lock_timeout(cli: &Cli) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(cli.lock_timeout)
+        .context("--lock-timeout must be a number of seconds, 0 or more")
 }
 
 #[derive(Serialize)]
@@ -279,7 +317,12 @@ struct StatsOutput<'a, Stats> {
     stats: &'a Stats,
 }
 
-fn stats(store: &Store, path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<Status> {
+fn stats(
+    store: &Store,
+    location: &Location,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Status> {
     let stats = store.stats()?;
     if json {
         write_json(
@@ -294,7 +337,7 @@ fn stats(store: &Store, path: &Path, json: bool, out: &mut dyn Write) -> anyhow:
     writeln!(
         out,
         "store {}: {} collections, {} on disk\ncounts from the counters, not verified (`revolve verify` checks them)",
-        path.display(),
+        location,
         stats.collections.len(),
         human_bytes(stats.size_on_disk)
     )?;
@@ -596,7 +639,8 @@ fn problems(count: u64) -> String {
 #[derive(Serialize)]
 struct BackupOutput<'a, Summary, Unreadable> {
     file: &'a Path,
-    store: &'a Path,
+    /// The directory, or the URL without its password.
+    store: String,
     #[serde(flatten)]
     summary: &'a Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -689,7 +733,7 @@ fn export_target(file: &Path) -> anyhow::Result<Target> {
 
 fn export(
     store: &Store,
-    path: &Path,
+    location: &Location,
     file: &Path,
     salvage: bool,
     json: bool,
@@ -752,7 +796,7 @@ fn export(
             out,
             &BackupOutput {
                 file,
-                store: path,
+                store: location.to_string(),
                 summary: &summary,
                 unreadable: salvage.then_some(&unreadable),
             },
@@ -784,11 +828,22 @@ fn export(
 
 fn import(
     file: &Path,
-    path: &Path,
+    location: &Location,
     accept_salvaged: bool,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<Status> {
+    if accept_salvaged {
+        location.require_path("import --accept-salvaged")?;
+    }
+    let Some(path) = location.path() else {
+        // `Store::import` restores into a directory only, so far.
+        return Err(StoreError::Unsupported {
+            operation: "import",
+            engine: "PostgreSQL (not yet)",
+        }
+        .into());
+    };
     // A mistyped path must not scatter database files among someone's other files: the target is
     // new, empty, or a store (which `Store::import` then checks is empty).
     let occupied = fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some());
@@ -832,7 +887,7 @@ fn import(
             out,
             &ImportOutput {
                 file,
-                store: path,
+                store: location.to_string(),
                 summary: &summary,
                 salvaged: salvaged.as_ref(),
             },
@@ -875,18 +930,19 @@ fn import(
 #[derive(Serialize)]
 struct ImportOutput<'a, Summary, Salvaged> {
     file: &'a Path,
-    store: &'a Path,
+    /// The directory, or the URL without its password.
+    store: String,
     #[serde(flatten)]
     summary: &'a Summary,
     salvaged: Option<&'a Salvaged>,
 }
 
-fn rebuild_snapshot(cli: &Cli, path: &Path, out: &mut dyn Write) -> anyhow::Result<Status> {
+fn rebuild_snapshot(cli: &Cli, location: &Location, out: &mut dyn Write) -> anyhow::Result<Status> {
+    let path = location.require_path("repair --rebuild-snapshot")?;
     if !path.join("db").is_file() {
         bail!("no revolve store at {}", path.display());
     }
-    let timeout = Duration::try_from_secs_f64(cli.lock_timeout)
-        .context("--lock-timeout must be a number of seconds, 0 or more")?;
+    let timeout = lock_timeout(cli)?;
     let outcome = Store::rebuild_snapshot(path, timeout)
         .with_context(|| format!("cannot rebuild the snapshot of {}", path.display()))?;
     let status = match &outcome {

@@ -49,6 +49,14 @@
 //! already parsed [`MigrateArgs`], for applications that embed the commands in their own clap
 //! parser.
 //!
+//! # Stores: a directory or a URL
+//!
+//! Every store the `revolve` binary takes is a directory or a PostgreSQL URL
+//! (`postgres://user:password@host/database`; with `?options=-csearch_path%3Dschema` for a schema
+//! other than `public`), told apart by [`Location`]; an application's binary opens its store the
+//! same way with [`Location::open`]. A location is shown (`Display`, `Debug`) without its
+//! password. The `cli` feature enables `postgres`.
+//!
 //! # Logs
 //!
 //! [`run`] installs a [`tracing`](https://docs.rs/tracing) subscriber (unless the process already
@@ -69,6 +77,7 @@
 //! | 4 | [`Status::Locked`] | another process has the database open |
 
 mod format;
+mod location;
 mod logs;
 mod migrate;
 
@@ -76,6 +85,7 @@ use std::process::ExitCode;
 
 use crate::StoreError;
 
+pub use self::location::{redact, Location};
 pub use self::migrate::{run, CommandError, MigrateArgs, MigrateCommand, Migrations};
 
 /// What the `revolve` binary shares with this module (rendering and the log subscriber), so that

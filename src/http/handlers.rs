@@ -200,9 +200,10 @@ pub(crate) async fn healthz() -> Json<Value> {
 /// storage failure stays so until the process reopens it). `/healthz` is liveness only. Never
 /// `opening`: the router holds an open store.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    match state.store.state() {
-        crate::StoreState::Ready => Ok(Json(json!({ "status": "ready" }))),
-        other => Err(ApiError::NotReady(other)),
+    match state.store.as_ref().map(crate::Store::state) {
+        Some(crate::StoreState::Ready) => Ok(Json(json!({ "status": "ready" }))),
+        Some(other) => Err(ApiError::NotReady(other)),
+        None => Err(ApiError::internal("the router's store is closed")),
     }
 }
 

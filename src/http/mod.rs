@@ -151,7 +151,11 @@
 //! timeout, a request hyper could not parse: these never reach the router, so they have no
 //! request line).
 //!
-//! Store calls run on tokio's blocking pool. Migration runs run there too, not in the request:
+//! Store calls run on tokio's blocking pool, never on a runtime's worker thread: mounting a
+//! collection, [`Router::build`] and dropping the built router's last clone (the last handle on
+//! the store) move to a thread of their own when called inside a runtime, so that a store whose
+//! engine blocks on a runtime of its own (PostgreSQL) is never used or dropped inside another.
+//! Migration runs run on the blocking pool too, not in the request:
 //! a client that disconnects leaves the run going, and finds its end in the ledger
 //! (`GET /{c}/migrate/runs/{run_id}`; every progress line carries the `run_id`). The run holds the
 //! collection's run lock until it ends, so another run gets 409 meanwhile.
@@ -161,6 +165,7 @@ mod error;
 mod fields;
 mod handlers;
 mod mount;
+mod offload;
 mod openapi;
 mod parse_error;
 mod path;

@@ -13,6 +13,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use super::auth::{authorize, Guard, Token};
 use super::handlers as h;
 use super::mount::Mount;
+use super::offload::off_runtime;
 use super::openapi;
 use super::state::{AppState, Shared};
 use super::trace;
@@ -133,7 +134,12 @@ impl Router {
     /// [`BuildError::Store`] when the store refuses the collection (see [`Store::collection`]),
     /// [`BuildError::DuplicateCollection`], and [`BuildError::ReservedName`] for `healthz`,
     /// `readyz` and the names of the `OpenAPI` document's own schemas (`Problem`, `Status`, `Failure`, …).
-    pub fn collection<T: Schema>(mut self) -> Result<Self, BuildError> {
+    pub fn collection<T: Schema>(self) -> Result<Self, BuildError> {
+        // The store is called (and, on an error, this router's handle dropped) off the runtime.
+        off_runtime(move || self.mount::<T>())
+    }
+
+    fn mount<T: Schema>(mut self) -> Result<Self, BuildError> {
         let collection = erased::open::<T>(&self.store)?;
         let name = collection.raw().name().to_owned();
         if name == "healthz" || name == "readyz" || openapi::OWN_SCHEMAS.contains(&name.as_str()) {
@@ -218,6 +224,11 @@ impl Router {
     /// [`BuildError::MissingToken`] when writing routes are enabled without a token and without
     /// [`local_development`](Self::local_development), and [`BuildError::EmptyToken`].
     pub fn build(self) -> Result<axum::Router, BuildError> {
+        // On an error, this router's handles on the store are dropped off the runtime.
+        off_runtime(move || self.assemble())
+    }
+
+    fn assemble(self) -> Result<axum::Router, BuildError> {
         if self.empty_token {
             return Err(BuildError::EmptyToken);
         }
@@ -251,7 +262,7 @@ impl Router {
             collections: self.collections,
             require_if_match: self.require_if_match,
             openapi,
-            store: self.store.clone(),
+            store: Some(self.store.clone()),
         }));
 
         let (root, document) = if writable {

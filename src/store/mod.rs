@@ -141,6 +141,16 @@ impl Default for Database {
 #[cfg(feature = "postgres")]
 pub const DATABASE_URL_VARIABLE: &str = "REVOLVE_DATABASE_URL";
 
+/// The SQL that creates the PostgreSQL layout (every table, index, trigger and the layout
+/// version row), as a store creates it on first use; `revolve pg-layout --print` prints it.
+///
+/// For a role without `CREATE`: an administrator runs it once with the search path set to the
+/// store's schema (`SET search_path TO app;`), grants the role `SELECT`, `INSERT`, `UPDATE` and
+/// `DELETE` on the tables and `USAGE` on the sequences, and the store then finds the layout and
+/// only checks it.
+#[cfg(feature = "postgres")]
+pub const POSTGRES_LAYOUT: &str = engine::postgres::layout::DDL;
+
 impl Default for StoreBuilder {
     fn default() -> Self {
         Self {

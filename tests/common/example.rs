@@ -5,9 +5,9 @@
 //! examples, and `cargo test --test NAME` does not build examples at all. So the test builds the
 //! example itself with the cargo that runs it (`env!("CARGO")`), in the test's own target
 //! directory and profile (read from the test executable's path, `<target>/<profile>/deps/…`) and
-//! with the test crate's features among `http` and `cli`, and takes the executable's path from
-//! cargo's JSON messages: up to date after a change, and no fixed path under `target/`. Cargo
-//! releases its build lock before it runs tests. Every test crate asks for the same features and
+//! with the test crate's features among `http`, `cli` and `postgres`, and takes the executable's
+//! path from cargo's JSON messages: up to date after a change, and no fixed path under `target/`.
+//! Cargo releases its build lock before it runs tests. Every test crate asks for the same features and
 //! profile, so the example is built once for all of them.
 
 use std::path::{Path, PathBuf};
@@ -28,6 +28,7 @@ pub(crate) fn build(name: &str) -> PathBuf {
     let features: Vec<&str> = [
         ("http", cfg!(feature = "http")),
         ("cli", cfg!(feature = "cli")),
+        ("postgres", cfg!(feature = "postgres")),
     ]
     .into_iter()
     .filter_map(|(feature, on)| on.then_some(feature))

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The example server, built on first use (see `tests/common/example.rs`).
-fn server_binary() -> &'static Path {
+pub(crate) fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| crate::example_build::build("server"))
 }
@@ -171,7 +171,7 @@ fn the_server_logs_json_lines_and_stops_on_ctrl_c() {
 }
 
 /// A child process, killed if a failed assertion leaves it running.
-struct Running(std::process::Child);
+pub(crate) struct Running(pub(crate) std::process::Child);
 
 impl Drop for Running {
     fn drop(&mut self) {

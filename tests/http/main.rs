@@ -9,6 +9,7 @@ mod contract;
 mod example;
 mod migrate;
 mod not_upgradable;
+mod postgres;
 mod routes;
 mod serve;
 mod socket;
