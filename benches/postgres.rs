@@ -246,9 +246,12 @@ fn run_handwritten(url: &str, schema: &str, docs: usize) -> (f64, (f64, f64)) {
         .get(0);
     let claim = db
         .prepare(
-            "SELECT h.id, h.revision, r.record FROM revolve_heads h
-             JOIN revolve_revisions r
-                 ON r.collection = h.collection AND r.id = h.id AND r.revision = h.revision
+            // The revision by a subquery per row: as a join, the planner merges with the
+            // revisions from the collection's first id at every claim.
+            "SELECT h.id, h.revision,
+                 (SELECT r.record FROM revolve_revisions r
+                  WHERE r.collection = h.collection AND r.id = h.id AND r.revision = h.revision)
+             FROM revolve_heads h
              WHERE h.collection = $1 AND NOT h.removed AND h.version = 1 AND h.id > $2
              ORDER BY h.id LIMIT 1000 FOR UPDATE OF h SKIP LOCKED",
         )
