@@ -26,6 +26,8 @@ mod engine;
 mod backup;
 mod concurrency;
 mod crud;
+#[cfg(feature = "postgres")]
+mod engines;
 mod history;
 mod ledger;
 mod logging;
