@@ -401,6 +401,8 @@ mod across_engines {
         client
     }
 
+    // One damage per kind of problem, then one assertion per kind.
+    #[allow(clippy::too_many_lines)]
     #[test]
     fn verify_finds_damage_on_postgres_and_repair_fixes_the_counts() {
         if postgres_url().is_none() {

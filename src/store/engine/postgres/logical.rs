@@ -300,14 +300,17 @@ pub(crate) fn import<'a>(
     Ok(Box::new(import))
 }
 
+/// A failure record staged: its id, version and run columns, its bytes, and the record decoded
+/// when it decodes.
+type StagedFailure = (String, i32, i64, Vec<u8>, Option<FailureRecord>);
+
 /// What an import has read and not yet written, for the collection being loaded.
 #[derive(Default)]
 struct Staged {
     heads: Vec<(String, i64, i32, bool)>,
     revisions: Vec<(String, i64, Vec<u8>)>,
     revision_bytes: usize,
-    /// Id, version and run columns, the record, and the decoded record when it decodes.
-    failures: Vec<(String, i32, i64, Vec<u8>, Option<FailureRecord>)>,
+    failures: Vec<StagedFailure>,
     runs: Vec<(i64, Vec<u8>)>,
     progress: Vec<(i64, Vec<u8>)>,
 }

@@ -62,6 +62,9 @@ const COUNTS_INSERT: &str = "INSERT INTO revolve_counts (collection, counter, ve
      SELECT $1, u.counter, u.version, 0::int2, u.n
      FROM unnest($2::int2[], $3::int4[], $4::int8[]) AS u(counter, version, n)";
 
+/// A document's revisions as found: its id, and each revision's number and bytes in order.
+type Chain = (String, Vec<(u64, Vec<u8>)>);
+
 /// A query's rows a page at a time, through a portal of the transaction.
 struct Pages {
     portal: Portal,
@@ -257,8 +260,8 @@ impl Check<'_> {
         name: &str,
         revisions: &mut Pages,
         peeked: &mut Option<Row>,
-    ) -> Result<Option<(String, Vec<(u64, Vec<u8>)>)>, StoreError> {
-        let mut current: Option<(String, Vec<(u64, Vec<u8>)>)> = None;
+    ) -> Result<Option<Chain>, StoreError> {
+        let mut current: Option<Chain> = None;
         loop {
             let row = match peeked.take() {
                 Some(row) => row,
@@ -581,14 +584,11 @@ fn repair_collection(
     }
     let mut stored = BTreeMap::new();
     for row in tx.query(COUNTS, &[&collection]).map_err(db)? {
-        match decode_counter(&row) {
-            Ok((counter, count)) => {
-                stored.insert(counter, count);
-            }
-            Err(_) => {
-                let rows: i64 = row.get(3);
-                report.malformed_counters_removed += rows.unsigned_abs();
-            }
+        if let Ok((counter, count)) = decode_counter(&row) {
+            stored.insert(counter, count);
+        } else {
+            let rows: i64 = row.get(3);
+            report.malformed_counters_removed += rows.unsigned_abs();
         }
     }
     let counters: BTreeSet<Counter> = stored.keys().chain(actual.keys()).copied().collect();
