@@ -309,9 +309,22 @@ fn a_format_1_backup_imports_and_verifies() {
     assert_eq!(first, second);
 }
 
+/// A direct connection to a PostgreSQL place's schema, to damage what revolve wrote.
+#[cfg(feature = "postgres")]
+fn client(place: &impl Place) -> ::postgres::Client {
+    let address = place.address();
+    let (url, schema) = address.rsplit_once('|').unwrap();
+    let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!("SET search_path TO \"{schema}\""))
+        .unwrap();
+    client
+}
+
 /// Moving a store between engines, and the consistency check on PostgreSQL.
 #[cfg(feature = "postgres")]
 mod across_engines {
+    use super::client;
     use super::*;
     use crate::engine::{postgres_url, Postgres, Sled};
     use revolve::{CounterKind, Problem};
@@ -388,17 +401,6 @@ mod across_engines {
         let _ = back.export(&mut from_back, |_| {}).unwrap();
         assert_eq!(from_back, from_sled);
         assert_eq!(note_revisions(&back), revisions);
-    }
-
-    /// A direct connection to a PostgreSQL place's schema, to damage what revolve wrote.
-    fn client(place: &impl Place) -> ::postgres::Client {
-        let address = place.address();
-        let (url, schema) = address.rsplit_once('|').unwrap();
-        let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
-        client
-            .batch_execute(&format!("SET search_path TO \"{schema}\""))
-            .unwrap();
-        client
     }
 
     // One damage per kind of problem, then one assertion per kind.
@@ -525,4 +527,131 @@ mod across_engines {
         assert_eq!(after.problem_count, 4, "{:#?}", after.problems);
         assert!(!store.repair_counters().unwrap().changed_anything());
     }
+}
+
+/// The speed of an import into PostgreSQL beside a binary `COPY` of the same head and revision
+/// rows (the issue's goal: at least 0.7×). A benchmark, not a check: run it in release, beside a
+/// PostgreSQL, with `cargo test --release --all-features --test it -- --ignored --nocapture
+/// import_beside_binary_copy` (`REVOLVE_IMPORT_DOCUMENTS` sets the size, 100,000 by default).
+#[cfg(feature = "postgres")]
+#[test]
+#[ignore = "a benchmark: run in release with --ignored"]
+fn import_beside_binary_copy() {
+    use std::time::Instant;
+
+    use ::postgres::binary_copy::BinaryCopyInWriter;
+    use ::postgres::types::Type;
+
+    use crate::engine::{postgres_url, Postgres};
+
+    let Some(url) = postgres_url() else { return };
+    let documents: usize = std::env::var("REVOLVE_IMPORT_DOCUMENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    // About 350 bytes a revision.
+    let text = "x".repeat(300);
+    let source = Store::builder().temporary(true).open().unwrap();
+    let notes = source.collection::<Note>().unwrap();
+    for _ in 0..documents / 1000 {
+        let batch: Vec<Note> = (0..1000).map(|_| note(&text)).collect();
+        let _ = notes.insert_many(&batch).unwrap();
+    }
+    let mut backup = Vec::new();
+    let _ = source.export(&mut backup, |_| {}).unwrap();
+
+    let median = |mut runs: Vec<f64>| {
+        runs.sort_by(f64::total_cmp);
+        runs[runs.len() / 2]
+    };
+    let mut imports = Vec::new();
+    let mut copies = Vec::new();
+    let mut rows: Vec<(i32, String, i64, i32, bool, Vec<u8>)> = Vec::new();
+    for _ in 0..3 {
+        let place = Postgres::place();
+        let store = open_at(&place);
+        let started = Instant::now();
+        let _ = store.import_into(&backup[..], |_| {}).unwrap();
+        imports.push(started.elapsed().as_secs_f64());
+        let mut db = client(&place);
+        if rows.is_empty() {
+            rows = db
+                .query(
+                    "SELECT h.collection, h.id, h.revision, h.version, h.removed, r.record
+                     FROM revolve_heads h JOIN revolve_revisions r USING (collection, id, revision)",
+                    &[],
+                )
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    (
+                        row.get(0),
+                        row.get(1),
+                        row.get(2),
+                        row.get(3),
+                        row.get(4),
+                        row.get(5),
+                    )
+                })
+                .collect();
+        }
+        drop(store);
+
+        // The same rows, written by hand into a fresh store's tables.
+        let place = Postgres::place();
+        let store = open_at(&place);
+        let mut db = client(&place);
+        let started = Instant::now();
+        let mut tx = db.transaction().unwrap();
+        let mut heads = BinaryCopyInWriter::new(
+            tx.copy_in(
+                "COPY revolve_heads (collection, id, revision, version, removed) FROM STDIN BINARY",
+            )
+            .unwrap(),
+            &[Type::INT4, Type::TEXT, Type::INT8, Type::INT4, Type::BOOL],
+        );
+        for (collection, id, revision, version, removed, _) in &rows {
+            heads
+                .write(&[collection, id, revision, version, removed])
+                .unwrap();
+        }
+        heads.finish().unwrap();
+        let mut revisions = BinaryCopyInWriter::new(
+            tx.copy_in(
+                "COPY revolve_revisions (collection, id, revision, record) FROM STDIN BINARY",
+            )
+            .unwrap(),
+            &[Type::INT4, Type::TEXT, Type::INT8, Type::BYTEA],
+        );
+        for (collection, id, revision, _, _, record) in &rows {
+            revisions
+                .write(&[collection, id, revision, record])
+                .unwrap();
+        }
+        revisions.finish().unwrap();
+        tx.commit().unwrap();
+        copies.push(started.elapsed().as_secs_f64());
+        drop(store);
+    }
+    let settings: Vec<String> = ::postgres::Client::connect(&url, ::postgres::NoTls)
+        .unwrap()
+        .query(
+            "SELECT name || '=' || setting FROM pg_settings
+             WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers') ORDER BY name",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let (import, copy) = (median(imports), median(copies));
+    let n = documents as f64;
+    eprintln!(
+        "{documents} documents, backup {} bytes, {}: import {import:.2} s ({:.0} docs/s), binary COPY {copy:.2} s ({:.0} rows/s of each table), ratio {:.2}",
+        backup.len(),
+        settings.join(" "),
+        n / import,
+        n / copy,
+        copy / import
+    );
 }
