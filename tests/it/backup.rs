@@ -364,7 +364,13 @@ mod across_engines {
         let exported = sled.export(&mut from_sled, |_| {}).unwrap();
 
         let pg_place = Postgres::place();
-        let pg = open_at(&pg_place);
+        // One connection is enough for everything a backup and a check do.
+        let pg = pg_place
+            .builder()
+            .pool_size(1)
+            .checkout_timeout(Duration::from_secs(2))
+            .open()
+            .unwrap();
         assert_eq!(pg.import_into(&from_sled[..], |_| {}).unwrap(), exported);
         let report = pg.verify().unwrap();
         assert!(report.is_ok(), "{report:?}");

@@ -136,14 +136,6 @@ pub(crate) fn verify(
         .collect();
     check.report.collections = u64::try_from(collections.len()).unwrap_or(u64::MAX);
     for (id, name, registered) in &collections {
-        if *registered {
-            if let Err(error) = store.read_meta(name) {
-                check.report.problem(Problem::CorruptMeta {
-                    collection: name.clone(),
-                    error: error_chain(&error),
-                });
-            }
-        }
         check.collection(&mut tx, name, *id, *registered)?;
     }
     each_row(&mut tx, LEDGER, &[], |row| {
@@ -166,6 +158,19 @@ pub(crate) fn verify(
         Ok::<_, StoreError>(())
     })?;
     tx.commit().map_err(db)?;
+    // Read through the store, on a connection of its own: the walk's goes back first, so that a
+    // pool of one connection is enough.
+    drop(conn);
+    for (_, name, registered) in &collections {
+        if *registered {
+            if let Err(error) = store.read_meta(name) {
+                check.report.problem(Problem::CorruptMeta {
+                    collection: name.clone(),
+                    error: error_chain(&error),
+                });
+            }
+        }
+    }
     let documents = check.report.documents;
     (check.progress)(documents);
     Ok(check.report)
