@@ -327,7 +327,7 @@ mod across_engines {
     use super::client;
     use super::*;
     use crate::engine::{postgres_url, Postgres, Sled};
-    use revolve::{CounterKind, Problem};
+    use revolve::{CounterKind, KeySpace, Problem};
 
     /// Every revision of every live note, as stored, by id then number.
     fn note_revisions(store: &Store) -> Vec<(String, Vec<Vec<u8>>)> {
@@ -488,6 +488,11 @@ mod across_engines {
             "INSERT INTO revolve_runs (collection, run, record) VALUES ('tasks', 999, '\\xc1')",
         )
         .unwrap();
+        // Rows of a collection that does not exist.
+        db.batch_execute(
+            "INSERT INTO revolve_counts (collection, counter, version, shard, n) VALUES (4242, 0, 1, 0, 1)",
+        )
+        .unwrap();
 
         let report = store.verify().unwrap();
         let problems = &report.problems;
@@ -518,7 +523,16 @@ mod across_engines {
                 .any(|p| matches!(p, Problem::CorruptLedger { .. })),
             "{problems:#?}"
         );
-        assert_eq!(report.problem_count, 5, "{problems:#?}");
+        assert!(
+            problems.contains(&Problem::MalformedKey {
+                tree: "revolve_counts".into(),
+                space: KeySpace::Unknown,
+                key: "collection 4242".into(),
+                reason: "rows of a collection that has no row in revolve_collections",
+            }),
+            "{problems:#?}"
+        );
+        assert_eq!(report.problem_count, 6, "{problems:#?}");
 
         // Repair rewrites the count, and nothing else.
         let repair = store.repair_counters().unwrap();
@@ -530,7 +544,7 @@ mod across_engines {
         assert_eq!(notes.count_by_version().unwrap(), BTreeMap::from([(1, 2)]));
         let after = store.verify().unwrap();
         assert!(!after.problems.contains(&wrong_count), "{after:?}");
-        assert_eq!(after.problem_count, 4, "{:#?}", after.problems);
+        assert_eq!(after.problem_count, 5, "{:#?}", after.problems);
         assert!(!store.repair_counters().unwrap().changed_anything());
     }
 }

@@ -49,6 +49,14 @@ const ORPHAN_PROGRESS: &str = "SELECT p.run FROM revolve_progress p
      WHERE p.collection = $1
        AND NOT EXISTS (SELECT 1 FROM revolve_runs r WHERE r.collection = $2 AND r.run = p.run)
      ORDER BY p.run";
+/// The tables whose rows name a collection by its row id (the first column of each primary key).
+const COLLECTION_TABLES: [&str; 5] = [
+    "revolve_heads",
+    "revolve_revisions",
+    "revolve_failures",
+    "revolve_counts",
+    "revolve_progress",
+];
 const LEDGER: &str = "SELECT collection, run, record FROM revolve_runs ORDER BY collection, run";
 
 const RECOUNT_HEADS: &str = "SELECT removed, version, count(*)::int8 FROM revolve_heads
@@ -138,6 +146,9 @@ pub(crate) fn verify(
     for (id, name, registered) in &collections {
         check.collection(&mut tx, name, *id, *registered)?;
     }
+    for table in COLLECTION_TABLES {
+        check.orphan_rows(&mut tx, table)?;
+    }
     each_row(&mut tx, LEDGER, &[], |row| {
         let collection: String = row.get(0);
         let run: i64 = row.get(1);
@@ -177,6 +188,31 @@ pub(crate) fn verify(
 }
 
 impl Check<'_> {
+    /// Reports rows of `table` that name a collection with no row, found by a walk of the primary
+    /// key's first column (one index probe per collection, not a scan).
+    fn orphan_rows(&mut self, tx: &mut Transaction<'_>, table: &str) -> Result<(), StoreError> {
+        let sql = format!(
+            "WITH RECURSIVE c (id) AS (
+                 SELECT min(collection) FROM {table}
+                 UNION ALL
+                 SELECT (SELECT min(collection) FROM {table} WHERE collection > c.id)
+                 FROM c WHERE c.id IS NOT NULL)
+             SELECT id FROM c WHERE id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM revolve_collections k WHERE k.id = c.id)
+             ORDER BY id"
+        );
+        for row in tx.query(&sql, &[]).map_err(db)? {
+            let collection: i32 = row.get(0);
+            self.report.problem(Problem::MalformedKey {
+                tree: table.to_owned(),
+                space: KeySpace::Unknown,
+                key: format!("collection {collection}"),
+                reason: "rows of a collection that has no row in revolve_collections",
+            });
+        }
+        Ok(())
+    }
+
     fn collection(
         &mut self,
         tx: &mut Transaction<'_>,
