@@ -594,3 +594,23 @@ impl Drop for PgImport<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_columns_out_of_range_hold_no_head() {
+        assert_eq!(head_of(0, 1, false), None);
+        assert_eq!(head_of(-4, 1, false), None);
+        assert_eq!(head_of(1, -1, false), None);
+        assert_eq!(
+            head_of(3, 2, true),
+            Some(Head {
+                revision: Revision::new(3).unwrap(),
+                version: 2,
+                removed: true,
+            })
+        );
+    }
+}
