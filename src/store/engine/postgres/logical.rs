@@ -10,21 +10,24 @@
 //! dropped import) is a `ROLLBACK` that leaves the store as empty as it was found. Heads and
 //! revisions are staged a batch at a time (at most [`BATCH_ROWS`] rows or [`BATCH_BYTES`] bytes)
 //! and written with binary `COPY`; the few failure, ledger and progress records with multi-row
-//! `INSERT … SELECT FROM unnest(…)`. Nothing but one batch is held in memory; PostgreSQL keeps
-//! what the transaction wrote on disk. Once every frame is loaded, the counts are recomputed from
+//! `INSERT … SELECT FROM unnest(…)`. A writer thread owns the connection and writes each batch
+//! while the next is read and decoded; at most [`QUEUED`] batches wait for it, so memory stays
+//! bounded whatever the backup's size, and PostgreSQL keeps what the transaction wrote on disk. Once every frame is loaded, the counts are recomputed from
 //! the heads (one `GROUP BY`) and the failure records, the run-id sequence is raised above the
 //! highest run the backup names, and the transaction commits.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
-use postgres::{IsolationLevel, Row, Transaction};
+use postgres::{Client, IsolationLevel, Row, Transaction};
 
 use super::error::db;
-use super::pool::Pooled;
-use super::{sql_run, PgEngine};
+use super::{sql_run, PgEngine, Shared};
 use crate::id::Revision;
 use crate::record;
 use crate::store::backup::{BackupError, Frame};
@@ -262,42 +265,145 @@ pub(crate) fn import<'a>(
     engine: &'a PgEngine,
     store: &'a Store,
 ) -> Result<Box<dyn Import + 'a>, BackupError> {
-    let mut conn = engine.pool().get()?;
-    conn.client
-        .batch_execute("BEGIN; LOCK TABLE revolve_heads, revolve_revisions IN EXCLUSIVE MODE")
-        .map_err(|error| {
-            let _ = conn.client.batch_execute("ROLLBACK");
-            db(error)
-        })?;
-    let mut import = PgImport {
-        engine,
-        store,
-        conn: Some(conn),
-        collection: None,
-        staged: Staged::default(),
-        failed: BTreeMap::new(),
-        registered: Vec::new(),
-        max_run: 0,
-    };
-    let holds_data: bool = import
-        .conn()?
-        .client
-        .query_one(HOLDS_DATA, &[])
-        .map_err(db)?
-        .get(0);
-    if holds_data {
-        let schema: String = import
-            .conn()?
-            .client
+    let mut worker = Worker::start(Arc::clone(&engine.shared))?;
+    let holds_data = worker.call(|client, _| {
+        client
+            .batch_execute("BEGIN; LOCK TABLE revolve_heads, revolve_revisions IN EXCLUSIVE MODE")
+            .map_err(db)?;
+        let holds_data: bool = client.query_one(HOLDS_DATA, &[]).map_err(db)?.get(0);
+        if !holds_data {
+            return Ok(None);
+        }
+        let schema: String = client
             .query_one("SELECT current_schema()", &[])
             .map_err(db)?
             .get(0);
+        Ok(Some(schema))
+    })?;
+    if let Some(schema) = holds_data {
         let target = engine.pool().connector().target();
         return Err(BackupError::NotEmpty {
             path: PathBuf::from(format!("{target} (schema {schema})")),
         });
     }
-    Ok(Box::new(import))
+    Ok(Box::new(PgImport {
+        engine,
+        store,
+        worker,
+        collection: None,
+        staged: Staged::default(),
+        registered: Vec::new(),
+        max_run: 0,
+    }))
+}
+
+/// What the writer learns while it writes: the failure records that name their document's live
+/// head, per collection row and version.
+#[derive(Default)]
+struct Written {
+    failed: BTreeMap<(i32, u32), i64>,
+    committed: bool,
+}
+
+/// Work for the writer, on its connection, inside the import's transaction.
+type Job = Box<dyn FnOnce(&mut Client, &mut Written) -> Result<(), StoreError> + Send>;
+
+/// Batches queued for the writer at most: what an import holds in memory is this many batches,
+/// the one being written and the one being staged.
+const QUEUED: usize = 2;
+
+/// The import's writer: a thread with a connection of the pool that runs the import's
+/// transaction, so that reading and decoding the backup goes on while PostgreSQL writes the
+/// batch before. After a job fails, the rest are skipped; when the queue closes, what did not
+/// commit is rolled back.
+struct Worker {
+    jobs: Option<SyncSender<Job>>,
+    handle: Option<JoinHandle<Result<(), StoreError>>>,
+}
+
+impl Worker {
+    fn start(shared: Arc<Shared>) -> Result<Self, BackupError> {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUED);
+        let handle = std::thread::Builder::new()
+            .name("revolve-import".to_owned())
+            .spawn(move || {
+                let mut conn = shared.pool.get()?;
+                let mut written = Written::default();
+                let mut result = Ok(());
+                for job in queue {
+                    if result.is_ok() {
+                        result = job(&mut conn.client, &mut written);
+                    }
+                }
+                if !written.committed {
+                    if let Err(error) = conn.client.batch_execute("ROLLBACK") {
+                        // The server undoes a transaction whose connection is gone.
+                        tracing::warn!(error = %crate::error::format::chain(&db(error)), "could not roll back an import");
+                    }
+                }
+                result
+            })?;
+        Ok(Self {
+            jobs: Some(jobs),
+            handle: Some(handle),
+        })
+    }
+
+    /// Queues a job.
+    fn send(&mut self, job: Job) -> Result<(), StoreError> {
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(self.stop().err().unwrap_or_else(stopped))
+        }
+    }
+
+    /// Runs a job once every job before it ran, and returns what it returns.
+    fn call<R: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut Client, &mut Written) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Box::new(move |client, written| {
+            let value = work(client, written)?;
+            let _ = reply.send(value);
+            Ok(())
+        }))?;
+        match answer.recv() {
+            Ok(value) => Ok(value),
+            // The job, or one before it, failed: the writer says why.
+            Err(_) => Err(self.stop().err().unwrap_or_else(stopped)),
+        }
+    }
+
+    /// Closes the queue and waits for the writer: its first error, if any.
+    fn stop(&mut self) -> Result<(), StoreError> {
+        self.jobs = None;
+        match self.handle.take().map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(error))) => Err(error),
+            Some(Err(_)) => Err(stopped()),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // An import neither finished nor aborted leaves nothing behind either.
+        let _ = self.stop();
+    }
+}
+
+/// The error of a writer that stopped without one of its own (it panicked).
+fn stopped() -> StoreError {
+    StoreError::Unsupported {
+        operation: "an import whose writer stopped",
+        engine: "PostgreSQL",
+    }
 }
 
 /// A failure record staged: its id, version and run columns, its bytes, and the record decoded
@@ -328,48 +434,125 @@ impl Staged {
         .any(|rows| rows >= BATCH_ROWS)
             || self.revision_bytes >= BATCH_BYTES
     }
+
+    fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+            && self.revisions.is_empty()
+            && self.failures.is_empty()
+            && self.runs.is_empty()
+            && self.progress.is_empty()
+    }
+
+    /// Writes the batch for collection row `collection` (`name`), in the order the tables
+    /// depend on each other: heads before the failure records counted against them.
+    fn write(
+        self,
+        client: &mut Client,
+        written: &mut Written,
+        name: &str,
+        collection: i32,
+    ) -> Result<(), StoreError> {
+        if !self.heads.is_empty() {
+            let types = [Type::INT4, Type::TEXT, Type::INT8, Type::INT4, Type::BOOL];
+            let mut writer =
+                BinaryCopyInWriter::new(client.copy_in(COPY_HEADS).map_err(db)?, &types);
+            for (id, revision, version, removed) in &self.heads {
+                writer
+                    .write(&[&collection, id, revision, version, removed])
+                    .map_err(db)?;
+            }
+            writer.finish().map_err(db)?;
+        }
+        if !self.revisions.is_empty() {
+            let types = [Type::INT4, Type::TEXT, Type::INT8, Type::BYTEA];
+            let mut writer =
+                BinaryCopyInWriter::new(client.copy_in(COPY_REVISIONS).map_err(db)?, &types);
+            for (id, revision, record) in &self.revisions {
+                writer
+                    .write(&[&collection, id, revision, record])
+                    .map_err(db)?;
+            }
+            writer.finish().map_err(db)?;
+        }
+        if !self.failures.is_empty() {
+            let ids: Vec<&str> = self.failures.iter().map(|f| f.0.as_str()).collect();
+            let mut heads = BTreeMap::new();
+            for row in client.query(HEADS_OF, &[&collection, &ids]).map_err(db)? {
+                if let Some(head) = head_of(row.get(1), row.get(2), row.get(3)) {
+                    heads.insert(row.get::<_, String>(0), head);
+                }
+            }
+            for (id, _, _, _, failure) in &self.failures {
+                // Counted as sled counts it: when it names the document's live head.
+                if let (Some(failure), Some(head)) = (failure, heads.get(id)) {
+                    if !head.removed
+                        && head.revision.get() == failure.revision
+                        && head.version == failure.version
+                    {
+                        *written
+                            .failed
+                            .entry((collection, head.version))
+                            .or_default() += 1;
+                    }
+                }
+            }
+            let versions: Vec<i32> = self.failures.iter().map(|f| f.1).collect();
+            let runs: Vec<i64> = self.failures.iter().map(|f| f.2).collect();
+            let records: Vec<&[u8]> = self.failures.iter().map(|f| f.3.as_slice()).collect();
+            client
+                .execute(
+                    FAILURES_INSERT,
+                    &[&collection, &ids, &versions, &runs, &records],
+                )
+                .map_err(db)?;
+        }
+        if !self.runs.is_empty() {
+            let (runs, records): (Vec<i64>, Vec<Vec<u8>>) = self.runs.into_iter().unzip();
+            client
+                .execute(RUNS_INSERT, &[&name, &runs, &records])
+                .map_err(db)?;
+        }
+        if !self.progress.is_empty() {
+            let (runs, records): (Vec<i64>, Vec<Vec<u8>>) = self.progress.into_iter().unzip();
+            client
+                .execute(PROGRESS_INSERT, &[&collection, &runs, &records])
+                .map_err(db)?;
+        }
+        Ok(())
+    }
 }
 
 /// A backup being loaded into a PostgreSQL store (see [`Import`]).
 struct PgImport<'a> {
     engine: &'a PgEngine,
     store: &'a Store,
-    /// The connection, inside the import's transaction; `None` once it ended.
-    conn: Option<Pooled<'a>>,
+    worker: Worker,
     /// The collection being loaded: its name and row id.
     collection: Option<(String, i32)>,
     staged: Staged,
-    /// Failure records that name their document's live head, per collection row and version.
-    failed: BTreeMap<(i32, u32), i64>,
     /// The collections loaded with a `_meta` record.
     registered: Vec<String>,
     /// The highest migration run id the backup names.
     max_run: u64,
 }
 
-impl<'a> PgImport<'a> {
-    fn conn(&mut self) -> Result<&mut Pooled<'a>, StoreError> {
-        self.conn.as_mut().ok_or(StoreError::Unsupported {
-            operation: "loading into an import that ended",
-            engine: "PostgreSQL",
-        })
-    }
-
+impl PgImport<'_> {
     fn record(&mut self, record: LogicalRecord) -> Result<(), BackupError> {
         if let Some(run) = record.run().filter(|&run| run < MAX_PLAUSIBLE_RUN_ID) {
             self.max_run = self.max_run.max(run);
         }
         if let LogicalRecord::Collection { name, meta } = record {
             self.flush()?;
-            let id: i32 = self
-                .conn()?
-                .client
-                .query_one(COLLECTION_PUT, &[&name, &meta])
-                .map_err(db)?
-                .get(0);
             if meta.is_some() {
                 self.registered.push(name.clone());
             }
+            let key = name.clone();
+            let id: i32 = self.worker.call(move |client, _| {
+                Ok(client
+                    .query_one(COLLECTION_PUT, &[&key, &meta])
+                    .map_err(db)?
+                    .get(0))
+            })?;
             self.collection = Some((name, id));
             return Ok(());
         }
@@ -425,111 +608,52 @@ impl<'a> PgImport<'a> {
         Ok(())
     }
 
-    /// Writes what is staged, in the order the tables depend on each other: heads before the
-    /// failure records that are counted against them.
+    /// Hands what is staged to the writer.
     fn flush(&mut self) -> Result<(), StoreError> {
         let Some((name, collection)) = self.collection.clone() else {
             return Ok(());
         };
+        if self.staged.is_empty() {
+            return Ok(());
+        }
         let staged = std::mem::take(&mut self.staged);
-        let mut failed = std::mem::take(&mut self.failed);
-        let client = &mut self.conn()?.client;
-        if !staged.heads.is_empty() {
-            let types = [Type::INT4, Type::TEXT, Type::INT8, Type::INT4, Type::BOOL];
-            let mut writer =
-                BinaryCopyInWriter::new(client.copy_in(COPY_HEADS).map_err(db)?, &types);
-            for (id, revision, version, removed) in &staged.heads {
-                writer
-                    .write(&[&collection, id, revision, version, removed])
-                    .map_err(db)?;
-            }
-            writer.finish().map_err(db)?;
-        }
-        if !staged.revisions.is_empty() {
-            let types = [Type::INT4, Type::TEXT, Type::INT8, Type::BYTEA];
-            let mut writer =
-                BinaryCopyInWriter::new(client.copy_in(COPY_REVISIONS).map_err(db)?, &types);
-            for (id, revision, record) in &staged.revisions {
-                writer
-                    .write(&[&collection, id, revision, record])
-                    .map_err(db)?;
-            }
-            writer.finish().map_err(db)?;
-        }
-        if !staged.failures.is_empty() {
-            let ids: Vec<&str> = staged.failures.iter().map(|f| f.0.as_str()).collect();
-            let mut heads = BTreeMap::new();
-            for row in client.query(HEADS_OF, &[&collection, &ids]).map_err(db)? {
-                if let Some(head) = head_of(row.get(1), row.get(2), row.get(3)) {
-                    heads.insert(row.get::<_, String>(0), head);
-                }
-            }
-            for (id, _, _, _, failure) in &staged.failures {
-                // Counted as sled counts it: when it names the document's live head.
-                if let (Some(failure), Some(head)) = (failure, heads.get(id)) {
-                    if !head.removed
-                        && head.revision.get() == failure.revision
-                        && head.version == failure.version
-                    {
-                        *failed.entry((collection, head.version)).or_default() += 1;
-                    }
-                }
-            }
-            let versions: Vec<i32> = staged.failures.iter().map(|f| f.1).collect();
-            let runs: Vec<i64> = staged.failures.iter().map(|f| f.2).collect();
-            let records: Vec<&[u8]> = staged.failures.iter().map(|f| f.3.as_slice()).collect();
-            client
-                .execute(
-                    FAILURES_INSERT,
-                    &[&collection, &ids, &versions, &runs, &records],
-                )
-                .map_err(db)?;
-        }
-        if !staged.runs.is_empty() {
-            let (runs, records): (Vec<i64>, Vec<Vec<u8>>) = staged.runs.into_iter().unzip();
-            client
-                .execute(RUNS_INSERT, &[&name, &runs, &records])
-                .map_err(db)?;
-        }
-        if !staged.progress.is_empty() {
-            let (runs, records): (Vec<i64>, Vec<Vec<u8>>) = staged.progress.into_iter().unzip();
-            client
-                .execute(PROGRESS_INSERT, &[&collection, &runs, &records])
-                .map_err(db)?;
-        }
-        self.failed = failed;
-        Ok(())
+        self.worker.send(Box::new(move |client, written| {
+            staged.write(client, written, &name, collection)
+        }))
     }
 
     /// Counts, run ids, commit.
     fn complete(&mut self) -> Result<(), StoreError> {
         self.flush()?;
-        let failed = std::mem::take(&mut self.failed);
         let max_run = sql_run(self.max_run)?;
-        let client = &mut self.conn()?.client;
-        client
-            .batch_execute("DELETE FROM revolve_counts")
-            .map_err(db)?;
-        client.execute(COUNT_HEADS, &[]).map_err(db)?;
-        if !failed.is_empty() {
-            let mut collections = Vec::new();
-            let mut versions = Vec::new();
-            let mut counts = Vec::new();
-            for ((collection, version), n) in failed {
-                collections.push(collection);
-                versions.push(i32::try_from(version).unwrap_or(i32::MAX));
-                counts.push(n);
-            }
+        self.worker.call(move |client, written| {
             client
-                .execute(COUNTS_INSERT, &[&collections, &versions, &counts])
+                .batch_execute("DELETE FROM revolve_counts")
                 .map_err(db)?;
-        }
-        if max_run > 0 {
-            // Not undone by a rollback: at worst run ids skip ahead.
-            client.execute(RAISE_RUN_IDS, &[&max_run]).map_err(db)?;
-        }
-        client.batch_execute("COMMIT").map_err(db)?;
-        self.conn = None;
+            client.execute(COUNT_HEADS, &[]).map_err(db)?;
+            let failed = std::mem::take(&mut written.failed);
+            if !failed.is_empty() {
+                let mut collections = Vec::new();
+                let mut versions = Vec::new();
+                let mut counts = Vec::new();
+                for ((collection, version), n) in failed {
+                    collections.push(collection);
+                    versions.push(i32::try_from(version).unwrap_or(i32::MAX));
+                    counts.push(n);
+                }
+                client
+                    .execute(COUNTS_INSERT, &[&collections, &versions, &counts])
+                    .map_err(db)?;
+            }
+            if max_run > 0 {
+                // Not undone by a rollback: at worst run ids skip ahead.
+                client.execute(RAISE_RUN_IDS, &[&max_run]).map_err(db)?;
+            }
+            client.batch_execute("COMMIT").map_err(db)?;
+            written.committed = true;
+            Ok(())
+        })?;
+        self.worker.stop()?;
         // Commits from programs older than the newest version registered are refused from now
         // on, as if each collection had been opened by its newest program.
         for name in std::mem::take(&mut self.registered) {
@@ -540,13 +664,6 @@ impl<'a> PgImport<'a> {
             }
         }
         Ok(())
-    }
-
-    fn rollback(&mut self) -> Result<(), StoreError> {
-        match self.conn.take() {
-            Some(mut conn) => conn.client.batch_execute("ROLLBACK").map_err(db),
-            None => Ok(()),
-        }
     }
 }
 
@@ -572,26 +689,14 @@ impl Import for PgImport<'_> {
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), BackupError> {
-        match self.complete() {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                let _ = self.rollback();
-                Err(error.into())
-            }
-        }
+        Ok(self.complete()?)
     }
 
     fn abort(mut self: Box<Self>) -> Result<(), StoreError> {
-        self.rollback()
-    }
-}
-
-impl Drop for PgImport<'_> {
-    fn drop(&mut self) {
-        // An import neither finished nor aborted leaves nothing behind either.
-        if let Err(error) = self.rollback() {
-            tracing::warn!(error = %crate::error::format::chain(&error), "could not roll back an unfinished import");
-        }
+        // The writer rolls back what it did not commit; an error it met is why the import
+        // stops, and reported by the caller already.
+        let _ = self.worker.stop();
+        Ok(())
     }
 }
 
