@@ -556,6 +556,7 @@ mod across_engines {
 #[cfg(feature = "postgres")]
 #[test]
 #[ignore = "a benchmark: run in release with --ignored"]
+#[allow(clippy::too_many_lines)] // one measurement, read top to bottom
 fn import_beside_binary_copy() {
     use std::time::Instant;
 
@@ -565,7 +566,7 @@ fn import_beside_binary_copy() {
     use crate::engine::{postgres_url, Postgres};
 
     let Some(url) = postgres_url() else { return };
-    let documents: usize = std::env::var("REVOLVE_IMPORT_DOCUMENTS")
+    let documents: u32 = std::env::var("REVOLVE_IMPORT_DOCUMENTS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(100_000);
@@ -665,7 +666,7 @@ fn import_beside_binary_copy() {
         .map(|row| row.get(0))
         .collect();
     let (import, copy) = (median(imports), median(copies));
-    let n = documents as f64;
+    let n = f64::from(documents);
     eprintln!(
         "{documents} documents, backup {} bytes, {}: import {import:.2} s ({:.0} docs/s), binary COPY {copy:.2} s ({:.0} rows/s of each table), ratio {:.2}",
         backup.len(),
