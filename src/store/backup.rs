@@ -257,21 +257,47 @@ impl Store {
             .path(path)
             .durability(Durability::Eventual)
             .open()?;
-        let mut import = store
-            .inner()
-            .engine
-            .import(&store)
+        store
+            .load_backup(reader, accept_salvaged, &mut progress)
             .map_err(|error| match error {
                 BackupError::NotEmpty { .. } => BackupError::NotEmpty {
                     path: path.to_owned(),
                 },
                 other => other,
-            })?;
+            })
+    }
+
+    /// Restores a backup written by [`export`](Self::export) (format 2) into this open store,
+    /// which must hold nothing: the way into a store on a database server, which
+    /// [`import`](Self::import) (a path) cannot name. Counters are recomputed and run ids handed
+    /// out later stay above every run id the backup names; if the backup turns out damaged,
+    /// everything restored is removed again and the store is left empty. `progress` is called
+    /// with the number of records restored so far.
+    ///
+    /// # Errors
+    ///
+    /// As [`import`](Self::import); a format-1 backup is refused with
+    /// [`StoreError::Unsupported`] by an engine other than sled.
+    pub fn import_into(
+        &self,
+        reader: impl Read,
+        mut progress: impl FnMut(u64),
+    ) -> Result<BackupSummary, BackupError> {
+        self.load_backup(reader, false, &mut progress)
+    }
+
+    fn load_backup(
+        &self,
+        reader: impl Read,
+        accept_salvaged: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<BackupSummary, BackupError> {
+        let mut import = self.inner().engine.import(self)?;
         let result = read_backup(
             reader,
             accept_salvaged,
             &mut |frame| import.frame(frame),
-            &mut progress,
+            progress,
         );
         match result {
             Ok(summary) => {
