@@ -22,7 +22,10 @@ const HEADS: &str = "SELECT id, revision, version, removed FROM revolve_heads
      ORDER BY id LIMIT $4";
 
 /// The next pending heads of one version, with their revisions' bytes and whether a failure
-/// record names them. The revision and the failure are looked up per row by subqueries in the
+/// record names them. The keyset is a row comparison, which the primary key cannot serve, and
+/// the version is bounded by `<=`, not `=`: with `version = $2` beside it, the index scan would
+/// start at the version's first entry and step over every entry a run already migrated (dead
+/// until a vacuum) at every chunk. The revision and the failure are looked up per row by subqueries in the
 /// select list, which the planner never turns into joins: a merge join would walk the
 /// revisions (or failures) of the collection from its first id at every chunk.
 const PENDING: &str = "SELECT h.id, h.revision, h.version,
@@ -30,7 +33,7 @@ const PENDING: &str = "SELECT h.id, h.revision, h.version,
           WHERE r.collection = h.collection AND r.id = h.id AND r.revision = h.revision),
          EXISTS (SELECT 1 FROM revolve_failures f WHERE f.collection = h.collection AND f.id = h.id)
      FROM revolve_heads h
-     WHERE h.collection = $1 AND NOT h.removed AND h.version = $2 AND (h.version, h.id) > ($2, $3)
+     WHERE h.collection = $1 AND NOT h.removed AND (h.version, h.id) > ($2, $3) AND h.version <= $2
      ORDER BY h.version, h.id LIMIT $4";
 
 /// The versions below `target` that live documents are at, oldest first.
@@ -255,7 +258,7 @@ mod tests {
         let schema = format!("plan_{}", std::process::id());
         let store = Store::builder().url(&url).schema(&schema).open().unwrap();
         let notes = store.collection::<Note>().unwrap();
-        let values: Vec<Note> = (0..5000).map(|n| Note { n }).collect();
+        let values: Vec<Note> = (0..10_000).map(|n| Note { n }).collect();
         notes.insert_many(&values).unwrap();
         let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         client
@@ -293,6 +296,47 @@ mod tests {
                 "{what} scans every head:\n{plan}"
             );
         }
+
+        // Half the documents moved on to version 2 (their version-1 index entries dead until a
+        // vacuum): a claim from the middle reads a few pages, not every entry before it.
+        client
+            .batch_execute(
+                "SET plan_cache_mode = auto;
+                 UPDATE revolve_heads SET version = 2, revision = revision + 1
+                 WHERE id < (SELECT id FROM revolve_heads ORDER BY id OFFSET 5000 LIMIT 1)",
+            )
+            .unwrap();
+        let middle: String = client
+            .query_one(
+                "SELECT id FROM revolve_heads WHERE version = 1 ORDER BY id LIMIT 1",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let statement = client
+            .prepare(&format!("EXPLAIN (ANALYZE, BUFFERS) {PENDING}"))
+            .unwrap();
+        let plan: Vec<String> = client
+            .query(&statement, &[&1i32, &1i32, &middle, &1i64])
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let pages: u64 = plan
+            .iter()
+            .find_map(|line| line.trim().strip_prefix("Buffers: shared "))
+            .map(|counts| {
+                counts
+                    .split_whitespace()
+                    .filter_map(|count| count.split_once('=')?.1.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap();
+        assert!(
+            pages < 20,
+            "a claim from the middle read {pages} pages:\n{}",
+            plan.join("\n")
+        );
         drop(notes);
         drop(store);
         client
