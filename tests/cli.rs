@@ -1220,6 +1220,44 @@ mod postgres {
         (schema, ids)
     }
 
+    /// A store moves from PostgreSQL to a directory and back into another schema with the
+    /// command line, and every export of it is the same file; `verify` checks it on the URL.
+    #[test]
+    fn a_store_moves_between_a_url_and_a_directory() {
+        let Some(url) = postgres_url() else { return };
+        let (schema, _) = pg_fixture(&url);
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first.rvb");
+        let second = dir.path().join("second.rvb");
+        let third = dir.path().join("third.rvb");
+        let copy = dir.path().join("copy");
+        let first = first.to_str().unwrap();
+        let second = second.to_str().unwrap();
+        let third = third.to_str().unwrap();
+        let copy = copy.to_str().unwrap();
+
+        assert_code(&revolve(&["export", &schema.url(), first]), Status::Success);
+        assert_code(&revolve(&["import", first, copy]), Status::Success);
+        assert_code(&revolve(&["export", copy, second]), Status::Success);
+        let target = Schema::new(&url, "cli_into");
+        let imported = revolve(&["import", second, &target.url()]);
+        assert_code(&imported, Status::Success);
+        assert!(
+            stdout(&imported).contains("records of 2 collections"),
+            "{imported:?}"
+        );
+        assert_code(&revolve(&["verify", &target.url()]), Status::Success);
+        assert_code(&revolve(&["export", &target.url(), third]), Status::Success);
+        let bytes = |path: &str| std::fs::read(path).unwrap();
+        assert_eq!(bytes(first), bytes(second));
+        assert_eq!(bytes(first), bytes(third));
+
+        // A store with data is refused, and left as it was.
+        let again = revolve(&["import", first, &target.url()]);
+        assert_code(&again, Status::Error);
+        assert_code(&revolve(&["verify", &target.url()]), Status::Success);
+    }
+
     #[test]
     fn stats_runs_and_history_take_a_url() {
         let Some(url) = postgres_url() else { return };

@@ -836,22 +836,16 @@ fn import(
     if accept_salvaged {
         location.require_path("import --accept-salvaged")?;
     }
-    let Some(path) = location.path() else {
-        // `Store::import` restores into a directory only, so far.
-        return Err(StoreError::Unsupported {
-            operation: "import",
-            engine: "PostgreSQL (not yet)",
+    if let Some(path) = location.path() {
+        // A mistyped path must not scatter database files among someone's other files: the
+        // target is new, empty, or a store (which `Store::import` then checks is empty).
+        let occupied = fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some());
+        if occupied && !path.join("db").is_file() {
+            bail!(
+                "{} is a directory with other files; import into a new directory",
+                path.display()
+            );
         }
-        .into());
-    };
-    // A mistyped path must not scatter database files among someone's other files: the target is
-    // new, empty, or a store (which `Store::import` then checks is empty).
-    let occupied = fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some());
-    if occupied && !path.join("db").is_file() {
-        bail!(
-            "{} is a directory with other files; import into a new directory",
-            path.display()
-        );
     }
     let (reader, len): (Box<dyn io::Read>, Option<u64>) = if file == Path::new("-") {
         (Box::new(io::stdin().lock()), None)
@@ -867,17 +861,22 @@ fn import(
     let bar = progress_bar(len, "bytes");
     let started = std::time::Instant::now();
     let reader = bar.wrap_read(reader);
-    let result = if accept_salvaged {
-        Store::import_salvaged(path, reader, |_| {}).map(|done| {
+    let result = match location.path() {
+        Some(path) if accept_salvaged => Store::import_salvaged(path, reader, |_| {}).map(|done| {
             let summary = done.summary.clone();
             (summary, Some(done))
-        })
-    } else {
-        Store::import(path, reader, |_| {}).map(|summary| (summary, None))
+        }),
+        Some(path) => Store::import(path, reader, |_| {}).map(|summary| (summary, None)),
+        // A database: into the store there, which must be empty.
+        None => location
+            .open(Duration::ZERO)
+            .map_err(revolve::BackupError::from)
+            .and_then(|store| store.import_into(reader, |_| {}))
+            .map(|summary| (summary, None)),
     };
     bar.finish_and_clear();
-    let (summary, salvaged) = result
-        .with_context(|| format!("cannot import {} into {}", file.display(), path.display()))?;
+    let (summary, salvaged) =
+        result.with_context(|| format!("cannot import {} into {location}", file.display()))?;
     let status = match &salvaged {
         Some(done) if !done.report.is_ok() => Status::Problems,
         _ => Status::Success,
@@ -909,7 +908,7 @@ fn import(
         } else {
             "collections"
         },
-        path.display(),
+        location,
         human_bytes(summary.bytes),
         seconds(started.elapsed())
     )?;
