@@ -311,7 +311,8 @@ pub enum StoreError {
         #[source]
         source: BackendError,
     },
-    /// The database cancelled a statement that ran longer than its `statement_timeout`.
+    /// The database cancelled a statement that ran longer than its `statement_timeout`, or that
+    /// waited for a lock longer than its `lock_timeout`.
     #[error("the database cancelled a statement that ran past its timeout")]
     Timeout {
         /// What the server said.

@@ -528,8 +528,9 @@ impl Store {
     /// heads and failure records say, every failure record names its document's current head, and
     /// every migration cursor is a valid id. Also checks `_meta` and `_ledger` records decode.
     ///
-    /// Reads everything, so it takes as long as reading the whole database; each collection is
-    /// walked under its write lock, so writes to it wait meanwhile. Problems are reported, never
+    /// Reads everything, so it takes as long as reading the whole database. On sled each
+    /// collection is walked under its write lock, so writes to it wait meanwhile; on PostgreSQL
+    /// the whole store is read in one snapshot and writers go on. Problems are reported, never
     /// raised: no bytes on disk make it fail or panic.
     ///
     /// # Errors
@@ -542,7 +543,8 @@ impl Store {
     /// As [`verify`](Self::verify), calling `progress` with the number of documents checked so
     /// far, every thousand or so documents and at the end of each collection.
     ///
-    /// `progress` runs while a collection's write lock is held: it must not write to the store.
+    /// `progress` may run while a collection's write lock is held (sled): it must not write to
+    /// the store.
     ///
     /// # Errors
     ///
