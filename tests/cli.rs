@@ -3,6 +3,8 @@
 //! import → verify round trips equal byte for byte, a locked database, and `migrate` commands
 //! parsed from argument vectors in process.
 
+#[path = "common/postgres.rs"]
+mod pg_server;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -1099,22 +1101,7 @@ fn typed_failures_and_a_dry_run_that_retries_them() {
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
-
-    /// The test server's URL, or `None` (with a line saying so) when no server is configured;
-    /// under `CI=true` a missing server fails the test.
-    fn postgres_url() -> Option<String> {
-        match std::env::var("REVOLVE_TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ => {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "REVOLVE_TEST_DATABASE_URL is not set: under CI=true the PostgreSQL tests must run (scripts/with-postgres)"
-                );
-                eprintln!("skipped: no PostgreSQL (run under scripts/with-postgres)");
-                None
-            }
-        }
-    }
+    use crate::pg_server::postgres_url;
 
     /// A fresh schema of the test database, dropped at the end.
     struct Schema {

@@ -7,6 +7,9 @@
 //! The server is `REVOLVE_TEST_DATABASE_URL` (`scripts/with-postgres` sets it). Without one a
 //! test is skipped with one printed line, except under `CI=true`, where it fails.
 
+#[path = "common/postgres.rs"]
+mod pg_server;
+use pg_server::postgres_url;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -37,21 +40,6 @@ fn note_v1_to_v2(old: NoteV1) -> Result<NoteV2, StepError> {
     })
 }
 
-/// The test server's URL; `None` (with one printed line) without one, outside CI.
-fn server_url() -> Option<String> {
-    match std::env::var("REVOLVE_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "REVOLVE_TEST_DATABASE_URL is not set: under CI=true the PostgreSQL tests must run (scripts/with-postgres)"
-            );
-            eprintln!("skipped: no PostgreSQL (run under scripts/with-postgres)");
-            None
-        }
-    }
-}
-
 /// A unique name for this test's schema, role or application.
 fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -71,7 +59,7 @@ struct Server {
 
 impl Server {
     fn get() -> Option<Self> {
-        let url = server_url()?;
+        let url = postgres_url()?;
         let config: postgres::Config = url.parse().unwrap();
         let host = match config.get_hosts().first() {
             Some(postgres::config::Host::Tcp(host)) => host.clone(),

@@ -35,6 +35,9 @@
 //! Unix only (it sends signals). Run with `cargo test --features postgres --test postgres`; a
 //! word after `--` runs only the scenarios whose name contains it; `--ignored` runs the ignored.
 
+#[path = "common/postgres.rs"]
+mod pg_server;
+use pg_server::postgres_url;
 use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error as StdError;
 use std::fmt::Write as _;
@@ -134,20 +137,6 @@ fn chain(error: &dyn StdError) -> String {
         source = cause.source();
     }
     text
-}
-
-/// The test server, or `None` after one printed line (a panic under `CI=true`).
-fn database_url() -> Option<String> {
-    match std::env::var("REVOLVE_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "REVOLVE_TEST_DATABASE_URL is not set: under CI=true the PostgreSQL tests must run (scripts/with-postgres)"
-            );
-            None
-        }
-    }
 }
 
 /// The URL with an `application_name`, so that a test finds a process's connections in
@@ -1491,7 +1480,7 @@ fn main() -> ExitCode {
             }
         })
         .collect();
-    let Some(url) = database_url() else {
+    let Some(url) = postgres_url() else {
         for (name, _) in &chosen {
             println!("test {name} ... skipped: no PostgreSQL (run under scripts/with-postgres)");
         }

@@ -9,6 +9,9 @@ mod contract;
 mod example;
 mod migrate;
 mod not_upgradable;
+#[cfg(feature = "postgres")]
+#[path = "../common/postgres.rs"]
+mod pg_server;
 mod postgres;
 mod routes;
 mod serve;

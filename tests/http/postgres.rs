@@ -7,6 +7,7 @@
 
 #![cfg(all(unix, feature = "postgres"))]
 
+use crate::pg_server::postgres_url;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -14,21 +15,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-/// The test server's URL, or `None` (with a line saying so) when no server is configured.
-fn postgres_url() -> Option<String> {
-    match std::env::var("REVOLVE_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "REVOLVE_TEST_DATABASE_URL is not set: under CI=true the PostgreSQL tests must run (scripts/with-postgres)"
-            );
-            eprintln!("skipped: no PostgreSQL (run under scripts/with-postgres)");
-            None
-        }
-    }
-}
 
 /// A fresh schema of the test database, dropped at the end.
 struct Schema {

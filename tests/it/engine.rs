@@ -96,28 +96,14 @@ impl Engine for Sled {
         Store::builder().temporary(true)
     }
 }
+#[cfg(feature = "postgres")]
+pub(crate) use crate::pg_server::postgres_url;
+
 /// The PostgreSQL engine: a store is a schema of the test server's database
 /// (`REVOLVE_TEST_DATABASE_URL`, which `scripts/with-postgres` sets).
 #[cfg(feature = "postgres")]
 #[derive(Debug)]
 pub(crate) struct Postgres;
-
-/// The test server's URL. Without one, a test is skipped with one printed line, except under
-/// `CI=true`, where it fails: CI must run the PostgreSQL tests.
-#[cfg(feature = "postgres")]
-pub(crate) fn postgres_url() -> Option<String> {
-    match std::env::var("REVOLVE_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "REVOLVE_TEST_DATABASE_URL is not set: under CI=true the PostgreSQL tests must run (scripts/with-postgres)"
-            );
-            eprintln!("skipped: no PostgreSQL (run under scripts/with-postgres)");
-            None
-        }
-    }
-}
 
 /// A schema of the test database: a fresh one, dropped with the place, or one another process
 /// made.

@@ -22,6 +22,9 @@
 
 #[macro_use]
 mod engine;
+#[cfg(feature = "postgres")]
+#[path = "../common/postgres.rs"]
+mod pg_server;
 
 mod backup;
 mod concurrency;

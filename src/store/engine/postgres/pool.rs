@@ -625,24 +625,11 @@ mod tests {
         assert_eq!(quote("a\"b"), "\"a\"\"b\"");
     }
 
-    /// The test server, as the integration tests find it: skipped with one line without one,
-    /// except under `CI=true`.
+    /// The test server (see `test_url`), its connections named for this module.
     fn server() -> Option<postgres::Config> {
-        match std::env::var("REVOLVE_TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => {
-                let mut config: postgres::Config = url.parse().unwrap();
-                config.application_name("revolve-pool-test");
-                Some(config)
-            }
-            _ => {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "REVOLVE_TEST_DATABASE_URL is not set: under CI=true the PostgreSQL tests must run"
-                );
-                eprintln!("skipped: no PostgreSQL (run under scripts/with-postgres)");
-                None
-            }
-        }
+        let mut config: postgres::Config = super::super::test_url()?.parse().unwrap();
+        config.application_name("revolve-pool-test");
+        Some(config)
     }
 
     fn pool(config: postgres::Config, size: usize, checkout: Duration) -> Pool {
