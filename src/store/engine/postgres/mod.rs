@@ -254,17 +254,23 @@ impl Engine for PgEngine {
         collection: &str,
         run: u64,
         bytes: &[u8],
-        _durable: bool,
+        durable: bool,
     ) -> Result<(), StoreError> {
         let mut conn = self.pool().get()?;
-        conn.client
-            .execute(
-                "INSERT INTO revolve_runs (collection, run, record) VALUES ($1, $2, $3)
-                 ON CONFLICT (collection, run) DO UPDATE SET record = excluded.record",
-                &[&collection, &sql_run(run)?, &bytes],
-            )
+        let statement = conn.statement(
+            "INSERT INTO revolve_runs (collection, run, record) VALUES ($1, $2, $3)
+             ON CONFLICT (collection, run) DO UPDATE SET record = excluded.record",
+        )?;
+        let mut tx = conn.client.transaction().map_err(db)?;
+        if !durable {
+            // The record a run rewrites after each chunk: its WAL is flushed with the next
+            // synchronous commit (the next chunk's), not waited for here.
+            tx.batch_execute("SET LOCAL synchronous_commit TO off")
+                .map_err(db)?;
+        }
+        tx.execute(&statement, &[&collection, &sql_run(run)?, &bytes])
             .map_err(db)?;
-        Ok(())
+        tx.commit().map_err(db)
     }
 
     fn run(&self, collection: &str, run: u64) -> Result<Option<Bytes>, StoreError> {
