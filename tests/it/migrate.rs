@@ -284,6 +284,17 @@ fn run_to_completion(
     }
 }
 
+/// Held by the tests whose step functions read process-wide state (`FIX_APPLIED`, `GATE`,
+/// `CORRECTED`): each runs once per engine, in threads of one process, and they must not see
+/// each other's state.
+static STEP_STATE: Mutex<()> = Mutex::new(());
+
+fn step_state() -> std::sync::MutexGuard<'static, ()> {
+    STEP_STATE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 // ---- The example: ten documents, one failing, `limit(3)`. ----
 
 static FIX_APPLIED: AtomicBool = AtomicBool::new(false);
@@ -313,6 +324,8 @@ fn fixable_v1_to_v2(old: FixableV1) -> Result<FixableV2, StepError> {
 }
 
 fn limit_three_over_ten_documents_with_one_failure<E: Engine>() {
+    let _state = step_state();
+    FIX_APPLIED.store(false, Ordering::SeqCst);
     let dir = E::place();
     with_program::<FixableV1>(&dir, |docs| {
         for i in 0..10 {
@@ -1118,6 +1131,7 @@ impl From<GatedV1> for GatedV2 {
 }
 
 fn a_document_written_during_its_migration_is_skipped<E: Engine>() {
+    let _state = step_state();
     let dir = E::place();
     with_program::<GatedV1>(&dir, |docs| {
         for i in 0..20 {
@@ -1339,6 +1353,8 @@ fn revertible(
 }
 
 fn revert_restores_what_the_run_replaced<E: Engine>() {
+    let _state = step_state();
+    CORRECTED.store(false, Ordering::SeqCst);
     let dir = E::place();
     let (docs, ids, before) = revertible(&dir);
     let preview = docs.migrate().dry_run().unwrap().run_id.unwrap();
