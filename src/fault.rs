@@ -6,9 +6,36 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use parking_lot::Mutex;
+
 static ABORT_AT: AtomicU64 = AtomicU64::new(0);
 static PASSED: AtomicU64 = AtomicU64::new(0);
 static BROKEN_WRITE_ORDER: AtomicBool = AtomicBool::new(false);
+/// A collection whose next commit's reply is lost, and whether that commit applied.
+static LOST_REPLY: Mutex<Option<(String, bool)>> = Mutex::new(None);
+
+/// Makes the next commit that writes revisions to `collection`, on an engine that commits over a
+/// connection (PostgreSQL), end as if the connection dropped while `COMMIT` was under way:
+/// `applied` says whether the server committed it (the reply was lost) or not (the transaction
+/// rolled back). The engine must then find out from the database what became of it.
+pub fn lose_commit_reply(collection: &str, applied: bool) {
+    *LOST_REPLY.lock() = Some((collection.to_owned(), applied));
+}
+
+/// Whether the commit under way on `collection` is to lose its reply, and whether it applies;
+/// consumes the fault.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn lost_reply(collection: &str) -> Option<bool> {
+    let mut lost = LOST_REPLY.lock();
+    match lost.as_ref() {
+        Some((name, applied)) if name == collection => {
+            let applied = *applied;
+            *lost = None;
+            Some(applied)
+        }
+        _ => None,
+    }
+}
 
 /// Aborts the process (as a `kill -9` would end it: no unwinding, no destructors, no flush) when
 /// the `n`-th fault point is reached; 0 turns it off.

@@ -6,7 +6,9 @@ use crate::StepError;
 
 /// Fault injection for crash tests.
 pub mod fault {
-    pub use crate::fault::{abort_at_point, points_passed, poison, set_broken_write_order};
+    pub use crate::fault::{
+        abort_at_point, lose_commit_reply, points_passed, poison, set_broken_write_order,
+    };
 }
 
 /// Compares two strings in a constant context, for the derive's compile-time chain checks.

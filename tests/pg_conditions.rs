@@ -563,3 +563,75 @@ fn a_builder_debug_never_shows_the_password() {
     assert!(!debug.contains("s3cret-0815"), "{debug}");
     assert!(debug.contains("db.example"), "{debug}");
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Schema)]
+#[schema(collection = "lost_replies", version = 1)]
+struct ReplyV1 {
+    n: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Schema)]
+#[schema(collection = "lost_replies", version = 2, from = ReplyV1, step = reply_v1_to_v2)]
+struct ReplyV2 {
+    n: u32,
+    doubled: u32,
+}
+
+fn reply_v1_to_v2(old: ReplyV1) -> Result<ReplyV2, StepError> {
+    Ok(ReplyV2 {
+        n: old.n,
+        doubled: old.n * 2,
+    })
+}
+
+/// The connection drops while `COMMIT` of a migration chunk is under way (injected: the reply
+/// is lost after the server committed, or the transaction rolled back). When it had applied,
+/// the engine reads the heads back and counts the chunk, and the run goes on; when it had not,
+/// the run stops with `ConnectionLost` and the next one takes the chunk. Either way every
+/// document is migrated exactly once and the store verifies clean. (One test for both, so that
+/// no other test's commit to the collection takes the fault.)
+#[test]
+fn a_commit_whose_reply_is_lost_is_counted_once_it_is_known() {
+    const DOCUMENTS: u32 = 2_500;
+    for applied in [true, false] {
+        let Some(scratch) = Scratch::new() else {
+            return;
+        };
+        {
+            let store = scratch.builder().open().unwrap();
+            let replies = store.collection::<ReplyV1>().unwrap();
+            let values: Vec<ReplyV1> = (0..DOCUMENTS).map(|n| ReplyV1 { n }).collect();
+            replies.insert_many(&values).unwrap();
+        }
+        let store = scratch.builder().open().unwrap();
+        let replies = store.collection::<ReplyV2>().unwrap();
+        revolve::__private::fault::lose_commit_reply("lost_replies", applied);
+        let first = replies.migrate().threads(1).execute();
+        let migrated = if applied {
+            let report = first.unwrap();
+            assert_eq!(report.migrated, u64::from(DOCUMENTS), "{report:?}");
+            report.migrated
+        } else {
+            match &first {
+                Err(MigrationError::Store(StoreError::ConnectionLost { .. })) => {}
+                other => panic!("expected ConnectionLost, got {other:?}"),
+            }
+            let report = replies.migrate().threads(1).execute().unwrap();
+            assert_eq!(report.migrated, u64::from(DOCUMENTS), "{report:?}");
+            report.migrated
+        };
+        assert_eq!(migrated, u64::from(DOCUMENTS));
+        assert_eq!(
+            replies.count_by_version().unwrap(),
+            BTreeMap::from([(2, u64::from(DOCUMENTS))])
+        );
+        for document in &replies {
+            let document = document.unwrap();
+            let history = replies.history(document.id.as_str()).unwrap();
+            assert_eq!(history.len(), 2, "{}: {history:?}", document.id);
+            assert_eq!(document.data.doubled, document.data.n * 2);
+        }
+        let report = store.verify().unwrap();
+        assert!(report.problems.is_empty(), "{report:?}");
+    }
+}

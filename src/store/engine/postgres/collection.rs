@@ -19,6 +19,7 @@ use crate::store::engine::{
     Action, Bytes, ChunkItem, CollectionEngine, Commit, FailureRecord, Head, Heads, Outcome,
     Pending, Prepared, RunLease, Seen,
 };
+use crate::store::error::BackendError;
 use crate::store::StoreError;
 
 const HEAD: &str =
@@ -159,18 +160,42 @@ impl PgCollection {
         let applied = self.claim(&mut tx, &statements, items)?;
         let mut writes = self.gather(items, &applied)?;
         self.write(&mut tx, &statements, &mut writes, commit)?;
-        match tx.commit() {
-            Ok(()) => Ok(writes.outcomes),
-            Err(error) => {
-                let error = db(error);
-                if matches!(error, StoreError::ConnectionLost { .. })
-                    && !writes.revision_ids.is_empty()
-                    && self.committed(items, &writes.outcomes)?
-                {
-                    return Ok(writes.outcomes);
+        let lost = if writes.revision_ids.is_empty() {
+            None
+        } else {
+            crate::fault::lost_reply(&self.name)
+        };
+        let result = match lost {
+            None => tx.commit().map_err(db),
+            Some(applied) => {
+                if applied {
+                    tx.commit().map_err(db)?;
+                } else {
+                    drop(tx); // rolls back
                 }
-                Err(error)
+                Err(StoreError::ConnectionLost {
+                    source: BackendError::new(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "the reply to COMMIT was lost (fault injection)",
+                    )),
+                })
             }
+        };
+        match result {
+            Ok(()) => Ok(writes.outcomes),
+            // The outcome is unknown: the heads the commit wrote say whether it applied.
+            Err(error @ StoreError::ConnectionLost { .. })
+                if !writes.revision_ids.is_empty()
+                    && self.committed(items, &writes.outcomes)? =>
+            {
+                tracing::warn!(
+                    collection = %self.name,
+                    error = %crate::error::format::chain(&error),
+                    "the connection dropped during COMMIT; the commit had applied"
+                );
+                Ok(writes.outcomes)
+            }
+            Err(error) => Err(error),
         }
     }
 
