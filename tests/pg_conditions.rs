@@ -577,6 +577,7 @@ struct ReplyV2 {
     doubled: u32,
 }
 
+#[allow(clippy::unnecessary_wraps, clippy::needless_pass_by_value)] // a step's signature
 fn reply_v1_to_v2(old: ReplyV1) -> Result<ReplyV2, StepError> {
     Ok(ReplyV2 {
         n: old.n,
