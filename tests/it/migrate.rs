@@ -323,6 +323,45 @@ fn fixable_v1_to_v2(old: FixableV1) -> Result<FixableV2, StepError> {
     })
 }
 
+/// Repeated limited runs advance through the collection even when they retry failures: three
+/// documents that keep failing at the front of the id order do not take every run's limit.
+fn limited_retries_advance_past_documents_that_keep_failing<E: Engine>() {
+    let _state = step_state();
+    FIX_APPLIED.store(false, Ordering::SeqCst);
+    let dir = E::place();
+    with_program::<FixableV1>(&dir, |docs| {
+        for i in 0..10 {
+            let title = if i < 3 {
+                "fail".to_owned()
+            } else {
+                format!("doc {i}")
+            };
+            docs.insert_with_id(&format!("doc-{i:02}"), &FixableV1 { title })
+                .unwrap();
+        }
+    });
+    let docs = open::<FixableV2>(&dir);
+    let outcome = |report: MigrationReport| (report.scanned, report.migrated, report.failed);
+    // doc-00..02 fail; then doc-03..05.
+    assert_eq!(
+        outcome(docs.migrate().limit(3).execute().unwrap()),
+        (3, 0, 3)
+    );
+    assert_eq!(
+        outcome(docs.migrate().limit(3).execute().unwrap()),
+        (3, 3, 0)
+    );
+    // Retrying goes on from there: doc-06..08, not the three failures again.
+    let retry = || docs.migrate().retry_failed().limit(3).execute().unwrap();
+    assert_eq!(outcome(retry()), (3, 3, 0));
+    // Then doc-09 and, come round, two of the failures.
+    assert_eq!(outcome(retry()), (3, 1, 2));
+    assert_eq!(
+        docs.count_by_version().unwrap(),
+        BTreeMap::from([(1, 3), (2, 7)])
+    );
+}
+
 fn limit_three_over_ten_documents_with_one_failure<E: Engine>() {
     let _state = step_state();
     FIX_APPLIED.store(false, Ordering::SeqCst);
@@ -1706,6 +1745,7 @@ fn progress_is_reported_after_every_chunk<E: Engine>() {
 engine_tests! {
     limited_runs_converge_to_one_unlimited_run,
     limit_three_over_ten_documents_with_one_failure,
+    limited_retries_advance_past_documents_that_keep_failing,
     one_thread_and_four_threads_agree,
     rerunning_a_finished_migration_writes_nothing,
     migration_appends_revisions_and_agrees_with_lazy_reads,

@@ -71,6 +71,9 @@ const PROGRESS_PUT: &str =
     "INSERT INTO revolve_progress (collection, run, record) VALUES ($1, $2, $3)
      ON CONFLICT (collection, run) DO UPDATE SET record = excluded.record";
 const PROGRESS: &str = "SELECT record FROM revolve_progress WHERE collection = $1 AND run = $2";
+const POSITION_PUT: &str = "INSERT INTO revolve_positions (collection, target, position)
+     VALUES ($1, $2, $3)
+     ON CONFLICT (collection, target) DO UPDATE SET position = excluded.position";
 const PROGRESS_FORGET: &str = "DELETE FROM revolve_progress WHERE collection = $1 AND run = $2";
 const PROGRESS_RUNS: &str = "SELECT run FROM revolve_progress WHERE collection = $1 ORDER BY run";
 const FAILURES: &str = "SELECT id, record FROM revolve_failures
@@ -127,6 +130,7 @@ impl PgCollection {
             ADD_COUNTS,
             PROGRESS_PUT,
             FENCE,
+            POSITION_PUT,
         ])?;
         let statements = Statements::from(statements);
         let mut tx = client.transaction().map_err(db)?;
@@ -181,9 +185,12 @@ impl PgCollection {
                 })
             }
         };
+        // Back to the pool (a broken one is dropped there) before finding out what became of
+        // the commit, which takes a connection of its own.
+        drop(conn);
         match result {
             Ok(()) => Ok(writes.outcomes),
-            // The outcome is unknown: the heads the commit wrote say whether it applied.
+            // The outcome is unknown: the revision the commit wrote says whether it applied.
             Err(error @ StoreError::ConnectionLost { .. })
                 if !writes.revision_ids.is_empty()
                     && self.committed(items, &writes.outcomes)? =>
@@ -411,6 +418,15 @@ impl PgCollection {
             )
             .map_err(db)?;
         }
+        if let Some((target, position)) = &commit.position {
+            // An id, as the engine handed it out (`PgPending`).
+            let position = String::from_utf8_lossy(&position.0);
+            tx.execute(
+                &statements.position,
+                &[&collection, &sql_version(*target), &position.as_ref()],
+            )
+            .map_err(db)?;
+        }
         if let Some(record) = commit.progress.as_mut() {
             let bytes =
                 (record.encode)(&writes.outcomes).map_err(|source| self.encode_error(source))?;
@@ -432,12 +448,15 @@ impl PgCollection {
         Ok(())
     }
 
-    /// After a connection was lost during `COMMIT`: whether the commit applied, read from the
-    /// heads it wrote (all moved, or none).
+    /// After a connection was lost during `COMMIT`: whether the commit applied (all of it, or
+    /// none), read from the first revision it wrote. Its bytes, not the head: another writer that
+    /// started from the same head may have written the same revision number since, but not the
+    /// same envelope (it carries its own timestamp and content).
     fn committed(&self, items: &[ChunkItem], outcomes: &[Outcome]) -> Result<bool, StoreError> {
         for (item, outcome) in items.iter().zip(outcomes) {
             if let (Action::Write(revision), Outcome::Written) = (&item.action, outcome) {
-                return Ok(self.head(&item.id)? == Some(revision.head));
+                let stored = self.revision(&item.id, revision.head.revision)?;
+                return Ok(stored.as_deref() == Some(&revision.record[..]));
             }
         }
         Ok(false)
@@ -476,11 +495,12 @@ struct Statements {
     counts: Statement,
     progress: Statement,
     fence: Statement,
+    position: Statement,
 }
 
-impl From<[Statement; 12]> for Statements {
+impl From<[Statement; 13]> for Statements {
     fn from(
-        [newest, moving, creating, locking, checking, existing, revisions, clear, fail, counts, progress, fence]: [Statement; 12],
+        [newest, moving, creating, locking, checking, existing, revisions, clear, fail, counts, progress, fence, position]: [Statement; 13],
     ) -> Self {
         Self {
             newest,
@@ -495,6 +515,7 @@ impl From<[Statement; 12]> for Statements {
             counts,
             progress,
             fence,
+            position,
         }
     }
 }
@@ -677,14 +698,10 @@ impl CollectionEngine for PgCollection {
                     ))
                 }
             };
-            let Ok(n) = u64::try_from(n) else {
-                return Err(self.corrupt(
-                    "counters",
-                    None,
-                    RecordError::InvalidHeader("negative counter"),
-                ));
-            };
-            counters.insert(counter, n);
+            // Below zero only after a stale failure record (one a backup carried without
+            // counting it) was cleared: as on sled, the count stops at zero, and `verify` names
+            // the difference.
+            counters.insert(counter, u64::try_from(n).unwrap_or(0));
         }
         Ok(counters)
     }
@@ -719,10 +736,16 @@ impl CollectionEngine for PgCollection {
             .iter()
             .map(|row| row.get(0))
             .collect();
+        let statement = conn.statement(pending::POSITION)?;
+        let position: Option<String> = conn
+            .client
+            .query_opt(&statement, &[&self.id, &sql_version(target)])
+            .map_err(db)?
+            .map(|row| row.get(0));
         Ok(Box::new(PgPending::new(
             Arc::clone(&self.shared),
             (&self.name, self.id),
-            versions,
+            (versions, position),
             retry_failed,
         )))
     }

@@ -95,6 +95,16 @@ CREATE TABLE revolve_progress (
     PRIMARY KEY (collection, run)
 );
 
+-- Where the last run towards a target version stopped: the last id it took. The next run starts
+-- after it and comes round to it, so repeated limited runs advance through documents that keep
+-- failing instead of taking the same ones again.
+CREATE TABLE revolve_positions (
+    collection integer NOT NULL,
+    target integer NOT NULL,
+    position text COLLATE "C" NOT NULL,
+    PRIMARY KEY (collection, target)
+);
+
 -- Which run holds a collection, until when: the holder renews its lease while it lives; an
 -- expired lease is free to take. Run 0 holds it to settle the ledger.
 CREATE TABLE revolve_run_leases (

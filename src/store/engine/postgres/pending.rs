@@ -21,20 +21,31 @@ const HEADS: &str = "SELECT id, revision, version, removed FROM revolve_heads
      WHERE collection = $1 AND id > $2 AND ($3 OR NOT removed)
      ORDER BY id LIMIT $4";
 
-/// The next pending heads of one version, with their revisions' bytes and whether a failure
-/// record names them. The keyset is a row comparison, which the primary key cannot serve, and
-/// the version is bounded by `<=`, not `=`: with `version = $2` beside it, the index scan would
-/// start at the version's first entry and step over every entry a run already migrated (dead
-/// until a vacuum) at every chunk. The revision and the failure are looked up per row by subqueries in the
+/// The next pending heads of one version after `$3` (up to `$6` when given), with their
+/// revisions' bytes (left out for a known failure unless `$5`, retrying) and whether a failure
+/// record names them.
+///
+/// The keyset is a row comparison, which the primary key cannot serve, and the version is
+/// bounded by `<=`, not `=`: with `version = $2` beside it, the index scan would start at the
+/// version's first entry and step over every entry a run already migrated (dead until a vacuum)
+/// at every chunk. The revision and the failure are looked up per row by subqueries in the
 /// select list, which the planner never turns into joins: a merge join would walk the
 /// revisions (or failures) of the collection from its first id at every chunk.
 const PENDING: &str = "SELECT h.id, h.revision, h.version,
-         (SELECT r.record FROM revolve_revisions r
-          WHERE r.collection = h.collection AND r.id = h.id AND r.revision = h.revision),
+         CASE WHEN $5 OR NOT EXISTS (SELECT 1 FROM revolve_failures f
+                                     WHERE f.collection = h.collection AND f.id = h.id)
+         THEN (SELECT r.record FROM revolve_revisions r
+               WHERE r.collection = h.collection AND r.id = h.id AND r.revision = h.revision)
+         END,
          EXISTS (SELECT 1 FROM revolve_failures f WHERE f.collection = h.collection AND f.id = h.id)
      FROM revolve_heads h
      WHERE h.collection = $1 AND NOT h.removed AND (h.version, h.id) > ($2, $3) AND h.version <= $2
+       AND ($6::text IS NULL OR h.id <= $6)
      ORDER BY h.version, h.id LIMIT $4";
+
+/// Where the last run towards a target stopped.
+pub(crate) const POSITION: &str =
+    "SELECT position FROM revolve_positions WHERE collection = $1 AND target = $2";
 
 /// The versions below `target` that live documents are at, oldest first.
 pub(crate) const VERSIONS: &str = "SELECT version FROM revolve_counts
@@ -128,13 +139,15 @@ impl Iterator for HeadPages {
     }
 }
 
-/// Pending documents on PostgreSQL: per source version, oldest first, in id order.
+/// Pending documents on PostgreSQL: per source version, oldest first, in id order from where
+/// the last run stopped; then, per version again, from the first id round to that position.
 pub(crate) struct PgPending {
     shared: Arc<Shared>,
     name: String,
     collection: i32,
-    versions: VecDeque<i32>,
-    last: String,
+    /// What is left to read: a version, the id the next read starts after, and the last id it
+    /// may take.
+    segments: VecDeque<(i32, String, Option<String>)>,
     retry: bool,
 }
 
@@ -142,15 +155,26 @@ impl PgPending {
     pub(crate) fn new(
         shared: Arc<Shared>,
         (name, collection): (&str, i32),
-        versions: Vec<i32>,
+        (versions, position): (Vec<i32>, Option<String>),
         retry: bool,
     ) -> Self {
+        let start = position.clone().unwrap_or_default();
+        let mut segments: VecDeque<_> = versions
+            .iter()
+            .map(|&version| (version, start.clone(), None))
+            .collect();
+        if let Some(position) = position {
+            segments.extend(
+                versions
+                    .iter()
+                    .map(|&version| (version, String::new(), Some(position.clone()))),
+            );
+        }
         Self {
             shared,
             name: name.to_owned(),
             collection,
-            versions: versions.into(),
-            last: String::new(),
+            segments,
             retry,
         }
     }
@@ -162,7 +186,7 @@ impl Pending for PgPending {
         let mut conn = self.shared.pool.get()?;
         let statement = conn.statement(PENDING)?;
         while documents.len() < limit {
-            let Some(&version) = self.versions.front() else {
+            let Some((version, after, until)) = self.segments.front().cloned() else {
                 break;
             };
             let want = limit - documents.len();
@@ -173,13 +197,15 @@ impl Pending for PgPending {
                     &[
                         &self.collection,
                         &version,
-                        &self.last,
+                        &after,
                         &i64::try_from(want).unwrap_or(i64::MAX),
+                        &self.retry,
+                        &until,
                     ],
                 )
                 .map_err(db)?;
             if rows.len() < want {
-                self.versions.pop_front();
+                self.segments.pop_front();
             }
             for row in &rows {
                 let id: String = row.get(0);
@@ -209,10 +235,11 @@ impl Pending for PgPending {
                         id: id.clone(),
                     });
                 }
-                self.last = id;
-            }
-            if rows.len() < want {
-                self.last = String::new();
+                if rows.len() == want {
+                    if let Some(segment) = self.segments.front_mut() {
+                        segment.1.clone_from(&id);
+                    }
+                }
             }
         }
         let Some(last) = documents.last() else {
@@ -276,7 +303,10 @@ mod tests {
                 .unwrap();
             let statement = client.prepare(&format!("EXPLAIN {sql}")).unwrap();
             let plan: Vec<String> = client
-                .query(&statement, &[&1i32, &1i32, &"", &1000i64])
+                .query(
+                    &statement,
+                    &[&1i32, &1i32, &"", &1000i64, &false, &None::<String>],
+                )
                 .unwrap()
                 .iter()
                 .map(|row| row.get(0))
@@ -317,7 +347,10 @@ mod tests {
             .prepare(&format!("EXPLAIN (ANALYZE, BUFFERS) {PENDING}"))
             .unwrap();
         let plan: Vec<String> = client
-            .query(&statement, &[&1i32, &1i32, &middle, &1i64])
+            .query(
+                &statement,
+                &[&1i32, &1i32, &middle, &1i64, &false, &None::<String>],
+            )
             .unwrap()
             .iter()
             .map(|row| row.get(0))

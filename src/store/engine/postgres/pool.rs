@@ -9,6 +9,7 @@
 //! (the client's URL parser knows no `sslrootcert`).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,9 +92,12 @@ impl Connector {
         schema: Option<&str>,
         durability: Durability,
     ) -> Self {
-        let mut setup = String::new();
+        // The commit relies on READ COMMITTED (a statement sees what committed before it, so a
+        // write's failure clear sees the failure a migration recorded while it waited for the
+        // head's row lock), whatever the role's or database's default.
+        let mut setup = String::from("SET default_transaction_isolation TO 'read committed';");
         if let Some(schema) = schema {
-            setup = format!("SET search_path TO {};", quote(schema));
+            let _ = write!(setup, "SET search_path TO {};", quote(schema));
         }
         if durability == Durability::Eventual {
             setup.push_str("SET synchronous_commit TO off;");
@@ -176,9 +180,7 @@ impl Connector {
             _ => self.config.connect(self.tls()?),
         };
         let mut client = client.map_err(|error| self.connect_error(error))?;
-        if !self.setup.is_empty() {
-            client.batch_execute(&self.setup).map_err(db)?;
-        }
+        client.batch_execute(&self.setup).map_err(db)?;
         Ok(Conn {
             client,
             statements: HashMap::new(),
