@@ -9,8 +9,8 @@
 //! (the client's URL parser knows no `sslrootcert`).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::fmt;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
