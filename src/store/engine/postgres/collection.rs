@@ -742,11 +742,17 @@ impl CollectionEngine for PgCollection {
             .query_opt(&statement, &[&self.id, &sql_version(target)])
             .map_err(db)?
             .map(|row| row.get(0));
+        let statement = conn.statement(pending::ANY_FAILURE)?;
+        let failures: bool = conn
+            .client
+            .query_one(&statement, &[&self.id])
+            .map_err(db)?
+            .get(0);
         Ok(Box::new(PgPending::new(
             Arc::clone(&self.shared),
             (&self.name, self.id),
             (versions, position),
-            retry_failed,
+            (retry_failed, failures),
         )))
     }
 

@@ -43,6 +43,22 @@ const PENDING: &str = "SELECT h.id, h.revision, h.version,
        AND ($6::text IS NULL OR h.id <= $6)
      ORDER BY h.version, h.id LIMIT $4";
 
+/// [`PENDING`] for a collection without failure records when the run began (the common case):
+/// no failure lookups. A failure recorded during the run names a document the run has already
+/// passed, so none can be missed.
+const PENDING_WITHOUT_FAILURES: &str = "SELECT h.id, h.revision, h.version,
+         (SELECT r.record FROM revolve_revisions r
+          WHERE r.collection = h.collection AND r.id = h.id AND r.revision = h.revision),
+         false
+     FROM revolve_heads h
+     WHERE h.collection = $1 AND NOT h.removed AND (h.version, h.id) > ($2, $3) AND h.version <= $2
+       AND ($6::text IS NULL OR h.id <= $6) AND ($5 OR true)
+     ORDER BY h.version, h.id LIMIT $4";
+
+/// Whether the collection has any failure record.
+pub(crate) const ANY_FAILURE: &str =
+    "SELECT EXISTS (SELECT 1 FROM revolve_failures WHERE collection = $1)";
+
 /// Where the last run towards a target stopped.
 pub(crate) const POSITION: &str =
     "SELECT position FROM revolve_positions WHERE collection = $1 AND target = $2";
@@ -149,6 +165,8 @@ pub(crate) struct PgPending {
     /// may take.
     segments: VecDeque<(i32, String, Option<String>)>,
     retry: bool,
+    /// Whether the collection had failure records when the run began.
+    failures: bool,
 }
 
 impl PgPending {
@@ -156,7 +174,7 @@ impl PgPending {
         shared: Arc<Shared>,
         (name, collection): (&str, i32),
         (versions, position): (Vec<i32>, Option<String>),
-        retry: bool,
+        (retry, failures): (bool, bool),
     ) -> Self {
         let start = position.clone().unwrap_or_default();
         let mut segments: VecDeque<_> = versions
@@ -176,6 +194,7 @@ impl PgPending {
             collection,
             segments,
             retry,
+            failures,
         }
     }
 }
@@ -184,7 +203,11 @@ impl Pending for PgPending {
     fn next_chunk(&mut self, limit: usize) -> Result<Option<PendingChunk>, StoreError> {
         let mut documents = Vec::with_capacity(limit);
         let mut conn = self.shared.pool.get()?;
-        let statement = conn.statement(PENDING)?;
+        let statement = conn.statement(if self.failures {
+            PENDING
+        } else {
+            PENDING_WITHOUT_FAILURES
+        })?;
         while documents.len() < limit {
             let Some((version, after, until)) = self.segments.front().cloned() else {
                 break;
@@ -296,6 +319,12 @@ mod tests {
         let cases = [
             (PENDING, "pending", "auto"),
             (PENDING, "pending, generic plan", "force_generic_plan"),
+            (PENDING_WITHOUT_FAILURES, "pending (no failures)", "auto"),
+            (
+                PENDING_WITHOUT_FAILURES,
+                "pending (no failures), generic plan",
+                "force_generic_plan",
+            ),
         ];
         for (sql, what, mode) in cases {
             client
