@@ -581,3 +581,71 @@ pub(super) fn hex(bytes: &[u8]) -> String {
         out
     })
 }
+
+/// What the newest revision of a document's chain says, as [`check_chain`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// The envelope does not decode.
+    Unreadable,
+    /// At this version; `None` for a removal.
+    State(Option<u32>),
+}
+
+/// Decodes a document's revisions (number and stored bytes, oldest first) and checks they count
+/// up from 1 without gaps, reporting what is wrong; returns the last revision's number and what
+/// its envelope says. Every engine's `verify` walks its chains through this.
+pub(crate) fn check_chain<'a>(
+    report: &mut VerifyReport,
+    max_depth: usize,
+    (collection, id): (&str, &str),
+    revisions: impl IntoIterator<Item = (u64, &'a [u8])>,
+) -> Option<(u64, Stored)> {
+    use crate::error::format::chain as error_chain;
+    use crate::record::{self, Kind};
+
+    let mut expected = 1u64;
+    let mut last = None;
+    for (revision, bytes) in revisions {
+        report.revisions += 1;
+        if revision > expected {
+            report.problem(Problem::MissingRevisions {
+                collection: collection.to_owned(),
+                id: id.to_owned(),
+                from: expected,
+                to: revision - 1,
+            });
+        }
+        expected = revision.saturating_add(1);
+        let corrupt = |error: String| Problem::CorruptRevision {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            revision,
+            error,
+        };
+        let state = match record::decode(bytes) {
+            Err(error) => {
+                report.problem(corrupt(error_chain(&error)));
+                Stored::Unreadable
+            }
+            Ok(envelope) if envelope.revision.get() != revision => {
+                report.problem(corrupt(format!(
+                    "the envelope names revision {}",
+                    envelope.revision
+                )));
+                Stored::Unreadable
+            }
+            Ok(envelope) => {
+                if envelope.kind == Kind::Document {
+                    if let Err(error) =
+                        record::decode_payload::<serde::de::IgnoredAny>(envelope.payload, max_depth)
+                    {
+                        report.problem(corrupt(error_chain(&error)));
+                    }
+                }
+                Stored::State((envelope.kind == Kind::Document).then_some(envelope.version))
+            }
+        };
+        last = Some((revision, state));
+    }
+    last
+}

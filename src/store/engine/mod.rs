@@ -239,6 +239,19 @@ pub(crate) trait CollectionEngine: Send + Sync {
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
+/// [`StoreError::VersionTooNew`] when a program at version `writer` would write to a collection
+/// whose newest registered version is `newest`: it may read but not write.
+pub(crate) fn refuse_older(collection: &str, newest: u32, writer: u32) -> Result<(), StoreError> {
+    if newest > writer {
+        return Err(StoreError::VersionTooNew {
+            collection: collection.to_owned(),
+            stored: newest,
+            known: writer,
+        });
+    }
+    Ok(())
+}
+
 /// Pending documents handed out a chunk at a time (see [`CollectionEngine::pending`]).
 pub(crate) trait Pending {
     /// Up to `limit` more pending documents, with their head revisions' bytes; `None` when none

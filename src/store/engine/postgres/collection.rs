@@ -16,8 +16,8 @@ use crate::id::Revision;
 use crate::record::{self, RecordError};
 use crate::store::counters::{Counter, Counters};
 use crate::store::engine::{
-    Action, Bytes, ChunkItem, CollectionEngine, Commit, FailureRecord, Head, Heads, Outcome,
-    Pending, Prepared, RunLease, Seen,
+    refuse_older, Action, Bytes, ChunkItem, CollectionEngine, Commit, FailureRecord, Head, Heads,
+    Outcome, Pending, Prepared, RunLease, Seen,
 };
 use crate::store::error::BackendError;
 use crate::store::StoreError;
@@ -141,14 +141,11 @@ impl PgCollection {
             .query_one(&statements.newest, &[&self.id])
             .map_err(db)?
             .get(0);
-        let newest = u32::try_from(newest).unwrap_or(0);
-        if newest > commit.writer {
-            return Err(StoreError::VersionTooNew {
-                collection: self.name.clone(),
-                stored: newest,
-                known: commit.writer,
-            });
-        }
+        refuse_older(
+            &self.name,
+            u32::try_from(newest).unwrap_or(0),
+            commit.writer,
+        )?;
         if let Some(progress) = &commit.progress {
             let run = progress.run;
             let held = tx
@@ -855,15 +852,7 @@ impl CollectionEngine for PgCollection {
             .query_one(&statement, &[&self.id])
             .map_err(db)?
             .get(0);
-        let newest = u32::try_from(newest).unwrap_or(0);
-        if newest > writer {
-            return Err(StoreError::VersionTooNew {
-                collection: self.name.clone(),
-                stored: newest,
-                known: writer,
-            });
-        }
-        Ok(())
+        refuse_older(&self.name, u32::try_from(newest).unwrap_or(0), writer)
     }
 
     fn registered(&self, newest: u32) -> Result<(), StoreError> {

@@ -25,9 +25,10 @@ use super::error::db;
 use super::logical::{each_row, head_of, PAGE};
 use super::PgEngine;
 use crate::error::format::chain as error_chain;
-use crate::record::{self, Kind};
+use crate::record;
 use crate::store::counters::Counter;
 use crate::store::report::PROGRESS_EVERY;
+use crate::store::report::{check_chain, Stored};
 use crate::store::{
     CounterChange, FailureRecord, Head, KeySpace, Problem, RepairReport, Store, StoreError,
     VerifyReport,
@@ -100,15 +101,6 @@ impl Pages {
         }
         Ok(self.page.pop_front())
     }
-}
-
-/// What a revision's envelope says of the document.
-#[derive(Clone, Copy)]
-enum Stored {
-    /// The envelope does not decode.
-    Unreadable,
-    /// At this version; `None` for a removal.
-    State(Option<u32>),
 }
 
 struct Check<'p> {
@@ -395,52 +387,14 @@ impl Check<'_> {
         id: &str,
         revisions: &[(u64, Vec<u8>)],
     ) -> Option<(u64, Stored)> {
-        let mut expected = 1u64;
-        let mut last = None;
-        for (revision, bytes) in revisions {
-            let revision = *revision;
-            self.report.revisions += 1;
-            if revision > expected {
-                self.report.problem(Problem::MissingRevisions {
-                    collection: collection.to_owned(),
-                    id: id.to_owned(),
-                    from: expected,
-                    to: revision - 1,
-                });
-            }
-            expected = revision.saturating_add(1);
-            let corrupt = |error: String| Problem::CorruptRevision {
-                collection: collection.to_owned(),
-                id: id.to_owned(),
-                revision,
-                error,
-            };
-            let state = match record::decode(bytes) {
-                Err(error) => {
-                    self.report.problem(corrupt(error_chain(&error)));
-                    Stored::Unreadable
-                }
-                Ok(envelope) if envelope.revision.get() != revision => {
-                    self.report.problem(corrupt(format!(
-                        "the envelope names revision {}",
-                        envelope.revision
-                    )));
-                    Stored::Unreadable
-                }
-                Ok(envelope) => {
-                    if envelope.kind == Kind::Document {
-                        if let Err(error) =
-                            record::decode_payload::<IgnoredAny>(envelope.payload, self.max_depth)
-                        {
-                            self.report.problem(corrupt(error_chain(&error)));
-                        }
-                    }
-                    Stored::State((envelope.kind == Kind::Document).then_some(envelope.version))
-                }
-            };
-            last = Some((revision, state));
-        }
-        last
+        check_chain(
+            &mut self.report,
+            self.max_depth,
+            (collection, id),
+            revisions
+                .iter()
+                .map(|(revision, bytes)| (*revision, &bytes[..])),
+        )
     }
 
     /// Checks every failure record names its document's live head, and counts those that do.

@@ -17,8 +17,8 @@ use crate::id::Revision;
 use crate::record::{self, Origin, RecordError};
 use crate::store::counters::{Counter, Counters};
 use crate::store::engine::{
-    Action, Bytes, ChunkItem, CollectionEngine, Commit, FailureRecord, Heads, Held, Outcome,
-    Pending, Prepared, RunLease, Seen, Stamp,
+    refuse_older, Action, Bytes, ChunkItem, CollectionEngine, Commit, FailureRecord, Heads, Held,
+    Outcome, Pending, Prepared, RunLease, Seen, Stamp,
 };
 use crate::store::StoreError;
 
@@ -422,15 +422,7 @@ impl CollectionEngine for SledCollection {
     }
 
     fn writable_by(&self, writer: u32) -> Result<(), StoreError> {
-        let newest = self.newest.load(Ordering::SeqCst);
-        if newest > writer {
-            return Err(StoreError::VersionTooNew {
-                collection: self.name.clone(),
-                stored: newest,
-                known: writer,
-            });
-        }
-        Ok(())
+        refuse_older(&self.name, self.newest.load(Ordering::SeqCst), writer)
     }
 
     fn registered(&self, newest: u32) -> Result<(), StoreError> {

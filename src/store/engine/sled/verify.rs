@@ -13,7 +13,7 @@ use serde::de::IgnoredAny;
 
 use crate::error::format::chain as error_chain;
 use crate::id;
-use crate::record::{self, Kind};
+use crate::record;
 use crate::store::backup::IMPORT_MARKER;
 use crate::store::counters::Counter;
 use crate::store::engine::sled::backend;
@@ -26,7 +26,7 @@ use crate::store::engine::sled::keys::{
 use crate::store::engine::sled::walk::PROGRESS_EVERY;
 use crate::store::engine::sled::LEDGER_TREE;
 use crate::store::engine::sled::{COLLECTION_TREE_PREFIX, META_TREE};
-use crate::store::report::escape;
+use crate::store::report::{check_chain, escape, Stored};
 use crate::store::{
     validate_collection_name, FailureRecord, Problem, Store, StoreError, VerifyReport,
 };
@@ -130,15 +130,6 @@ pub(crate) struct Check<'p> {
     pub(crate) report: VerifyReport,
     max_depth: usize,
     pub(crate) progress: &'p mut dyn FnMut(u64),
-}
-
-/// What a revision's envelope says of the document.
-#[derive(Clone, Copy)]
-pub(crate) enum Stored {
-    /// The envelope does not decode.
-    Unreadable,
-    /// At this version; `None` for a removal.
-    State(Option<u32>),
 }
 
 /// A head as found: `None` when its value does not decode.
@@ -462,52 +453,14 @@ impl Check<'_> {
         id: &str,
         revisions: &[(u64, sled::IVec)],
     ) -> Option<(u64, Stored)> {
-        let mut expected = 1u64;
-        let mut last = None;
-        for (revision, bytes) in revisions {
-            let revision = *revision;
-            self.report.revisions += 1;
-            if revision > expected {
-                self.report.problem(Problem::MissingRevisions {
-                    collection: collection.to_owned(),
-                    id: id.to_owned(),
-                    from: expected,
-                    to: revision - 1,
-                });
-            }
-            expected = revision.saturating_add(1);
-            let corrupt = |error: String| Problem::CorruptRevision {
-                collection: collection.to_owned(),
-                id: id.to_owned(),
-                revision,
-                error,
-            };
-            let state = match record::decode(bytes) {
-                Err(error) => {
-                    self.report.problem(corrupt(error_chain(&error)));
-                    Stored::Unreadable
-                }
-                Ok(envelope) if envelope.revision.get() != revision => {
-                    self.report.problem(corrupt(format!(
-                        "the envelope names revision {}",
-                        envelope.revision
-                    )));
-                    Stored::Unreadable
-                }
-                Ok(envelope) => {
-                    if envelope.kind == Kind::Document {
-                        if let Err(error) =
-                            record::decode_payload::<IgnoredAny>(envelope.payload, self.max_depth)
-                        {
-                            self.report.problem(corrupt(error_chain(&error)));
-                        }
-                    }
-                    Stored::State((envelope.kind == Kind::Document).then_some(envelope.version))
-                }
-            };
-            last = Some((revision, state));
-        }
-        last
+        check_chain(
+            &mut self.report,
+            self.max_depth,
+            (collection, id),
+            revisions
+                .iter()
+                .map(|(revision, bytes)| (*revision, &bytes[..])),
+        )
     }
 
     fn ledger(&mut self, ledger: &Tree) -> Result<(), StoreError> {
