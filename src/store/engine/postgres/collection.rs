@@ -31,9 +31,12 @@ const REVISIONS: &str = "SELECT record FROM revolve_revisions
 const COUNTS: &str = "SELECT counter, version, sum(n)::bigint FROM revolve_counts
      WHERE collection = $1 GROUP BY counter, version";
 const NEWEST: &str = "SELECT newest FROM revolve_collections WHERE id = $1";
-/// A run's chunk commits only while the run holds the collection's lease; the share lock keeps
-/// another run from taking it over until the chunk is committed.
-const FENCE: &str = "SELECT 1 FROM revolve_run_leases WHERE collection = $1 AND run = $2 FOR SHARE";
+/// The newest registered version, and whether the run `$2` (if a run commits) still holds the
+/// collection's lease: a run's chunk commits only while it does, and the share lock taken on the
+/// lease row keeps another run from taking it over until the chunk is committed.
+const BEGIN: &str = "SELECT c.newest, EXISTS (SELECT 1 FROM (SELECT 1 FROM revolve_run_leases l
+         WHERE l.collection = $1 AND l.run = $2 FOR SHARE) AS held)
+     FROM revolve_collections c WHERE c.id = $1";
 const REGISTERED: &str = "UPDATE revolve_collections SET newest = $2 WHERE id = $1 AND newest < $2";
 const MOVE: &str = "UPDATE revolve_heads h
      SET revision = u.revision, version = u.version, removed = u.removed
@@ -54,26 +57,34 @@ const CHECK: &str = "SELECT h.id FROM revolve_heads h
      JOIN unnest($2::text[], $3::int8[]) AS u(id, seen) ON h.id = u.id
      WHERE h.collection = $1 AND h.revision = u.seen";
 const EXISTING: &str = "SELECT id FROM revolve_heads WHERE collection = $1 AND id = ANY($2)";
-const REVISIONS_INSERT: &str = "INSERT INTO revolve_revisions (collection, id, revision, record)
-     SELECT $1, u.id, u.revision, u.record
-     FROM unnest($2::text[], $3::int8[], $4::bytea[]) AS u(id, revision, record)";
-const CLEAR_FAILURES: &str =
-    "DELETE FROM revolve_failures WHERE collection = $1 AND id = ANY($2) RETURNING version";
+/// The revisions inserted, and the failure records of the documents written or failed cleared
+/// (a write changes the document, so a recorded migration failure no longer holds; a new failure
+/// replaces the old): one statement, one round trip.
+const REVISIONS_INSERT: &str = "WITH inserted AS (
+         INSERT INTO revolve_revisions (collection, id, revision, record)
+         SELECT $1, u.id, u.revision, u.record
+         FROM unnest($2::text[], $3::int8[], $4::bytea[]) AS u(id, revision, record))
+     DELETE FROM revolve_failures WHERE collection = $1 AND id = ANY($5) RETURNING version";
 const FAILURES_INSERT: &str = "INSERT INTO revolve_failures (collection, id, version, run, record)
      SELECT $1, u.id, u.version, u.run, u.record
      FROM unnest($2::text[], $3::int4[], $4::int8[], $5::bytea[]) AS u(id, version, run, record)";
-const ADD_COUNTS: &str = "INSERT INTO revolve_counts (collection, counter, version, shard, n)
+/// The run's position and progress record (when given), and the count deltas, added in key
+/// order to this connection's shard: one statement, last in the commit (the count rows are the
+/// most contended).
+const FINISH: &str = "WITH position AS (
+         INSERT INTO revolve_positions (collection, target, position)
+         SELECT $1, $2, $3 WHERE $3::text IS NOT NULL
+         ON CONFLICT (collection, target) DO UPDATE SET position = excluded.position),
+     progress AS (
+         INSERT INTO revolve_progress (collection, run, record)
+         SELECT $1, $4, $5 WHERE $5::bytea IS NOT NULL
+         ON CONFLICT (collection, run) DO UPDATE SET record = excluded.record)
+     INSERT INTO revolve_counts (collection, counter, version, shard, n)
      SELECT $1, u.counter, u.version, (pg_backend_pid() % 16)::int2, u.n
-     FROM unnest($2::int2[], $3::int4[], $4::int8[]) AS u(counter, version, n)
+     FROM unnest($6::int2[], $7::int4[], $8::int8[]) AS u(counter, version, n)
      ORDER BY u.counter, u.version
      ON CONFLICT (collection, counter, version, shard) DO UPDATE SET n = revolve_counts.n + excluded.n";
-const PROGRESS_PUT: &str =
-    "INSERT INTO revolve_progress (collection, run, record) VALUES ($1, $2, $3)
-     ON CONFLICT (collection, run) DO UPDATE SET record = excluded.record";
 const PROGRESS: &str = "SELECT record FROM revolve_progress WHERE collection = $1 AND run = $2";
-const POSITION_PUT: &str = "INSERT INTO revolve_positions (collection, target, position)
-     VALUES ($1, $2, $3)
-     ON CONFLICT (collection, target) DO UPDATE SET position = excluded.position";
 const PROGRESS_FORGET: &str = "DELETE FROM revolve_progress WHERE collection = $1 AND run = $2";
 const PROGRESS_RUNS: &str = "SELECT run FROM revolve_progress WHERE collection = $1 ORDER BY run";
 const FAILURES: &str = "SELECT id, record FROM revolve_failures
@@ -118,40 +129,35 @@ impl PgCollection {
     ) -> Result<Vec<Outcome>, StoreError> {
         let mut conn = self.shared.pool.get()?;
         let (client, statements) = conn.prepared([
-            NEWEST,
+            BEGIN,
             MOVE,
             CREATE,
             LOCK,
             CHECK,
             EXISTING,
             REVISIONS_INSERT,
-            CLEAR_FAILURES,
             FAILURES_INSERT,
-            ADD_COUNTS,
-            PROGRESS_PUT,
-            FENCE,
-            POSITION_PUT,
+            FINISH,
         ])?;
         let statements = Statements::from(statements);
         let mut tx = client.transaction().map_err(db)?;
         if commit.dry_run {
             return self.dry_run(&mut tx, &statements, items);
         }
-        let newest: i32 = tx
-            .query_one(&statements.newest, &[&self.id])
-            .map_err(db)?
-            .get(0);
+        let run = commit.progress.as_ref().map(|progress| progress.run);
+        let row = tx
+            .query_one(
+                &statements.begin,
+                &[&self.id, &run.map(sql_run).transpose()?],
+            )
+            .map_err(db)?;
         refuse_older(
             &self.name,
-            u32::try_from(newest).unwrap_or(0),
+            u32::try_from(row.get::<_, i32>(0)).unwrap_or(0),
             commit.writer,
         )?;
-        if let Some(progress) = &commit.progress {
-            let run = progress.run;
-            let held = tx
-                .query_opt(&statements.fence, &[&self.id, &sql_run(run)?])
-                .map_err(db)?;
-            if held.is_none() {
+        if let Some(run) = run {
+            if !row.get::<_, bool>(1) {
                 return Err(StoreError::RunLeaseLost {
                     collection: self.name.clone(),
                     run,
@@ -376,23 +382,18 @@ impl PgCollection {
         commit: &mut Commit<'_>,
     ) -> Result<(), StoreError> {
         let collection = self.id;
-        if !writes.revision_ids.is_empty() {
-            tx.execute(
-                &statements.revisions,
-                &[
-                    &collection,
-                    &writes.revision_ids,
-                    &writes.revision_numbers,
-                    &writes.revision_records,
-                ],
-            )
-            .map_err(db)?;
-        }
-        // A write changes the document, so a recorded migration failure no longer holds; a
-        // new failure replaces the old.
-        if !writes.cleared.is_empty() {
+        if !writes.revision_ids.is_empty() || !writes.cleared.is_empty() {
             for row in tx
-                .query(&statements.clear, &[&collection, &writes.cleared])
+                .query(
+                    &statements.revisions,
+                    &[
+                        &collection,
+                        &writes.revision_ids,
+                        &writes.revision_numbers,
+                        &writes.revision_records,
+                        &writes.cleared,
+                    ],
+                )
                 .map_err(db)?
             {
                 let version: i32 = row.get(0);
@@ -415,30 +416,38 @@ impl PgCollection {
             )
             .map_err(db)?;
         }
-        if let Some((target, position)) = &commit.position {
+        let (target, position) = match &commit.position {
             // An id, as the engine handed it out (`PgPending`).
-            let position = String::from_utf8_lossy(&position.0);
-            tx.execute(
-                &statements.position,
-                &[&collection, &sql_version(*target), &position.as_ref()],
-            )
-            .map_err(db)?;
-        }
-        if let Some(record) = commit.progress.as_mut() {
-            let bytes =
-                (record.encode)(&writes.outcomes).map_err(|source| self.encode_error(source))?;
-            tx.execute(
-                &statements.progress,
-                &[&collection, &sql_run(record.run)?, &bytes],
-            )
-            .map_err(db)?;
-        }
-        // Last, in key order: the count rows are the most contended.
+            Some((target, position)) => (
+                sql_version(*target),
+                Some(String::from_utf8_lossy(&position.0)),
+            ),
+            None => (0, None),
+        };
+        let (run, progress) = match commit.progress.as_mut() {
+            Some(record) => (
+                sql_run(record.run)?,
+                Some(
+                    (record.encode)(&writes.outcomes)
+                        .map_err(|source| self.encode_error(source))?,
+                ),
+            ),
+            None => (0, None),
+        };
         let (kinds, versions, amounts) = count_rows(&writes.deltas);
-        if !kinds.is_empty() {
+        if position.is_some() || progress.is_some() || !kinds.is_empty() {
             tx.execute(
-                &statements.counts,
-                &[&collection, &kinds, &versions, &amounts],
+                &statements.finish,
+                &[
+                    &collection,
+                    &target,
+                    &position.as_deref(),
+                    &run,
+                    &progress,
+                    &kinds,
+                    &versions,
+                    &amounts,
+                ],
             )
             .map_err(db)?;
         }
@@ -480,39 +489,32 @@ impl PgCollection {
 
 /// The statements of a commit, prepared on its connection.
 struct Statements {
-    newest: Statement,
+    begin: Statement,
     moving: Statement,
     creating: Statement,
     locking: Statement,
     checking: Statement,
     existing: Statement,
     revisions: Statement,
-    clear: Statement,
     fail: Statement,
-    counts: Statement,
-    progress: Statement,
-    fence: Statement,
-    position: Statement,
+    finish: Statement,
 }
 
-impl From<[Statement; 13]> for Statements {
+impl From<[Statement; 9]> for Statements {
     fn from(
-        [newest, moving, creating, locking, checking, existing, revisions, clear, fail, counts, progress, fence, position]: [Statement; 13],
+        [begin, moving, creating, locking, checking, existing, revisions, fail, finish]: [Statement;
+            9],
     ) -> Self {
         Self {
-            newest,
+            begin,
             moving,
             creating,
             locking,
             checking,
             existing,
             revisions,
-            clear,
             fail,
-            counts,
-            progress,
-            fence,
-            position,
+            finish,
         }
     }
 }

@@ -256,21 +256,24 @@ impl Engine for PgEngine {
         bytes: &[u8],
         durable: bool,
     ) -> Result<(), StoreError> {
+        // One statement in its own transaction, whose commit waits for its WAL only when the
+        // record must be durable (then also on an `Eventual` store's sessions, as sled flushes):
+        // the record a run rewrites after each chunk is flushed with the next synchronous commit
+        // (the next chunk's), not waited for here.
         let mut conn = self.pool().get()?;
         let statement = conn.statement(
-            "INSERT INTO revolve_runs (collection, run, record) VALUES ($1, $2, $3)
+            "INSERT INTO revolve_runs (collection, run, record)
+             SELECT $1, $2, $3
+             FROM (SELECT set_config('synchronous_commit',
+                 CASE WHEN NOT $4 THEN 'off'
+                      WHEN current_setting('synchronous_commit') = 'off' THEN 'on'
+                      ELSE current_setting('synchronous_commit') END, true)) AS durability
              ON CONFLICT (collection, run) DO UPDATE SET record = excluded.record",
         )?;
-        let mut tx = conn.client.transaction().map_err(db)?;
-        if !durable {
-            // The record a run rewrites after each chunk: its WAL is flushed with the next
-            // synchronous commit (the next chunk's), not waited for here.
-            tx.batch_execute("SET LOCAL synchronous_commit TO off")
-                .map_err(db)?;
-        }
-        tx.execute(&statement, &[&collection, &sql_run(run)?, &bytes])
+        conn.client
+            .execute(&statement, &[&collection, &sql_run(run)?, &bytes, &durable])
             .map_err(db)?;
-        tx.commit().map_err(db)
+        Ok(())
     }
 
     fn run(&self, collection: &str, run: u64) -> Result<Option<Bytes>, StoreError> {

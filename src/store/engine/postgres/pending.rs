@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use postgres::Row;
 
@@ -155,18 +156,37 @@ impl Iterator for HeadPages {
     }
 }
 
+/// What is left to read: per segment, a version, the id the next read starts after, and the
+/// last id it may take.
+type Segments = VecDeque<(i32, String, Option<String>)>;
+
 /// Pending documents on PostgreSQL: per source version, oldest first, in id order from where
 /// the last run stopped; then, per version again, from the first id round to that position.
+///
+/// Each chunk handed out starts the read of the next one on a thread of its own (a connection
+/// of the pool), so that it overlaps the caller's commit of the chunk before, which mostly
+/// waits for the server; the read is only a read, so one the caller does not take as it is (a
+/// smaller limit, an error) is dropped and read again.
 pub(crate) struct PgPending {
+    reader: Arc<Reader>,
+    segments: Segments,
+    ahead: Option<Ahead>,
+}
+
+/// How a run reads its pending documents.
+struct Reader {
     shared: Arc<Shared>,
     name: String,
     collection: i32,
-    /// What is left to read: a version, the id the next read starts after, and the last id it
-    /// may take.
-    segments: VecDeque<(i32, String, Option<String>)>,
     retry: bool,
     /// Whether the collection had failure records when the run began.
     failures: bool,
+}
+
+/// The next chunk, being read.
+struct Ahead {
+    limit: usize,
+    read: JoinHandle<Result<(Vec<PendingDocument>, Segments), StoreError>>,
 }
 
 impl PgPending {
@@ -177,7 +197,7 @@ impl PgPending {
         (retry, failures): (bool, bool),
     ) -> Self {
         let start = position.clone().unwrap_or_default();
-        let mut segments: VecDeque<_> = versions
+        let mut segments: Segments = versions
             .iter()
             .map(|&version| (version, start.clone(), None))
             .collect();
@@ -189,18 +209,39 @@ impl PgPending {
             );
         }
         Self {
-            shared,
-            name: name.to_owned(),
-            collection,
+            reader: Arc::new(Reader {
+                shared,
+                name: name.to_owned(),
+                collection,
+                retry,
+                failures,
+            }),
             segments,
-            retry,
-            failures,
+            ahead: None,
+        }
+    }
+
+    /// Starts reading the chunk after the one just handed out; without a thread, it is read
+    /// when asked for.
+    fn read_ahead(&mut self, limit: usize) {
+        let reader = Arc::clone(&self.reader);
+        let segments = self.segments.clone();
+        let spawned = std::thread::Builder::new()
+            .name("revolve-read-ahead".to_owned())
+            .spawn(move || reader.read(segments, limit));
+        if let Ok(read) = spawned {
+            self.ahead = Some(Ahead { limit, read });
         }
     }
 }
 
-impl Pending for PgPending {
-    fn next_chunk(&mut self, limit: usize) -> Result<Option<PendingChunk>, StoreError> {
+impl Reader {
+    /// Up to `limit` pending documents from `segments`, and what is left to read after them.
+    fn read(
+        &self,
+        mut segments: Segments,
+        limit: usize,
+    ) -> Result<(Vec<PendingDocument>, Segments), StoreError> {
         let mut documents = Vec::with_capacity(limit);
         let mut conn = self.shared.pool.get()?;
         let statement = conn.statement(if self.failures {
@@ -209,7 +250,7 @@ impl Pending for PgPending {
             PENDING_WITHOUT_FAILURES
         })?;
         while documents.len() < limit {
-            let Some((version, after, until)) = self.segments.front().cloned() else {
+            let Some((version, after, until)) = segments.front().cloned() else {
                 break;
             };
             let want = limit - documents.len();
@@ -228,7 +269,7 @@ impl Pending for PgPending {
                 )
                 .map_err(db)?;
             if rows.len() < want {
-                self.segments.pop_front();
+                segments.pop_front();
             }
             for row in &rows {
                 let id: String = row.get(0);
@@ -259,21 +300,56 @@ impl Pending for PgPending {
                     });
                 }
                 if rows.len() == want {
-                    if let Some(segment) = self.segments.front_mut() {
+                    if let Some(segment) = segments.front_mut() {
                         segment.1.clone_from(&id);
                     }
                 }
             }
         }
+        Ok((documents, segments))
+    }
+}
+
+impl Pending for PgPending {
+    fn next_chunk(&mut self, limit: usize) -> Result<Option<PendingChunk>, StoreError> {
+        let ahead = match self.ahead.take() {
+            Some(Ahead {
+                limit: read,
+                read: handle,
+            }) if read == limit => handle.join().ok(),
+            Some(Ahead { read: handle, .. }) => {
+                let _ = handle.join();
+                None
+            }
+            None => None,
+        };
+        let (documents, segments) = match ahead {
+            Some(Ok(read)) => read,
+            // A read ahead that failed is read again, here, where its error counts.
+            Some(Err(_)) | None => self.reader.read(self.segments.clone(), limit)?,
+        };
+        self.segments = segments;
         let Some(last) = documents.last() else {
             return Ok(None);
         };
         let position = Position(last.id.as_bytes().to_vec());
+        if !self.segments.is_empty() {
+            self.read_ahead(limit);
+        }
         Ok(Some(PendingChunk {
             documents,
             position,
             stamp: Stamp(0),
         }))
+    }
+}
+
+impl Drop for PgPending {
+    fn drop(&mut self) {
+        // The read holds a connection of the store's pool: done before the store may close.
+        if let Some(ahead) = self.ahead.take() {
+            let _ = ahead.read.join();
+        }
     }
 }
 
