@@ -409,6 +409,38 @@ fn log_recorded(name: &str, events: &[(u32, SchemaEvent, usize)]) {
     }
 }
 
+/// A `_meta` record as registration writes it: `newest` registered with one schema, and a
+/// history entry for each of `history` (at fixed times), for engines' tests.
+#[cfg(test)]
+pub(crate) fn sample_meta(newest: u32, history: &[u32]) -> Vec<u8> {
+    use std::time::{Duration, UNIX_EPOCH};
+    let schema = serde_json::json!({"type": "object", "properties": {"text": {"type": "string"}}});
+    let fingerprint = fingerprint_canonical(&canonical_schema(&schema));
+    let meta = CollectionMeta {
+        newest_version: newest,
+        versions: BTreeMap::from([(
+            newest,
+            VersionMeta {
+                fingerprint: fingerprint.clone(),
+                schema: schema.clone(),
+            },
+        )]),
+        history: history
+            .iter()
+            .zip(1..)
+            .map(|(&version, at)| SchemaRecord {
+                version,
+                fingerprint: fingerprint.clone(),
+                recorded: UNIX_EPOCH + Duration::new(1_790_000_000 + at, 500),
+                event: SchemaEvent::Registered,
+                changes: Vec::new(),
+                schema: schema.clone(),
+            })
+            .collect(),
+    };
+    record::encode_payload(&meta).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};

@@ -216,3 +216,97 @@ impl<'a> HistoryRows<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::{test_url, Options, PgEngine};
+    use crate::store::engine::Engine;
+    use crate::store::registry::sample_meta;
+    use crate::store::Durability;
+
+    fn engine() -> Option<PgEngine> {
+        let url = test_url()?;
+        Some(
+            PgEngine::open(&Options {
+                url,
+                schema: None,
+                temporary: true,
+                durability: Durability::Immediate,
+                pool_size: 2,
+                checkout_timeout: Duration::from_secs(10),
+                run_lease: Duration::from_secs(10),
+            })
+            .unwrap(),
+        )
+    }
+
+    fn rows(engine: &PgEngine, collection: &str) -> i64 {
+        engine
+            .pool()
+            .get()
+            .unwrap()
+            .client
+            .query_one(
+                "SELECT count(*) FROM revolve_schema_history h
+                 JOIN revolve_collections c ON c.id = h.collection WHERE c.name = $1",
+                &[&collection],
+            )
+            .unwrap()
+            .get(0)
+    }
+
+    #[test]
+    fn the_record_is_replaced_only_if_unchanged_and_history_only_extended() {
+        let Some(engine) = engine() else {
+            return;
+        };
+        let one = sample_meta(1, &[1]);
+        let two = sample_meta(1, &[1, 1]);
+        let three = sample_meta(1, &[1, 1, 1]);
+        assert_eq!(engine.meta("notes").unwrap(), None);
+        assert!(engine.put_meta("notes", None, &one).unwrap());
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&one[..]));
+        assert!(!engine.put_meta("notes", None, &two).unwrap());
+        assert!(engine.put_meta("notes", Some(&one), &two).unwrap());
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&two[..]));
+        assert_eq!(rows(&engine, "notes"), 2);
+        // The column alone matches `one` (only the history grew): still a lost race.
+        assert!(!engine.put_meta("notes", Some(&one), &three).unwrap());
+        // A history that does not extend the stored one is never written.
+        assert!(!engine
+            .put_meta("notes", Some(&two), &sample_meta(1, &[1]))
+            .unwrap());
+        assert!(!engine
+            .put_meta("notes", Some(&two), &sample_meta(1, &[1, 2, 2]))
+            .unwrap());
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&two[..]));
+        assert_eq!(rows(&engine, "notes"), 2);
+        // A new record with the same history: only the column changes.
+        let newer = sample_meta(2, &[1, 1]);
+        assert!(engine.put_meta("notes", Some(&two), &newer).unwrap());
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&newer[..]));
+        assert_eq!(rows(&engine, "notes"), 2);
+    }
+
+    #[test]
+    fn a_record_that_does_not_split_is_kept_whole() {
+        let Some(engine) = engine() else {
+            return;
+        };
+        assert!(engine.put_meta("odd", None, b"\xc1 not a record").unwrap());
+        assert_eq!(
+            engine.meta("odd").unwrap().as_deref(),
+            Some(&b"\xc1 not a record"[..])
+        );
+        assert_eq!(rows(&engine, "odd"), 0);
+        let one = sample_meta(1, &[1]);
+        assert!(engine
+            .put_meta("odd", Some(b"\xc1 not a record"), &one)
+            .unwrap());
+        assert_eq!(engine.meta("odd").unwrap().as_deref(), Some(&one[..]));
+        assert_eq!(rows(&engine, "odd"), 1);
+        assert_eq!(engine.collection_names().unwrap(), ["odd"]);
+    }
+}
