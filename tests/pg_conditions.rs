@@ -832,3 +832,44 @@ fn a_corrupt_schema_history_row_is_a_corrupt_meta_record() {
         "{error:?}"
     );
 }
+
+#[test]
+fn an_import_puts_the_schema_history_in_its_table_and_an_export_joins_it_back() {
+    let (Some(source), Some(target)) = (Scratch::new(), Scratch::new()) else {
+        return;
+    };
+    drop(
+        source
+            .builder()
+            .open()
+            .unwrap()
+            .collection::<NoteV1>()
+            .unwrap(),
+    );
+    let store = source.builder().open().unwrap();
+    let notes = store.collection::<NoteV2>().unwrap();
+    notes
+        .insert(&NoteV2 {
+            text: "kept".to_owned(),
+            len: 4,
+        })
+        .unwrap();
+    let mut backup = Vec::new();
+    let _summary = store.export(&mut backup, |_| {}).unwrap();
+
+    let restored = target.builder().open().unwrap();
+    let _summary = restored.import_into(backup.as_slice(), |_| {}).unwrap();
+    assert_eq!(history_rows(&target), history_rows(&source));
+    assert_eq!(history_rows(&target).len(), 2);
+    assert_eq!(
+        restored
+            .collection::<NoteV2>()
+            .unwrap()
+            .schema_history()
+            .unwrap(),
+        notes.schema_history().unwrap()
+    );
+    let mut again = Vec::new();
+    let _summary = restored.export(&mut again, |_| {}).unwrap();
+    assert_eq!(again, backup);
+}

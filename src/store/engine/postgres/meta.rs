@@ -108,7 +108,17 @@ pub(crate) fn write(
     expected: Option<&[u8]>,
     bytes: &[u8],
 ) -> Result<bool, StoreError> {
-    let new = split_or_whole(bytes);
+    // A record that does not split is kept whole, with no history rows.
+    let (new, unsplit) = match split_meta(bytes) {
+        Ok(new) => (new, None),
+        Err(error) => (
+            SplitMeta {
+                record: bytes.to_vec(),
+                history: Vec::new(),
+            },
+            Some(error),
+        ),
+    };
     let old = expected.map(split_or_whole);
     let mut tx = client.transaction().map_err(db)?;
     tx.execute(ENSURE, &[&collection]).map_err(db)?;
@@ -135,7 +145,22 @@ pub(crate) fn write(
             .iter()
             .zip(&new.history)
             .all(|(stored, new)| *stored == new.bytes);
-    if !unchanged || !extends {
+    if !unchanged {
+        return Ok(false);
+    }
+    if !extends {
+        if let Some(error) = unsplit {
+            // Kept whole, it would drop the history rows; and `false` would only be tried again.
+            tracing::warn!(
+                collection,
+                error = %crate::error::format::chain(&error),
+                "a `_meta` record that does not split cannot replace one whose history has rows"
+            );
+            return Err(StoreError::Unsupported {
+                operation: "replacing a split `_meta` record with one that does not split",
+                engine: "PostgreSQL",
+            });
+        }
         return Ok(false);
     }
     tx.execute(UPDATE, &[&id, &new.record]).map_err(db)?;
@@ -308,5 +333,12 @@ mod tests {
         assert_eq!(engine.meta("odd").unwrap().as_deref(), Some(&one[..]));
         assert_eq!(rows(&engine, "odd"), 1);
         assert_eq!(engine.collection_names().unwrap(), ["odd"]);
+        // Once the history has rows, a record that does not split is refused, not a lost race
+        // that registration would try forever.
+        assert!(matches!(
+            engine.put_meta("odd", Some(&one), b"\xc1 again"),
+            Err(crate::store::StoreError::Unsupported { .. })
+        ));
+        assert_eq!(engine.meta("odd").unwrap().as_deref(), Some(&one[..]));
     }
 }
