@@ -1,8 +1,9 @@
 //! Bad conditions on the PostgreSQL engine: typed errors, never a panic or a hang. Connection
 //! refused, a bad password (which no error, `Debug` or log shows), a missing database, TLS
 //! required of a server without it, a statement timeout, tables altered by hand or made by a
-//! newer revolve, connections the server ended (mid-migration too), and a store dropped inside an
-//! async runtime.
+//! newer revolve, connections the server ended (mid-migration too), a store dropped inside an
+//! async runtime; and the schema history's own table: append-only, one history when stores
+//! register at once, a damaged row a typed `Corrupt`.
 //!
 //! The server is `REVOLVE_TEST_DATABASE_URL` (`scripts/with-postgres` sets it). Without one a
 //! test is skipped with one printed line, except under `CI=true`, where it fails.
@@ -13,7 +14,7 @@ use pg_server::postgres_url;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use revolve::{MigrationError, Schema, StepError, Store, StoreError};
@@ -635,4 +636,240 @@ fn a_commit_whose_reply_is_lost_is_counted_once_it_is_known() {
         let report = store.verify().unwrap();
         assert!(report.problems.is_empty(), "{report:?}");
     }
+}
+
+/// The schema history rows of `notes`: (seq, version, event).
+fn history_rows(scratch: &Scratch) -> Vec<(i32, i32, String)> {
+    scratch
+        .server
+        .admin()
+        .query(
+            &format!(
+                "SELECT h.seq, h.version, h.event FROM \"{0}\".revolve_schema_history h
+                 JOIN \"{0}\".revolve_collections c ON c.id = h.collection
+                 WHERE c.name = 'notes' ORDER BY h.seq",
+                scratch.schema
+            ),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+#[test]
+fn the_schema_history_has_a_table_of_its_own_that_is_never_rewritten() {
+    let Some(scratch) = Scratch::new() else {
+        return;
+    };
+    drop(
+        scratch
+            .builder()
+            .open()
+            .unwrap()
+            .collection::<NoteV1>()
+            .unwrap(),
+    );
+    let store = scratch.builder().open().unwrap();
+    let notes = store.collection::<NoteV2>().unwrap();
+    let registered = || "registered".to_owned();
+    assert_eq!(
+        history_rows(&scratch),
+        [(0, 1, registered()), (1, 2, registered())]
+    );
+    let history = notes.schema_history().unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|entry| entry.version)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+    // The record in `revolve_collections` keeps the versions, not the history.
+    let meta: Vec<u8> = scratch
+        .server
+        .admin()
+        .query_one(
+            &format!(
+                "SELECT meta FROM \"{}\".revolve_collections WHERE name = 'notes'",
+                scratch.schema
+            ),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!meta.windows(10).any(|w| w == b"registered"));
+    // Opening again with the same program records nothing.
+    drop(store.collection::<NoteV2>().unwrap());
+    assert_eq!(history_rows(&scratch).len(), 2);
+    for change in [
+        "UPDATE revolve_schema_history SET version = 7",
+        "DELETE FROM revolve_schema_history",
+        "TRUNCATE revolve_schema_history",
+    ] {
+        let refused = scratch
+            .server
+            .admin()
+            .batch_execute(&format!(
+                "SET search_path TO \"{}\"; {change}",
+                scratch.schema
+            ))
+            .unwrap_err();
+        assert!(
+            chain(&refused).contains("never updated or deleted"),
+            "{change}: {}",
+            chain(&refused)
+        );
+    }
+    assert_eq!(notes.schema_history().unwrap(), history);
+}
+
+#[test]
+fn stores_registering_at_once_all_succeed_with_one_history() {
+    const STORES: usize = 4;
+    let Some(scratch) = Scratch::new() else {
+        return;
+    };
+    for round in 0..3 {
+        let schema = format!("{}_{round}", scratch.schema);
+        let stores: Vec<Store> = (0..STORES)
+            .map(|_| {
+                Store::builder()
+                    .url(&scratch.server.url)
+                    .schema(&schema)
+                    .open()
+                    .unwrap()
+            })
+            .collect();
+        let start = Barrier::new(STORES);
+        let histories: Vec<_> = std::thread::scope(|scope| {
+            let threads: Vec<_> = stores
+                .iter()
+                .map(|store| {
+                    let start = &start;
+                    scope.spawn(move || {
+                        start.wait();
+                        let notes = store.collection::<NoteV2>()?;
+                        notes.schema_history()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|thread| thread.join().unwrap())
+                .collect()
+        });
+        // One registration won; the others found it recorded (newest version first, as
+        // registration walks the chain).
+        let first = histories[0].as_ref().unwrap();
+        for history in &histories {
+            assert_eq!(history.as_ref().unwrap(), first, "round {round}");
+        }
+        assert_eq!(
+            first.iter().map(|entry| entry.version).collect::<Vec<_>>(),
+            [2, 1],
+            "round {round}"
+        );
+        let rows: i64 = scratch
+            .server
+            .admin()
+            .query_one(
+                &format!("SELECT count(*) FROM \"{schema}\".revolve_schema_history"),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 2, "round {round}");
+        drop(stores);
+        scratch.sql(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
+    }
+}
+
+#[test]
+fn a_corrupt_schema_history_row_is_a_corrupt_meta_record() {
+    let Some(scratch) = Scratch::new() else {
+        return;
+    };
+    drop(
+        scratch
+            .builder()
+            .open()
+            .unwrap()
+            .collection::<NoteV1>()
+            .unwrap(),
+    );
+    // Damage a row with the table's guard off.
+    scratch.sql(
+        "ALTER TABLE revolve_schema_history DISABLE TRIGGER revolve_schema_history_is_append_only;
+         UPDATE revolve_schema_history SET record = '\\x93c1';
+         ALTER TABLE revolve_schema_history ENABLE TRIGGER revolve_schema_history_is_append_only;",
+    );
+    let store = scratch.builder().open().unwrap();
+    let error = store.collection::<NoteV1>().unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Corrupt { collection, id, .. } if collection == "notes" && id == "_meta"),
+        "{error:?}"
+    );
+    let report = store.verify().unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| matches!(problem, revolve::Problem::CorruptMeta { collection, .. } if collection == "notes")),
+        "{:?}",
+        report.problems
+    );
+    // A gap in the numbering is corrupt too.
+    scratch.sql(
+        "ALTER TABLE revolve_schema_history DISABLE TRIGGER revolve_schema_history_is_append_only;
+         UPDATE revolve_schema_history SET seq = 5;
+         ALTER TABLE revolve_schema_history ENABLE TRIGGER revolve_schema_history_is_append_only;",
+    );
+    let error = store.collection::<NoteV1>().unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Corrupt { id, .. } if id == "_meta"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn an_import_puts_the_schema_history_in_its_table_and_an_export_joins_it_back() {
+    let (Some(source), Some(target)) = (Scratch::new(), Scratch::new()) else {
+        return;
+    };
+    drop(
+        source
+            .builder()
+            .open()
+            .unwrap()
+            .collection::<NoteV1>()
+            .unwrap(),
+    );
+    let store = source.builder().open().unwrap();
+    let notes = store.collection::<NoteV2>().unwrap();
+    notes
+        .insert(&NoteV2 {
+            text: "kept".to_owned(),
+            len: 4,
+        })
+        .unwrap();
+    let mut backup = Vec::new();
+    let _summary = store.export(&mut backup, |_| {}).unwrap();
+
+    let restored = target.builder().open().unwrap();
+    let _summary = restored.import_into(backup.as_slice(), |_| {}).unwrap();
+    assert_eq!(history_rows(&target), history_rows(&source));
+    assert_eq!(history_rows(&target).len(), 2);
+    assert_eq!(
+        restored
+            .collection::<NoteV2>()
+            .unwrap()
+            .schema_history()
+            .unwrap(),
+        notes.schema_history().unwrap()
+    );
+    let mut again = Vec::new();
+    let _summary = restored.export(&mut again, |_| {}).unwrap();
+    assert_eq!(again, backup);
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::collection::Core;
 use super::{Collection, Store, StoreError};
-use crate::record::{self, Kind};
+use crate::record::{self, Kind, RecordError};
 use crate::schema::{
     self, canonical_schema, compare_schemas_with_aliases, fingerprint_canonical, is_breaking,
     Schema, SchemaChange,
@@ -66,6 +66,87 @@ pub struct SchemaRecord {
     pub changes: Vec<SchemaChange>,
     /// The full JSON Schema, as an audit snapshot.
     pub schema: Value,
+}
+
+impl SchemaEvent {
+    /// The event's name, as the record spells it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Compatible => "compatible",
+            Self::Accepted => "accepted",
+        }
+    }
+}
+
+/// How deep [`split_meta`] and [`join_meta`] decode: the least `read_meta` allows.
+const META_DEPTH: usize = 128;
+
+/// A `_meta` record split for an engine that keeps the schema history apart from the rest:
+/// [`join_meta`] puts it back together, byte for byte.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SplitMeta {
+    /// The record with an empty history.
+    pub(crate) record: Vec<u8>,
+    /// Each entry of the history, oldest first.
+    pub(crate) history: Vec<HistoryEntry>,
+}
+
+/// One entry of a split schema history: its bytes, and copies of the fields worth a query.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HistoryEntry {
+    pub(crate) version: u32,
+    pub(crate) event: SchemaEvent,
+    pub(crate) fingerprint: String,
+    pub(crate) recorded: SystemTime,
+    /// The entry as the record encodes it: what [`join_meta`] takes.
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Splits a `_meta` record into the record without its history and each history entry.
+///
+/// Only an exact split is made: a record that this build would not encode back byte for byte
+/// (a field it does not know, say) is refused, and an engine keeps such a record whole.
+pub(crate) fn split_meta(bytes: &[u8]) -> Result<SplitMeta, RecordError> {
+    let mut meta: CollectionMeta = record::decode_payload(bytes, META_DEPTH)?;
+    let entries = std::mem::take(&mut meta.history);
+    let record = record::encode_payload(&meta)?;
+    let history = entries
+        .into_iter()
+        .map(|entry| {
+            Ok(HistoryEntry {
+                bytes: record::encode_payload(&entry)?,
+                version: entry.version,
+                event: entry.event,
+                fingerprint: entry.fingerprint,
+                recorded: entry.recorded,
+            })
+        })
+        .collect::<Result<Vec<_>, RecordError>>()?;
+    if join_meta(&record, history.iter().map(|entry| entry.bytes.as_slice()))? != bytes {
+        return Err(RecordError::InvalidPayload(
+            "a `_meta` record this build would not encode back byte for byte",
+        ));
+    }
+    Ok(SplitMeta { record, history })
+}
+
+/// The `_meta` record that [`split_meta`] split into `record` and the `history` entries.
+pub(crate) fn join_meta<'a>(
+    record: &[u8],
+    history: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<u8>, RecordError> {
+    let mut meta: CollectionMeta = record::decode_payload(record, META_DEPTH)?;
+    if !meta.history.is_empty() {
+        return Err(RecordError::InvalidPayload(
+            "a `_meta` record that holds a history besides the one kept apart",
+        ));
+    }
+    meta.history = history
+        .into_iter()
+        .map(|entry| record::decode_payload(entry, META_DEPTH))
+        .collect::<Result<_, _>>()?;
+    record::encode_payload(&meta)
 }
 
 impl Store {
@@ -324,6 +405,268 @@ fn log_recorded(name: &str, events: &[(u32, SchemaEvent, usize)]) {
             SchemaEvent::Registered => {
                 tracing::info!(collection = name, version, "schema version registered");
             }
+        }
+    }
+}
+
+/// A `_meta` record as registration writes it: `newest` registered with one schema, and a
+/// history entry for each of `history` (at fixed times), for engines' tests.
+#[cfg(test)]
+pub(crate) fn sample_meta(newest: u32, history: &[u32]) -> Vec<u8> {
+    use std::time::{Duration, UNIX_EPOCH};
+    let schema = serde_json::json!({"type": "object", "properties": {"text": {"type": "string"}}});
+    let fingerprint = fingerprint_canonical(&canonical_schema(&schema));
+    let meta = CollectionMeta {
+        newest_version: newest,
+        versions: BTreeMap::from([(
+            newest,
+            VersionMeta {
+                fingerprint: fingerprint.clone(),
+                schema: schema.clone(),
+            },
+        )]),
+        history: history
+            .iter()
+            .zip(1..)
+            .map(|(&version, at)| SchemaRecord {
+                version,
+                fingerprint: fingerprint.clone(),
+                recorded: UNIX_EPOCH + Duration::new(1_790_000_000 + at, 500),
+                event: SchemaEvent::Registered,
+                changes: Vec::new(),
+                schema: schema.clone(),
+            })
+            .collect(),
+    };
+    record::encode_payload(&meta).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::schema::compare_schemas;
+
+    fn at(secs: u64, nanos: u32) -> SystemTime {
+        UNIX_EPOCH + Duration::new(secs, nanos)
+    }
+
+    fn entry(version: u32, event: SchemaEvent, old: &Value, new: &Value) -> SchemaRecord {
+        SchemaRecord {
+            version,
+            fingerprint: fingerprint_canonical(&canonical_schema(new)),
+            recorded: at(1_790_000_000 + u64::from(version), 123_456_789),
+            event,
+            changes: match event {
+                SchemaEvent::Registered => Vec::new(),
+                _ => compare_schemas(old, new),
+            },
+            schema: new.clone(),
+        }
+    }
+
+    /// The records registration writes: the first program, a second version, a compatible
+    /// change and an accepted incompatible one.
+    fn written() -> Vec<CollectionMeta> {
+        let v1 = json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]});
+        let v1_wider = json!({"type": "object", "properties": {"text": {"type": "string"}, "tag": {"type": ["string", "null"], "default": null}}, "required": ["text"]});
+        let v2 = json!({"type": "object", "properties": {"text": {"type": "string"}, "len": {"type": "integer", "format": "uint64", "minimum": 0.0, "maximum": -1.5e300}}, "required": ["text", "len"]});
+        let v2_breaking = json!({"type": "object", "properties": {"text": {"type": "integer", "minimum": -7}}, "required": ["text"]});
+        let mut meta = CollectionMeta::default();
+        let mut records = vec![CollectionMeta {
+            newest_version: 0,
+            versions: BTreeMap::new(),
+            history: Vec::new(),
+        }];
+        let mut record = |meta: &mut CollectionMeta, version, event, old: &Value, new: &Value| {
+            meta.newest_version = meta.newest_version.max(version);
+            meta.versions.insert(
+                version,
+                VersionMeta {
+                    fingerprint: fingerprint_canonical(&canonical_schema(new)),
+                    schema: new.clone(),
+                },
+            );
+            meta.history.push(entry(version, event, old, new));
+            records.push(CollectionMeta {
+                newest_version: meta.newest_version,
+                versions: meta.versions.clone(),
+                history: meta.history.clone(),
+            });
+        };
+        record(&mut meta, 1, SchemaEvent::Registered, &v1, &v1);
+        record(&mut meta, 2, SchemaEvent::Registered, &v2, &v2);
+        record(&mut meta, 1, SchemaEvent::Compatible, &v1, &v1_wider);
+        record(&mut meta, 2, SchemaEvent::Accepted, &v2, &v2_breaking);
+        records
+    }
+
+    fn roundtrip(meta: &CollectionMeta) -> SplitMeta {
+        let bytes = record::encode_payload(meta).unwrap();
+        let split = split_meta(&bytes).unwrap();
+        assert_eq!(split.history.len(), meta.history.len());
+        let joined = join_meta(
+            &split.record,
+            split.history.iter().map(|e| e.bytes.as_slice()),
+        )
+        .unwrap();
+        assert_eq!(joined, bytes, "join(split(x)) == x");
+        split
+    }
+
+    #[test]
+    fn every_record_registration_writes_splits_and_joins_back_byte_for_byte() {
+        let records = written();
+        assert!(records
+            .iter()
+            .any(|meta| meta.history.iter().any(|entry| !entry.changes.is_empty())));
+        for meta in &records {
+            let split = roundtrip(meta);
+            // The record without its history is the record of an empty history.
+            let bare: CollectionMeta = record::decode_payload(&split.record, 128).unwrap();
+            assert!(bare.history.is_empty());
+            assert_eq!(bare.versions.len(), meta.versions.len());
+            for (entry, original) in split.history.iter().zip(&meta.history) {
+                assert_eq!(entry.version, original.version);
+                assert_eq!(entry.event, original.event);
+                assert_eq!(entry.fingerprint, original.fingerprint);
+                assert_eq!(entry.recorded, original.recorded);
+                let decoded: SchemaRecord = record::decode_payload(&entry.bytes, 128).unwrap();
+                assert_eq!(&decoded, original);
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_without_history_splits_into_itself() {
+        let meta = CollectionMeta::default();
+        let bytes = record::encode_payload(&meta).unwrap();
+        let split = split_meta(&bytes).unwrap();
+        assert_eq!(split.record, bytes);
+        assert!(split.history.is_empty());
+    }
+
+    #[test]
+    fn a_record_this_build_would_write_otherwise_is_not_split() {
+        // A field this build does not know: decoding drops it, so a split would lose it.
+        let bytes = record::encode_payload(&json!({
+            "newest_version": 1, "versions": {}, "history": [], "later": true
+        }))
+        .unwrap();
+        assert!(split_meta(&bytes).is_err());
+        // A record older builds wrote without the defaulted fields.
+        let bytes = record::encode_payload(&json!({"newest_version": 1})).unwrap();
+        assert!(split_meta(&bytes).is_err());
+        assert!(split_meta(b"\xc1 not messagepack").is_err());
+    }
+
+    #[test]
+    fn join_refuses_what_split_does_not_make() {
+        let records = written();
+        let full = record::encode_payload(records.last().unwrap()).unwrap();
+        let split = split_meta(&full).unwrap();
+        // A record that still holds a history.
+        assert!(join_meta(&full, [split.history[0].bytes.as_slice()]).is_err());
+        // A history entry that does not decode.
+        assert!(join_meta(&split.record, [&b"\x93\x01"[..]]).is_err());
+        assert!(join_meta(&split.record, [&b"\xc1"[..]]).is_err());
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[a-z$ é]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z$]{1,6}", inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn change() -> impl Strategy<Value = SchemaChange> {
+        (
+            "[a-z/*]{0,10}",
+            proptest::option::of("[a-z]{0,6}"),
+            proptest::option::of("[a-z]{0,6}"),
+            any::<bool>(),
+        )
+            .prop_map(|(path, old, new, breaking)| SchemaChange {
+                path,
+                kind: if breaking {
+                    schema::ChangeKind::TypeChanged
+                } else {
+                    schema::ChangeKind::FieldAdded
+                },
+                compatibility: if breaking {
+                    schema::Compatibility::Breaking
+                } else {
+                    schema::Compatibility::Compatible
+                },
+                old,
+                new,
+                reason: "because".to_owned(),
+            })
+    }
+
+    fn schema_record() -> impl Strategy<Value = SchemaRecord> {
+        (
+            any::<u32>(),
+            "[0-9a-f]{0,64}",
+            (0u64..=u64::from(u32::MAX) * 4, 0u32..1_000_000_000),
+            prop_oneof![
+                Just(SchemaEvent::Registered),
+                Just(SchemaEvent::Compatible),
+                Just(SchemaEvent::Accepted),
+            ],
+            proptest::collection::vec(change(), 0..3),
+            value(),
+        )
+            .prop_map(
+                |(version, fingerprint, (secs, nanos), event, changes, schema)| SchemaRecord {
+                    version,
+                    fingerprint,
+                    recorded: at(secs, nanos),
+                    event,
+                    changes,
+                    schema,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn join_of_split_is_the_record(
+            newest_version in any::<u32>(),
+            versions in proptest::collection::btree_map(
+                any::<u32>(),
+                ("[0-9a-f]{0,64}", value()).prop_map(|(fingerprint, schema)| VersionMeta { fingerprint, schema }),
+                0..4,
+            ),
+            history in proptest::collection::vec(schema_record(), 0..5),
+        ) {
+            roundtrip(&CollectionMeta { newest_version, versions, history });
+        }
+
+        #[test]
+        fn splitting_or_joining_arbitrary_bytes_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..128),
+            entry in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let _ = split_meta(&bytes);
+            let _ = join_meta(&bytes, [entry.as_slice()]);
         }
     }
 }

@@ -7,8 +7,9 @@ CREATE TABLE revolve_layout (
     version integer NOT NULL
 );
 
--- One row per collection: its metadata record (registered versions, schemas and schema
--- history, as on sled) and the newest version registered, which commits read.
+-- One row per collection: its metadata record (registered versions and schemas, as on sled, its
+-- schema history kept apart in revolve_schema_history) and the newest version registered,
+-- which commits read.
 CREATE TABLE revolve_collections (
     id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name text COLLATE "C" NOT NULL UNIQUE,
@@ -52,6 +53,37 @@ CREATE TRIGGER revolve_revisions_are_never_updated
     FOR EACH ROW EXECUTE FUNCTION revolve_refuse_update();
 
 REVOKE UPDATE ON revolve_revisions FROM PUBLIC;
+
+-- The schema history: every registration and accepted change of a collection, oldest first
+-- (`seq` from 0). `record` is the entry as the metadata record on sled holds it, the other
+-- columns copies for queries. Appended to, never updated or deleted (dropped with the schema).
+CREATE TABLE revolve_schema_history (
+    collection integer NOT NULL REFERENCES revolve_collections (id),
+    seq integer NOT NULL,
+    version integer NOT NULL,
+    event text NOT NULL,
+    fingerprint text NOT NULL,
+    recorded timestamptz NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (collection, seq)
+);
+
+CREATE FUNCTION revolve_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'revolve: % rows are never updated or deleted', TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+
+CREATE TRIGGER revolve_schema_history_is_append_only
+    BEFORE UPDATE OR DELETE ON revolve_schema_history
+    FOR EACH ROW EXECUTE FUNCTION revolve_refuse_change();
+
+CREATE TRIGGER revolve_schema_history_is_never_truncated
+    BEFORE TRUNCATE ON revolve_schema_history
+    FOR EACH STATEMENT EXECUTE FUNCTION revolve_refuse_change();
+
+REVOKE UPDATE, DELETE, TRUNCATE ON revolve_schema_history FROM PUBLIC;
 
 -- Why a document could not be migrated: one record per document, naming its head revision.
 CREATE TABLE revolve_failures (

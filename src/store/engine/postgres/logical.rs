@@ -27,6 +27,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, IsolationLevel, Row, Transaction};
 
 use super::error::db;
+use super::meta;
 use super::{sql_run, PgEngine, Shared};
 use crate::id::Revision;
 use crate::record;
@@ -126,6 +127,19 @@ pub(crate) fn export(
         .map(|row| (row.get(0), row.get(1), row.get(2)))
         .collect();
     for (name, id, meta) in collections {
+        // The record as the engine boundary sees it: the schema history joined back in.
+        let meta = match id {
+            Some(id) => {
+                let history: Vec<(i32, Vec<u8>)> = tx
+                    .query(meta::HISTORY, &[&id])
+                    .map_err(db)?
+                    .iter()
+                    .map(|row| (row.get(0), row.get(1)))
+                    .collect();
+                meta::joined(&name, meta, &history)?
+            }
+            None => meta,
+        };
         sink(LogicalRecord::Collection {
             name: name.clone(),
             meta,
@@ -232,7 +246,8 @@ const HOLDS_DATA: &str = "SELECT EXISTS (SELECT 1 FROM revolve_heads)
      OR EXISTS (SELECT 1 FROM revolve_failures)
      OR EXISTS (SELECT 1 FROM revolve_progress)
      OR EXISTS (SELECT 1 FROM revolve_runs)
-     OR EXISTS (SELECT 1 FROM revolve_collections WHERE meta IS NOT NULL)";
+     OR EXISTS (SELECT 1 FROM revolve_collections WHERE meta IS NOT NULL)
+     OR EXISTS (SELECT 1 FROM revolve_schema_history)";
 const COLLECTION_PUT: &str = "INSERT INTO revolve_collections (name, meta) VALUES ($1, $2)
      ON CONFLICT (name) DO UPDATE SET meta = excluded.meta RETURNING id";
 const COPY_HEADS: &str =
@@ -547,11 +562,20 @@ impl PgImport<'_> {
                 self.registered.push(name.clone());
             }
             let key = name.clone();
+            // The schema history goes to its own table (see `meta`).
+            let meta = meta.as_deref().map(meta::split_or_whole);
             let id: i32 = self.worker.call(move |client, _| {
-                Ok(client
-                    .query_one(COLLECTION_PUT, &[&key, &meta])
+                let record = meta.as_ref().map(|meta| meta.record.as_slice());
+                let id: i32 = client
+                    .query_one(COLLECTION_PUT, &[&key, &record])
                     .map_err(db)?
-                    .get(0))
+                    .get(0);
+                if let Some(meta) = &meta {
+                    meta::HistoryRows::new(meta, 0)?
+                        .insert(client, id)
+                        .map_err(db)?;
+                }
+                Ok(id)
             })?;
             self.collection = Some((name, id));
             return Ok(());

@@ -11,6 +11,7 @@ pub(crate) mod error;
 pub(crate) mod layout;
 pub(crate) mod lease;
 pub(crate) mod logical;
+pub(crate) mod meta;
 pub(crate) mod pending;
 pub(crate) mod pool;
 pub(crate) mod verify;
@@ -193,14 +194,7 @@ impl Engine for PgEngine {
 
     fn meta(&self, collection: &str) -> Result<Option<Bytes>, StoreError> {
         let mut conn = self.pool().get()?;
-        Ok(conn
-            .client
-            .query_opt(
-                "SELECT meta FROM revolve_collections WHERE name = $1",
-                &[&collection],
-            )
-            .map_err(db)?
-            .and_then(|row| row.get(0)))
+        meta::read(&mut conn.client, collection)
     }
 
     fn put_meta(
@@ -210,20 +204,7 @@ impl Engine for PgEngine {
         bytes: &[u8],
     ) -> Result<bool, StoreError> {
         let mut conn = self.pool().get()?;
-        let mut tx = conn.client.transaction().map_err(db)?;
-        tx.execute(
-            "INSERT INTO revolve_collections (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-            &[&collection],
-        )
-        .map_err(db)?;
-        let swapped = tx
-            .execute(
-                "UPDATE revolve_collections SET meta = $3 WHERE name = $1 AND meta IS NOT DISTINCT FROM $2",
-                &[&collection, &expected, &bytes],
-            )
-            .map_err(db)?;
-        tx.commit().map_err(db)?;
-        Ok(swapped == 1)
+        meta::write(&mut conn.client, collection, expected, bytes)
     }
 
     fn next_run_id(&self) -> Result<u64, StoreError> {

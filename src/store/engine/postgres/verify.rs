@@ -34,8 +34,11 @@ use crate::store::{
     VerifyReport,
 };
 
-const COLLECTIONS: &str =
-    "SELECT id, name, meta IS NOT NULL FROM revolve_collections ORDER BY name";
+/// Each collection row, and whether it has a `_meta` record (or schema history rows, which
+/// make reading it fail without one).
+const COLLECTIONS: &str = "SELECT c.id, c.name, c.meta IS NOT NULL
+         OR EXISTS (SELECT 1 FROM revolve_schema_history h WHERE h.collection = c.id)
+     FROM revolve_collections c ORDER BY c.name";
 const HEADS: &str = "SELECT id, revision, version, removed FROM revolve_heads
      WHERE collection = $1 ORDER BY id";
 const REVISIONS: &str = "SELECT id, revision, record FROM revolve_revisions

@@ -1,0 +1,344 @@
+//! A collection's `_meta` record on PostgreSQL: the record without its schema history in
+//! `revolve_collections.meta`, and each history entry a row of `revolve_schema_history`
+//! (append-only). The engine boundary still sees one record: [`read`] joins the two, [`write`]
+//! splits what it is given, with `registry::split_meta` and `registry::join_meta`.
+//!
+//! A record that does not split exactly (one this build would encode differently, or that does
+//! not decode) is kept whole in `meta`, with no history rows, so that no byte of it is lost.
+
+use std::time::SystemTime;
+
+use postgres::error::SqlState;
+use postgres::GenericClient;
+
+use super::error::db;
+use crate::record::RecordError;
+use crate::store::registry::{join_meta, split_meta, SplitMeta};
+use crate::store::StoreError;
+
+/// The record and its history rows, from one snapshot.
+const READ: &str = "SELECT c.meta,
+            (SELECT array_agg(h.seq ORDER BY h.seq) FROM revolve_schema_history h
+             WHERE h.collection = c.id),
+            (SELECT array_agg(h.record ORDER BY h.seq) FROM revolve_schema_history h
+             WHERE h.collection = c.id)
+     FROM revolve_collections c WHERE c.name = $1";
+/// A collection's history rows, oldest first.
+pub(crate) const HISTORY: &str =
+    "SELECT seq, record FROM revolve_schema_history WHERE collection = $1 ORDER BY seq";
+const ENSURE: &str =
+    "INSERT INTO revolve_collections (name) VALUES ($1) ON CONFLICT (name) DO NOTHING";
+/// The row, locked: every writer of the record and its history takes this lock first.
+const LOCK: &str = "SELECT id, meta FROM revolve_collections WHERE name = $1 FOR UPDATE";
+const UPDATE: &str = "UPDATE revolve_collections SET meta = $2 WHERE id = $1";
+const APPEND: &str = "INSERT INTO revolve_schema_history
+         (collection, seq, version, event, fingerprint, recorded, record)
+     SELECT $1, u.seq, u.version, u.event, u.fingerprint, u.recorded, u.record
+     FROM unnest($2::int4[], $3::int4[], $4::text[], $5::text[], $6::timestamptz[], $7::bytea[])
+         AS u(seq, version, event, fingerprint, recorded, record)";
+
+/// `bytes` split, or whole (no history rows) when it does not split exactly.
+pub(crate) fn split_or_whole(bytes: &[u8]) -> SplitMeta {
+    split_meta(bytes).unwrap_or_else(|_| SplitMeta {
+        record: bytes.to_vec(),
+        history: Vec::new(),
+    })
+}
+
+/// The full record from the `meta` column and the history rows (`seq`, bytes) in order.
+pub(crate) fn joined(
+    collection: &str,
+    meta: Option<Vec<u8>>,
+    history: &[(i32, Vec<u8>)],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    if history.is_empty() {
+        return Ok(meta);
+    }
+    let corrupt = |source| StoreError::Corrupt {
+        collection: collection.to_owned(),
+        id: "_meta".to_owned(),
+        revision: None,
+        source,
+    };
+    let Some(meta) = meta else {
+        return Err(corrupt(RecordError::InvalidPayload(
+            "schema history rows without a `_meta` record",
+        )));
+    };
+    if !history
+        .iter()
+        .zip(0..)
+        .all(|((seq, _), expected)| *seq == expected)
+    {
+        return Err(corrupt(RecordError::InvalidPayload(
+            "the schema history rows are not numbered from 0 without a gap",
+        )));
+    }
+    join_meta(&meta, history.iter().map(|(_, bytes)| bytes.as_slice()))
+        .map(Some)
+        .map_err(corrupt)
+}
+
+/// A collection's `_meta` record, as the engine boundary sees it.
+pub(crate) fn read(
+    client: &mut impl GenericClient,
+    collection: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(row) = client.query_opt(READ, &[&collection]).map_err(db)? else {
+        return Ok(None);
+    };
+    let meta: Option<Vec<u8>> = row.get(0);
+    let seqs: Option<Vec<i32>> = row.get(1);
+    let records: Option<Vec<Vec<u8>>> = row.get(2);
+    let history: Vec<(i32, Vec<u8>)> = seqs
+        .unwrap_or_default()
+        .into_iter()
+        .zip(records.unwrap_or_default())
+        .collect();
+    joined(collection, meta, &history)
+}
+
+/// Replaces the record if it is still `expected`, in one transaction: the `meta` column is
+/// compared and set, and the history entries beyond those stored are appended. The new history
+/// must extend the stored one; anything else is a lost race (`false`): history is never
+/// rewritten.
+pub(crate) fn write(
+    client: &mut postgres::Client,
+    collection: &str,
+    expected: Option<&[u8]>,
+    bytes: &[u8],
+) -> Result<bool, StoreError> {
+    // A record that does not split is kept whole, with no history rows.
+    let (new, unsplit) = match split_meta(bytes) {
+        Ok(new) => (new, None),
+        Err(error) => (
+            SplitMeta {
+                record: bytes.to_vec(),
+                history: Vec::new(),
+            },
+            Some(error),
+        ),
+    };
+    let old = expected.map(split_or_whole);
+    let mut tx = client.transaction().map_err(db)?;
+    tx.execute(ENSURE, &[&collection]).map_err(db)?;
+    let row = tx.query_one(LOCK, &[&collection]).map_err(db)?;
+    let id: i32 = row.get(0);
+    let stored: Option<Vec<u8>> = row.get(1);
+    if stored.as_deref() != old.as_ref().map(|old| old.record.as_slice()) {
+        return Ok(false);
+    }
+    let history: Vec<Vec<u8>> = tx
+        .query(HISTORY, &[&id])
+        .map_err(db)?
+        .iter()
+        .map(|row| row.get(1))
+        .collect();
+    let expected_history = old.as_ref().map_or(&[][..], |old| old.history.as_slice());
+    let unchanged = history.len() == expected_history.len()
+        && history
+            .iter()
+            .zip(expected_history)
+            .all(|(stored, expected)| *stored == expected.bytes);
+    let extends = new.history.len() >= history.len()
+        && history
+            .iter()
+            .zip(&new.history)
+            .all(|(stored, new)| *stored == new.bytes);
+    if !unchanged {
+        return Ok(false);
+    }
+    if !extends {
+        if let Some(error) = unsplit {
+            // Kept whole, it would drop the history rows; and `false` would only be tried again.
+            tracing::warn!(
+                collection,
+                error = %crate::error::format::chain(&error),
+                "a `_meta` record that does not split cannot replace one whose history has rows"
+            );
+            return Err(StoreError::Unsupported {
+                operation: "replacing a split `_meta` record with one that does not split",
+                engine: "PostgreSQL",
+            });
+        }
+        return Ok(false);
+    }
+    tx.execute(UPDATE, &[&id, &new.record]).map_err(db)?;
+    match HistoryRows::new(&new, history.len())?.insert(&mut tx, id) {
+        Ok(()) => {}
+        // Another writer appended without taking the row's lock first: it won.
+        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(false),
+        Err(error) => return Err(db(error)),
+    }
+    tx.commit().map_err(db)?;
+    Ok(true)
+}
+
+/// History entries as the columns of `revolve_schema_history`, ready to append.
+pub(crate) struct HistoryRows<'a> {
+    seqs: Vec<i32>,
+    versions: Vec<i32>,
+    events: Vec<&'static str>,
+    fingerprints: Vec<&'a str>,
+    recorded: Vec<SystemTime>,
+    records: Vec<&'a [u8]>,
+}
+
+impl<'a> HistoryRows<'a> {
+    /// `meta`'s history entries from the `from`-th on.
+    pub(crate) fn new(meta: &'a SplitMeta, from: usize) -> Result<Self, StoreError> {
+        let entries = meta.history.get(from..).unwrap_or_default();
+        let too_large = |operation| StoreError::Unsupported {
+            operation,
+            engine: "PostgreSQL",
+        };
+        let mut rows = Self {
+            seqs: Vec::with_capacity(entries.len()),
+            versions: Vec::with_capacity(entries.len()),
+            events: Vec::with_capacity(entries.len()),
+            fingerprints: Vec::with_capacity(entries.len()),
+            recorded: Vec::with_capacity(entries.len()),
+            records: Vec::with_capacity(entries.len()),
+        };
+        for (seq, entry) in (from..).zip(entries) {
+            rows.seqs.push(
+                i32::try_from(seq)
+                    .map_err(|_| too_large("a schema history of more than 2^31 entries"))?,
+            );
+            rows.versions.push(
+                i32::try_from(entry.version)
+                    .map_err(|_| too_large("a schema version above 2^31"))?,
+            );
+            rows.events.push(entry.event.as_str());
+            rows.fingerprints.push(&entry.fingerprint);
+            rows.recorded.push(entry.recorded);
+            rows.records.push(&entry.bytes);
+        }
+        Ok(rows)
+    }
+
+    /// Appends the rows to collection row `id` (nothing when there are none).
+    pub(crate) fn insert(
+        &self,
+        client: &mut impl GenericClient,
+        id: i32,
+    ) -> Result<(), postgres::Error> {
+        if self.seqs.is_empty() {
+            return Ok(());
+        }
+        client.execute(
+            APPEND,
+            &[
+                &id,
+                &self.seqs,
+                &self.versions,
+                &self.events,
+                &self.fingerprints,
+                &self.recorded,
+                &self.records,
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::{test_url, Options, PgEngine};
+    use crate::store::engine::Engine;
+    use crate::store::registry::sample_meta;
+    use crate::store::Durability;
+
+    fn engine() -> Option<PgEngine> {
+        let url = test_url()?;
+        Some(
+            PgEngine::open(&Options {
+                url,
+                schema: None,
+                temporary: true,
+                durability: Durability::Immediate,
+                pool_size: 2,
+                checkout_timeout: Duration::from_secs(10),
+                run_lease: Duration::from_secs(10),
+            })
+            .unwrap(),
+        )
+    }
+
+    fn rows(engine: &PgEngine, collection: &str) -> i64 {
+        engine
+            .pool()
+            .get()
+            .unwrap()
+            .client
+            .query_one(
+                "SELECT count(*) FROM revolve_schema_history h
+                 JOIN revolve_collections c ON c.id = h.collection WHERE c.name = $1",
+                &[&collection],
+            )
+            .unwrap()
+            .get(0)
+    }
+
+    #[test]
+    fn the_record_is_replaced_only_if_unchanged_and_history_only_extended() {
+        let Some(engine) = engine() else {
+            return;
+        };
+        let one = sample_meta(1, &[1]);
+        let two = sample_meta(1, &[1, 1]);
+        let three = sample_meta(1, &[1, 1, 1]);
+        assert_eq!(engine.meta("notes").unwrap(), None);
+        assert!(engine.put_meta("notes", None, &one).unwrap());
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&one[..]));
+        assert!(!engine.put_meta("notes", None, &two).unwrap());
+        assert!(engine.put_meta("notes", Some(&one), &two).unwrap());
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&two[..]));
+        assert_eq!(rows(&engine, "notes"), 2);
+        // The column alone matches `one` (only the history grew): still a lost race.
+        assert!(!engine.put_meta("notes", Some(&one), &three).unwrap());
+        // A history that does not extend the stored one is never written.
+        assert!(!engine
+            .put_meta("notes", Some(&two), &sample_meta(1, &[1]))
+            .unwrap());
+        assert!(!engine
+            .put_meta("notes", Some(&two), &sample_meta(1, &[1, 2, 2]))
+            .unwrap());
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&two[..]));
+        assert_eq!(rows(&engine, "notes"), 2);
+        // A new record with the same history: only the column changes.
+        let newer = sample_meta(2, &[1, 1]);
+        assert!(engine.put_meta("notes", Some(&two), &newer).unwrap());
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&newer[..]));
+        assert_eq!(rows(&engine, "notes"), 2);
+    }
+
+    #[test]
+    fn a_record_that_does_not_split_is_kept_whole() {
+        let Some(engine) = engine() else {
+            return;
+        };
+        assert!(engine.put_meta("odd", None, b"\xc1 not a record").unwrap());
+        assert_eq!(
+            engine.meta("odd").unwrap().as_deref(),
+            Some(&b"\xc1 not a record"[..])
+        );
+        assert_eq!(rows(&engine, "odd"), 0);
+        let one = sample_meta(1, &[1]);
+        assert!(engine
+            .put_meta("odd", Some(b"\xc1 not a record"), &one)
+            .unwrap());
+        assert_eq!(engine.meta("odd").unwrap().as_deref(), Some(&one[..]));
+        assert_eq!(rows(&engine, "odd"), 1);
+        assert_eq!(engine.collection_names().unwrap(), ["odd"]);
+        // Once the history has rows, a record that does not split is refused, not a lost race
+        // that registration would try forever.
+        assert!(matches!(
+            engine.put_meta("odd", Some(&one), b"\xc1 again"),
+            Err(crate::store::StoreError::Unsupported { .. })
+        ));
+        assert_eq!(engine.meta("odd").unwrap().as_deref(), Some(&one[..]));
+    }
+}
