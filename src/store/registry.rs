@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use super::collection::Core;
 use super::{Collection, Store, StoreError};
-use crate::record::{self, Kind, RecordError};
+#[cfg(feature = "postgres")]
+use crate::record::RecordError;
+use crate::record::{self, Kind};
 use crate::schema::{
     self, canonical_schema, compare_schemas_with_aliases, fingerprint_canonical, is_breaking,
     Schema, SchemaChange,
@@ -68,6 +70,7 @@ pub struct SchemaRecord {
     pub schema: Value,
 }
 
+#[cfg(feature = "postgres")]
 impl SchemaEvent {
     /// The event's name, as the record spells it.
     pub(crate) fn as_str(self) -> &'static str {
@@ -79,9 +82,11 @@ impl SchemaEvent {
     }
 }
 
+#[cfg(feature = "postgres")]
 /// How deep [`split_meta`] and [`join_meta`] decode: the least `read_meta` allows.
 const META_DEPTH: usize = 128;
 
+#[cfg(feature = "postgres")]
 /// A `_meta` record split for an engine that keeps the schema history apart from the rest:
 /// [`join_meta`] puts it back together, byte for byte.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +97,7 @@ pub(crate) struct SplitMeta {
     pub(crate) history: Vec<HistoryEntry>,
 }
 
+#[cfg(feature = "postgres")]
 /// One entry of a split schema history: its bytes, and copies of the fields worth a query.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HistoryEntry {
@@ -103,6 +109,7 @@ pub(crate) struct HistoryEntry {
     pub(crate) bytes: Vec<u8>,
 }
 
+#[cfg(feature = "postgres")]
 /// Splits a `_meta` record into the record without its history and each history entry.
 ///
 /// Only an exact split is made: a record that this build would not encode back byte for byte
@@ -131,6 +138,7 @@ pub(crate) fn split_meta(bytes: &[u8]) -> Result<SplitMeta, RecordError> {
     Ok(SplitMeta { record, history })
 }
 
+#[cfg(feature = "postgres")]
 /// The `_meta` record that [`split_meta`] split into `record` and the `history` entries.
 pub(crate) fn join_meta<'a>(
     record: &[u8],
@@ -411,7 +419,7 @@ fn log_recorded(name: &str, events: &[(u32, SchemaEvent, usize)]) {
 
 /// A `_meta` record as registration writes it: `newest` registered with one schema, and a
 /// history entry for each of `history` (at fixed times), for engines' tests.
-#[cfg(test)]
+#[cfg(all(test, feature = "postgres"))]
 pub(crate) fn sample_meta(newest: u32, history: &[u32]) -> Vec<u8> {
     use std::time::{Duration, UNIX_EPOCH};
     let schema = serde_json::json!({"type": "object", "properties": {"text": {"type": "string"}}});
@@ -441,7 +449,7 @@ pub(crate) fn sample_meta(newest: u32, history: &[u32]) -> Vec<u8> {
     record::encode_payload(&meta).unwrap_or_default()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "postgres"))]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 

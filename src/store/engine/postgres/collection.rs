@@ -69,8 +69,8 @@ const FAILURES_INSERT: &str = "INSERT INTO revolve_failures (collection, id, ver
      SELECT $1, u.id, u.version, u.run, u.record
      FROM unnest($2::text[], $3::int4[], $4::int8[], $5::bytea[]) AS u(id, version, run, record)";
 /// The run's position and progress record (when given), and the count deltas, added in key
-/// order to this connection's shard: one statement, last in the commit (the count rows are the
-/// most contended).
+/// order to this connection's shard: one statement, the commit's last (the count rows are the
+/// most contended, so their locks are taken last and held shortest).
 const FINISH: &str = "WITH position AS (
          INSERT INTO revolve_positions (collection, target, position)
          SELECT $1, $2, $3 WHERE $3::text IS NOT NULL

@@ -6,14 +6,24 @@
 use postgres::Client;
 
 use super::error::db;
+use super::meta;
 use super::pool::quote;
 use crate::store::StoreError;
 
-/// The DDL of the current layout (what `revolve pg-layout --print` prints).
-pub(crate) const DDL: &str = include_str!("layout.sql");
+/// The DDL of the current layout (what `revolve pg-layout --print` prints): version 1, each
+/// later version's changes, and the version row.
+pub(crate) const DDL: &str = concat!(
+    include_str!("layout.sql"),
+    "\n",
+    include_str!("layout-2.sql"),
+    "\nINSERT INTO revolve_layout (version) VALUES (2);\n"
+);
+
+/// What version 2 adds to version 1: the schema history's table.
+const VERSION_2: &str = include_str!("layout-2.sql");
 
 /// The layout version this program writes and reads.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
 /// Every column of the layout: table, column, type (as `information_schema` names it).
 const COLUMNS: &[(&str, &str, &str)] = &[
@@ -99,17 +109,57 @@ pub(crate) fn prepare(client: &mut Client, schema: Option<&str>) -> Result<(), S
                 known: VERSION,
             });
         }
-        if found < VERSION {
-            return Err(StoreError::LayoutAltered {
-                table: "revolve_layout".to_owned(),
-                detail: format!("it records layout version {found}, which no revolve wrote"),
-            });
+        match found {
+            VERSION => {}
+            1 => upgrade_from_1(&mut tx)?,
+            _ => {
+                return Err(StoreError::LayoutAltered {
+                    table: "revolve_layout".to_owned(),
+                    detail: format!("it records layout version {found}, which no revolve wrote"),
+                })
+            }
         }
     } else {
         tx.batch_execute(DDL).map_err(db)?;
     }
     check_columns(&mut tx)?;
     tx.commit().map_err(db)
+}
+
+/// Version 1 to 2, inside the layout transaction: the schema history's table, filled from the
+/// `_meta` records (each record keeps the rest). A record that does not split stays whole, as
+/// `meta::write` keeps it.
+fn upgrade_from_1(tx: &mut postgres::Transaction<'_>) -> Result<(), StoreError> {
+    tx.batch_execute(VERSION_2).map_err(db)?;
+    let records = tx
+        .query(
+            "SELECT id, meta FROM revolve_collections WHERE meta IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .map_err(db)?;
+    for row in &records {
+        let id: i32 = row.get(0);
+        let bytes: Vec<u8> = row.get(1);
+        let split = meta::split_or_whole(&bytes);
+        if split.history.is_empty() {
+            continue;
+        }
+        tx.execute(
+            "UPDATE revolve_collections SET meta = $2 WHERE id = $1",
+            &[&id, &split.record],
+        )
+        .map_err(db)?;
+        meta::HistoryRows::new(&split, 0)?
+            .insert(tx, id)
+            .map_err(db)?;
+    }
+    tx.execute("UPDATE revolve_layout SET version = 2", &[])
+        .map_err(db)?;
+    tracing::info!(
+        collections = records.len(),
+        "PostgreSQL layout upgraded from version 1 to 2: the schema history has a table of its own"
+    );
+    Ok(())
 }
 
 /// Every column of the layout is there, with its type.
@@ -148,4 +198,83 @@ fn check_columns(tx: &mut postgres::Transaction<'_>) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::{test_url, Options, PgEngine};
+    use crate::store::engine::Engine;
+    use crate::store::registry::sample_meta;
+    use crate::store::Durability;
+
+    fn open(url: &str, schema: &str) -> Result<PgEngine, crate::StoreError> {
+        PgEngine::open(&Options {
+            url: url.to_owned(),
+            schema: Some(schema.to_owned()),
+            temporary: false,
+            durability: Durability::Immediate,
+            pool_size: 2,
+            checkout_timeout: Duration::from_secs(10),
+            run_lease: Duration::from_secs(10),
+        })
+    }
+
+    /// A version 1 layout (the schema history inside each `_meta` record) is upgraded when a
+    /// store connects: the history moves to its table, every record reads back byte for byte.
+    #[test]
+    fn a_version_1_layout_is_upgraded_with_its_schema_history() {
+        let Some(url) = test_url() else {
+            return;
+        };
+        let schema = format!("layout_v1_{}", std::process::id());
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .unwrap();
+        let notes = sample_meta(2, &[1, 2]);
+        let plain = sample_meta(1, &[]);
+        {
+            let engine = open(&url, &schema).unwrap();
+            assert!(engine.put_meta("notes", None, &notes).unwrap());
+            assert!(engine.put_meta("plain", None, &plain).unwrap());
+        }
+        // What version 1 held: whole records, no history table.
+        client
+            .batch_execute(&format!(
+                "SET search_path TO {schema};
+                 DROP TABLE revolve_schema_history;
+                 DROP FUNCTION revolve_refuse_change();
+                 UPDATE revolve_layout SET version = 1;"
+            ))
+            .unwrap();
+        for (name, bytes) in [("notes", &notes), ("plain", &plain)] {
+            client
+                .execute(
+                    "UPDATE revolve_collections SET meta = $2 WHERE name = $1",
+                    &[&name, bytes],
+                )
+                .unwrap();
+        }
+
+        let engine = open(&url, &schema).unwrap();
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&notes[..]));
+        assert_eq!(engine.meta("plain").unwrap().as_deref(), Some(&plain[..]));
+        let row = client
+            .query_one(
+                "SELECT (SELECT version FROM revolve_layout),
+                        (SELECT count(*) FROM revolve_schema_history),
+                        (SELECT length(meta) FROM revolve_collections WHERE name = 'notes')",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), 2);
+        assert_eq!(row.get::<_, i64>(1), 2);
+        assert!(usize::try_from(row.get::<_, i32>(2)).unwrap() < notes.len());
+        drop(engine);
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .unwrap();
+    }
 }

@@ -1,6 +1,7 @@
 -- revolve's PostgreSQL layout, version 1. Created in the first schema of the search path (or the
--- schema the store names) in one transaction, under a transaction-scoped advisory lock.
--- `revolve pg-layout --print` prints this file for roles without CREATE.
+-- schema the store names) in one transaction, under a transaction-scoped advisory lock, with
+-- each later version's file (layout-2.sql, …) and the version row after it.
+-- `revolve pg-layout --print` prints them all for roles without CREATE.
 
 CREATE TABLE revolve_layout (
     one boolean PRIMARY KEY DEFAULT true CHECK (one),
@@ -53,37 +54,6 @@ CREATE TRIGGER revolve_revisions_are_never_updated
     FOR EACH ROW EXECUTE FUNCTION revolve_refuse_update();
 
 REVOKE UPDATE ON revolve_revisions FROM PUBLIC;
-
--- The schema history: every registration and accepted change of a collection, oldest first
--- (`seq` from 0). `record` is the entry as the metadata record on sled holds it, the other
--- columns copies for queries. Appended to, never updated or deleted (dropped with the schema).
-CREATE TABLE revolve_schema_history (
-    collection integer NOT NULL REFERENCES revolve_collections (id),
-    seq integer NOT NULL,
-    version integer NOT NULL,
-    event text NOT NULL,
-    fingerprint text NOT NULL,
-    recorded timestamptz NOT NULL,
-    record bytea NOT NULL,
-    PRIMARY KEY (collection, seq)
-);
-
-CREATE FUNCTION revolve_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'revolve: % rows are never updated or deleted', TG_TABLE_NAME
-        USING ERRCODE = 'insufficient_privilege';
-END
-$$;
-
-CREATE TRIGGER revolve_schema_history_is_append_only
-    BEFORE UPDATE OR DELETE ON revolve_schema_history
-    FOR EACH ROW EXECUTE FUNCTION revolve_refuse_change();
-
-CREATE TRIGGER revolve_schema_history_is_never_truncated
-    BEFORE TRUNCATE ON revolve_schema_history
-    FOR EACH STATEMENT EXECUTE FUNCTION revolve_refuse_change();
-
-REVOKE UPDATE, DELETE, TRUNCATE ON revolve_schema_history FROM PUBLIC;
 
 -- Why a document could not be migrated: one record per document, naming its head revision.
 CREATE TABLE revolve_failures (
@@ -145,5 +115,3 @@ CREATE TABLE revolve_run_leases (
     holder text NOT NULL,
     expires timestamptz NOT NULL
 );
-
-INSERT INTO revolve_layout (version) VALUES (1);

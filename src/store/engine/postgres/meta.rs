@@ -119,35 +119,33 @@ pub(crate) fn write(
             Some(error),
         ),
     };
-    let old = expected.map(split_or_whole);
     let mut tx = client.transaction().map_err(db)?;
+    // Durable when it returns, also on an `Eventual` store's sessions.
+    tx.batch_execute(
+        "SELECT set_config('synchronous_commit',
+             CASE WHEN current_setting('synchronous_commit') = 'off' THEN 'on'
+                  ELSE current_setting('synchronous_commit') END, true)",
+    )
+    .map_err(db)?;
     tx.execute(ENSURE, &[&collection]).map_err(db)?;
     let row = tx.query_one(LOCK, &[&collection]).map_err(db)?;
     let id: i32 = row.get(0);
     let stored: Option<Vec<u8>> = row.get(1);
-    if stored.as_deref() != old.as_ref().map(|old| old.record.as_slice()) {
-        return Ok(false);
-    }
-    let history: Vec<Vec<u8>> = tx
+    let history: Vec<(i32, Vec<u8>)> = tx
         .query(HISTORY, &[&id])
         .map_err(db)?
         .iter()
-        .map(|row| row.get(1))
+        .map(|row| (row.get(0), row.get(1)))
         .collect();
-    let expected_history = old.as_ref().map_or(&[][..], |old| old.history.as_slice());
-    let unchanged = history.len() == expected_history.len()
-        && history
-            .iter()
-            .zip(expected_history)
-            .all(|(stored, expected)| *stored == expected.bytes);
+    // Compared with what `read` returns: the record as the program saw it.
+    if joined(collection, stored, &history)?.as_deref() != expected {
+        return Ok(false);
+    }
     let extends = new.history.len() >= history.len()
         && history
             .iter()
             .zip(&new.history)
-            .all(|(stored, new)| *stored == new.bytes);
-    if !unchanged {
-        return Ok(false);
-    }
+            .all(|((_, stored), new)| *stored == new.bytes);
     if !extends {
         if let Some(error) = unsplit {
             // Kept whole, it would drop the history rows; and `false` would only be tried again.
@@ -174,13 +172,25 @@ pub(crate) fn write(
     Ok(true)
 }
 
+/// Whether a `timestamptz` column holds `at`: years 1 to 9999, well inside both what PostgreSQL
+/// stores and what the client converts without overflow.
+fn timestamp_fits(at: SystemTime) -> bool {
+    const FIRST: i128 = -62_135_596_800; // 0001-01-01T00:00:00Z
+    const LAST: i128 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let seconds = match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i128::from(after.as_secs()),
+        Err(before) => -i128::from(before.duration().as_secs()) - 1,
+    };
+    (FIRST..=LAST).contains(&seconds)
+}
+
 /// History entries as the columns of `revolve_schema_history`, ready to append.
 pub(crate) struct HistoryRows<'a> {
     seqs: Vec<i32>,
     versions: Vec<i32>,
     events: Vec<&'static str>,
-    fingerprints: Vec<&'a str>,
-    recorded: Vec<SystemTime>,
+    fingerprints: Vec<Option<&'a str>>,
+    recorded: Vec<Option<SystemTime>>,
     records: Vec<&'a [u8]>,
 }
 
@@ -210,8 +220,11 @@ impl<'a> HistoryRows<'a> {
                     .map_err(|_| too_large("a schema version above 2^31"))?,
             );
             rows.events.push(entry.event.as_str());
-            rows.fingerprints.push(&entry.fingerprint);
-            rows.recorded.push(entry.recorded);
+            // Copies for queries: NULL where a column cannot hold the value (the record does).
+            rows.fingerprints
+                .push(Some(entry.fingerprint.as_str()).filter(|text| !text.contains('\0')));
+            rows.recorded
+                .push(Some(entry.recorded).filter(|&at| timestamp_fits(at)));
             rows.records.push(&entry.bytes);
         }
         Ok(rows)

@@ -99,8 +99,14 @@ impl Connector {
         if let Some(schema) = schema {
             let _ = write!(setup, "SET search_path TO {};", quote(schema));
         }
-        if durability == Durability::Eventual {
-            setup.push_str("SET synchronous_commit TO off;");
+        match durability {
+            Durability::Eventual => setup.push_str("SET synchronous_commit TO off;"),
+            // A commit returns once its WAL is flushed, even where the role's or database's
+            // default is `off` (a stronger default, waiting for standbys, is kept).
+            Durability::Immediate => setup.push_str(
+                "SELECT set_config('synchronous_commit', 'on', false)
+                 WHERE current_setting('synchronous_commit') = 'off';",
+            ),
         }
         let root_cert = std::env::var_os(ROOT_CERT_VAR)
             .filter(|path| !path.is_empty())
