@@ -89,8 +89,8 @@ const PROGRESS_FORGET: &str = "DELETE FROM revolve_progress WHERE collection = $
 const PROGRESS_RUNS: &str = "SELECT run FROM revolve_progress WHERE collection = $1 ORDER BY run";
 const FAILURES: &str = "SELECT id, record FROM revolve_failures
      WHERE collection = $1 AND id > $2 ORDER BY id LIMIT $3";
-const FAILURES_OF_RUN: &str =
-    "SELECT id, record FROM revolve_failures WHERE collection = $1 AND run = $2 ORDER BY id";
+const FAILURES_OF_RUN: &str = "SELECT id, record FROM revolve_failures
+     WHERE collection = $1 AND run = $2 AND id > $3 ORDER BY id LIMIT $4";
 
 /// The PostgreSQL engine of one collection.
 pub(crate) struct PgCollection {
@@ -785,25 +785,36 @@ impl CollectionEngine for PgCollection {
     ) -> Result<(Vec<(String, FailureRecord)>, u64), StoreError> {
         let mut conn = self.shared.pool.get()?;
         let statement = conn.statement(FAILURES_OF_RUN)?;
-        let rows = conn
-            .client
-            .query(&statement, &[&self.id, &sql_run(run)?])
-            .map_err(db)?;
+        // A page at a time (through the run index), never every failure of a long run at once.
+        let page = i64::try_from(limit.saturating_add(except.len()).clamp(1, 1000)).unwrap_or(1000);
         let mut found = Vec::new();
         let mut undecodable = 0u64;
-        for row in &rows {
-            if found.len() >= limit {
-                break;
+        let mut after = String::new();
+        while found.len() < limit {
+            let rows = conn
+                .client
+                .query(&statement, &[&self.id, &sql_run(run)?, &after, &page])
+                .map_err(db)?;
+            for row in &rows {
+                if found.len() >= limit {
+                    break;
+                }
+                let id: String = row.get(0);
+                if except.contains(id.as_str()) {
+                    continue;
+                }
+                let bytes: Vec<u8> = row.get(1);
+                match record::decode_payload::<FailureRecord>(&bytes, 8) {
+                    Ok(failure) if failure.run == run => found.push((id, failure)),
+                    Ok(_) => {}
+                    Err(_) => undecodable += 1,
+                }
             }
-            let id: String = row.get(0);
-            if except.contains(id.as_str()) {
-                continue;
-            }
-            let bytes: Vec<u8> = row.get(1);
-            match record::decode_payload::<FailureRecord>(&bytes, 8) {
-                Ok(failure) if failure.run == run => found.push((id, failure)),
-                Ok(_) => {}
-                Err(_) => undecodable += 1,
+            match rows.last() {
+                Some(row) if i64::try_from(rows.len()).unwrap_or(i64::MAX) == page => {
+                    after = row.get(0);
+                }
+                _ => break,
             }
         }
         Ok((found, undecodable))

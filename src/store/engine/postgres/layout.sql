@@ -65,7 +65,7 @@ CREATE TABLE revolve_failures (
     PRIMARY KEY (collection, id)
 );
 
-CREATE INDEX revolve_failures_by_run ON revolve_failures (collection, run);
+CREATE INDEX revolve_failures_by_run ON revolve_failures (collection, run, id);
 
 -- Counts as deltas: each writing transaction adds to the row of its own shard (its backend
 -- process), last and in key order, so concurrent writers do not queue on one row.
