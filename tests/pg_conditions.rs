@@ -658,11 +658,8 @@ fn history_rows(scratch: &Scratch) -> Vec<(i32, i32, String)> {
         .collect()
 }
 
-#[test]
-fn the_schema_history_has_a_table_of_its_own_that_is_never_rewritten() {
-    let Some(scratch) = Scratch::new() else {
-        return;
-    };
+/// Registers version 1 of the notes, from a store that is then closed.
+fn register_v1(scratch: &Scratch) {
     drop(
         scratch
             .builder()
@@ -671,6 +668,14 @@ fn the_schema_history_has_a_table_of_its_own_that_is_never_rewritten() {
             .collection::<NoteV1>()
             .unwrap(),
     );
+}
+
+#[test]
+fn the_schema_history_has_a_table_of_its_own_that_is_never_rewritten() {
+    let Some(scratch) = Scratch::new() else {
+        return;
+    };
+    register_v1(&scratch);
     let store = scratch.builder().open().unwrap();
     let notes = store.collection::<NoteV2>().unwrap();
     let registered = || "registered".to_owned();
@@ -791,14 +796,7 @@ fn a_corrupt_schema_history_row_is_a_corrupt_meta_record() {
     let Some(scratch) = Scratch::new() else {
         return;
     };
-    drop(
-        scratch
-            .builder()
-            .open()
-            .unwrap()
-            .collection::<NoteV1>()
-            .unwrap(),
-    );
+    register_v1(&scratch);
     // Damage a row with the table's guard off.
     scratch.sql(
         "ALTER TABLE revolve_schema_history DISABLE TRIGGER revolve_schema_history_is_append_only;
