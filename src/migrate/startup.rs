@@ -51,7 +51,13 @@ const POLL: Duration = Duration::from_millis(100);
 ///
 /// #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, Schema)]
 /// #[schema(collection = "notes", version = 2, from = NoteV1)]
-/// struct NoteV2 { text: String, #[serde(default)] pinned: bool }
+/// struct NoteV2 { text: String, pinned: bool }
+///
+/// impl From<NoteV1> for NoteV2 {
+///     fn from(old: NoteV1) -> Self {
+///         Self { text: old.text, pinned: false }
+///     }
+/// }
 ///
 /// # let dir = tempfile::tempdir()?;
 /// # {
@@ -293,6 +299,7 @@ impl StartupMigration {
     }
 
     /// Waits until it has ended or `timeout` has passed, and returns its status then.
+    #[must_use]
     pub fn wait(&self, timeout: Duration) -> StartupStatus {
         let deadline = Instant::now() + timeout;
         let mut status = self.0.status.lock();

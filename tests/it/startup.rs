@@ -375,7 +375,7 @@ fn dropping_the_store_during_a_background_migration_ends_cleanly<E: Engine>() {
     gate.wait_held();
     // Dropping every handle cancels the thread and waits for it, at its chunk boundary.
     let (dropped_tx, dropped) = mpsc::channel();
-    let dropper = thread::spawn(move || {
+    let dropping = thread::spawn(move || {
         drop((boot, store));
         dropped_tx.send(()).unwrap();
     });
@@ -385,7 +385,7 @@ fn dropping_the_store_during_a_background_migration_ends_cleanly<E: Engine>() {
     );
     gate.release();
     dropped.recv_timeout(WAIT).expect("dropping the store hung");
-    dropper.join().unwrap();
+    dropping.join().unwrap();
     let status = background.status();
     assert_eq!(status.state, StartupState::Cancelled, "{status:?}");
 
