@@ -402,6 +402,39 @@ fn dropping_the_store_during_a_background_migration_ends_cleanly<E: Engine>() {
     assert_eq!(versions(&boot), BTreeMap::from([(2, 1200)]));
 }
 
+fn a_cancelled_background_migration_is_continued_by_the_next_start<E: Engine>() {
+    let (gate, held) = Gate::open();
+    let mut titles = titles(1200);
+    titles[0].clone_from(&held);
+    let place = place_with::<E>(&titles);
+    let store = place.open();
+    let (boot, report) = store
+        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
+        .unwrap();
+    let first = report.background.unwrap();
+    gate.wait_held();
+    first.cancel();
+    gate.release();
+    let status = first.wait(WAIT);
+    assert_eq!(status.state, StartupState::Cancelled, "{status:?}");
+    assert!(first.is_finished());
+    assert_eq!(boot.runs().unwrap()[0].state, RunState::Cancelled);
+
+    let (_, report) = store
+        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
+        .unwrap();
+    let second = report.background.unwrap();
+    let status = second.wait(WAIT);
+    assert_eq!(status.state, StartupState::Done, "{status:?}");
+    assert_eq!(status.migrated + first.status().migrated, 1200);
+    assert_eq!(versions(&boot), BTreeMap::from([(2, 1200)]));
+    // One entry per collection: the newest.
+    let listed = store.startup_migrations();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status(), status);
+    assert_eq!(boot.startup_migration().unwrap().status(), status);
+}
+
 fn a_store_dropped_after_its_background_migration_closes<E: Engine>() {
     let place = place_with::<E>(&titles(50));
     let store = place.open();
@@ -424,5 +457,6 @@ engine_tests! {
     before_serving_waits_for_a_run_under_way,
     background_returns_at_once_and_migrates,
     dropping_the_store_during_a_background_migration_ends_cleanly,
+    a_cancelled_background_migration_is_continued_by_the_next_start,
     a_store_dropped_after_its_background_migration_closes,
 }
