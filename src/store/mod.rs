@@ -329,6 +329,9 @@ impl StoreBuilder {
 /// A document store: collections of versioned documents in one embedded database.
 ///
 /// Cheap to clone; every clone is the same store. One process at a time may open a database.
+/// Dropping the last clone (and the last collection made from it) closes the store; a startup
+/// migration running in the background ([`Store::collection_with`]) is cancelled then, and the
+/// drop waits for it to stop at its chunk boundary.
 ///
 /// # Damaged files
 ///
