@@ -360,17 +360,27 @@ impl Startups {
             .collect()
     }
 
-    /// The migration of `collection` under way, if any.
-    fn active(&self, collection: &str) -> Option<StartupMigration> {
-        self.jobs
-            .lock()
-            .iter()
-            .map(|job| &job.migration)
-            .find(|migration| {
-                let status = migration.0.status.lock();
-                status.collection == collection && status.state == StartupState::Migrating
-            })
-            .cloned()
+    /// The background migration of `migration`'s collection under way, or `migration`, started
+    /// by `spawn`: under one lock, so that two opens at once start one.
+    fn background(
+        &self,
+        migration: StartupMigration,
+        spawn: impl FnOnce(StartupMigration) -> std::io::Result<JoinHandle<()>>,
+    ) -> std::io::Result<StartupMigration> {
+        let collection = migration.collection();
+        let mut jobs = self.jobs.lock();
+        let active = jobs.iter().map(|job| &job.migration).find(|job| {
+            let status = job.0.status.lock();
+            status.collection == collection
+                && status.policy == StartupPolicy::MigrateInBackground
+                && status.state == StartupState::Migrating
+        });
+        if let Some(active) = active {
+            return Ok(active.clone());
+        }
+        let thread = spawn(migration.clone())?;
+        Self::replace(&mut jobs, &collection, migration.clone(), Some(thread));
+        Ok(migration)
     }
 
     /// The newest migration of `collection`, if any.
@@ -385,9 +395,17 @@ impl Startups {
     }
 
     /// Adds a migration, in place of the ended ones of its collection.
-    fn add(&self, migration: StartupMigration, thread: Option<JoinHandle<()>>) {
+    fn add(&self, migration: StartupMigration) {
         let collection = migration.collection();
-        let mut jobs = self.jobs.lock();
+        Self::replace(&mut self.jobs.lock(), &collection, migration, None);
+    }
+
+    fn replace(
+        jobs: &mut Vec<Job>,
+        collection: &str,
+        migration: StartupMigration,
+        thread: Option<JoinHandle<()>>,
+    ) {
         jobs.retain(|job| {
             let status = job.migration.0.status.lock();
             status.collection != collection || status.state == StartupState::Migrating
@@ -459,7 +477,7 @@ impl Store {
             }
             StartupPolicy::MigrateBeforeServing => {
                 let migration = StartupMigration::new(collection.name(), policy, T::VERSION);
-                self.startups().add(migration.clone(), None);
+                self.startups().add(migration.clone());
                 let result = migrate_all(&collection, &migration, &mut report);
                 finish(&migration, collection.name(), &result);
                 result?;
@@ -488,9 +506,6 @@ impl Store {
         &self,
         collection: &Collection<T>,
     ) -> Result<StartupMigration, StartupError> {
-        if let Some(active) = self.startups().active(collection.name()) {
-            return Ok(active);
-        }
         let migration = StartupMigration::new(
             collection.name(),
             StartupPolicy::MigrateInBackground,
@@ -500,16 +515,18 @@ impl Store {
         // cancels the thread and waits for it (see `Store`), instead of the thread keeping the
         // store open.
         let detached = collection.detached();
-        let handle = migration.clone();
-        let thread = std::thread::Builder::new()
-            .name("revolve-startup".to_owned())
-            .spawn(move || background_thread(&detached, &handle))
-            .map_err(|error| MigrationError::Threads {
-                threads: 1,
-                message: format!("the startup migration thread: {error}"),
-            })?;
-        self.startups().add(migration.clone(), Some(thread));
-        Ok(migration)
+        self.startups()
+            .background(migration, move |handle| {
+                std::thread::Builder::new()
+                    .name("revolve-startup".to_owned())
+                    .spawn(move || background_thread(&detached, &handle))
+            })
+            .map_err(|error| {
+                StartupError::Migration(MigrationError::Threads {
+                    threads: 1,
+                    message: format!("the startup migration thread: {error}"),
+                })
+            })
     }
 }
 
