@@ -129,6 +129,24 @@ pub struct StartupReport {
 }
 
 impl StartupReport {
+    fn new(collection: &str, policy: StartupPolicy, to_version: u32) -> Self {
+        Self {
+            collection: collection.to_owned(),
+            policy,
+            to_version,
+            runs: Vec::new(),
+            waited_for: Vec::new(),
+            migrated: 0,
+            skipped: 0,
+            failed: 0,
+            known_failed: 0,
+            failures: Vec::new(),
+            remaining: 0,
+            elapsed: Duration::ZERO,
+            background: None,
+        }
+    }
+
     /// The report, or [`StartupError::Failures`] when documents of the collection failed to
     /// migrate ([`known_failed`](Self::known_failed) is not zero), naming how many and the first.
     ///
@@ -455,21 +473,7 @@ impl Store {
     ) -> Result<(Collection<T>, StartupReport), StartupError> {
         let started = Instant::now();
         let collection = self.collection::<T>()?;
-        let mut report = StartupReport {
-            collection: collection.name().to_owned(),
-            policy,
-            to_version: T::VERSION,
-            runs: Vec::new(),
-            waited_for: Vec::new(),
-            migrated: 0,
-            skipped: 0,
-            failed: 0,
-            known_failed: 0,
-            failures: Vec::new(),
-            remaining: 0,
-            elapsed: Duration::ZERO,
-            background: None,
-        };
+        let mut report = StartupReport::new(collection.name(), policy, T::VERSION);
         match policy {
             StartupPolicy::Lazy => {}
             StartupPolicy::MigrateInBackground => {
@@ -542,21 +546,7 @@ impl<T: Schema> Collection<T> {
 fn background_thread<T: Schema>(collection: &Collection<T>, migration: &StartupMigration) {
     let name = collection.name().to_owned();
     tracing::info!(collection = %name, "startup migration started in the background");
-    let mut report = StartupReport {
-        collection: name.clone(),
-        policy: StartupPolicy::MigrateInBackground,
-        to_version: T::VERSION,
-        runs: Vec::new(),
-        waited_for: Vec::new(),
-        migrated: 0,
-        skipped: 0,
-        failed: 0,
-        known_failed: 0,
-        failures: Vec::new(),
-        remaining: 0,
-        elapsed: Duration::ZERO,
-        background: None,
-    };
+    let mut report = StartupReport::new(&name, StartupPolicy::MigrateInBackground, T::VERSION);
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         migrate_all(collection, migration, &mut report)
     }))
