@@ -2,7 +2,7 @@
 
 pub(crate) mod format;
 
-use crate::migrate::MigrationError;
+use crate::migrate::{MigrationError, StartupError};
 use crate::record::RecordError;
 use crate::schema::SchemaError;
 use crate::store::{BackupError, StoreError};
@@ -24,6 +24,9 @@ pub enum Error {
     /// An export or import failed.
     #[error(transparent)]
     Backup(#[from] BackupError),
+    /// A collection's startup migration failed, or left documents that failed to migrate.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
     /// Stored bytes are not a valid record.
     #[error(transparent)]
     Record(#[from] RecordError),

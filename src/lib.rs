@@ -31,8 +31,9 @@ pub use crate::error::Error;
 pub use crate::id::{DocId, InvalidId, Revision, MAX_ID_LEN};
 pub use crate::migrate::{
     CancelToken, Failure, FailureClass, MigrateOptions, Migration, MigrationError, MigrationReport,
-    Pending, PendingCount, Progress, RevertReport, RunKind, RunRecord, RunState,
-    MAX_REPORTED_FAILURES,
+    Pending, PendingCount, Progress, RevertReport, RunKind, RunRecord, RunState, StartupError,
+    StartupMigration, StartupPolicy, StartupReport, StartupState, StartupStatus,
+    MAX_REPORTED_FAILURES, MAX_STARTUP_FAILURES,
 };
 pub use crate::record::{Origin, RecordError};
 pub use crate::schema::{

@@ -199,9 +199,22 @@ pub(crate) async fn healthz() -> Json<Value> {
 /// Readiness: 200 while the store serves reads and writes, 503 otherwise (a store poisoned by a
 /// storage failure stays so until the process reopens it). `/healthz` is liveness only. Never
 /// `opening`: the router holds an open store.
+///
+/// The body lists the startup migrations under way (`migrating`): the store serves meanwhile
+/// (documents not yet migrated are upgraded when read), so they do not make it unready.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    match state.store.as_ref().map(crate::Store::state) {
-        Some(crate::StoreState::Ready) => Ok(Json(json!({ "status": "ready" }))),
+    let store = state.store.as_ref();
+    match store.map(crate::Store::state) {
+        Some(crate::StoreState::Ready) => {
+            let migrating: Vec<crate::StartupStatus> = store
+                .map(crate::Store::startup_migrations)
+                .unwrap_or_default()
+                .iter()
+                .map(crate::StartupMigration::status)
+                .filter(|status| status.state == crate::StartupState::Migrating)
+                .collect();
+            Ok(Json(json!({ "status": "ready", "migrating": migrating })))
+        }
         Some(other) => Err(ApiError::NotReady(other)),
         None => Err(ApiError::internal("the router's store is closed")),
     }

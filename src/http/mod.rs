@@ -36,7 +36,9 @@
 //! | `GET /{c}/migrate/runs[?before=ID&limit=N]`, `GET /{c}/migrate/runs/{run_id}` | the run ledger | yes |
 //! | `POST /{c}/migrate/runs/{run_id}/revert` | revert a run | yes |
 //!
-//! And `GET /healthz` (liveness), `GET /readyz` (readiness: 200 while the store is ready, 503
+//! And `GET /healthz` (liveness), `GET /readyz` (readiness: 200 while the store is ready, with the
+//! startup migrations under way listed under `migrating` (see
+//! [`Store::collection_with`](crate::Store::collection_with)), 503
 //! problem+json once it is poisoned, see [`Store::state`](crate::Store::state); it never
 //! answers `opening`: the router is built from an open store, so
 //! [`StoreState::Opening`](crate::StoreState::Opening) is for an application that opens its store

@@ -150,6 +150,50 @@ fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
+/// The body of `GET /readyz`: `Store::startup_migrations` under way, as `StartupStatus`
+/// serializes them.
+fn readiness_schema() -> Value {
+    let count = json!({ "type": "integer", "minimum": 0 });
+    json!({
+        "type": "object",
+        "required": ["status", "migrating"],
+        "properties": {
+            "status": { "type": "string", "enum": ["ready"] },
+            "migrating": {
+                "description": "startup migrations under way: the store serves meanwhile, \
+                                upgrading documents not yet migrated when they are read",
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [
+                        "collection", "policy", "to_version", "state", "waiting_for", "runs",
+                        "done", "total", "migrated", "failed", "skipped"
+                    ],
+                    "properties": {
+                        "collection": { "type": "string" },
+                        "policy": {
+                            "type": "string",
+                            "enum": ["migrate_in_background", "migrate_before_serving"],
+                        },
+                        "to_version": count,
+                        "state": { "type": "string", "enum": ["migrating"] },
+                        "waiting_for": {
+                            "description": "the run of another instance it waits for",
+                            "type": ["integer", "null"],
+                        },
+                        "runs": { "type": "array", "items": count },
+                        "done": count,
+                        "total": count,
+                        "migrated": count,
+                        "failed": count,
+                        "skipped": count,
+                    },
+                },
+            },
+        },
+    })
+}
+
 fn json_content(schema: &Value) -> Value {
     json!({ "application/json": { "schema": schema } })
 }
@@ -296,12 +340,13 @@ pub(crate) fn document(collections: &BTreeMap<String, Arc<Mount>>, options: &Opt
         vec![Op {
             method: Method::GET,
             route: "/readyz",
-            summary: "readiness: 200 when the store is ready, 503 problem+json otherwise"
+            summary: "readiness: 200 when the store is ready (listing the startup migrations \
+                      under way, which do not make it unready), 503 problem+json otherwise"
                 .to_owned(),
             parameters: vec![],
             body: None,
             status: "200",
-            response: json_content(&object),
+            response: json_content(&readiness_schema()),
         }],
     );
     add(

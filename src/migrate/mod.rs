@@ -11,6 +11,7 @@ mod ledger;
 mod log;
 mod options;
 mod revert;
+mod startup;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,6 +28,11 @@ pub(crate) use self::ledger::settle_opened;
 pub use self::ledger::{RunKind, RunRecord, RunState};
 pub use self::options::MigrateOptions;
 pub use self::revert::RevertReport;
+pub(crate) use self::startup::Startups;
+pub use self::startup::{
+    StartupError, StartupMigration, StartupPolicy, StartupReport, StartupState, StartupStatus,
+    MAX_STARTUP_FAILURES,
+};
 
 /// How many documents one chunk commits in one atomic batch.
 pub(crate) const CHUNK_SIZE: usize = 1000;

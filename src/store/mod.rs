@@ -284,7 +284,9 @@ impl StoreBuilder {
     /// [`StoreError::Backend`] for I/O errors.
     pub fn open(self) -> Result<Store, StoreError> {
         let engine = self.engine()?;
+        let startups = Arc::new(crate::migrate::Startups::default());
         Ok(Store {
+            _owner: Some(Arc::new(Owner(Arc::clone(&startups)))),
             inner: Arc::new(Inner {
                 engine,
                 durability: self.durability,
@@ -292,6 +294,7 @@ impl StoreBuilder {
                 write_back_on_read: self.write_back_on_read,
                 accepted_changes: self.accepted_changes,
                 collections: Mutex::new(HashMap::new()),
+                startups,
             }),
         })
     }
@@ -326,6 +329,9 @@ impl StoreBuilder {
 /// A document store: collections of versioned documents in one embedded database.
 ///
 /// Cheap to clone; every clone is the same store. One process at a time may open a database.
+/// Dropping the last clone (and the last collection made from it) closes the store; a startup
+/// migration running in the background ([`Store::collection_with`]) is cancelled then, and the
+/// drop waits for it to stop at its chunk boundary.
 ///
 /// # Damaged files
 ///
@@ -339,7 +345,23 @@ impl StoreBuilder {
 /// `panic = "abort"`. The process's panic hook still runs for a caught panic.
 #[derive(Clone)]
 pub struct Store {
+    /// Shared by every handle the program holds (and the collections made from them), not by
+    /// the threads of startup migrations: dropping the last one stops those threads (see
+    /// [`Owner`]). Declared first, so dropped before `inner`: the store itself then closes on
+    /// the thread that dropped it.
+    _owner: Option<Arc<Owner>>,
     inner: Arc<Inner>,
+}
+
+/// Stops the store's startup migrations when the program drops its last handle of the store:
+/// their threads hold handles without an owner, so they never keep the store open, and they stop
+/// at a chunk boundary before the store closes.
+struct Owner(Arc<crate::migrate::Startups>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 pub(crate) struct Inner {
@@ -351,6 +373,8 @@ pub(crate) struct Inner {
     /// One core per collection name, shared by every handle of that name: the engine's
     /// collection and the type bound to the name live here.
     collections: Mutex<HashMap<String, Arc<Core>>>,
+    /// The startup migrations (`Store::collection_with`).
+    startups: Arc<crate::migrate::Startups>,
 }
 
 impl std::fmt::Debug for Store {
@@ -535,6 +559,26 @@ impl Store {
 
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+
+    pub(crate) fn startups(&self) -> &crate::migrate::Startups {
+        &self.inner.startups
+    }
+
+    /// A handle of this store that does not own it: for a startup migration's thread, which
+    /// must not keep the store open (see [`Owner`]).
+    fn detached(&self) -> Store {
+        Store {
+            _owner: None,
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<T: Schema> Collection<T> {
+    /// This collection through a handle of the store that does not own it (see [`Owner`]).
+    pub(crate) fn detached(&self) -> Collection<T> {
+        Collection::new(self.raw.store.detached(), Arc::clone(&self.raw.core))
     }
 }
 

@@ -16,6 +16,7 @@ mod postgres;
 mod routes;
 mod serve;
 mod socket;
+mod startup;
 mod support;
 mod unknown_fields;
 mod wire;

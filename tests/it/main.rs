@@ -38,5 +38,6 @@ mod migrate;
 mod nesting;
 mod not_upgradable;
 mod schema;
+mod startup;
 mod two_builds;
 mod upgrade;
