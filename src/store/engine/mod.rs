@@ -77,6 +77,31 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug {
         bytes: &[u8],
     ) -> Result<bool, StoreError>;
 
+    /// Decides on a collection's metadata record and records the decision, once: `decide` is
+    /// given the record as stored and returns the record to store in its place, or `None` to
+    /// write nothing (also the way to end without a write); its error is returned as is.
+    ///
+    /// An engine shared by several processes orders the calls for one collection (a transaction
+    /// lock), so that `decide` sees what another process recorded and the change is recorded
+    /// once. By default, a compare-and-set loop: `decide` is called again on what another writer
+    /// recorded meanwhile. `decide` must not use the engine: it may be called holding a
+    /// connection or a lock.
+    fn update_meta(
+        &self,
+        collection: &str,
+        decide: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Bytes>, StoreError>,
+    ) -> Result<(), StoreError> {
+        loop {
+            let current = self.meta(collection)?;
+            let Some(bytes) = decide(current.as_deref())? else {
+                return Ok(());
+            };
+            if self.put_meta(collection, current.as_deref(), &bytes)? {
+                return Ok(());
+            }
+        }
+    }
+
     /// A new run id, above every run id handed out or imported before.
     fn next_run_id(&self) -> Result<u64, StoreError>;
 
