@@ -487,6 +487,51 @@ mod tests {
     }
 
     #[test]
+    fn a_decision_is_recorded_once_under_the_lock() {
+        let Some(engine) = engine() else {
+            return;
+        };
+        let one = sample_meta(1, &[1]);
+        let two = sample_meta(2, &[1, 2]);
+        let mut seen = Vec::new();
+        let mut decide = |current: Option<&[u8]>| {
+            seen.push(current.map(<[u8]>::to_vec));
+            Ok(match current {
+                None => Some(one.clone()),
+                Some(bytes) if bytes == one.as_slice() => Some(two.clone()),
+                Some(_) => None,
+            })
+        };
+        engine.update_meta("notes", &mut decide).unwrap();
+        engine.update_meta("notes", &mut decide).unwrap();
+        // Recorded: the next call sees it and writes nothing.
+        engine.update_meta("notes", &mut decide).unwrap();
+        assert_eq!(
+            seen,
+            [None, Some(one.clone()), Some(two.clone())],
+            "each call decides once, on what is stored"
+        );
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&two[..]));
+        assert_eq!(rows(&engine, "notes"), 2);
+        // A refusal writes nothing and is returned as it is.
+        let refused = engine.update_meta("notes", &mut |_| {
+            Err(crate::store::StoreError::UnknownCollection {
+                collection: "notes".to_owned(),
+            })
+        });
+        assert!(matches!(
+            refused,
+            Err(crate::store::StoreError::UnknownCollection { .. })
+        ));
+        // A decision that would rewrite the history is refused, not a race tried forever.
+        assert!(matches!(
+            engine.update_meta("notes", &mut |_| Ok(Some(sample_meta(2, &[2])))),
+            Err(crate::store::StoreError::Unsupported { .. })
+        ));
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&two[..]));
+    }
+
+    #[test]
     fn a_record_that_does_not_split_is_kept_whole() {
         let Some(engine) = engine() else {
             return;
