@@ -110,12 +110,11 @@ struct StartV2 {
     double: u64,
 }
 
-#[allow(clippy::unnecessary_wraps)]
+// The step's signature is the derive's.
+#[allow(clippy::unnecessary_wraps, clippy::needless_pass_by_value)]
 fn start_v1_to_v2(old: StartV1) -> Result<StartV2, StepError> {
-    Ok(StartV2 {
-        n: old.n,
-        double: old.n * 2,
-    })
+    let StartV1 { n } = old;
+    Ok(StartV2 { n, double: n * 2 })
 }
 
 /// Version 1 changed compatibly: a field added with a default.
@@ -1708,9 +1707,8 @@ fn a_held_registration_lock_is_waited_for_with_a_bound(url: &str) -> String {
         .open()
         .unwrap();
     let started = Instant::now();
-    let error = match store.collection::<StartV2>() {
-        Err(error) => error,
-        Ok(_) => panic!("registered while another instance held the lock"),
+    let Err(error) = store.collection::<StartV2>() else {
+        panic!("registered while another instance held the lock")
     };
     let waited = started.elapsed();
     assert!(
@@ -1745,15 +1743,9 @@ fn a_held_registration_lock_is_waited_for_with_a_bound(url: &str) -> String {
     format!("gave up after {waited:.1?} (bound {bound:?}), then registered once released")
 }
 
-fn main() -> ExitCode {
-    if let Ok(role) = std::env::var(CHILD_ENV) {
-        return child(&role);
-    }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| !arg.starts_with('-'))
-        .collect();
-    let scenarios: [(&str, Scenario); 10] = [
+/// Every scenario, by name.
+fn scenarios() -> [(&'static str, Scenario); 10] {
+    [
         (
             "three_processes_lose_no_update",
             three_processes_lose_no_update,
@@ -1785,7 +1777,18 @@ fn main() -> ExitCode {
             "a_held_registration_lock_is_waited_for_with_a_bound",
             a_held_registration_lock_is_waited_for_with_a_bound,
         ),
-    ];
+    ]
+}
+
+fn main() -> ExitCode {
+    if let Ok(role) = std::env::var(CHILD_ENV) {
+        return child(&role);
+    }
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let scenarios = scenarios();
     // As libtest's `#[ignore]`: run only with `--ignored` or `--include-ignored`.
     let ignored: [(&str, &str); 0] = [];
     let only_ignored = std::env::args().any(|arg| arg == "--ignored");

@@ -14,6 +14,7 @@ use postgres::GenericClient;
 use super::error::db;
 use super::pool::Pool;
 use crate::record::RecordError;
+use crate::store::engine::DecideMeta;
 use crate::store::error::BackendError;
 use crate::store::registry::{join_meta, split_meta, SplitMeta};
 use crate::store::StoreError;
@@ -146,7 +147,7 @@ pub(crate) fn update(
     pool: &Pool,
     collection: &str,
     timeout: Duration,
-    decide: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, StoreError>,
+    decide: &mut DecideMeta<'_>,
 ) -> Result<(), StoreError> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(20);
@@ -186,10 +187,10 @@ pub(crate) fn update(
             "the registration lock is held by another instance: trying again"
         );
         // A little jitter, so that waiting instances do not all try again at once.
-        let jitter = Duration::from_nanos(
-            u64::from(std::process::id()).wrapping_mul(7919) % (pause.as_nanos() as u64 / 2 + 1),
-        );
-        std::thread::sleep((pause + jitter).min(timeout - waited));
+        let half = u64::try_from(pause.as_nanos() / 2).unwrap_or(u64::MAX);
+        let jitter =
+            Duration::from_nanos(u64::from(std::process::id()).wrapping_mul(7919) % (half + 1));
+        std::thread::sleep((pause + jitter).min(timeout.saturating_sub(waited)));
         pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
@@ -212,7 +213,7 @@ fn update_once(
     client: &mut postgres::Client,
     collection: &str,
     wait: Duration,
-    decide: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, StoreError>,
+    decide: &mut DecideMeta<'_>,
 ) -> Result<(), Attempt> {
     let mut tx = client.transaction().map_err(db)?;
     let millis = wait.as_millis().max(1);

@@ -214,7 +214,7 @@ impl Engine for PgEngine {
     fn update_meta(
         &self,
         collection: &str,
-        decide: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Bytes>, StoreError>,
+        decide: &mut super::DecideMeta<'_>,
     ) -> Result<(), StoreError> {
         meta::update(self.pool(), collection, self.registration_timeout, decide)
     }
