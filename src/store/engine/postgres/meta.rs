@@ -141,8 +141,9 @@ const ATTEMPT: Duration = Duration::from_secs(5);
 /// transaction on one server connection); the record and its history are the truth, the lock
 /// only orders.
 ///
-/// A wait longer than `lock_timeout` (at most [`ATTEMPT`]) gives the connection back and tries
-/// again after a pause, until `timeout` has passed in all: then [`StoreError::LockTimeout`].
+/// A wait longer than `lock_timeout` (a quarter of `timeout`, at most [`ATTEMPT`]) gives the
+/// connection back and tries again after a pause, until `timeout` has passed in all: then
+/// [`StoreError::LockTimeout`].
 pub(crate) fn update(
     pool: &Pool,
     collection: &str,
@@ -155,8 +156,11 @@ pub(crate) fn update(
     loop {
         attempts += 1;
         let left = timeout.saturating_sub(started.elapsed());
-        // `lock_timeout = 0` would wait forever.
-        let wait = left.clamp(Duration::from_millis(1), ATTEMPT);
+        // At least four attempts in all; `lock_timeout = 0` would wait forever.
+        let wait = left
+            .min(ATTEMPT)
+            .min(timeout / 4)
+            .max(Duration::from_millis(1));
         let outcome = {
             let mut conn = pool.get()?;
             update_once(&mut conn.client, collection, wait, decide)
