@@ -95,6 +95,8 @@ pub(crate) struct SplitMeta {
     pub(crate) record: Vec<u8>,
     /// Each entry of the history, oldest first.
     pub(crate) history: Vec<HistoryEntry>,
+    /// The newest version the record registers; `None` for a record an engine keeps whole.
+    pub(crate) newest: Option<u32>,
 }
 
 #[cfg(feature = "postgres")]
@@ -135,7 +137,11 @@ pub(crate) fn split_meta(bytes: &[u8]) -> Result<SplitMeta, RecordError> {
             "a `_meta` record this build would not encode back byte for byte",
         ));
     }
-    Ok(SplitMeta { record, history })
+    Ok(SplitMeta {
+        record,
+        history,
+        newest: Some(meta.newest_version),
+    })
 }
 
 #[cfg(feature = "postgres")]

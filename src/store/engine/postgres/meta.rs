@@ -33,7 +33,10 @@ const ENSURE: &str =
     "INSERT INTO revolve_collections (name) VALUES ($1) ON CONFLICT (name) DO NOTHING";
 /// The row, locked: every writer of the record and its history takes this lock first.
 const LOCK: &str = "SELECT id, meta FROM revolve_collections WHERE name = $1 FOR UPDATE";
-const UPDATE: &str = "UPDATE revolve_collections SET meta = $2 WHERE id = $1";
+/// The record, and the newest version registered with it (in the same transaction, so that a
+/// commit from an older program is refused from the moment the record names a newer version).
+const UPDATE: &str =
+    "UPDATE revolve_collections SET meta = $2, newest = GREATEST(newest, $3) WHERE id = $1";
 const APPEND: &str = "INSERT INTO revolve_schema_history
          (collection, seq, version, event, fingerprint, recorded, record)
      SELECT $1, u.seq, u.version, u.event, u.fingerprint, u.recorded, u.record
@@ -45,6 +48,7 @@ pub(crate) fn split_or_whole(bytes: &[u8]) -> SplitMeta {
     split_meta(bytes).unwrap_or_else(|_| SplitMeta {
         record: bytes.to_vec(),
         history: Vec::new(),
+        newest: None,
     })
 }
 
@@ -300,6 +304,7 @@ fn replace(
             SplitMeta {
                 record: bytes.to_vec(),
                 history: Vec::new(),
+                newest: None,
             },
             Some(error),
         ),
@@ -325,7 +330,16 @@ fn replace(
         }
         return Ok(false);
     }
-    tx.execute(UPDATE, &[&stored.id, &new.record]).map_err(db)?;
+    let newest =
+        new.newest
+            .map(i32::try_from)
+            .transpose()
+            .map_err(|_| StoreError::Unsupported {
+                operation: "a schema version above 2^31",
+                engine: "PostgreSQL",
+            })?;
+    tx.execute(UPDATE, &[&stored.id, &new.record, &newest])
+        .map_err(db)?;
     match HistoryRows::new(&new, history.len())?.insert(tx, stored.id) {
         Ok(()) => Ok(true),
         // Another writer appended without taking the row's lock first: it won.
@@ -518,6 +532,19 @@ mod tests {
         );
         assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&two[..]));
         assert_eq!(rows(&engine, "notes"), 2);
+        // The newest version is registered with the record: an older writer is refused at once.
+        let newest: i32 = engine
+            .pool()
+            .get()
+            .unwrap()
+            .client
+            .query_one(
+                "SELECT newest FROM revolve_collections WHERE name = 'notes'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(newest, 2);
         // A refusal writes nothing and is returned as it is.
         let refused = engine.update_meta("notes", &mut |_| {
             Err(crate::store::StoreError::UnknownCollection {
