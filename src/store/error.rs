@@ -321,7 +321,7 @@ pub enum StoreError {
     },
     /// A lock that orders work across instances stayed held by another instance for longer than
     /// this one waits (on PostgreSQL, the lock under which a collection's versions are
-    /// registered: see [`StoreBuilder::registration_timeout`](crate::StoreBuilder::registration_timeout));
+    /// registered: see `StoreBuilder::registration_timeout`, feature `postgres`);
     /// nothing was recorded.
     #[error("{what} waited {waited:?} for a lock another instance held, and gave up; nothing was recorded")]
     LockTimeout {

@@ -464,7 +464,11 @@ impl Store {
     /// decode with, [`StoreError::VersionNotDefined`] when documents are at a version the chain no
     /// longer defines, [`StoreError::Schema`] for a chain that breaks the rules (only possible with
     /// a hand-written `Schema`), [`StoreError::CollectionTypeMismatch`] when another type has
-    /// claimed the name, [`StoreError::InvalidCollectionName`], and [`StoreError::Backend`].
+    /// claimed the name, [`StoreError::InvalidCollectionName`],
+    /// [`StoreError::LockTimeout`] on PostgreSQL when other instances held the collection's
+    /// registration lock for longer than
+    /// `StoreBuilder::registration_timeout`, and
+    /// [`StoreError::Backend`].
     pub fn collection<T: Schema>(&self) -> Result<Collection<T>, StoreError> {
         let core = self.core(T::COLLECTION)?;
         core.bind(TypeId::of::<T>(), std::any::type_name::<T>(), || {
