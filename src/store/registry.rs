@@ -218,13 +218,18 @@ impl Store {
             });
         }
 
-        // The versions whose compatible change a sample of stored documents passed.
+        // The changes a sample of stored documents passed: each version, with the fingerprint
+        // recorded for it when the sample was read (a change from another record is tried anew).
         let mut sampled = BTreeSet::new();
         loop {
             let current = self.inner().engine.meta(name)?;
             match self.decide::<T>(&links, current.as_deref(), &sampled) {
                 Ok(Decision::Unchanged(newest)) => return Ok(newest),
-                Ok(Decision::Sample { version, changes }) => {
+                Ok(Decision::Sample {
+                    version,
+                    recorded,
+                    changes,
+                }) => {
                     self.try_sample::<T>(core, version, &changes)
                         .inspect_err(|_| {
                             tracing::warn!(
@@ -235,7 +240,7 @@ impl Store {
                                  stored documents"
                             );
                         })?;
-                    sampled.insert(version);
+                    sampled.insert((version, recorded));
                     continue;
                 }
                 Ok(Decision::Record { .. }) | Err(_) => {}
@@ -259,20 +264,22 @@ impl Store {
                     log_recorded(name, &events);
                     return Ok(newest);
                 }
-                // Another program recorded a compatible change meanwhile: its sample is read
-                // outside the order, and the record decided on again.
+                // Another program recorded a change of a version meanwhile: the sample of this
+                // program's change from it is read outside the order, and the record decided on
+                // again.
                 Some(Decision::Sample { .. }) | None => {}
             }
         }
     }
 
     /// What to record of `T`'s chain, given the record `bytes` as stored: the versions in
-    /// `sampled` passed a sample of stored documents. Reads no document.
+    /// `sampled` (version, recorded fingerprint) passed a sample of stored documents. Reads no
+    /// document.
     fn decide<T: Schema>(
         &self,
         links: &[schema::Link],
         bytes: Option<&[u8]>,
-        sampled: &BTreeSet<u32>,
+        sampled: &BTreeSet<(u32, String)>,
     ) -> Result<Decision, StoreError> {
         let name = T::COLLECTION;
         let mut meta = self.decode_meta(name, bytes)?.unwrap_or_default();
@@ -297,11 +304,12 @@ impl Store {
                             });
                         }
                         (SchemaEvent::Accepted, found)
-                    } else if sampled.contains(&link.version) {
+                    } else if sampled.contains(&(link.version, recorded.fingerprint.clone())) {
                         (SchemaEvent::Compatible, found)
                     } else {
                         return Ok(Decision::Sample {
                             version: link.version,
+                            recorded: recorded.fingerprint.clone(),
                             changes: found,
                         });
                     }
@@ -447,6 +455,8 @@ enum Decision {
     /// A compatible change of `version` is to be tried on stored documents first.
     Sample {
         version: u32,
+        /// The fingerprint recorded for it, that the change is from.
+        recorded: String,
         changes: Vec<SchemaChange>,
     },
 }
