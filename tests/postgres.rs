@@ -95,6 +95,44 @@ struct ItemV2 {
     words: u32,
 }
 
+/// The startup races' collection, as the first program wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
+#[schema(collection = "starts", version = 1)]
+struct StartV1 {
+    n: u64,
+}
+
+/// A new version, with a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
+#[schema(collection = "starts", version = 2, from = StartV1, step = start_v1_to_v2)]
+struct StartV2 {
+    n: u64,
+    double: u64,
+}
+
+// The step's signature is the derive's.
+#[allow(clippy::unnecessary_wraps, clippy::needless_pass_by_value)]
+fn start_v1_to_v2(old: StartV1) -> Result<StartV2, StepError> {
+    let StartV1 { n } = old;
+    Ok(StartV2 { n, double: n * 2 })
+}
+
+/// Version 1 changed compatibly: a field added with a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
+#[schema(collection = "starts", version = 1)]
+struct StartV1Tagged {
+    n: u64,
+    #[serde(default)]
+    tag: String,
+}
+
+/// Version 1 changed incompatibly: a field's type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
+#[schema(collection = "starts", version = 1)]
+struct StartV1Broken {
+    n: String,
+}
+
 /// Steps taken in this process, and the step at which a child stops to be killed (0: never).
 static STEPS: AtomicU64 = AtomicU64::new(0);
 static STOP_AT_STEP: AtomicU64 = AtomicU64::new(0);
@@ -409,6 +447,7 @@ fn child(role: &str) -> ExitCode {
         "editor" => editor(&url, &schema, setting("seed")),
         "pauser" => pauser(&url, &schema),
         "inserter" => inserter(&url, &schema, setting("docs")),
+        "starter" => starter(&url, &schema, setting("variant"), setting("pool")),
         _ => panic!("unknown role {role:?}"),
     }
     ExitCode::SUCCESS
@@ -1444,15 +1483,269 @@ fn inserters_are_not_serialised(url: &str) -> String {
 
 type Scenario = fn(&str) -> String;
 
-fn main() -> ExitCode {
-    if let Ok(role) = std::env::var(CHILD_ENV) {
-        return child(&role);
+// ---- Scenarios 8 to 11: startup races and the registration lock. ----
+
+/// How many processes start at once.
+const STARTERS: usize = 5;
+/// The documents the first program wrote.
+const STARTS: u64 = 20;
+
+/// Opens the store (with a pool of `pool` connections unless 0), says `ready`, waits for `go`,
+/// then opens the collection as the program `variant` defines it (1: a new version 2; 2: version
+/// 1 changed compatibly; 3: version 1 changed incompatibly) and serves: writes a document, reads
+/// it and a document the first program wrote. Says `served`, or `refused` and the error.
+fn starter(url: &str, schema: &str, variant: u64, pool: u64) {
+    let mut builder = Store::builder().url(url).schema(schema);
+    if pool > 0 {
+        builder = builder.pool_size(usize::try_from(pool).unwrap());
     }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| !arg.starts_with('-'))
+    let store = builder
+        .open()
+        .unwrap_or_else(|error| panic!("cannot open the store: {}", chain(&error)));
+    println!("ready");
+    wait_for_go();
+    let id = format!("p{}", std::process::id());
+    let outcome = match variant {
+        1 => serve(
+            &store,
+            &id,
+            &StartV2 { n: 1, double: 2 },
+            &StartV2 { n: 0, double: 0 },
+        ),
+        2 => serve(
+            &store,
+            &id,
+            &StartV1Tagged {
+                n: 1,
+                tag: id.clone(),
+            },
+            &StartV1Tagged {
+                n: 0,
+                tag: String::new(),
+            },
+        ),
+        3 => serve(
+            &store,
+            &id,
+            &StartV1Broken { n: id.clone() },
+            &StartV1Broken { n: String::new() },
+        ),
+        _ => panic!("unknown variant {variant}"),
+    };
+    println!("{outcome}");
+}
+
+/// Opens `T`'s collection and writes `mine` as `id`, reads it back, and reads `s0` (`first`).
+fn serve<T: Schema + PartialEq + std::fmt::Debug>(
+    store: &Store,
+    id: &str,
+    mine: &T,
+    first: &T,
+) -> String {
+    let collection = match store.collection::<T>() {
+        Ok(collection) => collection,
+        Err(error @ StoreError::SchemaChanged { .. }) => return refusal(&error),
+        Err(error) => panic!("opening the collection: {}", chain(&error)),
+    };
+    collection.insert_with_id(id, mine).unwrap();
+    assert_eq!(&collection.get(id).unwrap().unwrap().data, mine);
+    assert_eq!(&collection.get("s0").unwrap().unwrap().data, first);
+    "served".to_owned()
+}
+
+/// A refusal as one line: `refused` and the message, its line breaks escaped.
+fn refusal(error: &StoreError) -> String {
+    format!("refused {}", error.to_string().replace('\n', "\\n"))
+}
+
+/// The first program's store: `STARTS` documents at version 1.
+fn set_up_starts(schema: &TestSchema) {
+    let store = schema.store();
+    let starts = store.collection::<StartV1>().unwrap();
+    for n in 0..STARTS {
+        starts
+            .insert_with_id(&format!("s{n}"), &StartV1 { n })
+            .unwrap();
+    }
+}
+
+/// The schema history's rows of `starts`: (version, event), oldest first.
+fn start_history(schema: &TestSchema) -> Vec<(i32, String)> {
+    schema
+        .client()
+        .query(
+            "SELECT h.version, h.event FROM revolve_schema_history h
+             JOIN revolve_collections c ON c.id = h.collection
+             WHERE c.name = 'starts' ORDER BY h.seq",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// The `_meta` record of `starts` as stored, history apart.
+fn start_meta(schema: &TestSchema) -> Vec<u8> {
+    schema
+        .client()
+        .query_one(
+            "SELECT meta FROM revolve_collections WHERE name = 'starts'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Starts [`STARTERS`] processes of `variant` at once (each opens its store, then all are let go
+/// together) and returns what each said.
+fn race(url: &str, schema: &TestSchema, variant: u64, pool: u64) -> Vec<String> {
+    let settings = format!("variant={variant} pool={pool}");
+    let mut procs: Vec<Proc> = (0..STARTERS)
+        .map(|_| Proc::spawn("starter", url, &schema.name, &settings))
         .collect();
-    let scenarios: [(&str, Scenario); 6] = [
+    for proc in &mut procs {
+        proc.wait_for("ready");
+    }
+    for proc in &mut procs {
+        proc.send("go");
+    }
+    procs
+        .into_iter()
+        .map(|proc| {
+            let lines = proc.finish();
+            lines
+                .into_iter()
+                .find(|line| line.starts_with("served") || line.starts_with("refused"))
+                .expect("a starter said neither served nor refused")
+        })
+        .collect()
+}
+
+fn startup_race_registers_a_new_version_once(url: &str) -> String {
+    let schema = TestSchema::new(url, "race_new");
+    set_up_starts(&schema);
+    // Half of the starters with a pool of one connection.
+    let mut said = race(url, &schema, 1, 1);
+    said.extend(race_more(url, &schema, 1));
+    assert!(said.iter().all(|line| line == "served"), "{said:?}");
+    let history = start_history(&schema);
+    assert_eq!(
+        history,
+        [(1, "registered".to_owned()), (2, "registered".to_owned())],
+        "the schema history after the race"
+    );
+    // Every starter's document and the first program's, readable at v2.
+    let store = schema.store();
+    let starts = store.collection::<StartV2>().unwrap();
+    assert_eq!(
+        starts.iter().map(Result::unwrap).count(),
+        usize::try_from(STARTS).unwrap() + 2 * STARTERS
+    );
+    format!("{} starters served; v2 registered once", said.len())
+}
+
+/// A second wave of starters once the first served: they find the version recorded and skip.
+fn race_more(url: &str, schema: &TestSchema, variant: u64) -> Vec<String> {
+    race(url, schema, variant, 0)
+}
+
+fn startup_race_records_a_compatible_change_once(url: &str) -> String {
+    let schema = TestSchema::new(url, "race_compatible");
+    set_up_starts(&schema);
+    // A pool of one: the change is tried on stored documents while the store has no other
+    // connection to spare.
+    let said = race(url, &schema, 2, 1);
+    assert!(said.iter().all(|line| line == "served"), "{said:?}");
+    assert_eq!(
+        start_history(&schema),
+        [(1, "registered".to_owned()), (1, "compatible".to_owned())],
+        "the schema history after the race"
+    );
+    format!("{} starters served; the change recorded once", said.len())
+}
+
+fn startup_race_refuses_a_breaking_change_everywhere(url: &str) -> String {
+    let schema = TestSchema::new(url, "race_breaking");
+    set_up_starts(&schema);
+    let before = (start_meta(&schema), start_history(&schema));
+    // Today's message: what one program alone is told.
+    let alone = match schema.store().collection::<StartV1Broken>() {
+        Err(error @ StoreError::SchemaChanged { .. }) => refusal(&error),
+        other => panic!("a breaking change was not refused: {other:?}"),
+    };
+    let said = race(url, &schema, 3, 0);
+    assert_eq!(said, vec![alone; STARTERS]);
+    assert_eq!(
+        (start_meta(&schema), start_history(&schema)),
+        before,
+        "a refusal recorded something"
+    );
+    format!("{} starters refused; nothing recorded", said.len())
+}
+
+fn a_held_registration_lock_is_waited_for_with_a_bound(url: &str) -> String {
+    let schema = TestSchema::new(url, "lock_wait");
+    set_up_starts(&schema);
+    let before = start_history(&schema);
+    // Another instance inside its registration transaction: the lock of the schema and the
+    // collection, as the engine takes it.
+    let mut holder = schema.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(
+             'revolve.meta:' || length(current_schema()) || ':' || current_schema() || ':starts', 0))",
+        &[],
+    )
+    .unwrap();
+    let bound = Duration::from_millis(1500);
+    let store = Store::builder()
+        .url(url)
+        .schema(&schema.name)
+        .pool_size(1)
+        .registration_timeout(bound)
+        .open()
+        .unwrap();
+    let started = Instant::now();
+    let Err(error) = store.collection::<StartV2>() else {
+        panic!("registered while another instance held the lock")
+    };
+    let waited = started.elapsed();
+    assert!(
+        matches!(error, StoreError::LockTimeout { .. }),
+        "{}",
+        chain(&error)
+    );
+    let message = error.to_string();
+    assert!(
+        message.starts_with("registering collection \"starts\" waited "),
+        "{message}"
+    );
+    assert!(waited >= bound, "gave up after {waited:?}");
+    assert!(
+        waited < bound + Duration::from_secs(10),
+        "waited {waited:?}"
+    );
+    // Nothing recorded; the collection is not bound, so a later call tries again.
+    assert_eq!(start_history(&schema), before);
+    // Another store in another schema does not wait for it.
+    let other = TestSchema::new(url, "lock_wait_other");
+    set_up_starts(&other);
+    drop(other.store().collection::<StartV2>().unwrap());
+    // Once the holder's transaction ends (a crash ends it too), registration goes through.
+    tx.rollback().unwrap();
+    let starts = store.collection::<StartV2>().unwrap();
+    assert_eq!(starts.get("s1").unwrap().unwrap().data.double, 2);
+    assert_eq!(
+        start_history(&schema),
+        [(1, "registered".to_owned()), (2, "registered".to_owned())]
+    );
+    format!("gave up after {waited:.1?} (bound {bound:?}), then registered once released")
+}
+
+/// Every scenario, by name.
+fn scenarios() -> [(&'static str, Scenario); 10] {
+    [
         (
             "three_processes_lose_no_update",
             three_processes_lose_no_update,
@@ -1468,7 +1761,34 @@ fn main() -> ExitCode {
             "a_paused_holder_stops_after_losing_its_lease",
             a_paused_holder_stops_after_losing_its_lease,
         ),
-    ];
+        (
+            "startup_race_registers_a_new_version_once",
+            startup_race_registers_a_new_version_once,
+        ),
+        (
+            "startup_race_records_a_compatible_change_once",
+            startup_race_records_a_compatible_change_once,
+        ),
+        (
+            "startup_race_refuses_a_breaking_change_everywhere",
+            startup_race_refuses_a_breaking_change_everywhere,
+        ),
+        (
+            "a_held_registration_lock_is_waited_for_with_a_bound",
+            a_held_registration_lock_is_waited_for_with_a_bound,
+        ),
+    ]
+}
+
+fn main() -> ExitCode {
+    if let Ok(role) = std::env::var(CHILD_ENV) {
+        return child(&role);
+    }
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let scenarios = scenarios();
     // As libtest's `#[ignore]`: run only with `--ignored` or `--include-ignored`.
     let ignored: [(&str, &str); 0] = [];
     let only_ignored = std::env::args().any(|arg| arg == "--ignored");

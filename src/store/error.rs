@@ -319,6 +319,20 @@ pub enum StoreError {
         #[source]
         source: BackendError,
     },
+    /// A lock that orders work across instances stayed held by another instance for longer than
+    /// this one waits (on PostgreSQL, the lock under which a collection's versions are
+    /// registered: see `StoreBuilder::registration_timeout`, feature `postgres`);
+    /// nothing was recorded.
+    #[error("{what} waited {waited:?} for a lock another instance held, and gave up; nothing was recorded")]
+    LockTimeout {
+        /// What waited, naming the collection.
+        what: String,
+        /// How long it waited, over every attempt.
+        waited: std::time::Duration,
+        /// What the server said of the last attempt.
+        #[source]
+        source: BackendError,
+    },
     /// Concurrent transactions kept conflicting (serialization failure or deadlock) after a
     /// retry; nothing of the write was applied.
     #[error("the write kept conflicting with concurrent writes; nothing was applied, try again")]

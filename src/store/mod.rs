@@ -108,6 +108,7 @@ struct Database {
     pool_size: usize,
     checkout_timeout: Duration,
     run_lease: Duration,
+    registration_timeout: Duration,
 }
 
 #[cfg(feature = "postgres")]
@@ -120,6 +121,7 @@ impl std::fmt::Debug for Database {
             .field("pool_size", &self.pool_size)
             .field("checkout_timeout", &self.checkout_timeout)
             .field("run_lease", &self.run_lease)
+            .field("registration_timeout", &self.registration_timeout)
             .finish()
     }
 }
@@ -133,6 +135,7 @@ impl Default for Database {
             pool_size: 8,
             checkout_timeout: Duration::from_secs(30),
             run_lease: Duration::from_secs(20),
+            registration_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -215,6 +218,16 @@ impl StoreBuilder {
     #[cfg(feature = "postgres")]
     pub fn run_lease(mut self, lease: Duration) -> Self {
         self.database.run_lease = lease.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How long [`Store::collection`] waits on PostgreSQL while other instances register the
+    /// same collection (60 s by default) before it fails with [`StoreError::LockTimeout`]. A
+    /// registration holds its lock for one short transaction: a long wait means an instance
+    /// stuck inside one (see "Running several instances" in the README).
+    #[cfg(feature = "postgres")]
+    pub fn registration_timeout(mut self, timeout: Duration) -> Self {
+        self.database.registration_timeout = timeout;
         self
     }
 
@@ -313,6 +326,7 @@ impl StoreBuilder {
                     pool_size: self.database.pool_size,
                     checkout_timeout: self.database.checkout_timeout,
                     run_lease: self.database.run_lease,
+                    registration_timeout: self.database.registration_timeout,
                 },
             )?));
         }
@@ -474,7 +488,11 @@ impl Store {
     /// decode with, [`StoreError::VersionNotDefined`] when documents are at a version the chain no
     /// longer defines, [`StoreError::Schema`] for a chain that breaks the rules (only possible with
     /// a hand-written `Schema`), [`StoreError::CollectionTypeMismatch`] when another type has
-    /// claimed the name, [`StoreError::InvalidCollectionName`], and [`StoreError::Backend`].
+    /// claimed the name, [`StoreError::InvalidCollectionName`],
+    /// [`StoreError::LockTimeout`] on PostgreSQL when other instances held the collection's
+    /// registration lock for longer than
+    /// `StoreBuilder::registration_timeout`, and
+    /// [`StoreError::Backend`].
     pub fn collection<T: Schema>(&self) -> Result<Collection<T>, StoreError> {
         let core = self.core(T::COLLECTION)?;
         core.bind(TypeId::of::<T>(), std::any::type_name::<T>(), || {

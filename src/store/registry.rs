@@ -1,7 +1,7 @@
 //! Registration: what `_meta` records of each collection, and the schema drift check that runs
 //! when a program first opens a collection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -95,6 +95,8 @@ pub(crate) struct SplitMeta {
     pub(crate) record: Vec<u8>,
     /// Each entry of the history, oldest first.
     pub(crate) history: Vec<HistoryEntry>,
+    /// The newest version the record registers; `None` for a record an engine keeps whole.
+    pub(crate) newest: Option<u32>,
 }
 
 #[cfg(feature = "postgres")]
@@ -135,7 +137,11 @@ pub(crate) fn split_meta(bytes: &[u8]) -> Result<SplitMeta, RecordError> {
             "a `_meta` record this build would not encode back byte for byte",
         ));
     }
-    Ok(SplitMeta { record, history })
+    Ok(SplitMeta {
+        record,
+        history,
+        newest: Some(meta.newest_version),
+    })
 }
 
 #[cfg(feature = "postgres")]
@@ -180,127 +186,169 @@ impl Store {
             })
     }
 
-    /// Replaces the record if it is still `expected`; `false` when another program changed it.
-    fn write_meta(
-        &self,
-        collection: &str,
-        expected: Option<&[u8]>,
-        meta: &CollectionMeta,
-    ) -> Result<bool, StoreError> {
-        let bytes = record::encode_payload(meta).map_err(|source| StoreError::Encode {
-            collection: collection.to_owned(),
-            source,
-        })?;
-        self.inner().engine.put_meta(collection, expected, &bytes)
-    }
-
     /// Checks `T`'s chain against what the store recorded and records what is new. Returns the
     /// newest version any program has registered. Reads no document unless a version's schema
     /// changed compatibly (then it tries a sample); writes nothing if the check fails.
+    ///
+    /// The record is read and decided on first without the engine's ordering: a program that
+    /// finds its chain recorded as it is (a restart, or the instances after the first) writes
+    /// nothing and waits for no one. Anything else (a record to write, or a refusal) is decided
+    /// again on the record as [`Engine::update_meta`](super::engine::Engine::update_meta) reads
+    /// it, in order with every other program registering the collection, so that a change is
+    /// recorded once. The sample a compatible change needs is read before, outside that order:
+    /// the decision under it reads no document.
     pub(super) fn register<T: Schema>(&self, core: &Core) -> Result<u32, StoreError> {
         let name = T::COLLECTION;
         let links = schema::chain::<T>()?;
-        // Read, decide, and record only if no other program recorded meanwhile; otherwise decide
-        // again on what it recorded.
+
+        let oldest = links.last().map_or(T::VERSION, |link| link.version);
+        let counters = core.engine.counts()?;
+        if let Some((&version, &documents)) = counters.live().range(..oldest).next() {
+            tracing::warn!(
+                collection = name,
+                version,
+                documents,
+                oldest,
+                "refused: documents are stored at a version the program no longer defines"
+            );
+            return Err(StoreError::VersionNotDefined {
+                collection: name.to_owned(),
+                version,
+                documents,
+            });
+        }
+
+        // The changes a sample of stored documents passed: each version, with the fingerprint
+        // recorded for it when the sample was read (a change from another record is tried anew).
+        let mut sampled = BTreeSet::new();
         loop {
             let current = self.inner().engine.meta(name)?;
-            let mut meta = self
-                .decode_meta(name, current.as_deref())?
-                .unwrap_or_default();
-            let mut dirty = false;
-            // Logged once recorded.
-            let mut events = Vec::new();
-
-            let oldest = links.last().map_or(T::VERSION, |link| link.version);
-            let counters = core.engine.counts()?;
-            if let Some((&version, &documents)) = counters.live().range(..oldest).next() {
-                tracing::warn!(
-                    collection = name,
+            match self.decide::<T>(&links, current.as_deref(), &sampled) {
+                Ok(Decision::Unchanged(newest)) => return Ok(newest),
+                Ok(Decision::Sample {
                     version,
-                    documents,
-                    oldest,
-                    "refused: documents are stored at a version the program no longer defines"
-                );
-                return Err(StoreError::VersionNotDefined {
-                    collection: name.to_owned(),
-                    version,
-                    documents,
-                });
-            }
-
-            for link in &links {
-                let canonical = canonical_schema(&link.schema);
-                let fingerprint = fingerprint_canonical(&canonical);
-                let (event, changes) = match meta.versions.get(&link.version) {
-                    Some(recorded) if recorded.fingerprint == fingerprint => continue,
-                    None => (SchemaEvent::Registered, Vec::new()),
-                    Some(recorded) => {
-                        let found = compare_schemas_with_aliases(
-                            &recorded.schema,
-                            &link.schema,
-                            link.aliases,
-                        );
-                        if is_breaking(&found) {
-                            if !self.inner().accepts(name, link.version) {
-                                tracing::warn!(
-                                    collection = name,
-                                    version = link.version,
-                                    latest = T::VERSION,
-                                    changes = found.len(),
-                                    "refused: the schema of a version changed incompatibly; bump \
-                                 the version or accept the change"
-                                );
-                                return Err(StoreError::SchemaChanged {
-                                    collection: name.to_owned(),
-                                    version: link.version,
-                                    latest: T::VERSION,
-                                    changes: found,
-                                });
-                            }
-                            (SchemaEvent::Accepted, found)
-                        } else {
-                            self.try_sample::<T>(core, link.version, &found)
-                                .inspect_err(|_| {
-                                    tracing::warn!(
-                                    collection = name,
-                                    version = link.version,
-                                    changes = found.len(),
-                                    "refused: a compatible-looking schema change does not decode \
-                                     stored documents"
-                                );
-                                })?;
-                            (SchemaEvent::Compatible, found)
-                        }
-                    }
-                };
-                meta.versions.insert(
-                    link.version,
-                    VersionMeta {
-                        fingerprint: fingerprint.clone(),
-                        schema: link.schema.clone(),
-                    },
-                );
-                events.push((link.version, event, changes.len()));
-                meta.history.push(SchemaRecord {
-                    version: link.version,
-                    fingerprint,
-                    recorded: SystemTime::now(),
-                    event,
+                    recorded,
                     changes,
-                    schema: link.schema.clone(),
-                });
-                dirty = true;
+                }) => {
+                    self.try_sample::<T>(core, version, &changes)
+                        .inspect_err(|_| {
+                            tracing::warn!(
+                                collection = name,
+                                version,
+                                changes = changes.len(),
+                                "refused: a compatible-looking schema change does not decode \
+                                 stored documents"
+                            );
+                        })?;
+                    sampled.insert((version, recorded));
+                    continue;
+                }
+                Ok(Decision::Record { .. }) | Err(_) => {}
             }
-            if meta.newest_version < T::VERSION {
-                meta.newest_version = T::VERSION;
-                dirty = true;
+            let mut decided = None;
+            self.inner()
+                .engine
+                .update_meta(name, &mut |bytes| {
+                    let decision = self.decide::<T>(&links, bytes, &sampled)?;
+                    let write = match &decision {
+                        Decision::Record { bytes, .. } => Some(bytes.clone()),
+                        Decision::Unchanged(_) | Decision::Sample { .. } => None,
+                    };
+                    decided = Some(decision);
+                    Ok(write)
+                })
+                .inspect_err(|error| log_refusal(name, error))?;
+            match decided {
+                Some(Decision::Unchanged(newest)) => return Ok(newest),
+                Some(Decision::Record { newest, events, .. }) => {
+                    log_recorded(name, &events);
+                    return Ok(newest);
+                }
+                // Another program recorded a change of a version meanwhile: the sample of this
+                // program's change from it is read outside the order, and the record decided on
+                // again.
+                Some(Decision::Sample { .. }) | None => {}
             }
-            if dirty && !self.write_meta(name, current.as_deref(), &meta)? {
-                continue;
-            }
-            log_recorded(name, &events);
-            return Ok(meta.newest_version);
         }
+    }
+
+    /// What to record of `T`'s chain, given the record `bytes` as stored: the versions in
+    /// `sampled` (version, recorded fingerprint) passed a sample of stored documents. Reads no
+    /// document.
+    fn decide<T: Schema>(
+        &self,
+        links: &[schema::Link],
+        bytes: Option<&[u8]>,
+        sampled: &BTreeSet<(u32, String)>,
+    ) -> Result<Decision, StoreError> {
+        let name = T::COLLECTION;
+        let mut meta = self.decode_meta(name, bytes)?.unwrap_or_default();
+        let mut dirty = false;
+        let mut events = Vec::new();
+        for link in links {
+            let canonical = canonical_schema(&link.schema);
+            let fingerprint = fingerprint_canonical(&canonical);
+            let (event, changes) = match meta.versions.get(&link.version) {
+                Some(recorded) if recorded.fingerprint == fingerprint => continue,
+                None => (SchemaEvent::Registered, Vec::new()),
+                Some(recorded) => {
+                    let found =
+                        compare_schemas_with_aliases(&recorded.schema, &link.schema, link.aliases);
+                    if is_breaking(&found) {
+                        if !self.inner().accepts(name, link.version) {
+                            return Err(StoreError::SchemaChanged {
+                                collection: name.to_owned(),
+                                version: link.version,
+                                latest: T::VERSION,
+                                changes: found,
+                            });
+                        }
+                        (SchemaEvent::Accepted, found)
+                    } else if sampled.contains(&(link.version, recorded.fingerprint.clone())) {
+                        (SchemaEvent::Compatible, found)
+                    } else {
+                        return Ok(Decision::Sample {
+                            version: link.version,
+                            recorded: recorded.fingerprint.clone(),
+                            changes: found,
+                        });
+                    }
+                }
+            };
+            meta.versions.insert(
+                link.version,
+                VersionMeta {
+                    fingerprint: fingerprint.clone(),
+                    schema: link.schema.clone(),
+                },
+            );
+            events.push((link.version, event, changes.len()));
+            meta.history.push(SchemaRecord {
+                version: link.version,
+                fingerprint,
+                recorded: SystemTime::now(),
+                event,
+                changes,
+                schema: link.schema.clone(),
+            });
+            dirty = true;
+        }
+        if meta.newest_version < T::VERSION {
+            meta.newest_version = T::VERSION;
+            dirty = true;
+        }
+        if !dirty {
+            return Ok(Decision::Unchanged(meta.newest_version));
+        }
+        let bytes = record::encode_payload(&meta).map_err(|source| StoreError::Encode {
+            collection: name.to_owned(),
+            source,
+        })?;
+        Ok(Decision::Record {
+            bytes,
+            newest: meta.newest_version,
+            events,
+        })
     }
 
     /// Decodes up to [`SAMPLE`] stored documents at `version` with the program's definition of it:
@@ -391,6 +439,45 @@ impl<T: Schema> Collection<T> {
     #[must_use]
     pub fn schema_fingerprint(&self) -> String {
         fingerprint_canonical(&canonical_schema(&self.schema()))
+    }
+}
+
+/// What registration decided on a `_meta` record.
+enum Decision {
+    /// Nothing to record; the newest version registered.
+    Unchanged(u32),
+    /// The record to store, the newest version it registers, and what it records (for the log).
+    Record {
+        bytes: Vec<u8>,
+        newest: u32,
+        events: Vec<(u32, SchemaEvent, usize)>,
+    },
+    /// A compatible change of `version` is to be tried on stored documents first.
+    Sample {
+        version: u32,
+        /// The fingerprint recorded for it, that the change is from.
+        recorded: String,
+        changes: Vec<SchemaChange>,
+    },
+}
+
+/// Logs a refusal, once it is final.
+fn log_refusal(name: &str, error: &StoreError) {
+    if let StoreError::SchemaChanged {
+        version,
+        latest,
+        changes,
+        ..
+    } = error
+    {
+        tracing::warn!(
+            collection = name,
+            version,
+            latest,
+            changes = changes.len(),
+            "refused: the schema of a version changed incompatibly; bump the version or accept \
+             the change"
+        );
     }
 }
 

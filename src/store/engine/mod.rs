@@ -57,6 +57,10 @@ pub(crate) type Bytes = Vec<u8>;
 /// malformed ([`StoreError::Corrupt`] naming the id), after which the iteration goes on.
 pub(crate) type Heads = Box<dyn Iterator<Item = Result<(String, Head), StoreError>> + Send>;
 
+/// What [`Engine::update_meta`] asks: given a collection's metadata record as stored, the record
+/// to store in its place (`None`: nothing to write), or why not.
+pub(crate) type DecideMeta<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<Bytes>, StoreError> + 'a;
+
 /// A store's engine: collections, collection metadata, the run ledger and run ids.
 pub(crate) trait Engine: Send + Sync + fmt::Debug {
     /// The engine of one collection, created when missing; `name` is valid.
@@ -76,6 +80,27 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug {
         expected: Option<&[u8]>,
         bytes: &[u8],
     ) -> Result<bool, StoreError>;
+
+    /// Decides on a collection's metadata record and records the decision, once: `decide` is
+    /// given the record as stored and returns the record to store in its place, or `None` to
+    /// write nothing (also the way to end without a write); its error is returned as is.
+    ///
+    /// An engine shared by several processes orders the calls for one collection (a transaction
+    /// lock), so that `decide` sees what another process recorded and the change is recorded
+    /// once. By default, a compare-and-set loop: `decide` is called again on what another writer
+    /// recorded meanwhile. `decide` must not use the engine: it may be called holding a
+    /// connection or a lock.
+    fn update_meta(&self, collection: &str, decide: &mut DecideMeta<'_>) -> Result<(), StoreError> {
+        loop {
+            let current = self.meta(collection)?;
+            let Some(bytes) = decide(current.as_deref())? else {
+                return Ok(());
+            };
+            if self.put_meta(collection, current.as_deref(), &bytes)? {
+                return Ok(());
+            }
+        }
+    }
 
     /// A new run id, above every run id handed out or imported before.
     fn next_run_id(&self) -> Result<u64, StoreError>;

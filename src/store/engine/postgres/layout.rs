@@ -218,6 +218,7 @@ mod tests {
             pool_size: 2,
             checkout_timeout: Duration::from_secs(10),
             run_lease: Duration::from_secs(10),
+            registration_timeout: Duration::from_secs(10),
         })
     }
 

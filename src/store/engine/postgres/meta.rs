@@ -6,13 +6,16 @@
 //! A record that does not split exactly (one this build would encode differently, or that does
 //! not decode) is kept whole in `meta`, with no history rows, so that no byte of it is lost.
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use postgres::error::SqlState;
 use postgres::GenericClient;
 
 use super::error::db;
+use super::pool::Pool;
 use crate::record::RecordError;
+use crate::store::engine::DecideMeta;
+use crate::store::error::BackendError;
 use crate::store::registry::{join_meta, split_meta, SplitMeta};
 use crate::store::StoreError;
 
@@ -30,7 +33,10 @@ const ENSURE: &str =
     "INSERT INTO revolve_collections (name) VALUES ($1) ON CONFLICT (name) DO NOTHING";
 /// The row, locked: every writer of the record and its history takes this lock first.
 const LOCK: &str = "SELECT id, meta FROM revolve_collections WHERE name = $1 FOR UPDATE";
-const UPDATE: &str = "UPDATE revolve_collections SET meta = $2 WHERE id = $1";
+/// The record, and the newest version registered with it (in the same transaction, so that a
+/// commit from an older program is refused from the moment the record names a newer version).
+const UPDATE: &str =
+    "UPDATE revolve_collections SET meta = $2, newest = GREATEST(newest, $3) WHERE id = $1";
 const APPEND: &str = "INSERT INTO revolve_schema_history
          (collection, seq, version, event, fingerprint, recorded, record)
      SELECT $1, u.seq, u.version, u.event, u.fingerprint, u.recorded, u.record
@@ -42,6 +48,7 @@ pub(crate) fn split_or_whole(bytes: &[u8]) -> SplitMeta {
     split_meta(bytes).unwrap_or_else(|_| SplitMeta {
         record: bytes.to_vec(),
         history: Vec::new(),
+        newest: None,
     })
 }
 
@@ -108,19 +115,156 @@ pub(crate) fn write(
     expected: Option<&[u8]>,
     bytes: &[u8],
 ) -> Result<bool, StoreError> {
-    // A record that does not split is kept whole, with no history rows.
-    let (new, unsplit) = match split_meta(bytes) {
-        Ok(new) => (new, None),
-        Err(error) => (
-            SplitMeta {
-                record: bytes.to_vec(),
-                history: Vec::new(),
-            },
-            Some(error),
-        ),
-    };
     let mut tx = client.transaction().map_err(db)?;
-    // Durable when it returns, also on an `Eventual` store's sessions.
+    let stored = lock_row(&mut tx, collection)?;
+    // Compared with what `read` returns: the record as the program saw it.
+    if stored.record.as_deref() != expected {
+        return Ok(false);
+    }
+    if !replace(&mut tx, collection, &stored, bytes)? {
+        return Ok(false);
+    }
+    tx.commit().map_err(db)?;
+    Ok(true)
+}
+
+/// The key of the lock under which a collection's record is decided on (see [`update`]): the
+/// store's schema and the collection, so that stores in other schemas do not wait for it.
+const REGISTRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended(
+         'revolve.meta:' || length(COALESCE(current_schema(), '')) || ':'
+         || COALESCE(current_schema(), '') || ':' || $1, 0))";
+
+/// The longest one attempt waits for the registration lock before it lets its connection go
+/// and tries again.
+const ATTEMPT: Duration = Duration::from_secs(5);
+
+/// Decides on the record and records the decision in one transaction under a transaction-level
+/// advisory lock of the collection (`Engine::update_meta`): another process deciding on the same
+/// collection waits for it, then sees what this one recorded. The lock goes with the transaction
+/// (a process that dies mid-way leaves nothing held, and a transaction-pooling proxy keeps the
+/// transaction on one server connection); the record and its history are the truth, the lock
+/// only orders.
+///
+/// A wait longer than `lock_timeout` (a quarter of `timeout`, at most [`ATTEMPT`]) gives the
+/// connection back and tries again after a pause, until `timeout` has passed in all: then
+/// [`StoreError::LockTimeout`].
+pub(crate) fn update(
+    pool: &Pool,
+    collection: &str,
+    timeout: Duration,
+    decide: &mut DecideMeta<'_>,
+) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    let mut attempts = 0_u32;
+    loop {
+        attempts += 1;
+        let left = timeout.saturating_sub(started.elapsed());
+        // At least four attempts in all; `lock_timeout = 0` would wait forever.
+        let wait = left
+            .min(ATTEMPT)
+            .min(timeout / 4)
+            .max(Duration::from_millis(1));
+        let outcome = {
+            let mut conn = pool.get()?;
+            update_once(&mut conn.client, collection, wait, decide)
+        };
+        let error = match outcome {
+            Ok(()) => return Ok(()),
+            Err(Attempt::Failed(error)) => return Err(error),
+            Err(Attempt::LockWait(error)) => error,
+        };
+        let waited = started.elapsed();
+        if waited >= timeout {
+            tracing::warn!(
+                collection,
+                ?waited,
+                attempts,
+                "gave up waiting for the registration lock another instance holds"
+            );
+            return Err(StoreError::LockTimeout {
+                what: format!("registering collection {collection:?}"),
+                waited,
+                source: BackendError::new(error),
+            });
+        }
+        tracing::debug!(
+            collection,
+            ?waited,
+            attempts,
+            "the registration lock is held by another instance: trying again"
+        );
+        // A little jitter, so that waiting instances do not all try again at once.
+        let half = u64::try_from(pause.as_nanos() / 2).unwrap_or(u64::MAX);
+        let jitter =
+            Duration::from_nanos(u64::from(std::process::id()).wrapping_mul(7919) % (half + 1));
+        std::thread::sleep((pause + jitter).min(timeout.saturating_sub(waited)));
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Why an attempt of [`update`] ended without a decision recorded.
+enum Attempt {
+    /// The lock stayed held for longer than the attempt waits.
+    LockWait(postgres::Error),
+    Failed(StoreError),
+}
+
+impl From<StoreError> for Attempt {
+    fn from(error: StoreError) -> Self {
+        Self::Failed(error)
+    }
+}
+
+/// One attempt of [`update`], waiting up to `wait` for the lock.
+fn update_once(
+    client: &mut postgres::Client,
+    collection: &str,
+    wait: Duration,
+    decide: &mut DecideMeta<'_>,
+) -> Result<(), Attempt> {
+    let mut tx = client.transaction().map_err(db)?;
+    let millis = wait.as_millis().max(1);
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{millis}ms'"))
+        .map_err(db)?;
+    if let Err(error) = tx.execute(REGISTRATION_LOCK, &[&collection]) {
+        // `lock_timeout` ends the wait; a `statement_timeout` shorter than it too.
+        if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+            || error.code() == Some(&SqlState::QUERY_CANCELED)
+        {
+            return Err(Attempt::LockWait(error));
+        }
+        return Err(db(error).into());
+    }
+    let stored = lock_row(&mut tx, collection)?;
+    let Some(bytes) = decide(stored.record.as_deref())? else {
+        // Nothing to record: the transaction (and the lock) ends with a rollback.
+        return Ok(());
+    };
+    if !replace(&mut tx, collection, &stored, &bytes)? {
+        // Under both locks nobody else changed the record: a decision that does not extend the
+        // history would rewrite it.
+        return Err(StoreError::Unsupported {
+            operation: "rewriting a collection's recorded schema history",
+            engine: "PostgreSQL",
+        }
+        .into());
+    }
+    tx.commit().map_err(db)?;
+    Ok(())
+}
+
+/// A collection's record as [`read`] returns it, read under its row's lock.
+struct Stored {
+    /// The collection row's id.
+    id: i32,
+    record: Option<Vec<u8>>,
+    history: Vec<(i32, Vec<u8>)>,
+}
+
+/// Makes the transaction durable when it commits (also on an `Eventual` store's sessions),
+/// creates the collection's row if missing, locks it and reads the record.
+fn lock_row(tx: &mut postgres::Transaction<'_>, collection: &str) -> Result<Stored, StoreError> {
     tx.batch_execute(
         "SELECT set_config('synchronous_commit',
              CASE WHEN current_setting('synchronous_commit') = 'off' THEN 'on'
@@ -130,17 +274,42 @@ pub(crate) fn write(
     tx.execute(ENSURE, &[&collection]).map_err(db)?;
     let row = tx.query_one(LOCK, &[&collection]).map_err(db)?;
     let id: i32 = row.get(0);
-    let stored: Option<Vec<u8>> = row.get(1);
+    let meta: Option<Vec<u8>> = row.get(1);
     let history: Vec<(i32, Vec<u8>)> = tx
         .query(HISTORY, &[&id])
         .map_err(db)?
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-    // Compared with what `read` returns: the record as the program saw it.
-    if joined(collection, stored, &history)?.as_deref() != expected {
-        return Ok(false);
-    }
+    Ok(Stored {
+        id,
+        record: joined(collection, meta, &history)?,
+        history,
+    })
+}
+
+/// Replaces the `stored` record (locked by [`lock_row`]) with `bytes`: the column set, and the
+/// history entries beyond those stored appended. `false`, writing nothing, when the new history
+/// does not extend the stored one.
+fn replace(
+    tx: &mut postgres::Transaction<'_>,
+    collection: &str,
+    stored: &Stored,
+    bytes: &[u8],
+) -> Result<bool, StoreError> {
+    // A record that does not split is kept whole, with no history rows.
+    let (new, unsplit) = match split_meta(bytes) {
+        Ok(new) => (new, None),
+        Err(error) => (
+            SplitMeta {
+                record: bytes.to_vec(),
+                history: Vec::new(),
+                newest: None,
+            },
+            Some(error),
+        ),
+    };
+    let history = &stored.history;
     let extends = new.history.len() >= history.len()
         && history
             .iter()
@@ -161,15 +330,22 @@ pub(crate) fn write(
         }
         return Ok(false);
     }
-    tx.execute(UPDATE, &[&id, &new.record]).map_err(db)?;
-    match HistoryRows::new(&new, history.len())?.insert(&mut tx, id) {
-        Ok(()) => {}
+    let newest =
+        new.newest
+            .map(i32::try_from)
+            .transpose()
+            .map_err(|_| StoreError::Unsupported {
+                operation: "a schema version above 2^31",
+                engine: "PostgreSQL",
+            })?;
+    tx.execute(UPDATE, &[&stored.id, &new.record, &newest])
+        .map_err(db)?;
+    match HistoryRows::new(&new, history.len())?.insert(tx, stored.id) {
+        Ok(()) => Ok(true),
         // Another writer appended without taking the row's lock first: it won.
-        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(false),
-        Err(error) => return Err(db(error)),
+        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(false),
+        Err(error) => Err(db(error)),
     }
-    tx.commit().map_err(db)?;
-    Ok(true)
 }
 
 /// Whether a `timestamptz` column holds `at`: years 1 to 9999, well inside both what PostgreSQL
@@ -275,6 +451,7 @@ mod tests {
                 pool_size: 2,
                 checkout_timeout: Duration::from_secs(10),
                 run_lease: Duration::from_secs(10),
+                registration_timeout: Duration::from_secs(10),
             })
             .unwrap(),
         )
@@ -326,6 +503,64 @@ mod tests {
         assert!(engine.put_meta("notes", Some(&two), &newer).unwrap());
         assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&newer[..]));
         assert_eq!(rows(&engine, "notes"), 2);
+    }
+
+    #[test]
+    fn a_decision_is_recorded_once_under_the_lock() {
+        let Some(engine) = engine() else {
+            return;
+        };
+        let one = sample_meta(1, &[1]);
+        let two = sample_meta(2, &[1, 2]);
+        let mut seen = Vec::new();
+        let mut decide = |current: Option<&[u8]>| {
+            seen.push(current.map(<[u8]>::to_vec));
+            Ok(match current {
+                None => Some(one.clone()),
+                Some(bytes) if bytes == one.as_slice() => Some(two.clone()),
+                Some(_) => None,
+            })
+        };
+        engine.update_meta("notes", &mut decide).unwrap();
+        engine.update_meta("notes", &mut decide).unwrap();
+        // Recorded: the next call sees it and writes nothing.
+        engine.update_meta("notes", &mut decide).unwrap();
+        assert_eq!(
+            seen,
+            [None, Some(one.clone()), Some(two.clone())],
+            "each call decides once, on what is stored"
+        );
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&two[..]));
+        assert_eq!(rows(&engine, "notes"), 2);
+        // The newest version is registered with the record: an older writer is refused at once.
+        let newest: i32 = engine
+            .pool()
+            .get()
+            .unwrap()
+            .client
+            .query_one(
+                "SELECT newest FROM revolve_collections WHERE name = 'notes'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(newest, 2);
+        // A refusal writes nothing and is returned as it is.
+        let refused = engine.update_meta("notes", &mut |_| {
+            Err(crate::store::StoreError::UnknownCollection {
+                collection: "notes".to_owned(),
+            })
+        });
+        assert!(matches!(
+            refused,
+            Err(crate::store::StoreError::UnknownCollection { .. })
+        ));
+        // A decision that would rewrite the history is refused, not a race tried forever.
+        assert!(matches!(
+            engine.update_meta("notes", &mut |_| Ok(Some(sample_meta(2, &[2])))),
+            Err(crate::store::StoreError::Unsupported { .. })
+        ));
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&two[..]));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub(crate) struct Options {
     pub(crate) pool_size: usize,
     pub(crate) checkout_timeout: Duration,
     pub(crate) run_lease: Duration,
+    /// How long registration waits for another process registering the same collection.
+    pub(crate) registration_timeout: Duration,
 }
 
 /// What every collection of a store shares.
@@ -56,6 +58,7 @@ pub(crate) struct PgEngine {
     pub(crate) shared: Arc<Shared>,
     /// The schema to drop with the store, for a temporary one.
     temporary: Option<String>,
+    registration_timeout: Duration,
     collections: Mutex<HashMap<String, Arc<PgCollection>>>,
 }
 
@@ -101,6 +104,7 @@ impl PgEngine {
                 run_lease: options.run_lease,
             }),
             temporary: if options.temporary { schema } else { None },
+            registration_timeout: options.registration_timeout,
             collections: Mutex::new(HashMap::new()),
         })
     }
@@ -205,6 +209,14 @@ impl Engine for PgEngine {
     ) -> Result<bool, StoreError> {
         let mut conn = self.pool().get()?;
         meta::write(&mut conn.client, collection, expected, bytes)
+    }
+
+    fn update_meta(
+        &self,
+        collection: &str,
+        decide: &mut super::DecideMeta<'_>,
+    ) -> Result<(), StoreError> {
+        meta::update(self.pool(), collection, self.registration_timeout, decide)
     }
 
     fn next_run_id(&self) -> Result<u64, StoreError> {

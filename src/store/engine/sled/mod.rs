@@ -371,6 +371,31 @@ mod tests {
         );
     }
 
+    /// `update_meta` decides on what is stored and decides again when another writer changed
+    /// the record between its read and its write.
+    #[test]
+    fn update_meta_decides_again_after_a_lost_race() {
+        let store = Store::temporary().unwrap();
+        let engine = store.sled().unwrap();
+        let mut seen = Vec::new();
+        engine
+            .update_meta("notes", &mut |current| {
+                seen.push(current.map(<[u8]>::to_vec));
+                if current.is_none() {
+                    // Another program records first, after this one read.
+                    assert!(engine.put_meta("notes", None, b"theirs").unwrap());
+                    return Ok(Some(b"lost".to_vec()));
+                }
+                Ok(Some(b"mine".to_vec()))
+            })
+            .unwrap();
+        assert_eq!(seen, [None, Some(b"theirs".to_vec())]);
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&b"mine"[..]));
+        // `None` writes nothing.
+        engine.update_meta("notes", &mut |_| Ok(None)).unwrap();
+        assert_eq!(engine.meta("notes").unwrap().as_deref(), Some(&b"mine"[..]));
+    }
+
     /// A ledger key that does not parse is an error naming the ledger, never some run (it used
     /// to read as run 0).
     #[test]
