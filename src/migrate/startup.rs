@@ -120,8 +120,14 @@ pub struct StartupReport {
     /// The first [`MAX_STARTUP_FAILURES`] of those, in id order.
     pub failures: Vec<Failure>,
     /// Documents still to migrate when the call returned (known failures left out): 0 after
-    /// `MigrateBeforeServing`.
+    /// `MigrateBeforeServing`, unless it was cancelled, stopped on counts that disagree with
+    /// the documents (see the log), or a newer program owns the migration
+    /// ([`superseded_by`](Self::superseded_by)); [`require_clean`](Self::require_clean) tells.
     pub remaining: u64,
+    /// The newest version registered for the collection when a newer program did so: this
+    /// program may read but not write, and that program's instances migrate (during a rolling
+    /// upgrade, say).
+    pub superseded_by: Option<u32>,
     /// How long the call took.
     pub elapsed: Duration,
     /// The migration on its own thread, for `MigrateInBackground`.
@@ -142,27 +148,40 @@ impl StartupReport {
             known_failed: 0,
             failures: Vec::new(),
             remaining: 0,
+            superseded_by: None,
             elapsed: Duration::ZERO,
             background: None,
         }
     }
 
     /// The report, or [`StartupError::Failures`] when documents of the collection failed to
-    /// migrate ([`known_failed`](Self::known_failed) is not zero), naming how many and the first.
+    /// migrate ([`known_failed`](Self::known_failed) is not zero), naming how many and the first;
+    /// after `MigrateBeforeServing`, [`StartupError::Incomplete`] when documents are still to
+    /// migrate ([`remaining`](Self::remaining)) and no newer program owns the migration.
     ///
     /// # Errors
     ///
-    /// [`StartupError::Failures`].
+    /// [`StartupError::Failures`], [`StartupError::Incomplete`].
     pub fn require_clean(self) -> Result<Self, StartupError> {
-        if self.known_failed == 0 {
-            return Ok(self);
+        if self.known_failed > 0 {
+            return Err(StartupError::Failures {
+                collection: self.collection,
+                to_version: self.to_version,
+                failed: self.known_failed,
+                first: self.failures.into_iter().next().map(Box::new),
+            });
         }
-        Err(StartupError::Failures {
-            collection: self.collection,
-            to_version: self.to_version,
-            failed: self.known_failed,
-            first: self.failures.into_iter().next().map(Box::new),
-        })
+        if self.policy == StartupPolicy::MigrateBeforeServing
+            && self.remaining > 0
+            && self.superseded_by.is_none()
+        {
+            return Err(StartupError::Incomplete {
+                collection: self.collection,
+                to_version: self.to_version,
+                remaining: self.remaining,
+            });
+        }
+        Ok(self)
     }
 }
 
@@ -187,6 +206,21 @@ pub enum StartupError {
         failed: u64,
         /// The first of them, in id order.
         first: Option<Box<Failure>>,
+    },
+    /// `MigrateBeforeServing` returned with documents still to migrate: it was cancelled, or it
+    /// stopped because a run took nothing while the counts said documents were pending (the log
+    /// says which; `repair_counters` mends counts).
+    #[error(
+        "{remaining} documents of `{collection}` are still to migrate to version {to_version}: \
+         the startup migration was cancelled or stopped early (see the log)"
+    )]
+    Incomplete {
+        /// The collection.
+        collection: String,
+        /// The version they are to be migrated to.
+        to_version: u32,
+        /// How many documents.
+        remaining: u64,
     },
 }
 
@@ -319,11 +353,17 @@ impl StartupMigration {
     /// Waits until it has ended or `timeout` has passed, and returns its status then.
     #[must_use]
     pub fn wait(&self, timeout: Duration) -> StartupStatus {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add to now waits without a deadline.
+        let deadline = Instant::now().checked_add(timeout);
         let mut status = self.0.status.lock();
         while status.state == StartupState::Migrating {
-            if self.0.changed.wait_until(&mut status, deadline).timed_out() {
-                break;
+            match deadline {
+                Some(deadline) => {
+                    if self.0.changed.wait_until(&mut status, deadline).timed_out() {
+                        break;
+                    }
+                }
+                None => self.0.changed.wait(&mut status),
             }
         }
         status.clone()
@@ -397,7 +437,9 @@ impl Startups {
             return Ok(active.clone());
         }
         let thread = spawn(migration.clone())?;
-        Self::replace(&mut jobs, &collection, migration.clone(), Some(thread));
+        let ended = Self::replace(&mut jobs, &collection, migration.clone(), Some(thread));
+        drop(jobs);
+        join_ended(ended);
         Ok(migration)
     }
 
@@ -415,20 +457,32 @@ impl Startups {
     /// Adds a migration, in place of the ended ones of its collection.
     fn add(&self, migration: StartupMigration) {
         let collection = migration.collection();
-        Self::replace(&mut self.jobs.lock(), &collection, migration, None);
+        let ended = Self::replace(&mut self.jobs.lock(), &collection, migration, None);
+        join_ended(ended);
     }
 
+    /// Puts `migration` in place of the ended ones of its collection, and returns their
+    /// threads, to be joined once the list is unlocked: an ended thread may still hold a handle
+    /// of the store for a moment, and the store must not close on it after its last drop.
     fn replace(
         jobs: &mut Vec<Job>,
         collection: &str,
         migration: StartupMigration,
         thread: Option<JoinHandle<()>>,
-    ) {
-        jobs.retain(|job| {
-            let status = job.migration.0.status.lock();
-            status.collection != collection || status.state == StartupState::Migrating
+    ) -> Vec<JoinHandle<()>> {
+        let mut ended = Vec::new();
+        jobs.retain_mut(|job| {
+            let keep = {
+                let status = job.migration.0.status.lock();
+                status.collection != collection || status.state == StartupState::Migrating
+            };
+            if !keep {
+                ended.extend(job.thread.take());
+            }
+            keep
         });
         jobs.push(Job { migration, thread });
+        ended
     }
 
     /// Cancels every migration and waits for their threads to stop: each stops at its next chunk
@@ -626,6 +680,13 @@ fn migrate_all<T: Schema>(
         if collection.pending()?.migratable() == 0 {
             return Ok(false);
         }
+        match collection.check_writable() {
+            Err(StoreError::VersionTooNew { stored, .. }) => {
+                superseded(collection.name(), report, stored);
+                return Ok(false);
+            }
+            result => result?,
+        }
         let handle = migration.clone();
         // What earlier runs did: this run's progress counts from there.
         let (base_done, base_total) = {
@@ -658,13 +719,18 @@ fn migrate_all<T: Schema>(
                     return Ok(false);
                 }
             }
+            Err(MigrationError::Store(StoreError::VersionTooNew { stored, .. })) => {
+                superseded(collection.name(), report, stored);
+                return Ok(false);
+            }
             Err(MigrationError::RunInProgress { run, .. }) => {
                 tracing::info!(
                     collection = collection.name(),
                     run,
                     "waiting for the run under way before migrating what is left"
                 );
-                if !report.waited_for.contains(&run) {
+                // Run 0 is not a run: the ledger being settled.
+                if run != 0 && !report.waited_for.contains(&run) {
                     report.waited_for.push(run);
                 }
                 migration.update(|status| status.waiting_for = Some(run));
@@ -683,6 +749,23 @@ fn migrate_all<T: Schema>(
             Err(error) => return Err(error.into()),
         }
     }
+}
+
+/// Joins threads that have ended their migration (they are exiting).
+fn join_ended(threads: Vec<JoinHandle<()>>) {
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+/// A newer program registered a newer version: it owns the migration, this one may only read.
+fn superseded(collection: &str, report: &mut StartupReport, newest: u32) {
+    tracing::info!(
+        collection,
+        newest,
+        "a newer program registered a newer version: its instances migrate; this one serves reads"
+    );
+    report.superseded_by = Some(newest);
 }
 
 /// Adds a run's counts to the report and the status; whether the run took anything.

@@ -48,6 +48,25 @@ fn boot_v1_to_v2(old: BootV1) -> Result<BootV2, StepError> {
     })
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
+#[schema(collection = "boot", version = 3, from = BootV2, step = boot_v2_to_v3)]
+struct BootV3 {
+    title: String,
+    n: u64,
+    double: u64,
+    triple: u64,
+}
+
+#[allow(clippy::unnecessary_wraps)] // a step's signature
+fn boot_v2_to_v3(old: BootV2) -> Result<BootV3, StepError> {
+    Ok(BootV3 {
+        triple: old.n * 3,
+        title: old.title,
+        n: old.n,
+        double: old.double,
+    })
+}
+
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Holds a step until released, and tells the test the step is held: a migration caught
@@ -450,7 +469,63 @@ fn a_store_dropped_after_its_background_migration_closes<E: Engine>() {
     assert_eq!(versions(&boot), BTreeMap::from([(2, 50)]));
 }
 
+/// During a rolling upgrade: a program older than the newest registered version starts with
+/// `MigrateBeforeServing` while documents are still below its own version. It may not write, so
+/// it serves reads and leaves the migration to the newer program's instances, instead of
+/// failing its start.
+fn an_older_program_leaves_the_migration_to_the_newer_one<E: Engine>() {
+    let place = place_with::<E>(&titles(50));
+    {
+        let store = place.open();
+        let _ = store.collection::<BootV3>().unwrap();
+    }
+    let store = place.open();
+    let (boot, report) = store
+        .collection_with::<BootV2>(StartupPolicy::MigrateBeforeServing)
+        .unwrap();
+    assert_eq!(report.superseded_by, Some(3));
+    assert_eq!((report.migrated, report.remaining), (0, 50));
+    assert!(report.runs.is_empty());
+    assert_eq!(boot.get("doc-00003").unwrap().unwrap().data.double, 6);
+    let _ = report.require_clean().unwrap();
+}
+
+/// A `MigrateBeforeServing` start cancelled midway returns what it did, and `require_clean`
+/// refuses it: documents are still to migrate.
+fn a_cancelled_start_is_not_clean<E: Engine>() {
+    let (gate, held) = Gate::open();
+    let mut titles = titles(1500);
+    titles[1200].clone_from(&held);
+    let place = place_with::<E>(&titles);
+    let store = place.open();
+    thread::scope(|scope| {
+        let starting = scope.spawn(|| {
+            store
+                .collection_with::<BootV2>(StartupPolicy::MigrateBeforeServing)
+                .unwrap()
+                .1
+        });
+        gate.wait_held();
+        let migrations = store.startup_migrations();
+        assert_eq!(migrations.len(), 1);
+        migrations[0].cancel();
+        gate.release();
+        let report = starting.join().unwrap();
+        assert!(report.remaining > 0, "{report:?}");
+        match report.require_clean() {
+            Err(StartupError::Incomplete {
+                remaining,
+                to_version: 2,
+                ..
+            }) => assert!(remaining > 0),
+            other => panic!("expected Incomplete, got {other:?}"),
+        }
+    });
+}
+
 engine_tests! {
+    an_older_program_leaves_the_migration_to_the_newer_one,
+    a_cancelled_start_is_not_clean,
     lazy_leaves_old_documents_to_reads,
     before_serving_migrates_everything,
     before_serving_reports_failures_and_require_clean_names_them,

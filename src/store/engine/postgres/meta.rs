@@ -116,7 +116,10 @@ pub(crate) fn write(
     bytes: &[u8],
 ) -> Result<bool, StoreError> {
     let mut tx = client.transaction().map_err(db)?;
-    let stored = lock_row(&mut tx, collection)?;
+    let stored = lock_row(&mut tx, collection).map_err(|error| match error {
+        Locking::Wait(error) => db(error),
+        Locking::Other(error) => error,
+    })?;
     // Compared with what `read` returns: the record as the program saw it.
     if stored.record.as_deref() != expected {
         return Ok(false);
@@ -225,18 +228,32 @@ fn update_once(
 ) -> Result<(), Attempt> {
     let mut tx = client.transaction().map_err(db)?;
     let millis = wait.as_millis().max(1);
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{millis}ms'"))
-        .map_err(db)?;
-    if let Err(error) = tx.execute(REGISTRATION_LOCK, &[&collection]) {
-        // `lock_timeout` ends the wait; a `statement_timeout` shorter than it too.
+    // The idle timeout ends a transaction whose client vanished (a host gone without closing
+    // its connection) instead of leaving the lock held until TCP notices; the transaction is
+    // never idle that long while its program lives (it reads no document under the lock).
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{millis}ms';
+         SET LOCAL idle_in_transaction_session_timeout = '{}ms'",
+        millis.max(10_000)
+    ))
+    .map_err(db)?;
+    // `lock_timeout` ends a wait (for the advisory lock, or for the collection's row, which an
+    // older program's compare-and-set may hold); a `statement_timeout` shorter than it too.
+    let lock_wait = |error: postgres::Error| {
         if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
             || error.code() == Some(&SqlState::QUERY_CANCELED)
         {
-            return Err(Attempt::LockWait(error));
+            Attempt::LockWait(error)
+        } else {
+            db(error).into()
         }
-        return Err(db(error).into());
-    }
-    let stored = lock_row(&mut tx, collection)?;
+    };
+    tx.execute(REGISTRATION_LOCK, &[&collection])
+        .map_err(lock_wait)?;
+    let stored = lock_row(&mut tx, collection).map_err(|error| match error {
+        Locking::Wait(error) => lock_wait(error),
+        Locking::Other(error) => error.into(),
+    })?;
     let Some(bytes) = decide(stored.record.as_deref())? else {
         // Nothing to record: the transaction (and the lock) ends with a rollback.
         return Ok(());
@@ -262,22 +279,34 @@ struct Stored {
     history: Vec<(i32, Vec<u8>)>,
 }
 
+/// Why [`lock_row`] failed: a statement that waited for a lock (or was cancelled), or else.
+enum Locking {
+    Wait(postgres::Error),
+    Other(StoreError),
+}
+
+impl From<StoreError> for Locking {
+    fn from(error: StoreError) -> Self {
+        Self::Other(error)
+    }
+}
+
 /// Makes the transaction durable when it commits (also on an `Eventual` store's sessions),
 /// creates the collection's row if missing, locks it and reads the record.
-fn lock_row(tx: &mut postgres::Transaction<'_>, collection: &str) -> Result<Stored, StoreError> {
+fn lock_row(tx: &mut postgres::Transaction<'_>, collection: &str) -> Result<Stored, Locking> {
     tx.batch_execute(
         "SELECT set_config('synchronous_commit',
              CASE WHEN current_setting('synchronous_commit') = 'off' THEN 'on'
                   ELSE current_setting('synchronous_commit') END, true)",
     )
-    .map_err(db)?;
-    tx.execute(ENSURE, &[&collection]).map_err(db)?;
-    let row = tx.query_one(LOCK, &[&collection]).map_err(db)?;
+    .map_err(|error| Locking::Other(db(error)))?;
+    tx.execute(ENSURE, &[&collection]).map_err(Locking::Wait)?;
+    let row = tx.query_one(LOCK, &[&collection]).map_err(Locking::Wait)?;
     let id: i32 = row.get(0);
     let meta: Option<Vec<u8>> = row.get(1);
     let history: Vec<(i32, Vec<u8>)> = tx
         .query(HISTORY, &[&id])
-        .map_err(db)?
+        .map_err(|error| Locking::Other(db(error)))?
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
