@@ -89,6 +89,11 @@ pub enum StartupPolicy {
     /// pending while the program serves.
     MigrateInBackground,
     /// Return once nothing is pending, with a report listing failures.
+    ///
+    /// A run under way in another instance is waited for while its lease is live, without a
+    /// deadline: an instance whose step hangs (its lease is still renewed) holds every start
+    /// up. Cancel through [`Store::startup_migrations`] from another thread, or prefer
+    /// `MigrateInBackground` behind a readiness check.
     MigrateBeforeServing,
 }
 
