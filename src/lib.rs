@@ -31,7 +31,7 @@ pub use crate::error::Error;
 pub use crate::id::{DocId, InvalidId, Revision, MAX_ID_LEN};
 pub use crate::migrate::{
     CancelToken, Failure, FailureClass, MigrateOptions, Migration, MigrationError, MigrationReport,
-    Pending, PendingCount, Progress, RevertReport, RunKind, RunRecord, RunState,
+    Pending, PendingCount, Progress, RevertReport, RunKind, RunRecord, RunState, WorkerRecord,
     MAX_REPORTED_FAILURES,
 };
 pub use crate::record::{Origin, RecordError};

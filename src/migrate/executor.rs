@@ -61,6 +61,17 @@ pub(super) fn run<T: Schema>(
     mut migration: Migration<T>,
     dry_run: bool,
 ) -> Result<MigrationReport, MigrationError> {
+    if migration.join {
+        return super::join::run(&mut migration, dry_run);
+    }
+    run_once(&mut migration, dry_run)
+}
+
+/// One run of this process, or [`MigrationError::RunInProgress`].
+pub(super) fn run_once<T: Schema>(
+    migration: &mut Migration<T>,
+    dry_run: bool,
+) -> Result<MigrationReport, MigrationError> {
     let started = Instant::now();
     let collection = migration.collection.clone();
     collection.check_writable()?;
@@ -105,7 +116,7 @@ pub(super) fn run<T: Schema>(
         })?;
     // A run that stopped is brought up to what is on disk before this one writes anything.
     ledger::settle(&collection)?;
-    let mut record = new_record(&migration, run_id, dry_run);
+    let mut record = new_record(migration, run_id, dry_run);
     let from: Vec<u32> = counters
         .live()
         .into_keys()
@@ -118,7 +129,7 @@ pub(super) fn run<T: Schema>(
 
     let result = pipeline(
         &collection,
-        &mut migration,
+        migration,
         dry_run,
         run_id,
         total,
@@ -169,7 +180,11 @@ pub(super) fn run<T: Schema>(
 }
 
 /// The ledger record of a run starting.
-fn new_record<T: Schema>(migration: &Migration<T>, run_id: u64, dry_run: bool) -> RunRecord {
+pub(super) fn new_record<T: Schema>(
+    migration: &Migration<T>,
+    run_id: u64,
+    dry_run: bool,
+) -> RunRecord {
     let collection = &migration.collection;
     let mut record = RunRecord::new(run_id, collection.name(), RunKind::Migration, T::VERSION);
     record.limit = migration.limit;

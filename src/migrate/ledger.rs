@@ -87,6 +87,38 @@ pub struct RunRecord {
     pub schema_fingerprint: Option<String>,
     /// The revert that undid this run.
     pub reverted_by: Option<u64>,
+    /// The workers of a joined run (see [`Migration::join`](crate::Migration::join)), one each;
+    /// empty for a run of one process. Their counts add up to the run's.
+    #[serde(default)]
+    pub workers: Vec<WorkerRecord>,
+}
+
+/// One worker of a joined run, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct WorkerRecord {
+    /// The worker's id, unique in the run.
+    pub worker: String,
+    /// The instance's name (see [`Migration::worker_name`](crate::Migration::worker_name)).
+    pub instance: String,
+    /// The host it ran on.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// When it joined, by the database's clock.
+    pub started: SystemTime,
+    /// Its last heartbeat, by the database's clock.
+    pub heartbeat: SystemTime,
+    /// Whether it is still working: its lease is unexpired and it has not left.
+    pub live: bool,
+    /// Candidates it took.
+    pub taken: u64,
+    /// Documents it migrated.
+    pub migrated: u64,
+    /// Documents it failed.
+    pub failed: u64,
+    /// Candidates it skipped.
+    pub skipped: u64,
 }
 
 impl RunRecord {
@@ -111,6 +143,7 @@ impl RunRecord {
             failures_by_class: BTreeMap::new(),
             schema_fingerprint: None,
             reverted_by: None,
+            workers: Vec::new(),
         }
     }
 }
