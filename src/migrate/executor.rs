@@ -48,13 +48,13 @@ struct Chunk {
 }
 
 #[derive(Default)]
-struct Tally {
+pub(super) struct Tally {
     /// The counts, as the progress record of the last committed chunk holds them.
-    counts: RunProgress,
+    pub(super) counts: RunProgress,
     /// Candidates that were not known failures and were migrated or failed: what a real run would
     /// take off the migratable count.
-    settled_fresh: u64,
-    failures: Vec<Failure>,
+    pub(super) settled_fresh: u64,
+    pub(super) failures: Vec<Failure>,
 }
 
 pub(super) fn run<T: Schema>(
@@ -387,7 +387,7 @@ impl Scan<'_> {
 }
 
 /// Decodes, steps, validates and encodes one candidate.
-fn process<T: Schema>(
+pub(super) fn process<T: Schema>(
     max_depth: usize,
     candidate: PendingDocument,
     run_id: u64,
@@ -582,7 +582,7 @@ impl<T: Schema> Committer<'_, T> {
 impl Tally {
     /// Counts a committed chunk's migrated and failed documents as settled, keeps its first
     /// failures and logs each failure (at debug); returns the chunk's first failed id.
-    fn chunk_outcomes<'a>(
+    pub(super) fn chunk_outcomes<'a>(
         &mut self,
         items: &'a [ChunkItem],
         outcomes: &[Outcome],
@@ -628,7 +628,7 @@ impl Tally {
 }
 
 /// A committed chunk's counts, and the run's counts with the chunk.
-fn count(
+pub(super) fn count(
     counts: &RunProgress,
     items: &[ChunkItem],
     outcomes: &[Outcome],

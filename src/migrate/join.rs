@@ -45,7 +45,7 @@ pub(super) fn run<T: Schema>(
 /// [`MigrationError::JoinMismatch`] unless the migration run `run` (as the ledger records it)
 /// has this migration's settings; a record that is missing (the run has only just started) or
 /// not of a migration (a revert) is waited for.
-fn check<T: Schema>(migration: &Migration<T>, run: u64) -> Result<(), MigrationError> {
+pub(super) fn check<T: Schema>(migration: &Migration<T>, run: u64) -> Result<(), MigrationError> {
     let collection = &migration.collection;
     let Some(record) = collection.run(run)? else {
         return Ok(());

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use revolve::{Collection, Durability, MigrationError, Schema, StepError};
+use revolve::{Collection, Durability, MigrationError, RunState, Schema, StepError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +70,9 @@ fn join_starts_a_run_when_none_is_under_way<E: Engine>() {
     );
     let run = notes.run(report.run_id.unwrap()).unwrap().unwrap();
     assert_eq!(run.migrated, 2500);
+    // On PostgreSQL the run is a joined run with one worker; on sled, a run of one process.
+    let workers = usize::from(E::NAME == "postgres");
+    assert_eq!(run.workers.len(), workers, "{run:?}");
     // Nothing left: a joiner takes nothing, and records no run.
     let again = notes.migrate().join().execute().unwrap();
     assert_eq!((again.run_id, again.scanned), (None, 0));
@@ -169,6 +172,16 @@ fn joiners_migrate_every_document_once<E: Engine>() {
     });
     assert_eq!(first.migrated + second.migrated, 5000);
     assert_eq!(first.scanned + second.scanned, 5000);
+    if E::NAME == "postgres" {
+        // One run, two workers, whose counts add up to the run's.
+        assert_eq!(first.run_id, second.run_id);
+        let run = notes.run(first.run_id.unwrap()).unwrap().unwrap();
+        assert_eq!(run.state, RunState::Done);
+        assert_eq!(run.workers.len(), 2, "{run:?}");
+        assert_eq!(run.scanned, 5000);
+        assert_eq!(run.workers.iter().map(|w| w.migrated).sum::<u64>(), 5000);
+        assert!(run.workers.iter().all(|w| !w.live));
+    }
     for document in notes.iter() {
         let document = document.unwrap();
         assert_eq!(document.stored_version, 2);
