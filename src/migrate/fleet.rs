@@ -253,6 +253,11 @@ fn chunks<T: Schema>(
                 };
                 match again {
                     Some(chunk) => chunk,
+                    // A peer claimed what was left meanwhile: it is waited for, should it die.
+                    None if worker.peers_working()? => {
+                        std::thread::sleep(POLL);
+                        continue;
+                    }
                     None => return Ok(()),
                 }
             }

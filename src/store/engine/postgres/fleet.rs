@@ -12,10 +12,14 @@
 //!   is open; the revisions, heads, failures and counts are written as a single-process run's
 //!   commit writes them, in the same transaction. A worker that dies loses its open transaction
 //!   only: its row locks go with its connection, and another worker claims those documents.
-//! - Fencing: each chunk's transaction locks the worker's row and checks its lease is unexpired
-//!   and that the collection's lease row is still the run's (share-locked until the commit), so a
-//!   worker whose lease expired cannot write as the run. The run id is the term: ids are never
-//!   reused, and a run whose workers all stopped is never resumed under its id.
+//! - Fencing: each chunk's transaction key-share-locks the worker's row (a heartbeat, which updates
+//!   other columns, does not wait for it) and checks that its lease is unexpired, and its last
+//!   statement, which adds the chunk's counts to that row, checks it again: a worker whose lease
+//!   expired mid-chunk (a stalled process) has its chunk rolled back and cannot write as the run.
+//!   The last worker to leave waits for every other worker's open chunk (a row lock) before it
+//!   ends the run. No chunk locks the collection's lease row, which the heartbeats update: share
+//!   locks taken by chunks that overlap without a gap would starve that update. The run id is the
+//!   term: ids are never reused, and a run whose workers all stopped is never resumed under its id.
 //! - A limit caps the run: before a chunk, a worker reserves up to a chunk of what is left of it
 //!   (lock order: the worker's row, then the run's); the chunk's transaction gives back what it
 //!   did not use; a live worker clears the reservation of one whose lease expired.
@@ -26,6 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
+use postgres::error::SqlState;
 
 use super::collection::{
     sql_version, PgCollection, Statements, BEGIN, CHECK, CREATE, EXISTING, FAILURES_INSERT, FINISH,
@@ -71,9 +76,16 @@ const HEARTBEAT: &str = "UPDATE revolve_fleet_workers
      SET heartbeat = clock_timestamp(), expires = clock_timestamp() + make_interval(secs => $4)
      WHERE collection = $1 AND run = $2 AND worker = $3 AND NOT gone
        AND expires > clock_timestamp()";
-/// The worker's row, locked for the chunk: whether its lease holds, and what it has reserved.
-const FENCE: &str = "SELECT expires > clock_timestamp() AND NOT gone, reserved
-     FROM revolve_fleet_workers WHERE collection = $1 AND run = $2 AND worker = $3 FOR UPDATE";
+/// A chunk's first statement: the newest registered version, whether the worker's lease holds,
+/// and what it has reserved. The worker's row is key-share-locked until the commit: peers that
+/// wait for a worker's open chunk lock it `FOR UPDATE`, which conflicts; the heartbeat's update,
+/// which does not touch the key, does not.
+const FLEET_BEGIN: &str =
+    "SELECT c.newest, w.expires > clock_timestamp() AND NOT w.gone, w.reserved
+     FROM revolve_collections c
+     JOIN revolve_fleet_workers w ON w.collection = c.id AND w.run = $2 AND w.worker = $3
+     WHERE c.id = $1
+     FOR KEY SHARE OF w";
 /// The next pending heads of one version after `$3`, locked, skipping those another
 /// transaction holds, with their revisions' bytes and whether a failure record names them;
 /// a document whose failure this run may not retry (`$5`: retrying failures recorded before run
@@ -94,14 +106,20 @@ const CLAIM: &str = "SELECT h.id, h.revision, h.version,
 /// while the claim ran leaves its head as it was, so the claim's snapshot may miss the record.
 const UNRETRIABLE: &str = "SELECT id FROM revolve_failures
      WHERE collection = $1 AND id = ANY($2) AND (NOT $3 OR run >= $4)";
-/// The chunk's counts on the worker's row, its reservation given back.
+/// A chunk's last statement: its counts on the worker's row, its reservation given back, if the
+/// worker's lease still holds (the fence at the commit: 0 rows when it expired meanwhile).
 const TALLY: &str = "WITH worker AS (
          UPDATE revolve_fleet_workers
          SET taken = taken + $4::int8, migrated = migrated + $5::int8, failed = failed + $6::int8,
              skipped = skipped + $7::int8, reserved = 0
-         WHERE collection = $1 AND run = $2 AND worker = $3 RETURNING 1)
-     UPDATE revolve_fleet_runs SET reserved = reserved - $8::int8
-     WHERE collection = $1 AND run = $2 AND $8::int8 > 0 AND EXISTS (SELECT 1 FROM worker)";
+         WHERE collection = $1 AND run = $2 AND worker = $3 AND NOT gone
+           AND expires > clock_timestamp()
+         RETURNING 1),
+     run AS (
+         UPDATE revolve_fleet_runs SET reserved = reserved - $8::int8
+         WHERE collection = $1 AND run = $2 AND $8::int8 > 0 AND EXISTS (SELECT 1 FROM worker)
+         RETURNING 1)
+     SELECT count(*) FROM worker";
 const RESERVE_WORKER: &str = "SELECT 1 FROM revolve_fleet_workers
      WHERE collection = $1 AND run = $2 AND worker = $3 AND NOT gone
        AND expires > clock_timestamp() FOR UPDATE";
@@ -127,9 +145,16 @@ const RELEASE_EXPIRED: &str = "WITH dead AS (
      SET reserved = reserved - (SELECT COALESCE(sum(reserved), 0) FROM dead)
      WHERE collection = $1 AND run = $2 AND EXISTS (SELECT 1 FROM dead)
        AND (SELECT count(*) FROM cleared) >= 0";
+/// Whether a peer works: its lease is live and it is not idle, or it is in a chunk (its row is
+/// locked; the chunk of a peer whose lease expired meanwhile is waited for until it ends).
 const PEERS_WORKING: &str = "SELECT EXISTS (SELECT 1 FROM revolve_fleet_workers
-     WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone AND NOT idle
-       AND expires > clock_timestamp())";
+         WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone AND NOT idle
+           AND expires > clock_timestamp())
+     OR (SELECT count(*) FROM revolve_fleet_workers
+         WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone)
+        > (SELECT count(*) FROM (SELECT 1 FROM revolve_fleet_workers
+             WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone
+             FOR UPDATE SKIP LOCKED) AS free)";
 const IDLE: &str = "UPDATE revolve_fleet_workers SET idle = $4
      WHERE collection = $1 AND run = $2 AND worker = $3";
 const CANCELLED: &str =
@@ -143,6 +168,11 @@ const LEAVE: &str = "UPDATE revolve_fleet_workers SET gone = true, heartbeat = c
 const OTHERS_LIVE: &str = "SELECT EXISTS (SELECT 1 FROM revolve_fleet_workers
      WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone
        AND expires > clock_timestamp())";
+/// The rows of the other workers that have not left, locked: waits for their open chunks (a
+/// worker whose lease expired mid-chunk has it rolled back by its own fence, or committed if it
+/// passed the fence first) before the last worker ends the run.
+const SETTLE_PEERS: &str = "SELECT 1 FROM revolve_fleet_workers
+     WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone FOR UPDATE";
 const END_RUN: &str = "UPDATE revolve_fleet_runs SET state = $3, reserved = 0
      WHERE collection = $1 AND run = $2";
 const RELEASE: &str =
@@ -318,7 +348,7 @@ impl PgWorker<'_> {
     }
 
     fn lost(&self) -> StoreError {
-        StoreError::RunLeaseLost {
+        StoreError::WorkerLeaseLost {
             collection: self.collection.name.clone(),
             run: self.run,
         }
@@ -366,7 +396,7 @@ impl Worker for PgWorker<'_> {
         let (collection, run) = self.key()?;
         let this = self.collection;
         let mut conn = this.shared.pool.get()?;
-        let fence = conn.statement(FENCE)?;
+        let begin = conn.statement(FLEET_BEGIN)?;
         let claim = conn.statement(CLAIM)?;
         let unretriable = conn.statement(UNRETRIABLE)?;
         let tally = conn.statement(TALLY)?;
@@ -384,24 +414,18 @@ impl Worker for PgWorker<'_> {
         let statements = Statements::from(statements);
         let mut tx = client.transaction().map_err(db)?;
         let Some(row) = tx
-            .query_opt(&fence, &[&collection, &run, &self.worker])
+            .query_opt(&begin, &[&collection, &run, &self.worker])
             .map_err(db)?
         else {
             return Err(self.lost());
         };
-        let (live, reserved): (bool, i64) = (row.get(0), row.get(1));
-        if !live {
-            return Err(self.lost());
-        }
-        let row = tx
-            .query_one(&statements.begin, &[&collection, &run])
-            .map_err(db)?;
         refuse_older(
             &this.name,
             u32::try_from(row.get::<_, i32>(0)).unwrap_or(0),
             writer,
         )?;
-        if !row.get::<_, bool>(1) {
+        let (live, reserved): (bool, i64) = (row.get(1), row.get(2));
+        if !live {
             return Err(self.lost());
         }
 
@@ -474,7 +498,7 @@ impl Worker for PgWorker<'_> {
         };
         if documents.is_empty() {
             if give_back > 0 || reserved > 0 {
-                tx.execute(
+                tx.query_one(
                     &tally,
                     &[
                         &collection,
@@ -505,20 +529,27 @@ impl Worker for PgWorker<'_> {
         let count = |which: Outcome| {
             i64::try_from(outcomes.iter().filter(|&&o| o == which).count()).unwrap_or(i64::MAX)
         };
-        tx.execute(
-            &tally,
-            &[
-                &collection,
-                &run,
-                &self.worker,
-                &i64::try_from(items.len()).unwrap_or(i64::MAX),
-                &count(Outcome::Written),
-                &count(Outcome::Failed),
-                &count(Outcome::Skipped),
-                &give_back.max(0),
-            ],
-        )
-        .map_err(db)?;
+        let fenced: i64 = tx
+            .query_one(
+                &tally,
+                &[
+                    &collection,
+                    &run,
+                    &self.worker,
+                    &i64::try_from(items.len()).unwrap_or(i64::MAX),
+                    &count(Outcome::Written),
+                    &count(Outcome::Failed),
+                    &count(Outcome::Skipped),
+                    &give_back.max(0),
+                ],
+            )
+            .map_err(db)?
+            .get(0);
+        if fenced == 0 {
+            // The lease expired while the chunk was processed: the transaction rolls back as
+            // it is dropped, and what it claimed is left to the run's other workers.
+            return Err(self.lost());
+        }
         tx.commit().map_err(db)?;
         self.segments = segments;
         Ok(Some(Claimed {
@@ -591,6 +622,11 @@ impl Worker for PgWorker<'_> {
         self.heart.stop();
         let mut conn = self.collection.shared.pool.get()?;
         let mut tx = conn.client.transaction().map_err(db)?;
+        // A peer stalled in a chunk is waited for at most a lease: its fence rolls the chunk
+        // back once it wakes, and it ends the run as it leaves.
+        let wait = self.collection.shared.run_lease.as_millis().max(1);
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = {wait}"))
+            .map_err(db)?;
         tx.query_opt(LEAVE_LOCK, &[&collection, &run]).map_err(db)?;
         tx.execute(LEAVE, &[&collection, &run, &self.worker])
             .map_err(db)?;
@@ -598,14 +634,32 @@ impl Worker for PgWorker<'_> {
             .query_one(OTHERS_LIVE, &[&collection, &run, &self.worker])
             .map_err(db)?
             .get(0);
-        if !others {
-            let state = if cancelled { "cancelled" } else { "done" };
-            tx.execute(END_RUN, &[&collection, &run, &state])
-                .map_err(db)?;
-            tx.execute(RELEASE, &[&collection, &run]).map_err(db)?;
+        if others {
+            tx.commit().map_err(db)?;
+            return Ok(false);
         }
+        match tx.query(SETTLE_PEERS, &[&collection, &run, &self.worker]) {
+            Ok(_) => {}
+            Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                drop(tx);
+                tracing::warn!(
+                    collection = self.collection.name.as_str(),
+                    run = self.run,
+                    "a stalled worker still holds a chunk of the run; it ends the run when it stops"
+                );
+                conn.client
+                    .execute(LEAVE, &[&collection, &run, &self.worker])
+                    .map_err(db)?;
+                return Ok(false);
+            }
+            Err(error) => return Err(db(error)),
+        }
+        let state = if cancelled { "cancelled" } else { "done" };
+        tx.execute(END_RUN, &[&collection, &run, &state])
+            .map_err(db)?;
+        tx.execute(RELEASE, &[&collection, &run]).map_err(db)?;
         tx.commit().map_err(db)?;
-        Ok(!others)
+        Ok(true)
     }
 }
 
