@@ -232,34 +232,33 @@ fn chunks<T: Schema>(
         } else {
             worker.claim(room, T::VERSION, &mut process)?
         };
-        let chunk = match claimed {
-            Some(chunk) => chunk,
-            None => {
-                if !idle {
-                    worker.idle(true)?;
-                    idle = true;
-                }
-                if worker.peers_working()? {
+        let chunk = if let Some(chunk) = claimed {
+            chunk
+        } else {
+            if !idle {
+                worker.idle(true)?;
+                idle = true;
+            }
+            if worker.peers_working()? {
+                std::thread::sleep(POLL);
+                continue;
+            }
+            // No peer works: what one that died left pending is claimed from the start.
+            worker.rewind()?;
+            let room = worker.reserve(CHUNK_SIZE)?;
+            let again = if room == 0 {
+                None
+            } else {
+                worker.claim(room, T::VERSION, &mut process)?
+            };
+            match again {
+                Some(chunk) => chunk,
+                // A peer claimed what was left meanwhile: it is waited for, should it die.
+                None if worker.peers_working()? => {
                     std::thread::sleep(POLL);
                     continue;
                 }
-                // No peer works: what one that died left pending is claimed from the start.
-                worker.rewind()?;
-                let room = worker.reserve(CHUNK_SIZE)?;
-                let again = if room == 0 {
-                    None
-                } else {
-                    worker.claim(room, T::VERSION, &mut process)?
-                };
-                match again {
-                    Some(chunk) => chunk,
-                    // A peer claimed what was left meanwhile: it is waited for, should it die.
-                    None if worker.peers_working()? => {
-                        std::thread::sleep(POLL);
-                        continue;
-                    }
-                    None => return Ok(()),
-                }
+                None => return Ok(()),
             }
         };
         if idle {

@@ -297,6 +297,7 @@ type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
 /// A migration of a collection to its latest version, set up with builder methods and run with
 /// [`execute`](Self::execute) or [`dry_run`](Self::dry_run).
 #[must_use]
+#[allow(clippy::struct_excessive_bools)] // independent builder settings, not a state
 pub struct Migration<T> {
     collection: Collection<T>,
     limit: Option<u64>,

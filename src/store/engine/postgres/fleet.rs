@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 use postgres::error::SqlState;
+use postgres::{Statement, Transaction};
 
 use super::collection::{
     sql_version, PgCollection, Statements, BEGIN, CHECK, CREATE, EXISTING, FAILURES_INSERT, FINISH,
@@ -353,6 +354,79 @@ impl PgWorker<'_> {
             run: self.run,
         }
     }
+
+    /// The claim: up to `limit` pending documents, version by version, after this worker's
+    /// keyset (`segments`, moved on past what is claimed), locked in `tx`, without those whose
+    /// failure the run may not retry.
+    fn take(
+        &self,
+        tx: &mut Transaction<'_>,
+        [claim, unretriable]: [&Statement; 2],
+        limit: usize,
+        segments: &mut VecDeque<(i32, String)>,
+    ) -> Result<Vec<PendingDocument>, StoreError> {
+        let (collection, run) = self.key()?;
+        let mut documents: Vec<PendingDocument> = Vec::with_capacity(limit);
+        while documents.len() < limit {
+            let Some((version, after)) = segments.front().cloned() else {
+                break;
+            };
+            let want = limit - documents.len();
+            let rows = tx
+                .query(
+                    claim,
+                    &[
+                        &collection,
+                        &version,
+                        &after,
+                        &i64::try_from(want).unwrap_or(i64::MAX),
+                        &self.retry_failed,
+                        &run,
+                    ],
+                )
+                .map_err(db)?;
+            let exhausted = rows.len() < want;
+            for row in &rows {
+                let id: String = row.get(0);
+                let revision = u64::try_from(row.get::<_, i64>(1))
+                    .ok()
+                    .and_then(Revision::new);
+                let version = u32::try_from(row.get::<_, i32>(2)).ok();
+                let (Some(revision), Some(version)) = (revision, version) else {
+                    return Err(self.malformed(id));
+                };
+                if let Some(segment) = segments.front_mut() {
+                    segment.1.clone_from(&id);
+                }
+                documents.push(PendingDocument {
+                    head: Head {
+                        revision,
+                        version,
+                        removed: false,
+                    },
+                    bytes: row.get(3),
+                    known_failed: row.get(4),
+                    id,
+                });
+            }
+            if exhausted {
+                segments.pop_front();
+            }
+        }
+        if !documents.is_empty() {
+            let ids: Vec<&str> = documents.iter().map(|d| d.id.as_str()).collect();
+            let refused: HashSet<String> = tx
+                .query(unretriable, &[&collection, &ids, &self.retry_failed, &run])
+                .map_err(db)?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if !refused.is_empty() {
+                documents.retain(|d| !refused.contains(&d.id));
+            }
+        }
+        Ok(documents)
+    }
 }
 
 impl Worker for PgWorker<'_> {
@@ -428,68 +502,8 @@ impl Worker for PgWorker<'_> {
         if !live {
             return Err(self.lost());
         }
-
-        // The claim: up to `limit` documents, version by version, after this worker's keyset.
-        let mut documents: Vec<PendingDocument> = Vec::with_capacity(limit);
         let mut segments = self.segments.clone();
-        while documents.len() < limit {
-            let Some((version, after)) = segments.front().cloned() else {
-                break;
-            };
-            let want = limit - documents.len();
-            let rows = tx
-                .query(
-                    &claim,
-                    &[
-                        &collection,
-                        &version,
-                        &after,
-                        &i64::try_from(want).unwrap_or(i64::MAX),
-                        &self.retry_failed,
-                        &run,
-                    ],
-                )
-                .map_err(db)?;
-            let exhausted = rows.len() < want;
-            for row in &rows {
-                let id: String = row.get(0);
-                let revision = u64::try_from(row.get::<_, i64>(1))
-                    .ok()
-                    .and_then(Revision::new);
-                let version = u32::try_from(row.get::<_, i32>(2)).ok();
-                let (Some(revision), Some(version)) = (revision, version) else {
-                    return Err(self.malformed(id));
-                };
-                if let Some(segment) = segments.front_mut() {
-                    segment.1.clone_from(&id);
-                }
-                documents.push(PendingDocument {
-                    head: Head {
-                        revision,
-                        version,
-                        removed: false,
-                    },
-                    bytes: row.get(3),
-                    known_failed: row.get(4),
-                    id,
-                });
-            }
-            if exhausted {
-                segments.pop_front();
-            }
-        }
-        if !documents.is_empty() {
-            let ids: Vec<&str> = documents.iter().map(|d| d.id.as_str()).collect();
-            let refused: HashSet<String> = tx
-                .query(&unretriable, &[&collection, &ids, &self.retry_failed, &run])
-                .map_err(db)?
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            if !refused.is_empty() {
-                documents.retain(|d| !refused.contains(&d.id));
-            }
-        }
+        let documents = self.take(&mut tx, [&claim, &unretriable], limit, &mut segments)?;
         let taken = documents.len();
         let give_back = if self.limited {
             reserved.saturating_sub(i64::try_from(taken).unwrap_or(i64::MAX))
@@ -521,11 +535,11 @@ impl Worker for PgWorker<'_> {
         // The processing, while the claim holds the documents.
         let (items, known_failed) = process(documents);
         let applied = this.claim(&mut tx, &statements, &items)?;
-        let mut writes = this.gather(&items, &applied)?;
+        let mut batch = this.gather(&items, &applied)?;
         let mut commit = Commit::new(Origin::Migration { run: self.run }, writer);
-        this.write(&mut tx, &statements, &mut writes, &mut commit)?;
-        let outcomes = std::mem::take(&mut writes.outcomes);
-        drop(writes);
+        this.write(&mut tx, &statements, &mut batch, &mut commit)?;
+        let outcomes = std::mem::take(&mut batch.outcomes);
+        drop(batch);
         let count = |which: Outcome| {
             i64::try_from(outcomes.iter().filter(|&&o| o == which).count()).unwrap_or(i64::MAX)
         };
