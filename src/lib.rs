@@ -32,7 +32,7 @@ pub use crate::id::{DocId, InvalidId, Revision, MAX_ID_LEN};
 pub use crate::migrate::{
     CancelToken, Failure, FailureClass, MigrateOptions, Migration, MigrationError, MigrationReport,
     Pending, PendingCount, Progress, RevertReport, RunKind, RunRecord, RunState, StartupError,
-    StartupMigration, StartupPolicy, StartupReport, StartupState, StartupStatus,
+    StartupMigration, StartupPolicy, StartupReport, StartupState, StartupStatus, WorkerRecord,
     MAX_REPORTED_FAILURES, MAX_STARTUP_FAILURES,
 };
 pub use crate::record::{Origin, RecordError};

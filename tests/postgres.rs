@@ -20,6 +20,13 @@
 //! - `update_if_during_a_migration`: two processes rewrite documents with `update_if` while a
 //!   third migrates them: every acknowledged write is in the history and the newest is the head,
 //!   no migration revision follows a write, and the runs' `migrated` add up.
+//! - `three_workers_migrate_once`: three processes join one migration (`migrate().join()`) of
+//!   20,000 documents (`REVOLVE_FLEET_DOCS=100000` for the issue's size) while a fourth rewrites
+//!   documents with `update_if`; one worker is killed with `kill -9` mid-chunk: every document is
+//!   migrated exactly once (revisions counted by origin run), no acknowledged write is lost, one
+//!   run with three workers in the ledger, whose counts add up.
+//! - `three_workers_keep_to_the_limit`: three workers of one run with a limit of half the
+//!   documents migrate exactly that many.
 //! - `a_paused_holder_stops_after_losing_its_lease`: a holder
 //!   stopped (SIGSTOP) past its lease, while another process migrates to the end, must not go on
 //!   committing or record its run as done when it wakes up.
@@ -448,6 +455,13 @@ fn child(role: &str) -> ExitCode {
         "pauser" => pauser(&url, &schema),
         "inserter" => inserter(&url, &schema, setting("docs")),
         "starter" => starter(&url, &schema, setting("variant"), setting("pool")),
+        "worker" => fleet_worker(
+            &url,
+            &schema,
+            setting("seed"),
+            setting("limit"),
+            setting("stop_at_step"),
+        ),
         _ => panic!("unknown role {role:?}"),
     }
     ExitCode::SUCCESS
@@ -1744,7 +1758,7 @@ fn a_held_registration_lock_is_waited_for_with_a_bound(url: &str) -> String {
 }
 
 /// Every scenario, by name.
-fn scenarios() -> [(&'static str, Scenario); 10] {
+fn scenarios() -> [(&'static str, Scenario); 12] {
     [
         (
             "three_processes_lose_no_update",
@@ -1777,7 +1791,247 @@ fn scenarios() -> [(&'static str, Scenario); 10] {
             "a_held_registration_lock_is_waited_for_with_a_bound",
             a_held_registration_lock_is_waited_for_with_a_bound,
         ),
+        ("three_workers_migrate_once", three_workers_migrate_once),
+        (
+            "three_workers_keep_to_the_limit",
+            three_workers_keep_to_the_limit,
+        ),
     ]
+}
+
+// ---- Scenarios 12 and 13: one run, many workers (`Migration::join`). ----
+
+/// Documents of the fleet scenarios: `REVOLVE_FLEET_DOCS` (100,000 for the issue's size), 20,000
+/// by default so that CI on two cores stays quick.
+fn fleet_docs() -> u64 {
+    std::env::var("REVOLVE_FLEET_DOCS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000)
+}
+
+/// The run lease of the fleet's workers: a killed worker's share is taken over once it expires.
+const FLEET_LEASE_MS: u64 = 2000;
+
+/// Joins the migration of `items` (with `limit` when not 0); with `stop_at_step`, stops in that
+/// step, its chunk's transaction open, and waits to be killed. Prints its report as
+/// `report <run> <scanned> <migrated> <failed> <skipped>`.
+fn fleet_worker(url: &str, schema: &str, seed: u64, limit: u64, stop_at_step: u64) {
+    STOP_AT_STEP.store(stop_at_step, Ordering::SeqCst);
+    let store = open_store(url, schema);
+    let items = store.collection::<ItemV2>().unwrap();
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    wait_for_go();
+    let mut migration = items
+        .migrate()
+        .join()
+        .threads(2)
+        .worker_name(format!("worker-{seed}"));
+    if limit > 0 {
+        migration = migration.limit(limit);
+    }
+    let report = migration
+        .execute()
+        .unwrap_or_else(|error| panic!("migrate: {}", chain(&error)));
+    println!(
+        "report {} {} {} {} {}",
+        report.run_id.unwrap_or(0),
+        report.scanned,
+        report.migrated,
+        report.failed,
+        report.skipped
+    );
+}
+
+/// `n` v1 documents; their ids in order.
+fn set_up_fleet(store: &Store, n: u64) -> Vec<String> {
+    let items = store.collection::<ItemV1>().unwrap();
+    let mut ids = Vec::new();
+    let all: Vec<ItemV1> = (0..n).map(item).collect();
+    for batch in all.chunks(5000) {
+        ids.extend(
+            items
+                .insert_many(batch)
+                .unwrap()
+                .iter()
+                .map(ToString::to_string),
+        );
+    }
+    ids.sort();
+    ids
+}
+
+/// A worker's report line: (run, scanned, migrated, failed, skipped).
+fn fleet_report(lines: &[String]) -> (u64, u64, u64, u64, u64) {
+    let line = lines
+        .iter()
+        .find(|line| line.starts_with("report "))
+        .unwrap_or_else(|| panic!("no report in {lines:?}"));
+    let n: Vec<u64> = line
+        .split(' ')
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    (n[0], n[1], n[2], n[3], n[4])
+}
+
+/// Three processes join one migration while a fourth rewrites documents with `update_if`; one
+/// worker is killed with `kill -9` in a step, its chunk's transaction open. The others finish
+/// its share: every document is at v2 with exactly one migration revision (of the one run) or
+/// none (a write took it to v2 first), every acknowledged write is in the history, the ledger
+/// has one run with three workers whose counts add up to the run's and to the survivors'
+/// reports plus what the killed one committed.
+fn three_workers_migrate_once(url: &str) -> String {
+    let n = fleet_docs();
+    let schema = TestSchema::new(url, "fleet");
+    let ids = set_up_fleet(&schema.store(), n);
+    // At most 2,000 ids: they travel in an environment variable.
+    let edited = ids
+        .iter()
+        .step_by((ids.len() / 2000).max(1))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
+    let lease = format!("lease_ms={FLEET_LEASE_MS}");
+    let mut workers: Vec<Proc> = (1..=3)
+        .map(|seed| {
+            let stop = if seed == 3 {
+                format!(" stop_at_step={}", n / 6)
+            } else {
+                String::new()
+            };
+            Proc::spawn(
+                "worker",
+                url,
+                &schema.name,
+                &format!("{lease} seed={seed}{stop}"),
+            )
+        })
+        .collect();
+    let mut editor = Proc::spawn_with("editor", url, &schema.name, "seed=7", &[(IDS_ENV, &edited)]);
+    for proc in workers.iter_mut().chain(std::iter::once(&mut editor)) {
+        proc.wait_for("ready");
+    }
+    for proc in workers.iter_mut().chain(std::iter::once(&mut editor)) {
+        proc.send("go");
+    }
+    let mut killed = workers.pop().unwrap();
+    killed.wait_for("kill-me");
+    assert!(
+        killed.kill9(),
+        "the third worker ended before it was killed"
+    );
+    let (acks, _) = editors_output(vec![editor]);
+    let reports: Vec<_> = workers
+        .into_iter()
+        .map(|proc| fleet_report(&proc.finish()))
+        .collect();
+
+    let store = schema.store();
+    let items = store.collection::<ItemV2>().unwrap();
+    assert_eq!(items.count_by_version().unwrap(), BTreeMap::from([(2, n)]));
+    let run_id = reports[0].0;
+    assert!(
+        reports.iter().all(|r| r.0 == run_id),
+        "one run: {reports:?}"
+    );
+    let run = items.run(run_id).unwrap().unwrap();
+    assert_eq!(run.state, RunState::Done, "{run:?}");
+    assert_eq!(run.workers.len(), 3, "{run:?}");
+    let sum = |f: fn(&revolve::WorkerRecord) -> u64| run.workers.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|w| w.taken), run.scanned);
+    assert_eq!(sum(|w| w.migrated + w.failed + w.skipped), run.scanned);
+    assert_eq!(run.migrated + run.failed + run.skipped, run.scanned);
+    let dead = run
+        .workers
+        .iter()
+        .find(|w| w.instance == "worker-3")
+        .unwrap();
+    let survivors: u64 = reports.iter().map(|r| r.2).sum();
+    assert_eq!(
+        survivors + dead.migrated,
+        run.migrated,
+        "{reports:?} {run:?}"
+    );
+    // Every document migrated exactly once: one migration revision, of this run, or none where
+    // a write took it to v2 first.
+    let mut migrations = 0u64;
+    let mut written_first = 0u64;
+    for id in &ids {
+        let history = items.history(id).unwrap();
+        let of_run = history
+            .iter()
+            .filter(|info| info.origin == revolve::Origin::Migration { run: run_id })
+            .count();
+        let any = history
+            .iter()
+            .filter(|info| matches!(info.origin, revolve::Origin::Migration { .. }))
+            .count();
+        assert!(of_run <= 1 && any == of_run, "{id}: {history:?}");
+        migrations += of_run as u64;
+        written_first += u64::from(of_run == 0);
+    }
+    assert_eq!(migrations, run.migrated);
+    assert_eq!(migrations + written_first, n);
+    for (id, acked) in &acks {
+        check_edited(&items, id, acked);
+    }
+    format!(
+        "{n} documents, run {run_id}: workers took {:?}; {} acknowledged writes, {written_first} \
+         written at v2 first",
+        run.workers
+            .iter()
+            .map(|w| (w.instance.clone(), w.taken))
+            .collect::<Vec<_>>(),
+        acks.values().map(Vec::len).sum::<usize>()
+    )
+}
+
+/// Three processes join one migration with a limit of half the documents: exactly that many
+/// are migrated, over the three.
+fn three_workers_keep_to_the_limit(url: &str) -> String {
+    let n = fleet_docs();
+    let limit = n / 2;
+    let schema = TestSchema::new(url, "fleetlimit");
+    set_up_fleet(&schema.store(), n);
+    let mut workers: Vec<Proc> = (1..=3)
+        .map(|seed| {
+            Proc::spawn(
+                "worker",
+                url,
+                &schema.name,
+                &format!("lease_ms={FLEET_LEASE_MS} seed={seed} limit={limit}"),
+            )
+        })
+        .collect();
+    for proc in &mut workers {
+        proc.wait_for("ready");
+    }
+    for proc in &mut workers {
+        proc.send("go");
+    }
+    let reports: Vec<_> = workers
+        .into_iter()
+        .map(|proc| fleet_report(&proc.finish()))
+        .collect();
+    let store = schema.store();
+    let items = store.collection::<ItemV2>().unwrap();
+    assert_eq!(
+        items.count_by_version().unwrap(),
+        BTreeMap::from([(1, n - limit), (2, limit)])
+    );
+    assert_eq!(
+        reports.iter().map(|r| r.2).sum::<u64>(),
+        limit,
+        "{reports:?}"
+    );
+    let run = items.run(reports[0].0).unwrap().unwrap();
+    assert_eq!((run.migrated, run.workers.len()), (limit, 3), "{run:?}");
+    format!(
+        "limit {limit} of {n}: the workers migrated {:?}",
+        reports.iter().map(|r| r.2).collect::<Vec<_>>()
+    )
 }
 
 fn main() -> ExitCode {

@@ -110,6 +110,23 @@ pub fn write_runs(out: &mut dyn Write, runs: &[RunRecord]) -> io::Result<()> {
             run.skipped,
             timestamp(run.started)
         )?;
+        for worker in &run.workers {
+            writeln!(
+                out,
+                "{:>10}  worker {} on {} (pid {}){}: taken {}, migrated {}, failed {}, skipped {}; started {}, last heartbeat {}",
+                "",
+                worker.instance,
+                worker.host,
+                worker.pid,
+                if worker.live { ", live" } else { "" },
+                worker.taken,
+                worker.migrated,
+                worker.failed,
+                worker.skipped,
+                timestamp(worker.started),
+                timestamp(worker.heartbeat),
+            )?;
+        }
     }
     Ok(())
 }

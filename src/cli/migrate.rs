@@ -137,6 +137,9 @@ pub enum MigrateCommand {
         /// Also take documents whose migration failed before.
         #[arg(long)]
         retry_failed: bool,
+        /// Join the run under way (another instance's too, on PostgreSQL) instead of failing.
+        #[arg(long)]
+        join: bool,
     },
     /// Revert a migration run: documents it migrated get their old content back.
     Revert {
@@ -345,6 +348,7 @@ impl Migrations {
                 let options = MigrateOptions {
                     limit: *limit,
                     retry_failed: *retry_failed,
+                    join: false,
                     dry_run: true,
                     threads: *threads,
                 };
@@ -356,10 +360,12 @@ impl Migrations {
                 limit,
                 threads,
                 retry_failed,
+                join,
             } => {
                 let options = MigrateOptions {
                     limit: *limit,
                     retry_failed: *retry_failed,
+                    join: *join,
                     dry_run: false,
                     threads: *threads,
                 };

@@ -469,6 +469,9 @@ impl From<MigrationError> for ApiError {
             }
             MigrationError::UnknownRun { collection, run } => Self::RunNotFound { collection, run },
             MigrationError::NotRevertible { .. } => Self::NotRevertible(error.to_string()),
+            MigrationError::JoinMismatch { .. } | MigrationError::DryRunJoin { .. } => {
+                Self::BadRequest(error.to_string())
+            }
             other => Self::internal(other),
         }
     }

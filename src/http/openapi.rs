@@ -605,6 +605,7 @@ pub(crate) fn document(collections: &BTreeMap<String, Arc<Mount>>, options: &Opt
                 "properties": {
                     "limit": { "type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX },
                     "retry_failed": { "type": ["boolean", "null"] },
+                    "join": { "type": ["boolean", "null"] },
                 },
                 "additionalProperties": false,
             }));
@@ -772,6 +773,26 @@ fn record_schemas() -> Map<String, Value> {
     if let Value::Array(required) = &mut raw_required {
         required.extend([json!("id"), json!("payload")]);
     }
+    let worker = json!({
+        "type": "object",
+        "required": [
+            "worker", "instance", "host", "pid", "started", "heartbeat", "live", "taken",
+            "migrated", "failed", "skipped",
+        ],
+        "properties": {
+            "worker": { "type": "string" },
+            "instance": { "type": "string" },
+            "host": { "type": "string" },
+            "pid": count,
+            "started": time,
+            "heartbeat": time,
+            "live": { "type": "boolean" },
+            "taken": count,
+            "migrated": count,
+            "failed": count,
+            "skipped": count,
+        },
+    });
     let schemas = json!({
         "RevisionInfo": {
             "type": "object",
@@ -862,6 +883,7 @@ fn record_schemas() -> Map<String, Value> {
                 "failures_by_class": by_class,
                 "schema_fingerprint": { "type": ["string", "null"] },
                 "reverted_by": { "type": ["integer", "null"], "minimum": 0 },
+                "workers": { "type": "array", "items": worker },
             },
         },
         "MigrationReport": {

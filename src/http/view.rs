@@ -53,6 +53,12 @@ pub(crate) fn run(record: &RunRecord) -> Result<Value, ApiError> {
     let mut value = to_json(record)?;
     value["started"] = time(record.started);
     value["finished"] = record.finished.map_or(Value::Null, time);
+    if let Some(Value::Array(workers)) = value.get_mut("workers") {
+        for (worker, record) in workers.iter_mut().zip(&record.workers) {
+            worker["started"] = time(record.started);
+            worker["heartbeat"] = time(record.heartbeat);
+        }
+    }
     Ok(value)
 }
 

@@ -48,17 +48,28 @@ struct Chunk {
 }
 
 #[derive(Default)]
-struct Tally {
+pub(super) struct Tally {
     /// The counts, as the progress record of the last committed chunk holds them.
-    counts: RunProgress,
+    pub(super) counts: RunProgress,
     /// Candidates that were not known failures and were migrated or failed: what a real run would
     /// take off the migratable count.
-    settled_fresh: u64,
-    failures: Vec<Failure>,
+    pub(super) settled_fresh: u64,
+    pub(super) failures: Vec<Failure>,
 }
 
 pub(super) fn run<T: Schema>(
     mut migration: Migration<T>,
+    dry_run: bool,
+) -> Result<MigrationReport, MigrationError> {
+    if migration.join {
+        return super::join::run(&mut migration, dry_run);
+    }
+    run_once(&mut migration, dry_run)
+}
+
+/// One run of this process, or [`MigrationError::RunInProgress`].
+pub(super) fn run_once<T: Schema>(
+    migration: &mut Migration<T>,
     dry_run: bool,
 ) -> Result<MigrationReport, MigrationError> {
     let started = Instant::now();
@@ -105,7 +116,7 @@ pub(super) fn run<T: Schema>(
         })?;
     // A run that stopped is brought up to what is on disk before this one writes anything.
     ledger::settle(&collection)?;
-    let mut record = new_record(&migration, run_id, dry_run);
+    let mut record = new_record(migration, run_id, dry_run);
     let from: Vec<u32> = counters
         .live()
         .into_keys()
@@ -118,7 +129,7 @@ pub(super) fn run<T: Schema>(
 
     let result = pipeline(
         &collection,
-        &mut migration,
+        migration,
         dry_run,
         run_id,
         total,
@@ -169,7 +180,11 @@ pub(super) fn run<T: Schema>(
 }
 
 /// The ledger record of a run starting.
-fn new_record<T: Schema>(migration: &Migration<T>, run_id: u64, dry_run: bool) -> RunRecord {
+pub(super) fn new_record<T: Schema>(
+    migration: &Migration<T>,
+    run_id: u64,
+    dry_run: bool,
+) -> RunRecord {
     let collection = &migration.collection;
     let mut record = RunRecord::new(run_id, collection.name(), RunKind::Migration, T::VERSION);
     record.limit = migration.limit;
@@ -372,7 +387,7 @@ impl Scan<'_> {
 }
 
 /// Decodes, steps, validates and encodes one candidate.
-fn process<T: Schema>(
+pub(super) fn process<T: Schema>(
     max_depth: usize,
     candidate: PendingDocument,
     run_id: u64,
@@ -567,7 +582,7 @@ impl<T: Schema> Committer<'_, T> {
 impl Tally {
     /// Counts a committed chunk's migrated and failed documents as settled, keeps its first
     /// failures and logs each failure (at debug); returns the chunk's first failed id.
-    fn chunk_outcomes<'a>(
+    pub(super) fn chunk_outcomes<'a>(
         &mut self,
         items: &'a [ChunkItem],
         outcomes: &[Outcome],
@@ -613,7 +628,7 @@ impl Tally {
 }
 
 /// A committed chunk's counts, and the run's counts with the chunk.
-fn count(
+pub(super) fn count(
     counts: &RunProgress,
     items: &[ChunkItem],
     outcomes: &[Outcome],

@@ -87,6 +87,38 @@ pub struct RunRecord {
     pub schema_fingerprint: Option<String>,
     /// The revert that undid this run.
     pub reverted_by: Option<u64>,
+    /// The workers of a joined run (see [`Migration::join`](crate::Migration::join)), one each;
+    /// empty for a run of one process. Their counts add up to the run's.
+    #[serde(default)]
+    pub workers: Vec<WorkerRecord>,
+}
+
+/// One worker of a joined run, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct WorkerRecord {
+    /// The worker's id, unique in the run.
+    pub worker: String,
+    /// The instance's name (see [`Migration::worker_name`](crate::Migration::worker_name)).
+    pub instance: String,
+    /// The host it ran on.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// When it joined, by the database's clock.
+    pub started: SystemTime,
+    /// Its last heartbeat, by the database's clock.
+    pub heartbeat: SystemTime,
+    /// Whether it is still working: its lease is unexpired and it has not left.
+    pub live: bool,
+    /// Candidates it took.
+    pub taken: u64,
+    /// Documents it migrated.
+    pub migrated: u64,
+    /// Documents it failed.
+    pub failed: u64,
+    /// Candidates it skipped.
+    pub skipped: u64,
 }
 
 impl RunRecord {
@@ -111,6 +143,7 @@ impl RunRecord {
             failures_by_class: BTreeMap::new(),
             schema_fingerprint: None,
             reverted_by: None,
+            workers: Vec::new(),
         }
     }
 }
@@ -221,6 +254,7 @@ pub(crate) fn reconcile(
 ) -> Result<(), MigrationError> {
     let store = collection.store();
     let name = collection.name();
+    fill_workers(collection, record)?;
     if let Some(bytes) = store.run_progress(name, record.id)? {
         match record::decode_payload::<RunProgress>(&bytes, 8) {
             Ok(progress) => progress.fill(record),
@@ -278,6 +312,67 @@ pub(crate) fn reconcile(
         }
     }
     Ok(())
+}
+
+/// A joined run's workers, and its counts as their sum, from the engine; a record of any other
+/// run is left as it is.
+fn fill_workers(collection: &RawCollection, record: &mut RunRecord) -> Result<(), MigrationError> {
+    let rows = collection.run_workers(record.id)?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    record.workers = rows
+        .into_iter()
+        .map(|row| WorkerRecord {
+            worker: row.worker,
+            instance: row.info.instance,
+            host: row.info.host,
+            pid: row.info.pid,
+            started: row.started,
+            heartbeat: row.heartbeat,
+            live: row.live,
+            taken: row.taken,
+            migrated: row.migrated,
+            failed: row.failed,
+            skipped: row.skipped,
+        })
+        .collect();
+    record.scanned = record.workers.iter().map(|w| w.taken).sum();
+    record.migrated = record.workers.iter().map(|w| w.migrated).sum();
+    record.failed = record.workers.iter().map(|w| w.failed).sum();
+    record.skipped = record.workers.iter().map(|w| w.skipped).sum();
+    Ok(())
+}
+
+/// The final record of a joined run, saved by its last worker as it leaves: the counts and
+/// workers from their rows, the failures the run recorded (their classes counted from those
+/// listed), and `state`.
+pub(crate) fn finish_joined(
+    collection: &RawCollection,
+    run: u64,
+    state: RunState,
+) -> Result<RunRecord, MigrationError> {
+    let Some(bytes) = collection.store().ledger_get(collection.name(), run)? else {
+        return Err(MigrationError::UnknownRun {
+            collection: collection.name().to_owned(),
+            run,
+        });
+    };
+    let mut record = decode(collection, run, &bytes)?;
+    record.failures.clear();
+    reconcile(collection, &mut record)?;
+    record.failures_by_class.clear();
+    for failure in &record.failures {
+        *record.failures_by_class.entry(failure.class).or_insert(0) += 1;
+    }
+    record.state = if state == RunState::Done && record.failed > 0 {
+        RunState::DoneWithFailures
+    } else {
+        state
+    };
+    record.finished = Some(SystemTime::now());
+    finish(collection, &record)?;
+    Ok(record)
 }
 
 /// Saves a run's final record, flushed, then removes its progress record. Should the removal
@@ -412,7 +507,11 @@ fn load(
     bytes: &[u8],
     lock: Lock,
 ) -> Result<RunRecord, MigrationError> {
-    let record = decode(collection, run, bytes)?;
+    let mut record = decode(collection, run, bytes)?;
+    if record.state == RunState::Running {
+        // A joined run's counts are on its workers' rows until its last worker leaves.
+        fill_workers(collection, &mut record)?;
+    }
     if record.state != RunState::Running || collection.run_is_live(record.id)? {
         return Ok(record);
     }

@@ -7,6 +7,8 @@
 
 mod executor;
 mod failures;
+mod fleet;
+mod join;
 mod ledger;
 mod log;
 mod options;
@@ -25,7 +27,7 @@ use crate::schema::Schema;
 use crate::store::{Collection, StoreError};
 
 pub(crate) use self::ledger::settle_opened;
-pub use self::ledger::{RunKind, RunRecord, RunState};
+pub use self::ledger::{RunKind, RunRecord, RunState, WorkerRecord};
 pub use self::options::MigrateOptions;
 pub use self::revert::RevertReport;
 pub(crate) use self::startup::Startups;
@@ -85,6 +87,30 @@ pub enum MigrationError {
         /// What is wrong with it.
         #[source]
         source: RecordError,
+    },
+    /// [`Migration::join`] found a run under way whose settings differ from this migration's.
+    #[error(
+        "cannot join run {run} of `{collection}`: its {setting} is {theirs}, this migration's is {ours}"
+    )]
+    JoinMismatch {
+        /// The collection.
+        collection: String,
+        /// The run under way.
+        run: u64,
+        /// The setting that differs: `limit`, `retry_failed`, `target version` or
+        /// `target schema fingerprint`.
+        setting: &'static str,
+        /// Its value in the run under way.
+        theirs: String,
+        /// Its value in this migration.
+        ours: String,
+    },
+    /// [`Migration::join`] was asked of a dry run: a dry run writes nothing, so it has no share
+    /// of a run to take.
+    #[error("a dry run of `{collection}` cannot join a run")]
+    DryRunJoin {
+        /// The collection.
+        collection: String,
     },
     /// The worker threads could not be started.
     #[error("cannot start {threads} migration threads: {message}")]
@@ -277,6 +303,7 @@ type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
 /// A migration of a collection to its latest version, set up with builder methods and run with
 /// [`execute`](Self::execute) or [`dry_run`](Self::dry_run).
 #[must_use]
+#[allow(clippy::struct_excessive_bools)] // independent builder settings, not a state
 pub struct Migration<T> {
     collection: Collection<T>,
     limit: Option<u64>,
@@ -288,6 +315,10 @@ pub struct Migration<T> {
     cancel: CancelToken,
     /// What [`run`](Migration::run) does.
     dry_run: bool,
+    /// Whether to join the run under way (see [`join`](Migration::join)).
+    join: bool,
+    /// The worker's name in the ledger (see [`worker_name`](Migration::worker_name)).
+    worker_name: Option<String>,
 }
 
 impl<T> fmt::Debug for Migration<T> {
@@ -300,6 +331,7 @@ impl<T> fmt::Debug for Migration<T> {
             .field("retry_failed", &self.retry_failed)
             .field("validate_output", &self.validate_output)
             .field("dry_run", &self.dry_run)
+            .field("join", &self.join)
             .finish_non_exhaustive()
     }
 }
@@ -355,6 +387,33 @@ impl<T: Schema> Migration<T> {
             self = self.threads(threads);
         }
         self.dry_run = options.dry_run;
+        self.join = options.join;
+        self
+    }
+
+    /// Joins the run under way on the collection towards the same version, or starts one that
+    /// later migrations may join; without it, a run under way is
+    /// [`MigrationError::RunInProgress`].
+    ///
+    /// On PostgreSQL every joined migration (in this process or another) is a worker of one
+    /// run: each claims chunks of its own (`FOR UPDATE SKIP LOCKED`), the limit caps the run as
+    /// a whole, and the ledger records one run with one [`WorkerRecord`] per worker. Each
+    /// worker's report covers its own share; the last worker to leave finishes the run. On sled
+    /// (one process), a joiner waits for the run under way to end, then runs on what is left
+    /// (a report with no run id when nothing is).
+    ///
+    /// A joiner's limit, [`retry_failed`](Self::retry_failed) and target schema must equal the
+    /// run's ([`MigrationError::JoinMismatch`] names the difference); a dry run does not join
+    /// ([`MigrationError::DryRunJoin`]).
+    pub fn join(mut self) -> Self {
+        self.join = true;
+        self
+    }
+
+    /// The name this worker has in the ledger of a joined run ([`WorkerRecord::instance`]);
+    /// `host:pid` by default.
+    pub fn worker_name(mut self, name: impl Into<String>) -> Self {
+        self.worker_name = Some(name.into());
         self
     }
 
@@ -375,8 +434,10 @@ impl<T: Schema> Migration<T> {
     ///
     /// # Errors
     ///
-    /// [`MigrationError::RunInProgress`] when another run is under way on the collection, and
-    /// [`MigrationError::Store`] when the store fails (the chunks committed before stay).
+    /// [`MigrationError::RunInProgress`] when another run is under way on the collection (unless
+    /// [`join`](Self::join)ing it), [`MigrationError::JoinMismatch`] when the run joined has
+    /// other settings, and [`MigrationError::Store`] when the store fails (the chunks committed
+    /// before stay).
     pub fn execute(self) -> Result<MigrationReport, MigrationError> {
         executor::run(self, false)
     }
@@ -429,6 +490,8 @@ impl<T: Schema> Collection<T> {
             validate_output: true,
             cancel: CancelToken::new(),
             dry_run: false,
+            join: false,
+            worker_name: None,
         }
     }
 

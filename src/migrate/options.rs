@@ -9,8 +9,8 @@ use serde::de::{self, Deserializer, Visitor};
 /// [`options`](crate::Migration::options) and run it with [`run`](crate::Migration::run).
 ///
 /// Built with [`Default`] and the builder methods, or deserialized (an HTTP body, a query
-/// string): `limit` (a whole number, `null` for none) and `retry_failed` (a boolean, `null` for
-/// false) are read; any other field is refused, `dry_run` and `threads` included, which the
+/// string): `limit` (a whole number, `null` for none), `retry_failed` and `join` (booleans,
+/// `null` for false) are read; any other field is refused, `dry_run` and `threads` included, which the
 /// caller chooses (the HTTP API by its route).
 ///
 /// ```
@@ -36,6 +36,10 @@ pub struct MigrateOptions {
     /// Also take documents whose migration failed before.
     #[serde(deserialize_with = "flag")]
     pub retry_failed: bool,
+    /// Join the run under way, or start one others may join (see
+    /// [`Migration::join`](crate::Migration::join)).
+    #[serde(deserialize_with = "flag")]
+    pub join: bool,
     /// Write nothing: run every step and report what a run would do.
     #[serde(skip)]
     pub dry_run: bool,
@@ -59,6 +63,12 @@ impl MigrateOptions {
     /// Whether documents whose migration failed before are taken too.
     pub fn retry_failed(mut self, retry: bool) -> Self {
         self.retry_failed = retry;
+        self
+    }
+
+    /// Whether the migration joins the run under way.
+    pub fn join(mut self, join: bool) -> Self {
+        self.join = join;
         self
     }
 

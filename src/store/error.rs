@@ -353,6 +353,19 @@ pub enum StoreError {
         /// The run.
         run: u64,
     },
+    /// A worker of a joined run (see [`Migration::join`](crate::Migration::join)) did not renew
+    /// its lease in time (its process stalled for longer than the lease): it cannot write as the
+    /// run any more, its open chunk was rolled back, and the run's other workers take over what
+    /// it had not committed.
+    #[error(
+        "a worker of run {run} of `{collection}` let its lease expire; its open chunk was rolled back and it stopped"
+    )]
+    WorkerLeaseLost {
+        /// The collection.
+        collection: String,
+        /// The run.
+        run: u64,
+    },
     /// The store's tables were made by a newer revolve: this program refuses to touch them.
     #[error("the store's layout is version {found}, newer than this program knows ({known}); upgrade revolve")]
     LayoutTooNew {

@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 
 use super::collection::RawCollection;
 use super::counters::Counters;
-use super::engine::{Bytes, ChunkItem, Commit, FailureRecord, Heads, Outcome, Pending, RunLease};
+use super::engine::{
+    Bytes, ChunkItem, Commit, FailureRecord, Heads, Joined, Outcome, Pending, RunLease,
+    RunSettings, WorkerInfo, WorkerRow,
+};
 use super::{Collection, Store, StoreError};
 use crate::id::Revision;
 use crate::schema::Schema;
@@ -20,6 +23,22 @@ impl RawCollection {
     /// The run lock, unless a run or revert holds it.
     pub(crate) fn try_run_lock(&self) -> Result<Option<RunLease<'_>>, StoreError> {
         self.core.engine.try_run_lock()
+    }
+
+    /// The workers of a joined run, as their rows say now; empty for any other run.
+    pub(crate) fn run_workers(&self, run: u64) -> Result<Vec<WorkerRow>, StoreError> {
+        self.core.engine.run_workers(run)
+    }
+
+    /// Asks every worker of the joined run `run` to stop at its next chunk boundary, from any
+    /// process; `false` when `run` is not a joined run under way (a run of one process is
+    /// cancelled by its [`CancelToken`](crate::CancelToken)).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the engine cannot answer.
+    pub fn cancel_run(&self, run: u64) -> Result<bool, StoreError> {
+        self.core.engine.cancel_run(run)
     }
 
     /// Whether `run` is held by a live worker.
@@ -52,6 +71,17 @@ impl RawCollection {
 }
 
 impl<T: Schema> Collection<T> {
+    /// Makes this process a worker of the collection's joined run (see
+    /// [`CollectionEngine::join_run`](super::engine::CollectionEngine::join_run)).
+    pub(crate) fn join_run(
+        &self,
+        run: u64,
+        settings: &RunSettings,
+        worker: &WorkerInfo,
+    ) -> Result<Option<Joined<'_>>, StoreError> {
+        self.raw.core.engine.join_run(run, settings, worker)
+    }
+
     /// Makes `run` the collection's run while the lease lives; the run under way otherwise.
     pub(crate) fn start_run(&self, run: u64) -> Result<Result<RunLease<'_>, u64>, StoreError> {
         self.raw.core.engine.begin_run(run)

@@ -31,8 +31,9 @@ pub use self::engine::sled::salvage::{SalvageReport, SalvagedImport};
 pub(crate) use self::engine::Head;
 pub use self::engine::StoreState;
 pub(crate) use self::engine::{
-    Action, ChunkItem, Commit, EncodedRevision, FailureRecord, Outcome, PendingChunk,
-    PendingDocument, Position, Prepared, ProgressRecord, Seen,
+    Action, ChunkItem, Claimed, Commit, EncodedRevision, FailureRecord, Joined, Outcome,
+    PendingChunk, PendingDocument, Position, Prepared, ProgressRecord, RunSettings, Seen, Worker,
+    WorkerInfo,
 };
 pub use self::error::{BackendError, StoreError};
 pub use self::iter::Iter;

@@ -32,6 +32,7 @@ mod crud;
 #[cfg(feature = "postgres")]
 mod engines;
 mod history;
+mod join;
 mod ledger;
 mod logging;
 mod migrate;

@@ -251,6 +251,29 @@ pub(crate) trait CollectionEngine: Send + Sync {
     /// another process's live run interrupted).
     fn run_is_live(&self, run: u64) -> Result<bool, StoreError>;
 
+    /// Makes this process a worker of the collection's joined run towards `settings.target`:
+    /// joins the run under way, or starts `run` with `settings` when none is. `None` for an
+    /// engine without joined runs (the protocol runs alone, one run at a time).
+    fn join_run(
+        &self,
+        _run: u64,
+        _settings: &RunSettings,
+        _worker: &WorkerInfo,
+    ) -> Result<Option<Joined<'_>>, StoreError> {
+        Ok(None)
+    }
+
+    /// The workers of a joined run, as their rows say now; empty for any other run.
+    fn run_workers(&self, _run: u64) -> Result<Vec<WorkerRow>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Asks every worker of a joined run to stop at its next chunk boundary; `false` when `run`
+    /// is not a joined run under way.
+    fn cancel_run(&self, _run: u64) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     /// Refuses ([`StoreError::VersionTooNew`]) a program whose version is older than the newest
     /// registered for the collection: it may read but not write.
     fn writable_by(&self, writer: u32) -> Result<(), StoreError>;
@@ -275,6 +298,102 @@ pub(crate) fn refuse_older(collection: &str, newest: u32, writer: u32) -> Result
         });
     }
     Ok(())
+}
+
+/// What every worker of a joined run shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RunSettings {
+    pub(crate) target: u32,
+    pub(crate) fingerprint: String,
+    pub(crate) limit: Option<u64>,
+    pub(crate) retry_failed: bool,
+}
+
+/// Who a worker is, for the ledger.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerInfo {
+    pub(crate) instance: String,
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+}
+
+/// A worker's row of a joined run.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerRow {
+    pub(crate) worker: String,
+    pub(crate) info: WorkerInfo,
+    pub(crate) started: std::time::SystemTime,
+    pub(crate) heartbeat: std::time::SystemTime,
+    pub(crate) live: bool,
+    pub(crate) taken: u64,
+    pub(crate) migrated: u64,
+    pub(crate) failed: u64,
+    pub(crate) skipped: u64,
+}
+
+/// What [`CollectionEngine::join_run`] found.
+pub(crate) enum Joined<'a> {
+    /// This process is a worker of `run`: it started it (`first`) or joined it.
+    Worker {
+        worker: Box<dyn Worker + 'a>,
+        first: bool,
+    },
+    /// A joined run with other settings is under way.
+    Other { run: u64, settings: RunSettings },
+    /// A run that cannot be joined (of one process, or a revert) is under way.
+    Busy(u64),
+}
+
+/// A chunk claimed and committed by a worker: the items and what became of each.
+pub(crate) struct Claimed {
+    pub(crate) items: Vec<ChunkItem>,
+    pub(crate) known_failed: Vec<bool>,
+    pub(crate) outcomes: Vec<Outcome>,
+}
+
+/// The processing of a claimed chunk, done while its claim is held: each document's item and
+/// whether a failure record named it.
+pub(crate) type Process<'a> = dyn FnMut(Vec<PendingDocument>) -> (Vec<ChunkItem>, Vec<bool>) + 'a;
+
+/// One worker of a joined run, heartbeating until it is dropped or leaves.
+pub(crate) trait Worker: Send {
+    /// The run.
+    fn run(&self) -> u64;
+
+    /// Takes up to `want` documents of the run's limit for the next chunk: how many this worker
+    /// may claim (`want` without a limit; 0 once the limit is reserved). The next claim gives
+    /// back what it does not use.
+    fn reserve(&mut self, want: usize) -> Result<usize, StoreError>;
+
+    /// Claims up to `limit` pending documents after this worker's keyset, processes them with
+    /// `process` and commits, in one transaction; `None` when none is left to claim from here.
+    /// [`StoreError::RunLeaseLost`] when the worker's lease expired: it cannot write as the run.
+    fn claim(
+        &mut self,
+        limit: usize,
+        writer: u32,
+        process: &mut Process<'_>,
+    ) -> Result<Option<Claimed>, StoreError>;
+
+    /// Whether a cancel was asked for the run (from any process).
+    fn cancelled(&mut self) -> Result<bool, StoreError>;
+
+    /// Asks every worker of the run to stop at its next chunk boundary.
+    fn cancel(&mut self) -> Result<(), StoreError>;
+
+    /// Marks this worker idle (nothing to claim) or working again.
+    fn idle(&mut self, idle: bool) -> Result<(), StoreError>;
+
+    /// Whether another worker is still working: its lease is live and it is not idle. Releases
+    /// the reservations of workers whose lease expired.
+    fn peers_working(&mut self) -> Result<bool, StoreError>;
+
+    /// Claims from the start again (documents a worker that died left pending).
+    fn rewind(&mut self) -> Result<(), StoreError>;
+
+    /// Leaves the run; `true` when this was its last live worker: the run is over and its
+    /// lease released.
+    fn leave(self: Box<Self>, cancelled: bool) -> Result<bool, StoreError>;
 }
 
 /// Pending documents handed out a chunk at a time (see [`CollectionEngine::pending`]).

@@ -17,7 +17,7 @@ use crate::record::{self, RecordError};
 use crate::store::counters::{Counter, Counters};
 use crate::store::engine::{
     refuse_older, Action, Bytes, ChunkItem, CollectionEngine, Commit, FailureRecord, Head, Heads,
-    Outcome, Pending, Prepared, RunLease, Seen,
+    Joined, Outcome, Pending, Prepared, RunLease, RunSettings, Seen, WorkerInfo, WorkerRow,
 };
 use crate::store::error::BackendError;
 use crate::store::StoreError;
@@ -34,44 +34,47 @@ const NEWEST: &str = "SELECT newest FROM revolve_collections WHERE id = $1";
 /// The newest registered version, and whether the run `$2` (if a run commits) still holds the
 /// collection's lease: a run's chunk commits only while it does, and the share lock taken on the
 /// lease row keeps another run from taking it over until the chunk is committed.
-const BEGIN: &str = "SELECT c.newest, EXISTS (SELECT 1 FROM (SELECT 1 FROM revolve_run_leases l
+pub(super) const BEGIN: &str =
+    "SELECT c.newest, EXISTS (SELECT 1 FROM (SELECT 1 FROM revolve_run_leases l
          WHERE l.collection = $1 AND l.run = $2 FOR SHARE) AS held)
      FROM revolve_collections c WHERE c.id = $1";
 const REGISTERED: &str = "UPDATE revolve_collections SET newest = $2 WHERE id = $1 AND newest < $2";
-const MOVE: &str = "UPDATE revolve_heads h
+pub(super) const MOVE: &str = "UPDATE revolve_heads h
      SET revision = u.revision, version = u.version, removed = u.removed
      FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int4[], $6::bool[])
          AS u(id, seen, revision, version, removed)
      WHERE h.collection = $1 AND h.id = u.id AND h.revision = u.seen
      RETURNING h.id";
-const CREATE: &str = "INSERT INTO revolve_heads (collection, id, revision, version, removed)
+pub(super) const CREATE: &str = "INSERT INTO revolve_heads (collection, id, revision, version, removed)
      SELECT $1, u.id, u.revision, u.version, u.removed
      FROM unnest($2::text[], $3::int8[], $4::int4[], $5::bool[]) AS u(id, revision, version, removed)
      ON CONFLICT (collection, id) DO NOTHING
      RETURNING id";
-const LOCK: &str = "SELECT h.id FROM revolve_heads h
+pub(super) const LOCK: &str = "SELECT h.id FROM revolve_heads h
      JOIN unnest($2::text[], $3::int8[]) AS u(id, seen) ON h.id = u.id
      WHERE h.collection = $1 AND h.revision = u.seen
      ORDER BY h.id FOR UPDATE OF h";
-const CHECK: &str = "SELECT h.id FROM revolve_heads h
+pub(super) const CHECK: &str = "SELECT h.id FROM revolve_heads h
      JOIN unnest($2::text[], $3::int8[]) AS u(id, seen) ON h.id = u.id
      WHERE h.collection = $1 AND h.revision = u.seen";
-const EXISTING: &str = "SELECT id FROM revolve_heads WHERE collection = $1 AND id = ANY($2)";
+pub(super) const EXISTING: &str =
+    "SELECT id FROM revolve_heads WHERE collection = $1 AND id = ANY($2)";
 /// The revisions inserted, and the failure records of the documents written or failed cleared
 /// (a write changes the document, so a recorded migration failure no longer holds; a new failure
 /// replaces the old): one statement, one round trip.
-const REVISIONS_INSERT: &str = "WITH inserted AS (
+pub(super) const REVISIONS_INSERT: &str = "WITH inserted AS (
          INSERT INTO revolve_revisions (collection, id, revision, record)
          SELECT $1, u.id, u.revision, u.record
          FROM unnest($2::text[], $3::int8[], $4::bytea[]) AS u(id, revision, record))
      DELETE FROM revolve_failures WHERE collection = $1 AND id = ANY($5) RETURNING version";
-const FAILURES_INSERT: &str = "INSERT INTO revolve_failures (collection, id, version, run, record)
+pub(super) const FAILURES_INSERT: &str =
+    "INSERT INTO revolve_failures (collection, id, version, run, record)
      SELECT $1, u.id, u.version, u.run, u.record
      FROM unnest($2::text[], $3::int4[], $4::int8[], $5::bytea[]) AS u(id, version, run, record)";
 /// The run's position and progress record (when given), and the count deltas, added in key
 /// order to this connection's shard: one statement, the commit's last (the count rows are the
 /// most contended, so their locks are taken last and held shortest).
-const FINISH: &str = "WITH position AS (
+pub(super) const FINISH: &str = "WITH position AS (
          INSERT INTO revolve_positions (collection, target, position)
          SELECT $1, $2, $3 WHERE $3::text IS NOT NULL
          ON CONFLICT (collection, target) DO UPDATE SET position = excluded.position),
@@ -259,7 +262,7 @@ impl PgCollection {
 
     /// Moves the heads of the writes that still see what they saw and locks those the failures
     /// name, in SQL: an item whose head changed meanwhile is left out.
-    fn claim(
+    pub(super) fn claim(
         &self,
         tx: &mut Transaction<'_>,
         statements: &Statements,
@@ -322,7 +325,7 @@ impl PgCollection {
     }
 
     /// The outcomes, and what the items that apply write besides their heads.
-    fn gather<'a>(
+    pub(super) fn gather<'a>(
         &self,
         items: &'a [ChunkItem],
         applied: &Applied,
@@ -374,7 +377,7 @@ impl PgCollection {
     }
 
     /// Writes the revisions, failure records, progress record and count deltas.
-    fn write(
+    pub(super) fn write(
         &self,
         tx: &mut Transaction<'_>,
         statements: &Statements,
@@ -488,8 +491,8 @@ impl PgCollection {
 }
 
 /// The statements of a commit, prepared on its connection.
-struct Statements {
-    begin: Statement,
+pub(super) struct Statements {
+    pub(super) begin: Statement,
     moving: Statement,
     creating: Statement,
     locking: Statement,
@@ -522,7 +525,7 @@ impl From<[Statement; 9]> for Statements {
 /// The items that still saw what they saw, by id: writes whose heads moved or were created,
 /// failures whose heads are locked.
 #[derive(Default)]
-struct Applied {
+pub(super) struct Applied {
     moved: HashSet<String>,
     created: HashSet<String>,
     kept: HashSet<String>,
@@ -552,8 +555,8 @@ impl<'a> HeadRows<'a> {
 
 /// What a commit writes besides heads, as columns, and the outcomes.
 #[derive(Default)]
-struct Writes<'a> {
-    outcomes: Vec<Outcome>,
+pub(super) struct Writes<'a> {
+    pub(super) outcomes: Vec<Outcome>,
     deltas: BTreeMap<Counter, i64>,
     revision_ids: Vec<&'a str>,
     revision_numbers: Vec<i64>,
@@ -582,7 +585,7 @@ fn sql_revision(revision: Revision) -> i64 {
     i64::try_from(revision.get()).unwrap_or(i64::MAX)
 }
 
-fn sql_version(version: u32) -> i32 {
+pub(super) fn sql_version(version: u32) -> i32 {
     i32::try_from(version).unwrap_or(i32::MAX)
 }
 
@@ -855,6 +858,23 @@ impl CollectionEngine for PgCollection {
 
     fn run_is_live(&self, run: u64) -> Result<bool, StoreError> {
         lease::is_live(&self.shared, self.id, run)
+    }
+
+    fn join_run(
+        &self,
+        run: u64,
+        settings: &RunSettings,
+        worker: &WorkerInfo,
+    ) -> Result<Option<Joined<'_>>, StoreError> {
+        self.join(run, settings, worker).map(Some)
+    }
+
+    fn run_workers(&self, run: u64) -> Result<Vec<WorkerRow>, StoreError> {
+        self.workers(run)
+    }
+
+    fn cancel_run(&self, run: u64) -> Result<bool, StoreError> {
+        self.cancel(run)
     }
 
     fn writable_by(&self, writer: u32) -> Result<(), StoreError> {

@@ -16,14 +16,19 @@ pub(crate) const DDL: &str = concat!(
     include_str!("layout.sql"),
     "\n",
     include_str!("layout-2.sql"),
-    "\nINSERT INTO revolve_layout (version) VALUES (2);\n"
+    "\n",
+    include_str!("layout-3.sql"),
+    "\nINSERT INTO revolve_layout (version) VALUES (3);\n"
 );
 
 /// What version 2 adds to version 1: the schema history's table.
 const VERSION_2: &str = include_str!("layout-2.sql");
 
+/// What version 3 adds to version 2: the tables of runs with many workers.
+const VERSION_3: &str = include_str!("layout-3.sql");
+
 /// The layout version this program writes and reads.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 
 /// Every column of the layout: table, column, type (as `information_schema` names it).
 const COLUMNS: &[(&str, &str, &str)] = &[
@@ -76,6 +81,43 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     ("revolve_run_leases", "run", "bigint"),
     ("revolve_run_leases", "holder", "text"),
     ("revolve_run_leases", "expires", "timestamp with time zone"),
+    ("revolve_fleet_runs", "collection", "integer"),
+    ("revolve_fleet_runs", "run", "bigint"),
+    ("revolve_fleet_runs", "target", "integer"),
+    ("revolve_fleet_runs", "fingerprint", "text"),
+    ("revolve_fleet_runs", "run_limit", "bigint"),
+    ("revolve_fleet_runs", "retry_failed", "boolean"),
+    ("revolve_fleet_runs", "reserved", "bigint"),
+    ("revolve_fleet_runs", "cancel_requested", "boolean"),
+    ("revolve_fleet_runs", "state", "text"),
+    ("revolve_fleet_workers", "collection", "integer"),
+    ("revolve_fleet_workers", "run", "bigint"),
+    ("revolve_fleet_workers", "worker", "text"),
+    ("revolve_fleet_workers", "instance", "text"),
+    ("revolve_fleet_workers", "host", "text"),
+    ("revolve_fleet_workers", "pid", "bigint"),
+    (
+        "revolve_fleet_workers",
+        "started",
+        "timestamp with time zone",
+    ),
+    (
+        "revolve_fleet_workers",
+        "heartbeat",
+        "timestamp with time zone",
+    ),
+    (
+        "revolve_fleet_workers",
+        "expires",
+        "timestamp with time zone",
+    ),
+    ("revolve_fleet_workers", "idle", "boolean"),
+    ("revolve_fleet_workers", "gone", "boolean"),
+    ("revolve_fleet_workers", "taken", "bigint"),
+    ("revolve_fleet_workers", "migrated", "bigint"),
+    ("revolve_fleet_workers", "failed", "bigint"),
+    ("revolve_fleet_workers", "skipped", "bigint"),
+    ("revolve_fleet_workers", "reserved", "bigint"),
 ];
 
 /// Creates the layout in `schema` (the first of the search path when `None`) if it is missing,
@@ -111,7 +153,11 @@ pub(crate) fn prepare(client: &mut Client, schema: Option<&str>) -> Result<(), S
         }
         match found {
             VERSION => {}
-            1 => upgrade_from_1(&mut tx)?,
+            1 => {
+                upgrade_from_1(&mut tx)?;
+                upgrade_from_2(&mut tx)?;
+            }
+            2 => upgrade_from_2(&mut tx)?,
             _ => {
                 return Err(StoreError::LayoutAltered {
                     table: "revolve_layout".to_owned(),
@@ -159,6 +205,16 @@ fn upgrade_from_1(tx: &mut postgres::Transaction<'_>) -> Result<(), StoreError> 
         collections = records.len(),
         "PostgreSQL layout upgraded from version 1 to 2: the schema history has a table of its own"
     );
+    Ok(())
+}
+
+/// Version 2 to 3, inside the layout transaction: the tables of runs with many workers (new and
+/// empty; nothing moves).
+fn upgrade_from_2(tx: &mut postgres::Transaction<'_>) -> Result<(), StoreError> {
+    tx.batch_execute(VERSION_3).map_err(db)?;
+    tx.execute("UPDATE revolve_layout SET version = 3", &[])
+        .map_err(db)?;
+    tracing::info!("PostgreSQL layout upgraded from version 2 to 3: runs with many workers");
     Ok(())
 }
 
@@ -246,6 +302,8 @@ mod tests {
             .batch_execute(&format!(
                 "SET search_path TO {schema};
                  DROP TABLE revolve_schema_history;
+                 DROP TABLE revolve_fleet_runs;
+                 DROP TABLE revolve_fleet_workers;
                  DROP FUNCTION revolve_refuse_change();
                  UPDATE revolve_layout SET version = 1;"
             ))
@@ -270,7 +328,7 @@ mod tests {
                 &[],
             )
             .unwrap();
-        assert_eq!(row.get::<_, i32>(0), 2);
+        assert_eq!(row.get::<_, i32>(0), 3);
         assert_eq!(row.get::<_, i64>(1), 2);
         assert!(usize::try_from(row.get::<_, i32>(2)).unwrap() < notes.len());
         drop(engine);

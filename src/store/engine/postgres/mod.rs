@@ -8,6 +8,7 @@
 
 pub(crate) mod collection;
 pub(crate) mod error;
+pub(crate) mod fleet;
 pub(crate) mod layout;
 pub(crate) mod lease;
 pub(crate) mod logical;

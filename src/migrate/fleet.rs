@@ -1,0 +1,309 @@
+//! A run with many workers, on an engine shared by several processes ([`Migration::join`]).
+//!
+//! Each worker, in its own process or thread, loops: reserve a chunk of the run's limit, claim
+//! and commit a chunk (the engine claims, this module's closure decodes, steps, validates and
+//! encodes on the worker's pool, the engine writes and commits, in one transaction), count it.
+//! A worker that finds nothing to claim marks itself idle and waits while any peer still works
+//! (a peer's claimed documents are committed by it, or released when it dies); once none works,
+//! it claims from the start again, as a peer that died mid-chunk leaves documents pending, and
+//! leaves when nothing is left. The last worker to leave records the run's end in the ledger.
+
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use super::executor::{self, Tally};
+use super::join::{self, Settings};
+use super::ledger::{self, RunProgress, RunState};
+use super::{Migration, MigrationError, MigrationReport, Progress, CHUNK_SIZE};
+use crate::schema::{self, Schema};
+use crate::store::{Claimed, Joined, PendingDocument, RunSettings, Worker, WorkerInfo};
+
+/// How often an idle worker looks whether its peers still work.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Runs `migration` as a worker of the collection's joined run, when the engine has them;
+/// `None` otherwise.
+pub(super) fn run<T: Schema>(
+    migration: &mut Migration<T>,
+    started: Instant,
+) -> Result<Option<MigrationReport>, MigrationError> {
+    let collection = migration.collection.clone();
+    collection.check_writable()?;
+    let settings = RunSettings {
+        target: T::VERSION,
+        fingerprint: collection.schema_fingerprint(),
+        limit: migration.limit,
+        retry_failed: migration.retry_failed,
+    };
+    let info = worker_info(migration.worker_name.as_deref());
+    loop {
+        let pending = pending(migration)?;
+        if pending == 0 {
+            // As a run of one process: nothing to take, no run recorded.
+            return Ok(None);
+        }
+        let run_id = collection.store().next_run_id()?;
+        match collection.join_run(run_id, &settings, &info)? {
+            None => return Ok(None),
+            Some(Joined::Other { run, settings }) => {
+                join::compare(
+                    migration,
+                    run,
+                    &Settings {
+                        target: settings.target,
+                        fingerprint: Some(settings.fingerprint),
+                        limit: settings.limit,
+                        retry_failed: settings.retry_failed,
+                    },
+                )?;
+                // Only the settings compared can differ; should they not, the run is refused
+                // all the same, naming its fingerprint.
+                return Err(MigrationError::RunInProgress {
+                    collection: collection.name().to_owned(),
+                    run,
+                });
+            }
+            Some(Joined::Busy(run)) => {
+                // A run of one process (or a revert): waited for, as on an engine without
+                // joined runs.
+                if run != 0 {
+                    join::check(migration, run)?;
+                }
+                if migration.cancel.is_cancelled() {
+                    return Ok(Some(join::empty::<T>(started, true, pending)));
+                }
+                std::thread::sleep(POLL);
+            }
+            Some(Joined::Worker { worker, first }) => {
+                return work(migration, worker, first, pending, started).map(Some);
+            }
+        }
+    }
+}
+
+/// The documents a run would take, from the counters.
+fn pending<T: Schema>(migration: &Migration<T>) -> Result<u64, MigrationError> {
+    let counters = migration.collection.counters()?;
+    let mut pending = counters.migratable(T::VERSION);
+    if migration.retry_failed {
+        pending += counters
+            .failed()
+            .into_iter()
+            .filter(|&(version, _)| version < T::VERSION)
+            .map(|(_, n)| n)
+            .sum::<u64>();
+    }
+    Ok(pending)
+}
+
+/// Who this worker is, for the ledger.
+fn worker_info(name: Option<&str>) -> WorkerInfo {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|host| host.trim().to_owned())
+        .ok()
+        .filter(|host| !host.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let pid = std::process::id();
+    WorkerInfo {
+        instance: name.map_or_else(|| format!("{host}:{pid}"), str::to_owned),
+        host,
+        pid,
+    }
+}
+
+fn work<T: Schema>(
+    migration: &mut Migration<T>,
+    mut worker: Box<dyn Worker + '_>,
+    first: bool,
+    pending: u64,
+    started: Instant,
+) -> Result<MigrationReport, MigrationError> {
+    let collection = migration.collection.clone();
+    let run = worker.run();
+    let total = migration.limit.map_or(pending, |limit| limit.min(pending));
+    if first {
+        ledger::settle(&collection)?;
+        let mut record = executor::new_record(migration, run, false);
+        record.from_versions = collection
+            .counters()?
+            .live()
+            .into_keys()
+            .filter(|&v| v < T::VERSION)
+            .collect();
+        ledger::save(&collection, &record, true)?;
+    }
+    tracing::info!(
+        collection = collection.name(),
+        run,
+        first,
+        "migration worker joined the run"
+    );
+    let mut tally = Tally::default();
+    let mut cancelled = false;
+    let result = chunks(
+        migration,
+        &mut *worker,
+        &mut tally,
+        &mut cancelled,
+        total,
+        started,
+    );
+    let left = worker.leave(cancelled || result.is_err());
+    if let Err(error) = result {
+        if let Ok(true) = left {
+            let _ = ledger::finish_joined(&collection, run, RunState::Interrupted);
+        }
+        return Err(error);
+    }
+    if left? {
+        let state = if cancelled {
+            RunState::Cancelled
+        } else {
+            RunState::Done
+        };
+        ledger::finish_joined(&collection, run, state)?;
+    }
+    let remaining = collection.counters()?.migratable(T::VERSION);
+    Ok(MigrationReport {
+        run_id: Some(run),
+        dry_run: false,
+        to_version: T::VERSION,
+        scanned: tally.counts.scanned,
+        migrated: tally.counts.migrated,
+        skipped: tally.counts.skipped,
+        failed: tally.counts.failed,
+        failures_by_class: tally.counts.failures_by_class,
+        failures: tally.failures,
+        remaining,
+        elapsed: started.elapsed(),
+        cancelled,
+    })
+}
+
+/// The worker's loop, until nothing is left to claim, the run is cancelled or an error.
+fn chunks<T: Schema>(
+    migration: &mut Migration<T>,
+    worker: &mut dyn Worker,
+    tally: &mut Tally,
+    cancelled: &mut bool,
+    total: u64,
+    started: Instant,
+) -> Result<(), MigrationError> {
+    let threads = migration.threads;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("revolve-migrate-{i}"))
+        .build()
+        .map_err(|error| MigrationError::Threads {
+            threads,
+            message: error.to_string(),
+        })?;
+    let collection = migration.collection.clone();
+    let run = worker.run();
+    let target_schema = migration
+        .validate_output
+        .then(|| schema::canonical_schema(&collection.schema()));
+    let max_depth = collection.max_depth();
+    let mut process = |documents: Vec<PendingDocument>| {
+        pool.install(|| {
+            documents
+                .into_par_iter()
+                .map(|candidate| {
+                    executor::process::<T>(max_depth, candidate, run, target_schema.as_ref())
+                })
+                .unzip()
+        })
+    };
+    let mut idle = false;
+    loop {
+        if migration.cancel.is_cancelled() {
+            worker.cancel()?;
+        }
+        if worker.cancelled()? {
+            *cancelled = true;
+            return Ok(());
+        }
+        let room = worker.reserve(CHUNK_SIZE)?;
+        let claimed = if room == 0 {
+            None
+        } else {
+            worker.claim(room, T::VERSION, &mut process)?
+        };
+        let chunk = if let Some(chunk) = claimed {
+            chunk
+        } else {
+            if !idle {
+                worker.idle(true)?;
+                idle = true;
+            }
+            if worker.peers_working()? {
+                std::thread::sleep(POLL);
+                continue;
+            }
+            // No peer works: what one that died left pending is claimed from the start.
+            worker.rewind()?;
+            let room = worker.reserve(CHUNK_SIZE)?;
+            let again = if room == 0 {
+                None
+            } else {
+                worker.claim(room, T::VERSION, &mut process)?
+            };
+            match again {
+                Some(chunk) => chunk,
+                // A peer claimed what was left meanwhile: it is waited for, should it die.
+                None if worker.peers_working()? => {
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+                None => return Ok(()),
+            }
+        };
+        if idle {
+            worker.idle(false)?;
+            idle = false;
+        }
+        account(migration, tally, &chunk, run, total, started)?;
+    }
+}
+
+/// Counts a committed chunk, reports progress and keeps to the rate.
+fn account<T: Schema>(
+    migration: &mut Migration<T>,
+    tally: &mut Tally,
+    chunk: &Claimed,
+    run: u64,
+    total: u64,
+    started: Instant,
+) -> Result<(), MigrationError> {
+    let classes = RunProgress::classes(migration.collection.name(), &chunk.items)?;
+    let (_, next) = executor::count(&tally.counts, &chunk.items, &chunk.outcomes, &classes);
+    tally.counts = next;
+    tally.chunk_outcomes(&chunk.items, &chunk.outcomes, &chunk.known_failed, &classes);
+    let counts = &tally.counts;
+    let elapsed = started.elapsed();
+    if let Some(callback) = migration.on_progress.as_mut() {
+        #[allow(clippy::cast_precision_loss)] // a rate, not a count
+        let rate = counts.scanned as f64 / elapsed.as_secs_f64().max(1e-9);
+        callback(&Progress {
+            run_id: run,
+            done: counts.scanned,
+            total,
+            migrated: counts.migrated,
+            failed: counts.failed,
+            skipped: counts.skipped,
+            rate,
+            elapsed,
+        });
+    }
+    if let Some(rate) = migration.max_rate {
+        #[allow(clippy::cast_precision_loss)] // a schedule, not a count
+        let due = Duration::from_secs_f64(counts.scanned as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,783 @@
+//! Runs with many workers (`Migration::join`): every process that joins claims chunks of its own
+//! and commits each in one transaction with its claim.
+//!
+//! - The collection's lease row (`lease`) is taken with the holder `fleet` by the first worker;
+//!   every worker's heartbeat extends it, so that no other run starts while any worker lives, and
+//!   joining and leaving lock it, so that the last worker to leave knows it is the last.
+//! - Each worker has a row of its own (`revolve_fleet_workers`): its lease, renewed from a thread
+//!   of its own on a connection of its own by the database's clock, and its counts, added by each
+//!   chunk's transaction. No row is written by every chunk of every worker.
+//! - A chunk is claimed with `FOR UPDATE OF h SKIP LOCKED` over the version index, per source
+//!   version, after the worker's own keyset; its documents are processed while the transaction
+//!   is open; the revisions, heads, failures and counts are written as a single-process run's
+//!   commit writes them, in the same transaction. A worker that dies loses its open transaction
+//!   only: its row locks go with its connection, and another worker claims those documents.
+//! - Fencing: each chunk's transaction key-share-locks the worker's row (a heartbeat, which updates
+//!   other columns, does not wait for it) and checks that its lease is unexpired, and its last
+//!   statement, which adds the chunk's counts to that row, checks it again: a worker whose lease
+//!   expired mid-chunk (a stalled process) has its chunk rolled back and cannot write as the run.
+//!   The last worker to leave waits for every other worker's open chunk (a row lock) before it
+//!   ends the run. No chunk locks the collection's lease row, which the heartbeats update: share
+//!   locks taken by chunks that overlap without a gap would starve that update. The run id is the
+//!   term: ids are never reused, and a run whose workers all stopped is never resumed under its id.
+//! - A limit caps the run: before a chunk, a worker reserves up to a chunk of what is left of it
+//!   (lock order: the worker's row, then the run's); the chunk's transaction gives back what it
+//!   did not use; a live worker clears the reservation of one whose lease expired.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::{Condvar, Mutex};
+use postgres::error::SqlState;
+use postgres::{Statement, Transaction};
+
+use super::collection::{
+    sql_version, PgCollection, Statements, BEGIN, CHECK, CREATE, EXISTING, FAILURES_INSERT, FINISH,
+    LOCK, MOVE, REVISIONS_INSERT,
+};
+use super::error::db;
+use super::pending;
+use super::{sql_run, Shared};
+use crate::id::Revision;
+use crate::record::{Origin, RecordError};
+use crate::store::engine::{
+    refuse_older, Claimed, Commit, Head, Joined, Outcome, PendingDocument, Process, RunSettings,
+    Worker, WorkerInfo, WorkerRow,
+};
+use crate::store::StoreError;
+
+/// The lease row's holder for a run with many workers.
+const HOLDER: &str = "fleet";
+
+/// Takes the collection's lease for run `$2` if it is free (or expired).
+const ACQUIRE: &str = "INSERT INTO revolve_run_leases (collection, run, holder, expires)
+     VALUES ($1, $2, 'fleet', clock_timestamp() + make_interval(secs => $3))
+     ON CONFLICT (collection) DO UPDATE
+         SET run = excluded.run, holder = excluded.holder, expires = excluded.expires
+         WHERE revolve_run_leases.expires < clock_timestamp()
+     RETURNING run";
+/// The lease row as it is (locked by the `ACQUIRE` that did not take it).
+const HELD: &str = "SELECT run, holder FROM revolve_run_leases WHERE collection = $1 FOR UPDATE";
+const RUN_INSERT: &str = "INSERT INTO revolve_fleet_runs
+     (collection, run, target, fingerprint, run_limit, retry_failed)
+     VALUES ($1, $2, $3, $4, $5, $6)";
+const RUN_SETTINGS: &str = "SELECT target, fingerprint, run_limit, retry_failed
+     FROM revolve_fleet_runs WHERE collection = $1 AND run = $2 AND state = 'running'";
+const WORKER_INSERT: &str = "INSERT INTO revolve_fleet_workers
+     (collection, run, worker, instance, host, pid, started, heartbeat, expires)
+     VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp(), clock_timestamp(),
+             clock_timestamp() + make_interval(secs => $7))";
+const LEASE_EXTEND: &str = "UPDATE revolve_run_leases
+     SET expires = GREATEST(expires, clock_timestamp() + make_interval(secs => $3))
+     WHERE collection = $1 AND run = $2";
+/// A heartbeat: only a worker whose lease has not expired renews it.
+const HEARTBEAT: &str = "UPDATE revolve_fleet_workers
+     SET heartbeat = clock_timestamp(), expires = clock_timestamp() + make_interval(secs => $4)
+     WHERE collection = $1 AND run = $2 AND worker = $3 AND NOT gone
+       AND expires > clock_timestamp()";
+/// A chunk's first statement: the newest registered version, whether the worker's lease holds,
+/// and what it has reserved. The worker's row is key-share-locked until the commit: peers that
+/// wait for a worker's open chunk lock it `FOR UPDATE`, which conflicts; the heartbeat's update,
+/// which does not touch the key, does not.
+const FLEET_BEGIN: &str =
+    "SELECT c.newest, w.expires > clock_timestamp() AND NOT w.gone, w.reserved
+     FROM revolve_collections c
+     JOIN revolve_fleet_workers w ON w.collection = c.id AND w.run = $2 AND w.worker = $3
+     WHERE c.id = $1
+     FOR KEY SHARE OF w";
+/// The next pending heads of one version after `$3`, locked, skipping those another
+/// transaction holds, with their revisions' bytes and whether a failure record names them;
+/// a document whose failure this run may not retry (`$5`: retrying failures recorded before run
+/// `$6`) is left out.
+const CLAIM: &str = "SELECT h.id, h.revision, h.version,
+         (SELECT r.record FROM revolve_revisions r
+          WHERE r.collection = h.collection AND r.id = h.id AND r.revision = h.revision),
+         EXISTS (SELECT 1 FROM revolve_failures f WHERE f.collection = h.collection AND f.id = h.id)
+     FROM revolve_heads h
+     WHERE h.collection = $1 AND NOT h.removed AND (h.version, h.id) > ($2, $3) AND h.version <= $2
+       AND NOT EXISTS (SELECT 1 FROM revolve_failures f
+                       WHERE f.collection = h.collection AND f.id = h.id
+                         AND (NOT $5 OR f.run >= $6))
+     ORDER BY h.version, h.id LIMIT $4
+     FOR UPDATE OF h SKIP LOCKED";
+/// Of the documents claimed, those with a failure record the run may not retry, as a statement
+/// started after the locks were taken sees them: a peer that failed a document and committed
+/// while the claim ran leaves its head as it was, so the claim's snapshot may miss the record.
+const UNRETRIABLE: &str = "SELECT id FROM revolve_failures
+     WHERE collection = $1 AND id = ANY($2) AND (NOT $3 OR run >= $4)";
+/// A chunk's last statement: its counts on the worker's row, its reservation given back, if the
+/// worker's lease still holds (the fence at the commit: 0 rows when it expired meanwhile).
+const TALLY: &str = "WITH worker AS (
+         UPDATE revolve_fleet_workers
+         SET taken = taken + $4::int8, migrated = migrated + $5::int8, failed = failed + $6::int8,
+             skipped = skipped + $7::int8, reserved = 0
+         WHERE collection = $1 AND run = $2 AND worker = $3 AND NOT gone
+           AND expires > clock_timestamp()
+         RETURNING 1),
+     run AS (
+         UPDATE revolve_fleet_runs SET reserved = reserved - $8::int8
+         WHERE collection = $1 AND run = $2 AND $8::int8 > 0 AND EXISTS (SELECT 1 FROM worker)
+         RETURNING 1)
+     SELECT count(*) FROM worker";
+const RESERVE_WORKER: &str = "SELECT 1 FROM revolve_fleet_workers
+     WHERE collection = $1 AND run = $2 AND worker = $3 AND NOT gone
+       AND expires > clock_timestamp() FOR UPDATE";
+const RESERVE_RUN: &str = "WITH old AS (
+         SELECT reserved, run_limit FROM revolve_fleet_runs
+         WHERE collection = $1 AND run = $2 FOR UPDATE)
+     UPDATE revolve_fleet_runs r
+     SET reserved = r.reserved + GREATEST(0, LEAST($3::int8, o.run_limit - o.reserved))
+     FROM old o WHERE r.collection = $1 AND r.run = $2
+     RETURNING GREATEST(0, LEAST($3::int8, o.run_limit - o.reserved))::int8";
+const RESERVE_KEEP: &str = "UPDATE revolve_fleet_workers SET reserved = reserved + $4
+     WHERE collection = $1 AND run = $2 AND worker = $3";
+/// The reservations of workers whose lease expired, given back (rows a transaction still holds
+/// are left for a later look).
+const RELEASE_EXPIRED: &str = "WITH dead AS (
+         SELECT worker, reserved FROM revolve_fleet_workers
+         WHERE collection = $1 AND run = $2 AND reserved > 0 AND expires < clock_timestamp()
+         FOR UPDATE SKIP LOCKED),
+     cleared AS (
+         UPDATE revolve_fleet_workers w SET reserved = 0 FROM dead d
+         WHERE w.collection = $1 AND w.run = $2 AND w.worker = d.worker RETURNING 1)
+     UPDATE revolve_fleet_runs
+     SET reserved = reserved - (SELECT COALESCE(sum(reserved), 0) FROM dead)
+     WHERE collection = $1 AND run = $2 AND EXISTS (SELECT 1 FROM dead)
+       AND (SELECT count(*) FROM cleared) >= 0";
+/// Whether a peer works: its lease is live and it is not idle, or it is in a chunk (its row is
+/// locked; the chunk of a peer whose lease expired meanwhile is waited for until it ends).
+const PEERS_WORKING: &str = "SELECT EXISTS (SELECT 1 FROM revolve_fleet_workers
+         WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone AND NOT idle
+           AND expires > clock_timestamp())
+     OR (SELECT count(*) FROM revolve_fleet_workers
+         WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone)
+        > (SELECT count(*) FROM (SELECT 1 FROM revolve_fleet_workers
+             WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone
+             FOR UPDATE SKIP LOCKED) AS free)";
+const IDLE: &str = "UPDATE revolve_fleet_workers SET idle = $4
+     WHERE collection = $1 AND run = $2 AND worker = $3";
+const CANCELLED: &str =
+    "SELECT cancel_requested FROM revolve_fleet_runs WHERE collection = $1 AND run = $2";
+const CANCEL: &str = "UPDATE revolve_fleet_runs SET cancel_requested = true
+     WHERE collection = $1 AND run = $2 AND state = 'running'";
+const LEAVE_LOCK: &str =
+    "SELECT 1 FROM revolve_run_leases WHERE collection = $1 AND run = $2 FOR UPDATE";
+const LEAVE: &str = "UPDATE revolve_fleet_workers SET gone = true, heartbeat = clock_timestamp()
+     WHERE collection = $1 AND run = $2 AND worker = $3";
+const OTHERS_LIVE: &str = "SELECT EXISTS (SELECT 1 FROM revolve_fleet_workers
+     WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone
+       AND expires > clock_timestamp())";
+/// The rows of the other workers that have not left, locked: waits for their open chunks (a
+/// worker whose lease expired mid-chunk has it rolled back by its own fence, or committed if it
+/// passed the fence first) before the last worker ends the run.
+const SETTLE_PEERS: &str = "SELECT 1 FROM revolve_fleet_workers
+     WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone FOR UPDATE";
+const END_RUN: &str = "UPDATE revolve_fleet_runs SET state = $3, reserved = 0
+     WHERE collection = $1 AND run = $2";
+const RELEASE: &str =
+    "DELETE FROM revolve_run_leases WHERE collection = $1 AND run = $2 AND holder = 'fleet'";
+const WORKERS: &str = "SELECT worker, instance, host, pid, started, heartbeat,
+         NOT gone AND expires > clock_timestamp(), taken, migrated, failed, skipped
+     FROM revolve_fleet_workers WHERE collection = $1 AND run = $2 ORDER BY started, worker";
+
+impl PgCollection {
+    /// See [`CollectionEngine::join_run`](crate::store::engine::CollectionEngine::join_run).
+    pub(super) fn join(
+        &self,
+        run: u64,
+        settings: &RunSettings,
+        info: &WorkerInfo,
+    ) -> Result<Joined<'_>, StoreError> {
+        let seconds = self.shared.run_lease.as_secs_f64();
+        let worker = crate::id::DocId::generate().into_string();
+        let pid = i64::from(info.pid);
+        let limit = settings
+            .limit
+            .map(|limit| i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut conn = self.shared.pool.get()?;
+        let mut tx = conn.client.transaction().map_err(db)?;
+        let taken = tx
+            .query_opt(ACQUIRE, &[&self.id, &sql_run(run)?, &seconds])
+            .map_err(db)?
+            .is_some();
+        let (run, first) = if taken {
+            tx.execute(
+                RUN_INSERT,
+                &[
+                    &self.id,
+                    &sql_run(run)?,
+                    &sql_version(settings.target),
+                    &settings.fingerprint,
+                    &limit,
+                    &settings.retry_failed,
+                ],
+            )
+            .map_err(db)?;
+            (run, true)
+        } else {
+            let Some(row) = tx.query_opt(HELD, &[&self.id]).map_err(db)? else {
+                // Released between the two statements: the caller tries again.
+                return Ok(Joined::Busy(0));
+            };
+            let held = row.get::<_, i64>(0).unsigned_abs();
+            if row.get::<_, String>(1) != HOLDER {
+                return Ok(Joined::Busy(held));
+            }
+            let Some(row) = tx
+                .query_opt(RUN_SETTINGS, &[&self.id, &sql_run(held)?])
+                .map_err(db)?
+            else {
+                return Ok(Joined::Busy(held));
+            };
+            let theirs = RunSettings {
+                target: u32::try_from(row.get::<_, i32>(0)).unwrap_or(0),
+                fingerprint: row.get(1),
+                limit: row.get::<_, Option<i64>>(2).map(i64::unsigned_abs),
+                retry_failed: row.get(3),
+            };
+            if theirs != *settings {
+                return Ok(Joined::Other {
+                    run: held,
+                    settings: theirs,
+                });
+            }
+            tx.execute(LEASE_EXTEND, &[&self.id, &sql_run(held)?, &seconds])
+                .map_err(db)?;
+            (held, false)
+        };
+        tx.execute(
+            WORKER_INSERT,
+            &[
+                &self.id,
+                &sql_run(run)?,
+                &worker,
+                &info.instance,
+                &info.host,
+                &pid,
+                &seconds,
+            ],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        drop(conn);
+        let mut pg = PgWorker {
+            collection: self,
+            run,
+            worker: worker.clone(),
+            target: settings.target,
+            limited: settings.limit.is_some(),
+            retry_failed: settings.retry_failed,
+            segments: VecDeque::new(),
+            heart: Heart::start(&self.shared, self.id, run, worker)?,
+        };
+        pg.rewind()?;
+        Ok(Joined::Worker {
+            worker: Box::new(pg),
+            first,
+        })
+    }
+
+    /// See [`CollectionEngine::run_workers`](crate::store::engine::CollectionEngine::run_workers).
+    pub(super) fn workers(&self, run: u64) -> Result<Vec<WorkerRow>, StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(WORKERS)?;
+        let rows = conn
+            .client
+            .query(&statement, &[&self.id, &sql_run(run)?])
+            .map_err(db)?;
+        let count = |n: i64| n.unsigned_abs();
+        Ok(rows
+            .iter()
+            .map(|row| WorkerRow {
+                worker: row.get(0),
+                info: WorkerInfo {
+                    instance: row.get(1),
+                    host: row.get(2),
+                    pid: u32::try_from(row.get::<_, i64>(3)).unwrap_or(0),
+                },
+                started: row.get::<_, SystemTime>(4),
+                heartbeat: row.get::<_, SystemTime>(5),
+                live: row.get(6),
+                taken: count(row.get(7)),
+                migrated: count(row.get(8)),
+                failed: count(row.get(9)),
+                skipped: count(row.get(10)),
+            })
+            .collect())
+    }
+
+    /// See [`CollectionEngine::cancel_run`](crate::store::engine::CollectionEngine::cancel_run).
+    pub(super) fn cancel(&self, run: u64) -> Result<bool, StoreError> {
+        let mut conn = self.shared.pool.get()?;
+        let statement = conn.statement(CANCEL)?;
+        Ok(conn
+            .client
+            .execute(&statement, &[&self.id, &sql_run(run)?])
+            .map_err(db)?
+            > 0)
+    }
+}
+
+/// A worker of a joined run on PostgreSQL.
+struct PgWorker<'a> {
+    collection: &'a PgCollection,
+    run: u64,
+    worker: String,
+    target: u32,
+    limited: bool,
+    retry_failed: bool,
+    /// Per source version left to claim from, oldest first: the version and the last id this
+    /// worker claimed in it.
+    segments: VecDeque<(i32, String)>,
+    heart: Heart,
+}
+
+impl PgWorker<'_> {
+    fn key(&self) -> Result<(i32, i64), StoreError> {
+        Ok((self.collection.id, sql_run(self.run)?))
+    }
+
+    fn malformed(&self, id: String) -> StoreError {
+        StoreError::Corrupt {
+            collection: self.collection.name.clone(),
+            id,
+            revision: None,
+            source: RecordError::InvalidHeader("malformed head"),
+        }
+    }
+
+    fn lost(&self) -> StoreError {
+        StoreError::WorkerLeaseLost {
+            collection: self.collection.name.clone(),
+            run: self.run,
+        }
+    }
+
+    /// The claim: up to `limit` pending documents, version by version, after this worker's
+    /// keyset (`segments`, moved on past what is claimed), locked in `tx`, without those whose
+    /// failure the run may not retry.
+    fn take(
+        &self,
+        tx: &mut Transaction<'_>,
+        [claim, unretriable]: [&Statement; 2],
+        limit: usize,
+        segments: &mut VecDeque<(i32, String)>,
+    ) -> Result<Vec<PendingDocument>, StoreError> {
+        let (collection, run) = self.key()?;
+        let mut documents: Vec<PendingDocument> = Vec::with_capacity(limit);
+        while documents.len() < limit {
+            let Some((version, after)) = segments.front().cloned() else {
+                break;
+            };
+            let want = limit - documents.len();
+            let rows = tx
+                .query(
+                    claim,
+                    &[
+                        &collection,
+                        &version,
+                        &after,
+                        &i64::try_from(want).unwrap_or(i64::MAX),
+                        &self.retry_failed,
+                        &run,
+                    ],
+                )
+                .map_err(db)?;
+            let exhausted = rows.len() < want;
+            for row in &rows {
+                let id: String = row.get(0);
+                let revision = u64::try_from(row.get::<_, i64>(1))
+                    .ok()
+                    .and_then(Revision::new);
+                let version = u32::try_from(row.get::<_, i32>(2)).ok();
+                let (Some(revision), Some(version)) = (revision, version) else {
+                    return Err(self.malformed(id));
+                };
+                if let Some(segment) = segments.front_mut() {
+                    segment.1.clone_from(&id);
+                }
+                documents.push(PendingDocument {
+                    head: Head {
+                        revision,
+                        version,
+                        removed: false,
+                    },
+                    bytes: row.get(3),
+                    known_failed: row.get(4),
+                    id,
+                });
+            }
+            if exhausted {
+                segments.pop_front();
+            }
+        }
+        if !documents.is_empty() {
+            let ids: Vec<&str> = documents.iter().map(|d| d.id.as_str()).collect();
+            let refused: HashSet<String> = tx
+                .query(unretriable, &[&collection, &ids, &self.retry_failed, &run])
+                .map_err(db)?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if !refused.is_empty() {
+                documents.retain(|d| !refused.contains(&d.id));
+            }
+        }
+        Ok(documents)
+    }
+}
+
+impl Worker for PgWorker<'_> {
+    fn run(&self) -> u64 {
+        self.run
+    }
+
+    fn reserve(&mut self, want: usize) -> Result<usize, StoreError> {
+        if !self.limited {
+            return Ok(want);
+        }
+        let (collection, run) = self.key()?;
+        let want = i64::try_from(want).unwrap_or(i64::MAX);
+        let mut conn = self.collection.shared.pool.get()?;
+        let mut tx = conn.client.transaction().map_err(db)?;
+        if tx
+            .query_opt(RESERVE_WORKER, &[&collection, &run, &self.worker])
+            .map_err(db)?
+            .is_none()
+        {
+            return Err(self.lost());
+        }
+        let granted: i64 = tx
+            .query_opt(RESERVE_RUN, &[&collection, &run, &want])
+            .map_err(db)?
+            .map_or(0, |row| row.get(0));
+        if granted > 0 {
+            tx.execute(RESERVE_KEEP, &[&collection, &run, &self.worker, &granted])
+                .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(usize::try_from(granted).unwrap_or(0))
+    }
+
+    fn claim(
+        &mut self,
+        limit: usize,
+        writer: u32,
+        process: &mut Process<'_>,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let (collection, run) = self.key()?;
+        let this = self.collection;
+        let mut conn = this.shared.pool.get()?;
+        let begin = conn.statement(FLEET_BEGIN)?;
+        let claim = conn.statement(CLAIM)?;
+        let unretriable = conn.statement(UNRETRIABLE)?;
+        let tally = conn.statement(TALLY)?;
+        let (client, statements) = conn.prepared([
+            BEGIN,
+            MOVE,
+            CREATE,
+            LOCK,
+            CHECK,
+            EXISTING,
+            REVISIONS_INSERT,
+            FAILURES_INSERT,
+            FINISH,
+        ])?;
+        let statements = Statements::from(statements);
+        let mut tx = client.transaction().map_err(db)?;
+        let Some(row) = tx
+            .query_opt(&begin, &[&collection, &run, &self.worker])
+            .map_err(db)?
+        else {
+            return Err(self.lost());
+        };
+        refuse_older(
+            &this.name,
+            u32::try_from(row.get::<_, i32>(0)).unwrap_or(0),
+            writer,
+        )?;
+        let (live, reserved): (bool, i64) = (row.get(1), row.get(2));
+        if !live {
+            return Err(self.lost());
+        }
+        let mut segments = self.segments.clone();
+        let documents = self.take(&mut tx, [&claim, &unretriable], limit, &mut segments)?;
+        let taken = documents.len();
+        let give_back = if self.limited {
+            reserved.saturating_sub(i64::try_from(taken).unwrap_or(i64::MAX))
+        } else {
+            0
+        };
+        if documents.is_empty() {
+            if give_back > 0 || reserved > 0 {
+                tx.query_one(
+                    &tally,
+                    &[
+                        &collection,
+                        &run,
+                        &self.worker,
+                        &0i64,
+                        &0i64,
+                        &0i64,
+                        &0i64,
+                        &give_back.max(0),
+                    ],
+                )
+                .map_err(db)?;
+                tx.commit().map_err(db)?;
+            }
+            self.segments = segments;
+            return Ok(None);
+        }
+
+        // The processing, while the claim holds the documents.
+        let (items, known_failed) = process(documents);
+        let applied = this.claim(&mut tx, &statements, &items)?;
+        let mut batch = this.gather(&items, &applied)?;
+        let mut commit = Commit::new(Origin::Migration { run: self.run }, writer);
+        this.write(&mut tx, &statements, &mut batch, &mut commit)?;
+        let outcomes = std::mem::take(&mut batch.outcomes);
+        drop(batch);
+        let count = |which: Outcome| {
+            i64::try_from(outcomes.iter().filter(|&&o| o == which).count()).unwrap_or(i64::MAX)
+        };
+        let fenced: i64 = tx
+            .query_one(
+                &tally,
+                &[
+                    &collection,
+                    &run,
+                    &self.worker,
+                    &i64::try_from(items.len()).unwrap_or(i64::MAX),
+                    &count(Outcome::Written),
+                    &count(Outcome::Failed),
+                    &count(Outcome::Skipped),
+                    &give_back.max(0),
+                ],
+            )
+            .map_err(db)?
+            .get(0);
+        if fenced == 0 {
+            // The lease expired while the chunk was processed: the transaction rolls back as
+            // it is dropped, and what it claimed is left to the run's other workers.
+            return Err(self.lost());
+        }
+        tx.commit().map_err(db)?;
+        self.segments = segments;
+        Ok(Some(Claimed {
+            items,
+            known_failed,
+            outcomes,
+        }))
+    }
+
+    fn cancelled(&mut self) -> Result<bool, StoreError> {
+        let (collection, run) = self.key()?;
+        let mut conn = self.collection.shared.pool.get()?;
+        let statement = conn.statement(CANCELLED)?;
+        Ok(conn
+            .client
+            .query_opt(&statement, &[&collection, &run])
+            .map_err(db)?
+            .is_some_and(|row| row.get(0)))
+    }
+
+    fn cancel(&mut self) -> Result<(), StoreError> {
+        self.collection.cancel(self.run).map(drop)
+    }
+
+    fn idle(&mut self, idle: bool) -> Result<(), StoreError> {
+        let (collection, run) = self.key()?;
+        let mut conn = self.collection.shared.pool.get()?;
+        let statement = conn.statement(IDLE)?;
+        conn.client
+            .execute(&statement, &[&collection, &run, &self.worker, &idle])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn peers_working(&mut self) -> Result<bool, StoreError> {
+        let (collection, run) = self.key()?;
+        let mut conn = self.collection.shared.pool.get()?;
+        if self.limited {
+            let statement = conn.statement(RELEASE_EXPIRED)?;
+            conn.client
+                .execute(&statement, &[&collection, &run])
+                .map_err(db)?;
+        }
+        let statement = conn.statement(PEERS_WORKING)?;
+        Ok(conn
+            .client
+            .query_one(&statement, &[&collection, &run, &self.worker])
+            .map_err(db)?
+            .get(0))
+    }
+
+    fn rewind(&mut self) -> Result<(), StoreError> {
+        let mut conn = self.collection.shared.pool.get()?;
+        let statement = conn.statement(pending::VERSIONS)?;
+        self.segments = conn
+            .client
+            .query(
+                &statement,
+                &[&self.collection.id, &sql_version(self.target)],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|row| (row.get(0), String::new()))
+            .collect();
+        Ok(())
+    }
+
+    fn leave(self: Box<Self>, cancelled: bool) -> Result<bool, StoreError> {
+        let (collection, run) = self.key()?;
+        self.heart.stop();
+        let mut conn = self.collection.shared.pool.get()?;
+        let mut tx = conn.client.transaction().map_err(db)?;
+        // A peer stalled in a chunk is waited for at most a lease: its fence rolls the chunk
+        // back once it wakes, and it ends the run as it leaves.
+        let wait = self.collection.shared.run_lease.as_millis().max(1);
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = {wait}"))
+            .map_err(db)?;
+        tx.query_opt(LEAVE_LOCK, &[&collection, &run]).map_err(db)?;
+        tx.execute(LEAVE, &[&collection, &run, &self.worker])
+            .map_err(db)?;
+        let others: bool = tx
+            .query_one(OTHERS_LIVE, &[&collection, &run, &self.worker])
+            .map_err(db)?
+            .get(0);
+        if others {
+            tx.commit().map_err(db)?;
+            return Ok(false);
+        }
+        match tx.query(SETTLE_PEERS, &[&collection, &run, &self.worker]) {
+            Ok(_) => {}
+            Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                drop(tx);
+                tracing::warn!(
+                    collection = self.collection.name.as_str(),
+                    run = self.run,
+                    "a stalled worker still holds a chunk of the run; it ends the run when it stops"
+                );
+                conn.client
+                    .execute(LEAVE, &[&collection, &run, &self.worker])
+                    .map_err(db)?;
+                return Ok(false);
+            }
+            Err(error) => return Err(db(error)),
+        }
+        let state = if cancelled { "cancelled" } else { "done" };
+        tx.execute(END_RUN, &[&collection, &run, &state])
+            .map_err(db)?;
+        tx.execute(RELEASE, &[&collection, &run]).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(true)
+    }
+}
+
+/// A worker's heartbeat: a thread of its own, on a connection of its own (a busy pool must not
+/// let the lease expire), renewing the worker's row, then the collection's lease row, as two
+/// statements (each holding one row lock only, so that it never waits in a cycle with a chunk).
+struct Heart {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    beat: Option<JoinHandle<()>>,
+}
+
+impl Heart {
+    fn start(
+        shared: &Arc<Shared>,
+        collection: i32,
+        run: u64,
+        worker: String,
+    ) -> Result<Self, StoreError> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let beat = {
+            let shared = Arc::clone(shared);
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("revolve-heartbeat".to_owned())
+                .spawn(move || beat(&shared, collection, run, &worker, &stop))
+                .map_err(|source| StoreError::Io {
+                    what: "cannot start the thread that heartbeats a migration worker".to_owned(),
+                    source,
+                })?
+        };
+        Ok(Self {
+            stop,
+            beat: Some(beat),
+        })
+    }
+
+    fn stop(&self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+    }
+}
+
+impl Drop for Heart {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(beat) = self.beat.take() {
+            let _ = beat.join();
+        }
+    }
+}
+
+fn beat(shared: &Shared, collection: i32, run: u64, worker: &str, stop: &(Mutex<bool>, Condvar)) {
+    let every = (shared.run_lease / 4).max(Duration::from_millis(10));
+    let seconds = shared.run_lease.as_secs_f64();
+    let Ok(run) = sql_run(run) else {
+        return;
+    };
+    let mut conn = None;
+    loop {
+        {
+            let mut stopped = stop.0.lock();
+            if !*stopped {
+                let _ = stop.1.wait_for(&mut stopped, every);
+            }
+            if *stopped {
+                return;
+            }
+        }
+        if conn.is_none() {
+            conn = shared.pool.connector().connect().ok();
+        }
+        let Some(client) = conn.as_mut() else {
+            tracing::warn!(
+                collection,
+                run,
+                "cannot reach the database to heartbeat a migration worker"
+            );
+            continue;
+        };
+        let renewed = client
+            .client
+            .execute(HEARTBEAT, &[&collection, &run, &worker, &seconds])
+            .and_then(|renewed| {
+                if renewed == 1 {
+                    client
+                        .client
+                        .execute(LEASE_EXTEND, &[&collection, &run, &seconds])?;
+                }
+                Ok(renewed)
+            });
+        match renewed {
+            Ok(1) => {}
+            Ok(_) => {
+                tracing::warn!(
+                    collection,
+                    run,
+                    "a migration worker's lease expired before it was renewed; it stops"
+                );
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(collection, run, error = %error, "cannot heartbeat a migration worker");
+                conn = None;
+            }
+        }
+    }
+}
