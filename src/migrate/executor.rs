@@ -61,7 +61,7 @@ pub(super) fn run<T: Schema>(
     mut migration: Migration<T>,
     dry_run: bool,
 ) -> Result<MigrationReport, MigrationError> {
-    if migration.join {
+    if migration.join != super::Join::No {
         return super::join::run(&mut migration, dry_run);
     }
     run_once(&mut migration, dry_run)

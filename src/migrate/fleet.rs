@@ -15,12 +15,18 @@ use rayon::prelude::*;
 use super::executor::{self, Tally};
 use super::join::{self, Settings};
 use super::ledger::{self, RunProgress, RunState};
-use super::{Migration, MigrationError, MigrationReport, Progress, CHUNK_SIZE};
+use super::{Join, Migration, MigrationError, MigrationReport, Progress, CHUNK_SIZE};
 use crate::schema::{self, Schema};
 use crate::store::{Claimed, Joined, PendingDocument, RunSettings, Worker, WorkerInfo};
 
-/// How often an idle worker looks whether its peers still work.
+/// How often a joiner looks again whether a run it cannot join has ended, and the longest an
+/// idle worker waits before it looks again whether its peers still work.
 const POLL: Duration = Duration::from_millis(200);
+
+/// How long an idle worker first waits before it looks again whether its peers still work; each
+/// look that finds them working doubles it, up to [`POLL`]. Short at first, so that the workers of
+/// a run that ends return together instead of one sleeping on after its peer's last chunk.
+const FIRST_IDLE_POLL: Duration = Duration::from_millis(2);
 
 /// Runs `migration` as a worker of the collection's joined run, when the engine has them;
 /// `None` otherwise.
@@ -66,7 +72,13 @@ pub(super) fn run<T: Schema>(
             }
             Some(Joined::Busy(run)) => {
                 // A run of one process (or a revert): waited for, as on an engine without
-                // joined runs.
+                // joined runs, or left to the caller to wait for.
+                if run != 0 && migration.join == Join::Shared {
+                    return Err(MigrationError::RunInProgress {
+                        collection: collection.name().to_owned(),
+                        run,
+                    });
+                }
                 if run != 0 {
                     join::check(migration, run)?;
                 }
@@ -218,6 +230,7 @@ fn chunks<T: Schema>(
         })
     };
     let mut idle = false;
+    let mut poll = FIRST_IDLE_POLL;
     loop {
         if migration.cancel.is_cancelled() {
             worker.cancel()?;
@@ -240,7 +253,8 @@ fn chunks<T: Schema>(
                 idle = true;
             }
             if worker.peers_working()? {
-                std::thread::sleep(POLL);
+                std::thread::sleep(poll);
+                poll = (poll * 2).min(POLL);
                 continue;
             }
             // No peer works: what one that died left pending is claimed from the start.
@@ -255,7 +269,8 @@ fn chunks<T: Schema>(
                 Some(chunk) => chunk,
                 // A peer claimed what was left meanwhile: it is waited for, should it die.
                 None if worker.peers_working()? => {
-                    std::thread::sleep(POLL);
+                    std::thread::sleep(poll);
+                    poll = (poll * 2).min(POLL);
                     continue;
                 }
                 None => return Ok(()),
@@ -264,6 +279,7 @@ fn chunks<T: Schema>(
         if idle {
             worker.idle(false)?;
             idle = false;
+            poll = FIRST_IDLE_POLL;
         }
         account(migration, tally, &chunk, run, total, started)?;
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::executor;
-use super::{Migration, MigrationError, MigrationReport, RunKind};
+use super::{Join, Migration, MigrationError, MigrationReport, RunKind};
 use crate::schema::Schema;
 
 /// How often a joiner that waits for a run of this process looks again.
@@ -30,7 +30,10 @@ pub(super) fn run<T: Schema>(
     }
     loop {
         match executor::run_once(migration, false) {
-            Err(MigrationError::RunInProgress { run, .. }) => {
+            Err(error @ MigrationError::RunInProgress { run, .. }) => {
+                if migration.join == Join::Shared {
+                    return Err(error);
+                }
                 check(migration, run)?;
                 if migration.cancel.is_cancelled() {
                     return Ok(empty::<T>(started, true, 0));

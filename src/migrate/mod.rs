@@ -300,6 +300,17 @@ impl Pending {
 
 type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
 
+/// How a migration treats the run under way on its collection (see [`Migration::join`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Join {
+    /// Refused: [`MigrationError::RunInProgress`].
+    No,
+    /// Joined where the engine runs runs with many workers; waited for otherwise.
+    Wait,
+    /// Joined where the engine runs runs with many workers; refused otherwise, as [`No`](Self::No).
+    Shared,
+}
+
 /// A migration of a collection to its latest version, set up with builder methods and run with
 /// [`execute`](Self::execute) or [`dry_run`](Self::dry_run).
 #[must_use]
@@ -315,8 +326,8 @@ pub struct Migration<T> {
     cancel: CancelToken,
     /// What [`run`](Migration::run) does.
     dry_run: bool,
-    /// Whether to join the run under way (see [`join`](Migration::join)).
-    join: bool,
+    /// How the run under way is treated (see [`join`](Migration::join)).
+    join: Join,
     /// The worker's name in the ledger (see [`worker_name`](Migration::worker_name)).
     worker_name: Option<String>,
 }
@@ -387,7 +398,7 @@ impl<T: Schema> Migration<T> {
             self = self.threads(threads);
         }
         self.dry_run = options.dry_run;
-        self.join = options.join;
+        self.join = if options.join { Join::Wait } else { Join::No };
         self
     }
 
@@ -406,7 +417,15 @@ impl<T: Schema> Migration<T> {
     /// run's ([`MigrationError::JoinMismatch`] names the difference); a dry run does not join
     /// ([`MigrationError::DryRunJoin`]).
     pub fn join(mut self) -> Self {
-        self.join = true;
+        self.join = Join::Wait;
+        self
+    }
+
+    /// Joins a run with many workers where the engine has them; elsewhere, a run under way is
+    /// [`MigrationError::RunInProgress`] as without joining (startup migrations wait for it
+    /// themselves, saying what they wait for).
+    pub(crate) fn join_where_shared(mut self) -> Self {
+        self.join = Join::Shared;
         self
     }
 
@@ -490,7 +509,7 @@ impl<T: Schema> Collection<T> {
             validate_output: true,
             cancel: CancelToken::new(),
             dry_run: false,
-            join: false,
+            join: Join::No,
             worker_name: None,
         }
     }

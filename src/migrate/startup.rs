@@ -661,13 +661,14 @@ fn finish(migration: &StartupMigration, collection: &str, result: &Result<bool, 
     });
 }
 
-/// The run a startup migration starts.
-///
-/// When runs can be joined by several instances, this is where startup runs join them: one
-/// call added to the builder here (`.join()`), and the wait in [`migrate_all`] is then only for
-/// runs that cannot be joined.
+/// The run a startup migration starts: it joins the run under way (on PostgreSQL every instance
+/// is a worker of one run; on sled it waits for the run of this process), so the wait in
+/// [`migrate_all`] is only for runs that cannot be joined (a revert, a run with other settings).
 fn migration<T: Schema>(collection: &Collection<T>, cancel: &CancelToken) -> Migration<T> {
-    collection.migrate().cancel_token(cancel.clone())
+    collection
+        .migrate()
+        .join_where_shared()
+        .cancel_token(cancel.clone())
 }
 
 /// Migrates until nothing is pending: runs, and waits for another's run under way. `Ok(true)`
@@ -713,9 +714,10 @@ fn migrate_all<T: Schema>(
                 if run_report.cancelled {
                     return Ok(true);
                 }
-                if !progressed {
-                    // Pending, yet the run took nothing: counts that disagree with the heads.
-                    // Stop instead of spinning; reads still upgrade what is left.
+                if !progressed && collection.pending()?.migratable() > 0 {
+                    // Pending, yet the run took nothing (a joiner whose peers took all is not
+                    // this): counts that disagree with the heads. Stop instead of spinning;
+                    // reads still upgrade what is left.
                     tracing::warn!(
                         collection = collection.name(),
                         remaining = run_report.remaining,
@@ -728,7 +730,12 @@ fn migrate_all<T: Schema>(
                 superseded(collection.name(), report, stored);
                 return Ok(false);
             }
-            Err(MigrationError::RunInProgress { run, .. }) => {
+            // A run that cannot be joined: a revert, or a run started with other settings (an
+            // operator's run with a limit, say).
+            Err(
+                MigrationError::RunInProgress { run, .. }
+                | MigrationError::JoinMismatch { run, .. },
+            ) => {
                 tracing::info!(
                     collection = collection.name(),
                     run,

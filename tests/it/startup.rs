@@ -381,6 +381,56 @@ fn background_returns_at_once_and_migrates<E: Engine>() {
     assert_eq!(record.state, RunState::Done);
 }
 
+/// Two instances (two stores on one PostgreSQL schema) starting with `MigrateInBackground` while
+/// the first one's run is under way: the second joins it, as a worker of the same run, instead
+/// of waiting for it. On sled one process owns the store: the test does not apply.
+fn background_migrations_of_two_instances_share_one_run<E: Engine>() {
+    if E::NAME != "postgres" {
+        return;
+    }
+    let (gate, held) = Gate::open();
+    let mut titles = titles(3000);
+    titles[0].clone_from(&held);
+    let place = place_with::<E>(&titles);
+    let first_store = place.open();
+    let (boot, report) = first_store
+        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
+        .unwrap();
+    let first = report.background.unwrap();
+    // The first instance's worker holds its first chunk, its transaction open.
+    gate.wait_held();
+    let second_store = place.open();
+    let (_, report) = second_store
+        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
+        .unwrap();
+    let second = report.background.unwrap();
+    // The second takes what the first does not hold (the first's chunk is its own), then waits
+    // for its peer, whose chunk is still open.
+    let deadline = Instant::now() + WAIT;
+    while second.status().done < 2000 {
+        assert!(Instant::now() < deadline, "{:?}", second.status());
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(second.status().state, StartupState::Migrating);
+    gate.release();
+    let status = first.wait(WAIT);
+    let taken = second.wait(WAIT);
+    assert_eq!(status.state, StartupState::Done, "{status:?}");
+    assert_eq!(taken.state, StartupState::Done, "{taken:?}");
+    assert!(taken.waiting_for.is_none(), "{taken:?}");
+    assert_eq!(taken.migrated, 2000, "{taken:?}");
+    assert_eq!(status.runs, taken.runs, "one run");
+    assert_eq!(status.migrated + taken.migrated, 3000);
+    let run = boot.run(status.runs[0]).unwrap().unwrap();
+    assert_eq!(
+        (run.state, run.workers.len()),
+        (RunState::Done, 2),
+        "{run:?}"
+    );
+    assert_eq!(run.migrated, 3000);
+    assert_eq!(versions(&boot), BTreeMap::from([(2, 3000)]));
+}
+
 fn dropping_the_store_during_a_background_migration_ends_cleanly<E: Engine>() {
     let (gate, held) = Gate::open();
     let mut titles = titles(1200);
@@ -494,7 +544,8 @@ fn an_older_program_leaves_the_migration_to_the_newer_one<E: Engine>() {
 /// refuses it: documents are still to migrate.
 fn a_cancelled_start_is_not_clean<E: Engine>() {
     let (gate, held) = Gate::open();
-    let mut titles = titles(1500);
+    // Held in the second chunk, with a third to come: the cancel leaves it.
+    let mut titles = titles(3000);
     titles[1200].clone_from(&held);
     let place = place_with::<E>(&titles);
     let store = place.open();
@@ -524,6 +575,7 @@ fn a_cancelled_start_is_not_clean<E: Engine>() {
 }
 
 engine_tests! {
+    background_migrations_of_two_instances_share_one_run,
     an_older_program_leaves_the_migration_to_the_newer_one,
     a_cancelled_start_is_not_clean,
     lazy_leaves_old_documents_to_reads,
