@@ -47,13 +47,16 @@
 //! - the CPU time of the client (every thread of this process, plus the worker processes' own
 //!   from `go` to their report; `/proc/<pid>/stat`) and of the server (every process of the
 //!   PostgreSQL server, when it runs on this machine), as cores busy and µs per document: on
-//!   two cores, client and server adding up to near 2 cores means CPU-bound;
+//!   two cores, client and server adding up to near 2 cores means CPU-bound; and the machine's
+//!   busy time (`/proc/stat`), whose part that is neither the client's nor the server's is other
+//!   programs' (a figure taken while others were busy does not count), and its iowait;
 //! - what the database's client backends were doing, sampled from `pg_stat_activity` every
 //!   20 ms on a connection of its own: mean number running, waiting on WAL, on a lock, on
 //!   anything else, and idle in a transaction (waiting for the client within a chunk);
-//! - for revolve, the time from the last chunk's commit to the last worker's return (an idle
-//!   worker polls every 200 ms while a peer works, then looks again before leaving), and per
-//!   worker its documents and time in the run, from the ledger's `WorkerRecord`s.
+//! - when every worker had committed its first chunk (setting the run up), when the last chunk
+//!   committed, and how long after it the last worker returned (revolve's idle worker polls
+//!   every 200 ms while a peer works, then looks again before leaving); and per worker its
+//!   documents and time (revolve: from joining to leaving, from the ledger's `WorkerRecord`s).
 //!
 //! Then per configuration the docs/s of every run and their median, and the ratios, per
 //! run and their median: revolve 1×2 and 2×1 over revolve 1×1 (goal ≥ 1.3), and revolve over
@@ -283,8 +286,18 @@ struct HandRun {
     docs_per_second: f64,
     /// The speed of its first and last tenth.
     tenths: (f64, f64),
-    /// Per worker: documents migrated, and its time from the start to its end.
-    workers: Vec<(u64, Duration)>,
+    workers: Vec<HandShare>,
+}
+
+/// One worker's part of a hand-written migration, its times from the start.
+struct HandShare {
+    migrated: u64,
+    /// When its first chunk committed.
+    first_chunk: Duration,
+    /// When its last chunk committed.
+    last_chunk: Duration,
+    /// When it ended (its claim found nothing).
+    took: Duration,
 }
 
 /// The hand-written migration, one thread per worker (each on its connection): claim, upgrade,
@@ -324,7 +337,12 @@ fn run_handwritten(hands: Vec<HandWorker>, docs: usize) -> HandRun {
         tenths: tenths(&samples, docs as u64),
         workers: results
             .iter()
-            .map(|(chunks, took)| (chunks.iter().map(|&(n, _)| n).sum(), *took))
+            .map(|(chunks, took)| HandShare {
+                migrated: chunks.iter().map(|&(n, _)| n).sum(),
+                first_chunk: chunks.first().map_or(Duration::ZERO, |&(_, at)| at),
+                last_chunk: chunks.last().map_or(Duration::ZERO, |&(_, at)| at),
+                took: *took,
+            })
             .collect(),
     }
 }

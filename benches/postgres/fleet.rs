@@ -64,9 +64,13 @@ struct Measured {
     metered: Metered,
     /// Per worker: its name, the documents it took and how long it was in the run.
     workers: Vec<(String, u64, Duration)>,
-    /// From the last chunk's commit to the last worker's return (revolve only: idle workers
-    /// poll for their peers, then look once more from the start before they leave).
-    tail: Option<Duration>,
+    /// When the last worker to commit a chunk committed its first, from the start: the time it
+    /// takes to set a run up and have every worker at work.
+    first_chunks: Duration,
+    /// When the last chunk committed, from the start; from then to the end, the workers find
+    /// nothing more to do and leave (revolve's idle workers poll for their peers, then look
+    /// once more from the start).
+    last_chunk: Duration,
     checkpoints: i64,
 }
 
@@ -139,7 +143,8 @@ pub(crate) fn main(args: &Args) {
 }
 
 /// A worker process (`CHILD_ENV` set to its name): opens the store, says `ready`, waits for
-/// `go`, joins the run, and says `report <run> <migrated> <CPU seconds> <last chunk seconds>`.
+/// `go`, joins the run, and says `report <run> <migrated> <CPU seconds> <first chunk seconds>
+/// <last chunk seconds>`.
 pub(crate) fn child(name: &str) {
     let url = std::env::var("REVOLVE_TEST_DATABASE_URL").unwrap();
     let threads: usize = std::env::var(THREADS_ENV).unwrap().parse().unwrap();
@@ -154,10 +159,11 @@ pub(crate) fn child(name: &str) {
     let cpu = own_cpu();
     let share = join(&issues, name, threads, validate);
     println!(
-        "report {} {} {} {}",
+        "report {} {} {} {} {}",
         share.run,
         share.migrated,
         own_cpu().saturating_sub(cpu).as_secs_f64(),
+        share.first_chunk.as_secs_f64(),
         share.last_chunk.as_secs_f64()
     );
     std::io::stdout().flush().unwrap();
@@ -167,6 +173,8 @@ pub(crate) fn child(name: &str) {
 struct Share {
     run: u64,
     migrated: u64,
+    /// When its first chunk committed, from its call.
+    first_chunk: Duration,
     /// When its last chunk committed, from its call.
     last_chunk: Duration,
 }
@@ -174,23 +182,29 @@ struct Share {
 /// Joins the collection's run as the worker `name`.
 fn join(issues: &Collection<IssueV2>, name: &str, threads: usize, validate: bool) -> Share {
     let started = Instant::now();
-    let last_chunk = Arc::new(Mutex::new(Duration::ZERO));
+    let chunks = Arc::new(Mutex::new((None, Duration::ZERO)));
     let report = {
-        let last_chunk = Arc::clone(&last_chunk);
+        let chunks = Arc::clone(&chunks);
         issues
             .migrate()
             .join()
             .threads(threads)
             .worker_name(name)
             .validate_output(validate)
-            .on_progress(move |_| *last_chunk.lock().unwrap() = started.elapsed())
+            .on_progress(move |_| {
+                let mut chunks = chunks.lock().unwrap();
+                let now = started.elapsed();
+                chunks.0.get_or_insert(now);
+                chunks.1 = now;
+            })
             .execute()
             .unwrap()
     };
-    let last_chunk = *last_chunk.lock().unwrap();
+    let (first_chunk, last_chunk) = *chunks.lock().unwrap();
     Share {
         run: report.run_id.expect("a worker of a run"),
         migrated: report.migrated,
+        first_chunk: first_chunk.unwrap_or_default(),
         last_chunk,
     }
 }
@@ -240,12 +254,14 @@ fn revolve(
         for child in &mut children {
             let line = child.line();
             let words: Vec<&str> = line.split(' ').collect();
-            assert_eq!((words.len(), words[0]), (5, "report"), "{line}");
-            cpu += Duration::from_secs_f64(words[3].parse().unwrap());
+            assert_eq!((words.len(), words[0]), (6, "report"), "{line}");
+            let seconds = |i: usize| Duration::from_secs_f64(words[i].parse().unwrap());
+            cpu += seconds(3);
             shares.push(Share {
                 run: words[1].parse().unwrap(),
                 migrated: words[2].parse().unwrap(),
-                last_chunk: Duration::from_secs_f64(words[4].parse().unwrap()),
+                first_chunk: seconds(4),
+                last_chunk: seconds(5),
             });
         }
         let mut metered = meter.stop();
@@ -256,12 +272,12 @@ fn revolve(
         (metered, shares)
     };
     let workers = check_revolve(args, &shares, processes * workers);
-    let last_chunk = shares.iter().map(|s| s.last_chunk).max().unwrap();
     Measured {
         docs_per_second: args.docs as f64 / metered.wall.as_secs_f64(),
-        tail: Some(metered.wall.saturating_sub(last_chunk)),
         metered,
         workers,
+        first_chunks: shares.iter().map(|s| s.first_chunk).max().unwrap(),
+        last_chunk: shares.iter().map(|s| s.last_chunk).max().unwrap(),
         checkpoints: 0,
     }
 }
@@ -282,9 +298,10 @@ fn hand(args: &Args, postmaster: Option<u32>, workers: usize) -> Measured {
             .workers
             .iter()
             .enumerate()
-            .map(|(i, &(n, took))| (format!("connection-{i}"), n, took))
+            .map(|(i, share)| (format!("connection-{i}"), share.migrated, share.took))
             .collect(),
-        tail: None,
+        first_chunks: run.workers.iter().map(|s| s.first_chunk).max().unwrap(),
+        last_chunk: run.workers.iter().map(|s| s.last_chunk).max().unwrap(),
         checkpoints: 0,
     }
 }
@@ -399,6 +416,8 @@ struct Metered {
     wall: Duration,
     client_cpu: Duration,
     server_cpu: Option<Duration>,
+    /// The whole machine's: CPU time busy, and idle while a disk request was outstanding.
+    machine: Machine,
     activity: Activity,
 }
 
@@ -408,6 +427,7 @@ struct Meter {
     started: Instant,
     client_cpu: Duration,
     server_cpu: Option<Duration>,
+    machine: Machine,
     postmaster: Option<u32>,
     sampler: Sampler,
 }
@@ -418,6 +438,7 @@ impl Meter {
         Self {
             client_cpu: own_cpu(),
             server_cpu: postmaster.and_then(server_cpu),
+            machine: Machine::now(),
             postmaster,
             sampler,
             started: Instant::now(),
@@ -431,10 +452,15 @@ impl Meter {
             (Some(before), Some(after)) => Some(after.saturating_sub(before)),
             _ => None,
         };
+        let machine = Machine::now();
         Metered {
             wall,
             client_cpu,
             server_cpu,
+            machine: Machine {
+                busy: machine.busy.saturating_sub(self.machine.busy),
+                iowait: machine.iowait.saturating_sub(self.machine.iowait),
+            },
             activity: self.sampler.stop(),
         }
     }
@@ -466,6 +492,32 @@ fn ticks(ticks: u64) -> Duration {
             .unwrap_or(100)
     });
     Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+/// The machine's CPU time so far, from the first line of `/proc/stat`: every other process's
+/// work shows as busy time that is neither the client's nor the server's.
+#[derive(Debug, Clone, Copy)]
+struct Machine {
+    /// User, nice, system, irq, softirq and steal time.
+    busy: Duration,
+    iowait: Duration,
+}
+
+impl Machine {
+    fn now() -> Self {
+        let text = std::fs::read_to_string("/proc/stat").expect("/proc/stat (Linux)");
+        let line = text.lines().next().unwrap_or_default();
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|field| field.parse().unwrap_or(0))
+            .collect();
+        let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+        Self {
+            busy: ticks(field(0) + field(1) + field(2) + field(5) + field(6) + field(7)),
+            iowait: ticks(field(4)),
+        }
+    }
 }
 
 /// This process's CPU time, over every thread it has had.
@@ -607,9 +659,18 @@ fn describe(measured: &Measured, docs: usize) -> String {
         m.wall.as_secs_f64(),
         cpu("client", m.client_cpu, m.wall, docs)
     );
+    let mut others = m.machine.busy.as_secs_f64() - m.client_cpu.as_secs_f64();
     if let Some(server) = m.server_cpu {
         let _ = write!(out, ", {}", cpu("server", server, m.wall, docs));
+        others -= server.as_secs_f64();
     }
+    let _ = write!(
+        out,
+        "; machine busy {:.2} cores (others {:.2}), iowait {:.2}",
+        m.machine.busy.as_secs_f64() / m.wall.as_secs_f64(),
+        others / m.wall.as_secs_f64(),
+        m.machine.iowait.as_secs_f64() / m.wall.as_secs_f64()
+    );
     let a = &m.activity;
     let _ = write!(
         out,
@@ -621,9 +682,13 @@ fn describe(measured: &Measured, docs: usize) -> String {
         a.mean(a.other),
         a.mean(a.in_transaction),
     );
-    if let Some(tail) = measured.tail {
-        let _ = write!(out, "; after the last chunk {:.3} s", tail.as_secs_f64());
-    }
+    let _ = write!(
+        out,
+        "; every worker's first chunk by {:.3} s, the last chunk at {:.3} s, the end {:.3} s later",
+        measured.first_chunks.as_secs_f64(),
+        measured.last_chunk.as_secs_f64(),
+        m.wall.saturating_sub(measured.last_chunk).as_secs_f64()
+    );
     out += "; workers:";
     for (name, taken, took) in &measured.workers {
         let _ = write!(
