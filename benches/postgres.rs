@@ -52,7 +52,11 @@
 //!   programs' (a figure taken while others were busy does not count), and its iowait;
 //! - what the database's client backends were doing, sampled from `pg_stat_activity` every
 //!   20 ms on a connection of its own: mean number running, waiting on WAL, on a lock, on
-//!   anything else, and idle in a transaction (waiting for the client within a chunk);
+//!   anything else, and idle in a transaction (waiting for the client within a chunk); and, over
+//!   every run, a profile by statement: the share of those samples active in each statement
+//!   (the server's time) or idle in a transaction after it (the client's). Every client
+//!   backend of the database is sampled: on a server of its own (`scripts/with-postgres`
+//!   without `REVOLVE_TEST_DATABASE_URL`), only the bench's;
 //! - when every worker had committed its first chunk (setting the run up), when the last chunk
 //!   committed, and how long after it the last worker returned (revolve's idle worker polls
 //!   every 200 ms while a peer works, then looks again before leaving); and per worker its

@@ -3,6 +3,7 @@
 //! worker processes, beside the hand-written migration with one and two workers; and where the
 //! time goes, measured from outside revolve (see [`Meter`]).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -30,6 +31,10 @@ const VALIDATE_ENV: &str = "REVOLVE_BENCH_FLEET_VALIDATE";
 const SCHEMA: &str = "bench_fleet";
 /// How often `pg_stat_activity` is sampled while a configuration runs.
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+/// How much of a statement's text tells it apart in the profile.
+const STATEMENT_CHARS: usize = 72;
+/// How many statements the profile of a configuration shows.
+const PROFILE_LINES: usize = 10;
 
 /// A configuration.
 #[derive(Clone, Copy, PartialEq)]
@@ -137,6 +142,7 @@ pub(crate) fn main(args: &Args) {
         }
     }
     summary(args, &setups, &results);
+    profile(&setups, &results);
     client(&args.url)
         .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{SCHEMA}\" CASCADE"))
         .unwrap();
@@ -565,7 +571,7 @@ fn server_cpu(postmaster: u32) -> Option<Duration> {
 
 /// What the client backends of the database were doing: how many were in each state, summed
 /// over the samples.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Activity {
     samples: u64,
     /// Executing, waiting for nothing: on a CPU or in its run queue.
@@ -579,11 +585,36 @@ struct Activity {
     /// Idle in a transaction: waiting for the client's next statement (its processing, or the
     /// round trip).
     in_transaction: u64,
+    /// The samples of active backends by statement (`false`), and of those idle in a
+    /// transaction by the statement they ran last (`true`): a sampling profile of the server's
+    /// time, and of the client's within transactions, by statement.
+    statements: BTreeMap<(bool, String), u64>,
 }
 
 impl Activity {
     fn mean(&self, count: u64) -> f64 {
         count as f64 / self.samples.max(1) as f64
+    }
+
+    fn add(&mut self, other: &Activity) {
+        self.samples += other.samples;
+        self.running += other.running;
+        self.wal += other.wal;
+        self.lock += other.lock;
+        self.other += other.other;
+        self.in_transaction += other.in_transaction;
+        for (key, n) in &other.statements {
+            *self.statements.entry(key.clone()).or_default() += n;
+        }
+    }
+}
+
+/// The start of a statement's text, its white space collapsed: enough to tell statements apart.
+fn statement(query: &str) -> String {
+    let words = query.split_whitespace().collect::<Vec<_>>().join(" ");
+    match words.char_indices().nth(STATEMENT_CHARS) {
+        Some((end, _)) => format!("{}…", &words[..end]),
+        None => words,
     }
 }
 
@@ -598,7 +629,7 @@ impl Sampler {
         let mut db = client(url);
         let query = db
             .prepare(
-                "SELECT state, wait_event_type, wait_event FROM pg_stat_activity
+                "SELECT state, wait_event_type, wait_event, query FROM pg_stat_activity
                  WHERE backend_type = 'client backend' AND datname = current_database()
                    AND pid <> pg_backend_pid()",
             )
@@ -614,6 +645,7 @@ impl Sampler {
                         let state: Option<&str> = row.get(0);
                         let kind: Option<&str> = row.get(1);
                         let event = row.get::<_, Option<&str>>(2).unwrap_or("");
+                        let query = row.get::<_, Option<&str>>(3).unwrap_or("");
                         let count = match (state, kind) {
                             (Some("idle in transaction"), _) => &mut activity.in_transaction,
                             (Some("active"), None) => &mut activity.running,
@@ -625,6 +657,11 @@ impl Sampler {
                             _ => continue,
                         };
                         *count += 1;
+                        let client = state == Some("idle in transaction");
+                        *activity
+                            .statements
+                            .entry((client, statement(query)))
+                            .or_default() += 1;
                     }
                     std::thread::sleep(SAMPLE_EVERY);
                 }
@@ -700,6 +737,32 @@ fn describe(measured: &Measured, docs: usize) -> String {
     }
     let _ = write!(out, "; {} checkpoints", measured.checkpoints);
     out
+}
+
+/// Per configuration, the statements the sampled backends were busy with, over every run.
+fn profile(setups: &[Setup], results: &[Vec<Measured>]) {
+    println!(
+        "where the time goes, by statement (all runs; share of the samples of backends active or \
+         idle in a transaction; `server` is active in the statement, `client` idle in a \
+         transaction after it):"
+    );
+    for (setup, runs) in setups.iter().zip(results) {
+        let mut activity = Activity::default();
+        for run in runs {
+            activity.add(&run.metered.activity);
+        }
+        let busy: u64 = activity.statements.values().sum();
+        let mut statements: Vec<_> = activity.statements.iter().collect();
+        statements.sort_by(|a, b| b.1.cmp(a.1));
+        println!("  {} ({busy} samples):", setup.name());
+        for ((client, statement), n) in statements.into_iter().take(PROFILE_LINES) {
+            println!(
+                "    {:5.1}% {} {statement}",
+                *n as f64 * 100.0 / busy.max(1) as f64,
+                if *client { "client" } else { "server" }
+            );
+        }
+    }
 }
 
 fn summary(args: &Args, setups: &[Setup], results: &[Vec<Measured>]) {
