@@ -31,9 +31,10 @@
 //!   process (one `Store`, its pool shared); *2×1*: two processes (this binary again, with
 //!   `REVOLVE_BENCH_FLEET_CHILD` set), each making one, let go together by a `go` line on their
 //!   standard input once both said `ready`. Every worker processes its chunks on T rayon threads
-//!   (`--threads`, 1 by default: two workers on two cores keep both busy, and a second thread
-//!   per worker would only compete with its peer and the server); *revolve 1×1 with 2 threads*
-//!   is measured too, as the best one worker does on this machine;
+//!   (`--threads`, 1 by default: a worker's processing — decode, step, validate, encode — is a
+//!   small part of a chunk, the rest being the server's, so on two cores a second thread per
+//!   worker only competes with its peer and the server); *revolve 1×1 with 2 threads* is
+//!   measured too, to show what a second thread gives one worker;
 //! - *hand-written, 1 and 2 workers*: step 2's migration in one thread per worker, each on its
 //!   connection, each claiming after its own keyset.
 //!
@@ -64,7 +65,8 @@
 //!
 //! Then per configuration the docs/s of every run and their median, and the ratios, per
 //! run and their median: revolve 1×2 and 2×1 over revolve 1×1 (goal ≥ 1.3), and revolve over
-//! the hand-written migration with as many workers (goal ≥ 0.75).
+//! the hand-written migration with as many workers (goal ≥ 0.75); then the profiles by
+//! statement.
 
 #![allow(
     clippy::cast_precision_loss,
