@@ -69,8 +69,8 @@ struct Measured {
     metered: Metered,
     /// Per worker: its name, the documents it took and how long it was in the run.
     workers: Vec<(String, u64, Duration)>,
-    /// When the last worker to commit a chunk committed its first, from the start: the time it
-    /// takes to set a run up and have every worker at work.
+    /// The latest of the workers' first chunks' commits, from the start: the time it takes to
+    /// set a run up and have every worker at work.
     first_chunks: Duration,
     /// When the last chunk committed, from the start; from then to the end, the workers find
     /// nothing more to do and leave (revolve's idle workers poll for their peers, then look
