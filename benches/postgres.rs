@@ -1,8 +1,10 @@
 //! PostgreSQL benchmark: revolve's migration beside a hand-written SQL migration of the same
-//! rows, and single-document latency beside sled's.
+//! rows, and single-document latency beside sled's; with `--fleet`, the workers of one joined
+//! migration beside the hand-written migration with as many connections (issue 12).
 //!
 //! ```text
 //! REVOLVE_PG_FSYNC=on scripts/with-postgres cargo bench --bench postgres --features postgres -- [--docs N] [--runs R] [--threads T]
+//! REVOLVE_PG_FSYNC=on scripts/with-postgres cargo bench --bench postgres --features postgres -- --fleet [--docs N] [--runs R] [--threads T] [--no-validate]
 //! ```
 //!
 //! Needs `REVOLVE_TEST_DATABASE_URL` (which `scripts/with-postgres` sets); `REVOLVE_PG_FSYNC=on`
@@ -22,6 +24,49 @@
 //!    and a raw `EXISTS` on the version index) and a no-op `execute`, medians of 100 calls.
 //! 4. Latency of `insert`, `get` and `update_if`, one document at a time, on PostgreSQL and on
 //!    sled (immediate durability on both): medians and 99th percentiles of 2,000 calls.
+//!
+//! With `--fleet`, steps 3 and 4 are left out and each run migrates a fresh copy of the golden
+//! schema (as in step 2) once per configuration, in an order reversed every other run:
+//! - *revolve 1×1*: one `migrate().join().execute()`; *1×2*: two, in two threads of this
+//!   process (one `Store`, its pool shared); *2×1*: two processes (this binary again, with
+//!   `REVOLVE_BENCH_FLEET_CHILD` set), each making one, let go together by a `go` line on their
+//!   standard input once both said `ready`. Every worker processes its chunks on T rayon threads
+//!   (`--threads`, 1 by default: a worker's processing — decode, step, validate, encode — is a
+//!   small part of a chunk, the rest being the server's, so on two cores a second thread per
+//!   worker only competes with its peer and the server); *revolve 1×1 with 2 threads* is
+//!   measured too, to show what a second thread gives one worker;
+//! - *hand-written, 1 and 2 workers*: step 2's migration in one thread per worker, each on its
+//!   connection, each claiming after its own keyset.
+//!
+//! A revolve run fails the bench unless every head is at version 2, the workers' reports add up
+//! to N, and the ledger records the run done with one worker per call, each having taken some.
+//! Revolve validates each output against the JSON Schema, which the hand-written migration does
+//! not: `--no-validate` turns that off, to see what it costs.
+//!
+//! Printed per configuration and run: docs/s (N over the time from letting the workers go to
+//! the return of the last), and where the time goes, measured from outside revolve:
+//! - the CPU time of the client (every thread of this process, plus the worker processes' own
+//!   from `go` to their report; `/proc/<pid>/stat`) and of the server (every process of the
+//!   PostgreSQL server, when it runs on this machine), as cores busy and µs per document: on
+//!   two cores, client and server adding up to near 2 cores means CPU-bound; and the machine's
+//!   busy time (`/proc/stat`), whose part that is neither the client's nor the server's is other
+//!   programs' (a figure taken while others were busy does not count), and its iowait;
+//! - what the database's client backends were doing, sampled from `pg_stat_activity` every
+//!   20 ms on a connection of its own: mean number running, waiting on WAL, on a lock, on
+//!   anything else, and idle in a transaction (waiting for the client within a chunk); and, over
+//!   every run, a profile by statement: the share of those samples active in each statement
+//!   (the server's time) or idle in a transaction after it (the client's). Every client
+//!   backend of the database is sampled: on a server of its own (`scripts/with-postgres`
+//!   without `REVOLVE_TEST_DATABASE_URL`), only the bench's;
+//! - when every worker had committed its first chunk (setting the run up), when the last chunk
+//!   committed, and how long after it the last worker returned (revolve's idle worker polls
+//!   every 200 ms while a peer works, then looks again before leaving); and per worker its
+//!   documents and time (revolve: from joining to leaving, from the ledger's `WorkerRecord`s).
+//!
+//! Then per configuration the docs/s of every run and their median, and the issue's ratios, per
+//! run and their median: revolve 1×2 and 2×1 over revolve 1×1 (goal ≥ 1.3), and revolve over
+//! the hand-written migration with as many workers (goal ≥ 0.75); then the profiles by
+//! statement.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -38,6 +83,8 @@ use revolve::{Durability, Store};
 
 #[path = "common/dataset.rs"]
 mod dataset;
+#[path = "postgres/fleet.rs"]
+mod fleet;
 use dataset::{issue, issue_v1_to_v2, IssueV1, IssueV2, XorShift};
 
 const CHUNK: usize = 1000;
@@ -48,6 +95,10 @@ struct Args {
     runs: usize,
     threads: usize,
     latency_calls: usize,
+    /// The fleet mode (`--fleet`).
+    fleet: bool,
+    /// Whether revolve validates its outputs (`--no-validate` turns it off; fleet mode).
+    validate: bool,
 }
 
 fn args() -> Args {
@@ -58,6 +109,8 @@ fn args() -> Args {
         runs: 3,
         threads: 1,
         latency_calls: 2000,
+        fleet: false,
+        validate: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -68,6 +121,8 @@ fn args() -> Args {
             "--threads" => args.threads = value().parse().unwrap(),
             "--latency-calls" => args.latency_calls = value().parse().unwrap(),
             "--url" => args.url = value(),
+            "--fleet" => args.fleet = true,
+            "--no-validate" => args.validate = false,
             _ => {} // cargo bench passes `--bench`
         }
     }
@@ -232,84 +287,169 @@ fn envelope(revision: u64, run: u64, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The hand-written migration: claim, upgrade, insert revisions, move heads, commit.
-fn run_handwritten(url: &str, schema: &str, docs: usize) -> (f64, (f64, f64)) {
-    let mut db = client(url);
-    db.batch_execute(&format!("SET search_path TO \"{schema}\""))
-        .unwrap();
-    let collection: i32 = db
-        .query_one(
-            "SELECT id FROM revolve_collections WHERE name = 'issues'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    let claim = db
-        .prepare(
-            // The revision by a subquery per row: as a join, the planner merges with the
-            // revisions from the collection's first id at every claim.
-            "SELECT h.id, h.revision,
-                 (SELECT r.record FROM revolve_revisions r
-                  WHERE r.collection = h.collection AND r.id = h.id AND r.revision = h.revision)
-             FROM revolve_heads h
-             WHERE h.collection = $1 AND NOT h.removed AND h.version = 1 AND h.id > $2
-             ORDER BY h.id LIMIT 1000 FOR UPDATE OF h SKIP LOCKED",
-        )
-        .unwrap();
-    let insert = db
-        .prepare(
-            "INSERT INTO revolve_revisions (collection, id, revision, record)
-             SELECT $1, u.id, u.revision, u.record
-             FROM unnest($2::text[], $3::int8[], $4::bytea[]) AS u(id, revision, record)",
-        )
-        .unwrap();
-    let advance = db
-        .prepare(
-            "UPDATE revolve_heads h SET revision = u.revision, version = 2
-             FROM unnest($2::text[], $3::int8[]) AS u(id, revision)
-             WHERE h.collection = $1 AND h.id = u.id",
-        )
-        .unwrap();
+/// What a hand-written migration did.
+struct HandRun {
+    docs_per_second: f64,
+    /// The speed of its first and last tenth.
+    tenths: (f64, f64),
+    workers: Vec<HandShare>,
+}
+
+/// One worker's part of a hand-written migration, its times from the start.
+struct HandShare {
+    migrated: u64,
+    /// When its first chunk committed.
+    first_chunk: Duration,
+    /// When its last chunk committed.
+    last_chunk: Duration,
+    /// When it ended (its claim found nothing).
+    took: Duration,
+}
+
+/// The hand-written migration, one thread per worker (each on its connection): claim, upgrade,
+/// insert revisions, move heads, commit.
+fn run_handwritten(hands: Vec<HandWorker>, docs: usize) -> HandRun {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(hands.len() + 1));
+    let threads: Vec<_> = hands
+        .into_iter()
+        .map(|hand| {
+            let start = std::sync::Arc::clone(&start);
+            std::thread::spawn(move || hand.run(&start))
+        })
+        .collect();
+    start.wait();
     let started = Instant::now();
+    let results: Vec<(Vec<(u64, Duration)>, Duration)> = threads
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .collect();
+    let wall = started.elapsed();
+    let mut chunks: Vec<(Duration, u64)> = results
+        .iter()
+        .flat_map(|(chunks, _)| chunks.iter().map(|&(n, at)| (at, n)))
+        .collect();
+    chunks.sort_unstable();
     let mut migrated = 0;
-    let mut last = String::new();
-    let mut samples = Vec::new();
-    loop {
-        let mut tx = db.transaction().unwrap();
-        let rows = tx.query(&claim, &[&collection, &last]).unwrap();
-        if rows.is_empty() {
-            tx.commit().unwrap();
-            break;
-        }
-        let mut ids: Vec<String> = Vec::with_capacity(rows.len());
-        let mut revisions: Vec<i64> = Vec::with_capacity(rows.len());
-        let mut records: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let record: &[u8] = row.get(2);
-            let payload = &record[23..record.len() - 4];
-            let old: IssueV1 = rmp_serde::from_slice(payload).unwrap();
-            let new = issue_v1_to_v2(old).unwrap();
-            let payload = rmp_serde::to_vec_named(&new).unwrap();
-            let revision = row.get::<_, i64>(1) + 1;
-            records.push(envelope(revision as u64, 1, &payload));
-            ids.push(row.get(0));
-            revisions.push(revision);
-        }
-        tx.execute(&insert, &[&collection, &ids, &revisions, &records])
-            .unwrap();
-        tx.execute(&advance, &[&collection, &ids, &revisions])
-            .unwrap();
-        tx.commit().unwrap();
-        migrated += rows.len();
-        last = ids.pop().unwrap();
-        samples.push((migrated as u64, started.elapsed()));
+    let samples: Vec<(u64, Duration)> = chunks
+        .into_iter()
+        .map(|(at, n)| {
+            migrated += n;
+            (migrated, at)
+        })
+        .collect();
+    assert_eq!(migrated, docs as u64, "the hand-written migration");
+    HandRun {
+        docs_per_second: docs as f64 / wall.as_secs_f64(),
+        tenths: tenths(&samples, docs as u64),
+        workers: results
+            .iter()
+            .map(|(chunks, took)| HandShare {
+                migrated: chunks.iter().map(|&(n, _)| n).sum(),
+                first_chunk: chunks.first().map_or(Duration::ZERO, |&(_, at)| at),
+                last_chunk: chunks.last().map_or(Duration::ZERO, |&(_, at)| at),
+                took: *took,
+            })
+            .collect(),
     }
-    let elapsed = started.elapsed();
-    assert_eq!(migrated, docs);
-    (
-        docs as f64 / elapsed.as_secs_f64(),
-        tenths(&samples, docs as u64),
-    )
+}
+
+/// One worker of the hand-written migration: its connection and statements, made before the
+/// start.
+struct HandWorker {
+    db: Client,
+    collection: i32,
+    claim: postgres::Statement,
+    insert: postgres::Statement,
+    advance: postgres::Statement,
+}
+
+impl HandWorker {
+    fn new(url: &str, schema: &str) -> Self {
+        let mut db = client(url);
+        db.batch_execute(&format!("SET search_path TO \"{schema}\""))
+            .unwrap();
+        let collection: i32 = db
+            .query_one(
+                "SELECT id FROM revolve_collections WHERE name = 'issues'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let claim = db
+            .prepare(
+                // The revision by a subquery per row: as a join, the planner merges with the
+                // revisions from the collection's first id at every claim.
+                "SELECT h.id, h.revision,
+                     (SELECT r.record FROM revolve_revisions r
+                      WHERE r.collection = h.collection AND r.id = h.id AND r.revision = h.revision)
+                 FROM revolve_heads h
+                 WHERE h.collection = $1 AND NOT h.removed AND h.version = 1 AND h.id > $2
+                 ORDER BY h.id LIMIT 1000 FOR UPDATE OF h SKIP LOCKED",
+            )
+            .unwrap();
+        let insert = db
+            .prepare(
+                "INSERT INTO revolve_revisions (collection, id, revision, record)
+                 SELECT $1, u.id, u.revision, u.record
+                 FROM unnest($2::text[], $3::int8[], $4::bytea[]) AS u(id, revision, record)",
+            )
+            .unwrap();
+        let advance = db
+            .prepare(
+                "UPDATE revolve_heads h SET revision = u.revision, version = 2
+                 FROM unnest($2::text[], $3::int8[]) AS u(id, revision)
+                 WHERE h.collection = $1 AND h.id = u.id",
+            )
+            .unwrap();
+        Self {
+            db,
+            collection,
+            claim,
+            insert,
+            advance,
+        }
+    }
+
+    /// Migrates chunks after `start` until a claim finds none: each chunk's size and the time
+    /// it committed at, and the time it ended at, from the start.
+    fn run(mut self, start: &std::sync::Barrier) -> (Vec<(u64, Duration)>, Duration) {
+        let collection = self.collection;
+        let mut last = String::new();
+        let mut chunks = Vec::new();
+        start.wait();
+        let started = Instant::now();
+        loop {
+            let mut tx = self.db.transaction().unwrap();
+            // Rows a peer holds are skipped; they are at version 2 once it commits.
+            let rows = tx.query(&self.claim, &[&collection, &last]).unwrap();
+            if rows.is_empty() {
+                tx.commit().unwrap();
+                break;
+            }
+            let mut ids: Vec<String> = Vec::with_capacity(rows.len());
+            let mut revisions: Vec<i64> = Vec::with_capacity(rows.len());
+            let mut records: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let record: &[u8] = row.get(2);
+                let payload = &record[23..record.len() - 4];
+                let old: IssueV1 = rmp_serde::from_slice(payload).unwrap();
+                let new = issue_v1_to_v2(old).unwrap();
+                let payload = rmp_serde::to_vec_named(&new).unwrap();
+                let revision = row.get::<_, i64>(1) + 1;
+                records.push(envelope(revision as u64, 1, &payload));
+                ids.push(row.get(0));
+                revisions.push(revision);
+            }
+            tx.execute(&self.insert, &[&collection, &ids, &revisions, &records])
+                .unwrap();
+            tx.execute(&self.advance, &[&collection, &ids, &revisions])
+                .unwrap();
+            tx.commit().unwrap();
+            chunks.push((rows.len() as u64, started.elapsed()));
+            last = ids.pop().unwrap();
+        }
+        (chunks, started.elapsed())
+    }
 }
 
 /// Checkpoints the server has made so far.
@@ -405,21 +545,32 @@ fn latency(store: &Store, calls: usize) -> [(f64, f64); 3] {
     timings.map(|mut t| (median(&mut t), percentile(&mut t, 0.99)))
 }
 
-fn main() {
-    let args = args();
-    let mut db = client(&args.url);
-    let setting = |db: &mut Client, name: &str| -> String {
-        db.query_one(&format!("SHOW {name}"), &[]).unwrap().get(0)
-    };
+/// Prints the server's version and the settings that matter to durability.
+fn server(url: &str) {
+    let mut db = client(url);
+    let mut setting =
+        |name: &str| -> String { db.query_one(&format!("SHOW {name}"), &[]).unwrap().get(0) };
     println!(
         "server: PostgreSQL {}, fsync={}, synchronous_commit={}, shared_buffers={}, full_page_writes={}",
-        setting(&mut db, "server_version"),
-        setting(&mut db, "fsync"),
-        setting(&mut db, "synchronous_commit"),
-        setting(&mut db, "shared_buffers"),
-        setting(&mut db, "full_page_writes"),
+        setting("server_version"),
+        setting("fsync"),
+        setting("synchronous_commit"),
+        setting("shared_buffers"),
+        setting("full_page_writes"),
     );
-    drop(db);
+}
+
+fn main() {
+    if let Ok(name) = std::env::var(fleet::CHILD_ENV) {
+        fleet::child(&name);
+        return;
+    }
+    let args = args();
+    server(&args.url);
+    if args.fleet {
+        fleet::main(&args);
+        return;
+    }
 
     let golden = golden(&args.url, args.docs);
     let mut ours = Vec::new();
@@ -453,7 +604,9 @@ fn main() {
                 }
             } else {
                 let checkpoints = checkpoints(&args.url);
-                let (rate, (first, last)) = run_handwritten(&args.url, "bench_run", args.docs);
+                let hand =
+                    run_handwritten(vec![HandWorker::new(&args.url, "bench_run")], args.docs);
+                let (rate, (first, last)) = (hand.docs_per_second, hand.tenths);
                 println!(
                     "run {run}: hand-written SQL {rate:.0} docs/s (first tenth {first:.0}, last tenth {last:.0}: {:.2}x; {} checkpoints)",
                     last / first,
