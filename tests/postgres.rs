@@ -27,6 +27,9 @@
 //!   run with three workers in the ledger, whose counts add up.
 //! - `three_workers_keep_to_the_limit`: three workers of one run with a limit of half the
 //!   documents migrate exactly that many.
+//! - `a_run_whose_workers_died_is_resumed`: the only worker of a joined run is killed with
+//!   `kill -9`; the run reads `interrupted` once its lease expires, and a `join()` elsewhere
+//!   starts a new run that migrates the rest, each document once.
 //! - `a_paused_holder_stops_after_losing_its_lease`: a holder
 //!   stopped (SIGSTOP) past its lease, while another process migrates to the end, must not go on
 //!   committing or record its run as done when it wakes up.
@@ -1758,7 +1761,7 @@ fn a_held_registration_lock_is_waited_for_with_a_bound(url: &str) -> String {
 }
 
 /// Every scenario, by name.
-fn scenarios() -> [(&'static str, Scenario); 12] {
+fn scenarios() -> [(&'static str, Scenario); 13] {
     [
         (
             "three_processes_lose_no_update",
@@ -1795,6 +1798,10 @@ fn scenarios() -> [(&'static str, Scenario); 12] {
         (
             "three_workers_keep_to_the_limit",
             three_workers_keep_to_the_limit,
+        ),
+        (
+            "a_run_whose_workers_died_is_resumed",
+            a_run_whose_workers_died_is_resumed,
         ),
     ]
 }
@@ -2031,6 +2038,66 @@ fn three_workers_keep_to_the_limit(url: &str) -> String {
     format!(
         "limit {limit} of {n}: the workers migrated {:?}",
         reports.iter().map(|r| r.2).collect::<Vec<_>>()
+    )
+}
+
+/// The only worker of a joined run is killed with `kill -9` mid-chunk: once its lease expires the
+/// run reads `interrupted` (its counts from its row), and a `join()` from another process starts
+/// a new run that migrates what is left, each document once.
+fn a_run_whose_workers_died_is_resumed(url: &str) -> String {
+    let n = 5000;
+    let schema = TestSchema::new(url, "fleetdied");
+    let ids = set_up_fleet(&schema.store(), n);
+    let mut worker = Proc::spawn(
+        "worker",
+        url,
+        &schema.name,
+        &format!("lease_ms={FLEET_LEASE_MS} seed=1 stop_at_step=2500"),
+    );
+    worker.wait_for("ready");
+    worker.send("go");
+    worker.wait_for("kill-me");
+    assert!(worker.kill9(), "the worker ended before it was killed");
+    drop(worker);
+
+    let store = Store::builder()
+        .url(url)
+        .schema(&schema.name)
+        .run_lease(Duration::from_millis(FLEET_LEASE_MS))
+        .open()
+        .unwrap();
+    let items = store.collection::<ItemV2>().unwrap();
+    let first = items.runs().unwrap()[0].id;
+    poll(
+        "the dead worker's run reads interrupted",
+        CHILD_TIMEOUT,
+        || items.run(first).unwrap().unwrap().state == RunState::Interrupted,
+    );
+    let dead = items.run(first).unwrap().unwrap();
+    assert_eq!(dead.workers.len(), 1, "{dead:?}");
+    assert!(!dead.workers[0].live);
+    assert_eq!(dead.migrated, dead.workers[0].migrated);
+    assert!(dead.migrated > 0 && dead.migrated < n, "{dead:?}");
+
+    let report = items.migrate().join().execute().unwrap();
+    let second = report.run_id.unwrap();
+    assert_ne!(second, first);
+    assert_eq!(report.migrated + dead.migrated, n, "{report:?} {dead:?}");
+    assert_eq!(items.count_by_version().unwrap(), BTreeMap::from([(2, n)]));
+    let resumed = items.run(second).unwrap().unwrap();
+    assert_eq!((resumed.state, resumed.workers.len()), (RunState::Done, 1));
+    for id in &ids {
+        let migrations: Vec<_> = items
+            .history(id)
+            .unwrap()
+            .into_iter()
+            .filter(|info| matches!(info.origin, revolve::Origin::Migration { .. }))
+            .collect();
+        assert_eq!(migrations.len(), 1, "{id}: {migrations:?}");
+    }
+    format!(
+        "run {first} interrupted after {} of {n}; run {second} migrated the other {}",
+        dead.migrated, report.migrated
     )
 }
 

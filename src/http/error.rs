@@ -53,6 +53,9 @@ pub(crate) enum ApiError {
     MethodNotAllowed(String),
     /// 409: a migration run or revert is under way on the collection.
     RunInProgress { collection: String, run: u64 },
+    /// 409: the run under way, asked to be joined, has other settings (the message names the
+    /// one that differs).
+    JoinMismatch { run: u64, message: String },
     /// 409: the run cannot be reverted.
     NotRevertible(String),
     /// 409: a newer program owns the collection or the document.
@@ -183,6 +186,11 @@ impl ApiError {
                 "run-in-progress",
                 "a migration run is under way",
             ),
+            Self::JoinMismatch { .. } => (
+                StatusCode::CONFLICT,
+                "join-mismatch",
+                "the run under way has other settings",
+            ),
             Self::NotRevertible(_) => (
                 StatusCode::CONFLICT,
                 "not-revertible",
@@ -264,7 +272,10 @@ impl ApiError {
             | Self::PayloadTooLarge(detail)
             | Self::UnsupportedMediaType(detail)
             | Self::Unprocessable(detail)
-            | Self::PreconditionFailed { detail, .. } => detail.clone(),
+            | Self::PreconditionFailed { detail, .. }
+            | Self::JoinMismatch {
+                message: detail, ..
+            } => detail.clone(),
             Self::Unauthorized { presented: false } => {
                 "this route needs `Authorization: Bearer <token>`".to_owned()
             }
@@ -337,7 +348,9 @@ impl ApiError {
             "detail": self.detail(),
         });
         match self {
-            Self::RunInProgress { run, .. } => problem["run_id"] = json!(run),
+            Self::RunInProgress { run, .. } | Self::JoinMismatch { run, .. } => {
+                problem["run_id"] = json!(run);
+            }
             Self::NotReady(state) => problem["state"] = json!(state),
             Self::UnknownFields { fields, .. } => problem["fields"] = json!(fields),
             Self::PreconditionFailed {
@@ -469,9 +482,11 @@ impl From<MigrationError> for ApiError {
             }
             MigrationError::UnknownRun { collection, run } => Self::RunNotFound { collection, run },
             MigrationError::NotRevertible { .. } => Self::NotRevertible(error.to_string()),
-            MigrationError::JoinMismatch { .. } | MigrationError::DryRunJoin { .. } => {
-                Self::BadRequest(error.to_string())
-            }
+            MigrationError::JoinMismatch { run, .. } => Self::JoinMismatch {
+                run,
+                message: error.to_string(),
+            },
+            MigrationError::DryRunJoin { .. } => Self::BadRequest(error.to_string()),
             other => Self::internal(other),
         }
     }

@@ -230,7 +230,7 @@ fn chunks<T: Schema>(
         })
     };
     let mut idle = false;
-    let mut poll = FIRST_IDLE_POLL;
+    let mut idle_wait = FIRST_IDLE_POLL;
     loop {
         if migration.cancel.is_cancelled() {
             worker.cancel()?;
@@ -253,8 +253,8 @@ fn chunks<T: Schema>(
                 idle = true;
             }
             if worker.peers_working()? {
-                std::thread::sleep(poll);
-                poll = (poll * 2).min(POLL);
+                std::thread::sleep(idle_wait);
+                idle_wait = (idle_wait * 2).min(POLL);
                 continue;
             }
             // No peer works: what one that died left pending is claimed from the start.
@@ -269,8 +269,8 @@ fn chunks<T: Schema>(
                 Some(chunk) => chunk,
                 // A peer claimed what was left meanwhile: it is waited for, should it die.
                 None if worker.peers_working()? => {
-                    std::thread::sleep(poll);
-                    poll = (poll * 2).min(POLL);
+                    std::thread::sleep(idle_wait);
+                    idle_wait = (idle_wait * 2).min(POLL);
                     continue;
                 }
                 None => return Ok(()),
@@ -279,7 +279,7 @@ fn chunks<T: Schema>(
         if idle {
             worker.idle(false)?;
             idle = false;
-            poll = FIRST_IDLE_POLL;
+            idle_wait = FIRST_IDLE_POLL;
         }
         account(migration, tally, &chunk, run, total, started)?;
     }

@@ -182,7 +182,7 @@ fn joiners_migrate_every_document_once<E: Engine>() {
         assert_eq!(run.workers.iter().map(|w| w.migrated).sum::<u64>(), 5000);
         assert!(run.workers.iter().all(|w| !w.live));
     }
-    for document in notes.iter() {
+    for document in &notes {
         let document = document.unwrap();
         assert_eq!(document.stored_version, 2);
         assert_eq!(document.revision.get(), 2, "{}", document.id);
