@@ -78,11 +78,13 @@ const HEARTBEAT: &str = "UPDATE revolve_fleet_workers
      WHERE collection = $1 AND run = $2 AND worker = $3 AND NOT gone
        AND expires > clock_timestamp()";
 /// A chunk's first statement: the newest registered version, whether the worker's lease holds,
-/// and what it has reserved. The worker's row is key-share-locked until the commit: peers that
-/// wait for a worker's open chunk lock it `FOR UPDATE`, which conflicts; the heartbeat's update,
-/// which does not touch the key, does not.
+/// what it has reserved, and whether any failure record names a document of the collection. The
+/// worker's row is key-share-locked until the commit: peers that wait for a worker's open chunk
+/// lock it `FOR UPDATE`, which conflicts; the heartbeat's update, which does not touch the key,
+/// does not.
 const FLEET_BEGIN: &str =
-    "SELECT c.newest, w.expires > clock_timestamp() AND NOT w.gone, w.reserved
+    "SELECT c.newest, w.expires > clock_timestamp() AND NOT w.gone, w.reserved,
+         EXISTS (SELECT 1 FROM revolve_failures f WHERE f.collection = $1)
      FROM revolve_collections c
      JOIN revolve_fleet_workers w ON w.collection = c.id AND w.run = $2 AND w.worker = $3
      WHERE c.id = $1
@@ -100,6 +102,17 @@ const CLAIM: &str = "SELECT h.id, h.revision, h.version,
        AND NOT EXISTS (SELECT 1 FROM revolve_failures f
                        WHERE f.collection = h.collection AND f.id = h.id
                          AND (NOT $5 OR f.run >= $6))
+     ORDER BY h.version, h.id LIMIT $4
+     FOR UPDATE OF h SKIP LOCKED";
+/// [`CLAIM`] where no failure record names a document of the collection: no look-up per row.
+/// A failure recorded since by a peer of the run is found by [`UNRETRIABLE`]; an earlier run's
+/// cannot be recorded while this one runs.
+const CLAIM_CLEAN: &str = "SELECT h.id, h.revision, h.version,
+         (SELECT r.record FROM revolve_revisions r
+          WHERE r.collection = h.collection AND r.id = h.id AND r.revision = h.revision),
+         false
+     FROM revolve_heads h
+     WHERE h.collection = $1 AND NOT h.removed AND (h.version, h.id) > ($2, $3) AND h.version <= $2
      ORDER BY h.version, h.id LIMIT $4
      FOR UPDATE OF h SKIP LOCKED";
 /// Of the documents claimed, those with a failure record the run may not retry, as a statement
@@ -320,6 +333,14 @@ impl PgCollection {
     }
 }
 
+/// The claim's statement: with a look-up of failure records per row, or without where the
+/// collection has none.
+#[derive(Clone, Copy)]
+enum Claim<'a> {
+    Filtered(&'a Statement),
+    Clean(&'a Statement),
+}
+
 /// A worker of a joined run on PostgreSQL.
 struct PgWorker<'a> {
     collection: &'a PgCollection,
@@ -355,13 +376,43 @@ impl PgWorker<'_> {
         }
     }
 
+    /// Adds a chunk's counts (taken, migrated, failed, skipped) to the worker's row and gives
+    /// back `give_back` of its reservation, in `tx`; `false` when the worker's lease expired.
+    fn tally(
+        &self,
+        tx: &mut Transaction<'_>,
+        statement: &Statement,
+        [taken, migrated, failed, skipped]: [i64; 4],
+        give_back: i64,
+    ) -> Result<bool, StoreError> {
+        let (collection, run) = self.key()?;
+        let fenced: i64 = tx
+            .query_one(
+                statement,
+                &[
+                    &collection,
+                    &run,
+                    &self.worker,
+                    &taken,
+                    &migrated,
+                    &failed,
+                    &skipped,
+                    &give_back.max(0),
+                ],
+            )
+            .map_err(db)?
+            .get(0);
+        Ok(fenced > 0)
+    }
+
     /// The claim: up to `limit` pending documents, version by version, after this worker's
     /// keyset (`segments`, moved on past what is claimed), locked in `tx`, without those whose
     /// failure the run may not retry.
     fn take(
         &self,
         tx: &mut Transaction<'_>,
-        [claim, unretriable]: [&Statement; 2],
+        claim: Claim<'_>,
+        unretriable: &Statement,
         limit: usize,
         segments: &mut VecDeque<(i32, String)>,
     ) -> Result<Vec<PendingDocument>, StoreError> {
@@ -372,19 +423,24 @@ impl PgWorker<'_> {
                 break;
             };
             let want = limit - documents.len();
-            let rows = tx
-                .query(
-                    claim,
+            let want_sql = i64::try_from(want).unwrap_or(i64::MAX);
+            let rows = match claim {
+                Claim::Filtered(statement) => tx.query(
+                    statement,
                     &[
                         &collection,
                         &version,
                         &after,
-                        &i64::try_from(want).unwrap_or(i64::MAX),
+                        &want_sql,
                         &self.retry_failed,
                         &run,
                     ],
-                )
-                .map_err(db)?;
+                ),
+                Claim::Clean(statement) => {
+                    tx.query(statement, &[&collection, &version, &after, &want_sql])
+                }
+            }
+            .map_err(db)?;
             let exhausted = rows.len() < want;
             for row in &rows {
                 let id: String = row.get(0);
@@ -472,6 +528,7 @@ impl Worker for PgWorker<'_> {
         let mut conn = this.shared.pool.get()?;
         let begin = conn.statement(FLEET_BEGIN)?;
         let claim = conn.statement(CLAIM)?;
+        let claim_clean = conn.statement(CLAIM_CLEAN)?;
         let unretriable = conn.statement(UNRETRIABLE)?;
         let tally = conn.statement(TALLY)?;
         let (client, statements) = conn.prepared([
@@ -498,12 +555,17 @@ impl Worker for PgWorker<'_> {
             u32::try_from(row.get::<_, i32>(0)).unwrap_or(0),
             writer,
         )?;
-        let (live, reserved): (bool, i64) = (row.get(1), row.get(2));
+        let (live, reserved, failures): (bool, i64, bool) = (row.get(1), row.get(2), row.get(3));
         if !live {
             return Err(self.lost());
         }
         let mut segments = self.segments.clone();
-        let documents = self.take(&mut tx, [&claim, &unretriable], limit, &mut segments)?;
+        let claim = if failures {
+            Claim::Filtered(&claim)
+        } else {
+            Claim::Clean(&claim_clean)
+        };
+        let documents = self.take(&mut tx, claim, &unretriable, limit, &mut segments)?;
         let taken = documents.len();
         let give_back = if self.limited {
             reserved.saturating_sub(i64::try_from(taken).unwrap_or(i64::MAX))
@@ -512,20 +574,7 @@ impl Worker for PgWorker<'_> {
         };
         if documents.is_empty() {
             if give_back > 0 || reserved > 0 {
-                tx.query_one(
-                    &tally,
-                    &[
-                        &collection,
-                        &run,
-                        &self.worker,
-                        &0i64,
-                        &0i64,
-                        &0i64,
-                        &0i64,
-                        &give_back.max(0),
-                    ],
-                )
-                .map_err(db)?;
+                self.tally(&mut tx, &tally, [0; 4], give_back)?;
                 tx.commit().map_err(db)?;
             }
             self.segments = segments;
@@ -543,23 +592,13 @@ impl Worker for PgWorker<'_> {
         let count = |which: Outcome| {
             i64::try_from(outcomes.iter().filter(|&&o| o == which).count()).unwrap_or(i64::MAX)
         };
-        let fenced: i64 = tx
-            .query_one(
-                &tally,
-                &[
-                    &collection,
-                    &run,
-                    &self.worker,
-                    &i64::try_from(items.len()).unwrap_or(i64::MAX),
-                    &count(Outcome::Written),
-                    &count(Outcome::Failed),
-                    &count(Outcome::Skipped),
-                    &give_back.max(0),
-                ],
-            )
-            .map_err(db)?
-            .get(0);
-        if fenced == 0 {
+        let counts = [
+            i64::try_from(items.len()).unwrap_or(i64::MAX),
+            count(Outcome::Written),
+            count(Outcome::Failed),
+            count(Outcome::Skipped),
+        ];
+        if !self.tally(&mut tx, &tally, counts, give_back)? {
             // The lease expired while the chunk was processed: the transaction rolls back as
             // it is dropped, and what it claimed is left to the run's other workers.
             return Err(self.lost());
