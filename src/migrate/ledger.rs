@@ -321,6 +321,12 @@ fn fill_workers(collection: &RawCollection, record: &mut RunRecord) -> Result<()
     if rows.is_empty() {
         return Ok(());
     }
+    let mut classes: BTreeMap<String, u64> = BTreeMap::new();
+    for row in &rows {
+        for (class, count) in &row.failures_by_class {
+            *classes.entry(class.clone()).or_insert(0) += count;
+        }
+    }
     record.workers = rows
         .into_iter()
         .map(|row| WorkerRecord {
@@ -341,12 +347,25 @@ fn fill_workers(collection: &RawCollection, record: &mut RunRecord) -> Result<()
     record.migrated = record.workers.iter().map(|w| w.migrated).sum();
     record.failed = record.workers.iter().map(|w| w.failed).sum();
     record.skipped = record.workers.iter().map(|w| w.skipped).sum();
+    record.failures_by_class.clear();
+    for (name, count) in classes {
+        match FailureClass::parse(&name) {
+            Ok(class) => *record.failures_by_class.entry(class).or_insert(0) += count,
+            // Counted in `failed` all the same; `verify` reports the failure records.
+            Err(error) => tracing::warn!(
+                collection = collection.name(),
+                run = record.id,
+                class = name,
+                error = %error,
+                "a worker counted failures of an unknown class; left out of failures_by_class"
+            ),
+        }
+    }
     Ok(())
 }
 
-/// The final record of a joined run, saved by its last worker as it leaves: the counts and
-/// workers from their rows, the failures the run recorded (their classes counted from those
-/// listed), and `state`.
+/// The final record of a joined run, saved by its last worker as it leaves: the counts (per
+/// class too) and workers from their rows, the first failures the run recorded, and `state`.
 pub(crate) fn finish_joined(
     collection: &RawCollection,
     run: u64,
@@ -361,10 +380,6 @@ pub(crate) fn finish_joined(
     let mut record = decode(collection, run, &bytes)?;
     record.failures.clear();
     reconcile(collection, &mut record)?;
-    record.failures_by_class.clear();
-    for failure in &record.failures {
-        *record.failures_by_class.entry(failure.class).or_insert(0) += 1;
-    }
     record.state = if state == RunState::Done && record.failed > 0 {
         RunState::DoneWithFailures
     } else {

@@ -7,6 +7,7 @@ mod auth;
 mod bad_requests;
 mod contract;
 mod example;
+mod join;
 mod migrate;
 mod not_upgradable;
 #[cfg(feature = "postgres")]

@@ -34,7 +34,7 @@ pub(crate) fn gated_router(store: &Store) -> axum::Router {
 }
 
 /// Reads the body up to the next newline.
-async fn next_line(body: &mut Body, buffer: &mut Vec<u8>) -> Option<Value> {
+pub(crate) async fn next_line(body: &mut Body, buffer: &mut Vec<u8>) -> Option<Value> {
     loop {
         if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=end).collect();

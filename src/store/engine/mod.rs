@@ -329,9 +329,13 @@ pub(crate) struct WorkerRow {
     pub(crate) migrated: u64,
     pub(crate) failed: u64,
     pub(crate) skipped: u64,
+    /// Its failures per class, by the class's name.
+    pub(crate) failures_by_class: std::collections::BTreeMap<String, u64>,
 }
 
 /// What [`CollectionEngine::join_run`] found.
+// Built only by an engine with joined runs, which a build may leave out.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) enum Joined<'a> {
     /// This process is a worker of `run`: it started it (`first`) or joined it.
     Worker {

@@ -24,7 +24,7 @@
 //!   (lock order: the worker's row, then the run's); the chunk's transaction gives back what it
 //!   did not use; a live worker clears the reservation of one whose lease expired.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -43,8 +43,8 @@ use super::{sql_run, Shared};
 use crate::id::Revision;
 use crate::record::{Origin, RecordError};
 use crate::store::engine::{
-    refuse_older, Claimed, Commit, Head, Joined, Outcome, PendingDocument, Process, RunSettings,
-    Worker, WorkerInfo, WorkerRow,
+    refuse_older, Action, Claimed, Commit, Head, Joined, Outcome, PendingDocument, Process,
+    RunSettings, Worker, WorkerInfo, WorkerRow,
 };
 use crate::store::StoreError;
 
@@ -120,12 +120,14 @@ const CLAIM_CLEAN: &str = "SELECT h.id, h.revision, h.version,
 /// while the claim ran leaves its head as it was, so the claim's snapshot may miss the record.
 const UNRETRIABLE: &str = "SELECT id FROM revolve_failures
      WHERE collection = $1 AND id = ANY($2) AND (NOT $3 OR run >= $4)";
-/// A chunk's last statement: its counts on the worker's row, its reservation given back, if the
-/// worker's lease still holds (the fence at the commit: 0 rows when it expired meanwhile).
+/// A chunk's last statement: its counts on the worker's row (with the worker's failures per
+/// class so far, when the chunk failed any), its reservation given back, if the worker's lease
+/// still holds (the fence at the commit: 0 rows when it expired meanwhile).
 const TALLY: &str = "WITH worker AS (
          UPDATE revolve_fleet_workers
          SET taken = taken + $4::int8, migrated = migrated + $5::int8, failed = failed + $6::int8,
-             skipped = skipped + $7::int8, reserved = 0
+             skipped = skipped + $7::int8, reserved = 0,
+             failures_by_class = COALESCE($9::text::jsonb, failures_by_class)
          WHERE collection = $1 AND run = $2 AND worker = $3 AND NOT gone
            AND expires > clock_timestamp()
          RETURNING 1),
@@ -192,7 +194,8 @@ const END_RUN: &str = "UPDATE revolve_fleet_runs SET state = $3, reserved = 0
 const RELEASE: &str =
     "DELETE FROM revolve_run_leases WHERE collection = $1 AND run = $2 AND holder = 'fleet'";
 const WORKERS: &str = "SELECT worker, instance, host, pid, started, heartbeat,
-         NOT gone AND expires > clock_timestamp(), taken, migrated, failed, skipped
+         NOT gone AND expires > clock_timestamp(), taken, migrated, failed, skipped,
+         failures_by_class::text
      FROM revolve_fleet_workers WHERE collection = $1 AND run = $2 ORDER BY started, worker";
 
 impl PgCollection {
@@ -283,6 +286,7 @@ impl PgCollection {
             limited: settings.limit.is_some(),
             retry_failed: settings.retry_failed,
             segments: VecDeque::new(),
+            classes: BTreeMap::new(),
             heart: Heart::start(&self.shared, self.id, run, worker)?,
         };
         pg.rewind()?;
@@ -317,6 +321,7 @@ impl PgCollection {
                 migrated: count(row.get(8)),
                 failed: count(row.get(9)),
                 skipped: count(row.get(10)),
+                failures_by_class: classes(row.get(11)),
             })
             .collect())
     }
@@ -341,6 +346,15 @@ enum Claim<'a> {
     Clean(&'a Statement),
 }
 
+/// A worker's failures per class, from its row's JSON object; an object that does not parse
+/// (edited by hand) counts none, with a warning.
+fn classes(json: &str) -> BTreeMap<String, u64> {
+    serde_json::from_str(json).unwrap_or_else(|error| {
+        tracing::warn!(%error, "a migration worker's failures per class do not parse; counted as none");
+        BTreeMap::new()
+    })
+}
+
 /// A worker of a joined run on PostgreSQL.
 struct PgWorker<'a> {
     collection: &'a PgCollection,
@@ -352,6 +366,8 @@ struct PgWorker<'a> {
     /// Per source version left to claim from, oldest first: the version and the last id this
     /// worker claimed in it.
     segments: VecDeque<(i32, String)>,
+    /// Its failures per class, as its row has them.
+    classes: BTreeMap<String, u64>,
     heart: Heart,
 }
 
@@ -384,6 +400,7 @@ impl PgWorker<'_> {
         statement: &Statement,
         [taken, migrated, failed, skipped]: [i64; 4],
         give_back: i64,
+        classes: Option<&str>,
     ) -> Result<bool, StoreError> {
         let (collection, run) = self.key()?;
         let fenced: i64 = tx
@@ -398,6 +415,7 @@ impl PgWorker<'_> {
                     &failed,
                     &skipped,
                     &give_back.max(0),
+                    &classes,
                 ],
             )
             .map_err(db)?
@@ -574,7 +592,7 @@ impl Worker for PgWorker<'_> {
         };
         if documents.is_empty() {
             if give_back > 0 || reserved > 0 {
-                self.tally(&mut tx, &tally, [0; 4], give_back)?;
+                self.tally(&mut tx, &tally, [0; 4], give_back, None)?;
                 tx.commit().map_err(db)?;
             }
             self.segments = segments;
@@ -598,13 +616,22 @@ impl Worker for PgWorker<'_> {
             count(Outcome::Failed),
             count(Outcome::Skipped),
         ];
-        if !self.tally(&mut tx, &tally, counts, give_back)? {
+        let mut classes = self.classes.clone();
+        for (item, outcome) in items.iter().zip(&outcomes) {
+            if let (Action::Fail(failure), Outcome::Failed) = (&item.action, outcome) {
+                *classes.entry(failure.class.clone()).or_insert(0) += 1;
+            }
+        }
+        let changed = (classes != self.classes)
+            .then(|| serde_json::to_string(&classes).unwrap_or_else(|_| "{}".to_owned()));
+        if !self.tally(&mut tx, &tally, counts, give_back, changed.as_deref())? {
             // The lease expired while the chunk was processed: the transaction rolls back as
             // it is dropped, and what it claimed is left to the run's other workers.
             return Err(self.lost());
         }
         tx.commit().map_err(db)?;
         self.segments = segments;
+        self.classes = classes;
         Ok(Some(Claimed {
             items,
             known_failed,

@@ -37,5 +37,6 @@ CREATE TABLE revolve_fleet_workers (
     failed bigint NOT NULL DEFAULT 0,
     skipped bigint NOT NULL DEFAULT 0,
     reserved bigint NOT NULL DEFAULT 0,
+    failures_by_class jsonb NOT NULL DEFAULT '{}',
     PRIMARY KEY (collection, run, worker)
 );

@@ -118,6 +118,7 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     ("revolve_fleet_workers", "failed", "bigint"),
     ("revolve_fleet_workers", "skipped", "bigint"),
     ("revolve_fleet_workers", "reserved", "bigint"),
+    ("revolve_fleet_workers", "failures_by_class", "jsonb"),
 ];
 
 /// Creates the layout in `schema` (the first of the search path when `None`) if it is missing,
