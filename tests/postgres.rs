@@ -27,6 +27,9 @@
 //!   run with three workers in the ledger, whose counts add up.
 //! - `three_workers_keep_to_the_limit`: three workers of one run with a limit of half the
 //!   documents migrate exactly that many.
+//! - `a_stalled_worker_cannot_write_after_its_lease`: a worker stopped (SIGSTOP) mid-chunk past
+//!   its lease: its peer waits for the stalled chunk, which fails its fence once woken
+//!   (`WorkerLeaseLost`, rolled back); the peer then migrates what it held: each document once.
 //! - `a_run_whose_workers_died_is_resumed`: the only worker of a joined run is killed with
 //!   `kill -9`; the run reads `interrupted` once its lease expires, and a `join()` elsewhere
 //!   starts a new run that migrates the rest, each document once.
@@ -146,11 +149,18 @@ struct StartV1Broken {
 /// Steps taken in this process, and the step at which a child stops to be killed (0: never).
 static STEPS: AtomicU64 = AtomicU64::new(0);
 static STOP_AT_STEP: AtomicU64 = AtomicU64::new(0);
+/// The step at which a child says `paused-in-step` and waits for `go` (0: never).
+static PAUSE_AT_STEP: AtomicU64 = AtomicU64::new(0);
 
 fn item_v1_to_v2(old: ItemV1) -> Result<ItemV2, StepError> {
     let step = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
     if step == STOP_AT_STEP.load(Ordering::SeqCst) {
         stop_to_be_killed(&format!("step {step}"));
+    }
+    if step == PAUSE_AT_STEP.load(Ordering::SeqCst) {
+        println!("paused-in-step {step}");
+        let _ = std::io::stdout().flush();
+        wait_for_go();
     }
     let words = u32::try_from(old.text.split_whitespace().count()).map_err(StepError::new)?;
     Ok(ItemV2 {
@@ -465,6 +475,7 @@ fn child(role: &str) -> ExitCode {
             setting("limit"),
             setting("stop_at_step"),
         ),
+        "stalling-worker" => stalling_worker(&url, &schema, setting("pause_at_step")),
         _ => panic!("unknown role {role:?}"),
     }
     ExitCode::SUCCESS
@@ -1761,7 +1772,7 @@ fn a_held_registration_lock_is_waited_for_with_a_bound(url: &str) -> String {
 }
 
 /// Every scenario, by name.
-fn scenarios() -> [(&'static str, Scenario); 13] {
+fn scenarios() -> [(&'static str, Scenario); 14] {
     [
         (
             "three_processes_lose_no_update",
@@ -1802,6 +1813,10 @@ fn scenarios() -> [(&'static str, Scenario); 13] {
         (
             "a_run_whose_workers_died_is_resumed",
             a_run_whose_workers_died_is_resumed,
+        ),
+        (
+            "a_stalled_worker_cannot_write_after_its_lease",
+            a_stalled_worker_cannot_write_after_its_lease,
         ),
     ]
 }
@@ -1849,6 +1864,18 @@ fn fleet_worker(url: &str, schema: &str, seed: u64, limit: u64, stop_at_step: u6
         report.failed,
         report.skipped
     );
+}
+
+/// Joins the migration of `items`, pausing in the step `pause_at_step` (its chunk's transaction
+/// open) until the parent says `go`; prints how it ended: `result ok` or `result err <error>`.
+fn stalling_worker(url: &str, schema: &str, pause_at_step: u64) {
+    PAUSE_AT_STEP.store(pause_at_step, Ordering::SeqCst);
+    let store = open_store(url, schema);
+    let items = store.collection::<ItemV2>().unwrap();
+    match items.migrate().join().worker_name("stalled").execute() {
+        Ok(report) => println!("result ok migrated {}", report.migrated),
+        Err(error) => println!("result err {}", chain(&error)),
+    }
 }
 
 /// `n` v1 documents; their ids in order.
@@ -2038,6 +2065,96 @@ fn three_workers_keep_to_the_limit(url: &str) -> String {
     format!(
         "limit {limit} of {n}: the workers migrated {:?}",
         reports.iter().map(|r| r.2).collect::<Vec<_>>()
+    )
+}
+
+/// A worker stopped (SIGSTOP) mid-chunk past its lease while a peer works: the peer migrates
+/// the rest, then waits for the stalled chunk (its row locks hold those documents); once woken,
+/// the stalled worker's chunk fails its fence (`WorkerLeaseLost`) and rolls back, so it writes
+/// nothing as the run, and the peer migrates what it held and ends the run: every document
+/// once.
+fn a_stalled_worker_cannot_write_after_its_lease(url: &str) -> String {
+    let n = 5000;
+    let schema = TestSchema::new(url, "fleetstall");
+    let ids = set_up_fleet(&schema.store(), n);
+    let mut stalled = Proc::spawn(
+        "stalling-worker",
+        url,
+        &schema.name,
+        &format!("lease_ms={FLEET_LEASE_MS} pause_at_step=1500"),
+    );
+    stalled.wait_for("paused-in-step");
+    // Its heartbeat stops with it.
+    signal(&stalled, "STOP");
+    let store = Store::builder()
+        .url(url)
+        .schema(&schema.name)
+        .run_lease(Duration::from_millis(FLEET_LEASE_MS))
+        .open()
+        .unwrap();
+    let items = store.collection::<ItemV2>().unwrap();
+    let run = items.runs().unwrap()[0].id;
+    let (report, woke) = std::thread::scope(|scope| {
+        let peer = scope.spawn(|| items.migrate().join().worker_name("peer").execute());
+        // The peer takes everything the stalled chunk does not hold, then waits for it; the
+        // stalled worker's lease expires meanwhile.
+        poll("the stalled worker's lease expired", CHILD_TIMEOUT, || {
+            let record = items.run(run).unwrap().unwrap();
+            record.workers.len() == 2
+                && record
+                    .workers
+                    .iter()
+                    .any(|w| w.instance == "stalled" && !w.live)
+        });
+        poll("the peer migrated all it could", CHILD_TIMEOUT, || {
+            items.count_by_version().unwrap().get(&1) == Some(&1000)
+        });
+        assert!(
+            !peer.is_finished(),
+            "the peer left a chunk it could not see end"
+        );
+        signal(&stalled, "CONT");
+        stalled.send("go");
+        let woke = stalled.finish();
+        (peer.join().unwrap(), woke)
+    });
+    let report = report.unwrap_or_else(|error| panic!("peer: {}", chain(&error)));
+    let result = woke
+        .iter()
+        .find(|line| line.starts_with("result"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        result.starts_with("result err") && result.contains("let its lease expire"),
+        "{result:?}"
+    );
+    assert_eq!(report.run_id, Some(run));
+    assert_eq!(items.count_by_version().unwrap(), BTreeMap::from([(2, n)]));
+    let record = items.run(run).unwrap().unwrap();
+    assert_eq!(record.state, RunState::Done, "{record:?}");
+    let stalled_worker = record
+        .workers
+        .iter()
+        .find(|w| w.instance == "stalled")
+        .unwrap();
+    assert_eq!(
+        stalled_worker.migrated, 1000,
+        "only its first chunk: {record:?}"
+    );
+    assert_eq!(report.migrated + stalled_worker.migrated, n);
+    assert_eq!(record.migrated, n);
+    for id in &ids {
+        let migrations = items
+            .history(id)
+            .unwrap()
+            .into_iter()
+            .filter(|info| info.origin == revolve::Origin::Migration { run })
+            .count();
+        assert_eq!(migrations, 1, "{id}");
+    }
+    format!(
+        "{result}; the peer migrated {} and the run {}",
+        report.migrated, record.migrated
     )
 }
 

@@ -600,22 +600,33 @@ pub(crate) fn document(collections: &BTreeMap<String, Arc<Mount>>, options: &Opt
             let run_id = path_param("run_id", "a run's id", &positive);
             // The same options are taken as `?limit=N&retry_failed=true` (given in both, they
             // must agree): only the body is declared, as no schema can say "agree".
-            let migrate_body = json_content(&json!({
-                "type": "object",
-                "properties": {
-                    "limit": { "type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX },
-                    "retry_failed": { "type": ["boolean", "null"] },
-                    "join": { "type": ["boolean", "null"] },
-                },
-                "additionalProperties": false,
-            }));
+            // A dry run writes nothing, so it joins no run: `join` may only be false there.
+            let migrate_body = |join: Value| {
+                json_content(&json!({
+                    "type": "object",
+                    "properties": {
+                        "limit": { "type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX },
+                        "retry_failed": { "type": ["boolean", "null"] },
+                        "join": join,
+                    },
+                    "additionalProperties": false,
+                }))
+            };
             let report = json!({
                 "application/json": { "schema": schema_ref("MigrationReport") },
                 "application/x-ndjson": { "schema": { "type": "string" } },
             });
-            for (suffix, summary) in [
-                ("test", "dry run: every step, no write"),
-                ("execute", "migrate documents to the latest version"),
+            for (suffix, summary, join) in [
+                (
+                    "test",
+                    "dry run: every step, no write",
+                    json!({ "enum": [false, null] }),
+                ),
+                (
+                    "execute",
+                    "migrate documents to the latest version",
+                    json!({ "type": ["boolean", "null"] }),
+                ),
             ] {
                 add(
                     format!("/{name}/migrate/{suffix}"),
@@ -624,7 +635,7 @@ pub(crate) fn document(collections: &BTreeMap<String, Arc<Mount>>, options: &Opt
                         route: "/{collection}/migrate/",
                         summary: summary.to_owned(),
                         parameters: vec![],
-                        body: Some(migrate_body.clone()),
+                        body: Some(migrate_body(join)),
                         status: "200",
                         response: report.clone(),
                     }],
