@@ -17,7 +17,9 @@ use super::join::{self, Settings};
 use super::ledger::{self, RunProgress, RunState};
 use super::{Join, Migration, MigrationError, MigrationReport, Progress, CHUNK_SIZE};
 use crate::schema::{self, Schema};
-use crate::store::{Claimed, Joined, PendingDocument, RunSettings, Worker, WorkerInfo};
+use crate::store::{
+    Claimed, Ending, Joined, Left, PendingDocument, RunSettings, Worker, WorkerInfo,
+};
 
 /// How often a joiner looks again whether a run it cannot join has ended, and the longest an
 /// idle worker waits before it looks again whether its peers still work.
@@ -136,17 +138,13 @@ fn work<T: Schema>(
     let collection = migration.collection.clone();
     let run = worker.run();
     let total = migration.limit.map_or(pending, |limit| limit.min(pending));
-    if first {
-        ledger::settle(&collection)?;
-        let mut record = executor::new_record(migration, run, false);
-        record.from_versions = collection
-            .counters()?
-            .live()
-            .into_keys()
-            .filter(|&v| v < T::VERSION)
-            .collect();
-        ledger::save(&collection, &record, true)?;
-    }
+    // The first worker records the run; should that fail, it still leaves (below), so that its
+    // peers do not wait for it.
+    let mut result = if first {
+        record_start(migration, run)
+    } else {
+        Ok(())
+    };
     tracing::info!(
         collection = collection.name(),
         run,
@@ -155,29 +153,57 @@ fn work<T: Schema>(
     );
     let mut tally = Tally::default();
     let mut cancelled = false;
-    let result = chunks(
-        migration,
-        &mut *worker,
-        &mut tally,
-        &mut cancelled,
-        total,
-        started,
-    );
-    let left = worker.leave(cancelled || result.is_err());
+    let (ending, left) = loop {
+        if result.is_ok() {
+            result = chunks(
+                migration,
+                &mut *worker,
+                &mut tally,
+                &mut cancelled,
+                total,
+                started,
+            );
+        }
+        let ending = match (&result, cancelled) {
+            (Err(_), _) => Ending::Failed,
+            (Ok(()), true) => Ending::Cancelled,
+            (Ok(()), false) => Ending::Done,
+        };
+        match worker.leave(ending) {
+            // The last but for a peer's open chunk: wait for it, then claim what it left.
+            Ok(Left::Busy) => std::thread::sleep(POLL),
+            left => break (ending, left),
+        }
+    };
+    let finished = if matches!(left, Ok(Left::Last)) {
+        let state = match ending {
+            Ending::Done => RunState::Done,
+            Ending::Cancelled => RunState::Cancelled,
+            Ending::Failed => RunState::Interrupted,
+        };
+        ledger::finish_joined(&collection, run, state, || {
+            executor::new_record(migration, run, false)
+        })
+        .map(drop)
+    } else {
+        Ok(())
+    };
+    // The run's lease goes only once the ledger has its final record.
+    let released = worker.release();
     if let Err(error) = result {
-        if let Ok(true) = left {
-            let _ = ledger::finish_joined(&collection, run, RunState::Interrupted);
+        if let Err(finishing) = finished {
+            tracing::warn!(
+                collection = collection.name(),
+                run,
+                error = %finishing,
+                "cannot record the end of the run its failed worker ended"
+            );
         }
         return Err(error);
     }
-    if left? {
-        let state = if cancelled {
-            RunState::Cancelled
-        } else {
-            RunState::Done
-        };
-        ledger::finish_joined(&collection, run, state)?;
-    }
+    left?;
+    finished?;
+    released?;
     let remaining = collection.counters()?.migratable(T::VERSION);
     Ok(MigrationReport {
         run_id: Some(run),
@@ -193,6 +219,20 @@ fn work<T: Schema>(
         elapsed: started.elapsed(),
         cancelled,
     })
+}
+
+/// The ledger record of a run its first worker starts, saved (flushed) before it claims.
+fn record_start<T: Schema>(migration: &Migration<T>, run: u64) -> Result<(), MigrationError> {
+    let collection = &migration.collection;
+    ledger::settle(collection)?;
+    let mut record = executor::new_record(migration, run, false);
+    record.from_versions = collection
+        .counters()?
+        .live()
+        .into_keys()
+        .filter(|&v| v < T::VERSION)
+        .collect();
+    ledger::save(collection, &record, true)
 }
 
 /// The worker's loop, until nothing is left to claim, the run is cancelled or an error.
@@ -233,6 +273,12 @@ fn chunks<T: Schema>(
     let mut idle_wait = FIRST_IDLE_POLL;
     loop {
         if migration.cancel.is_cancelled() {
+            if migration.join == Join::Shared {
+                // A startup migration's token: this instance stops (it shuts down), the run
+                // goes on with the others.
+                *cancelled = true;
+                return Ok(());
+            }
             worker.cancel()?;
         }
         if worker.cancelled()? {

@@ -365,19 +365,22 @@ fn fill_workers(collection: &RawCollection, record: &mut RunRecord) -> Result<()
 }
 
 /// The final record of a joined run, saved by its last worker as it leaves: the counts (per
-/// class too) and workers from their rows, the first failures the run recorded, and `state`.
+/// class too) and workers from their rows, the first failures the run recorded, and `state`. A
+/// record that is final already is left as it is; a missing one (its first worker failed before
+/// it saved it) is made from `fallback`.
 pub(crate) fn finish_joined(
     collection: &RawCollection,
     run: u64,
     state: RunState,
+    fallback: impl FnOnce() -> RunRecord,
 ) -> Result<RunRecord, MigrationError> {
-    let Some(bytes) = collection.store().ledger_get(collection.name(), run)? else {
-        return Err(MigrationError::UnknownRun {
-            collection: collection.name().to_owned(),
-            run,
-        });
+    let mut record = match collection.store().ledger_get(collection.name(), run)? {
+        Some(bytes) => decode(collection, run, &bytes)?,
+        None => fallback(),
     };
-    let mut record = decode(collection, run, &bytes)?;
+    if record.state != RunState::Running {
+        return Ok(record);
+    }
     record.failures.clear();
     reconcile(collection, &mut record)?;
     record.state = if state == RunState::Done && record.failed > 0 {

@@ -31,9 +31,9 @@ pub use self::engine::sled::salvage::{SalvageReport, SalvagedImport};
 pub(crate) use self::engine::Head;
 pub use self::engine::StoreState;
 pub(crate) use self::engine::{
-    Action, ChunkItem, Claimed, Commit, EncodedRevision, FailureRecord, Joined, Outcome,
-    PendingChunk, PendingDocument, Position, Prepared, ProgressRecord, RunSettings, Seen, Worker,
-    WorkerInfo,
+    Action, ChunkItem, Claimed, Commit, EncodedRevision, Ending, FailureRecord, Joined, Left,
+    Outcome, PendingChunk, PendingDocument, Position, Prepared, ProgressRecord, RunSettings, Seen,
+    Worker, WorkerInfo,
 };
 pub use self::error::{BackendError, StoreError};
 pub use self::iter::Iter;

@@ -431,6 +431,44 @@ fn background_migrations_of_two_instances_share_one_run<E: Engine>() {
     assert_eq!(versions(&boot), BTreeMap::from([(2, 3000)]));
 }
 
+/// An instance that stops (its startup migration cancelled, as dropping its store does) leaves
+/// the shared run; the run goes on with the other instances and ends done, not cancelled.
+fn an_instance_stopping_does_not_cancel_the_shared_run<E: Engine>() {
+    if E::NAME != "postgres" {
+        return;
+    }
+    let (gate, held) = Gate::open();
+    let mut titles = titles(3000);
+    titles[0].clone_from(&held);
+    let place = place_with::<E>(&titles);
+    let first_store = place.open();
+    let (boot, report) = first_store
+        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
+        .unwrap();
+    let first = report.background.unwrap();
+    gate.wait_held();
+    let second_store = place.open();
+    let (_, report) = second_store
+        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
+        .unwrap();
+    let second = report.background.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while second.status().done < 2000 {
+        assert!(Instant::now() < deadline, "{:?}", second.status());
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The first instance stops: its worker leaves after its chunk.
+    first.cancel();
+    gate.release();
+    let stopped = first.wait(WAIT);
+    let went_on = second.wait(WAIT);
+    assert_eq!(stopped.state, StartupState::Cancelled, "{stopped:?}");
+    assert_eq!(went_on.state, StartupState::Done, "{went_on:?}");
+    let run = boot.run(went_on.runs[0]).unwrap().unwrap();
+    assert_eq!((run.state, run.migrated), (RunState::Done, 3000), "{run:?}");
+    assert_eq!(versions(&boot), BTreeMap::from([(2, 3000)]));
+}
+
 fn dropping_the_store_during_a_background_migration_ends_cleanly<E: Engine>() {
     let (gate, held) = Gate::open();
     let mut titles = titles(1200);
@@ -576,6 +614,7 @@ fn a_cancelled_start_is_not_clean<E: Engine>() {
 
 engine_tests! {
     background_migrations_of_two_instances_share_one_run,
+    an_instance_stopping_does_not_cancel_the_shared_run,
     an_older_program_leaves_the_migration_to_the_newer_one,
     a_cancelled_start_is_not_clean,
     lazy_leaves_old_documents_to_reads,

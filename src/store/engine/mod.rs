@@ -371,7 +371,8 @@ pub(crate) trait Worker: Send {
 
     /// Claims up to `limit` pending documents after this worker's keyset, processes them with
     /// `process` and commits, in one transaction; `None` when none is left to claim from here.
-    /// [`StoreError::RunLeaseLost`] when the worker's lease expired: it cannot write as the run.
+    /// [`StoreError::WorkerLeaseLost`] when the worker's lease expired: it cannot write as the
+    /// run.
     fn claim(
         &mut self,
         limit: usize,
@@ -395,9 +396,36 @@ pub(crate) trait Worker: Send {
     /// Claims from the start again (documents a worker that died left pending).
     fn rewind(&mut self) -> Result<(), StoreError>;
 
-    /// Leaves the run; `true` when this was its last live worker: the run is over and its
-    /// lease released.
-    fn leave(self: Box<Self>, cancelled: bool) -> Result<bool, StoreError>;
+    /// Leaves the run, as `ending` says it ended for this worker: [`Left::Last`] when this was
+    /// its last live worker and it ended the run (then [`release`](Self::release) lets the
+    /// collection go, once the ledger has the run's final record); [`Left::Busy`] when, ending
+    /// `Done`, it would be the last but another worker's chunk is open: it stays and waits.
+    fn leave(&mut self, ending: Ending) -> Result<Left, StoreError>;
+
+    /// Stops heartbeating, and releases the run's lease if this worker ended the run.
+    fn release(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// How a worker's part of a joined run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Nothing was left to claim.
+    Done,
+    /// The run was cancelled.
+    Cancelled,
+    /// The worker failed.
+    Failed,
+}
+
+/// What [`Worker::leave`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Left {
+    /// Other workers go on (or the run had ended already).
+    Peers,
+    /// This worker was the last, and ended the run.
+    Last,
+    /// This worker would be the last, but another's chunk is open: it did not leave.
+    Busy,
 }
 
 /// Pending documents handed out a chunk at a time (see [`CollectionEngine::pending`]).

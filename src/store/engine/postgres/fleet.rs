@@ -30,7 +30,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
-use postgres::error::SqlState;
 use postgres::{Statement, Transaction};
 
 use super::collection::{
@@ -43,8 +42,8 @@ use super::{sql_run, Shared};
 use crate::id::Revision;
 use crate::record::{Origin, RecordError};
 use crate::store::engine::{
-    refuse_older, Action, Claimed, Commit, Head, Joined, Outcome, PendingDocument, Process,
-    RunSettings, Worker, WorkerInfo, WorkerRow,
+    refuse_older, Action, Claimed, Commit, Ending, Head, Joined, Left, Outcome, PendingDocument,
+    Process, RunSettings, Worker, WorkerInfo, WorkerRow,
 };
 use crate::store::StoreError;
 
@@ -152,7 +151,8 @@ const RESERVE_KEEP: &str = "UPDATE revolve_fleet_workers SET reserved = reserved
 /// are left for a later look).
 const RELEASE_EXPIRED: &str = "WITH dead AS (
          SELECT worker, reserved FROM revolve_fleet_workers
-         WHERE collection = $1 AND run = $2 AND reserved > 0 AND expires < clock_timestamp()
+         WHERE collection = $1 AND run = $2 AND reserved > 0
+           AND (gone OR expires < clock_timestamp())
          FOR UPDATE SKIP LOCKED),
      cleared AS (
          UPDATE revolve_fleet_workers w SET reserved = 0 FROM dead d
@@ -179,18 +179,33 @@ const CANCEL: &str = "UPDATE revolve_fleet_runs SET cancel_requested = true
      WHERE collection = $1 AND run = $2 AND state = 'running'";
 const LEAVE_LOCK: &str =
     "SELECT 1 FROM revolve_run_leases WHERE collection = $1 AND run = $2 FOR UPDATE";
-const LEAVE: &str = "UPDATE revolve_fleet_workers SET gone = true, heartbeat = clock_timestamp()
-     WHERE collection = $1 AND run = $2 AND worker = $3";
+/// The worker marked gone, its reservation given back to the run (lock order: the worker's row,
+/// then the run's, as a reservation takes them).
+const LEAVE: &str = "WITH old AS (
+         SELECT reserved FROM revolve_fleet_workers
+         WHERE collection = $1 AND run = $2 AND worker = $3 FOR UPDATE),
+     gone AS (
+         UPDATE revolve_fleet_workers
+         SET gone = true, reserved = 0, heartbeat = clock_timestamp()
+         WHERE collection = $1 AND run = $2 AND worker = $3 RETURNING 1)
+     UPDATE revolve_fleet_runs
+     SET reserved = reserved - (SELECT COALESCE(sum(reserved), 0) FROM old)
+     WHERE collection = $1 AND run = $2 AND EXISTS (SELECT 1 FROM gone)
+       AND (SELECT COALESCE(sum(reserved), 0) FROM old) > 0";
 const OTHERS_LIVE: &str = "SELECT EXISTS (SELECT 1 FROM revolve_fleet_workers
      WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone
        AND expires > clock_timestamp())";
-/// The rows of the other workers that have not left, locked: waits for their open chunks (a
-/// worker whose lease expired mid-chunk has it rolled back by its own fence, or committed if it
-/// passed the fence first) before the last worker ends the run.
-const SETTLE_PEERS: &str = "SELECT 1 FROM revolve_fleet_workers
-     WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone FOR UPDATE";
+/// Whether another worker that has not left is in a chunk (its row is locked): the last worker
+/// does not end the run under an open chunk, which may roll back and leave documents pending
+/// (a worker whose lease expired mid-chunk has it rolled back by its own fence).
+const PEERS_IN_CHUNK: &str = "SELECT (SELECT count(*) FROM revolve_fleet_workers
+         WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone)
+     > (SELECT count(*) FROM (SELECT 1 FROM revolve_fleet_workers
+         WHERE collection = $1 AND run = $2 AND worker <> $3 AND NOT gone
+         FOR UPDATE SKIP LOCKED) AS free)";
+/// The run ended, once: a worker that finds it ended already is not its last.
 const END_RUN: &str = "UPDATE revolve_fleet_runs SET state = $3, reserved = 0
-     WHERE collection = $1 AND run = $2";
+     WHERE collection = $1 AND run = $2 AND state = 'running' RETURNING 1";
 const RELEASE: &str =
     "DELETE FROM revolve_run_leases WHERE collection = $1 AND run = $2 AND holder = 'fleet'";
 const WORKERS: &str = "SELECT worker, instance, host, pid, started, heartbeat,
@@ -278,21 +293,37 @@ impl PgCollection {
         .map_err(db)?;
         tx.commit().map_err(db)?;
         drop(conn);
+        let heart = self.start_heart(run, &worker)?;
         let mut pg = PgWorker {
             collection: self,
             run,
-            worker: worker.clone(),
+            worker,
             target: settings.target,
             limited: settings.limit.is_some(),
             retry_failed: settings.retry_failed,
             segments: VecDeque::new(),
             classes: BTreeMap::new(),
-            heart: Heart::start(&self.shared, self.id, run, worker)?,
+            ended: false,
+            heart,
         };
-        pg.rewind()?;
+        if let Err(error) = pg.rewind() {
+            let _ = pg.leave(Ending::Failed);
+            let _ = Box::new(pg).release();
+            return Err(error);
+        }
         Ok(Joined::Worker {
             worker: Box::new(pg),
             first,
+        })
+    }
+
+    /// The heartbeat of a worker that just joined; should it not start, the worker's row is
+    /// marked gone, so that no peer waits for a worker that never began.
+    fn start_heart(&self, run: u64, worker: &str) -> Result<Heart, StoreError> {
+        Heart::start(&self.shared, self.id, run, worker.to_owned()).inspect_err(|_| {
+            if let (Ok(mut conn), Ok(run)) = (self.shared.pool.get(), sql_run(run)) {
+                let _ = conn.client.execute(LEAVE, &[&self.id, &run, &worker]);
+            }
         })
     }
 
@@ -368,6 +399,9 @@ struct PgWorker<'a> {
     segments: VecDeque<(i32, String)>,
     /// Its failures per class, as its row has them.
     classes: BTreeMap<String, u64>,
+    /// Whether it ended the run as it left: it releases the run's lease once the ledger has the
+    /// run's final record (until then the run reads as live, never as interrupted).
+    ended: bool,
     heart: Heart,
 }
 
@@ -568,15 +602,15 @@ impl Worker for PgWorker<'_> {
         else {
             return Err(self.lost());
         };
+        let (live, reserved, failures): (bool, i64, bool) = (row.get(1), row.get(2), row.get(3));
+        if !live {
+            return Err(self.lost());
+        }
         refuse_older(
             &this.name,
             u32::try_from(row.get::<_, i32>(0)).unwrap_or(0),
             writer,
         )?;
-        let (live, reserved, failures): (bool, i64, bool) = (row.get(1), row.get(2), row.get(3));
-        if !live {
-            return Err(self.lost());
-        }
         let mut segments = self.segments.clone();
         let claim = if failures {
             Claim::Filtered(&claim)
@@ -697,49 +731,64 @@ impl Worker for PgWorker<'_> {
         Ok(())
     }
 
-    fn leave(self: Box<Self>, cancelled: bool) -> Result<bool, StoreError> {
+    fn leave(&mut self, ending: Ending) -> Result<Left, StoreError> {
         let (collection, run) = self.key()?;
-        self.heart.stop();
         let mut conn = self.collection.shared.pool.get()?;
         let mut tx = conn.client.transaction().map_err(db)?;
-        // A peer stalled in a chunk is waited for at most a lease: its fence rolls the chunk
-        // back once it wakes, and it ends the run as it leaves.
-        let wait = self.collection.shared.run_lease.as_millis().max(1);
-        tx.batch_execute(&format!("SET LOCAL lock_timeout = {wait}"))
-            .map_err(db)?;
-        tx.query_opt(LEAVE_LOCK, &[&collection, &run]).map_err(db)?;
+        // Joining and leaving take the lease row's lock, so that two last workers cannot both
+        // miss each other; a row that is not the run's any more (the run ended, its lease passed
+        // on) leaves nothing to end.
+        let held = tx
+            .query_opt(LEAVE_LOCK, &[&collection, &run])
+            .map_err(db)?
+            .is_some();
         tx.execute(LEAVE, &[&collection, &run, &self.worker])
             .map_err(db)?;
-        let others: bool = tx
-            .query_one(OTHERS_LIVE, &[&collection, &run, &self.worker])
-            .map_err(db)?
-            .get(0);
-        if others {
+        let others = held
+            && tx
+                .query_one(OTHERS_LIVE, &[&collection, &run, &self.worker])
+                .map_err(db)?
+                .get::<_, bool>(0);
+        if !held || others {
             tx.commit().map_err(db)?;
-            return Ok(false);
+            self.heart.stop();
+            return Ok(Left::Peers);
         }
-        match tx.query(SETTLE_PEERS, &[&collection, &run, &self.worker]) {
-            Ok(_) => {}
-            Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                drop(tx);
-                tracing::warn!(
-                    collection = self.collection.name.as_str(),
-                    run = self.run,
-                    "a stalled worker still holds a chunk of the run; it ends the run when it stops"
-                );
-                conn.client
-                    .execute(LEAVE, &[&collection, &run, &self.worker])
-                    .map_err(db)?;
-                return Ok(false);
-            }
-            Err(error) => return Err(db(error)),
+        if ending == Ending::Done
+            && tx
+                .query_one(PEERS_IN_CHUNK, &[&collection, &run, &self.worker])
+                .map_err(db)?
+                .get::<_, bool>(0)
+        {
+            // A chunk is open (a peer stalled past its lease): it may roll back and leave
+            // documents pending, so this worker stays (the transaction rolls back as dropped).
+            return Ok(Left::Busy);
         }
-        let state = if cancelled { "cancelled" } else { "done" };
-        tx.execute(END_RUN, &[&collection, &run, &state])
-            .map_err(db)?;
-        tx.execute(RELEASE, &[&collection, &run]).map_err(db)?;
+        let state = match ending {
+            Ending::Done => "done",
+            Ending::Cancelled => "cancelled",
+            Ending::Failed => "interrupted",
+        };
+        self.ended = tx
+            .query_opt(END_RUN, &[&collection, &run, &state])
+            .map_err(db)?
+            .is_some();
         tx.commit().map_err(db)?;
-        Ok(true)
+        self.heart.stop();
+        Ok(if self.ended { Left::Last } else { Left::Peers })
+    }
+
+    fn release(self: Box<Self>) -> Result<(), StoreError> {
+        self.heart.stop();
+        if !self.ended {
+            return Ok(());
+        }
+        let (collection, run) = self.key()?;
+        let mut conn = self.collection.shared.pool.get()?;
+        conn.client
+            .execute(RELEASE, &[&collection, &run])
+            .map_err(db)?;
+        Ok(())
     }
 }
 
@@ -819,6 +868,9 @@ fn beat(shared: &Shared, collection: i32, run: u64, worker: &str, stop: &(Mutex<
             );
             continue;
         };
+        // The run's lease row extended only while the worker's own lease holds; a row that is not
+        // the run's any more (its lease passed to another run) stops the heartbeat too, so that
+        // the worker's own lease expires and fences it.
         let renewed = client
             .client
             .execute(HEARTBEAT, &[&collection, &run, &worker, &seconds])
@@ -826,17 +878,20 @@ fn beat(shared: &Shared, collection: i32, run: u64, worker: &str, stop: &(Mutex<
                 if renewed == 1 {
                     client
                         .client
-                        .execute(LEASE_EXTEND, &[&collection, &run, &seconds])?;
+                        .execute(LEASE_EXTEND, &[&collection, &run, &seconds])
+                } else {
+                    Ok(0)
                 }
-                Ok(renewed)
             });
         match renewed {
             Ok(1) => {}
+            // Left meanwhile: nothing to say.
+            Ok(_) if *stop.0.lock() => return,
             Ok(_) => {
                 tracing::warn!(
                     collection,
                     run,
-                    "a migration worker's lease expired before it was renewed; it stops"
+                    "a migration worker's lease expired, or its run's lease passed on; its heartbeat stops"
                 );
                 return;
             }
