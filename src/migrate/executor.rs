@@ -163,20 +163,7 @@ pub(super) fn run_once<T: Schema>(
     ledger::finish(&collection, &record)?;
     log::run_finished(&span, &record, remaining, started.elapsed());
 
-    Ok(MigrationReport {
-        run_id: Some(run_id),
-        dry_run,
-        to_version: T::VERSION,
-        scanned: tally.counts.scanned,
-        migrated: tally.counts.migrated,
-        skipped: tally.counts.skipped,
-        failed: tally.counts.failed,
-        failures_by_class: tally.counts.failures_by_class,
-        failures: tally.failures,
-        remaining,
-        elapsed: started.elapsed(),
-        cancelled,
-    })
+    Ok(tally.into_report::<T>(Some(run_id), dry_run, remaining, started, cancelled))
 }
 
 /// The ledger record of a run starting.
@@ -580,6 +567,31 @@ impl<T: Schema> Committer<'_, T> {
 }
 
 impl Tally {
+    /// The report of a run (or of a worker's share of one) that counted this.
+    pub(super) fn into_report<T: Schema>(
+        self,
+        run_id: Option<u64>,
+        dry_run: bool,
+        remaining: u64,
+        started: Instant,
+        cancelled: bool,
+    ) -> MigrationReport {
+        MigrationReport {
+            run_id,
+            dry_run,
+            to_version: T::VERSION,
+            scanned: self.counts.scanned,
+            migrated: self.counts.migrated,
+            skipped: self.counts.skipped,
+            failed: self.counts.failed,
+            failures_by_class: self.counts.failures_by_class,
+            failures: self.failures,
+            remaining,
+            elapsed: started.elapsed(),
+            cancelled,
+        }
+    }
+
     /// Counts a committed chunk's migrated and failed documents as settled, keeps its first
     /// failures and logs each failure (at debug); returns the chunk's first failed id.
     pub(super) fn chunk_outcomes<'a>(

@@ -205,20 +205,7 @@ fn work<T: Schema>(
     finished?;
     released?;
     let remaining = collection.counters()?.migratable(T::VERSION);
-    Ok(MigrationReport {
-        run_id: Some(run),
-        dry_run: false,
-        to_version: T::VERSION,
-        scanned: tally.counts.scanned,
-        migrated: tally.counts.migrated,
-        skipped: tally.counts.skipped,
-        failed: tally.counts.failed,
-        failures_by_class: tally.counts.failures_by_class,
-        failures: tally.failures,
-        remaining,
-        elapsed: started.elapsed(),
-        cancelled,
-    })
+    Ok(tally.into_report::<T>(Some(run), false, remaining, started, cancelled))
 }
 
 /// The ledger record of a run its first worker starts, saved (flushed) before it claims.

@@ -418,6 +418,8 @@ pub(crate) enum Ending {
 }
 
 /// What [`Worker::leave`] did.
+// Built only by an engine with joined runs, which a build may leave out.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Left {
     /// Other workers go on (or the run had ended already).

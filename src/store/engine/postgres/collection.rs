@@ -11,6 +11,7 @@ use postgres::{Statement, Transaction};
 use super::error::{db, retryable};
 use super::lease::{self, Lease};
 use super::pending::{self, HeadPages, PgPending};
+use super::pool::Conn;
 use super::{sql_run, Shared};
 use crate::id::Revision;
 use crate::record::{self, RecordError};
@@ -34,47 +35,44 @@ const NEWEST: &str = "SELECT newest FROM revolve_collections WHERE id = $1";
 /// The newest registered version, and whether the run `$2` (if a run commits) still holds the
 /// collection's lease: a run's chunk commits only while it does, and the share lock taken on the
 /// lease row keeps another run from taking it over until the chunk is committed.
-pub(super) const BEGIN: &str =
-    "SELECT c.newest, EXISTS (SELECT 1 FROM (SELECT 1 FROM revolve_run_leases l
+const BEGIN: &str = "SELECT c.newest, EXISTS (SELECT 1 FROM (SELECT 1 FROM revolve_run_leases l
          WHERE l.collection = $1 AND l.run = $2 FOR SHARE) AS held)
      FROM revolve_collections c WHERE c.id = $1";
 const REGISTERED: &str = "UPDATE revolve_collections SET newest = $2 WHERE id = $1 AND newest < $2";
-pub(super) const MOVE: &str = "UPDATE revolve_heads h
+const MOVE: &str = "UPDATE revolve_heads h
      SET revision = u.revision, version = u.version, removed = u.removed
      FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int4[], $6::bool[])
          AS u(id, seen, revision, version, removed)
      WHERE h.collection = $1 AND h.id = u.id AND h.revision = u.seen
      RETURNING h.id";
-pub(super) const CREATE: &str = "INSERT INTO revolve_heads (collection, id, revision, version, removed)
+const CREATE: &str = "INSERT INTO revolve_heads (collection, id, revision, version, removed)
      SELECT $1, u.id, u.revision, u.version, u.removed
      FROM unnest($2::text[], $3::int8[], $4::int4[], $5::bool[]) AS u(id, revision, version, removed)
      ON CONFLICT (collection, id) DO NOTHING
      RETURNING id";
-pub(super) const LOCK: &str = "SELECT h.id FROM revolve_heads h
+const LOCK: &str = "SELECT h.id FROM revolve_heads h
      JOIN unnest($2::text[], $3::int8[]) AS u(id, seen) ON h.id = u.id
      WHERE h.collection = $1 AND h.revision = u.seen
      ORDER BY h.id FOR UPDATE OF h";
-pub(super) const CHECK: &str = "SELECT h.id FROM revolve_heads h
+const CHECK: &str = "SELECT h.id FROM revolve_heads h
      JOIN unnest($2::text[], $3::int8[]) AS u(id, seen) ON h.id = u.id
      WHERE h.collection = $1 AND h.revision = u.seen";
-pub(super) const EXISTING: &str =
-    "SELECT id FROM revolve_heads WHERE collection = $1 AND id = ANY($2)";
+const EXISTING: &str = "SELECT id FROM revolve_heads WHERE collection = $1 AND id = ANY($2)";
 /// The revisions inserted, and the failure records of the documents written or failed cleared
 /// (a write changes the document, so a recorded migration failure no longer holds; a new failure
 /// replaces the old): one statement, one round trip.
-pub(super) const REVISIONS_INSERT: &str = "WITH inserted AS (
+const REVISIONS_INSERT: &str = "WITH inserted AS (
          INSERT INTO revolve_revisions (collection, id, revision, record)
          SELECT $1, u.id, u.revision, u.record
          FROM unnest($2::text[], $3::int8[], $4::bytea[]) AS u(id, revision, record))
      DELETE FROM revolve_failures WHERE collection = $1 AND id = ANY($5) RETURNING version";
-pub(super) const FAILURES_INSERT: &str =
-    "INSERT INTO revolve_failures (collection, id, version, run, record)
+const FAILURES_INSERT: &str = "INSERT INTO revolve_failures (collection, id, version, run, record)
      SELECT $1, u.id, u.version, u.run, u.record
      FROM unnest($2::text[], $3::int4[], $4::int8[], $5::bytea[]) AS u(id, version, run, record)";
 /// The run's position and progress record (when given), and the count deltas, added in key
 /// order to this connection's shard: one statement, the commit's last (the count rows are the
 /// most contended, so their locks are taken last and held shortest).
-pub(super) const FINISH: &str = "WITH position AS (
+const FINISH: &str = "WITH position AS (
          INSERT INTO revolve_positions (collection, target, position)
          SELECT $1, $2, $3 WHERE $3::text IS NOT NULL
          ON CONFLICT (collection, target) DO UPDATE SET position = excluded.position),
@@ -131,18 +129,7 @@ impl PgCollection {
         commit: &mut Commit<'_>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let mut conn = self.shared.pool.get()?;
-        let (client, statements) = conn.prepared([
-            BEGIN,
-            MOVE,
-            CREATE,
-            LOCK,
-            CHECK,
-            EXISTING,
-            REVISIONS_INSERT,
-            FAILURES_INSERT,
-            FINISH,
-        ])?;
-        let statements = Statements::from(statements);
+        let (client, statements) = Statements::prepare(&mut conn)?;
         let mut tx = client.transaction().map_err(db)?;
         if commit.dry_run {
             return self.dry_run(&mut tx, &statements, items);
@@ -492,7 +479,7 @@ impl PgCollection {
 
 /// The statements of a commit, prepared on its connection.
 pub(super) struct Statements {
-    pub(super) begin: Statement,
+    begin: Statement,
     moving: Statement,
     creating: Statement,
     locking: Statement,
@@ -501,6 +488,24 @@ pub(super) struct Statements {
     revisions: Statement,
     fail: Statement,
     finish: Statement,
+}
+
+impl Statements {
+    /// A commit's statements, prepared on `conn` (once per connection), with its client.
+    pub(super) fn prepare(conn: &mut Conn) -> Result<(&mut postgres::Client, Self), StoreError> {
+        let (client, statements) = conn.prepared([
+            BEGIN,
+            MOVE,
+            CREATE,
+            LOCK,
+            CHECK,
+            EXISTING,
+            REVISIONS_INSERT,
+            FAILURES_INSERT,
+            FINISH,
+        ])?;
+        Ok((client, Self::from(statements)))
+    }
 }
 
 impl From<[Statement; 9]> for Statements {

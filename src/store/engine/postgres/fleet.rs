@@ -32,10 +32,7 @@ use std::time::{Duration, SystemTime};
 use parking_lot::{Condvar, Mutex};
 use postgres::{Statement, Transaction};
 
-use super::collection::{
-    sql_version, PgCollection, Statements, BEGIN, CHECK, CREATE, EXISTING, FAILURES_INSERT, FINISH,
-    LOCK, MOVE, REVISIONS_INSERT,
-};
+use super::collection::{sql_version, PgCollection, Statements};
 use super::error::db;
 use super::pending;
 use super::{sql_run, Shared};
@@ -583,18 +580,7 @@ impl Worker for PgWorker<'_> {
         let claim_clean = conn.statement(CLAIM_CLEAN)?;
         let unretriable = conn.statement(UNRETRIABLE)?;
         let tally = conn.statement(TALLY)?;
-        let (client, statements) = conn.prepared([
-            BEGIN,
-            MOVE,
-            CREATE,
-            LOCK,
-            CHECK,
-            EXISTING,
-            REVISIONS_INSERT,
-            FAILURES_INSERT,
-            FINISH,
-        ])?;
-        let statements = Statements::from(statements);
+        let (client, statements) = Statements::prepare(&mut conn)?;
         let mut tx = client.transaction().map_err(db)?;
         let Some(row) = tx
             .query_opt(&begin, &[&collection, &run, &self.worker])
