@@ -14,7 +14,6 @@
 //! time. So one thread does all the reads and commits, as a plain loop over the store would, and
 //! the pool does the rest of the work, off that thread, a chunk ahead.
 
-use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant, SystemTime};
@@ -77,34 +76,11 @@ pub(super) fn run_once<T: Schema>(
     collection.check_writable()?;
     let counters = collection.counters()?;
     let migratable = counters.migratable(T::VERSION);
-    let known_failed: BTreeMap<u32, u64> = counters
-        .failed()
-        .into_iter()
-        .filter(|&(version, _)| version < T::VERSION)
-        .collect();
-    let pending = migratable
-        + if migration.retry_failed {
-            known_failed.values().sum()
-        } else {
-            0
-        };
+    let pending = counters.candidates(T::VERSION, migration.retry_failed);
     let total = migration.limit.map_or(pending, |limit| limit.min(pending));
     if total == 0 {
         // Known from the counters: nothing to take, whatever the collection's size.
-        return Ok(MigrationReport {
-            run_id: None,
-            dry_run,
-            to_version: T::VERSION,
-            scanned: 0,
-            migrated: 0,
-            skipped: 0,
-            failed: 0,
-            failures: Vec::new(),
-            failures_by_class: BTreeMap::new(),
-            remaining: migratable,
-            elapsed: started.elapsed(),
-            cancelled: false,
-        });
+        return Ok(Tally::default().into_report::<T>(None, dry_run, migratable, started, false));
     }
 
     let run_id = collection.store().next_run_id()?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use super::executor::{self, Tally};
-use super::join::{self, Settings};
+use super::join;
 use super::ledger::{self, RunProgress, RunState};
 use super::{Join, Migration, MigrationError, MigrationReport, Progress, CHUNK_SIZE};
 use crate::schema::{self, Schema};
@@ -55,16 +55,7 @@ pub(super) fn run<T: Schema>(
         match collection.join_run(run_id, &settings, &info)? {
             None => return Ok(None),
             Some(Joined::Other { run, settings }) => {
-                join::compare(
-                    migration,
-                    run,
-                    &Settings {
-                        target: settings.target,
-                        fingerprint: Some(settings.fingerprint),
-                        limit: settings.limit,
-                        retry_failed: settings.retry_failed,
-                    },
-                )?;
+                join::compare(migration, run, &settings)?;
                 // Only the settings compared can differ; should they not, the run is refused
                 // all the same, naming its fingerprint.
                 return Err(MigrationError::RunInProgress {
@@ -85,7 +76,9 @@ pub(super) fn run<T: Schema>(
                     join::check(migration, run)?;
                 }
                 if migration.cancel.is_cancelled() {
-                    return Ok(Some(join::empty::<T>(started, true, pending)));
+                    return Ok(Some(
+                        Tally::default().into_report::<T>(None, false, pending, started, true),
+                    ));
                 }
                 std::thread::sleep(POLL);
             }
@@ -98,17 +91,10 @@ pub(super) fn run<T: Schema>(
 
 /// The documents a run would take, from the counters.
 fn pending<T: Schema>(migration: &Migration<T>) -> Result<u64, MigrationError> {
-    let counters = migration.collection.counters()?;
-    let mut pending = counters.migratable(T::VERSION);
-    if migration.retry_failed {
-        pending += counters
-            .failed()
-            .into_iter()
-            .filter(|&(version, _)| version < T::VERSION)
-            .map(|(_, n)| n)
-            .sum::<u64>();
-    }
-    Ok(pending)
+    Ok(migration
+        .collection
+        .counters()?
+        .candidates(T::VERSION, migration.retry_failed))
 }
 
 /// Who this worker is, for the ledger.

@@ -5,12 +5,12 @@
 //! claiming chunks of its own (`fleet`). Elsewhere (sled, one process), a joiner waits for the
 //! run under way to end and then runs on what is left.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::executor;
+use super::executor::{self, Tally};
 use super::{Join, Migration, MigrationError, MigrationReport, RunKind};
 use crate::schema::Schema;
+use crate::store::RunSettings;
 
 /// How often a joiner that waits for a run of this process looks again.
 const WAIT: Duration = Duration::from_millis(50);
@@ -36,7 +36,7 @@ pub(super) fn run<T: Schema>(
                 }
                 check(migration, run)?;
                 if migration.cancel.is_cancelled() {
-                    return Ok(empty::<T>(started, true, 0));
+                    return Ok(Tally::default().into_report::<T>(None, false, 0, started, true));
                 }
                 std::thread::sleep(WAIT);
             }
@@ -59,21 +59,16 @@ pub(super) fn check<T: Schema>(migration: &Migration<T>, run: u64) -> Result<(),
     compare(
         migration,
         run,
-        &Settings {
+        &RunSettings {
             target: record.to_version,
-            fingerprint: record.schema_fingerprint,
+            // A record without one (written before fingerprints were kept) is not compared on it.
+            fingerprint: record
+                .schema_fingerprint
+                .unwrap_or_else(|| collection.schema_fingerprint()),
             limit: record.limit,
             retry_failed: record.retry_failed,
         },
     )
-}
-
-/// The settings every worker of a joined run shares.
-pub(super) struct Settings {
-    pub(super) target: u32,
-    pub(super) fingerprint: Option<String>,
-    pub(super) limit: Option<u64>,
-    pub(super) retry_failed: bool,
 }
 
 /// [`MigrationError::JoinMismatch`] naming the first setting of the run `run` that differs from
@@ -81,7 +76,7 @@ pub(super) struct Settings {
 pub(super) fn compare<T: Schema>(
     migration: &Migration<T>,
     run: u64,
-    theirs: &Settings,
+    theirs: &RunSettings,
 ) -> Result<(), MigrationError> {
     let collection = &migration.collection;
     let mismatch = |setting: &'static str, theirs: String, ours: String| {
@@ -102,10 +97,12 @@ pub(super) fn compare<T: Schema>(
         );
     }
     let ours = collection.schema_fingerprint();
-    if let Some(fingerprint) = &theirs.fingerprint {
-        if *fingerprint != ours {
-            return mismatch("target schema fingerprint", fingerprint.clone(), ours);
-        }
+    if theirs.fingerprint != ours {
+        return mismatch(
+            "target schema fingerprint",
+            theirs.fingerprint.clone(),
+            ours,
+        );
     }
     if theirs.limit != migration.limit {
         return mismatch("limit", limit(theirs.limit), limit(migration.limit));
@@ -118,26 +115,4 @@ pub(super) fn compare<T: Schema>(
         );
     }
     Ok(())
-}
-
-/// The report of a joiner that took nothing.
-pub(super) fn empty<T: Schema>(
-    started: Instant,
-    cancelled: bool,
-    remaining: u64,
-) -> MigrationReport {
-    MigrationReport {
-        run_id: None,
-        dry_run: false,
-        to_version: T::VERSION,
-        scanned: 0,
-        migrated: 0,
-        skipped: 0,
-        failed: 0,
-        failures: Vec::new(),
-        failures_by_class: BTreeMap::new(),
-        remaining,
-        elapsed: started.elapsed(),
-        cancelled,
-    }
 }

@@ -67,6 +67,21 @@ impl Counters {
             .sum()
     }
 
+    /// What a migration to `latest` would take: [`migratable`](Self::migratable), and with
+    /// `retry_failed` the documents below `latest` whose migration failed.
+    pub(crate) fn candidates(&self, latest: u32, retry_failed: bool) -> u64 {
+        let failed: u64 = if retry_failed {
+            self.failed()
+                .into_iter()
+                .filter(|&(version, _)| version < latest)
+                .map(|(_, n)| n)
+                .sum()
+        } else {
+            0
+        };
+        self.migratable(latest) + failed
+    }
+
     /// The newest version any live document is at.
     pub(crate) fn newest_version(&self) -> Option<u32> {
         self.live().keys().next_back().copied()
