@@ -173,28 +173,18 @@ fn pipeline<T: Schema>(
     started: Instant,
 ) -> Result<(Tally, bool), MigrationError> {
     let threads = migration.threads;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("revolve-migrate-{i}"))
-        .build()
-        .map_err(|error| MigrationError::Threads {
-            threads,
-            message: error.to_string(),
-        })?;
+    let processor = Processor::new(migration, run_id)?;
     let mut scan = Scan {
         pending: collection.pending_documents(migration.retry_failed)?,
         taken: 0,
         total,
     };
-    let target_schema = migration
-        .validate_output
-        .then(|| schema::canonical_schema(&collection.schema()));
     std::thread::scope(|scope| {
         // Made inside the scope, so that should this closure unwind (a progress callback that
         // panics, say), dropping them ends the processing thread, and the scope's join returns.
         let (scanned_tx, scanned_rx) = sync_channel::<PendingChunk>(AHEAD);
         let (processed_tx, processed_rx) = sync_channel::<Chunk>(AHEAD);
-        let (pool, target_schema) = (&pool, target_schema.as_ref());
+        let processor = &processor;
         let processor = std::thread::Builder::new()
             .name("revolve-process".to_owned())
             .spawn_scoped(scope, move || {
@@ -204,19 +194,7 @@ fn pipeline<T: Schema>(
                         position,
                         stamp,
                     } = chunk;
-                    let (items, known_failed): (Vec<ChunkItem>, Vec<bool>) = pool.install(|| {
-                        documents
-                            .into_par_iter()
-                            .map(|candidate| {
-                                process::<T>(
-                                    collection.max_depth(),
-                                    candidate,
-                                    run_id,
-                                    target_schema,
-                                )
-                            })
-                            .unzip()
-                    });
+                    let (items, known_failed) = processor.chunk::<T>(documents);
                     let prepared = if dry_run {
                         None
                     } else {
@@ -349,8 +327,60 @@ impl Scan<'_> {
     }
 }
 
+/// What processes a run's chunks: its rayon pool (`threads` of them), and what each document is
+/// checked against.
+pub(super) struct Processor {
+    pool: rayon::ThreadPool,
+    max_depth: usize,
+    /// The latest version's canonical JSON Schema, when outputs are validated.
+    target_schema: Option<serde_json::Value>,
+    run: u64,
+}
+
+impl Processor {
+    /// The processor of `migration`'s run `run`.
+    pub(super) fn new<T: Schema>(
+        migration: &Migration<T>,
+        run: u64,
+    ) -> Result<Self, MigrationError> {
+        let threads = migration.threads;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("revolve-migrate-{i}"))
+            .build()
+            .map_err(|error| MigrationError::Threads {
+                threads,
+                message: error.to_string(),
+            })?;
+        let collection = &migration.collection;
+        Ok(Self {
+            pool,
+            max_depth: collection.max_depth(),
+            target_schema: migration
+                .validate_output
+                .then(|| schema::canonical_schema(&collection.schema())),
+            run,
+        })
+    }
+
+    /// Each candidate of a chunk processed on the pool: its item, and whether a failure record
+    /// named it.
+    pub(super) fn chunk<T: Schema>(
+        &self,
+        documents: Vec<PendingDocument>,
+    ) -> (Vec<ChunkItem>, Vec<bool>) {
+        let target_schema = self.target_schema.as_ref();
+        self.pool.install(|| {
+            documents
+                .into_par_iter()
+                .map(|candidate| process::<T>(self.max_depth, candidate, self.run, target_schema))
+                .unzip()
+        })
+    }
+}
+
 /// Decodes, steps, validates and encodes one candidate.
-pub(super) fn process<T: Schema>(
+fn process<T: Schema>(
     max_depth: usize,
     candidate: PendingDocument,
     run_id: u64,

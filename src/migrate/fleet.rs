@@ -10,13 +10,11 @@
 
 use std::time::{Duration, Instant};
 
-use rayon::prelude::*;
-
 use super::executor::{self, Tally};
 use super::join;
 use super::ledger::{self, RunProgress, RunState};
 use super::{Join, Migration, MigrationError, MigrationReport, Progress, CHUNK_SIZE};
-use crate::schema::{self, Schema};
+use crate::schema::Schema;
 use crate::store::{
     Claimed, Ending, Joined, Left, PendingDocument, RunSettings, Worker, WorkerInfo,
 };
@@ -217,31 +215,9 @@ fn chunks<T: Schema>(
     total: u64,
     started: Instant,
 ) -> Result<(), MigrationError> {
-    let threads = migration.threads;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("revolve-migrate-{i}"))
-        .build()
-        .map_err(|error| MigrationError::Threads {
-            threads,
-            message: error.to_string(),
-        })?;
-    let collection = migration.collection.clone();
     let run = worker.run();
-    let target_schema = migration
-        .validate_output
-        .then(|| schema::canonical_schema(&collection.schema()));
-    let max_depth = collection.max_depth();
-    let mut process = |documents: Vec<PendingDocument>| {
-        pool.install(|| {
-            documents
-                .into_par_iter()
-                .map(|candidate| {
-                    executor::process::<T>(max_depth, candidate, run, target_schema.as_ref())
-                })
-                .unzip()
-        })
-    };
+    let processor = executor::Processor::new(migration, run)?;
+    let mut process = |documents: Vec<PendingDocument>| processor.chunk::<T>(documents);
     let mut idle = false;
     let mut idle_wait = FIRST_IDLE_POLL;
     loop {
