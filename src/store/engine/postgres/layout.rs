@@ -21,6 +21,17 @@ pub(crate) const DDL: &str = concat!(
     "\nINSERT INTO revolve_layout (version) VALUES (3);\n"
 );
 
+/// What `layout.sql` (version 1) gained after the first stores were made with it, brought to
+/// those stores as they are upgraded: the positions of limited runs, and the failure records'
+/// run index with the id (the paged read of a run's failures).
+const VERSION_1_SINCE: &str = "CREATE TABLE IF NOT EXISTS revolve_positions (
+         collection integer NOT NULL,
+         target integer NOT NULL,
+         position text COLLATE \"C\" NOT NULL,
+         PRIMARY KEY (collection, target));
+     DROP INDEX IF EXISTS revolve_failures_by_run;
+     CREATE INDEX revolve_failures_by_run ON revolve_failures (collection, run, id);";
+
 /// What version 2 adds to version 1: the schema history's table.
 const VERSION_2: &str = include_str!("layout-2.sql");
 
@@ -177,6 +188,7 @@ pub(crate) fn prepare(client: &mut Client, schema: Option<&str>) -> Result<(), S
 /// `_meta` records (each record keeps the rest). A record that does not split stays whole, as
 /// `meta::write` keeps it.
 fn upgrade_from_1(tx: &mut postgres::Transaction<'_>) -> Result<(), StoreError> {
+    tx.batch_execute(VERSION_1_SINCE).map_err(db)?;
     tx.batch_execute(VERSION_2).map_err(db)?;
     let records = tx
         .query(
@@ -298,11 +310,15 @@ mod tests {
             assert!(engine.put_meta("notes", None, &notes).unwrap());
             assert!(engine.put_meta("plain", None, &plain).unwrap());
         }
-        // What version 1 held: whole records, no history table.
+        // What the first version 1 stores held: whole records, no history table, no positions,
+        // the failures' run index without the id.
         client
             .batch_execute(&format!(
                 "SET search_path TO {schema};
                  DROP TABLE revolve_schema_history;
+                 DROP TABLE revolve_positions;
+                 DROP INDEX revolve_failures_by_run;
+                 CREATE INDEX revolve_failures_by_run ON revolve_failures (collection, run);
                  DROP TABLE revolve_fleet_runs;
                  DROP TABLE revolve_fleet_workers;
                  DROP FUNCTION revolve_refuse_change();
@@ -332,6 +348,16 @@ mod tests {
         assert_eq!(row.get::<_, i32>(0), 3);
         assert_eq!(row.get::<_, i64>(1), 2);
         assert!(usize::try_from(row.get::<_, i32>(2)).unwrap() < notes.len());
+        // What version 1 gained later is there too.
+        let index: String = client
+            .query_one(
+                "SELECT indexdef FROM pg_indexes
+                 WHERE schemaname = $1 AND indexname = 'revolve_failures_by_run'",
+                &[&schema],
+            )
+            .unwrap()
+            .get(0);
+        assert!(index.ends_with("(collection, run, id)"), "{index}");
         drop(engine);
         client
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
