@@ -36,11 +36,10 @@ use super::collection::{sql_version, PgCollection, Statements};
 use super::error::db;
 use super::pending;
 use super::{sql_run, Shared};
-use crate::id::Revision;
-use crate::record::{Origin, RecordError};
+use crate::record::Origin;
 use crate::store::engine::{
-    refuse_older, Action, Claimed, Commit, Ending, Head, Joined, Left, Outcome, PendingDocument,
-    Process, RunSettings, Worker, WorkerInfo, WorkerRow,
+    refuse_older, Action, Claimed, Commit, Ending, Joined, Left, Outcome, PendingDocument, Process,
+    RunSettings, Worker, WorkerInfo, WorkerRow,
 };
 use crate::store::StoreError;
 
@@ -407,15 +406,6 @@ impl PgWorker<'_> {
         Ok((self.collection.id, sql_run(self.run)?))
     }
 
-    fn malformed(&self, id: String) -> StoreError {
-        StoreError::Corrupt {
-            collection: self.collection.name.clone(),
-            id,
-            revision: None,
-            source: RecordError::InvalidHeader("malformed head"),
-        }
-    }
-
     fn lost(&self) -> StoreError {
         StoreError::WorkerLeaseLost {
             collection: self.collection.name.clone(),
@@ -492,30 +482,12 @@ impl PgWorker<'_> {
             .map_err(db)?;
             let exhausted = rows.len() < want;
             for row in &rows {
-                let id: String = row.get(0);
-                let revision = u64::try_from(row.get::<_, i64>(1))
-                    .ok()
-                    .and_then(Revision::new);
-                let version = u32::try_from(row.get::<_, i32>(2)).ok();
-                let (Some(revision), Some(version)) = (revision, version) else {
-                    return Err(self.malformed(id));
-                };
-                if let Some(segment) = segments.front_mut() {
-                    segment.1.clone_from(&id);
-                }
-                documents.push(PendingDocument {
-                    head: Head {
-                        revision,
-                        version,
-                        removed: false,
-                    },
-                    bytes: row.get(3),
-                    known_failed: row.get(4),
-                    id,
-                });
+                documents.push(pending::pending_document(&self.collection.name, row)?);
             }
             if exhausted {
                 segments.pop_front();
+            } else if let (Some(segment), Some(last)) = (segments.front_mut(), rows.last()) {
+                segment.1 = last.get(0);
             }
         }
         if !documents.is_empty() {

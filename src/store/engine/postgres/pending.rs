@@ -272,42 +272,51 @@ impl Reader {
                 segments.pop_front();
             }
             for row in &rows {
-                let id: String = row.get(0);
-                let revision: i64 = row.get(1);
-                let version: i32 = row.get(2);
-                let (Some(revision), Some(version)) = (
-                    u64::try_from(revision).ok().and_then(Revision::new),
-                    u32::try_from(version).ok(),
-                ) else {
-                    return Err(StoreError::Corrupt {
-                        collection: self.name.clone(),
-                        id,
-                        revision: None,
-                        source: RecordError::InvalidHeader("malformed head"),
-                    });
-                };
-                let known_failed: bool = row.get(4);
-                if !known_failed || self.retry {
-                    documents.push(PendingDocument {
-                        head: Head {
-                            revision,
-                            version,
-                            removed: false,
-                        },
-                        bytes: row.get(3),
-                        known_failed,
-                        id: id.clone(),
-                    });
+                let document = pending_document(&self.name, row)?;
+                if !document.known_failed || self.retry {
+                    documents.push(document);
                 }
-                if rows.len() == want {
-                    if let Some(segment) = segments.front_mut() {
-                        segment.1.clone_from(&id);
-                    }
+            }
+            if rows.len() == want {
+                if let (Some(segment), Some(last)) = (segments.front_mut(), rows.last()) {
+                    segment.1 = last.get(0);
                 }
             }
         }
         Ok((documents, segments))
     }
+}
+
+/// A pending head's row (id, revision, version, the revision's record, whether a failure record
+/// names it) as a document; [`StoreError::Corrupt`] for a revision or version out of range.
+pub(super) fn pending_document(
+    collection: &str,
+    row: &postgres::Row,
+) -> Result<PendingDocument, StoreError> {
+    let id: String = row.get(0);
+    let (Some(revision), Some(version)) = (
+        u64::try_from(row.get::<_, i64>(1))
+            .ok()
+            .and_then(Revision::new),
+        u32::try_from(row.get::<_, i32>(2)).ok(),
+    ) else {
+        return Err(StoreError::Corrupt {
+            collection: collection.to_owned(),
+            id,
+            revision: None,
+            source: RecordError::InvalidHeader("malformed head"),
+        });
+    };
+    Ok(PendingDocument {
+        head: Head {
+            revision,
+            version,
+            removed: false,
+        },
+        bytes: row.get(3),
+        known_failed: row.get(4),
+        id,
+    })
 }
 
 impl Pending for PgPending {
