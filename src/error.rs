@@ -24,7 +24,8 @@ pub enum Error {
     /// An export or import failed.
     #[error(transparent)]
     Backup(#[from] BackupError),
-    /// A collection's startup migration failed, or left documents that failed to migrate.
+    /// [`Store::collection_with`](crate::Store::collection_with) or
+    /// [`StartupReport::require_clean`](crate::StartupReport::require_clean) failed.
     #[error(transparent)]
     Startup(#[from] StartupError),
     /// Stored bytes are not a valid record.

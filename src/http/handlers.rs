@@ -203,20 +203,20 @@ pub(crate) async fn healthz() -> Json<Value> {
 /// The body lists the startup migrations under way (`migrating`): the store serves meanwhile
 /// (documents not yet migrated are upgraded when read), so they do not make it unready.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let store = state.store.as_ref();
-    match store.map(crate::Store::state) {
-        Some(crate::StoreState::Ready) => {
+    let Some(store) = state.store.as_ref() else {
+        return Err(ApiError::internal("the router's store is closed"));
+    };
+    match store.state() {
+        crate::StoreState::Ready => {
             let migrating: Vec<crate::StartupStatus> = store
-                .map(crate::Store::startup_migrations)
-                .unwrap_or_default()
+                .startup_migrations()
                 .iter()
                 .map(crate::StartupMigration::status)
                 .filter(|status| status.state == crate::StartupState::Migrating)
                 .collect();
             Ok(Json(json!({ "status": "ready", "migrating": migrating })))
         }
-        Some(other) => Err(ApiError::NotReady(other)),
-        None => Err(ApiError::internal("the router's store is closed")),
+        other => Err(ApiError::NotReady(other)),
     }
 }
 

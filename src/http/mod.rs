@@ -30,7 +30,7 @@
 //! | `GET /{c}/docs/{id}/revisions?after=REV&limit=N` | the revisions' metadata, oldest first, in pages (100 by default, at most 1000); `next` is the following page's `after` | no |
 //! | `GET /{c}/docs/{id}/revisions/{rev}[?raw=true]` | one revision, upgraded, or as stored | no |
 //! | `GET /{c}/schema`, `/{c}/schema/history`, `/{c}/schema/{version}` | JSON Schemas and their history | no |
-//! | `POST /{c}/migrate/test`, `POST /{c}/migrate/execute` | a dry run or a run; `{"limit": N}` in the body or `?limit=N`; the `MigrationReport`, or with `Accept: application/x-ndjson` a progress line per chunk and then the report | yes |
+//! | `POST /{c}/migrate/test`, `POST /{c}/migrate/execute` | a dry run or a run; `{"limit": N, "retry_failed": B, "join": B}` in the body or the same in the query (`join`, joining the run under way, only for a run); the `MigrationReport`, or with `Accept: application/x-ndjson` a progress line per chunk and then the report | yes |
 //! | `GET /{c}/migrate/status` | counts per version, pending, the last runs | yes |
 //! | `GET /{c}/migrate/failures[?after=ID&limit=N]` | the failure set: every document whose migration failed and that runs skip, in id order (`id`, head `revision`, `from_version`, `class`, `error`); `next` is the following page's `after`, given whenever more follow | yes |
 //! | `GET /{c}/migrate/runs[?before=ID&limit=N]`, `GET /{c}/migrate/runs/{run_id}` | the run ledger | yes |
@@ -80,7 +80,8 @@
 //! the fields as JSON pointers in `fields`; see [`Router::allow_unknown_fields`]), a missing or wrong content type (415), a body over the limit (413), an unknown
 //! collection, id, revision or run (404), a wrong method (405), a stale `If-Match` (412, with
 //! `current_revision`), a missing `If-Match` when required (428), a run under way (409, with
-//! `run_id`), a timeout (503). Internal errors are logged with `tracing`, never sent.
+//! `run_id`), a run under way with other settings asked to be joined (409 `join-mismatch`, with
+//! `run_id`), a dry run asked to join (400), a timeout (503). Internal errors are logged with `tracing`, never sent.
 //!
 //! A document whose stored revision cannot be brought to the latest version (its step refuses it,
 //! or its payload does not decode at its version) is not an internal error but a known state:

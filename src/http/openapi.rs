@@ -860,7 +860,7 @@ fn record_schemas() -> Map<String, Value> {
             "required": [
                 "id", "collection", "kind", "from_versions", "to_version", "limit", "dry_run",
                 "retry_failed", "started", "finished", "state", "scanned", "migrated", "failed",
-                "skipped", "failures", "failures_by_class", "schema_fingerprint", "reverted_by",
+                "skipped", "failures", "failures_by_class", "schema_fingerprint", "reverted_by", "workers",
             ],
             "properties": {
                 "id": count,

@@ -13,7 +13,7 @@ use crate::store::{Action, ChunkItem, Outcome, RawCollection};
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RunState {
-    /// Under way in this process.
+    /// Under way: in this process, or (a joined run) in any process with a live worker.
     Running,
     /// Finished with every candidate migrated or skipped.
     Done,

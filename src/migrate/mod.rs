@@ -389,8 +389,9 @@ impl<T: Schema> Migration<T> {
         self
     }
 
-    /// Takes `options`: their limit, whether to retry failed documents, their thread count if
-    /// they give one, and whether [`run`](Self::run) is a dry run.
+    /// Takes `options`: their limit, whether to retry failed documents, whether to
+    /// [`join`](Self::join) the run under way, their thread count if they give one, and whether
+    /// [`run`](Self::run) is a dry run. Each replaces what an earlier builder call set.
     pub fn options(mut self, options: &MigrateOptions) -> Self {
         self.limit = options.limit;
         self.retry_failed = options.retry_failed;

@@ -5,13 +5,13 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 
 /// The options of a migration run: how many documents to take, whether to retry failed ones,
-/// whether to write anything. Give them to a [`Migration`](crate::Migration) with
+/// whether to join the run under way, whether to write anything. Give them to a [`Migration`](crate::Migration) with
 /// [`options`](crate::Migration::options) and run it with [`run`](crate::Migration::run).
 ///
 /// Built with [`Default`] and the builder methods, or deserialized (an HTTP body, a query
 /// string): `limit` (a whole number, `null` for none), `retry_failed` and `join` (booleans,
-/// `null` for false) are read; any other field is refused, `dry_run` and `threads` included, which the
-/// caller chooses (the HTTP API by its route).
+/// `null` for false) are read; any other field is refused, `dry_run` and `threads` included,
+/// which the caller chooses (the HTTP API by its route).
 ///
 /// ```
 /// # use revolve::{MigrateOptions, Schema, Store};
