@@ -805,20 +805,7 @@ enum KillPoint {
 
 /// Inserts the v1 documents; returns their ids in order.
 fn set_up_items(store: &Store) -> Vec<String> {
-    let items = store.collection::<ItemV1>().unwrap();
-    let all: Vec<ItemV1> = (0..ITEMS).map(item).collect();
-    let mut ids = Vec::new();
-    for batch in all.chunks(1000) {
-        ids.extend(
-            items
-                .insert_many(batch)
-                .unwrap()
-                .iter()
-                .map(ToString::to_string),
-        );
-    }
-    ids.sort();
-    ids
+    set_up_fleet(store, ITEMS)
 }
 
 /// Reads every document through the public API: each id once, decoding, at v1 (revision 1) or

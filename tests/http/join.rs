@@ -11,9 +11,8 @@ use axum::body::Body;
 use axum::http::StatusCode;
 use revolve::RunState;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-use crate::migrate::{gated_documents, gated_router, next_line};
+use crate::migrate::{gated_documents, gated_router, next_line, start_streaming};
 use crate::support::{get, post, store_with, Gate, GatedV2};
 
 /// The runs of the ledger of `gated`, newest first.
@@ -76,20 +75,7 @@ async fn join_starts_a_run_and_reports_it() {
 /// Starts a run with `join` whose progress streams, and returns its body once the first line
 /// has come, with that line.
 async fn start_joined_run(app: &axum::Router) -> (Body, Vec<u8>, Value) {
-    let response = app
-        .clone()
-        .oneshot(
-            post("/gated/migrate/execute?join=true")
-                .header("accept", "application/x-ndjson")
-                .request(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut body = response.into_body();
-    let mut buffer = Vec::new();
-    let first = next_line(&mut body, &mut buffer).await.unwrap();
-    (body, buffer, first)
+    start_streaming(app, "/gated/migrate/execute?join=true").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,13 +64,14 @@ pub(crate) async fn finished_run(app: &axum::Router, collection: &str, run: u64)
 }
 
 async fn start_streaming_run(app: &axum::Router) -> (Body, Vec<u8>, Value) {
+    start_streaming(app, "/gated/migrate/execute").await
+}
+
+/// POSTs `uri` asking for ndjson: the body, what was read of it, and its first line.
+pub(crate) async fn start_streaming(app: &axum::Router, uri: &str) -> (Body, Vec<u8>, Value) {
     let response = app
         .clone()
-        .oneshot(
-            post("/gated/migrate/execute")
-                .header("accept", "application/x-ndjson")
-                .request(),
-        )
+        .oneshot(post(uri).header("accept", "application/x-ndjson").request())
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
