@@ -27,14 +27,14 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use parking_lot::{Condvar, Mutex};
 use postgres::{Statement, Transaction};
 
 use super::collection::{sql_version, PgCollection, Statements};
 use super::error::db;
-use super::pending;
+use super::{lease, pending};
 use super::{sql_run, Shared};
 use crate::record::Origin;
 use crate::store::engine::{
@@ -799,64 +799,30 @@ impl Drop for Heart {
 }
 
 fn beat(shared: &Shared, collection: i32, run: u64, worker: &str, stop: &(Mutex<bool>, Condvar)) {
-    let every = (shared.run_lease / 4).max(Duration::from_millis(10));
     let seconds = shared.run_lease.as_secs_f64();
     let Ok(run) = sql_run(run) else {
         return;
     };
-    let mut conn = None;
-    loop {
-        {
-            let mut stopped = stop.0.lock();
-            if !*stopped {
-                let _ = stop.1.wait_for(&mut stopped, every);
-            }
-            if *stopped {
-                return;
-            }
-        }
-        if conn.is_none() {
-            conn = shared.pool.connector().connect().ok();
-        }
-        let Some(client) = conn.as_mut() else {
-            tracing::warn!(
+    lease::renew_until_stopped(
+        shared,
+        stop,
+        collection,
+        "a migration worker's lease",
+        |client| {
+            // The run's lease row extended only while the worker's own lease holds; a row that is
+            // not the run's any more (its lease passed to another run) stops the heartbeat too, so
+            // that the worker's own lease expires and fences it.
+            let renewed = client.execute(HEARTBEAT, &[&collection, &run, &worker, &seconds])? == 1
+                && client.execute(LEASE_EXTEND, &[&collection, &run, &seconds])? == 1;
+            // Left meanwhile: nothing to say.
+            if !renewed && !*stop.0.lock() {
+                tracing::warn!(
                 collection,
                 run,
-                "cannot reach the database to heartbeat a migration worker"
+                "a migration worker's lease expired, or its run's lease passed on; its heartbeat stops"
             );
-            continue;
-        };
-        // The run's lease row extended only while the worker's own lease holds; a row that is not
-        // the run's any more (its lease passed to another run) stops the heartbeat too, so that
-        // the worker's own lease expires and fences it.
-        let renewed = client
-            .client
-            .execute(HEARTBEAT, &[&collection, &run, &worker, &seconds])
-            .and_then(|renewed| {
-                if renewed == 1 {
-                    client
-                        .client
-                        .execute(LEASE_EXTEND, &[&collection, &run, &seconds])
-                } else {
-                    Ok(0)
-                }
-            });
-        match renewed {
-            Ok(1) => {}
-            // Left meanwhile: nothing to say.
-            Ok(_) if *stop.0.lock() => return,
-            Ok(_) => {
-                tracing::warn!(
-                    collection,
-                    run,
-                    "a migration worker's lease expired, or its run's lease passed on; its heartbeat stops"
-                );
-                return;
             }
-            Err(error) => {
-                tracing::warn!(collection, run, error = %error, "cannot heartbeat a migration worker");
-                conn = None;
-            }
-        }
-    }
+            Ok(renewed)
+        },
+    );
 }

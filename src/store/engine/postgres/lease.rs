@@ -114,19 +114,34 @@ fn start(shared: &Arc<Shared>, collection: i32, holder: String) -> Result<Lease,
     })
 }
 
-/// Renews the lease every quarter of its length until told to stop, on a connection of its own
-/// (a busy pool must not let it expire).
+/// Renews the lease every quarter of its length until told to stop.
 fn renew(shared: &Shared, collection: i32, holder: &str, stop: &(Mutex<bool>, Condvar)) {
-    let every = shared.run_lease / 4;
     let seconds = shared.run_lease.as_secs_f64();
+    renew_until_stopped(shared, stop, collection, "a run's lease", |client| {
+        if client.execute(RENEW, &[&collection, &holder, &seconds])? != 1 {
+            tracing::warn!(collection, "a run's lease expired before it was renewed");
+        }
+        Ok(true)
+    });
+}
+
+/// Calls `renew` every quarter of the run lease, on a connection of its own (a busy pool must
+/// not let a lease expire; the connection is made again after an error), until `stop` is set or
+/// `renew` answers `false` (what it renews is lost). Errors are logged naming `what`.
+pub(super) fn renew_until_stopped(
+    shared: &Shared,
+    stop: &(Mutex<bool>, Condvar),
+    collection: i32,
+    what: &str,
+    mut renew: impl FnMut(&mut postgres::Client) -> Result<bool, postgres::Error>,
+) {
+    let every = (shared.run_lease / 4).max(Duration::from_millis(10));
     let mut conn = None;
     loop {
         {
             let mut stopped = stop.0.lock();
             if !*stopped {
-                let _ = stop
-                    .1
-                    .wait_for(&mut stopped, every.max(Duration::from_millis(10)));
+                let _ = stop.1.wait_for(&mut stopped, every);
             }
             if *stopped {
                 return;
@@ -136,20 +151,14 @@ fn renew(shared: &Shared, collection: i32, holder: &str, stop: &(Mutex<bool>, Co
             conn = shared.pool.connector().connect().ok();
         }
         let Some(client) = conn.as_mut() else {
-            tracing::warn!(
-                collection,
-                "cannot reach the database to renew a run's lease"
-            );
+            tracing::warn!(collection, "cannot reach the database to renew {what}");
             continue;
         };
-        match client
-            .client
-            .execute(RENEW, &[&collection, &holder, &seconds])
-        {
-            Ok(1) => {}
-            Ok(_) => tracing::warn!(collection, "a run's lease expired before it was renewed"),
+        match renew(&mut client.client) {
+            Ok(true) => {}
+            Ok(false) => return,
             Err(error) => {
-                tracing::warn!(collection, error = %error, "cannot renew a run's lease");
+                tracing::warn!(collection, error = %error, "cannot renew {what}");
                 conn = None;
             }
         }
