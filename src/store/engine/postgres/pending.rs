@@ -23,25 +23,27 @@ const HEADS: &str = "SELECT id, revision, version, removed FROM revolve_heads
      ORDER BY id LIMIT $4";
 
 /// The next pending heads of one version after `$3` (up to `$6` when given), with their
-/// revisions' bytes (left out for a known failure unless `$5`, retrying) and whether a failure
-/// record names them.
+/// revisions' bytes and, when retrying (`$5`), whether a failure record names them; a known
+/// failure is left out unless retrying. One failure look-up per row: `NOT EXISTS` to leave known
+/// failures out, or, retrying, `EXISTS` to flag them (the boolean operators stop at `$5`).
 ///
 /// The keyset is a row comparison, which the primary key cannot serve, and the version is
 /// bounded by `<=`, not `=`: with `version = $2` beside it, the index scan would start at the
 /// version's first entry and step over every entry a run already migrated (dead until a vacuum)
-/// at every chunk. The revision and the failure are looked up per row by subqueries in the
-/// select list, which the planner never turns into joins: a merge join would walk the
-/// revisions (or failures) of the collection from its first id at every chunk.
+/// at every chunk. The revision and the failure are looked up per row by subqueries, which the
+/// planner never turns into joins here (the `OR` keeps the failure's from becoming an
+/// anti-join): a merge join would walk the revisions (or failures) of the collection from its
+/// first id at every chunk.
 const PENDING: &str = "SELECT h.id, h.revision, h.version,
-         CASE WHEN $5 OR NOT EXISTS (SELECT 1 FROM revolve_failures f
-                                     WHERE f.collection = h.collection AND f.id = h.id)
-         THEN (SELECT r.record FROM revolve_revisions r
-               WHERE r.collection = h.collection AND r.id = h.id AND r.revision = h.revision)
-         END,
-         EXISTS (SELECT 1 FROM revolve_failures f WHERE f.collection = h.collection AND f.id = h.id)
+         (SELECT r.record FROM revolve_revisions r
+          WHERE r.collection = h.collection AND r.id = h.id AND r.revision = h.revision),
+         $5 AND EXISTS (SELECT 1 FROM revolve_failures f
+                        WHERE f.collection = h.collection AND f.id = h.id)
      FROM revolve_heads h
      WHERE h.collection = $1 AND NOT h.removed AND (h.version, h.id) > ($2, $3) AND h.version <= $2
        AND ($6::text IS NULL OR h.id <= $6)
+       AND ($5 OR NOT EXISTS (SELECT 1 FROM revolve_failures f
+                              WHERE f.collection = h.collection AND f.id = h.id))
      ORDER BY h.version, h.id LIMIT $4";
 
 /// [`PENDING`] for a collection without failure records when the run began (the common case):
@@ -272,10 +274,7 @@ impl Reader {
                 segments.pop_front();
             }
             for row in &rows {
-                let document = pending_document(&self.name, row)?;
-                if !document.known_failed || self.retry {
-                    documents.push(document);
-                }
+                documents.push(pending_document(&self.name, row)?);
             }
             if rows.len() == want {
                 if let (Some(segment), Some(last)) = (segments.front_mut(), rows.last()) {
