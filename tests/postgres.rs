@@ -30,6 +30,9 @@
 //! - `a_stalled_worker_cannot_write_after_its_lease`: a worker stopped (SIGSTOP) mid-chunk past
 //!   its lease: its peer waits for the stalled chunk, which fails its fence once woken
 //!   (`WorkerLeaseLost`, rolled back); the peer then migrates what it held: each document once.
+//! - `a_killed_workers_share_of_the_limit_is_given_back`: a worker killed in its second chunk
+//!   holds a chunk of the run's limit; once its lease expires its peer takes it back, and the
+//!   run migrates exactly the limit.
 //! - `a_run_whose_workers_died_is_resumed`: the only worker of a joined run is killed with
 //!   `kill -9`; the run reads `interrupted` once its lease expires, and a `join()` elsewhere
 //!   starts a new run that migrates the rest, each document once.
@@ -1759,7 +1762,7 @@ fn a_held_registration_lock_is_waited_for_with_a_bound(url: &str) -> String {
 }
 
 /// Every scenario, by name.
-fn scenarios() -> [(&'static str, Scenario); 14] {
+fn scenarios() -> [(&'static str, Scenario); 15] {
     [
         (
             "three_processes_lose_no_update",
@@ -1804,6 +1807,10 @@ fn scenarios() -> [(&'static str, Scenario); 14] {
         (
             "a_stalled_worker_cannot_write_after_its_lease",
             a_stalled_worker_cannot_write_after_its_lease,
+        ),
+        (
+            "a_killed_workers_share_of_the_limit_is_given_back",
+            a_killed_workers_share_of_the_limit_is_given_back,
         ),
     ]
 }
@@ -2052,6 +2059,62 @@ fn three_workers_keep_to_the_limit(url: &str) -> String {
     format!(
         "limit {limit} of {n}: the workers migrated {:?}",
         reports.iter().map(|r| r.2).collect::<Vec<_>>()
+    )
+}
+
+/// A worker killed with `kill -9` in its second chunk holds a chunk's share of the run's limit:
+/// once its lease expires, its peer takes that share back and the run still migrates exactly
+/// the limit.
+fn a_killed_workers_share_of_the_limit_is_given_back(url: &str) -> String {
+    let (n, limit) = (10_000, 8_000);
+    let schema = TestSchema::new(url, "fleetshare");
+    set_up_fleet(&schema.store(), n);
+    let mut workers: Vec<Proc> = [(1, ""), (2, " stop_at_step=1001")]
+        .into_iter()
+        .map(|(seed, stop)| {
+            Proc::spawn(
+                "worker",
+                url,
+                &schema.name,
+                &format!("lease_ms={FLEET_LEASE_MS} seed={seed} limit={limit}{stop}"),
+            )
+        })
+        .collect();
+    for proc in &mut workers {
+        proc.wait_for("ready");
+    }
+    for proc in &mut workers {
+        proc.send("go");
+    }
+    let mut killed = workers.pop().unwrap();
+    killed.wait_for("kill-me");
+    assert!(
+        killed.kill9(),
+        "the second worker ended before it was killed"
+    );
+    let survivor = fleet_report(&workers.pop().unwrap().finish());
+    let store = schema.store();
+    let items = store.collection::<ItemV2>().unwrap();
+    assert_eq!(
+        items.count_by_version().unwrap(),
+        BTreeMap::from([(1, n - limit), (2, limit)])
+    );
+    let run = items.run(survivor.0).unwrap().unwrap();
+    let dead = run
+        .workers
+        .iter()
+        .find(|w| w.instance == "worker-2")
+        .unwrap();
+    assert_eq!(dead.migrated, 1000, "{run:?}");
+    assert_eq!(survivor.2 + dead.migrated, limit, "{survivor:?} {run:?}");
+    assert_eq!(
+        (run.migrated, run.state),
+        (limit, RunState::Done),
+        "{run:?}"
+    );
+    format!(
+        "limit {limit} of {n}: the survivor migrated {}, the killed worker {}",
+        survivor.2, dead.migrated
     )
 }
 
