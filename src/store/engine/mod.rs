@@ -355,9 +355,11 @@ pub(crate) struct Claimed {
     pub(crate) outcomes: Vec<Outcome>,
 }
 
-/// The processing of a claimed chunk, done while its claim is held: each document's item and
-/// whether a failure record named it.
-pub(crate) type Process<'a> = dyn FnMut(Vec<PendingDocument>) -> (Vec<ChunkItem>, Vec<bool>) + 'a;
+/// The processing of a claimed chunk's documents, done while its claim is held (called once per
+/// part of the chunk, on a thread other than the claim's): each document's item and whether a
+/// failure record named it.
+pub(crate) type Process<'a> =
+    dyn FnMut(Vec<PendingDocument>) -> (Vec<ChunkItem>, Vec<bool>) + Send + 'a;
 
 /// One worker of a joined run, heartbeating until it is dropped or leaves.
 pub(crate) trait Worker: Send {

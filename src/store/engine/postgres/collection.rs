@@ -364,12 +364,24 @@ impl PgCollection {
     }
 
     /// Writes the revisions, failure records, progress record and count deltas.
-    pub(super) fn write(
+    fn write(
         &self,
         tx: &mut Transaction<'_>,
         statements: &Statements,
         writes: &mut Writes<'_>,
         commit: &mut Commit<'_>,
+    ) -> Result<(), StoreError> {
+        self.write_rows(tx, statements, writes)?;
+        self.finish(tx, statements, &writes.deltas, &writes.outcomes, commit)
+    }
+
+    /// Writes the revisions and failure records, and clears the failure records they replace
+    /// (their count deltas are added to `writes`).
+    pub(super) fn write_rows(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &Statements,
+        writes: &mut Writes<'_>,
     ) -> Result<(), StoreError> {
         let collection = self.id;
         if !writes.revision_ids.is_empty() || !writes.cleared.is_empty() {
@@ -406,6 +418,20 @@ impl PgCollection {
             )
             .map_err(db)?;
         }
+        Ok(())
+    }
+
+    /// Writes the run's position and progress record (`commit`'s) and the count `deltas`: the
+    /// commit's last statement.
+    pub(super) fn finish(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &Statements,
+        deltas: &BTreeMap<Counter, i64>,
+        outcomes: &[Outcome],
+        commit: &mut Commit<'_>,
+    ) -> Result<(), StoreError> {
+        let collection = self.id;
         let (target, position) = match &commit.position {
             // An id, as the engine handed it out (`PgPending`).
             Some((target, position)) => (
@@ -417,14 +443,11 @@ impl PgCollection {
         let (run, progress) = match commit.progress.as_mut() {
             Some(record) => (
                 sql_run(record.run)?,
-                Some(
-                    (record.encode)(&writes.outcomes)
-                        .map_err(|source| self.encode_error(source))?,
-                ),
+                Some((record.encode)(outcomes).map_err(|source| self.encode_error(source))?),
             ),
             None => (0, None),
         };
-        let (kinds, versions, amounts) = count_rows(&writes.deltas);
+        let (kinds, versions, amounts) = count_rows(deltas);
         if position.is_some() || progress.is_some() || !kinds.is_empty() {
             tx.execute(
                 &statements.finish,
@@ -572,6 +595,19 @@ pub(super) struct Writes<'a> {
     failure_versions: Vec<i32>,
     failure_runs: Vec<i64>,
     failure_records: Vec<Vec<u8>>,
+}
+
+impl Writes<'_> {
+    /// Leaves the failure records as they are: for items none of which a failure record names
+    /// (no statement looks for one to clear).
+    pub(super) fn keep_failure_records(&mut self) {
+        self.cleared.clear();
+    }
+
+    /// The count deltas so far, taken out (for a commit written in several parts).
+    pub(super) fn take_deltas(&mut self) -> BTreeMap<Counter, i64> {
+        std::mem::take(&mut self.deltas)
+    }
 }
 
 /// The ids and seen revisions of the items whose action `which` selects and that saw a head.

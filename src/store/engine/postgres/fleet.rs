@@ -10,7 +10,9 @@
 //! - A chunk is claimed with `FOR UPDATE OF h SKIP LOCKED` over the version index, per source
 //!   version, after the worker's own keyset; its documents are processed while the transaction
 //!   is open; the revisions, heads, failures and counts are written as a single-process run's
-//!   commit writes them, in the same transaction. A worker that dies loses its open transaction
+//!   commit writes them, in the same transaction. A chunk is claimed and written in pieces, each
+//!   processed on a thread of its own while the server claims the next and writes the one
+//!   before: a worker's processing and its server's work overlap on its one connection. A worker that dies loses its open transaction
 //!   only: its row locks go with its connection, and another worker claims those documents.
 //! - Fencing: each chunk's transaction key-share-locks the worker's row (a heartbeat, which updates
 //!   other columns, does not wait for it) and checks that its lease is unexpired, and its last
@@ -25,7 +27,7 @@
 //!   did not use; a live worker clears the reservation of one whose lease expired.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -37,9 +39,10 @@ use super::error::db;
 use super::{lease, pending};
 use super::{sql_run, Shared};
 use crate::record::Origin;
+use crate::store::counters::Counter;
 use crate::store::engine::{
-    refuse_older, Action, Claimed, Commit, Ending, Joined, Left, Outcome, PendingDocument, Process,
-    RunSettings, Worker, WorkerInfo, WorkerRow,
+    refuse_older, Action, ChunkItem, Claimed, Commit, Ending, Joined, Left, Outcome,
+    PendingDocument, Process, RunSettings, Worker, WorkerInfo, WorkerRow,
 };
 use crate::store::StoreError;
 
@@ -113,8 +116,11 @@ const CLAIM_CLEAN: &str = "SELECT h.id, h.revision, h.version,
 /// Of the documents claimed, those with a failure record the run may not retry, as a statement
 /// started after the locks were taken sees them: a peer that failed a document and committed
 /// while the claim ran leaves its head as it was, so the claim's snapshot may miss the record.
+/// Where the collection has no failure record at all, one look-up answers (a one-time filter),
+/// not one per document.
 const UNRETRIABLE: &str = "SELECT id FROM revolve_failures
-     WHERE collection = $1 AND id = ANY($2) AND (NOT $3 OR run >= $4)";
+     WHERE collection = $1 AND id = ANY($2) AND (NOT $3 OR run >= $4)
+       AND EXISTS (SELECT 1 FROM revolve_failures WHERE collection = $1)";
 /// A chunk's last statement: its counts on the worker's row (with the worker's failures per
 /// class so far, when the chunk failed any), its reservation given back, if the worker's lease
 /// still holds (the fence at the commit: 0 rows when it expired meanwhile).
@@ -365,6 +371,37 @@ impl PgCollection {
     }
 }
 
+/// How many documents a chunk claims, processes and writes at a time: while one piece is
+/// written, the next is processed on a thread of its own, so that a worker's processing and its
+/// server's work on the chunk (one connection, one transaction) overlap.
+const PIECE: usize = 250;
+
+/// What a chunk's pieces are claimed and written with.
+struct Part<'p, 't> {
+    tx: &'p mut Transaction<'t>,
+    statements: &'p Statements,
+    claim: Claim<'p>,
+    unretriable: &'p Statement,
+    /// The worker's keyset, moved on past what is claimed.
+    segments: &'p mut VecDeque<(i32, String)>,
+    /// Whether a failure record named a document of the collection as the chunk began. Where
+    /// none did, none names a document the chunk keeps: one recorded since by a peer is found
+    /// by [`UNRETRIABLE`] (which leaves the document out), an earlier run's cannot be recorded
+    /// while this run holds the lease, and none can be while the chunk holds the head's lock.
+    /// So no statement looks for one to clear.
+    failures: bool,
+}
+
+/// A chunk as written: its items in claim order, whether a failure record named each, their
+/// outcomes, and the count deltas.
+#[derive(Default)]
+struct Written {
+    items: Vec<ChunkItem>,
+    known_failed: Vec<bool>,
+    outcomes: Vec<Outcome>,
+    deltas: BTreeMap<Counter, i64>,
+}
+
 /// The claim's statement: with a look-up of failure records per row, or without where the
 /// collection has none.
 #[derive(Clone, Copy)]
@@ -442,6 +479,89 @@ impl PgWorker<'_> {
             .map_err(db)?
             .get(0);
         Ok(fenced > 0)
+    }
+
+    /// A chunk of up to `limit` documents claimed and written piece by piece in `part`'s
+    /// transaction, each piece processed by `process` on a thread of its own while the pieces
+    /// before it are written.
+    fn pieces(
+        &self,
+        part: &mut Part<'_, '_>,
+        limit: usize,
+        process: &mut Process<'_>,
+    ) -> Result<Written, StoreError> {
+        std::thread::scope(|scope| {
+            let (to_process, claimed) = mpsc::channel::<Vec<PendingDocument>>();
+            let (to_write, processed) = mpsc::channel();
+            let processing = scope.spawn(move || {
+                for piece in claimed {
+                    if to_write.send(process(piece)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let written = self.claim_and_write(part, limit, &to_process, &processed);
+            // The processing thread stops once the pieces stop coming (also after an error).
+            drop((to_process, processed));
+            if let Err(panic) = processing.join() {
+                // The processing catches every step's and every conversion's panic: one here is
+                // revolve's own, and it goes on as if it had happened on this thread.
+                std::panic::resume_unwind(panic);
+            }
+            written
+        })
+    }
+
+    /// Claims the pieces of a chunk and hands each to be processed, then writes each as it
+    /// comes back.
+    fn claim_and_write(
+        &self,
+        part: &mut Part<'_, '_>,
+        limit: usize,
+        to_process: &mpsc::Sender<Vec<PendingDocument>>,
+        processed: &mpsc::Receiver<(Vec<ChunkItem>, Vec<bool>)>,
+    ) -> Result<Written, StoreError> {
+        let this = self.collection;
+        let mut taken = 0;
+        let mut sent = 0;
+        while taken < limit && !part.segments.is_empty() {
+            let piece = self.take(
+                part.tx,
+                part.claim,
+                part.unretriable,
+                PIECE.min(limit - taken),
+                part.segments,
+            )?;
+            if piece.is_empty() {
+                continue;
+            }
+            taken += piece.len();
+            if to_process.send(piece).is_err() {
+                // The processing thread is gone (it panicked): its join says so.
+                break;
+            }
+            sent += 1;
+        }
+        let mut written = Written::default();
+        for _ in 0..sent {
+            let Ok((items, known_failed)) = processed.recv() else {
+                break;
+            };
+            let applied = this.claim(part.tx, part.statements, &items)?;
+            let mut batch = this.gather(&items, &applied)?;
+            if !part.failures {
+                batch.keep_failure_records();
+            }
+            this.write_rows(part.tx, part.statements, &mut batch)?;
+            for (counter, delta) in batch.take_deltas() {
+                *written.deltas.entry(counter).or_default() += delta;
+            }
+            written.outcomes.append(&mut batch.outcomes);
+            drop(batch);
+            written.items.extend(items);
+            written.known_failed.extend(known_failed);
+        }
+        Ok(written)
     }
 
     /// The claim: up to `limit` pending documents, version by version, after this worker's
@@ -575,14 +695,22 @@ impl Worker for PgWorker<'_> {
         } else {
             Claim::Clean(&claim_clean)
         };
-        let documents = self.take(&mut tx, claim, &unretriable, limit, &mut segments)?;
-        let taken = documents.len();
+        let mut part = Part {
+            tx: &mut tx,
+            statements: &statements,
+            claim,
+            unretriable: &unretriable,
+            segments: &mut segments,
+            failures,
+        };
+        let written = self.pieces(&mut part, limit, process)?;
+        let taken = i64::try_from(written.items.len()).unwrap_or(i64::MAX);
         let give_back = if self.limited {
-            reserved.saturating_sub(i64::try_from(taken).unwrap_or(i64::MAX))
+            reserved.saturating_sub(taken)
         } else {
             0
         };
-        if documents.is_empty() {
+        if written.items.is_empty() {
             if give_back > 0 || reserved > 0 {
                 self.tally(&mut tx, &tally, [0; 4], give_back, None)?;
                 tx.commit().map_err(db)?;
@@ -590,26 +718,26 @@ impl Worker for PgWorker<'_> {
             self.segments = segments;
             return Ok(None);
         }
-
-        // The processing, while the claim holds the documents.
-        let (items, known_failed) = process(documents);
-        let applied = this.claim(&mut tx, &statements, &items)?;
-        let mut batch = this.gather(&items, &applied)?;
         let mut commit = Commit::new(Origin::Migration { run: self.run }, writer);
-        this.write(&mut tx, &statements, &mut batch, &mut commit)?;
-        let outcomes = std::mem::take(&mut batch.outcomes);
-        drop(batch);
+        this.finish(
+            &mut tx,
+            &statements,
+            &written.deltas,
+            &written.outcomes,
+            &mut commit,
+        )?;
         let count = |which: Outcome| {
-            i64::try_from(outcomes.iter().filter(|&&o| o == which).count()).unwrap_or(i64::MAX)
+            i64::try_from(written.outcomes.iter().filter(|&&o| o == which).count())
+                .unwrap_or(i64::MAX)
         };
         let counts = [
-            i64::try_from(items.len()).unwrap_or(i64::MAX),
+            taken,
             count(Outcome::Written),
             count(Outcome::Failed),
             count(Outcome::Skipped),
         ];
         let mut classes = self.classes.clone();
-        for (item, outcome) in items.iter().zip(&outcomes) {
+        for (item, outcome) in written.items.iter().zip(&written.outcomes) {
             if let (Action::Fail(failure), Outcome::Failed) = (&item.action, outcome) {
                 *classes.entry(failure.class.clone()).or_insert(0) += 1;
             }
@@ -625,9 +753,9 @@ impl Worker for PgWorker<'_> {
         self.segments = segments;
         self.classes = classes;
         Ok(Some(Claimed {
-            items,
-            known_failed,
-            outcomes,
+            items: written.items,
+            known_failed: written.known_failed,
+            outcomes: written.outcomes,
         }))
     }
 
