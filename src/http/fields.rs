@@ -14,7 +14,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::schema::validate;
+use crate::schema::Validator;
 
 /// How many `$ref`s and combinators are followed at one place before giving up (accepting).
 const MAX_RESOLVE: usize = 32;
@@ -112,7 +112,7 @@ impl<'a> Walk<'a> {
     /// Whether `value` fits `schema` at its own level (a `$ref` resolved once; nested references
     /// accept anything, which only makes the choice of alternatives more lenient).
     fn matches(&self, value: &Value, schema: &Value) -> bool {
-        validate(value, self.resolve(schema)).is_ok()
+        Validator::new(self.resolve(schema)).validate(value).is_ok()
     }
 
     fn value(&mut self, value: &Value, schema: &'a Value, path: &mut String) {

@@ -28,7 +28,7 @@ use super::{
 };
 use crate::id::DocId;
 use crate::record::{self, Kind, Origin};
-use crate::schema::{self, Schema};
+use crate::schema::{self, Schema, Validator};
 use crate::store::{
     Action, ChunkItem, Collection, Commit, EncodedRevision, FailureRecord, Outcome, PendingChunk,
     PendingDocument, Position, Prepared, ProgressRecord, Seen, StoreError,
@@ -332,8 +332,8 @@ impl Scan<'_> {
 pub(super) struct Processor {
     pool: rayon::ThreadPool,
     max_depth: usize,
-    /// The latest version's canonical JSON Schema, when outputs are validated.
-    target_schema: Option<serde_json::Value>,
+    /// The latest version's canonical JSON Schema, compiled, when outputs are validated.
+    target_schema: Option<Validator>,
     run: u64,
 }
 
@@ -358,7 +358,7 @@ impl Processor {
             max_depth: collection.max_depth(),
             target_schema: migration
                 .validate_output
-                .then(|| schema::canonical_schema(&collection.schema())),
+                .then(|| Validator::new(&schema::canonical_schema(&collection.schema()))),
             run,
         })
     }
@@ -384,7 +384,7 @@ fn process<T: Schema>(
     max_depth: usize,
     candidate: PendingDocument,
     run_id: u64,
-    target_schema: Option<&serde_json::Value>,
+    target_schema: Option<&Validator>,
 ) -> (ChunkItem, bool) {
     let PendingDocument {
         id,
@@ -443,7 +443,7 @@ fn process<T: Schema>(
 fn convert<T: Schema>(
     bytes: &[u8],
     max_depth: usize,
-    target_schema: Option<&serde_json::Value>,
+    target_schema: Option<&Validator>,
 ) -> Result<Vec<u8>, (FailureClass, String)> {
     let envelope = record::decode(bytes).map_err(|error| (FailureClass::Decode, chain(&error)))?;
     if envelope.kind == Kind::Tombstone {
@@ -469,7 +469,7 @@ fn convert<T: Schema>(
                 format!("the output is not representable as JSON: {error}"),
             )
         })?;
-        schema::validate(&json, target_schema).map_err(|error| {
+        target_schema.validate(&json).map_err(|error| {
             (
                 FailureClass::InvalidOutput,
                 format!(

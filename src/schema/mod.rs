@@ -23,7 +23,7 @@ pub use self::compat::{
     compare_schemas, compare_schemas_with_aliases, is_breaking, ChangeKind, Compatibility,
     SchemaChange,
 };
-pub(crate) use self::validate::validate;
+pub(crate) use self::validate::Validator;
 
 /// One version of a stored document type.
 ///

@@ -10,198 +10,387 @@ use serde_json::{Map, Value};
 
 use super::compat::format_range;
 
-/// Checks `value` against `schema` (in canonical form); the error names the path and the rule.
-pub(crate) fn validate(value: &Value, schema: &Value) -> Result<(), String> {
-    check(value, schema, &mut String::new())
+/// A schema compiled for checking many values: its keywords read once, its properties sorted
+/// for look-up, and a first pass over each value that builds no message (the alternatives of
+/// `anyOf` and `oneOf` are only ever checked so); a value that fails is checked again for the
+/// message.
+#[derive(Debug)]
+pub(crate) struct Validator {
+    root: Node,
 }
 
-fn check(value: &Value, schema: &Value, path: &mut String) -> Result<(), String> {
-    let object = match schema {
-        Value::Bool(false) => return Err(fail(path, "no value is allowed here")),
-        Value::Object(object) => object,
-        // `true`, and anything that is not a schema, accepts every value.
-        _ => return Ok(()),
-    };
-    if object.contains_key("$recursive") {
-        return Ok(());
+impl Validator {
+    /// `schema` (in canonical form) compiled.
+    pub(crate) fn new(schema: &Value) -> Self {
+        Self {
+            root: Node::new(schema),
+        }
     }
-    if let Some(types) = object.get("type") {
-        let allowed: Vec<&str> = match types {
-            Value::String(t) => vec![t.as_str()],
-            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
+
+    /// Checks `value`; the error names the path and the rule.
+    pub(crate) fn validate(&self, value: &Value) -> Result<(), String> {
+        if self.root.check::<false>(value, &mut String::new()).is_ok() {
+            return Ok(());
+        }
+        self.root.check::<true>(value, &mut String::new())
+    }
+}
+
+#[derive(Debug)]
+enum Node {
+    /// `true`, `$recursive`, or anything that is not a schema: every value.
+    Any,
+    /// `false`: no value.
+    Never,
+    Rules(Box<Rules>),
+}
+
+/// One schema object's keywords.
+#[derive(Debug, Default)]
+struct Rules {
+    /// The types allowed, as [`type_bits`] has them, and their names for the message; `None`
+    /// when unchecked (no names, or one this check does not know).
+    types: Option<(u8, Vec<String>)>,
+    enumeration: Option<Vec<Value>>,
+    constant: Option<Value>,
+    /// `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, and the integer format's
+    /// range as the lowest and highest.
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+    exclusive_minimum: Option<f64>,
+    exclusive_maximum: Option<f64>,
+    format_range: Option<(f64, f64)>,
+    /// Bounds on a string's characters, an array's items and an object's fields.
+    length: Bounds,
+    item_count: Bounds,
+    field_count: Bounds,
+    required: Vec<String>,
+    /// Sorted by name.
+    properties: Vec<(String, Node)>,
+    additional: Option<Node>,
+    prefix_items: Vec<Node>,
+    items: Option<Node>,
+    all_of: Vec<Node>,
+    any_of: Option<Vec<Node>>,
+    one_of: Option<Vec<Node>>,
+}
+
+#[derive(Debug, Default)]
+struct Bounds {
+    min: Option<u64>,
+    max: Option<u64>,
+}
+
+impl Bounds {
+    fn new(schema: &Map<String, Value>, min: &str, max: &str) -> Self {
+        Self {
+            min: schema.get(min).and_then(Value::as_u64),
+            max: schema.get(max).and_then(Value::as_u64),
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.min.is_some() || self.max.is_some()
+    }
+
+    /// `size` against the bounds named `min_key` and `max_key`.
+    fn check<const MESSAGE: bool>(
+        &self,
+        size: usize,
+        [min_key, max_key]: [&str; 2],
+        path: &str,
+    ) -> Result<(), String> {
+        let size = u64::try_from(size).unwrap_or(u64::MAX);
+        if let Some(min) = self.min.filter(|&min| size < min) {
+            return Err(fail::<MESSAGE>(path, || {
+                format!("{size} is below `{min_key}` {min}")
+            }));
+        }
+        if let Some(max) = self.max.filter(|&max| size > max) {
+            return Err(fail::<MESSAGE>(path, || {
+                format!("{size} is above `{max_key}` {max}")
+            }));
+        }
+        Ok(())
+    }
+}
+
+const NULL: u8 = 1;
+const BOOLEAN: u8 = 1 << 1;
+const STRING: u8 = 1 << 2;
+const ARRAY: u8 = 1 << 3;
+const OBJECT: u8 = 1 << 4;
+const NUMBER: u8 = 1 << 5;
+const INTEGER: u8 = 1 << 6;
+
+impl Node {
+    fn new(schema: &Value) -> Self {
+        let object = match schema {
+            Value::Bool(false) => return Node::Never,
+            Value::Object(object) if !object.contains_key("$recursive") => object,
+            _ => return Node::Any,
         };
-        if !allowed.is_empty() && !allowed.iter().any(|t| has_type(value, t)) {
-            return Err(fail(
-                path,
-                &format!(
-                    "expected {}, found {}",
-                    allowed.join(" or "),
-                    type_name(value)
-                ),
-            ));
-        }
+        let nodes = |key: &str| {
+            object
+                .get(key)
+                .and_then(Value::as_array)
+                .map(|schemas| schemas.iter().map(Node::new).collect::<Vec<_>>())
+        };
+        let bound = |key: &str| object.get(key).and_then(Value::as_f64);
+        let mut properties: Vec<(String, Node)> = object
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|properties| {
+                properties
+                    .iter()
+                    .map(|(name, schema)| (name.clone(), Node::new(schema)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        properties.sort_by(|a, b| a.0.cmp(&b.0));
+        Node::Rules(Box::new(Rules {
+            types: types(object.get("type")),
+            enumeration: object.get("enum").and_then(Value::as_array).cloned(),
+            constant: object.get("const").cloned(),
+            minimum: bound("minimum"),
+            maximum: bound("maximum"),
+            exclusive_minimum: bound("exclusiveMinimum"),
+            exclusive_maximum: bound("exclusiveMaximum"),
+            format_range: format_range(object),
+            length: Bounds::new(object, "minLength", "maxLength"),
+            item_count: Bounds::new(object, "minItems", "maxItems"),
+            field_count: Bounds::new(object, "minProperties", "maxProperties"),
+            required: object
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|names| {
+                    names
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            properties,
+            additional: object.get("additionalProperties").map(Node::new),
+            prefix_items: nodes("prefixItems").unwrap_or_default(),
+            items: object.get("items").map(Node::new),
+            all_of: nodes("allOf").unwrap_or_default(),
+            any_of: nodes("anyOf"),
+            one_of: nodes("oneOf"),
+        }))
     }
-    if let Some(Value::Array(values)) = object.get("enum") {
-        if !values.contains(value) {
-            return Err(fail(
-                path,
-                &format!("{value} is not one of the allowed values"),
-            ));
-        }
-    }
-    if let Some(constant) = object.get("const") {
-        if constant != value {
-            return Err(fail(path, &format!("expected {constant}, found {value}")));
-        }
-    }
-    check_numbers(value, object, path)?;
-    check_sizes(value, object, path)?;
-    if let Value::Object(fields) = value {
-        check_object(fields, object, path)?;
-    }
-    if let Value::Array(items) = value {
-        check_array(items, object, path)?;
-    }
-    if let Some(Value::Array(all)) = object.get("allOf") {
-        for sub in all {
-            check(value, sub, path)?;
-        }
-    }
-    if let Some(Value::Array(any)) = object.get("anyOf") {
-        if !any
-            .iter()
-            .any(|sub| check(value, sub, &mut path.clone()).is_ok())
-        {
-            return Err(fail(path, "matches none of the alternatives (anyOf)"));
-        }
-    }
-    if let Some(Value::Array(one)) = object.get("oneOf") {
-        let matching = one
-            .iter()
-            .filter(|sub| check(value, sub, &mut path.clone()).is_ok())
-            .count();
-        if matching != 1 {
-            return Err(fail(
-                path,
-                &format!("matches {matching} of the alternatives, not exactly one (oneOf)"),
-            ));
-        }
-    }
-    Ok(())
-}
 
-fn check_object(
-    fields: &Map<String, Value>,
-    schema: &Map<String, Value>,
-    path: &mut String,
-) -> Result<(), String> {
-    let empty = Map::new();
-    let properties = schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    if let Some(Value::Array(required)) = schema.get("required") {
-        for name in required.iter().filter_map(Value::as_str) {
-            if !fields.contains_key(name) {
-                return Err(fail(path, &format!("missing required field `{name}`")));
+    /// Checks `value`, at `path`; with `MESSAGE` false, neither the path nor a message is
+    /// built (the error is empty).
+    fn check<const MESSAGE: bool>(&self, value: &Value, path: &mut String) -> Result<(), String> {
+        let rules = match self {
+            Node::Any => return Ok(()),
+            Node::Never => return Err(fail::<MESSAGE>(path, || "no value is allowed here".into())),
+            Node::Rules(rules) => rules,
+        };
+        if let Some((allowed, names)) = &rules.types {
+            if type_bits(value) & allowed == 0 {
+                return Err(fail::<MESSAGE>(path, || {
+                    format!(
+                        "expected {}, found {}",
+                        names.join(" or "),
+                        type_name(value)
+                    )
+                }));
             }
         }
+        if let Some(values) = &rules.enumeration {
+            if !values.contains(value) {
+                return Err(fail::<MESSAGE>(path, || {
+                    format!("{value} is not one of the allowed values")
+                }));
+            }
+        }
+        if let Some(constant) = &rules.constant {
+            if constant != value {
+                return Err(fail::<MESSAGE>(path, || {
+                    format!("expected {constant}, found {value}")
+                }));
+            }
+        }
+        match value {
+            Value::Number(number) => rules.check_number::<MESSAGE>(value, number.as_f64(), path)?,
+            Value::String(text) if rules.length.is_set() => rules.length.check::<MESSAGE>(
+                text.chars().count(),
+                ["minLength", "maxLength"],
+                path,
+            )?,
+            Value::Array(items) => {
+                rules
+                    .item_count
+                    .check::<MESSAGE>(items.len(), ["minItems", "maxItems"], path)?;
+                rules.check_array::<MESSAGE>(items, path)?;
+            }
+            Value::Object(fields) => {
+                rules.field_count.check::<MESSAGE>(
+                    fields.len(),
+                    ["minProperties", "maxProperties"],
+                    path,
+                )?;
+                rules.check_object::<MESSAGE>(fields, path)?;
+            }
+            _ => {}
+        }
+        for sub in &rules.all_of {
+            sub.check::<MESSAGE>(value, path)?;
+        }
+        // The alternatives' own messages are never shown: they are checked without.
+        if let Some(any) = &rules.any_of {
+            if !any
+                .iter()
+                .any(|sub| sub.check::<false>(value, path).is_ok())
+            {
+                return Err(fail::<MESSAGE>(path, || {
+                    "matches none of the alternatives (anyOf)".into()
+                }));
+            }
+        }
+        if let Some(one) = &rules.one_of {
+            let matching = one
+                .iter()
+                .filter(|sub| sub.check::<false>(value, path).is_ok())
+                .count();
+            if matching != 1 {
+                return Err(fail::<MESSAGE>(path, || {
+                    format!("matches {matching} of the alternatives, not exactly one (oneOf)")
+                }));
+            }
+        }
+        Ok(())
     }
-    for (name, field) in fields {
-        let depth = path.len();
-        path.push('/');
-        path.push_str(name);
-        let sub = properties
-            .get(name)
-            .or_else(|| schema.get("additionalProperties"));
-        let result = match sub {
-            Some(Value::Bool(false)) => Err(fail(path, "field not allowed")),
-            Some(sub) => check(field, sub, path),
-            None => Ok(()),
-        };
-        path.truncate(depth);
-        result?;
-    }
-    Ok(())
 }
 
-fn check_array(
-    items: &[Value],
-    schema: &Map<String, Value>,
-    path: &mut String,
-) -> Result<(), String> {
-    let prefix = schema.get("prefixItems").and_then(Value::as_array);
-    for (i, item) in items.iter().enumerate() {
-        let sub = match prefix.and_then(|prefix| prefix.get(i)) {
-            Some(sub) => Some(sub),
-            None => schema.get("items"),
+impl Rules {
+    fn check_number<const MESSAGE: bool>(
+        &self,
+        value: &Value,
+        number: Option<f64>,
+        path: &str,
+    ) -> Result<(), String> {
+        let Some(number) = number else {
+            return Ok(());
         };
-        if let Some(sub) = sub {
+        let outside = self.minimum.is_some_and(|min| number < min)
+            || self.maximum.is_some_and(|max| number > max)
+            || self.exclusive_minimum.is_some_and(|min| number <= min)
+            || self.exclusive_maximum.is_some_and(|max| number >= max)
+            || self
+                .format_range
+                .is_some_and(|(min, max)| number < min || number > max);
+        if outside {
+            return Err(fail::<MESSAGE>(path, || format!("{value} is out of range")));
+        }
+        Ok(())
+    }
+
+    fn check_object<const MESSAGE: bool>(
+        &self,
+        fields: &Map<String, Value>,
+        path: &mut String,
+    ) -> Result<(), String> {
+        for name in &self.required {
+            if !fields.contains_key(name) {
+                return Err(fail::<MESSAGE>(path, || {
+                    format!("missing required field `{name}`")
+                }));
+            }
+        }
+        for (name, field) in fields {
+            let sub = match self
+                .properties
+                .binary_search_by(|(property, _)| property.as_str().cmp(name))
+            {
+                Ok(i) => Some(&self.properties[i].1),
+                Err(_) => self.additional.as_ref(),
+            };
+            let Some(sub) = sub else {
+                continue;
+            };
             let depth = path.len();
-            path.push('/');
-            path.push_str(&i.to_string());
-            let result = check(item, sub, path);
+            if MESSAGE {
+                path.push('/');
+                path.push_str(name);
+            }
+            let result = match sub {
+                Node::Never => Err(fail::<MESSAGE>(path, || "field not allowed".into())),
+                sub => sub.check::<MESSAGE>(field, path),
+            };
             path.truncate(depth);
             result?;
         }
+        Ok(())
     }
-    Ok(())
+
+    fn check_array<const MESSAGE: bool>(
+        &self,
+        items: &[Value],
+        path: &mut String,
+    ) -> Result<(), String> {
+        for (i, item) in items.iter().enumerate() {
+            let Some(sub) = self.prefix_items.get(i).or(self.items.as_ref()) else {
+                continue;
+            };
+            let depth = path.len();
+            if MESSAGE {
+                path.push('/');
+                path.push_str(&i.to_string());
+            }
+            let result = sub.check::<MESSAGE>(item, path);
+            path.truncate(depth);
+            result?;
+        }
+        Ok(())
+    }
 }
 
-fn check_numbers(value: &Value, schema: &Map<String, Value>, path: &str) -> Result<(), String> {
-    let Some(number) = value.as_f64() else {
-        return Ok(());
+/// The `type` keyword's names as [`type_bits`] has them, and as written; `None` when it names
+/// none, or one this check does not know (which allows every value).
+fn types(value: Option<&Value>) -> Option<(u8, Vec<String>)> {
+    let names: Vec<&str> = match value? {
+        Value::String(name) => vec![name.as_str()],
+        Value::Array(names) => names.iter().filter_map(Value::as_str).collect(),
+        _ => return None,
     };
-    let bound = |key: &str| schema.get(key).and_then(Value::as_f64);
-    let format_range = format_range(schema);
-    let outside = bound("minimum").is_some_and(|min| number < min)
-        || bound("maximum").is_some_and(|max| number > max)
-        || bound("exclusiveMinimum").is_some_and(|min| number <= min)
-        || bound("exclusiveMaximum").is_some_and(|max| number >= max)
-        || format_range.is_some_and(|(min, max)| number < min || number > max);
-    if outside {
-        return Err(fail(path, &format!("{value} is out of range")));
+    let mut bits = 0;
+    for name in &names {
+        bits |= match *name {
+            "null" => NULL,
+            "boolean" => BOOLEAN,
+            "string" => STRING,
+            "array" => ARRAY,
+            "object" => OBJECT,
+            "number" => NUMBER,
+            "integer" => INTEGER,
+            _ => return None,
+        };
     }
-    Ok(())
+    (bits != 0).then(|| (bits, names.into_iter().map(str::to_owned).collect()))
 }
 
-fn check_sizes(value: &Value, schema: &Map<String, Value>, path: &str) -> Result<(), String> {
-    let size = match value {
-        Value::String(text) => Some((text.chars().count(), "minLength", "maxLength")),
-        Value::Array(items) => Some((items.len(), "minItems", "maxItems")),
-        Value::Object(fields) => Some((fields.len(), "minProperties", "maxProperties")),
-        _ => None,
-    };
-    let Some((size, min_key, max_key)) = size else {
-        return Ok(());
-    };
-    let size = u64::try_from(size).unwrap_or(u64::MAX);
-    if let Some(min) = schema.get(min_key).and_then(Value::as_u64) {
-        if size < min {
-            return Err(fail(path, &format!("{size} is below `{min_key}` {min}")));
+/// The types `value` is of: a number is an `integer` too when it has no fraction.
+fn type_bits(value: &Value) -> u8 {
+    match value {
+        Value::Null => NULL,
+        Value::Bool(_) => BOOLEAN,
+        Value::String(_) => STRING,
+        Value::Array(_) => ARRAY,
+        Value::Object(_) => OBJECT,
+        Value::Number(number) => {
+            let integer = number.is_i64()
+                || number.is_u64()
+                || number.as_f64().is_some_and(|f| f.fract() == 0.0);
+            if integer {
+                NUMBER | INTEGER
+            } else {
+                NUMBER
+            }
         }
-    }
-    if let Some(max) = schema.get(max_key).and_then(Value::as_u64) {
-        if size > max {
-            return Err(fail(path, &format!("{size} is above `{max_key}` {max}")));
-        }
-    }
-    Ok(())
-}
-
-fn has_type(value: &Value, name: &str) -> bool {
-    match name {
-        "null" => value.is_null(),
-        "boolean" => value.is_boolean(),
-        "string" => value.is_string(),
-        "array" => value.is_array(),
-        "object" => value.is_object(),
-        "number" => value.is_number(),
-        "integer" => {
-            value.is_i64() || value.is_u64() || value.as_f64().is_some_and(|f| f.fract() == 0.0)
-        }
-        _ => true,
     }
 }
 
@@ -216,15 +405,20 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn fail(path: &str, reason: &str) -> String {
+/// The error at `path` for `reason` (an empty one, not built, without `MESSAGE`).
+fn fail<const MESSAGE: bool>(path: &str, reason: impl FnOnce() -> String) -> String {
+    if !MESSAGE {
+        return String::new();
+    }
     let at = if path.is_empty() { "/" } else { path };
-    format!("{at}: {reason}")
+    format!("{at}: {}", reason())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::schema::canonical_schema;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[derive(serde::Serialize, schemars::JsonSchema)]
@@ -263,7 +457,9 @@ mod tests {
                 parent: None,
             })),
         };
-        validate(&serde_json::to_value(&doc).unwrap(), &schema()).unwrap();
+        Validator::new(&schema())
+            .validate(&serde_json::to_value(&doc).unwrap())
+            .unwrap();
     }
 
     #[test]
@@ -292,10 +488,148 @@ mod tests {
                 "/status: matches 0",
             ),
         ];
-        validate(&base, &schema).unwrap();
+        let validator = Validator::new(&schema);
+        validator.validate(&base).unwrap();
         for (value, expected) in cases {
-            let error = validate(&value, &schema).unwrap_err();
+            let error = validator.validate(&value).unwrap_err();
             assert!(error.starts_with(expected), "{error} !~ {expected}");
+        }
+    }
+
+    /// A schema with every keyword the check knows.
+    fn keywords() -> Value {
+        json!({
+            "type": "object",
+            "required": ["a"],
+            "properties": {
+                "a": {"type": ["integer", "null"], "minimum": 0, "exclusiveMaximum": 10},
+                "b": {"type": "string", "minLength": 1, "maxLength": 3},
+                "c": {"type": "array", "prefixItems": [{"const": 1}], "items": {"type": "boolean"},
+                      "minItems": 1, "maxItems": 3},
+                "d": {"enum": ["x", "y", 1]},
+                "e": {"anyOf": []},
+                "f": {"oneOf": [{"type": "number"}, {"type": "integer"}]},
+                "g": {"anyOf": [{"type": "string"}, {"type": "object", "minProperties": 1,
+                                                     "maxProperties": 1}]},
+                "h": {"type": "integer", "format": "uint8"},
+                "i": {"allOf": [{"type": "number", "maximum": 5}, {"exclusiveMinimum": 1}]},
+                "j": false,
+                "k": {"$recursive": "#"},
+                "l": {"type": "whatever"},
+            },
+            "additionalProperties": {"type": "string"},
+        })
+    }
+
+    #[test]
+    fn every_keyword_is_checked() {
+        let validator = Validator::new(&keywords());
+        let passing = [
+            json!({"a": 0}),
+            json!({"a": null, "b": "abc", "c": [1, true], "d": 1, "f": 1.5, "g": {"x": 1}}),
+            json!({"a": 9, "h": 255, "i": 2, "k": [[["anything"]]], "l": 1, "z": "more"}),
+        ];
+        for value in passing {
+            assert_eq!(validator.validate(&value), Ok(()), "{value}");
+        }
+        let failing = [
+            (json!({}), "/: missing required field `a`"),
+            (
+                json!({"a": 1.5}),
+                "/a: expected integer or null, found number",
+            ),
+            (json!({"a": -1}), "/a: -1 is out of range"),
+            (json!({"a": 10}), "/a: 10 is out of range"),
+            (json!({"a": 1, "b": ""}), "/b: 0 is below `minLength` 1"),
+            (json!({"a": 1, "b": "abcd"}), "/b: 4 is above `maxLength` 3"),
+            (json!({"a": 1, "c": []}), "/c: 0 is below `minItems` 1"),
+            (json!({"a": 1, "c": [2]}), "/c/0: expected 1, found 2"),
+            (
+                json!({"a": 1, "c": [1, 2]}),
+                "/c/1: expected boolean, found number",
+            ),
+            (
+                json!({"a": 1, "d": "z"}),
+                "/d: \"z\" is not one of the allowed values",
+            ),
+            (
+                json!({"a": 1, "e": 1}),
+                "/e: matches none of the alternatives (anyOf)",
+            ),
+            (
+                json!({"a": 1, "f": 2}),
+                "/f: matches 2 of the alternatives, not exactly one (oneOf)",
+            ),
+            (
+                json!({"a": 1, "g": {}}),
+                "/g: matches none of the alternatives (anyOf)",
+            ),
+            (json!({"a": 1, "h": 256}), "/h: 256 is out of range"),
+            (json!({"a": 1, "i": 6}), "/i: 6 is out of range"),
+            (json!({"a": 1, "i": 1}), "/i: 1 is out of range"),
+            (json!({"a": 1, "j": null}), "/j: field not allowed"),
+            (json!({"a": 1, "z": 1}), "/z: expected string, found number"),
+        ];
+        for (value, expected) in failing {
+            assert_eq!(
+                validator.validate(&value),
+                Err(expected.to_owned()),
+                "{value}"
+            );
+        }
+        assert_eq!(
+            Validator::new(&json!(false)).validate(&json!(1)),
+            Err("/: no value is allowed here".to_owned())
+        );
+    }
+
+    /// JSON values whose fields are mostly those the schemas name.
+    fn values() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-3i64..300).prop_map(Value::from),
+            (-3.0f64..12.0).prop_map(Value::from),
+            "[a-z]{0,4}".prop_map(Value::String),
+            prop_oneof![Just("Open"), Just("Closed"), Just("x"), Just("y")]
+                .prop_map(|s| Value::String(s.to_owned())),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let key = prop_oneof![
+                "[a-l]",
+                prop_oneof![
+                    Just("title"),
+                    Just("count"),
+                    Just("tags"),
+                    Just("status"),
+                    Just("parent"),
+                    Just("reason"),
+                    Just("Closed"),
+                ]
+                .prop_map(str::to_owned),
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The first pass, which builds no message, and the second, which does, agree on every
+        /// value; a failure's message names a path.
+        #[test]
+        fn both_passes_agree(value in values()) {
+            for schema in [schema(), keywords()] {
+                let node = Node::new(&schema);
+                let quick = node.check::<false>(&value, &mut String::new());
+                let full = node.check::<true>(&value, &mut String::new());
+                prop_assert_eq!(quick.is_ok(), full.is_ok(), "{} against {}", value, schema);
+                if let Err(message) = full {
+                    prop_assert!(message.starts_with('/'), "{}", message);
+                }
+            }
         }
     }
 }
