@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use revolve::{
     CancelToken, Collection, Durability, FailureClass, Migration, MigrationError, MigrationReport,
-    Origin, RunState, Schema, StepError, MAX_REPORTED_FAILURES,
+    Origin, RunState, Schema, StepError, StoreError, MAX_REPORTED_FAILURES,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -151,6 +151,112 @@ fn a_joiner_with_other_settings_is_refused_naming_them<E: Engine>() {
         "{dry:?}"
     );
     assert_eq!((first.migrated, first.remaining), (2500, 0));
+}
+
+/// `NoteV2` as another program defines it: the same version with one more field, optional and
+/// defaulted, which the registry records as a compatible change (`FieldAdded`) under another
+/// schema fingerprint.
+mod annotated {
+    use super::{Deserialize, JsonSchema, NoteV1, Schema, Serialize, StepError};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    pub(super) struct NoteV2 {
+        pub(super) n: u64,
+        pub(super) doubled: u64,
+        #[serde(default)]
+        pub(super) note: Option<String>,
+    }
+
+    impl Schema for NoteV2 {
+        const COLLECTION: &'static str = "notes";
+        const VERSION: u32 = 2;
+        type Previous = NoteV1;
+        fn upgrade(previous: NoteV1) -> Result<Self, StepError> {
+            Ok(Self {
+                n: previous.n,
+                doubled: previous.n * 2,
+                note: None,
+            })
+        }
+    }
+}
+
+/// On PostgreSQL, a second program whose version 2 has another (compatible) schema asks to join
+/// the run under way: refused, naming both fingerprints, and the run goes on to its end.
+///
+/// On sled no joiner can have another schema than the run's: a joiner is in the run's process
+/// and store, and a store binds one type per collection, while another program cannot open the
+/// store as long as the run's program has it. That is what the sled instance asserts instead.
+fn a_joiner_with_another_schema_is_refused_naming_the_fingerprints<E: Engine>() {
+    let (place, notes) = notes::<E>(2500);
+    let postgres = E::NAME == "postgres";
+    let under_way = Arc::new(Barrier::new(2));
+    let release = Arc::new(Barrier::new(2));
+    // Nothing below may panic before `release`, or the held run would wait forever.
+    let (first, other) = thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            let (under_way, release) = (Arc::clone(&under_way), Arc::clone(&release));
+            let mut first_chunk = true;
+            notes
+                .migrate()
+                .join()
+                .on_progress(move |_| {
+                    if std::mem::take(&mut first_chunk) {
+                        under_way.wait();
+                        release.wait();
+                    }
+                })
+                .execute()
+                .unwrap()
+        });
+        under_way.wait();
+        let other = if postgres {
+            // Another program: a store of its own.
+            place
+                .builder()
+                .open()
+                .and_then(|store| store.collection::<annotated::NoteV2>())
+                .map(|annotated| {
+                    let fingerprint = annotated.schema_fingerprint();
+                    (fingerprint, annotated.migrate().join().execute().map(drop))
+                })
+        } else {
+            place
+                .builder()
+                .lock_timeout(Duration::from_millis(50))
+                .open()
+                .and_then(|store| store.collection::<annotated::NoteV2>())
+                .map(|annotated| (annotated.schema_fingerprint(), Ok(())))
+        };
+        release.wait();
+        (first.join().unwrap(), other)
+    });
+    let run = first.run_id.unwrap();
+    if postgres {
+        let (joiner, refused) = other.unwrap();
+        let runs = notes.schema_fingerprint();
+        assert_ne!(joiner, runs, "the two definitions have one fingerprint");
+        match refused {
+            Err(MigrationError::JoinMismatch {
+                run: found,
+                setting,
+                theirs,
+                ours,
+                ..
+            }) => assert_eq!(
+                (found, setting, theirs, ours),
+                (run, "target schema fingerprint", runs, joiner)
+            ),
+            other => panic!("expected JoinMismatch, got {other:?}"),
+        }
+    } else {
+        match other {
+            Err(StoreError::Locked { .. }) => {}
+            other => panic!("expected Locked, got {other:?}"),
+        }
+    }
+    assert_eq!((first.migrated, first.remaining), (2500, 0));
+    assert_eq!(notes.run(run).unwrap().unwrap().state, RunState::Done);
 }
 
 fn joiners_migrate_every_document_once<E: Engine>() {
@@ -636,6 +742,7 @@ fn retry_failed_retries_only_what_earlier_runs_failed<E: Engine>() {
 engine_tests! {
     join_starts_a_run_when_none_is_under_way,
     a_joiner_with_other_settings_is_refused_naming_them,
+    a_joiner_with_another_schema_is_refused_naming_the_fingerprints,
     joiners_migrate_every_document_once,
     a_cancel_from_one_worker_stops_every_worker,
     cancel_run_from_another_handle_stops_every_worker,
