@@ -8,7 +8,7 @@
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 
-use axum::http::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -22,6 +22,11 @@ pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// The prefix of every problem `type`: a URN, so that it resolves nowhere and promises no page.
 const TYPE_PREFIX: &str = "urn:revolve:problem:";
+
+/// The `Retry-After` of a `lease-lost` problem, in seconds. The collection is not left stuck: the
+/// run that took the lease, or the run's other workers, go on, so a request made again at once
+/// joins them or is told of them (409 `run-in-progress`); a second only spares a tight loop.
+const LEASE_LOST_RETRY_AFTER: &str = "1";
 
 /// Why a request failed. Each variant is one problem type.
 #[derive(Debug)]
@@ -95,6 +100,9 @@ pub(crate) enum ApiError {
     Timeout,
     /// 503: the store is not ready (`GET /readyz`).
     NotReady(crate::StoreState),
+    /// 503: a migration run, or a worker of a joined run, lost its lease and stopped; nothing of
+    /// its open chunk was written, and trying again is the remedy.
+    LeaseLost { run: u64, message: String },
     /// Any other status, for responses made by layers that are not ours (the backstop).
     Status(StatusCode),
     /// 500: a bug or a failure of the store; logged, never sent.
@@ -251,6 +259,11 @@ impl ApiError {
                 "not-ready",
                 "the store is not ready",
             ),
+            Self::LeaseLost { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "lease-lost",
+                "the migration lost its lease; try again",
+            ),
             Self::Status(status) => (
                 *status,
                 "http-error",
@@ -274,6 +287,9 @@ impl ApiError {
             | Self::Unprocessable(detail)
             | Self::PreconditionFailed { detail, .. }
             | Self::JoinMismatch {
+                message: detail, ..
+            }
+            | Self::LeaseLost {
                 message: detail, ..
             } => detail.clone(),
             Self::Unauthorized { presented: false } => {
@@ -348,7 +364,9 @@ impl ApiError {
             "detail": self.detail(),
         });
         match self {
-            Self::RunInProgress { run, .. } | Self::JoinMismatch { run, .. } => {
+            Self::RunInProgress { run, .. }
+            | Self::JoinMismatch { run, .. }
+            | Self::LeaseLost { run, .. } => {
                 problem["run_id"] = json!(run);
             }
             Self::NotReady(state) => problem["state"] = json!(state),
@@ -406,6 +424,12 @@ impl IntoResponse for ApiError {
                 headers.insert(
                     WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"revolve\", error=\"invalid_token\""),
+                );
+            }
+            Self::LeaseLost { .. } => {
+                headers.insert(
+                    RETRY_AFTER,
+                    HeaderValue::from_static(LEASE_LOST_RETRY_AFTER),
                 );
             }
             _ => {}
@@ -468,6 +492,12 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownCollection { collection } => Self::UnknownCollection(collection),
             // Logged when the store was poisoned; every request fails alike until a restart.
             StoreError::Poisoned { .. } => Self::NotReady(crate::StoreState::Poisoned),
+            StoreError::RunLeaseLost { run, .. } | StoreError::WorkerLeaseLost { run, .. } => {
+                Self::LeaseLost {
+                    run,
+                    message: error.to_string(),
+                }
+            }
             other => Self::internal(other),
         }
     }
@@ -646,6 +676,40 @@ mod tests {
         let problem = broken.problem();
         assert_eq!(problem["status"], 500, "{problem}");
         assert!(!problem.to_string().contains("secret"), "{problem}");
+    }
+
+    /// A run or a worker that lost its lease is the client's to try again: 503 `lease-lost`, with
+    /// the run and `Retry-After`, not an internal error.
+    #[test]
+    fn a_lost_lease_is_503_lease_lost() {
+        let lost: [fn() -> StoreError; 2] = [
+            || StoreError::RunLeaseLost {
+                collection: "notes".to_owned(),
+                run: 7,
+            },
+            || StoreError::WorkerLeaseLost {
+                collection: "notes".to_owned(),
+                run: 7,
+            },
+        ];
+        for lost in lost {
+            let text = lost().to_string();
+            // As a store operation fails, and as a migration does.
+            for error in [
+                ApiError::from(lost()),
+                ApiError::from(MigrationError::from(lost())),
+            ] {
+                let problem = error.problem();
+                assert_eq!(problem["status"], 503, "{problem}");
+                assert_eq!(problem["type"], "urn:revolve:problem:lease-lost");
+                assert_eq!(problem["run_id"], 7);
+                assert_eq!(problem["detail"], text.as_str());
+                let response = error.into_response();
+                assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(response.headers()[RETRY_AFTER], LEASE_LOST_RETRY_AFTER);
+                assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_JSON);
+            }
+        }
     }
 
     #[test]

@@ -81,7 +81,10 @@
 //! collection, id, revision or run (404), a wrong method (405), a stale `If-Match` (412, with
 //! `current_revision`), a missing `If-Match` when required (428), a run under way (409, with
 //! `run_id`), a run under way with other settings asked to be joined (409 `join-mismatch`, with
-//! `run_id`), a dry run asked to join (400), a timeout (503). Internal errors are logged with `tracing`, never sent.
+//! `run_id`), a dry run asked to join (400), a timeout (503), a migration run or a worker of a
+//! joined run that lost its lease and stopped (503 `lease-lost`, with `run_id` and `Retry-After`:
+//! nothing of its open chunk was written, and the remedy is to ask again). Internal errors are
+//! logged with `tracing`, never sent.
 //!
 //! A document whose stored revision cannot be brought to the latest version (its step refuses it,
 //! or its payload does not decode at its version) is not an internal error but a known state:
