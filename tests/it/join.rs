@@ -87,11 +87,13 @@ fn join_starts_a_run_when_none_is_under_way<E: Engine>() {
     assert_eq!((again.run_id, again.scanned), (None, 0));
 }
 
-fn a_joiner_with_other_settings_is_refused_naming_them<E: Engine>() {
-    let (_place, notes) = notes::<E>(2500);
+/// Runs `during` while a joined run of `notes` is held at its first chunk, then lets the run go
+/// on to its end: the run's report, and what `during` returned (which must not panic, or the
+/// held run would wait forever).
+fn while_held<R>(notes: &Collection<NoteV2>, during: impl FnOnce() -> R) -> (MigrationReport, R) {
     let under_way = Arc::new(Barrier::new(2));
     let release = Arc::new(Barrier::new(2));
-    let (first, refused) = thread::scope(|scope| {
+    thread::scope(|scope| {
         let first = scope.spawn(|| {
             let (under_way, release) = (Arc::clone(&under_way), Arc::clone(&release));
             let mut first_chunk = true;
@@ -108,14 +110,21 @@ fn a_joiner_with_other_settings_is_refused_naming_them<E: Engine>() {
                 .unwrap()
         });
         under_way.wait();
-        let refused = [
+        let during = during();
+        release.wait();
+        (first.join().unwrap(), during)
+    })
+}
+
+fn a_joiner_with_other_settings_is_refused_naming_them<E: Engine>() {
+    let (_place, notes) = notes::<E>(2500);
+    let (first, refused) = while_held(&notes, || {
+        [
             notes.migrate().join().limit(5).execute().map(drop),
             notes.migrate().join().retry_failed().execute().map(drop),
             notes.migrate().execute().map(drop),
             notes.migrate().join().dry_run().map(drop),
-        ];
-        release.wait();
-        (first.join().unwrap(), refused)
+        ]
     });
     let run = first.run_id.unwrap();
     let [limit, retry, plain, dry] = refused;
@@ -190,27 +199,8 @@ mod annotated {
 fn a_joiner_with_another_schema_is_refused_naming_the_fingerprints<E: Engine>() {
     let (place, notes) = notes::<E>(2500);
     let postgres = E::NAME == "postgres";
-    let under_way = Arc::new(Barrier::new(2));
-    let release = Arc::new(Barrier::new(2));
-    // Nothing below may panic before `release`, or the held run would wait forever.
-    let (first, other) = thread::scope(|scope| {
-        let first = scope.spawn(|| {
-            let (under_way, release) = (Arc::clone(&under_way), Arc::clone(&release));
-            let mut first_chunk = true;
-            notes
-                .migrate()
-                .join()
-                .on_progress(move |_| {
-                    if std::mem::take(&mut first_chunk) {
-                        under_way.wait();
-                        release.wait();
-                    }
-                })
-                .execute()
-                .unwrap()
-        });
-        under_way.wait();
-        let other = if postgres {
+    let (first, other) = while_held(&notes, || {
+        if postgres {
             // Another program: a store of its own.
             place
                 .builder()
@@ -227,9 +217,7 @@ fn a_joiner_with_another_schema_is_refused_naming_the_fingerprints<E: Engine>() 
                 .open()
                 .and_then(|store| store.collection::<annotated::NoteV2>())
                 .map(|annotated| (annotated.schema_fingerprint(), Ok(())))
-        };
-        release.wait();
-        (first.join().unwrap(), other)
+        }
     });
     let run = first.run_id.unwrap();
     if postgres {
