@@ -39,24 +39,29 @@ const BEGIN: &str = "SELECT c.newest, EXISTS (SELECT 1 FROM (SELECT 1 FROM revol
          WHERE l.collection = $1 AND l.run = $2 FOR SHARE) AS held)
      FROM revolve_collections c WHERE c.id = $1";
 const REGISTERED: &str = "UPDATE revolve_collections SET newest = $2 WHERE id = $1 AND newest < $2";
+/// The heads moved, where they are as the writer saw them. `h.id = ANY($2)` besides the join:
+/// the heads are found by their ids in the primary key whatever the planner thinks of the
+/// table (with statistics missing or stale, as after a bulk load and a restart, it would hash
+/// the whole collection for every statement).
 const MOVE: &str = "UPDATE revolve_heads h
      SET revision = u.revision, version = u.version, removed = u.removed
      FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int4[], $6::bool[])
          AS u(id, seen, revision, version, removed)
-     WHERE h.collection = $1 AND h.id = u.id AND h.revision = u.seen
+     WHERE h.collection = $1 AND h.id = ANY($2) AND h.id = u.id AND h.revision = u.seen
      RETURNING h.id";
 const CREATE: &str = "INSERT INTO revolve_heads (collection, id, revision, version, removed)
      SELECT $1, u.id, u.revision, u.version, u.removed
      FROM unnest($2::text[], $3::int8[], $4::int4[], $5::bool[]) AS u(id, revision, version, removed)
      ON CONFLICT (collection, id) DO NOTHING
      RETURNING id";
+/// The heads named (by their ids, as in [`MOVE`]) that are as the writer saw them, locked.
 const LOCK: &str = "SELECT h.id FROM revolve_heads h
      JOIN unnest($2::text[], $3::int8[]) AS u(id, seen) ON h.id = u.id
-     WHERE h.collection = $1 AND h.revision = u.seen
+     WHERE h.collection = $1 AND h.id = ANY($2) AND h.revision = u.seen
      ORDER BY h.id FOR UPDATE OF h";
 const CHECK: &str = "SELECT h.id FROM revolve_heads h
      JOIN unnest($2::text[], $3::int8[]) AS u(id, seen) ON h.id = u.id
-     WHERE h.collection = $1 AND h.revision = u.seen";
+     WHERE h.collection = $1 AND h.id = ANY($2) AND h.revision = u.seen";
 const EXISTING: &str = "SELECT id FROM revolve_heads WHERE collection = $1 AND id = ANY($2)";
 /// The revisions inserted, and the failure records of the documents written or failed cleared
 /// (a write changes the document, so a recorded migration failure no longer holds; a new failure
