@@ -12,12 +12,25 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::migrate::{MigrateOptions, MigrationError, MigrationReport, Pending, Progress};
+use crate::migrate::{
+    CancelToken, MigrateOptions, MigrationError, MigrationReport, Pending, Progress, StartFn,
+};
 use crate::store::{Collection, Document, Iter, RawCollection, SchemaRecord, Store, StoreError};
 use crate::{RevertReport, Revision, Schema};
 
 /// Called with the progress of a run after each chunk.
 pub(crate) type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
+
+/// What a run is given besides its options.
+#[derive(Default)]
+pub(crate) struct RunHooks {
+    /// Called after each chunk.
+    pub(crate) on_progress: Option<ProgressFn>,
+    /// Called with the run's id as soon as the run has one (see `Migration::on_start`).
+    pub(crate) on_start: Option<StartFn>,
+    /// Cancels the run; a token of its own if `None`.
+    pub(crate) cancel: Option<CancelToken>,
+}
 
 /// A document read as JSON.
 pub(crate) type JsonDocument = Document<Value>;
@@ -60,7 +73,7 @@ pub(crate) trait AnyCollection: Send + Sync + 'static {
     fn migrate(
         &self,
         options: &MigrateOptions,
-        on_progress: Option<ProgressFn>,
+        hooks: RunHooks,
     ) -> Result<MigrationReport, MigrationError>;
     /// Reverts a run.
     fn revert(&self, run: u64) -> Result<RevertReport, MigrationError>;
@@ -141,11 +154,22 @@ impl<T: Schema> AnyCollection for Collection<T> {
     fn migrate(
         &self,
         options: &MigrateOptions,
-        on_progress: Option<ProgressFn>,
+        hooks: RunHooks,
     ) -> Result<MigrationReport, MigrationError> {
+        let RunHooks {
+            on_progress,
+            on_start,
+            cancel,
+        } = hooks;
         let mut migration = Collection::migrate(self).options(options);
         if let Some(on_progress) = on_progress {
             migration = migration.on_progress(on_progress);
+        }
+        if let Some(on_start) = on_start {
+            migration = migration.on_start(on_start);
+        }
+        if let Some(cancel) = cancel {
+            migration = migration.cancel_token(cancel);
         }
         migration.run()
     }

@@ -1451,4 +1451,156 @@ mod postgres {
         let all = format!("{}{}", stdout(&output), stderr(&output));
         assert!(!all.contains("wrong-secret-xyz"), "{all}");
     }
+
+    // ---- `migrate cancel`: a joined run, stopped from another process.
+
+    #[derive(
+        Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema,
+    )]
+    #[schema(collection = "slow", version = 1)]
+    struct SlowV1 {
+        n: u64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Schema)]
+    #[schema(collection = "slow", version = 2, from = SlowV1, step = slow_v1_to_v2)]
+    struct SlowV2 {
+        n: u64,
+        doubled: u64,
+    }
+
+    /// Two gates, one for each run of the test; the step of the document numbered as the gate
+    /// waits until it opens.
+    static GATES: [(u64, std::sync::atomic::AtomicBool); 2] = [
+        (1500, std::sync::atomic::AtomicBool::new(false)),
+        (4500, std::sync::atomic::AtomicBool::new(false)),
+    ];
+
+    #[allow(clippy::unnecessary_wraps)] // the signature a step has
+    fn slow_v1_to_v2(old: SlowV1) -> Result<SlowV2, StepError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (gated, open) in &GATES {
+            while old.n == *gated
+                && !open.load(std::sync::atomic::Ordering::SeqCst)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Ok(SlowV2 {
+            n: old.n,
+            doubled: old.n * 2,
+        })
+    }
+
+    /// Opens the gates when dropped, so that a failing test leaves no step waiting.
+    struct Gates;
+
+    impl Gates {
+        fn open(gate: usize) {
+            GATES[gate]
+                .1
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Drop for Gates {
+        fn drop(&mut self) {
+            Self::open(0);
+            Self::open(1);
+        }
+    }
+
+    /// Runs `migration` on a thread of its own; the run's id once its first chunk committed.
+    fn start(
+        migration: revolve::Migration<SlowV2>,
+    ) -> (u64, std::thread::JoinHandle<revolve::MigrationReport>) {
+        let (runs, started) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            migration
+                .on_progress(move |progress| {
+                    let _ = runs.send(progress.run_id);
+                })
+                .execute()
+                .unwrap()
+        });
+        let run = started.recv_timeout(Duration::from_secs(60)).unwrap();
+        (run, thread)
+    }
+
+    /// `migrate cancel RUN` stops a joined run that another process runs (here another store
+    /// handle), and refuses a run that is not joined, one that ended and one that does not exist.
+    #[test]
+    fn migrate_cancel_stops_a_joined_run_of_another_process() {
+        let Some(url) = postgres_url() else { return };
+        let _gates = Gates;
+        let schema = Schema::new(&url, "cancel");
+        let builder = || {
+            Store::builder()
+                .url(&url)
+                .schema(schema.name.as_str())
+                .run_lease(Duration::from_secs(2))
+        };
+        {
+            let store = builder().open().unwrap();
+            let documents: Vec<SlowV1> = (0..6000).map(|n| SlowV1 { n }).collect();
+            store
+                .collection::<SlowV1>()
+                .unwrap()
+                .insert_many(&documents)
+                .unwrap();
+        }
+        let other = builder().open().unwrap();
+        let theirs = other.collection::<SlowV2>().unwrap();
+        let store = builder().open().unwrap();
+        let migrations = Migrations::new(&store)
+            .collection::<TaskV2>()
+            .collection::<SlowV2>();
+
+        // A run of one process: only its own token stops it.
+        let token = revolve::CancelToken::new();
+        let (run, thread) = start(theirs.migrate().cancel_token(token.clone()));
+        let (status, out, err) = migrate(&migrations, &["cancel", &run.to_string()]);
+        assert_eq!((status, out.as_str()), (Status::Error, ""), "{err}");
+        assert_eq!(
+            err,
+            format!("error: run {run} of `slow` is under way but is not a joined run: only the process that runs it can cancel it\n")
+        );
+        token.cancel();
+        Gates::open(0);
+        let report = thread.join().unwrap();
+        assert!(report.cancelled, "{report:?}");
+
+        // A joined run: its workers stop at their next chunk boundary.
+        let (run, thread) = start(theirs.migrate().join());
+        let (status, out, err) = migrate(&migrations, &["cancel", &run.to_string(), "--json"]);
+        assert_eq!(status, Status::Success, "{err}");
+        let answer: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            answer,
+            serde_json::json!({ "collection": "slow", "run_id": run, "cancel": "requested" })
+        );
+        Gates::open(1);
+        let joined = thread.join().unwrap();
+        assert!(joined.cancelled, "{joined:?}");
+        assert!(report.migrated + joined.migrated < 6000, "{joined:?}");
+        let record = theirs.run(run).unwrap().unwrap();
+        assert_eq!(record.state, revolve::RunState::Cancelled, "{record:?}");
+        assert_eq!(record.migrated, joined.migrated);
+
+        // Ended: not under way; and a run no collection has.
+        let (status, _, err) = migrate(&migrations, &["cancel", &run.to_string()]);
+        assert_eq!(status, Status::Error);
+        assert_eq!(
+            err,
+            format!("error: run {run} of `slow` is not under way: it is cancelled\n")
+        );
+        let (status, _, err) = migrate(&migrations, &["cancel", "999999"]);
+        assert_eq!(status, Status::Error);
+        assert_eq!(
+            err,
+            "error: no run 999999 in the ledger of any registered collection\n"
+        );
+        drop((theirs, other));
+    }
 }

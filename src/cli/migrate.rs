@@ -1,5 +1,5 @@
 //! The typed migration commands: an application registers its collections, and gets `migrate
-//! status|test|execute|revert|runs|failures` in its own binary.
+//! status|test|execute|cancel|revert|runs|failures` in its own binary.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -17,11 +17,11 @@ use super::format::{
 };
 use super::logs::{self, LogFormat};
 use super::Status;
-use crate::erased::{self, AnyCollection};
+use crate::erased::{self, AnyCollection, RunHooks};
 use crate::error::format::Chain;
 use crate::{
     Failure, MigrateOptions, MigrationError, MigrationReport, Pending, Progress, RevertReport,
-    RunRecord, Schema, Store, StoreError,
+    RunRecord, RunState, Schema, Store, StoreError,
 };
 
 /// How many runs `migrate status` lists per collection.
@@ -141,6 +141,13 @@ pub enum MigrateCommand {
         #[arg(long)]
         join: bool,
     },
+    /// Cancel a joined run under way (PostgreSQL, `execute --join`): every worker, in every
+    /// process, stops at its next chunk boundary; `runs` then shows how the run ended. A run
+    /// that is not joined is cancelled only by the process that runs it.
+    Cancel {
+        /// The run's id, as `status` and `runs` list it.
+        run: u64,
+    },
     /// Revert a migration run: documents it migrated get their old content back.
     Revert {
         /// The run's id, as `status` and `runs` list it.
@@ -182,6 +189,27 @@ pub enum CommandError {
     /// No registered collection's ledger has the run.
     #[error("no run {run} in the ledger of any registered collection")]
     UnknownRun {
+        /// The run given.
+        run: u64,
+    },
+    /// The run asked to be cancelled is not under way.
+    #[error("run {run} of `{collection}` is not under way: it is {}", state_text(*.state))]
+    RunNotRunning {
+        /// The run's collection.
+        collection: String,
+        /// The run given.
+        run: u64,
+        /// How it ended.
+        state: RunState,
+    },
+    /// The run asked to be cancelled is under way, but it is not a joined run: only the process
+    /// that runs it can cancel it (with its [`CancelToken`](crate::CancelToken)).
+    #[error(
+        "run {run} of `{collection}` is under way but is not a joined run: only the process that runs it can cancel it"
+    )]
+    NotJoined {
+        /// The run's collection.
+        collection: String,
         /// The run given.
         run: u64,
     },
@@ -372,6 +400,10 @@ impl Migrations {
                 let targets = self.targets(collection.as_deref())?;
                 migrate(&targets, &options, args.json, out)
             }
+            MigrateCommand::Cancel { run } => {
+                let targets = self.targets(None)?;
+                cancel(&targets, *run, args.json, out)
+            }
             MigrateCommand::Revert { run } => {
                 let targets = self.targets(None)?;
                 revert(&targets, *run, args.json, out)
@@ -494,10 +526,13 @@ fn migrate(
         let shown = bar.clone();
         let report = target.migrate(
             options,
-            Some(Box::new(move |progress: &Progress| {
-                shown.set_length(progress.total);
-                shown.set_position(progress.done);
-            })),
+            RunHooks {
+                on_progress: Some(Box::new(move |progress: &Progress| {
+                    shown.set_length(progress.total);
+                    shown.set_position(progress.done);
+                })),
+                ..RunHooks::default()
+            },
         );
         bar.finish_and_clear();
         reports.push(CollectionReport {
@@ -606,6 +641,80 @@ fn write_report(out: &mut dyn Write, collection: &str, report: &MigrationReport)
     Ok(())
 }
 
+/// A run's state in words, as `runs` shows it.
+fn state_text(state: RunState) -> &'static str {
+    match state {
+        RunState::Running => "running",
+        RunState::Done => "done",
+        RunState::DoneWithFailures => "done with failures",
+        RunState::Cancelled => "cancelled",
+        RunState::Interrupted => "interrupted",
+        RunState::Reverted => "reverted",
+    }
+}
+
+/// Asks every worker of the joined run `run` to stop, through the engine.
+fn cancel(
+    targets: &[Arc<dyn AnyCollection>],
+    run: u64,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Status, CommandError> {
+    let collection = cancel_run(targets, run)?;
+    if json {
+        write_json(
+            out,
+            &CancelOutput {
+                collection,
+                run_id: run,
+                cancel: "requested",
+            },
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{collection}: run {run} asked to stop; its workers stop at their next chunk boundary (`runs` shows how it ended)"
+        )?;
+    }
+    Ok(Status::Success)
+}
+
+/// Cancels the joined run `run` of one of `targets`; the name of its collection.
+fn cancel_run(targets: &[Arc<dyn AnyCollection>], run: u64) -> Result<&str, CommandError> {
+    for target in targets {
+        let Some(record) = target.raw().run(run)? else {
+            continue;
+        };
+        let collection = target.raw().name();
+        let not_running = |state| CommandError::RunNotRunning {
+            collection: collection.to_owned(),
+            run,
+            state,
+        };
+        if record.state != RunState::Running {
+            return Err(not_running(record.state));
+        }
+        if target.raw().cancel_run(run)? {
+            return Ok(collection);
+        }
+        // Not a joined run; or it ended since it was read.
+        return Err(match target.raw().run(run)? {
+            Some(record) if record.state != RunState::Running => not_running(record.state),
+            _ => CommandError::NotJoined {
+                collection: collection.to_owned(),
+                run,
+            },
+        });
+    }
+    // A joined run's first worker saves its record just after it joined.
+    for target in targets {
+        if target.raw().cancel_run(run)? {
+            return Ok(target.raw().name());
+        }
+    }
+    Err(CommandError::UnknownRun { run })
+}
+
 fn revert(
     targets: &[Arc<dyn AnyCollection>],
     run: u64,
@@ -685,6 +794,13 @@ struct RevertOutput<'a> {
     collection: &'a str,
     #[serde(flatten)]
     report: &'a RevertReport,
+}
+
+#[derive(Serialize)]
+struct CancelOutput<'a> {
+    collection: &'a str,
+    run_id: u64,
+    cancel: &'static str,
 }
 
 #[derive(Serialize)]

@@ -37,6 +37,8 @@
 //! app migrate test    [COLLECTION] [--limit N] [--threads N] [--retry-failed]
 //!                                                  a dry run: every step runs, nothing is written
 //! app migrate execute [COLLECTION] [--limit N] [--threads N] [--retry-failed]
+//! app migrate cancel  RUN                          stop a joined run under way (PostgreSQL),
+//!                                                  every worker in every process
 //! app migrate revert  RUN                          restore what a run replaced
 //! app migrate runs    [COLLECTION]                 the ledger, newest first
 //! app migrate failures [COLLECTION [--after ID]] [--limit N]

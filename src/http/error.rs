@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::path::encode_segment;
 use crate::error::format::chain;
-use crate::{FailureClass, MigrationError, Revision, SchemaError, StoreError};
+use crate::{FailureClass, MigrationError, Revision, RunState, SchemaError, StoreError};
 
 /// The media type of every error body.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
@@ -63,6 +63,17 @@ pub(crate) enum ApiError {
     JoinMismatch { run: u64, message: String },
     /// 409: the run cannot be reverted.
     NotRevertible(String),
+    /// 409: the run asked to be cancelled is not under way any more (`state` says how it ended).
+    RunNotRunning {
+        collection: String,
+        run: u64,
+        state: RunState,
+    },
+    /// 409: the run asked to be cancelled is under way, but neither as a joined run nor started
+    /// through this server: only the program that runs it can cancel it.
+    RunElsewhere { collection: String, run: u64 },
+    /// 409: the run asked to be cancelled is a revert, which cannot be cancelled.
+    NotCancellable { collection: String, run: u64 },
     /// 409: a newer program owns the collection or the document.
     VersionTooNew(String),
     /// 409: a stored revision cannot be brought to the latest version (its step fails, or its
@@ -204,6 +215,21 @@ impl ApiError {
                 "not-revertible",
                 "the run cannot be reverted",
             ),
+            Self::RunNotRunning { .. } => (
+                StatusCode::CONFLICT,
+                "run-not-running",
+                "the run is not under way",
+            ),
+            Self::RunElsewhere { .. } => (
+                StatusCode::CONFLICT,
+                "run-elsewhere",
+                "the run is under way where this server cannot cancel it",
+            ),
+            Self::NotCancellable { .. } => (
+                StatusCode::CONFLICT,
+                "not-cancellable",
+                "the run cannot be cancelled",
+            ),
             Self::VersionTooNew(_) => (
                 StatusCode::CONFLICT,
                 "version-too-new",
@@ -341,6 +367,20 @@ impl ApiError {
             Self::RunInProgress { collection, run } => format!(
                 "a migration run ({run}) is already under way on `{collection}`; wait for it to finish"
             ),
+            Self::RunNotRunning {
+                collection,
+                run,
+                state,
+            } => format!(
+                "run {run} of `{collection}` is not under way: it is `{}`",
+                state_name(*state)
+            ),
+            Self::RunElsewhere { collection, run } => format!(
+                "run {run} of `{collection}` is under way, but it is not a joined run and this server did not start it: only the process that runs it can cancel it"
+            ),
+            Self::NotCancellable { collection, run } => format!(
+                "run {run} of `{collection}` is a revert, which cannot be cancelled; it ends on its own"
+            ),
             Self::PreconditionRequired => {
                 "this server requires `If-Match: \"<revision>\"` on writes to a document".to_owned()
             }
@@ -366,8 +406,14 @@ impl ApiError {
         match self {
             Self::RunInProgress { run, .. }
             | Self::JoinMismatch { run, .. }
-            | Self::LeaseLost { run, .. } => {
+            | Self::LeaseLost { run, .. }
+            | Self::RunElsewhere { run, .. }
+            | Self::NotCancellable { run, .. } => {
                 problem["run_id"] = json!(run);
+            }
+            Self::RunNotRunning { run, state, .. } => {
+                problem["run_id"] = json!(run);
+                problem["state"] = json!(state_name(*state));
             }
             Self::NotReady(state) => problem["state"] = json!(state),
             Self::UnknownFields { fields, .. } => problem["fields"] = json!(fields),
@@ -519,6 +565,14 @@ impl From<MigrationError> for ApiError {
             MigrationError::DryRunJoin { .. } => Self::BadRequest(error.to_string()),
             other => Self::internal(other),
         }
+    }
+}
+
+/// A run's state as the ledger's records name it (`done_with_failures`).
+fn state_name(state: RunState) -> String {
+    match serde_json::to_value(state) {
+        Ok(Value::String(name)) => name,
+        _ => format!("{state:?}"),
     }
 }
 
@@ -709,6 +763,49 @@ mod tests {
                 assert_eq!(response.headers()[RETRY_AFTER], LEASE_LOST_RETRY_AFTER);
                 assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_JSON);
             }
+        }
+    }
+
+    /// The refusals of a cancel name the run, and a run that ended its state as the ledger does.
+    #[test]
+    fn a_refused_cancel_names_the_run_and_its_state() {
+        let ended = ApiError::RunNotRunning {
+            collection: "notes".to_owned(),
+            run: 7,
+            state: RunState::DoneWithFailures,
+        }
+        .problem();
+        assert_eq!(ended["status"], 409, "{ended}");
+        assert_eq!(ended["type"], "urn:revolve:problem:run-not-running");
+        assert_eq!(
+            (&ended["run_id"], &ended["state"]),
+            (&json!(7), &json!("done_with_failures"))
+        );
+        assert_eq!(
+            ended["detail"],
+            "run 7 of `notes` is not under way: it is `done_with_failures`"
+        );
+        for (error, name) in [
+            (
+                ApiError::RunElsewhere {
+                    collection: "notes".to_owned(),
+                    run: 7,
+                },
+                "run-elsewhere",
+            ),
+            (
+                ApiError::NotCancellable {
+                    collection: "notes".to_owned(),
+                    run: 7,
+                },
+                "not-cancellable",
+            ),
+        ] {
+            let problem = error.problem();
+            assert_eq!(problem["status"], 409, "{problem}");
+            assert_eq!(problem["type"], format!("urn:revolve:problem:{name}"));
+            assert_eq!(problem["run_id"], 7, "{problem}");
+            assert!(problem.get("state").is_none(), "{problem}");
         }
     }
 

@@ -645,6 +645,18 @@ pub(crate) async fn run(
     blocking(move || mounted.run(run)).await.map(Json)
 }
 
+/// Asks a run under way to stop at its next chunk boundary, and answers at once: 202 with
+/// `{"run_id", "cancel": "requested"}`; the run's record says how it ended (`cancelled`, or
+/// `done` should its last chunk commit first). See [`Mount::cancel`](super::mount::Mount::cancel).
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    ApiPath((collection, run)): ApiPath<(String, u64)>,
+) -> Result<Response, ApiError> {
+    let mounted = state.mounted(&collection)?;
+    let requested = blocking(move || mounted.cancel(run)).await?;
+    Ok((StatusCode::ACCEPTED, Json(requested)).into_response())
+}
+
 pub(crate) async fn revert(
     State(state): State<AppState>,
     ApiPath((collection, run)): ApiPath<(String, u64)>,
@@ -664,7 +676,7 @@ pub(crate) async fn wrong_method(method: Method) -> ApiError {
 }
 
 /// Fails a request that takes longer than `timeout`. Not on migration runs and reverts, which
-/// take as long as the collection needs (and go on if the client leaves).
+/// take as long as the collection needs (and go on if the client leaves; `…/cancel` stops a run).
 pub(crate) async fn limit_time(
     State(timeout): State<Duration>,
     request: Request,

@@ -35,6 +35,7 @@
 //! | `GET /{c}/migrate/failures[?after=ID&limit=N]` | the failure set: every document whose migration failed and that runs skip, in id order (`id`, head `revision`, `from_version`, `class`, `error`); `next` is the following page's `after`, given whenever more follow | yes |
 //! | `GET /{c}/migrate/runs[?before=ID&limit=N]`, `GET /{c}/migrate/runs/{run_id}` | the run ledger | yes |
 //! | `POST /{c}/migrate/runs/{run_id}/revert` | revert a run | yes |
+//! | `POST /{c}/migrate/runs/{run_id}/cancel` | ask a run under way to stop at its next chunk boundary: a run that a migrate request to this router started (on either engine, joined or not; from the moment it has its id, before its first chunk), or a joined run under way in any process (PostgreSQL: every worker stops); answered at once with 202 `{"run_id": N, "cancel": "requested"}`, and the run's record then says how it ended (`cancelled`, or `done` had its last chunk committed first) | yes |
 //!
 //! And `GET /healthz` (liveness), `GET /readyz` (readiness: 200 while the store is ready, with the
 //! startup migrations under way listed under `migrating` (see
@@ -81,7 +82,11 @@
 //! collection, id, revision or run (404), a wrong method (405), a stale `If-Match` (412, with
 //! `current_revision`), a missing `If-Match` when required (428), a run under way (409, with
 //! `run_id`), a run under way with other settings asked to be joined (409 `join-mismatch`, with
-//! `run_id`), a dry run asked to join (400), a timeout (503), a migration run or a worker of a
+//! `run_id`), a dry run asked to join (400), a run asked to be cancelled that is not under way
+//! any more (409 `run-not-running`, with `run_id` and its `state`), one under way in another
+//! process that is not a joined run, which only that process can cancel (409 `run-elsewhere`,
+//! with `run_id`), or a revert (409 `not-cancellable`, with `run_id`), a timeout (503), a
+//! migration run or a worker of a
 //! joined run that lost its lease and stopped (503 `lease-lost`, with `run_id` and `Retry-After`:
 //! nothing of its open chunk was written, and the remedy is to ask again). Internal errors are
 //! logged with `tracing`, never sent.
@@ -163,7 +168,8 @@
 //! engine blocks on a runtime of its own (PostgreSQL) is never used or dropped inside another.
 //! Migration runs run on the blocking pool too, not in the request:
 //! a client that disconnects leaves the run going, and finds its end in the ledger
-//! (`GET /{c}/migrate/runs/{run_id}`; every progress line carries the `run_id`). The run holds the
+//! (`GET /{c}/migrate/runs/{run_id}`; every progress line carries the `run_id`);
+//! `POST /{c}/migrate/runs/{run_id}/cancel` stops it. The run holds the
 //! collection's run lock until it ends, so another run gets 409 meanwhile.
 
 mod auth;

@@ -4,8 +4,8 @@
 //!
 //! Every method blocks on the store; handlers call them inside `spawn_blocking`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Serialize;
@@ -15,9 +15,11 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::fields::unknown_fields;
 use super::view;
-use crate::erased::{AnyCollection, Decoded, JsonDocument, ReadError};
+use crate::erased::{AnyCollection, Decoded, JsonDocument, ReadError, RunHooks};
+use crate::migrate::StartFn;
 use crate::{
-    MigrateOptions, MigrationReport, Progress, Revision, RunState, StoreError, MAX_ID_LEN,
+    CancelToken, MigrateOptions, MigrationReport, Progress, Revision, RunKind, RunRecord, RunState,
+    StoreError, MAX_ID_LEN,
 };
 
 /// A document as the API shows it, and its revision for the `ETag`.
@@ -38,6 +40,85 @@ pub(crate) struct Mount {
     schema: Value,
     /// Whether a body may carry fields the schema does not declare (they are dropped).
     unknown_fields_allowed: AtomicBool,
+    /// The runs under way that this server's migrate requests started on the collection.
+    runs: Arc<Runs>,
+}
+
+/// The runs under way that a router's migrate requests started on one collection, each with its
+/// request's cancel token, so that `POST …/migrate/runs/{run_id}/cancel` reaches them. A run is
+/// registered by its start hook as soon as it has its id (before its first chunk), and removed
+/// when the request's call to the store returns, or unwinds ([`Registration`]).
+///
+/// Two requests can hold the same run (two workers of a joined run); a request holds at most one.
+#[derive(Default)]
+struct Runs {
+    entries: Mutex<Vec<RunEntry>>,
+    /// The next request's ticket.
+    tickets: AtomicU64,
+}
+
+struct RunEntry {
+    /// The request that started the run.
+    ticket: u64,
+    run: u64,
+    cancel: CancelToken,
+}
+
+impl Runs {
+    /// The entries. A panic while the lock was held (none can: each holder pushes, retains or
+    /// cancels) would leave them whole, so a poisoned lock is taken as it is.
+    fn entries(&self) -> MutexGuard<'_, Vec<RunEntry>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Asks every request's run numbered `run` to stop at its next chunk boundary; whether this
+    /// server holds such a run. A run that ended just before its entry is removed ignores it:
+    /// its token is its request's own, and no later run reads it.
+    fn cancel(&self, run: u64) -> bool {
+        let entries = self.entries();
+        let mut found = false;
+        for entry in entries.iter().filter(|entry| entry.run == run) {
+            entry.cancel.cancel();
+            found = true;
+        }
+        found
+    }
+}
+
+/// One migrate request's place in [`Runs`]: its run is added by the hook [`hook`](Self::hook)
+/// gives, and removed when this guard drops, whether the run ended, failed or panicked.
+struct Registration {
+    runs: Arc<Runs>,
+    ticket: u64,
+}
+
+impl Registration {
+    fn new(runs: &Arc<Runs>) -> Self {
+        Self {
+            runs: Arc::clone(runs),
+            ticket: runs.tickets.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The start hook that registers the request's run with `cancel`, its token.
+    fn hook(&self, cancel: CancelToken) -> StartFn {
+        let runs = Arc::clone(&self.runs);
+        let ticket = self.ticket;
+        Box::new(move |run| {
+            runs.entries().push(RunEntry {
+                ticket,
+                run,
+                cancel: cancel.clone(),
+            });
+        })
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let ticket = self.ticket;
+        self.runs.entries().retain(|entry| entry.ticket != ticket);
+    }
 }
 
 impl From<ReadError> for ApiError {
@@ -91,6 +172,7 @@ impl Mount {
             collection,
             schema,
             unknown_fields_allowed: AtomicBool::new(false),
+            runs: Arc::default(),
         }
     }
 
@@ -472,6 +554,68 @@ impl Mount {
                 }));
             }) as crate::erased::ProgressFn
         });
-        Ok(self.collection.migrate(options, on_progress)?)
+        let cancel = CancelToken::new();
+        // Dropped once the run returns (or unwinds): the run leaves the registry.
+        let registration = Registration::new(&self.runs);
+        let hooks = RunHooks {
+            on_progress,
+            on_start: Some(registration.hook(cancel.clone())),
+            cancel: Some(cancel),
+        };
+        let report = self.collection.migrate(options, hooks);
+        drop(registration);
+        Ok(report?)
+    }
+
+    /// Asks the run `run` to stop at its next chunk boundary: a run this server's migrate
+    /// requests started (on any engine, joined or not) by its request's cancel token, or a
+    /// joined run under way in any process by the engine ([`RawCollection::cancel_run`]).
+    /// Answers what `POST …/runs/{run_id}/cancel` shows; the run's record says how it ended.
+    ///
+    /// [`RawCollection::cancel_run`]: crate::RawCollection::cancel_run
+    pub(crate) fn cancel(&self, run: u64) -> Result<Value, ApiError> {
+        let requested = || json!({ "run_id": run, "cancel": "requested" });
+        // This server's runs first: one that has only just started has no ledger record yet.
+        if self.runs.cancel(run) {
+            return Ok(requested());
+        }
+        let raw = self.collection.raw();
+        let Some(record) = raw.run(run)? else {
+            // A joined run's first worker saves the record just after it joined.
+            if raw.cancel_run(run)? {
+                return Ok(requested());
+            }
+            return Err(ApiError::RunNotFound {
+                collection: self.name().to_owned(),
+                run,
+            });
+        };
+        if record.state != RunState::Running {
+            return Err(self.not_running(&record));
+        }
+        // A run of this server may have started since it was looked for.
+        if raw.cancel_run(run)? || self.runs.cancel(run) {
+            return Ok(requested());
+        }
+        // Neither joined nor this server's; or it ended meanwhile.
+        match raw.run(run)? {
+            Some(record) if record.state != RunState::Running => Err(self.not_running(&record)),
+            _ if matches!(record.kind, RunKind::Revert { .. }) => Err(ApiError::NotCancellable {
+                collection: self.name().to_owned(),
+                run,
+            }),
+            _ => Err(ApiError::RunElsewhere {
+                collection: self.name().to_owned(),
+                run,
+            }),
+        }
+    }
+
+    fn not_running(&self, record: &RunRecord) -> ApiError {
+        ApiError::RunNotRunning {
+            collection: self.name().to_owned(),
+            run: record.id,
+            state: record.state,
+        }
     }
 }

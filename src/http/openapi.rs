@@ -230,6 +230,9 @@ fn page_schema() -> Value {
     json!({ "type": "integer", "minimum": 1, "maximum": MAX_PAGE })
 }
 
+/// The route that cancels a run, whose refusals are declared one by one.
+const CANCEL_ROUTE: &str = "/{collection}/migrate/runs/{run_id}/cancel";
+
 /// One operation: its success response, and the problem response for every error.
 struct Op<'a> {
     method: Method,
@@ -268,6 +271,24 @@ impl Op<'_> {
                     "content": { "application/problem+json": { "schema": {
                         "anyOf": [schema_ref("NotUpgradable"), schema_ref("Problem")],
                     } } },
+                }),
+            );
+        }
+        if self.route == CANCEL_ROUTE {
+            let problem =
+                json!({ "application/problem+json": { "schema": schema_ref("Problem") } });
+            responses.insert(
+                "404".to_owned(),
+                json!({
+                    "description": "no such run in the collection's ledger (`run-not-found`)",
+                    "content": problem.clone(),
+                }),
+            );
+            responses.insert(
+                "409".to_owned(),
+                json!({
+                    "description": "the run is not under way any more (`run-not-running`, with `run_id` and its `state`); it is under way in another process and is not a joined run, so only that process can cancel it (`run-elsewhere`, with `run_id`); or it is a revert, which cannot be cancelled (`not-cancellable`, with `run_id`)",
+                    "content": problem,
                 }),
             );
         }
@@ -709,6 +730,28 @@ pub(crate) fn document(collections: &BTreeMap<String, Arc<Mount>>, options: &Opt
                     body: None,
                     status: "200",
                     response: json_content(&schema_ref("RunRecord")),
+                }],
+            );
+            add(
+                format!("/{name}/migrate/runs/{{run_id}}/cancel"),
+                vec![Op {
+                    method: Method::POST,
+                    route: CANCEL_ROUTE,
+                    summary: "ask a run under way to stop at its next chunk boundary: a run this \
+                              server started, or a joined run in any process; answered at once, \
+                              the run's record says how it ended"
+                        .to_owned(),
+                    parameters: vec![run_id.clone()],
+                    body: None,
+                    status: "202",
+                    response: json_content(&json!({
+                        "type": "object",
+                        "required": ["run_id", "cancel"],
+                        "properties": {
+                            "run_id": u64_schema(1),
+                            "cancel": { "const": "requested" },
+                        },
+                    })),
                 }],
             );
             add(

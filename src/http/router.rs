@@ -292,12 +292,17 @@ impl Router {
                 .route("/{collection}/migrate/status", get(h::migrate_status))
                 .route("/{collection}/migrate/failures", get(h::failures))
                 .route("/{collection}/migrate/runs", get(h::runs))
-                .route("/{collection}/migrate/runs/{run_id}", get(h::run));
+                .route("/{collection}/migrate/runs/{run_id}", get(h::run))
+                // Answers at once: the run stops at its next chunk boundary.
+                .route(
+                    "/{collection}/migrate/runs/{run_id}/cancel",
+                    post(h::cancel),
+                );
         }
         let mut router = quick.layer(from_fn_with_state(self.timeout, h::limit_time));
         if writable {
             // No timeout: a run takes as long as the collection needs, and goes on if the client
-            // leaves.
+            // leaves (`POST …/migrate/runs/{run_id}/cancel` stops it).
             router = router.merge(
                 axum::Router::new()
                     .route("/{collection}/migrate/test", post(h::migrate_test))

@@ -90,6 +90,7 @@ pub(super) fn run_once<T: Schema>(
             collection: collection.name().to_owned(),
             run,
         })?;
+    migration.started(run_id);
     // A run that stopped is brought up to what is on disk before this one writes anything.
     ledger::settle(&collection)?;
     let mut record = new_record(migration, run_id, dry_run);

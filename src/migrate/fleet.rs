@@ -121,6 +121,7 @@ fn work<T: Schema>(
 ) -> Result<MigrationReport, MigrationError> {
     let collection = migration.collection.clone();
     let run = worker.run();
+    migration.started(run);
     let total = migration.limit.map_or(pending, |limit| limit.min(pending));
     // The first worker records the run; should that fail, it still leaves (below), so that its
     // peers do not wait for it.

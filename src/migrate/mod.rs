@@ -300,6 +300,9 @@ impl Pending {
 
 type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
 
+/// Called with a run's id as the run starts (see [`Migration::on_start`]).
+pub(crate) type StartFn = Box<dyn FnMut(u64) + Send>;
+
 /// How a migration treats the run under way on its collection (see [`Migration::join`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Join {
@@ -320,6 +323,8 @@ pub struct Migration<T> {
     limit: Option<u64>,
     threads: usize,
     on_progress: Option<ProgressFn>,
+    /// Told the run's id as soon as it has one (see [`on_start`](Migration::on_start)).
+    on_start: Option<StartFn>,
     max_rate: Option<u64>,
     retry_failed: bool,
     validate_output: bool,
@@ -437,6 +442,25 @@ impl<T: Schema> Migration<T> {
         self
     }
 
+    /// Called with the run's id as soon as the run is this migration's: a run of this process
+    /// once it holds the collection's run lock, a worker once it joined its run; before the run's
+    /// first chunk and before its ledger record is saved. Not called when nothing is pending (no
+    /// run is recorded) nor for a run that is refused. Crate-internal: the HTTP API registers
+    /// the runs it starts with it, so that a request can cancel one by its id.
+    // Reached only through `crate::erased`, which the HTTP API and the command line use.
+    #[cfg_attr(not(any(feature = "http", feature = "cli")), allow(dead_code))]
+    pub(crate) fn on_start(mut self, hook: StartFn) -> Self {
+        self.on_start = Some(hook);
+        self
+    }
+
+    /// Tells [`on_start`](Self::on_start)'s hook that `run` is this migration's run.
+    pub(super) fn started(&mut self, run: u64) {
+        if let Some(hook) = self.on_start.as_mut() {
+            hook(run);
+        }
+    }
+
     /// Runs with this token, so that [`CancelToken::cancel`] from another thread stops the run.
     pub fn cancel_token(mut self, token: CancelToken) -> Self {
         self.cancel = token;
@@ -505,6 +529,7 @@ impl<T: Schema> Collection<T> {
             limit: None,
             threads: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             on_progress: None,
+            on_start: None,
             max_rate: None,
             retry_failed: false,
             validate_output: true,

@@ -25,6 +25,11 @@ async fn writes_and_migrate_routes_need_the_token() {
             "/issues/migrate/runs/1/revert".to_owned(),
             false,
         ),
+        (
+            Method::POST,
+            "/issues/migrate/runs/1/cancel".to_owned(),
+            false,
+        ),
     ];
     let before = (
         issues.count_by_version().unwrap(),

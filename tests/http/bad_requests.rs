@@ -222,6 +222,13 @@ fn table() -> Vec<Bad> {
             None,
             S::NOT_FOUND,
         ),
+        bad(
+            M::POST,
+            "/issues/migrate/runs/999999/cancel",
+            &[],
+            None,
+            S::NOT_FOUND,
+        ),
         bad(M::GET, "/a/b/c/d/e/f", &[], None, S::NOT_FOUND),
         // Preconditions.
         bad(
@@ -412,6 +419,13 @@ fn table() -> Vec<Bad> {
         bad(
             M::POST,
             "/issues/migrate/runs/abc/revert",
+            &[],
+            None,
+            S::BAD_REQUEST,
+        ),
+        bad(
+            M::POST,
+            "/issues/migrate/runs/abc/cancel",
             &[],
             None,
             S::BAD_REQUEST,

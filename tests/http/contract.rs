@@ -275,9 +275,16 @@ async fn twins_left_out_of_the_coverage_phase_declare_what_their_twin_declares()
     assert_eq!(find(&runs, "before"), find(&revisions, "after"));
     assert_eq!(find(&runs, "limit"), find(&revisions, "limit"));
     assert_eq!(runs.0.len(), 2);
-    // A revert names its run as reading it does.
-    assert_eq!(
-        inputs(&doc, "/issues/migrate/runs/{run_id}/revert", "post"),
-        inputs(&doc, "/issues/migrate/runs/{run_id}", "get")
-    );
+    // A revert and a cancel name their run as reading it does.
+    for action in ["revert", "cancel"] {
+        assert_eq!(
+            inputs(
+                &doc,
+                &format!("/issues/migrate/runs/{{run_id}}/{action}"),
+                "post"
+            ),
+            inputs(&doc, "/issues/migrate/runs/{run_id}", "get"),
+            "{action}"
+        );
+    }
 }

@@ -5,6 +5,7 @@
 
 mod auth;
 mod bad_requests;
+mod cancel;
 mod contract;
 mod example;
 mod join;

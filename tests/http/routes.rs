@@ -25,6 +25,7 @@ async fn healthz_and_openapi() {
         "/issues/docs/{id}/revisions/{revision}",
         "/issues/migrate/execute",
         "/issues/migrate/runs/{run_id}/revert",
+        "/issues/migrate/runs/{run_id}/cancel",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
