@@ -281,7 +281,9 @@ fn chunks<T: Schema>(
     }
 }
 
-/// Counts a committed chunk, reports progress and keeps to the rate.
+/// Counts a committed chunk, reports progress and keeps to the rate. Progress and the rate are
+/// the run's (all its workers, since this one joined), so that each instance's progress bar
+/// shows the run's, and `max_rate` holds for the run as a whole, not per worker.
 fn account<T: Schema>(
     migration: &mut Migration<T>,
     tally: &mut Tally,
@@ -294,14 +296,14 @@ fn account<T: Schema>(
     let (_, next) = executor::count(&tally.counts, &chunk.items, &chunk.outcomes, &classes);
     tally.counts = next;
     tally.chunk_outcomes(&chunk.items, &chunk.outcomes, &chunk.known_failed, &classes);
-    let counts = &tally.counts;
+    let counts = &chunk.run;
     let elapsed = started.elapsed();
     if let Some(callback) = migration.on_progress.as_mut() {
         #[allow(clippy::cast_precision_loss)] // a rate, not a count
-        let rate = counts.scanned as f64 / elapsed.as_secs_f64().max(1e-9);
+        let rate = counts.taken as f64 / elapsed.as_secs_f64().max(1e-9);
         callback(&Progress {
             run_id: run,
-            done: counts.scanned,
+            done: counts.taken,
             total,
             migrated: counts.migrated,
             failed: counts.failed,
@@ -312,7 +314,7 @@ fn account<T: Schema>(
     }
     if let Some(rate) = migration.max_rate {
         #[allow(clippy::cast_precision_loss)] // a schedule, not a count
-        let due = Duration::from_secs_f64(counts.scanned as f64 / rate as f64);
+        let due = Duration::from_secs_f64(counts.taken as f64 / rate as f64);
         if let Some(wait) = due.checked_sub(started.elapsed()) {
             std::thread::sleep(wait);
         }

@@ -220,7 +220,9 @@ pub struct MigrationReport {
     pub cancelled: bool,
 }
 
-/// Progress of a run, passed to [`Migration::on_progress`] after each chunk.
+/// Progress of a run, passed to [`Migration::on_progress`] after each chunk. A worker of a joined
+/// run (PostgreSQL) counts the run's chunks, all workers together since it joined, not only its
+/// own; its report gives its own share.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Progress {
@@ -367,13 +369,17 @@ impl<T: Schema> Migration<T> {
         self
     }
 
-    /// Called after every chunk, on the thread that runs the migration.
+    /// Called after every chunk, on the thread that runs the migration. A worker of a joined
+    /// run (PostgreSQL) reports the run's progress, all its workers together since this one
+    /// joined (as their committed chunks have it), against what was pending as it joined.
     pub fn on_progress(mut self, callback: impl FnMut(&Progress) + Send + 'static) -> Self {
         self.on_progress = Some(Box::new(callback));
         self
     }
 
-    /// Commits at most this many documents per second, so live writers are not starved.
+    /// Commits at most this many documents per second, so live writers are not starved. For a
+    /// joined run (PostgreSQL), the rate is the run's: each worker waits while the run as a
+    /// whole is ahead of it, so that more workers do not multiply the load.
     pub fn max_rate(mut self, docs_per_second: u64) -> Self {
         self.max_rate = Some(docs_per_second.max(1));
         self
@@ -415,7 +421,8 @@ impl<T: Schema> Migration<T> {
     /// On PostgreSQL every joined migration (in this process or another) is a worker of one
     /// run: each claims chunks of its own (`FOR UPDATE SKIP LOCKED`), the limit caps the run as
     /// a whole, and the ledger records one run with one [`WorkerRecord`] per worker. Each
-    /// worker's report covers its own share; the last worker to leave finishes the run. On sled
+    /// worker's report covers its own share (its progress, and `max_rate`, are the run's); the
+    /// last worker to leave finishes the run. On sled
     /// (one process), a joiner waits for the run under way to end, then runs on what is left
     /// (a report with no run id when nothing is).
     ///

@@ -293,13 +293,78 @@ fn joiners_migrate_every_document_once<E: Engine>() {
     assert_eq!(notes.pending().unwrap().migratable(), 0);
 }
 
+/// Two joiners at `max_rate`: on PostgreSQL the rate is the run's, so the run takes as long as
+/// one worker at that rate would (two workers at a rate each would take half as long), and each
+/// worker's progress is the run's: its last report counts its peer's chunks too.
+fn max_rate_and_progress_are_the_runs<E: Engine>() {
+    const DOCS: u64 = 6_000;
+    const RATE: u64 = 4_000;
+    let (_place, notes) = notes::<E>(DOCS);
+    let started = std::time::Instant::now();
+    let reports = thread::scope(|scope| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let last = Arc::new(Mutex::new(None));
+                    let seen = Arc::clone(&last);
+                    let report = notes
+                        .migrate()
+                        .join()
+                        .threads(1)
+                        .max_rate(RATE)
+                        .on_progress(move |progress| *seen.lock().unwrap() = Some(*progress))
+                        .execute()
+                        .unwrap();
+                    let last = last.lock().unwrap().take();
+                    (report, last)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let elapsed = started.elapsed();
+    assert_eq!(reports.iter().map(|(r, _)| r.scanned).sum::<u64>(), DOCS);
+    // DOCS / RATE is 1.5 s; a rate per worker would let two workers end in about 0.75 s (and
+    // up to 0.2 s more, as the one that ends first waits for its peer).
+    let shares: Vec<u64> = reports.iter().map(|(report, _)| report.scanned).collect();
+    assert!(
+        elapsed >= Duration::from_millis(1300),
+        "{elapsed:?} (shares {shares:?}): the run went faster than its max_rate"
+    );
+    for (report, last) in &reports {
+        let Some(last) = last else {
+            assert_eq!(report.scanned, 0);
+            continue;
+        };
+        assert!(last.done >= report.scanned, "{last:?} {report:?}");
+        assert!(last.done <= DOCS, "{last:?}");
+        assert_eq!(last.done, last.migrated + last.failed + last.skipped);
+    }
+    let both_worked = reports.iter().all(|(report, _)| report.scanned > 0);
+    if E::NAME == "postgres" && both_worked {
+        // Each worker's progress counts the run: the sum of the last reports is more than the
+        // run (each saw the other's chunks), where a worker's own counts would add up to it.
+        let seen: u64 = reports
+            .iter()
+            .filter_map(|(_, last)| last.as_ref())
+            .map(|last| last.done)
+            .sum();
+        assert!(seen > DOCS, "{reports:?}");
+    }
+}
+
 /// What a worker of [`held_workers`] did.
 struct Held {
     /// Its report.
     report: MigrationReport,
-    /// The candidates it had taken when it was held, after its first chunk.
-    first_chunk: u64,
 }
+
+/// A worker's chunk: what a held worker had taken when it was held, after its first chunk (its
+/// progress counts the run's, all workers together).
+const CHUNK: u64 = 1000;
 
 /// How [`held_workers`] lets its workers go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,7 +389,7 @@ fn held_workers<T: Schema>(
     meanwhile: impl FnOnce(u64),
 ) -> Vec<Held> {
     struct Worker<'scope> {
-        first: mpsc::Receiver<(u64, u64)>,
+        first: mpsc::Receiver<u64>,
         go: mpsc::Sender<()>,
         done: mpsc::Receiver<()>,
         handle: thread::ScopedJoinHandle<'scope, Result<MigrationReport, MigrationError>>,
@@ -343,7 +408,7 @@ fn held_workers<T: Schema>(
             let mut first_tx = Some(first_tx);
             let migration = migration.on_progress(move |progress| {
                 if let Some(first) = first_tx.take() {
-                    let _ = first.send((progress.run_id, progress.done));
+                    let _ = first.send(progress.run_id);
                     // Let go by `go`, or as it is dropped should the test fail first.
                     let _ = go_rx.recv();
                 }
@@ -368,9 +433,9 @@ fn held_workers<T: Schema>(
             };
             firsts.push(first);
         }
-        let runs: BTreeSet<u64> = firsts.iter().map(|&(run, _)| run).collect();
+        let runs: BTreeSet<u64> = firsts.iter().copied().collect();
         assert_eq!(runs.len(), 1, "the workers are in one run: {firsts:?}");
-        meanwhile(firsts[0].0);
+        meanwhile(firsts[0]);
         match let_go {
             LetGo::Together => go_all(&workers),
             LetGo::InOrder => {
@@ -386,10 +451,8 @@ fn held_workers<T: Schema>(
         }
         workers
             .into_iter()
-            .zip(firsts)
-            .map(|(worker, (_, first_chunk))| Held {
+            .map(|worker| Held {
                 report: worker.handle.join().unwrap().unwrap(),
-                first_chunk,
             })
             .collect()
     })
@@ -414,7 +477,7 @@ fn assert_cancelled<E: Engine>(notes: &Collection<NoteV2>, run: u64, held: &[Hel
         let report = &worker.report;
         assert_eq!(report.run_id, Some(run));
         assert!(report.cancelled, "{report:?}");
-        assert_eq!(report.scanned, worker.first_chunk, "{report:?}");
+        assert_eq!(report.scanned, CHUNK, "{report:?}");
     }
     let record = notes.run(run).unwrap().unwrap();
     assert_eq!(record.state, RunState::Cancelled, "{record:?}");
@@ -732,6 +795,7 @@ engine_tests! {
     a_joiner_with_other_settings_is_refused_naming_them,
     a_joiner_with_another_schema_is_refused_naming_the_fingerprints,
     joiners_migrate_every_document_once,
+    max_rate_and_progress_are_the_runs,
     a_cancel_from_one_worker_stops_every_worker,
     cancel_run_from_another_handle_stops_every_worker,
     retry_failed_retries_only_what_earlier_runs_failed,

@@ -348,11 +348,23 @@ pub(crate) enum Joined<'a> {
     Busy(u64),
 }
 
-/// A chunk claimed and committed by a worker: the items and what became of each.
+/// A chunk claimed and committed by a worker: the items and what became of each, and the
+/// run's counts over all its workers since this one joined.
 pub(crate) struct Claimed {
     pub(crate) items: Vec<ChunkItem>,
     pub(crate) known_failed: Vec<bool>,
     pub(crate) outcomes: Vec<Outcome>,
+    pub(crate) run: RunCounts,
+}
+
+/// What a joined run's workers did, all together, as their committed chunks say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RunCounts {
+    /// Documents claimed (each migrated, failed or skipped).
+    pub(crate) taken: u64,
+    pub(crate) migrated: u64,
+    pub(crate) failed: u64,
+    pub(crate) skipped: u64,
 }
 
 /// The processing of a claimed chunk's documents, done while its claim is held (called once per

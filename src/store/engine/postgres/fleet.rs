@@ -42,7 +42,7 @@ use crate::record::Origin;
 use crate::store::counters::Counter;
 use crate::store::engine::{
     refuse_older, Action, ChunkItem, Claimed, Commit, Ending, Joined, Left, Outcome,
-    PendingDocument, Process, RunSettings, Worker, WorkerInfo, WorkerRow,
+    PendingDocument, Process, RunCounts, RunSettings, Worker, WorkerInfo, WorkerRow,
 };
 use crate::store::StoreError;
 
@@ -123,7 +123,9 @@ const UNRETRIABLE: &str = "SELECT id FROM revolve_failures
        AND EXISTS (SELECT 1 FROM revolve_failures WHERE collection = $1)";
 /// A chunk's last statement: its counts on the worker's row (with the worker's failures per
 /// class so far, when the chunk failed any), its reservation given back, if the worker's lease
-/// still holds (the fence at the commit: 0 rows when it expired meanwhile).
+/// still holds (the fence at the commit: 0 rows when it expired meanwhile); and the run's counts
+/// over all its workers as committed before this chunk (the statement's snapshot, which the
+/// updates it makes do not change).
 const TALLY: &str = "WITH worker AS (
          UPDATE revolve_fleet_workers
          SET taken = taken + $4::int8, migrated = migrated + $5::int8, failed = failed + $6::int8,
@@ -136,7 +138,16 @@ const TALLY: &str = "WITH worker AS (
          UPDATE revolve_fleet_runs SET reserved = reserved - $8::int8
          WHERE collection = $1 AND run = $2 AND $8::int8 > 0 AND EXISTS (SELECT 1 FROM worker)
          RETURNING 1)
-     SELECT count(*) FROM worker";
+     SELECT (SELECT count(*) FROM worker), s.taken, s.migrated, s.failed, s.skipped
+     FROM (SELECT COALESCE(sum(taken), 0)::int8 AS taken,
+                  COALESCE(sum(migrated), 0)::int8 AS migrated,
+                  COALESCE(sum(failed), 0)::int8 AS failed,
+                  COALESCE(sum(skipped), 0)::int8 AS skipped
+           FROM revolve_fleet_workers WHERE collection = $1 AND run = $2) AS s";
+/// The run's counts over all its workers as committed (a worker's baseline as it joins).
+const RUN_COUNTS: &str = "SELECT COALESCE(sum(taken), 0)::int8, COALESCE(sum(migrated), 0)::int8,
+         COALESCE(sum(failed), 0)::int8, COALESCE(sum(skipped), 0)::int8
+     FROM revolve_fleet_workers WHERE collection = $1 AND run = $2";
 const RESERVE_WORKER: &str = "SELECT 1 FROM revolve_fleet_workers
      WHERE collection = $1 AND run = $2 AND worker = $3 AND NOT gone
        AND expires > clock_timestamp() FOR UPDATE";
@@ -293,6 +304,11 @@ impl PgCollection {
             ],
         )
         .map_err(db)?;
+        let baseline = counts(
+            &tx.query_one(RUN_COUNTS, &[&self.id, &sql_run(run)?])
+                .map_err(db)?,
+            0,
+        );
         tx.commit().map_err(db)?;
         drop(conn);
         let heart = self.start_heart(run, &worker)?;
@@ -305,6 +321,7 @@ impl PgCollection {
             retry_failed: settings.retry_failed,
             segments: VecDeque::new(),
             classes: BTreeMap::new(),
+            baseline,
             ended: false,
             heart,
         };
@@ -410,6 +427,16 @@ enum Claim<'a> {
     Clean(&'a Statement),
 }
 
+/// Four counts (taken, migrated, failed, skipped) from `row`'s columns from `first` on.
+fn counts(row: &postgres::Row, first: usize) -> [i64; 4] {
+    [
+        row.get(first),
+        row.get(first + 1),
+        row.get(first + 2),
+        row.get(first + 3),
+    ]
+}
+
 /// A worker's failures per class, from its row's JSON object; an object that does not parse
 /// (edited by hand) counts none, with a warning.
 fn classes(json: &str) -> BTreeMap<String, u64> {
@@ -432,6 +459,8 @@ struct PgWorker<'a> {
     segments: VecDeque<(i32, String)>,
     /// Its failures per class, as its row has them.
     classes: BTreeMap<String, u64>,
+    /// The run's counts as it joined.
+    baseline: [i64; 4],
     /// Whether it ended the run as it left: it releases the run's lease once the ledger has the
     /// run's final record (until then the run reads as live, never as interrupted).
     ended: bool,
@@ -451,17 +480,19 @@ impl PgWorker<'_> {
     }
 
     /// Adds a chunk's counts (taken, migrated, failed, skipped) to the worker's row and gives
-    /// back `give_back` of its reservation, in `tx`; `false` when the worker's lease expired.
+    /// back `give_back` of its reservation, in `tx`: the run's counts since this worker joined,
+    /// the chunk's included; `None` when the worker's lease expired.
     fn tally(
         &self,
         tx: &mut Transaction<'_>,
         statement: &Statement,
-        [taken, migrated, failed, skipped]: [i64; 4],
+        chunk: [i64; 4],
         give_back: i64,
         classes: Option<&str>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<RunCounts>, StoreError> {
         let (collection, run) = self.key()?;
-        let fenced: i64 = tx
+        let [taken, migrated, failed, skipped] = chunk;
+        let row = tx
             .query_one(
                 statement,
                 &[
@@ -476,9 +507,18 @@ impl PgWorker<'_> {
                     &classes,
                 ],
             )
-            .map_err(db)?
-            .get(0);
-        Ok(fenced > 0)
+            .map_err(db)?;
+        if row.get::<_, i64>(0) == 0 {
+            return Ok(None);
+        }
+        let before = counts(&row, 1);
+        let since = |i: usize| u64::try_from(before[i] + chunk[i] - self.baseline[i]).unwrap_or(0);
+        Ok(Some(RunCounts {
+            taken: since(0),
+            migrated: since(1),
+            failed: since(2),
+            skipped: since(3),
+        }))
     }
 
     /// A chunk of up to `limit` documents claimed and written piece by piece in `part`'s
@@ -744,11 +784,13 @@ impl Worker for PgWorker<'_> {
         }
         let changed = (classes != self.classes)
             .then(|| serde_json::to_string(&classes).unwrap_or_else(|_| "{}".to_owned()));
-        if !self.tally(&mut tx, &tally, counts, give_back, changed.as_deref())? {
+        let Some(run_counts) =
+            self.tally(&mut tx, &tally, counts, give_back, changed.as_deref())?
+        else {
             // The lease expired while the chunk was processed: the transaction rolls back as
             // it is dropped, and what it claimed is left to the run's other workers.
             return Err(self.lost());
-        }
+        };
         tx.commit().map_err(db)?;
         self.segments = segments;
         self.classes = classes;
@@ -756,6 +798,7 @@ impl Worker for PgWorker<'_> {
             items: written.items,
             known_failed: written.known_failed,
             outcomes: written.outcomes,
+            run: run_counts,
         }))
     }
 
