@@ -28,6 +28,14 @@ const TYPE_PREFIX: &str = "urn:revolve:problem:";
 /// joins them or is told of them (409 `run-in-progress`); a second only spares a tight loop.
 const LEASE_LOST_RETRY_AFTER: &str = "1";
 
+/// The `Retry-After` of a `database-busy` problem: the pool, a lock or a conflict that made the
+/// request give up is usually free again within a second.
+const BUSY_RETRY_AFTER: &str = "1";
+
+/// The `Retry-After` of a `database-unavailable` problem: a server that restarts or a network
+/// that fails takes longer to come back.
+const UNAVAILABLE_RETRY_AFTER: &str = "5";
+
 /// Why a request failed. Each variant is one problem type.
 #[derive(Debug)]
 pub(crate) enum ApiError {
@@ -114,6 +122,13 @@ pub(crate) enum ApiError {
     /// 503: a migration run, or a worker of a joined run, lost its lease and stopped; nothing of
     /// its open chunk was written, and trying again is the remedy.
     LeaseLost { run: u64, message: String },
+    /// 503: the database was too busy for the request (no pooled connection came free, a lock
+    /// stayed held, writes kept conflicting, a statement ran past its timeout); nothing was
+    /// applied, and trying again is the remedy.
+    Busy(String),
+    /// 503: the database cannot be reached (the connection was lost or refused); logged with
+    /// what the client saw, which the body leaves out (it names the server).
+    DatabaseUnavailable,
     /// Any other status, for responses made by layers that are not ours (the backstop).
     Status(StatusCode),
     /// 500: a bug or a failure of the store; logged, never sent.
@@ -290,6 +305,16 @@ impl ApiError {
                 "lease-lost",
                 "the migration lost its lease; try again",
             ),
+            Self::Busy(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-busy",
+                "the database is busy; try again",
+            ),
+            Self::DatabaseUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "the database cannot be reached; try again later",
+            ),
             Self::Status(status) => (
                 *status,
                 "http-error",
@@ -317,7 +342,11 @@ impl ApiError {
             }
             | Self::LeaseLost {
                 message: detail, ..
-            } => detail.clone(),
+            }
+            | Self::Busy(detail) => detail.clone(),
+            Self::DatabaseUnavailable => {
+                "the database cannot be reached; nothing was applied".to_owned()
+            }
             Self::Unauthorized { presented: false } => {
                 "this route needs `Authorization: Bearer <token>`".to_owned()
             }
@@ -478,6 +507,15 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static(LEASE_LOST_RETRY_AFTER),
                 );
             }
+            Self::Busy(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static(BUSY_RETRY_AFTER));
+            }
+            Self::DatabaseUnavailable => {
+                headers.insert(
+                    RETRY_AFTER,
+                    HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER),
+                );
+            }
             _ => {}
         }
         response
@@ -543,6 +581,15 @@ impl From<StoreError> for ApiError {
                     run,
                     message: error.to_string(),
                 }
+            }
+            // Their texts name no server and no secret: what gave up, and how long it waited.
+            StoreError::PoolExhausted { .. }
+            | StoreError::LockTimeout { .. }
+            | StoreError::Contention { .. }
+            | StoreError::Timeout { .. } => Self::Busy(error.to_string()),
+            StoreError::ConnectionLost { .. } | StoreError::Connect { .. } => {
+                tracing::warn!(error = %chain(&error), "the database cannot be reached");
+                Self::DatabaseUnavailable
             }
             other => Self::internal(other),
         }
@@ -730,6 +777,57 @@ mod tests {
         let problem = broken.problem();
         assert_eq!(problem["status"], 500, "{problem}");
         assert!(!problem.to_string().contains("secret"), "{problem}");
+    }
+
+    /// A database that is busy or cannot be reached is the client's to try again later: 503 with
+    /// `Retry-After`, not an internal error; the unreachable server is not named in the body.
+    #[test]
+    fn a_busy_or_unreachable_database_is_503() {
+        let backend = || {
+            crate::BackendError::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "db.internal:5432 refused",
+            ))
+        };
+        let busy = [
+            StoreError::PoolExhausted {
+                size: 8,
+                waited: std::time::Duration::from_secs(30),
+            },
+            StoreError::LockTimeout {
+                what: "registering `notes`".to_owned(),
+                waited: std::time::Duration::from_secs(60),
+                source: backend(),
+            },
+            StoreError::Contention { source: backend() },
+            StoreError::Timeout { source: backend() },
+        ];
+        for error in busy {
+            let text = error.to_string();
+            let error = ApiError::from(error);
+            let problem = error.problem();
+            assert_eq!(problem["status"], 503, "{problem}");
+            assert_eq!(problem["type"], "urn:revolve:problem:database-busy");
+            assert_eq!(problem["detail"], text.as_str());
+            let response = error.into_response();
+            assert_eq!(response.headers()[RETRY_AFTER], BUSY_RETRY_AFTER);
+        }
+        let unreachable = [
+            StoreError::ConnectionLost { source: backend() },
+            StoreError::Connect {
+                target: "app@db.internal:5432/app".to_owned(),
+                source: backend(),
+            },
+        ];
+        for error in unreachable {
+            let error = ApiError::from(MigrationError::from(error));
+            let problem = error.problem();
+            assert_eq!(problem["status"], 503, "{problem}");
+            assert_eq!(problem["type"], "urn:revolve:problem:database-unavailable");
+            assert!(!problem.to_string().contains("db.internal"), "{problem}");
+            let response = error.into_response();
+            assert_eq!(response.headers()[RETRY_AFTER], UNAVAILABLE_RETRY_AFTER);
+        }
     }
 
     /// A run or a worker that lost its lease is the client's to try again: 503 `lease-lost`, with

@@ -86,10 +86,13 @@
 //! any more (409 `run-not-running`, with `run_id` and its `state`), one under way in another
 //! process that is not a joined run, which only that process can cancel (409 `run-elsewhere`,
 //! with `run_id`), or a revert (409 `not-cancellable`, with `run_id`), a timeout (503), a
-//! migration run or a worker of a
-//! joined run that lost its lease and stopped (503 `lease-lost`, with `run_id` and `Retry-After`:
-//! nothing of its open chunk was written, and the remedy is to ask again). Internal errors are
-//! logged with `tracing`, never sent.
+//! migration run or a worker of a joined run that lost its lease and stopped (503 `lease-lost`,
+//! with `run_id` and `Retry-After`: nothing of its open chunk was written, and the remedy is to
+//! ask again), a database too busy for the request (503 `database-busy`, `Retry-After: 1`: no
+//! pooled connection came free, a lock stayed held, writes kept conflicting or a statement ran
+//! past its timeout; nothing was applied) or one that cannot be reached (503
+//! `database-unavailable`, `Retry-After: 5`; the server is named in the log, not the body).
+//! Internal errors are logged with `tracing`, never sent.
 //!
 //! A document whose stored revision cannot be brought to the latest version (its step refuses it,
 //! or its payload does not decode at its version) is not an internal error but a known state:
