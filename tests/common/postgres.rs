@@ -16,3 +16,45 @@ pub(crate) fn postgres_url() -> Option<String> {
         }
     }
 }
+
+/// A fresh schema of the test server, dropped with this value.
+// Not every test crate that includes this file makes schemas of its own.
+#[allow(dead_code)]
+pub(crate) struct TestSchema {
+    url: String,
+    name: String,
+}
+
+#[allow(dead_code)]
+impl TestSchema {
+    /// A fresh schema whose name starts with `prefix`, and a builder for stores in it (with a
+    /// 2-second run lease, so that tests of dead workers are quick); `None` without a test
+    /// server.
+    pub(crate) fn new(prefix: &str) -> Option<(Self, impl Fn() -> revolve::StoreBuilder)> {
+        let url = postgres_url()?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("{prefix}_{}_{nanos}", std::process::id());
+        let builder = {
+            let (url, name) = (url.clone(), name.clone());
+            move || {
+                revolve::Store::builder()
+                    .url(&url)
+                    .schema(&name)
+                    .run_lease(std::time::Duration::from_secs(2))
+            }
+        };
+        Some((Self { url, name }, builder))
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.url, postgres::NoTls) {
+            let _ =
+                client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+        }
+    }
+}

@@ -266,52 +266,15 @@ async fn a_run_this_server_did_not_start_is_409_run_elsewhere() {
     assert_eq!(gated.run(run).unwrap().unwrap().state, RunState::Done);
 }
 
-/// A schema of the test database, dropped with it, and a builder for stores in it.
-#[cfg(feature = "postgres")]
-struct PgSchema {
-    url: String,
-    name: String,
-}
-
-#[cfg(feature = "postgres")]
-impl PgSchema {
-    /// `None` without a test server.
-    fn new() -> Option<(Self, impl Fn() -> revolve::StoreBuilder)> {
-        let url = crate::pg_server::postgres_url()?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("t_http_cancel_{}_{nanos}", std::process::id());
-        let builder = {
-            let (url, name) = (url.clone(), name.clone());
-            move || {
-                revolve::Store::builder()
-                    .url(&url)
-                    .schema(&name)
-                    .run_lease(Duration::from_secs(2))
-            }
-        };
-        Some((Self { url, name }, builder))
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        if let Ok(mut client) = postgres::Client::connect(&self.url, postgres::NoTls) {
-            let _ =
-                client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
-        }
-    }
-}
-
 /// A store in a fresh schema holding `documents`; `None` without a test server.
 #[cfg(feature = "postgres")]
 fn pg_store(
     documents: &[crate::support::GatedV1],
-) -> Option<(PgSchema, impl Fn() -> revolve::StoreBuilder)> {
-    let (schema, builder) = PgSchema::new()?;
+) -> Option<(
+    crate::pg_server::TestSchema,
+    impl Fn() -> revolve::StoreBuilder,
+)> {
+    let (schema, builder) = crate::pg_server::TestSchema::new("t_http_cancel")?;
     {
         let store = builder()
             .durability(revolve::Durability::Eventual)

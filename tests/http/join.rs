@@ -197,46 +197,6 @@ async fn join_must_be_a_boolean() {
     );
 }
 
-/// A schema of the test database, dropped with it.
-#[cfg(feature = "postgres")]
-struct PgSchema {
-    url: String,
-    name: String,
-}
-
-#[cfg(feature = "postgres")]
-impl PgSchema {
-    /// A fresh schema, and a builder for a store in it; `None` without a test server.
-    fn new() -> Option<(Self, impl Fn() -> revolve::StoreBuilder)> {
-        let url = crate::pg_server::postgres_url()?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("t_http_join_{}_{nanos}", std::process::id());
-        let builder = {
-            let (url, name) = (url.clone(), name.clone());
-            move || {
-                revolve::Store::builder()
-                    .url(&url)
-                    .schema(&name)
-                    .run_lease(std::time::Duration::from_secs(2))
-            }
-        };
-        Some((Self { url, name }, builder))
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        if let Ok(mut client) = postgres::Client::connect(&self.url, postgres::NoTls) {
-            let _ =
-                client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
-        }
-    }
-}
-
 /// On PostgreSQL: a request with `join` while a joined run is under way becomes a worker of that
 /// run (the ledger's record of the run shows both workers), one with another limit is refused
 /// naming it, one without `join` gets 409. Every store call runs off the runtime's threads (the
@@ -252,7 +212,7 @@ fn requests_with_join_are_workers_of_one_run_on_postgres() {
 
     use crate::support::GatedV1;
 
-    let Some((_schema, builder)) = PgSchema::new() else {
+    let Some((_schema, builder)) = crate::pg_server::TestSchema::new("t_http_join") else {
         return;
     };
     let gate = Gate::new("join-postgres");
