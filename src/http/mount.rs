@@ -575,11 +575,22 @@ impl Mount {
     /// [`RawCollection::cancel_run`]: crate::RawCollection::cancel_run
     pub(crate) fn cancel(&self, run: u64) -> Result<Value, ApiError> {
         let requested = || json!({ "run_id": run, "cancel": "requested" });
+        let raw = self.collection.raw();
         // This server's runs first: one that has only just started has no ledger record yet.
         if self.runs.cancel(run) {
+            // A joined run's other workers, in other processes, are told at once too: this
+            // server's worker would only tell them at its next chunk boundary (and not at all
+            // should it be failing).
+            if let Err(error) = raw.cancel_run(run) {
+                tracing::warn!(
+                    collection = self.name(),
+                    run,
+                    error = %crate::error::format::chain(&error),
+                    "cannot ask a joined run's other workers to stop; this server's stops"
+                );
+            }
             return Ok(requested());
         }
-        let raw = self.collection.raw();
         let Some(record) = raw.run(run)? else {
             // A joined run's first worker saves the record just after it joined.
             if raw.cancel_run(run)? {

@@ -423,3 +423,79 @@ fn another_process_joined_run_is_cancelled_on_postgres() {
     drop(theirs);
     drop(other);
 }
+
+/// On PostgreSQL, a cancel through the server that runs one of a joined run's workers reaches
+/// the run's workers in other processes at once, not only when this server's worker passes it
+/// on at its next chunk boundary: here that worker waits inside a step, mid-chunk, and the other
+/// process's worker stops all the same.
+#[cfg(feature = "postgres")]
+#[test]
+fn a_joined_runs_other_workers_stop_while_this_servers_is_mid_chunk_on_postgres() {
+    let gate = Gate::new("cancel-pg-mid-chunk");
+    let documents = gated_documents(8000, 500, "cancel-pg-mid-chunk");
+    let Some((_schema, builder)) = pg_store(&documents) else {
+        return;
+    };
+    let other = builder().open().unwrap();
+    let store = builder().open().unwrap();
+    let app = gated_router(&store);
+    let runtime = runtime();
+    let theirs: Collection<GatedV2> = other.collection().unwrap();
+
+    // This server's worker claims the first chunk, which holds the gated document.
+    let request = runtime.spawn({
+        let app = app.clone();
+        async move {
+            post("/gated/migrate/execute")
+                .json(&json!({ "join": true }))
+                .send(&app)
+                .await
+        }
+    });
+    assert!(gate.reached(Duration::from_secs(60)), "the step never ran");
+    // The other process's worker claims past the chunk held, and commits.
+    let (runs, started) = mpsc::channel();
+    let (ended, report) = mpsc::channel();
+    std::thread::spawn({
+        let theirs = theirs.clone();
+        move || {
+            let result = theirs
+                .migrate()
+                .join()
+                .on_progress(move |progress| {
+                    let _ = runs.send(progress.run_id);
+                })
+                .execute();
+            let _ = ended.send(result);
+        }
+    });
+    let run = started.recv_timeout(Duration::from_secs(60)).unwrap();
+    let accepted = runtime.block_on(async { cancel(&app, run).await });
+    assert_requested(&accepted, run);
+    // It stops at its next chunk boundary, while this server's worker still waits.
+    let theirs_report = report
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the other process's worker did not stop")
+        .unwrap();
+    assert!(theirs_report.cancelled, "{theirs_report:?}");
+    assert!(theirs_report.migrated < 7000, "{theirs_report:?}");
+    gate.open();
+    let (ours, record) = runtime.block_on(async {
+        let ours = request.await.unwrap().expect(StatusCode::OK);
+        let record = finished_run(&app, "gated", run).await;
+        (ours, record)
+    });
+    assert_eq!(ours["cancelled"], true, "{ours}");
+    assert_eq!(ours["migrated"], 1000, "{ours}");
+    assert_eq!(record["state"], "cancelled", "{record}");
+    assert_eq!(
+        record["migrated"],
+        theirs_report.migrated + 1000,
+        "{record}"
+    );
+    drop(runtime);
+    drop(app);
+    drop(store);
+    drop(theirs);
+    drop(other);
+}

@@ -1,7 +1,7 @@
 //! Shared fixtures: document types, stores holding version-1 documents, gates that hold a step
 //! until a test opens them, and a small request builder over `oneshot`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -95,9 +95,14 @@ fn gated_v1_to_v2(old: GatedV1) -> Result<GatedV2, StepError> {
 
 static GATES: Mutex<BTreeMap<String, bool>> = Mutex::new(BTreeMap::new());
 static OPENED: Condvar = Condvar::new();
+/// The gates a step has reached (and waits at, until they open).
+static REACHED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+static ARRIVED: Condvar = Condvar::new();
 
 /// Blocks until `gate` opens; gives up after a minute so that a failed test cannot hang the run.
 fn wait_for(gate: &str) {
+    REACHED.lock().unwrap().insert(gate.to_owned());
+    ARRIVED.notify_all();
     let mut gates = GATES.lock().unwrap();
     let mut waited = Duration::ZERO;
     while !gates.get(gate).copied().unwrap_or(false) && waited < Duration::from_secs(60) {
@@ -121,6 +126,16 @@ impl Gate {
     pub(crate) fn open(&self) {
         GATES.lock().unwrap().insert(self.0.clone(), true);
         OPENED.notify_all();
+    }
+
+    /// Waits until a step waits at this gate: `false` if none did within `timeout`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn reached(&self, timeout: Duration) -> bool {
+        let reached = REACHED.lock().unwrap();
+        let (reached, _) = ARRIVED
+            .wait_timeout_while(reached, timeout, |reached| !reached.contains(&self.0))
+            .unwrap();
+        reached.contains(&self.0)
     }
 }
 
