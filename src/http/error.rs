@@ -127,7 +127,8 @@ pub(crate) enum ApiError {
     /// applied, and trying again is the remedy.
     Busy(String),
     /// 503: the database cannot be reached (the connection was lost or refused); logged with
-    /// what the client saw, which the body leaves out (it names the server).
+    /// what the client saw, which the body leaves out (it names the server). A connection lost
+    /// during a commit leaves the outcome unknown, which the body says.
     DatabaseUnavailable,
     /// Any other status, for responses made by layers that are not ours (the backstop).
     Status(StatusCode),
@@ -344,9 +345,9 @@ impl ApiError {
                 message: detail, ..
             }
             | Self::Busy(detail) => detail.clone(),
-            Self::DatabaseUnavailable => {
-                "the database cannot be reached; nothing was applied".to_owned()
-            }
+            Self::DatabaseUnavailable => "the database cannot be reached; a write under way may \
+                 or may not have been applied (read it before writing it again)"
+                .to_owned(),
             Self::Unauthorized { presented: false } => {
                 "this route needs `Authorization: Bearer <token>`".to_owned()
             }

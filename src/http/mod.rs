@@ -91,7 +91,8 @@
 //! ask again), a database too busy for the request (503 `database-busy`, `Retry-After: 1`: no
 //! pooled connection came free, a lock stayed held, writes kept conflicting or a statement ran
 //! past its timeout; nothing was applied) or one that cannot be reached (503
-//! `database-unavailable`, `Retry-After: 5`; the server is named in the log, not the body).
+//! `database-unavailable`, `Retry-After: 5`; the server is named in the log, not the body; a
+//! connection lost during a commit leaves the outcome unknown: read before writing again).
 //! Internal errors are logged with `tracing`, never sent.
 //!
 //! A document whose stored revision cannot be brought to the latest version (its step refuses it,
