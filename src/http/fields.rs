@@ -112,7 +112,7 @@ impl<'a> Walk<'a> {
     /// Whether `value` fits `schema` at its own level (a `$ref` resolved once; nested references
     /// accept anything, which only makes the choice of alternatives more lenient).
     fn matches(&self, value: &Value, schema: &Value) -> bool {
-        Validator::new(self.resolve(schema)).validate(value).is_ok()
+        Validator::new(self.resolve(schema)).is_valid(value)
     }
 
     fn value(&mut self, value: &Value, schema: &'a Value, path: &mut String) {

@@ -27,9 +27,14 @@ impl Validator {
         }
     }
 
+    /// Whether `value` passes (the first pass only: no message is built).
+    pub(crate) fn is_valid(&self, value: &Value) -> bool {
+        self.root.check::<false>(value, &mut String::new()).is_ok()
+    }
+
     /// Checks `value`; the error names the path and the rule.
     pub(crate) fn validate(&self, value: &Value) -> Result<(), String> {
-        if self.root.check::<false>(value, &mut String::new()).is_ok() {
+        if self.is_valid(value) {
             return Ok(());
         }
         self.root.check::<true>(value, &mut String::new())
