@@ -122,7 +122,11 @@ fn work<T: Schema>(
     let collection = migration.collection.clone();
     let run = worker.run();
     migration.started(run);
-    let total = migration.limit.map_or(pending, |limit| limit.min(pending));
+    // What this worker's progress counts against: what was pending as it joined, and no more
+    // than what the run's limit left (its progress counts the run's chunks since it joined).
+    let total = migration.limit.map_or(pending, |limit| {
+        limit.saturating_sub(worker.taken_before()).min(pending)
+    });
     // The first worker records the run; should that fail, it still leaves (below), so that its
     // peers do not wait for it.
     let mut result = if first {

@@ -87,19 +87,17 @@ fn join_starts_a_run_when_none_is_under_way<E: Engine>() {
     assert_eq!((again.run_id, again.scanned), (None, 0));
 }
 
-/// Runs `during` while a joined run of `notes` is held at its first chunk, then lets the run go
-/// on to its end: the run's report, and what `during` returned (which must not panic, or the
-/// held run would wait forever).
-fn while_held<R>(notes: &Collection<NoteV2>, during: impl FnOnce() -> R) -> (MigrationReport, R) {
+/// Runs `during` while `held`, joined, is held at its first chunk, then lets it go on to its
+/// end: its report, and what `during` returned (which must not panic, or the held run would
+/// wait forever).
+fn while_held<R>(held: Migration<NoteV2>, during: impl FnOnce() -> R) -> (MigrationReport, R) {
     let under_way = Arc::new(Barrier::new(2));
     let release = Arc::new(Barrier::new(2));
     thread::scope(|scope| {
         let first = scope.spawn(|| {
             let (under_way, release) = (Arc::clone(&under_way), Arc::clone(&release));
             let mut first_chunk = true;
-            notes
-                .migrate()
-                .join()
+            held.join()
                 .on_progress(move |_| {
                     if std::mem::take(&mut first_chunk) {
                         under_way.wait();
@@ -118,7 +116,7 @@ fn while_held<R>(notes: &Collection<NoteV2>, during: impl FnOnce() -> R) -> (Mig
 
 fn a_joiner_with_other_settings_is_refused_naming_them<E: Engine>() {
     let (_place, notes) = notes::<E>(2500);
-    let (first, refused) = while_held(&notes, || {
+    let (first, refused) = while_held(notes.migrate(), || {
         [
             notes.migrate().join().limit(5).execute().map(drop),
             notes.migrate().join().retry_failed().execute().map(drop),
@@ -199,7 +197,7 @@ mod annotated {
 fn a_joiner_with_another_schema_is_refused_naming_the_fingerprints<E: Engine>() {
     let (place, notes) = notes::<E>(2500);
     let postgres = E::NAME == "postgres";
-    let (first, other) = while_held(&notes, || {
+    let (first, other) = while_held(notes.migrate(), || {
         if postgres {
             // Another program: a store of its own.
             place
@@ -353,6 +351,43 @@ fn max_rate_and_progress_are_the_runs<E: Engine>() {
             .map(|last| last.done)
             .sum();
         assert!(seen > DOCS, "{reports:?}");
+    }
+}
+
+/// A joiner's progress counts against what the run's limit left when it joined: with a limit
+/// of 3,000 and 1,000 taken by the run's first worker, 2,000 (on sled, where the joiner waits
+/// and runs on what is left, the 2,000 pending then).
+fn a_joiners_progress_counts_against_what_the_limit_left<E: Engine>() {
+    let (_place, notes) = notes::<E>(5000);
+    let (first, second) = while_held(notes.migrate().limit(3000), || {
+        let notes = notes.clone();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let events = Arc::clone(&seen);
+        let handle = thread::spawn(move || {
+            notes
+                .migrate()
+                .join()
+                .limit(3000)
+                .on_progress(move |progress| events.lock().unwrap().push(*progress))
+                .execute()
+                .unwrap()
+        });
+        (handle, seen)
+    });
+    let (handle, seen) = second;
+    let second = handle.join().unwrap();
+    // One run with a limit of 3,000 on PostgreSQL; two runs of up to 3,000 each on sled.
+    let scanned = if E::NAME == "postgres" { 3000 } else { 5000 };
+    assert_eq!(
+        first.scanned + second.scanned,
+        scanned,
+        "{first:?} {second:?}"
+    );
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty());
+    for progress in seen.iter() {
+        assert_eq!(progress.total, 2000, "{progress:?}");
+        assert!(progress.done <= progress.total, "{progress:?}");
     }
 }
 
@@ -796,6 +831,7 @@ engine_tests! {
     a_joiner_with_another_schema_is_refused_naming_the_fingerprints,
     joiners_migrate_every_document_once,
     max_rate_and_progress_are_the_runs,
+    a_joiners_progress_counts_against_what_the_limit_left,
     a_cancel_from_one_worker_stops_every_worker,
     cancel_run_from_another_handle_stops_every_worker,
     retry_failed_retries_only_what_earlier_runs_failed,

@@ -378,6 +378,9 @@ pub(crate) trait Worker: Send {
     /// The run.
     fn run(&self) -> u64;
 
+    /// What the run's workers had taken, all together, as this one joined.
+    fn taken_before(&self) -> u64;
+
     /// Takes up to `want` documents of the run's limit for the next chunk: how many this worker
     /// may claim (`want` without a limit; 0 once the limit is reserved). The next claim gives
     /// back what it does not use.

@@ -533,13 +533,19 @@ impl PgWorker<'_> {
         std::thread::scope(|scope| {
             let (to_process, claimed) = mpsc::channel::<Vec<PendingDocument>>();
             let (to_write, processed) = mpsc::channel();
-            let processing = scope.spawn(move || {
-                for piece in claimed {
-                    if to_write.send(process(piece)).is_err() {
-                        break;
+            let processing = std::thread::Builder::new()
+                .name("revolve-chunk".to_owned())
+                .spawn_scoped(scope, move || {
+                    for piece in claimed {
+                        if to_write.send(process(piece)).is_err() {
+                            break;
+                        }
                     }
-                }
-            });
+                })
+                .map_err(|source| StoreError::Io {
+                    what: "cannot start the thread that processes a migration chunk".to_owned(),
+                    source,
+                })?;
             let written = self.claim_and_write(part, limit, &to_process, &processed);
             // The processing thread stops once the pieces stop coming (also after an error).
             drop((to_process, processed));
@@ -669,6 +675,10 @@ impl PgWorker<'_> {
 impl Worker for PgWorker<'_> {
     fn run(&self) -> u64 {
         self.run
+    }
+
+    fn taken_before(&self) -> u64 {
+        self.baseline[0].unsigned_abs()
     }
 
     fn reserve(&mut self, want: usize) -> Result<usize, StoreError> {
