@@ -19,6 +19,24 @@ use tower::ServiceExt;
 use crate::migrate::{finished_run, gated_documents, gated_router, next_line, start_streaming};
 use crate::support::{get, post, store_with, Gate, GatedV2};
 
+/// `migration` run on a thread of its own, as another program would run it: its run's id once
+/// its first chunk has committed, and the thread, which returns its report.
+fn library_run(
+    migration: revolve::Migration<GatedV2>,
+) -> (u64, std::thread::JoinHandle<revolve::MigrationReport>) {
+    let (runs, started) = mpsc::channel();
+    let library = std::thread::spawn(move || {
+        migration
+            .on_progress(move |progress| {
+                let _ = runs.send(progress.run_id);
+            })
+            .execute()
+            .unwrap()
+    });
+    let run = started.recv_timeout(Duration::from_secs(60)).unwrap();
+    (run, library)
+}
+
 /// Asks for run `run` to be cancelled.
 async fn cancel(app: &axum::Router, run: u64) -> crate::support::Reply {
     post(&format!("/gated/migrate/runs/{run}/cancel"))
@@ -233,20 +251,7 @@ async fn a_run_this_server_did_not_start_is_409_run_elsewhere() {
     let (_dir, store) = store_with(&gated_documents(3000, 1500, "cancel-elsewhere"));
     let app = gated_router(&store);
     let gated = store.collection::<GatedV2>().unwrap();
-    let (runs, started) = mpsc::channel();
-    let library = std::thread::spawn({
-        let gated = gated.clone();
-        move || {
-            gated
-                .migrate()
-                .on_progress(move |progress| {
-                    let _ = runs.send(progress.run_id);
-                })
-                .execute()
-                .unwrap()
-        }
-    });
-    let run = started.recv_timeout(Duration::from_secs(60)).unwrap();
+    let (run, library) = library_run(gated.migrate());
     let problem = cancel(&app, run).await.expect(StatusCode::CONFLICT);
     assert_eq!(problem["type"], "urn:revolve:problem:run-elsewhere");
     assert_eq!(problem["run_id"], run);
@@ -362,21 +367,7 @@ fn another_process_joined_run_is_cancelled_on_postgres() {
 
     // A run of one process there: only its own token stops it.
     let token = revolve::CancelToken::new();
-    let (runs, started) = mpsc::channel();
-    let library = std::thread::spawn({
-        let (theirs, token) = (theirs.clone(), token.clone());
-        move || {
-            theirs
-                .migrate()
-                .cancel_token(token)
-                .on_progress(move |progress| {
-                    let _ = runs.send(progress.run_id);
-                })
-                .execute()
-                .unwrap()
-        }
-    });
-    let run = started.recv_timeout(Duration::from_secs(60)).unwrap();
+    let (run, library) = library_run(theirs.migrate().cancel_token(token.clone()));
     let problem = runtime.block_on(async { cancel(&app, run).await.expect(StatusCode::CONFLICT) });
     assert_eq!(problem["type"], "urn:revolve:problem:run-elsewhere");
     assert_eq!(problem["run_id"], run);
@@ -387,21 +378,7 @@ fn another_process_joined_run_is_cancelled_on_postgres() {
     let done = report.migrated;
 
     // A joined run there: the engine asks every worker to stop.
-    let (runs, started) = mpsc::channel();
-    let library = std::thread::spawn({
-        let theirs = theirs.clone();
-        move || {
-            theirs
-                .migrate()
-                .join()
-                .on_progress(move |progress| {
-                    let _ = runs.send(progress.run_id);
-                })
-                .execute()
-                .unwrap()
-        }
-    });
-    let run = started.recv_timeout(Duration::from_secs(60)).unwrap();
+    let (run, library) = library_run(theirs.migrate().join());
     let (accepted, record) = runtime.block_on(async {
         let accepted = cancel(&app, run).await;
         joined.open();
@@ -454,29 +431,19 @@ fn a_joined_runs_other_workers_stop_while_this_servers_is_mid_chunk_on_postgres(
     });
     assert!(gate.reached(Duration::from_secs(60)), "the step never ran");
     // The other process's worker claims past the chunk held, and commits.
-    let (runs, started) = mpsc::channel();
-    let (ended, report) = mpsc::channel();
-    std::thread::spawn({
-        let theirs = theirs.clone();
-        move || {
-            let result = theirs
-                .migrate()
-                .join()
-                .on_progress(move |progress| {
-                    let _ = runs.send(progress.run_id);
-                })
-                .execute();
-            let _ = ended.send(result);
-        }
-    });
-    let run = started.recv_timeout(Duration::from_secs(60)).unwrap();
+    let (run, library) = library_run(theirs.migrate().join());
     let accepted = runtime.block_on(async { cancel(&app, run).await });
     assert_requested(&accepted, run);
     // It stops at its next chunk boundary, while this server's worker still waits.
-    let theirs_report = report
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the other process's worker did not stop")
-        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !library.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        library.is_finished(),
+        "the other process's worker did not stop"
+    );
+    let theirs_report = library.join().unwrap();
     assert!(theirs_report.cancelled, "{theirs_report:?}");
     assert!(theirs_report.migrated < 7000, "{theirs_report:?}");
     gate.open();
