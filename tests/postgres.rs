@@ -36,6 +36,9 @@
 //! - `a_run_whose_workers_died_is_resumed`: the only worker of a joined run is killed with
 //!   `kill -9`; the run reads `interrupted` once its lease expires, and a `join()` elsewhere
 //!   starts a new run that migrates the rest, each document once.
+//! - `workers_heartbeat_on_one_connection`: four joined workers in one process, held after
+//!   their first chunk once each has renewed its lease, hold at most the pool's connections and
+//!   one more: their heartbeats share one connection.
 //! - `a_paused_holder_stops_after_losing_its_lease`: a holder
 //!   stopped (SIGSTOP) past its lease, while another process migrates to the end, must not go on
 //!   committing or record its run as done when it wakes up.
@@ -1762,7 +1765,7 @@ fn a_held_registration_lock_is_waited_for_with_a_bound(url: &str) -> String {
 }
 
 /// Every scenario, by name.
-fn scenarios() -> [(&'static str, Scenario); 15] {
+fn scenarios() -> [(&'static str, Scenario); 16] {
     [
         (
             "three_processes_lose_no_update",
@@ -1811,6 +1814,10 @@ fn scenarios() -> [(&'static str, Scenario); 15] {
         (
             "a_killed_workers_share_of_the_limit_is_given_back",
             a_killed_workers_share_of_the_limit_is_given_back,
+        ),
+        (
+            "workers_heartbeat_on_one_connection",
+            workers_heartbeat_on_one_connection,
         ),
     ]
 }
@@ -2342,4 +2349,81 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The heartbeats of a process's workers share one connection: four joined workers of one run,
+/// in four threads of one store with a pool of two, held after their first chunk once each has
+/// renewed its lease, hold at most the pool's connections and one more (not one more each: a
+/// fleet of instances migrating several collections at startup would run a server out of
+/// connections).
+fn workers_heartbeat_on_one_connection(url: &str) -> String {
+    const WORKERS: usize = 4;
+    const POOL: usize = 2;
+    let schema = TestSchema::new(url, "heartbeats");
+    set_up_fleet(&schema.store(), 10_000);
+    let name = format!("revolve_heartbeats_{}", std::process::id());
+    let store = Store::builder()
+        .url(with_application_name(url, &name))
+        .schema(&schema.name)
+        .run_lease(Duration::from_millis(FLEET_LEASE_MS))
+        .pool_size(POOL)
+        .open()
+        .unwrap();
+    let items = store.collection::<ItemV2>().unwrap();
+    let held = Arc::new(Barrier::new(WORKERS + 1));
+    let release = Arc::new(Barrier::new(WORKERS + 1));
+    let workers: Vec<JoinHandle<u64>> = (0..WORKERS)
+        .map(|_| {
+            let (items, held, release) = (items.clone(), Arc::clone(&held), Arc::clone(&release));
+            std::thread::spawn(move || {
+                let mut first = true;
+                items
+                    .migrate()
+                    .join()
+                    .threads(1)
+                    .on_progress(move |_| {
+                        if std::mem::take(&mut first) {
+                            held.wait();
+                            release.wait();
+                        }
+                    })
+                    .execute()
+                    .unwrap()
+                    .migrated
+            })
+        })
+        .collect();
+    held.wait();
+    let mut client = schema.client();
+    poll(
+        "every worker renews its lease",
+        Duration::from_secs(30),
+        || {
+            client
+                .query_one(
+                    "SELECT count(*) FROM revolve_fleet_workers WHERE heartbeat > started",
+                    &[],
+                )
+                .unwrap()
+                .get::<_, i64>(0)
+                == i64::try_from(WORKERS).unwrap()
+        },
+    );
+    let connections: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    release.wait();
+    let migrated: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(migrated, 10_000);
+    assert!(
+        connections <= i64::try_from(POOL + 1).unwrap(),
+        "{WORKERS} workers held {connections} connections with a pool of {POOL}"
+    );
+    drop(items);
+    drop(store);
+    format!("{WORKERS} workers held {connections} connections with a pool of {POOL}")
 }

@@ -5,8 +5,8 @@
 //!   every worker's heartbeat extends it, so that no other run starts while any worker lives, and
 //!   joining and leaving lock it, so that the last worker to leave knows it is the last.
 //! - Each worker has a row of its own (`revolve_fleet_workers`): its lease, renewed from a thread
-//!   of its own on a connection of its own by the database's clock, and its counts, added by each
-//!   chunk's transaction. No row is written by every chunk of every worker.
+//!   of its own on the store's renewal connection (outside the pool, one per store) by the
+//!   database's clock, and its counts, added by each chunk's transaction. No row is written by every chunk of every worker.
 //! - A chunk is claimed with `FOR UPDATE OF h SKIP LOCKED` over the version index, per source
 //!   version, after the worker's own keyset; its documents are processed while the transaction
 //!   is open; the revisions, heads, failures and counts are written as a single-process run's
@@ -931,8 +931,9 @@ impl Worker for PgWorker<'_> {
     }
 }
 
-/// A worker's heartbeat: a thread of its own, on a connection of its own (a busy pool must not
-/// let the lease expire), renewing the worker's row, then the collection's lease row, as two
+/// A worker's heartbeat: a thread of its own, on the store's renewal connection (outside the
+/// pool, which must not let the lease expire when busy; see `lease::renew_until_stopped`),
+/// renewing the worker's row, then the collection's lease row, as two
 /// statements (each holding one row lock only, so that it never waits in a cycle with a chunk).
 struct Heart {
     stop: Arc<(Mutex<bool>, Condvar)>,

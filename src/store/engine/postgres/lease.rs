@@ -1,5 +1,6 @@
 //! Run exclusion and liveness across processes: a collection's run holds a lease row until it
-//! drops it, renewing it from a thread of its own on a connection of its own; a lease whose
+//! drops it, renewing it from a thread of its own on the store's renewal connection (one per
+//! store, outside the pool, shared by every run's lease and worker's heartbeat); a lease whose
 //! holder stopped renewing expires (by the database's clock) and is free to take.
 
 use std::sync::Arc;
@@ -125,9 +126,17 @@ fn renew(shared: &Shared, collection: i32, holder: &str, stop: &(Mutex<bool>, Co
     });
 }
 
-/// Calls `renew` every quarter of the run lease, on a connection of its own (a busy pool must
-/// not let a lease expire; the connection is made again after an error), until `stop` is set or
-/// `renew` answers `false` (what it renews is lost). Errors are logged naming `what`.
+/// Calls `renew` every quarter of the run lease until `stop` is set or `renew` answers `false`
+/// (what it renews is lost). Errors are logged naming `what`.
+///
+/// Every renewer of the store (each run's lease, each joined worker's heartbeat) runs on one
+/// connection of the store's, outside the pool, so that a busy pool cannot let a lease expire,
+/// and a process running many workers (a fleet's instances each migrating several collections at
+/// startup) takes one connection of the server's budget for them, not one each. It is made on
+/// first use and again after an error. A renewal that waits for a lock or runs long gives up
+/// after a quarter of the lease (`lock_timeout` and `statement_timeout` on that session), so
+/// that the renewers behind it are held up that long at most; its own next turn tries again,
+/// well before its lease expires.
 pub(super) fn renew_until_stopped(
     shared: &Shared,
     stop: &(Mutex<bool>, Condvar),
@@ -136,7 +145,6 @@ pub(super) fn renew_until_stopped(
     mut renew: impl FnMut(&mut postgres::Client) -> Result<bool, postgres::Error>,
 ) {
     let every = (shared.run_lease / 4).max(Duration::from_millis(10));
-    let mut conn = None;
     loop {
         {
             let mut stopped = stop.0.lock();
@@ -147,22 +155,35 @@ pub(super) fn renew_until_stopped(
                 return;
             }
         }
-        if conn.is_none() {
-            conn = shared.pool.connector().connect().ok();
+        let mut connection = shared.renewals.lock();
+        if connection.is_none() {
+            *connection = renewal_connection(shared, every);
         }
-        let Some(client) = conn.as_mut() else {
+        let Some(conn) = connection.as_mut() else {
             tracing::warn!(collection, "cannot reach the database to renew {what}");
             continue;
         };
-        match renew(&mut client.client) {
+        match renew(&mut conn.client) {
             Ok(true) => {}
             Ok(false) => return,
             Err(error) => {
                 tracing::warn!(collection, error = %error, "cannot renew {what}");
-                conn = None;
+                *connection = None;
             }
         }
     }
+}
+
+/// A new connection for the store's renewals, whose statements give up after `every`.
+fn renewal_connection(shared: &Shared, every: Duration) -> Option<super::pool::Conn> {
+    let mut conn = shared.pool.connector().connect().ok()?;
+    let millis = every.as_millis().max(1);
+    conn.client
+        .batch_execute(&format!(
+            "SET lock_timeout = {millis}; SET statement_timeout = {millis}"
+        ))
+        .ok()?;
+    Some(conn)
 }
 
 impl Drop for Lease {

@@ -52,6 +52,9 @@ pub(crate) struct Options {
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
     pub(crate) run_lease: Duration,
+    /// The connection every lease renewal and heartbeat of the store runs on, outside the pool
+    /// (see `lease::renew_until_stopped`); made on first use, and again after an error.
+    pub(crate) renewals: parking_lot::Mutex<Option<pool::Conn>>,
 }
 
 /// A store on PostgreSQL.
@@ -103,6 +106,7 @@ impl PgEngine {
             shared: Arc::new(Shared {
                 pool,
                 run_lease: options.run_lease,
+                renewals: parking_lot::Mutex::new(None),
             }),
             temporary: if options.temporary { schema } else { None },
             registration_timeout: options.registration_timeout,
