@@ -407,7 +407,9 @@ pub(crate) trait Worker: Send {
     fn idle(&mut self, idle: bool) -> Result<(), StoreError>;
 
     /// Whether another worker is still working: its lease is live and it is not idle. Releases
-    /// the reservations of workers whose lease expired.
+    /// the reservations of workers whose lease expired, and answers `true` when it released
+    /// any, so that the caller claims again before it leaves (a dead worker's row may still be
+    /// locked by its connection as one look skips it, and free at the next, expired).
     fn peers_working(&mut self) -> Result<bool, StoreError>;
 
     /// Claims from the start again (documents a worker that died left pending).

@@ -842,9 +842,14 @@ impl Worker for PgWorker<'_> {
         let mut conn = self.collection.shared.pool.get()?;
         if self.limited {
             let statement = conn.statement(RELEASE_EXPIRED)?;
-            conn.client
+            let released = conn
+                .client
                 .execute(&statement, &[&collection, &run])
                 .map_err(db)?;
+            if released > 0 {
+                // Part of the limit came back: the caller claims again before it may leave.
+                return Ok(true);
+            }
         }
         let statement = conn.statement(PEERS_WORKING)?;
         Ok(conn
