@@ -381,6 +381,55 @@ fn background_returns_at_once_and_migrates<E: Engine>() {
     assert_eq!(record.state, RunState::Done);
 }
 
+/// Two instances (two stores on one schema) of 3,000 documents started with
+/// `MigrateInBackground`: the first instance's worker holds its first chunk (its transaction
+/// open) at `gate`; the second has taken what the first does not hold, 2,000, and waits for its
+/// peer. PostgreSQL only: on sled one process owns the store.
+struct TwoInstances<P> {
+    gate: Arc<Gate>,
+    /// The first instance's collection.
+    boot: Collection<BootV2>,
+    first: revolve::StartupMigration,
+    second: revolve::StartupMigration,
+    /// Kept open until the test ends (bind it: a pattern's `..` would drop it at once).
+    _stores: (P, Store, Store),
+}
+
+impl<P: Place> TwoInstances<P> {
+    fn start<E: Engine<Place = P>>() -> Self {
+        let (gate, held) = Gate::open();
+        let mut titles = titles(3000);
+        titles[0].clone_from(&held);
+        let place = place_with::<E>(&titles);
+        let first_store = place.open();
+        let (boot, report) = first_store
+            .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
+            .unwrap();
+        let first = report.background.unwrap();
+        // The first instance's worker holds its first chunk, its transaction open.
+        gate.wait_held();
+        let second_store = place.open();
+        let (_, report) = second_store
+            .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
+            .unwrap();
+        let second = report.background.unwrap();
+        // The second takes what the first does not hold (the first's chunk is its own), then
+        // waits for its peer, whose chunk is still open.
+        let deadline = Instant::now() + WAIT;
+        while second.status().done < 2000 {
+            assert!(Instant::now() < deadline, "{:?}", second.status());
+            thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            gate,
+            boot,
+            first,
+            second,
+            _stores: (place, first_store, second_store),
+        }
+    }
+}
+
 /// Two instances (two stores on one PostgreSQL schema) starting with `MigrateInBackground` while
 /// the first one's run is under way: the second joins it, as a worker of the same run, instead
 /// of waiting for it. On sled one process owns the store: the test does not apply.
@@ -388,29 +437,13 @@ fn background_migrations_of_two_instances_share_one_run<E: Engine>() {
     if E::NAME != "postgres" {
         return;
     }
-    let (gate, held) = Gate::open();
-    let mut titles = titles(3000);
-    titles[0].clone_from(&held);
-    let place = place_with::<E>(&titles);
-    let first_store = place.open();
-    let (boot, report) = first_store
-        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
-        .unwrap();
-    let first = report.background.unwrap();
-    // The first instance's worker holds its first chunk, its transaction open.
-    gate.wait_held();
-    let second_store = place.open();
-    let (_, report) = second_store
-        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
-        .unwrap();
-    let second = report.background.unwrap();
-    // The second takes what the first does not hold (the first's chunk is its own), then waits
-    // for its peer, whose chunk is still open.
-    let deadline = Instant::now() + WAIT;
-    while second.status().done < 2000 {
-        assert!(Instant::now() < deadline, "{:?}", second.status());
-        thread::sleep(Duration::from_millis(10));
-    }
+    let TwoInstances {
+        gate,
+        boot,
+        first,
+        second,
+        _stores: _open,
+    } = TwoInstances::start::<E>();
     assert_eq!(second.status().state, StartupState::Migrating);
     gate.release();
     let status = first.wait(WAIT);
@@ -437,26 +470,13 @@ fn an_instance_stopping_does_not_cancel_the_shared_run<E: Engine>() {
     if E::NAME != "postgres" {
         return;
     }
-    let (gate, held) = Gate::open();
-    let mut titles = titles(3000);
-    titles[0].clone_from(&held);
-    let place = place_with::<E>(&titles);
-    let first_store = place.open();
-    let (boot, report) = first_store
-        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
-        .unwrap();
-    let first = report.background.unwrap();
-    gate.wait_held();
-    let second_store = place.open();
-    let (_, report) = second_store
-        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
-        .unwrap();
-    let second = report.background.unwrap();
-    let deadline = Instant::now() + WAIT;
-    while second.status().done < 2000 {
-        assert!(Instant::now() < deadline, "{:?}", second.status());
-        thread::sleep(Duration::from_millis(10));
-    }
+    let TwoInstances {
+        gate,
+        boot,
+        first,
+        second,
+        _stores: _open,
+    } = TwoInstances::start::<E>();
     // The first instance stops: its worker leaves after its chunk.
     first.cancel();
     gate.release();
