@@ -678,7 +678,7 @@ impl Worker for PgWorker<'_> {
     }
 
     fn taken_before(&self) -> u64 {
-        self.baseline[0].unsigned_abs()
+        u64::try_from(self.baseline[0]).unwrap_or(0)
     }
 
     fn reserve(&mut self, want: usize) -> Result<usize, StoreError> {

@@ -133,10 +133,11 @@ fn renew(shared: &Shared, collection: i32, holder: &str, stop: &(Mutex<bool>, Co
 /// connection of the store's, outside the pool, so that a busy pool cannot let a lease expire,
 /// and a process running many workers (a fleet's instances each migrating several collections at
 /// startup) takes one connection of the server's budget for them, not one each. It is made on
-/// first use and again after an error. A renewal that waits for a lock or runs long gives up
-/// after a quarter of the lease (`lock_timeout` and `statement_timeout` on that session), so
-/// that the renewers behind it are held up that long at most; its own next turn tries again,
-/// well before its lease expires.
+/// first use and again after it breaks. A renewal that waits for a lock or runs long gives up
+/// after half the interval between renewals, an eighth of the lease (`lock_timeout` and
+/// `statement_timeout` on that session; at least a second, for a loaded server), so that the
+/// renewers behind it are held up that long at most; its own next turn tries again, well before
+/// its lease expires.
 pub(super) fn renew_until_stopped(
     shared: &Shared,
     stop: &(Mutex<bool>, Condvar),
@@ -157,7 +158,7 @@ pub(super) fn renew_until_stopped(
         }
         let mut connection = shared.renewals.lock();
         if connection.is_none() {
-            *connection = renewal_connection(shared, every);
+            *connection = renewal_connection(shared, (every / 2).max(Duration::from_secs(1)));
         }
         let Some(conn) = connection.as_mut() else {
             tracing::warn!(collection, "cannot reach the database to renew {what}");
@@ -168,16 +169,20 @@ pub(super) fn renew_until_stopped(
             Ok(false) => return,
             Err(error) => {
                 tracing::warn!(collection, error = %error, "cannot renew {what}");
-                *connection = None;
+                // A statement that timed out leaves the session as it was; only a broken
+                // connection is made again (under the lock every renewer waits on).
+                if matches!(db(error), StoreError::ConnectionLost { .. }) {
+                    *connection = None;
+                }
             }
         }
     }
 }
 
-/// A new connection for the store's renewals, whose statements give up after `every`.
-fn renewal_connection(shared: &Shared, every: Duration) -> Option<super::pool::Conn> {
+/// A new connection for the store's renewals, whose statements give up after `bound`.
+fn renewal_connection(shared: &Shared, bound: Duration) -> Option<super::pool::Conn> {
     let mut conn = shared.pool.connector().connect().ok()?;
-    let millis = every.as_millis().max(1);
+    let millis = bound.as_millis().max(1);
     conn.client
         .batch_execute(&format!(
             "SET lock_timeout = {millis}; SET statement_timeout = {millis}"
