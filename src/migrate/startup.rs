@@ -227,6 +227,15 @@ pub enum StartupError {
         /// How many documents.
         remaining: u64,
     },
+    /// The background migration panicked outside the steps (whose panics fail their document
+    /// only): a bug of revolve's or of a `Serialize`/`Deserialize` implementation.
+    #[error("the startup migration of `{collection}` panicked: {message}")]
+    Panicked {
+        /// The collection.
+        collection: String,
+        /// What the panic said.
+        message: String,
+    },
 }
 
 fn failures_message(
@@ -265,6 +274,12 @@ pub enum StartupState {
     /// Stopped at a chunk boundary: [`StartupMigration::cancel`], or every handle of the store
     /// was dropped.
     Cancelled,
+    /// A newer program registered version `newer` (a rolling upgrade): its instances migrate,
+    /// this one serves reads and leaves documents as they are.
+    Superseded {
+        /// The newest registered version.
+        newer: u32,
+    },
 }
 
 /// A startup migration's progress, as [`Store::startup_migrations`] lists it.
@@ -542,7 +557,7 @@ impl Store {
                 let migration = StartupMigration::new(collection.name(), policy, T::VERSION);
                 self.startups().add(migration.clone());
                 let result = migrate_all(&collection, &migration, &mut report);
-                finish(&migration, collection.name(), &result);
+                finish(&migration, collection.name(), &result, report.superseded_by);
                 result?;
             }
         }
@@ -584,10 +599,13 @@ impl Store {
                     .name("revolve-startup".to_owned())
                     .spawn(move || background_thread(&detached, &handle))
             })
-            .map_err(|error| {
-                StartupError::Migration(MigrationError::Threads {
-                    threads: 1,
-                    message: format!("the startup migration thread: {error}"),
+            .map_err(|source| {
+                StartupError::Store(StoreError::Io {
+                    what: format!(
+                        "cannot start the thread of the startup migration of `{}`",
+                        collection.name()
+                    ),
+                    source,
                 })
             })
     }
@@ -610,22 +628,42 @@ fn background_thread<T: Schema>(collection: &Collection<T>, migration: &StartupM
         migrate_all(collection, migration, &mut report)
     }))
     .unwrap_or_else(|panic| {
-        Err(StartupError::Migration(MigrationError::Threads {
-            threads: 1,
-            message: format!(
-                "the startup migration panicked: {}",
-                crate::schema::panic_message(panic.as_ref())
-            ),
-        }))
+        Err(StartupError::Panicked {
+            collection: name.clone(),
+            message: crate::schema::panic_message(panic.as_ref()).to_owned(),
+        })
     });
-    finish(migration, &name, &result);
+    let result = result.and_then(|cancelled| {
+        if cancelled || report.superseded_by.is_some() {
+            return Ok(cancelled);
+        }
+        // Done means nothing is pending: a run that took nothing while documents are pending
+        // (counters that disagree with the heads) stopped the loop, and says so.
+        let left = collection.pending()?.migratable();
+        if left > 0 {
+            return Err(StartupError::Incomplete {
+                collection: name.clone(),
+                to_version: T::VERSION,
+                remaining: left,
+            });
+        }
+        Ok(false)
+    });
+    finish(migration, &name, &result, report.superseded_by);
 }
 
 /// Records how a startup migration ended, and logs it.
-fn finish(migration: &StartupMigration, collection: &str, result: &Result<bool, StartupError>) {
+fn finish(
+    migration: &StartupMigration,
+    collection: &str,
+    result: &Result<bool, StartupError>,
+    superseded_by: Option<u32>,
+) {
     let state = match result {
         Ok(true) => StartupState::Cancelled,
-        Ok(false) => StartupState::Done,
+        Ok(false) => superseded_by.map_or(StartupState::Done, |newer| StartupState::Superseded {
+            newer,
+        }),
         // The error's own message: its sources may quote stored values (see the logs in
         // `docs/design.md`), so the whole chain is a debug event only.
         Err(error) => StartupState::Failed {
@@ -644,6 +682,13 @@ fn finish(migration: &StartupMigration, collection: &str, result: &Result<bool, 
             }
         }
         StartupState::Cancelled => tracing::info!(collection, "startup migration cancelled"),
+        StartupState::Superseded { newer } => {
+            tracing::info!(
+                collection,
+                newer,
+                "startup migration left to a newer program"
+            );
+        }
         _ => {
             let status = migration.status();
             tracing::info!(

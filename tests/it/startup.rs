@@ -580,7 +580,7 @@ fn a_store_dropped_after_its_background_migration_closes<E: Engine>() {
 /// During a rolling upgrade: a program older than the newest registered version starts with
 /// `MigrateBeforeServing` while documents are still below its own version. It may not write, so
 /// it serves reads and leaves the migration to the newer program's instances, instead of
-/// failing its start.
+/// failing its start; a background migration ends `Superseded`.
 fn an_older_program_leaves_the_migration_to_the_newer_one<E: Engine>() {
     let place = place_with::<E>(&titles(50));
     {
@@ -596,6 +596,20 @@ fn an_older_program_leaves_the_migration_to_the_newer_one<E: Engine>() {
     assert!(report.runs.is_empty());
     assert_eq!(boot.get("doc-00003").unwrap().unwrap().data.double, 6);
     let _ = report.require_clean().unwrap();
+    drop((boot, store));
+
+    // In the background it says so, not that nothing is pending.
+    let store = place.open();
+    let (_, report) = store
+        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
+        .unwrap();
+    let status = report.background.unwrap().wait(WAIT);
+    assert_eq!(
+        status.state,
+        StartupState::Superseded { newer: 3 },
+        "{status:?}"
+    );
+    assert_eq!(status.migrated, 0);
 }
 
 /// A `MigrateBeforeServing` start cancelled midway returns what it did, and `require_clean`
