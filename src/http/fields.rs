@@ -12,6 +12,9 @@
 //! type's `#[serde(alias)]` is not known to the schema, so a collection whose clients send those
 //! needs `Router::allow_unknown_fields`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use crate::schema::Validator;
@@ -33,6 +36,7 @@ pub(crate) fn unknown_fields(
         root: schema,
         aliases,
         found: Vec::new(),
+        validators: RefCell::new(HashMap::new()),
     };
     walk.value(value, schema, &mut String::new());
     walk.found
@@ -42,6 +46,9 @@ struct Walk<'a> {
     root: &'a Value,
     aliases: &'a [(&'a str, &'a str)],
     found: Vec<String>,
+    /// The alternatives compiled so far, by their schema's address in `root` (which outlives
+    /// the walk): each is compiled once per body, however many values it is matched against.
+    validators: RefCell<HashMap<*const Value, Validator>>,
 }
 
 impl<'a> Walk<'a> {
@@ -112,7 +119,12 @@ impl<'a> Walk<'a> {
     /// Whether `value` fits `schema` at its own level (a `$ref` resolved once; nested references
     /// accept anything, which only makes the choice of alternatives more lenient).
     fn matches(&self, value: &Value, schema: &Value) -> bool {
-        Validator::new(self.resolve(schema)).is_valid(value)
+        let schema = self.resolve(schema);
+        self.validators
+            .borrow_mut()
+            .entry(std::ptr::from_ref(schema))
+            .or_insert_with(|| Validator::new(schema))
+            .is_valid(value)
     }
 
     fn value(&mut self, value: &Value, schema: &'a Value, path: &mut String) {
