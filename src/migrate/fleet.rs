@@ -52,8 +52,11 @@ pub(super) fn run<T: Schema>(
         let run_id = collection.store().next_run_id()?;
         match collection.join_run(run_id, &settings, &info)? {
             None => return Ok(None),
-            Some(Joined::Other { run, settings }) => {
-                join::compare(migration, run, &settings)?;
+            Some(Joined::Other {
+                run,
+                settings: theirs,
+            }) => {
+                join::compare(migration, run, &theirs, &settings.fingerprint)?;
                 // Only the settings compared can differ; should they not, the run is refused
                 // all the same, naming its fingerprint.
                 return Err(MigrationError::RunInProgress {

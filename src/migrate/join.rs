@@ -56,27 +56,28 @@ pub(super) fn check<T: Schema>(migration: &Migration<T>, run: u64) -> Result<(),
     if record.kind != RunKind::Migration || record.dry_run {
         return Ok(());
     }
+    let ours = collection.schema_fingerprint();
     compare(
         migration,
         run,
         &RunSettings {
             target: record.to_version,
             // A record without one (written before fingerprints were kept) is not compared on it.
-            fingerprint: record
-                .schema_fingerprint
-                .unwrap_or_else(|| collection.schema_fingerprint()),
+            fingerprint: record.schema_fingerprint.unwrap_or_else(|| ours.clone()),
             limit: record.limit,
             retry_failed: record.retry_failed,
         },
+        &ours,
     )
 }
 
 /// [`MigrationError::JoinMismatch`] naming the first setting of the run `run` that differs from
-/// this migration's.
+/// this migration's (whose target schema's fingerprint is `ours`).
 pub(super) fn compare<T: Schema>(
     migration: &Migration<T>,
     run: u64,
     theirs: &RunSettings,
+    ours: &str,
 ) -> Result<(), MigrationError> {
     let collection = &migration.collection;
     let mismatch = |setting: &'static str, theirs: String, ours: String| {
@@ -96,12 +97,11 @@ pub(super) fn compare<T: Schema>(
             T::VERSION.to_string(),
         );
     }
-    let ours = collection.schema_fingerprint();
     if theirs.fingerprint != ours {
         return mismatch(
             "target schema fingerprint",
             theirs.fingerprint.clone(),
-            ours,
+            ours.to_owned(),
         );
     }
     if theirs.limit != migration.limit {
