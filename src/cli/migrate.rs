@@ -21,7 +21,7 @@ use crate::erased::{self, AnyCollection, RunHooks};
 use crate::error::format::Chain;
 use crate::{
     Failure, MigrateOptions, MigrationError, MigrationReport, Pending, Progress, RevertReport,
-    RunRecord, RunState, Schema, Store, StoreError,
+    RunKind, RunRecord, RunState, Schema, Store, StoreError,
 };
 
 /// How many runs `migrate status` lists per collection.
@@ -208,6 +208,14 @@ pub enum CommandError {
         "run {run} of `{collection}` is under way but is not a joined run: only the process that runs it can cancel it"
     )]
     NotJoined {
+        /// The run's collection.
+        collection: String,
+        /// The run given.
+        run: u64,
+    },
+    /// The run asked to be cancelled is a revert under way, which no one can cancel.
+    #[error("run {run} of `{collection}` is a revert under way, which cannot be cancelled")]
+    NotCancellable {
         /// The run's collection.
         collection: String,
         /// The run given.
@@ -700,6 +708,10 @@ fn cancel_run(targets: &[Arc<dyn AnyCollection>], run: u64) -> Result<&str, Comm
         // Not a joined run; or it ended since it was read.
         return Err(match target.raw().run(run)? {
             Some(record) if record.state != RunState::Running => not_running(record.state),
+            _ if matches!(record.kind, RunKind::Revert { .. }) => CommandError::NotCancellable {
+                collection: collection.to_owned(),
+                run,
+            },
             _ => CommandError::NotJoined {
                 collection: collection.to_owned(),
                 run,
