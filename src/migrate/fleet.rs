@@ -16,7 +16,7 @@ use super::ledger::{self, RunProgress, RunState};
 use super::{Join, Migration, MigrationError, MigrationReport, Progress, CHUNK_SIZE};
 use crate::schema::Schema;
 use crate::store::{
-    Claimed, Ending, Joined, Left, PendingDocument, RunSettings, Worker, WorkerInfo,
+    Claimed, Ending, Joined, Left, PendingDocument, Process, RunSettings, Worker, WorkerInfo,
 };
 
 /// How often a joiner looks again whether a run it cannot join has ended, and the longest an
@@ -242,13 +242,7 @@ fn chunks<T: Schema>(
             *cancelled = true;
             return Ok(());
         }
-        let room = worker.reserve(CHUNK_SIZE)?;
-        let claimed = if room == 0 {
-            None
-        } else {
-            worker.claim(room, T::VERSION, &mut process)?
-        };
-        let chunk = if let Some(chunk) = claimed {
+        let chunk = if let Some(chunk) = claim_next::<T>(worker, &mut process)? {
             chunk
         } else {
             if !idle {
@@ -256,24 +250,16 @@ fn chunks<T: Schema>(
                 idle = true;
             }
             if worker.peers_working()? {
-                std::thread::sleep(idle_wait);
-                idle_wait = (idle_wait * 2).min(POLL);
+                back_off(&mut idle_wait);
                 continue;
             }
             // No peer works: what one that died left pending is claimed from the start.
             worker.rewind()?;
-            let room = worker.reserve(CHUNK_SIZE)?;
-            let again = if room == 0 {
-                None
-            } else {
-                worker.claim(room, T::VERSION, &mut process)?
-            };
-            match again {
+            match claim_next::<T>(worker, &mut process)? {
                 Some(chunk) => chunk,
                 // A peer claimed what was left meanwhile: it is waited for, should it die.
                 None if worker.peers_working()? => {
-                    std::thread::sleep(idle_wait);
-                    idle_wait = (idle_wait * 2).min(POLL);
+                    back_off(&mut idle_wait);
                     continue;
                 }
                 None => return Ok(()),
@@ -286,6 +272,26 @@ fn chunks<T: Schema>(
         }
         account(migration, tally, &chunk, run, total, started)?;
     }
+}
+
+/// The next chunk: a share of the run's limit reserved, then claimed and committed; `None` when
+/// the limit is reserved or nothing is left to claim.
+fn claim_next<T: Schema>(
+    worker: &mut dyn Worker,
+    process: &mut Process<'_>,
+) -> Result<Option<Claimed>, MigrationError> {
+    let room = worker.reserve(CHUNK_SIZE)?;
+    if room == 0 {
+        return Ok(None);
+    }
+    Ok(worker.claim(room, T::VERSION, process)?)
+}
+
+/// An idle worker's wait before it looks at its peers again, doubled for the next, up to
+/// [`POLL`].
+fn back_off(idle_wait: &mut Duration) {
+    std::thread::sleep(*idle_wait);
+    *idle_wait = (*idle_wait * 2).min(POLL);
 }
 
 /// Counts a committed chunk, reports progress and keeps to the rate. Progress and the rate are

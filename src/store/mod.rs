@@ -32,8 +32,8 @@ pub(crate) use self::engine::Head;
 pub use self::engine::StoreState;
 pub(crate) use self::engine::{
     Action, ChunkItem, Claimed, Commit, EncodedRevision, Ending, FailureRecord, Joined, Left,
-    Outcome, PendingChunk, PendingDocument, Position, Prepared, ProgressRecord, RunSettings, Seen,
-    Worker, WorkerInfo,
+    Outcome, PendingChunk, PendingDocument, Position, Prepared, Process, ProgressRecord,
+    RunSettings, Seen, Worker, WorkerInfo,
 };
 pub use self::error::{BackendError, StoreError};
 pub use self::iter::Iter;
