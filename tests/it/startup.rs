@@ -381,6 +381,31 @@ fn background_returns_at_once_and_migrates<E: Engine>() {
     assert_eq!(record.state, RunState::Done);
 }
 
+/// A store of `n` documents whose first one's step waits at a gate, opened with
+/// `MigrateInBackground`, once that step is held: the gate, the place, the store, its collection
+/// and the background migration.
+fn held_background<E: Engine>(
+    n: usize,
+) -> (
+    Arc<Gate>,
+    E::Place,
+    Store,
+    Collection<BootV2>,
+    revolve::StartupMigration,
+) {
+    let (gate, held) = Gate::open();
+    let mut titles = titles(n);
+    titles[0].clone_from(&held);
+    let place = place_with::<E>(&titles);
+    let store = place.open();
+    let (boot, report) = store
+        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
+        .unwrap();
+    let background = report.background.unwrap();
+    gate.wait_held();
+    (gate, place, store, boot, background)
+}
+
 /// Two instances (two stores on one schema) of 3,000 documents started with
 /// `MigrateInBackground`: the first instance's worker holds its first chunk (its transaction
 /// open) at `gate`; the second has taken what the first does not hold, 2,000, and waits for its
@@ -397,17 +422,8 @@ struct TwoInstances<P> {
 
 impl<P: Place> TwoInstances<P> {
     fn start<E: Engine<Place = P>>() -> Self {
-        let (gate, held) = Gate::open();
-        let mut titles = titles(3000);
-        titles[0].clone_from(&held);
-        let place = place_with::<E>(&titles);
-        let first_store = place.open();
-        let (boot, report) = first_store
-            .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
-            .unwrap();
-        let first = report.background.unwrap();
         // The first instance's worker holds its first chunk, its transaction open.
-        gate.wait_held();
+        let (gate, place, first_store, boot, first) = held_background::<E>(3000);
         let second_store = place.open();
         let (_, report) = second_store
             .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
@@ -490,16 +506,7 @@ fn an_instance_stopping_does_not_cancel_the_shared_run<E: Engine>() {
 }
 
 fn dropping_the_store_during_a_background_migration_ends_cleanly<E: Engine>() {
-    let (gate, held) = Gate::open();
-    let mut titles = titles(1200);
-    titles[0].clone_from(&held);
-    let place = place_with::<E>(&titles);
-    let store = place.open();
-    let (boot, report) = store
-        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
-        .unwrap();
-    let background = report.background.unwrap();
-    gate.wait_held();
+    let (gate, place, store, boot, background) = held_background::<E>(1200);
     // Dropping every handle cancels the thread and waits for it, at its chunk boundary.
     let (dropped_tx, dropped) = mpsc::channel();
     let dropping = thread::spawn(move || {
@@ -530,16 +537,7 @@ fn dropping_the_store_during_a_background_migration_ends_cleanly<E: Engine>() {
 }
 
 fn a_cancelled_background_migration_is_continued_by_the_next_start<E: Engine>() {
-    let (gate, held) = Gate::open();
-    let mut titles = titles(1200);
-    titles[0].clone_from(&held);
-    let place = place_with::<E>(&titles);
-    let store = place.open();
-    let (boot, report) = store
-        .collection_with::<BootV2>(StartupPolicy::MigrateInBackground)
-        .unwrap();
-    let first = report.background.unwrap();
-    gate.wait_held();
+    let (gate, _place, store, boot, first) = held_background::<E>(1200);
     first.cancel();
     gate.release();
     let status = first.wait(WAIT);
